@@ -1,0 +1,268 @@
+"""The run schema: the one module that writes evidence to MLflow and reads it back.
+
+Every piece of evidence is one run tagged ``fennec.kind`` (plus ``fennec.model`` /
+``fennec.task`` for a cell of the performance matrix). A cell run also carries
+``fennec.cell``, a hash of everything that determines its value (model, weights, task
+content, probe, estimator, ...): writing a cell whose finished run exists is a no-op, a
+crashed or killed run (status FAILED or left RUNNING) is ignored by readers and redone.
+
+Facts travel as params: ``model_*`` params describe the model (``model_parameters``,
+``model_source``, ...), ``task_*`` params the task (``task_class_count``, ...). Readers turn
+them into the model and task fact tables.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+KIND_TAG = "fennec.kind"
+MODEL_TAG = "fennec.model"
+TASK_TAG = "fennec.task"
+CELL_TAG = "fennec.cell"
+SOURCE_TAG = "fennec.source"
+KINDS = (
+    "finetune", "finetune-trial", "fda", "estimator", "external", "archi2vec", "archi2vec-corpus",
+    "task-proxy", "fennec-fit", "rank", "tune", "tune-trial", "evaluation",
+)
+# The metric that fills the performance matrix, per kind of cell run.
+MATRIX_METRIC = {"fda": "fda_score", "finetune": "test_accuracy", "estimator": "score", "external": "score"}
+DEFAULT_EXPERIMENT = "fennec"
+_PAGE = 5000
+_MAX_PARAM_LENGTH = 6000
+
+
+class TrackingError(ValueError):
+    """The store cannot answer the question as asked."""
+
+
+def client(tracking_uri: str | None = None) -> MlflowClient:
+    """A client on ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's default (sqlite ``mlflow.db``)."""
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def experiment_id(mlflow_client: MlflowClient, name: str = DEFAULT_EXPERIMENT) -> str:
+    """The id of experiment ``name``, created when missing (a deleted one is restored)."""
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return mlflow_client.create_experiment(name)
+        except mlflow.exceptions.MlflowException:  # another worker created it meanwhile
+            experiment = mlflow_client.get_experiment_by_name(name)
+            assert experiment is not None
+            return experiment.experiment_id
+    if experiment.lifecycle_stage == "deleted":
+        mlflow_client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def cell_key(kind: str, **parts) -> str:
+    """A stable hash of what determines a cell's value."""
+    payload = json.dumps({"kind": kind, **parts}, sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def search_all(mlflow_client: MlflowClient, experiment_ids: list[str], filter_string: str,
+               order_by: list[str] | None = None) -> Iterator[Run]:
+    """Every run matching ``filter_string``, page by page."""
+    token = None
+    while True:
+        page = mlflow_client.search_runs(experiment_ids, filter_string, max_results=_PAGE,
+                                         order_by=order_by, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def finished_cells(mlflow_client: MlflowClient, experiment: str, kind: str) -> dict[str, str]:
+    """cell key -> run id of every finished cell run of ``kind`` in ``experiment``."""
+    exp = mlflow_client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    filter_string = f"tags.`{KIND_TAG}` = {_quote(kind)} and attributes.status = 'FINISHED'"
+    return {run.data.tags[CELL_TAG]: run.info.run_id
+            for run in search_all(mlflow_client, [exp.experiment_id], filter_string)
+            if CELL_TAG in run.data.tags}
+
+
+def _params(values: Mapping[str, object]) -> list[Param]:
+    return [Param(k, str(v)[:_MAX_PARAM_LENGTH]) for k, v in values.items() if v is not None]
+
+
+def _metrics(values: Mapping[str, float], step: int = 0) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in values.items() if v is not None and np.isfinite(v)]
+
+
+@dataclass
+class RunRecord:
+    """Everything one run holds, written in one go so a failure never leaves a half-written finished run."""
+
+    kind: str
+    params: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+    model: str | None = None
+    task: str | None = None
+    cell: str | None = None
+    name: str | None = None
+    parent_run_id: str | None = None
+    datasets: list[DatasetInput] = field(default_factory=list)
+
+    def all_tags(self) -> dict[str, str]:
+        tags = {KIND_TAG: self.kind, **{k: str(v) for k, v in self.tags.items()}}
+        for key, value in ((MODEL_TAG, self.model), (TASK_TAG, self.task), (CELL_TAG, self.cell),
+                           (MLFLOW_PARENT_RUN_ID, self.parent_run_id)):
+            if value is not None:
+                tags[key] = value
+        return tags
+
+
+def start_run(mlflow_client: MlflowClient, experiment_id_: str, record: RunRecord) -> str:
+    """Create a RUNNING run holding ``record``'s tags, params and inputs; returns its id."""
+    run_name = record.name or "-".join(x for x in (record.kind, record.model, record.task) if x)
+    run = mlflow_client.create_run(experiment_id_, tags={**record.all_tags(), MLFLOW_RUN_NAME: run_name},
+                                   run_name=run_name)
+    run_id = run.info.run_id
+    try:
+        mlflow_client.log_batch(run_id, metrics=_metrics(record.metrics), params=_params(record.params))
+        if record.datasets:
+            mlflow_client.log_inputs(run_id, datasets=record.datasets)
+    except Exception:
+        mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    return run_id
+
+
+def write_run(mlflow_client: MlflowClient, experiment_id_: str, record: RunRecord) -> str:
+    """Write ``record`` as a FINISHED run (FAILED if writing breaks midway)."""
+    run_id = start_run(mlflow_client, experiment_id_, record)
+    mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    return run_id
+
+
+def probe_dataset(task_name: str, task_source: str, indices: np.ndarray, labels: np.ndarray) -> DatasetInput:
+    """The probe set (indices into the task and their labels) as an MLflow dataset input."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    dataset = mlflow.data.from_numpy(
+        np.asarray(indices), targets=np.asarray(labels), name=f"{task_name}-probe",
+        source=CodeDatasetSource(tags={"task": task_name, "task_source": task_source}),
+    )
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "probe")])
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class KnowledgeMatrix:
+    """A performance matrix rebuilt from the store, with the facts the runs carried."""
+
+    values: pd.DataFrame  # models x tasks, NaN where unknown
+    model_facts: pd.DataFrame  # one row per model, columns from model_* params
+    task_facts: pd.DataFrame  # one row per task, columns from task_* params
+    run_ids: pd.DataFrame  # models x tasks, the run behind each value
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.values.shape
+
+
+def _facts(rows: list[dict], index_name: str) -> pd.DataFrame:
+    if not rows:
+        return pd.DataFrame(index=pd.Index([], name=index_name))
+    frame = pd.DataFrame(rows).drop_duplicates(subset=[index_name], keep="first").set_index(index_name).sort_index()
+    return frame.apply(_numeric_if_possible)
+
+
+def _numeric_if_possible(column: pd.Series) -> pd.Series:
+    """Params come back as strings; numbers should be numbers again."""
+    try:
+        return pd.to_numeric(column)
+    except (ValueError, TypeError):
+        return column
+
+
+def load_matrix(
+    kind: str = "fda",
+    *,
+    experiment: str | list[str] = DEFAULT_EXPERIMENT,
+    metric: str | None = None,
+    estimator: str | None = None,
+    source: str | None = None,
+    mlflow_client: MlflowClient | None = None,
+) -> KnowledgeMatrix:
+    """Rebuild the models x tasks matrix of ``kind`` runs from the store.
+
+    Reads finished runs only (paged search), keeps the latest run per (model, task) and
+    ignores failed or unfinished ones. ``estimator`` filters on the ``estimator`` param
+    (estimator runs), ``source`` on the ``fennec.source`` tag (imported tables).
+    """
+    if kind not in MATRIX_METRIC and metric is None:
+        raise TrackingError(f"runs of kind {kind!r} do not fill a matrix; use one of {sorted(MATRIX_METRIC)}")
+    metric = metric or MATRIX_METRIC[kind]
+    mlflow_client = mlflow_client or client()
+    names = [experiment] if isinstance(experiment, str) else list(experiment)
+    experiments = [mlflow_client.get_experiment_by_name(name) for name in names]
+    missing = [n for n, e in zip(names, experiments) if e is None]
+    if missing:
+        raise TrackingError(f"no experiment named {', '.join(map(repr, missing))} in the store "
+                            f"{mlflow.get_tracking_uri()!r}; did you log to another experiment or store?")
+    conditions = [f"tags.`{KIND_TAG}` = {_quote(kind)}", "attributes.status = 'FINISHED'"]
+    if estimator is not None:
+        conditions.append(f"params.estimator = {_quote(estimator)}")
+    if source is not None:
+        conditions.append(f"tags.`{SOURCE_TAG}` = {_quote(source)}")
+    cells: dict[tuple[str, str], tuple[float, str]] = {}
+    model_rows: list[dict] = []
+    task_rows: list[dict] = []
+    runs = search_all(mlflow_client, [e.experiment_id for e in experiments], " and ".join(conditions),
+                      order_by=["attributes.start_time DESC"])
+    for run in runs:
+        tags, data = run.data.tags, run.data
+        model, task = tags.get(MODEL_TAG), tags.get(TASK_TAG)
+        if model is None or task is None or metric not in data.metrics or (model, task) in cells:
+            continue
+        cells[(model, task)] = (data.metrics[metric], run.info.run_id)
+        model_rows.append({"model": model, **{k[6:]: v for k, v in data.params.items() if k.startswith("model_")}})
+        task_rows.append({"task": task, **{k[5:]: v for k, v in data.params.items() if k.startswith("task_")}})
+    index = pd.MultiIndex.from_tuples(list(cells), names=["model", "task"]) if cells else None
+    long = pd.DataFrame([v for v in cells.values()], columns=["value", "run_id"], index=index)
+    if cells:
+        values = long["value"].unstack("task").sort_index().sort_index(axis=1)
+        run_ids = long["run_id"].unstack("task").reindex_like(values)
+    else:
+        values = pd.DataFrame(dtype=float)
+        run_ids = pd.DataFrame(dtype=object)
+    values.columns.name, values.index.name = "task", "model"
+    return KnowledgeMatrix(values=values, model_facts=_facts(model_rows, "model"),
+                           task_facts=_facts(task_rows, "task"), run_ids=run_ids)
+
+
+def runs_of_kind(kind: str, *, experiment: str = DEFAULT_EXPERIMENT, extra_filter: str = "",
+                 mlflow_client: MlflowClient | None = None) -> list[Run]:
+    """Finished runs of ``kind`` in ``experiment``, newest first."""
+    mlflow_client = mlflow_client or client()
+    exp = mlflow_client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    conditions = [f"tags.`{KIND_TAG}` = {_quote(kind)}", "attributes.status = 'FINISHED'"]
+    if extra_filter:
+        conditions.append(extra_filter)
+    return list(search_all(mlflow_client, [exp.experiment_id], " and ".join(conditions),
+                           order_by=["attributes.start_time DESC"]))
