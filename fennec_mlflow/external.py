@@ -119,3 +119,21 @@ def import_table(
         tracking.write_run(mlflow_client, exp_id, record)
         created += 1
     return created, skipped
+
+
+BUNDLED_TABLES = {
+    "parc_controlled": "parc_controlled.csv",
+    "parc_all": "parc_all.csv",
+    "transfergraph": "transfergraph_image_records.csv",
+}
+
+
+def bundled_table(name: str) -> Path:
+    """Path of a public ground-truth table shipped with the package (copied from the projects named in its README)."""
+    if name not in BUNDLED_TABLES:
+        raise TableError(f"no bundled table {name!r}; choose one of {sorted(BUNDLED_TABLES)}")
+    return Path(__file__).parent / "data" / "benchmarks" / BUNDLED_TABLES[name]
+
+
+def transfergraph_model_facts() -> Path:
+    return Path(__file__).parent / "data" / "benchmarks" / "transfergraph_image_models.csv"

@@ -281,8 +281,8 @@ def from_torchvision(dataset: str, *, root: str | Path = "~/.cache/fennec-mlflow
 def stratified_sample(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of a stratified random sample of ``size`` items.
 
-    Each class present gets at least one item and otherwise a share proportional to its
-    frequency (largest-remainder rounding). ``size >= len(labels)`` returns every index.
+    Each class gets a share proportional to its frequency (largest-remainder rounding) and
+    at least one item. ``size >= len(labels)`` returns every index.
     """
     labels = np.asarray(labels)
     n = labels.size
@@ -295,15 +295,16 @@ def stratified_sample(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarra
             f"use a probe size of at least {classes.size}"
         )
     rng = np.random.default_rng(seed)
-    quota = np.ones(classes.size, dtype=np.int64)
-    extra = size - classes.size
-    ideal = (counts - 1) / max(n - classes.size, 1) * extra
-    quota += np.floor(ideal).astype(np.int64)
-    remainder = size - quota.sum()
-    if remainder > 0:
-        order = np.argsort(-(ideal - np.floor(ideal)), kind="stable")
-        order = [c for c in order if quota[c] < counts[c]]
-        quota[order[:remainder]] += 1
+    ideal = counts / n * size
+    quota = np.maximum(np.floor(ideal).astype(np.int64), 1)
+    # largest-remainder rounding; classes lifted to one item are paid for by the largest ones
+    for c in np.argsort(-(ideal - np.floor(ideal)), kind="stable"):
+        if quota.sum() >= size:
+            break
+        if quota[c] < counts[c]:
+            quota[c] += 1
+    while quota.sum() > size:
+        quota[np.argmax(quota)] -= 1
     chosen = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota)]
     return np.sort(np.concatenate(chosen))
 
@@ -351,3 +352,19 @@ def split_indices(labels: np.ndarray, fractions: tuple[float, float, float] = (0
         parts[1].append(idx[n_train:n_train + n_val])
         parts[2].append(idx[n_train + n_val:])
     return tuple(np.sort(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
+
+
+def load_task(spec: str, *, image_size: int = 32, seed: int = 0) -> Task:
+    """A task from a command-line spec.
+
+    ``folder:PATH`` (or an existing directory) -> :func:`from_folder`;
+    ``torchvision:NAME`` -> :func:`from_torchvision`; anything else names a built-in synthetic
+    task (see ``fennec_mlflow.synthetic.SYNTHETIC_TASKS``), rendered at ``image_size``.
+    """
+    if spec.startswith("folder:") or Path(spec).expanduser().is_dir():
+        return from_folder(spec.removeprefix("folder:"), image_size=max(image_size, 32))
+    if spec.startswith("torchvision:"):
+        return from_torchvision(spec.removeprefix("torchvision:"), seed=seed)
+    from fennec_mlflow.synthetic import synthetic_task  # synthetic builds on this module
+
+    return synthetic_task(spec, image_size=image_size, seed=seed)

@@ -1,0 +1,134 @@
+"""The ``fennec`` command line: one subcommand per MLproject entry point.
+
+Runs go to ``MLFLOW_TRACKING_URI`` when set, else MLflow's default store (sqlite
+``mlflow.db`` in the working directory).
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from fennec_mlflow import tracking
+
+DEFAULT_TASKS_HELP = "comma-separated task specs: synthetic task names, folder:PATH, torchvision:NAME; 'default' = the built-in history"
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _models(value: str) -> list[str]:
+    from fennec_mlflow.zoo import DEFAULT_ZOO
+
+    return list(DEFAULT_ZOO) if value == "default" else _split(value)
+
+
+def _tasks(value: str, image_size: int, seed: int):
+    from fennec_mlflow.synthetic import DEFAULT_HISTORY_TASKS
+    from fennec_mlflow.tasks import load_task
+
+    specs = list(DEFAULT_HISTORY_TASKS) if value == "default" else _split(value)
+    return [load_task(spec, image_size=image_size, seed=seed) for spec in specs]
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+# Errors users can fix are reported as one line, not a traceback.
+def _user_errors():
+    from fennec_mlflow.estimators.base import EstimatorError
+    from fennec_mlflow.external import TableError
+    from fennec_mlflow.jobs import FeatureError
+    from fennec_mlflow.tasks import TaskError
+    from fennec_mlflow.zoo import WeightsUnavailable, ZooError
+
+    return (TaskError, ZooError, WeightsUnavailable, FeatureError, TableError, EstimatorError, tracking.TrackingError)
+
+
+@click.group()
+@click.version_option(package_name="fennec-mlflow")
+def main() -> None:
+    """Recommend which pre-trained model to fine-tune, from evidence in an MLflow tracking store."""
+
+
+experiment_option = click.option("--experiment", default=tracking.DEFAULT_EXPERIMENT, show_default=True,
+                                 help="MLflow experiment holding the knowledge base")
+
+
+@main.command()
+@click.option("--models", default="default", show_default=True,
+              help="comma-separated model names (pytorchcv or torchvision:NAME); 'default' = small CIFAR-size zoo")
+@click.option("--tasks", default="default", show_default=True, help=DEFAULT_TASKS_HELP)
+@click.option("--estimator", default="fda", show_default=True, help="transferability estimator to compute")
+@click.option("--weights", type=click.Choice(["auto", "pretrained", "random"]), default="auto", show_default=True,
+              help="auto: pretrained if the weight file is on disk, else random init (never downloads)")
+@click.option("--probe-size", default=500, show_default=True, help="images per task probe set (stratified)")
+@click.option("--probe-seed", default=0, show_default=True)
+@click.option("--image-size", default=32, show_default=True, help="render size of synthetic tasks")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@experiment_option
+def fda(models, tasks, estimator, weights, probe_size, probe_seed, image_size, device, batch_size, experiment):
+    """Score every (model, task) cell with FDA (or another estimator); one run per cell, finished cells skipped."""
+    from fennec_mlflow.jobs import score_cells
+
+    try:
+        outcomes = score_cells(_models(models), _tasks(tasks, image_size, probe_seed), estimator=estimator,
+                               weights=weights, probe_size=probe_size, probe_seed=probe_seed,
+                               experiment=experiment, device=device, batch_size=batch_size)
+    except _user_errors() as exc:
+        _fail(exc)
+    new = [o for o in outcomes if not o.reused]
+    click.echo(f"{len(new)} new {estimator} run(s), {len(outcomes) - len(new)} cell(s) already in the store "
+               f"(experiment {experiment!r}, store {tracking.client().tracking_uri})")
+    for o in new:
+        click.echo(f"  {o.model:32s} {o.task:24s} {o.score:.4f}")
+
+
+@main.command()
+@click.option("--kind", default="fda", show_default=True, type=click.Choice(sorted(tracking.MATRIX_METRIC)))
+@click.option("--estimator", default=None, help="only runs with this estimator param")
+@click.option("--source", default=None, help="only imported runs from this source (e.g. parc_controlled)")
+@click.option("--output", default=None, type=click.Path(dir_okay=False), help="also write the matrix as CSV")
+@experiment_option
+def matrix(kind, estimator, source, output, experiment):
+    """Rebuild the models x tasks performance matrix from the store and print it."""
+    import pandas as pd
+
+    try:
+        km = tracking.load_matrix(kind, experiment=experiment, estimator=estimator, source=source)
+    except _user_errors() as exc:
+        _fail(exc)
+    filled = int(km.values.notna().sum().sum())
+    click.echo(f"{kind} matrix: {km.shape[0]} models x {km.shape[1]} tasks, {filled} cells known")
+    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.precision", 4):
+        click.echo(km.values.to_string() if filled else "(empty)")
+    if output:
+        km.values.to_csv(output)
+        click.echo(f"written to {output}")
+
+
+@main.command(name="import")
+@click.argument("table", type=click.Path(exists=True, dir_okay=False))
+@click.option("--source", default=None, help="name of the table's source (default: file name)")
+@click.option("--layout", default="auto", type=click.Choice(["auto", "parc", "transfergraph", "long"]), show_default=True)
+@click.option("--model-facts", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="TransferGraph's model_config_dataset.csv, for model facts")
+@experiment_option
+def import_(table, source, layout, model_facts, experiment):
+    """Import an external model x task table as `external` runs (idempotent)."""
+    from fennec_mlflow.external import import_table
+
+    try:
+        created, skipped = import_table(table, source=source, layout=layout, model_facts_csv=model_facts,
+                                        experiment=experiment)
+    except _user_errors() as exc:
+        _fail(exc)
+    click.echo(f"{created} run(s) created, {skipped} cell(s) already imported")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from fennec_mlflow.tasks import (Task, TaskError, from_arrays, from_folder, load_task, sample_probe,
+                                 split_indices, stratified_sample)
+from conftest import blob_images
+
+
+def make_folder(root, classes=("cat", "dog", "eel"), per_class=4, size=20):
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (size, size + 3, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_folder_task_reads_classes_and_resizes(tmp_path):
+    task = from_folder(make_folder(tmp_path / "data"), image_size=40)
+    assert task.class_names == ("cat", "dog", "eel")
+    assert task.num_samples == 12 and task.num_classes == 3
+    assert np.bincount(task.labels).tolist() == [4, 4, 4]
+    images = task.images([0, 5])
+    assert images.shape == (2, 40, 40, 3) and images.dtype == np.uint8
+    assert task.facts() == {"class_count": 3, "sample_count": 12, "domain": "unknown", "source": task.source}
+
+
+def test_corrupt_image_is_skipped_with_warning_and_counted(tmp_path):
+    root = make_folder(tmp_path / "data")
+    (root / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
+        task = from_folder(root)
+    assert task.skipped_files == 1 and task.num_samples == 12
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TaskError, match="no class sub-folders"):
+        from_folder(tmp_path / "empty")
+    (tmp_path / "noimg" / "a").mkdir(parents=True)
+    with pytest.raises(TaskError, match="no readable images"):
+        from_folder(tmp_path / "noimg")
+    with pytest.raises(TaskError, match="does not exist"):
+        from_folder(tmp_path / "missing")
+
+
+def test_single_class_task_is_rejected():
+    images, _ = blob_images(5, 2)
+    with pytest.raises(TaskError, match="single class"):
+        from_arrays(images, np.zeros(len(images), dtype=int), name="one")
+
+
+def test_fewer_samples_than_classes_is_rejected():
+    images, _ = blob_images(1, 2)
+    task = from_arrays(images, np.array([0, 1]), name="tiny", class_names=["a", "b", "c", "d"])
+    with pytest.raises(TaskError, match="2 samples for 4 classes"):
+        sample_probe(task, 10)
+    with pytest.raises(TaskError, match="cannot cover"):
+        stratified_sample(np.repeat(np.arange(5), 10), 3)
+
+
+def test_probe_is_stratified_and_seeded():
+    labels = np.concatenate([np.zeros(700), np.ones(200), np.full(100, 2)]).astype(int)
+    probe = stratified_sample(labels, 100, seed=3)
+    assert len(probe) == 100 and len(set(probe)) == 100
+    assert np.bincount(labels[probe]).tolist() == [70, 20, 10]
+    assert np.array_equal(probe, stratified_sample(labels, 100, seed=3))
+    assert not np.array_equal(probe, stratified_sample(labels, 100, seed=4))
+    # rare classes still appear
+    rare = np.concatenate([np.zeros(998), [1, 2]]).astype(int)
+    assert set(rare[stratified_sample(rare, 10, seed=0)]) == {0, 1, 2}
+    assert len(stratified_sample(labels, 5000)) == 1000
+
+
+def test_split_is_stratified_and_disjoint():
+    labels = np.repeat(np.arange(4), 50)
+    train, val, test = split_indices(labels, seed=1)
+    assert len(train) == 120 and len(val) == 40 and len(test) == 40
+    assert not set(train) & set(val) and not set(val) & set(test)
+    assert np.bincount(labels[test]).tolist() == [10, 10, 10, 10]
+
+
+def test_array_task_validation_and_fingerprint():
+    images, labels = blob_images(3, 2)
+    task = from_arrays(images, labels, name="a")
+    assert isinstance(task, Task) and task.fingerprint == from_arrays(images, labels, name="a").fingerprint
+    assert task.fingerprint != from_arrays(images[::-1], labels, name="a").fingerprint
+    with pytest.raises(TaskError, match="6 images but 5 labels"):
+        from_arrays(images, labels[:5], name="a")
+    with pytest.raises(TaskError, match="NaN"):
+        from_arrays(np.full((4, 8, 8, 3), np.nan), np.array([0, 1, 0, 1]), name="nan")
+    gray = from_arrays(images[..., 0], labels, name="gray")
+    assert gray.images([0]).shape == (1, 32, 32, 3)
+
+
+def test_load_task_reads_a_folder_spec(tmp_path):
+    root = make_folder(tmp_path / "pets")
+    assert load_task(f"folder:{root}").name == "pets"
+    with pytest.raises(TaskError, match="unknown torchvision dataset 'CIFAR11'.*CIFAR10"):
+        load_task("torchvision:CIFAR11")

@@ -1,0 +1,99 @@
+"""The run schema against a real sqlite store: write, read back, import, idempotency."""
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.entities import RunStatus
+
+from fennec_mlflow import external, tracking
+
+
+def write_cell(client, exp_id, model, task, value, status="FINISHED", kind="fda"):
+    record = tracking.RunRecord(kind=kind, model=model, task=task,
+                                cell=tracking.cell_key(kind, model=model, task=task),
+                                params={"model_parameters": 1000 + len(model), "task_class_count": len(task)},
+                                metrics={tracking.MATRIX_METRIC[kind]: value})
+    if status == "FINISHED":
+        return tracking.write_run(client, exp_id, record)
+    run_id = tracking.start_run(client, exp_id, record)
+    if status != "RUNNING":
+        client.set_terminated(run_id, status)
+    return run_id
+
+
+def test_matrix_read_back_equals_what_was_logged(store):
+    exp_id = tracking.experiment_id(store)
+    rng = np.random.default_rng(0)
+    truth = pd.DataFrame(rng.random((4, 3)), index=[f"m{i}" for i in range(4)], columns=["ta", "tbb", "tccc"])
+    truth.iloc[1, 2] = np.nan  # a hole stays a hole
+    for model in truth.index:
+        for task in truth.columns:
+            if not np.isnan(truth.loc[model, task]):
+                write_cell(store, exp_id, model, task, truth.loc[model, task] - 1)  # superseded below
+                write_cell(store, exp_id, model, task, truth.loc[model, task])
+    # crashed and killed runs never reach the matrix
+    write_cell(store, exp_id, "m0", "ta", 99.0, status="FAILED")
+    write_cell(store, exp_id, "m1", "tccc", 99.0, status="RUNNING")
+    write_cell(store, exp_id, "m9", "ta", 99.0, status="KILLED")
+    km = tracking.load_matrix("fda", mlflow_client=store)
+    pd.testing.assert_frame_equal(km.values, truth.sort_index().sort_index(axis=1), check_names=False)
+    assert km.model_facts.loc["m2", "parameters"] == 1002
+    assert km.task_facts.loc["tbb", "class_count"] == 3
+    assert km.run_ids.notna().sum().sum() == 11
+
+
+def test_unknown_experiment_and_kind_are_clear_errors(store):
+    with pytest.raises(tracking.TrackingError, match="no experiment named 'nope'"):
+        tracking.load_matrix("fda", experiment="nope", mlflow_client=store)
+    with pytest.raises(tracking.TrackingError, match="do not fill a matrix"):
+        tracking.load_matrix("rank", mlflow_client=store)
+
+
+def test_parc_controlled_imports_as_32_by_7_with_28_holes(store):
+    path = external.bundled_table("parc_controlled")
+    created, skipped = external.import_table(path, mlflow_client=store, progress=False)
+    assert (created, skipped) == (196, 0)
+    km = tracking.load_matrix("external", source="parc_controlled", mlflow_client=store)
+    assert km.shape == (32, 7)
+    assert int(km.values.isna().sum().sum()) == 28
+    raw = pd.read_csv(path)
+    row = raw.iloc[17]
+    assert km.values.loc[f"{row['Architecture']}@{row['Source Dataset']}", row["Target Dataset"]] == row["Oracle"]
+    for model in km.values.index:  # the holes are exactly source == target
+        arch, source = model.split("@")
+        if source in km.values.columns:
+            assert np.isnan(km.values.loc[model, source])
+    assert km.model_facts.loc["resnet50@imagenet", "architecture"] == "resnet50"
+    assert external.import_table(path, mlflow_client=store, progress=False) == (0, 196)
+
+
+def test_transfergraph_subset_and_long_tables(store, tmp_path):
+    records = pd.read_csv(external.bundled_table("transfergraph")).head(60)
+    subset = tmp_path / "tg.csv"
+    records.to_csv(subset, index=False)
+    external.import_table(subset, source="tg", model_facts_csv=external.transfergraph_model_facts(),
+                          mlflow_client=store, progress=False)
+    km = tracking.load_matrix("external", source="tg", mlflow_client=store)
+    expected = records.drop_duplicates(subset=["model", "finetuned_dataset"], keep="last")
+    assert int(km.values.notna().sum().sum()) == len(expected)
+    assert "type" in km.model_facts.columns and "parameters" in km.model_facts.columns
+
+    long = tmp_path / "mine.csv"
+    pd.DataFrame({"model": ["a", "b"], "task": ["x", "x"], "score": [0.5, 0.7], "task_class_count": [10, 10]}).to_csv(long, index=False)
+    external.import_table(long, mlflow_client=store, progress=False)
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    assert km.values.loc["b", "x"] == 0.7 and km.task_facts.loc["x", "class_count"] == 10
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,value\na,1\n")
+    with pytest.raises(external.TableError, match="cannot tell the table layout"):
+        external.import_table(bad, mlflow_client=store, progress=False)
+
+
+def test_finished_cells_lists_only_finished_runs(store):
+    exp_id = tracking.experiment_id(store)
+    done = write_cell(store, exp_id, "m", "t", 1.0)
+    write_cell(store, exp_id, "m", "u", 1.0, status="FAILED")
+    cells = tracking.finished_cells(store, tracking.DEFAULT_EXPERIMENT, "fda")
+    assert cells == {tracking.cell_key("fda", model="m", task="t"): done}
+    assert store.get_run(done).info.status == RunStatus.to_string(RunStatus.FINISHED)
+    assert store.get_run(done).data.tags[tracking.KIND_TAG] == "fda"
