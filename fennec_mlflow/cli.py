@@ -5,6 +5,7 @@ Runs go to ``MLFLOW_TRACKING_URI`` when set, else MLflow's default store (sqlite
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -25,27 +26,28 @@ def _models(value: str) -> list[str]:
 
 
 def _tasks(value: str, image_size: int, seed: int):
-    from fennec_mlflow.synthetic import DEFAULT_HISTORY_TASKS
+    from fennec_mlflow.jobs import DEFAULT_TASKS
     from fennec_mlflow.tasks import load_task
 
-    specs = list(DEFAULT_HISTORY_TASKS) if value == "default" else _split(value)
+    specs = list(DEFAULT_TASKS) if value == "default" else _split(value)
     return [load_task(spec, image_size=image_size, seed=seed) for spec in specs]
 
 
 def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
+    """Errors users can fix are one line, not a traceback (FENNEC_DEBUG=1 shows the traceback)."""
+    if os.environ.get("FENNEC_DEBUG"):
+        raise exc
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    click.echo(f"error: {message}", err=True)
     sys.exit(2)
 
 
-# Errors users can fix are reported as one line, not a traceback.
-def _user_errors():
-    from fennec_mlflow.estimators.base import EstimatorError
-    from fennec_mlflow.external import TableError
-    from fennec_mlflow.jobs import FeatureError
-    from fennec_mlflow.tasks import TaskError
-    from fennec_mlflow.zoo import WeightsUnavailable, ZooError
+def _user_errors() -> tuple[type[Exception], ...]:
+    from fennec_mlflow.zoo import WeightsUnavailable
 
-    return (TaskError, ZooError, WeightsUnavailable, FeatureError, TableError, EstimatorError, tracking.TrackingError)
+    # Input problems surface as ValueError subclasses (TaskError, ZooError, TableError, ...),
+    # unknown registry names as KeyError.
+    return (ValueError, KeyError, WeightsUnavailable)
 
 
 @click.group()

@@ -20,6 +20,9 @@ from fennec_mlflow.features import FeatureCache
 from fennec_mlflow.tasks import DEFAULT_PROBE_SIZE, Probe, Task, sample_probe
 from fennec_mlflow.zoo import ZooModel, load_model
 
+# One task per built-in synthetic family: the offline default of the fda and finetune jobs.
+DEFAULT_TASKS = ("digits-color", "shapes-8", "gratings-orient-8", "glyphs-upper-10")
+
 
 class FeatureError(ValueError):
     """A model produced features an estimator cannot score."""
