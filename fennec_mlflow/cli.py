@@ -84,6 +84,7 @@ def fda(models, tasks, estimator, weights, probe_size, probe_seed, image_size, d
     except _user_errors() as exc:
         _fail(exc)
     new = [o for o in outcomes if not o.reused]
+    tracking.annotate_project_run("fda", {"cells_new": len(new), "cells_reused": len(outcomes) - len(new)})
     click.echo(f"{len(new)} new {estimator} run(s), {len(outcomes) - len(new)} cell(s) already in the store "
                f"(experiment {experiment!r}, store {tracking.client().tracking_uri})")
     for o in new:

@@ -55,7 +55,7 @@ def check_features(features: np.ndarray, model: str, task: str) -> None:
 
 
 def score_cells(
-    model_names: Sequence[str],
+    models: Sequence[str | ZooModel],
     tasks: Sequence[Task],
     *,
     estimator: str = "fda",
@@ -79,7 +79,8 @@ def score_cells(
     kind = "fda" if estimator == "fda" else "estimator"
     metric = tracking.MATRIX_METRIC[kind]
     probes = [sample_probe(task, probe_size, probe_seed) for task in tasks]  # validates every task up front
-    models = {name: load_model(name, weights) for name in model_names}  # unknown names fail here
+    # unknown names fail here, before any run is written
+    models = {m.name: m for m in (m if isinstance(m, ZooModel) else load_model(m, weights) for m in models)}
     mlflow_client = mlflow_client or tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     done = tracking.finished_cells(mlflow_client, experiment, kind)

@@ -155,6 +155,21 @@ def write_run(mlflow_client: MlflowClient, experiment_id_: str, record: RunRecor
     return run_id
 
 
+def annotate_project_run(job: str, metrics: Mapping[str, float], mlflow_client: MlflowClient | None = None) -> None:
+    """Under `mlflow run`, tag the project's own run with the job it ran and a summary.
+
+    MLflow creates that run (and passes its id in ``MLFLOW_RUN_ID``); the cell runs the job
+    writes are separate runs in the knowledge-base experiment.
+    """
+    import os
+
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    mlflow_client = mlflow_client or client()
+    mlflow_client.log_batch(run_id, metrics=_metrics(metrics), tags=[RunTag("fennec.job", job)])
+
+
 def probe_dataset(task_name: str, task_source: str, indices: np.ndarray, labels: np.ndarray) -> DatasetInput:
     """The probe set (indices into the task and their labels) as an MLflow dataset input."""
     from mlflow.data.code_dataset_source import CodeDatasetSource

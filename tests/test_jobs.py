@@ -1,0 +1,100 @@
+"""The FDA job end to end on real models, real synthetic tasks and a real sqlite store."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fennec_mlflow import tracking, zoo
+from fennec_mlflow.jobs import FeatureError, score_cells, score_cell_key
+from fennec_mlflow.synthetic import synthetic_task
+from fennec_mlflow.tasks import TaskError, from_arrays, sample_probe
+from conftest import blob_images
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def small_tasks():
+    return [synthetic_task("shapes-4", samples_per_class=30), synthetic_task("digits-5class", samples_per_class=30)]
+
+
+def count_runs(client, kind):
+    return len(tracking.runs_of_kind(kind, mlflow_client=client))
+
+
+def test_fda_job_logs_each_cell_once_and_the_matrix_reads_back(store, small_tasks):
+    models = ["resnet20_cifar10", "diaresnet20_cifar10"]
+    first = score_cells(models, small_tasks, probe_size=60, mlflow_client=store, progress=False)
+    assert len(first) == 4 and not any(o.reused for o in first)
+    again = score_cells(models, small_tasks, probe_size=60, mlflow_client=store, progress=False)
+    assert all(o.reused for o in again) and count_runs(store, "fda") == 4
+    km = tracking.load_matrix("fda", mlflow_client=store)
+    for outcome in first:
+        assert km.values.loc[outcome.model, outcome.task] == pytest.approx(outcome.score)
+        assert 0 < outcome.score <= 1
+    run = store.get_run(first[0].run_id)
+    assert run.data.tags["fennec.kind"] == "fda" and run.data.tags["fennec.model"] == "resnet20_cifar10"
+    assert run.data.params["probe_size"] == "60" and run.data.params["feature_dim"] == "64"
+    assert {"fda_score", "fda_score_sum", "feature_seconds", "score_seconds"} <= set(run.data.metrics)
+    assert run.inputs.dataset_inputs[0].dataset.name == "shapes-4-probe"
+    assert km.task_facts.loc["shapes-4", "class_count"] == 4
+    # a different probe is a different cell
+    score_cells(models[:1], small_tasks[:1], probe_size=40, mlflow_client=store, progress=False)
+    assert count_runs(store, "fda") == 5
+
+
+def test_a_crashed_cell_is_redone(store, small_tasks):
+    model = zoo.load_model("resnet20_cifar10", weights="random")
+    probe = sample_probe(small_tasks[0], 60, 0)
+    exp_id = tracking.experiment_id(store)
+    crashed = tracking.start_run(store, exp_id, tracking.RunRecord(
+        kind="fda", model=model.name, task=probe.task.name, cell=score_cell_key("fda", model, probe)))
+    [outcome] = score_cells([model], small_tasks[:1], probe_size=60, mlflow_client=store, progress=False)
+    assert not outcome.reused and outcome.run_id != crashed
+    assert store.get_run(crashed).info.status == "RUNNING"  # left as it was, ignored by readers
+    assert tracking.load_matrix("fda", mlflow_client=store).run_ids.iloc[0, 0] == outcome.run_id
+
+
+def test_bad_input_leaves_no_run(store, small_tasks):
+    with pytest.raises(zoo.ZooError, match="resnet20_cifar1"):
+        score_cells(["resnet20_cifar10", "resnet20_cifar1"], small_tasks, mlflow_client=store, progress=False)
+    images, labels = blob_images(2, 3)
+    with pytest.raises(TaskError, match="cannot cover 3 classes"):
+        score_cells(["resnet20_cifar10"], [from_arrays(images, labels, name="t")], probe_size=2,
+                    mlflow_client=store, progress=False)
+
+    class NaNNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc(x.mean(dim=(2, 3)) * torch.tensor(float("nan")))
+
+    with pytest.raises(FeatureError, match="NaN/inf features for 60 of 60"):
+        score_cells([zoo.from_module(NaNNet(), "nan-net", input_size=32)], small_tasks[:1], probe_size=60,
+                    mlflow_client=store, progress=False)
+    with pytest.raises(KeyError, match="unknown transferability estimator 'fdaa'"):
+        score_cells(["resnet20_cifar10"], small_tasks, estimator="fdaa", mlflow_client=store, progress=False)
+    assert store.search_runs([tracking.experiment_id(store)]) == []
+
+
+@pytest.mark.slow
+def test_mlflow_run_fda_entry_point_in_an_empty_directory(tmp_path):
+    env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "HOME": str(tmp_path),
+           "FENNEC_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "fda", "--env-manager", "local",
+               "-P", "models=resnet20_cifar10,nin_cifar10", "-P", "tasks=shapes-4,gratings-orient-4",
+               "-P", "probe_size=80"]
+    for attempt in range(2):
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    client = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert count_runs(client, "fda") == 4  # the second run reused every cell
+    assert "0 new fda run(s), 4 cell(s) already in the store" in done.stdout
+    project_runs = client.search_runs(["0"])
+    assert len(project_runs) == 2 and all(r.data.tags.get("fennec.job") == "fda" for r in project_runs)
