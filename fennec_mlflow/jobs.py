@@ -37,9 +37,10 @@ class CellOutcome:
     reused: bool
 
 
-def score_cell_key(estimator: str, model: ZooModel, probe: Probe) -> str:
+def score_cell_key(estimator: str, model: ZooModel, probe: Probe, estimator_params: dict | None = None) -> str:
     return tracking.cell_key(
-        "fda" if estimator == "fda" else "estimator", estimator=estimator, model=model.name,
+        "fda" if estimator == "fda" else "estimator", estimator=estimator,
+        estimator_params=estimator_params or {}, model=model.name,
         weights=model.weights, task=probe.task.name, task_fingerprint=probe.task.fingerprint,
         probe_seed=probe.seed, probe_size=probe.size,
     )
@@ -90,7 +91,7 @@ def score_cells(
     bar = tqdm(cells, desc=f"{estimator} cells", disable=not progress, unit="cell")
     for model, probe in bar:
         bar.set_postfix_str(f"{model.name} x {probe.task.name}")
-        key = score_cell_key(estimator, model, probe)
+        key = score_cell_key(estimator, model, probe, scorer.get_params())
         if key in done:
             outcomes.append(CellOutcome(model.name, probe.task.name, done[key], None, True))
             continue
@@ -107,7 +108,8 @@ def score_cells(
             kind=kind, model=model.name, task=probe.task.name, cell=key,
             params={
                 "estimator": estimator, "weights": model.weights, "probe_size": len(probe.indices),
-                "probe_seed": probe.seed, "feature_dim": feats.dim, "feature_cache_hit": feats.cached,
+                "probe_seed": probe.seed, "feature_dim": feats.dim,
+                **{f"estimator_{k}": v for k, v in scorer.get_params().items()}, "feature_cache_hit": feats.cached,
                 "task_fingerprint": probe.task.fingerprint, "device": device,
                 "model_parameters": model.parameter_count, "model_source": model.source,
                 "model_input_size": model.input_size,

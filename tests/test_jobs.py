@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fennec_mlflow import tracking, zoo
+from fennec_mlflow.estimators import get_estimator
 from fennec_mlflow.jobs import FeatureError, score_cells, score_cell_key
 from fennec_mlflow.synthetic import synthetic_task
 from fennec_mlflow.tasks import TaskError, from_arrays, sample_probe
@@ -52,7 +53,7 @@ def test_a_crashed_cell_is_redone(store, small_tasks):
     probe = sample_probe(small_tasks[0], 60, 0)
     exp_id = tracking.experiment_id(store)
     crashed = tracking.start_run(store, exp_id, tracking.RunRecord(
-        kind="fda", model=model.name, task=probe.task.name, cell=score_cell_key("fda", model, probe)))
+        kind="fda", model=model.name, task=probe.task.name, cell=score_cell_key("fda", model, probe, get_estimator("fda").get_params())))
     [outcome] = score_cells([model], small_tasks[:1], probe_size=60, mlflow_client=store, progress=False)
     assert not outcome.reused and outcome.run_id != crashed
     assert store.get_run(crashed).info.status == "RUNNING"  # left as it was, ignored by readers

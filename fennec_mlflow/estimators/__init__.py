@@ -1,0 +1,45 @@
+"""Transferability estimators: one protocol, a registry by name, one module per metric.
+
+    from fennec_mlflow.estimators import get_estimator, available_estimators
+    get_estimator("fda").score(features, labels)
+
+Importing this package registers every estimator module listed below.
+"""
+
+from fennec_mlflow.estimators.base import (
+    TransferabilityEstimator,
+    available_estimators,
+    check_features,
+    check_labels,
+    check_source_logits,
+    get_estimator,
+    register,
+)
+from fennec_mlflow.estimators.fda import (
+    FDA,
+    SFDA,
+    FisherProjection,
+    fda_probabilities,
+    fda_projection,
+    fda_score,
+    sfda_score,
+    sfda_shrinkage,
+)
+
+__all__ = [
+    "TransferabilityEstimator",
+    "available_estimators",
+    "check_features",
+    "check_labels",
+    "check_source_logits",
+    "get_estimator",
+    "register",
+    "FDA",
+    "SFDA",
+    "FisherProjection",
+    "fda_probabilities",
+    "fda_projection",
+    "fda_score",
+    "sfda_score",
+    "sfda_shrinkage",
+]
