@@ -91,6 +91,45 @@ def fda(models, tasks, estimator, weights, probe_size, probe_seed, image_size, d
         click.echo(f"  {o.model:32s} {o.task:24s} {o.score:.4f}")
 
 
+def _floats(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in _split(value))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+
+
+@main.command()
+@click.option("--models", default="resnet20_cifar10", show_default=True, help="comma-separated model names")
+@click.option("--tasks", default="digits-color", show_default=True, help=DEFAULT_TASKS_HELP)
+@click.option("--weights", type=click.Choice(["auto", "pretrained", "random"]), default="auto", show_default=True)
+@click.option("--lrs", default="0.1,0.01,0.001,0.0001", show_default=True, help="learning-rate grid")
+@click.option("--wds", default="0.01,0.001,0.0001,0.00001", show_default=True, help="weight-decay grid")
+@click.option("--epochs", default=30, show_default=True, help="maximum epochs per grid point")
+@click.option("--patience", default=5, show_default=True, help="early-stopping patience (epochs)")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="seed of the 6:2:2 split and of training")
+@click.option("--image-size", default=32, show_default=True, help="render size of synthetic tasks")
+@click.option("--device", default="cpu", show_default=True)
+@experiment_option
+def finetune(models, tasks, weights, lrs, wds, epochs, patience, batch_size, seed, image_size, device, experiment):
+    """Fully fine-tune each model on each task over an lr x wd grid; the best grid point's test accuracy."""
+    from fennec_mlflow.finetune import FinetuneConfig
+    from fennec_mlflow.jobs import finetune_cells
+
+    try:
+        config = FinetuneConfig(learning_rates=_floats(lrs), weight_decays=_floats(wds), max_epochs=epochs,
+                                patience=patience, batch_size=batch_size, seed=seed, device=device)
+        outcomes = finetune_cells(_models(models), _tasks(tasks, image_size, seed), config=config,
+                                  weights=weights, experiment=experiment)
+    except _user_errors() as exc:
+        _fail(exc)
+    new = [o for o in outcomes if not o.reused]
+    tracking.annotate_project_run("finetune", {"cells_new": len(new), "cells_reused": len(outcomes) - len(new)})
+    click.echo(f"{len(new)} new fine-tune(s), {len(outcomes) - len(new)} already in the store")
+    for o in new:
+        click.echo(f"  {o.model:32s} {o.task:24s} test accuracy {o.score:.4f}")
+
+
 @main.command()
 @click.option("--kind", default="fda", show_default=True, type=click.Choice(sorted(tracking.MATRIX_METRIC)))
 @click.option("--estimator", default=None, help="only runs with this estimator param")

@@ -17,6 +17,8 @@ from tqdm.auto import tqdm
 from fennec_mlflow import tracking
 from fennec_mlflow.estimators import get_estimator
 from fennec_mlflow.features import FeatureCache
+from fennec_mlflow.finetune import (FinetuneCallbacks, FinetuneConfig, TrialParams, TrialResult, check_split,
+                                    default_split, finetune)
 from fennec_mlflow.tasks import DEFAULT_PROBE_SIZE, Probe, Task, sample_probe
 from fennec_mlflow.zoo import ZooModel, load_model
 
@@ -122,3 +124,133 @@ def score_cells(
         done[key] = run_id
         outcomes.append(CellOutcome(model.name, probe.task.name, run_id, value, False))
     return outcomes
+
+
+# ----------------------------------------------------------------------------- fine-tunes
+
+TRIAL_RESULT_METRICS = ("best_epoch", "epochs_run", "val_accuracy", "test_accuracy", "seconds", "val_loss")
+
+
+def finetune_cell_key(model: ZooModel, task: Task, config: FinetuneConfig) -> str:
+    return tracking.cell_key(
+        "finetune", model=model.name, weights=model.weights, task=task.name, task_fingerprint=task.fingerprint,
+        learning_rates=list(config.learning_rates), weight_decays=list(config.weight_decays),
+        batch_size=config.batch_size, momentum=config.momentum, max_epochs=config.max_epochs,
+        patience=config.patience, augment=config.augment, seed=config.seed,
+    )
+
+
+class _TrackedFinetune(FinetuneCallbacks):
+    """Writes each grid point as a ``finetune-trial`` child run; reuses finished ones on resume."""
+
+    def __init__(self, mlflow_client: MlflowClient, exp_id: str, parent_id: str, model: str, task: str,
+                 finished: dict[tuple[float, float], TrialResult]):
+        self.client, self.exp_id, self.parent_id = mlflow_client, exp_id, parent_id
+        self.model, self.task, self.finished = model, task, finished
+        self.child_id: str | None = None
+
+    def skip_trial(self, params: TrialParams) -> TrialResult | None:
+        return self.finished.get((params.lr, params.weight_decay))
+
+    def on_trial_start(self, params: TrialParams) -> None:
+        self.child_id = tracking.start_run(self.client, self.exp_id, tracking.RunRecord(
+            kind="finetune-trial", model=self.model, task=self.task, parent_run_id=self.parent_id,
+            name=f"lr={params.lr:g} wd={params.weight_decay:g}",
+            params={**params.as_dict(), "grid_index": params.index, "grid_size": params.grid_size}))
+
+    def on_epoch_end(self, params: TrialParams, epoch: int, metrics: dict[str, float]) -> None:
+        self.client.log_batch(self.child_id, metrics=tracking.epoch_metrics(metrics, epoch))
+
+    def on_trial_end(self, params: TrialParams, result: TrialResult) -> None:
+        final = {name: getattr(result, name) for name in TRIAL_RESULT_METRICS}
+        final["diverged"] = float(result.diverged)
+        self.client.log_batch(self.child_id, metrics=tracking.epoch_metrics(final, result.epochs_run))
+        tracking.finish_run(self.client, self.child_id)
+        self.child_id = None
+
+
+def _finished_trials(mlflow_client: MlflowClient, experiment: str, parent_id: str) -> dict[tuple[float, float], TrialResult]:
+    """(lr, wd) -> result of every finished grid point already logged under ``parent_id``."""
+    runs = tracking.runs_of_kind("finetune-trial", experiment=experiment, mlflow_client=mlflow_client,
+                                 extra_filter=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    finished = {}
+    for run in runs:
+        lr, wd = float(run.data.params["lr"]), float(run.data.params["weight_decay"])
+        m = run.data.metrics
+        finished[(lr, wd)] = TrialResult(
+            lr=lr, weight_decay=wd, best_epoch=int(m["best_epoch"]), epochs_run=int(m["epochs_run"]),
+            val_accuracy=m["val_accuracy"], test_accuracy=m["test_accuracy"], seconds=m["seconds"],
+            val_loss=m.get("val_loss", float("nan")), diverged=bool(m.get("diverged", 0.0)))
+    return finished
+
+
+def finetune_cells(
+    models: Sequence[str | ZooModel],
+    tasks: Sequence[Task],
+    *,
+    config: FinetuneConfig | None = None,
+    weights: str = "auto",
+    experiment: str = tracking.DEFAULT_EXPERIMENT,
+    mlflow_client: MlflowClient | None = None,
+    progress: bool = True,
+) -> list[CellOutcome]:
+    """Fine-tune every model on every task; one ``finetune`` run per cell, one child run per grid point.
+
+    A finished cell is skipped. A cell whose earlier run was killed midway is resumed in that
+    same run: its finished grid points are reused, the rest are trained.
+    """
+    config = config or FinetuneConfig(progress=progress)
+    config.grid()  # validates the grid before anything is written
+    models_ = [m if isinstance(m, ZooModel) else load_model(m, weights) for m in models]
+    for task in tasks:
+        check_split(task, default_split(task, seed=config.seed))
+    mlflow_client = mlflow_client or tracking.client()
+    exp_id = tracking.experiment_id(mlflow_client, experiment)
+    done = tracking.finished_cells(mlflow_client, experiment, "finetune")
+    outcomes: list[CellOutcome] = []
+    for model in models_:
+        for task in tasks:
+            key = finetune_cell_key(model, task, config)
+            if key in done:
+                outcomes.append(CellOutcome(model.name, task.name, done[key], None, True))
+                continue
+            outcomes.append(_finetune_cell(mlflow_client, exp_id, experiment, model, task, config, key))
+    return outcomes
+
+
+def _finetune_cell(mlflow_client: MlflowClient, exp_id: str, experiment: str, model: ZooModel, task: Task,
+                   config: FinetuneConfig, key: str) -> CellOutcome:
+    unfinished = tracking.runs_with_cell(mlflow_client, exp_id, key, statuses=("RUNNING", "FAILED", "KILLED"))
+    split = default_split(task, seed=config.seed)
+    if unfinished:
+        parent_id = unfinished[0].info.run_id
+        tracking.reopen_run(mlflow_client, parent_id)
+    else:
+        facts = task.facts()
+        parent_id = tracking.start_run(mlflow_client, exp_id, tracking.RunRecord(
+            kind="finetune", model=model.name, task=task.name, cell=key,
+            params={
+                "weights": model.weights, "learning_rates": ",".join(f"{v:g}" for v in config.learning_rates),
+                "weight_decays": ",".join(f"{v:g}" for v in config.weight_decays), "batch_size": config.batch_size,
+                "momentum": config.momentum, "max_epochs": config.max_epochs, "patience": config.patience,
+                "augment": config.augment, "seed": config.seed, "device": config.device,
+                "task_fingerprint": task.fingerprint, **split.sizes(),
+                "model_parameters": model.parameter_count, "model_source": model.source,
+                **{f"task_{k}": v for k, v in facts.items()},
+            }))
+    callbacks = _TrackedFinetune(mlflow_client, exp_id, parent_id, model.name, task.name,
+                                 _finished_trials(mlflow_client, experiment, parent_id))
+    try:
+        result = finetune(model, task, config, split=split, callbacks=callbacks)
+    except BaseException:  # Ctrl-C included: mark what was in flight as failed, resume later
+        for run_id in (callbacks.child_id, parent_id):
+            if run_id:
+                tracking.finish_run(mlflow_client, run_id, status="FAILED")
+        raise
+    mlflow_client.log_batch(parent_id, metrics=tracking.epoch_metrics({
+        "test_accuracy": result.test_accuracy, "best_val_accuracy": result.best.val_accuracy,
+        "best_lr": result.best.lr, "best_weight_decay": result.best.weight_decay,
+        "best_epoch": result.best.best_epoch, "trials_resumed": sum(t.resumed for t in result.trials),
+        "seconds": sum(t.seconds for t in result.trials if not t.resumed)}, 0))
+    tracking.finish_run(mlflow_client, parent_id)
+    return CellOutcome(model.name, task.name, parent_id, result.test_accuracy, False)

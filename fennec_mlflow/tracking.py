@@ -148,6 +148,28 @@ def start_run(mlflow_client: MlflowClient, experiment_id_: str, record: RunRecor
     return run_id
 
 
+def finish_run(mlflow_client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
+    mlflow_client.set_terminated(run_id, status)
+
+
+def reopen_run(mlflow_client: MlflowClient, run_id: str) -> None:
+    """Mark an unfinished run RUNNING again, to resume it in place."""
+    mlflow_client.update_run(run_id, status="RUNNING")
+
+
+def epoch_metrics(values: Mapping[str, float], step: int) -> list[Metric]:
+    """Metrics at ``step`` (an epoch), non-finite values left out."""
+    return _metrics(values, step)
+
+
+def runs_with_cell(mlflow_client: MlflowClient, experiment_id_: str, cell: str,
+                   statuses: tuple[str, ...] = ("FINISHED",)) -> list[Run]:
+    """Runs of one cell with one of ``statuses``, newest first."""
+    runs = search_all(mlflow_client, [experiment_id_], f"tags.`{CELL_TAG}` = {_quote(cell)}",
+                      order_by=["attributes.start_time DESC"])
+    return [run for run in runs if run.info.status in statuses]
+
+
 def write_run(mlflow_client: MlflowClient, experiment_id_: str, record: RunRecord) -> str:
     """Write ``record`` as a FINISHED run (FAILED if writing breaks midway)."""
     run_id = start_run(mlflow_client, experiment_id_, record)
@@ -213,6 +235,15 @@ def _numeric_if_possible(column: pd.Series) -> pd.Series:
         return column
 
 
+@dataclass
+class _CellRow:
+    model: str
+    task: str
+    value: float
+    run_id: str
+    params: dict[str, str]
+
+
 def load_matrix(
     kind: str = "fda",
     *,
@@ -224,9 +255,14 @@ def load_matrix(
 ) -> KnowledgeMatrix:
     """Rebuild the models x tasks matrix of ``kind`` runs from the store.
 
-    Reads finished runs only (paged search), keeps the latest run per (model, task) and
-    ignores failed or unfinished ones. ``estimator`` filters on the ``estimator`` param
+    Reads finished, active runs only, keeps the latest run (by start time) per (model, task)
+    and ignores failed or unfinished ones. ``estimator`` filters on the ``estimator`` param
     (estimator runs), ``source`` on the ``fennec.source`` tag (imported tables).
+
+    On SQL-backed stores (sqlite, PostgreSQL, MySQL) the cells are read with one SQL query per
+    table, because MLflow's ORM search spends ~2 ms per run materialising every param and tag
+    (20 s for 10,000 runs); any other store (an MLflow server over REST) is read with paged
+    ``search_runs``. Both readers return the same matrix (tests/test_tracking.py).
     """
     if kind not in MATRIX_METRIC and metric is None:
         raise TrackingError(f"runs of kind {kind!r} do not fill a matrix; use one of {sorted(MATRIX_METRIC)}")
@@ -237,28 +273,30 @@ def load_matrix(
     missing = [n for n, e in zip(names, experiments) if e is None]
     if missing:
         raise TrackingError(f"no experiment named {', '.join(map(repr, missing))} in the store "
-                            f"{mlflow.get_tracking_uri()!r}; did you log to another experiment or store?")
-    conditions = [f"tags.`{KIND_TAG}` = {_quote(kind)}", "attributes.status = 'FINISHED'"]
-    if estimator is not None:
-        conditions.append(f"params.estimator = {_quote(estimator)}")
-    if source is not None:
-        conditions.append(f"tags.`{SOURCE_TAG}` = {_quote(source)}")
+                            f"{mlflow_client.tracking_uri!r}; did you log to another experiment or store?")
+    experiment_ids = [e.experiment_id for e in experiments]
+    engine = _sql_engine(mlflow_client)
+    if engine is not None:
+        rows = _cell_rows_sql(engine, experiment_ids, kind, metric, estimator, source)
+    else:
+        rows = _cell_rows_search(mlflow_client, experiment_ids, kind, metric, estimator, source)
+    return _assemble(rows)
+
+
+def _assemble(rows: Iterator[_CellRow]) -> KnowledgeMatrix:
+    """Rows newest first -> the matrix, keeping the first (latest) row per cell."""
     cells: dict[tuple[str, str], tuple[float, str]] = {}
     model_rows: list[dict] = []
     task_rows: list[dict] = []
-    runs = search_all(mlflow_client, [e.experiment_id for e in experiments], " and ".join(conditions),
-                      order_by=["attributes.start_time DESC"])
-    for run in runs:
-        tags, data = run.data.tags, run.data
-        model, task = tags.get(MODEL_TAG), tags.get(TASK_TAG)
-        if model is None or task is None or metric not in data.metrics or (model, task) in cells:
+    for row in rows:
+        if (row.model, row.task) in cells:
             continue
-        cells[(model, task)] = (data.metrics[metric], run.info.run_id)
-        model_rows.append({"model": model, **{k[6:]: v for k, v in data.params.items() if k.startswith("model_")}})
-        task_rows.append({"task": task, **{k[5:]: v for k, v in data.params.items() if k.startswith("task_")}})
-    index = pd.MultiIndex.from_tuples(list(cells), names=["model", "task"]) if cells else None
-    long = pd.DataFrame([v for v in cells.values()], columns=["value", "run_id"], index=index)
+        cells[(row.model, row.task)] = (row.value, row.run_id)
+        model_rows.append({"model": row.model, **{k[6:]: v for k, v in row.params.items() if k.startswith("model_")}})
+        task_rows.append({"task": row.task, **{k[5:]: v for k, v in row.params.items() if k.startswith("task_")}})
     if cells:
+        index = pd.MultiIndex.from_tuples(list(cells), names=["model", "task"])
+        long = pd.DataFrame(list(cells.values()), columns=["value", "run_id"], index=index)
         values = long["value"].unstack("task").sort_index().sort_index(axis=1)
         run_ids = long["run_id"].unstack("task").reindex_like(values)
     else:
@@ -267,6 +305,62 @@ def load_matrix(
     values.columns.name, values.index.name = "task", "model"
     return KnowledgeMatrix(values=values, model_facts=_facts(model_rows, "model"),
                            task_facts=_facts(task_rows, "task"), run_ids=run_ids)
+
+
+def _cell_rows_search(mlflow_client: MlflowClient, experiment_ids: list[str], kind: str, metric: str,
+                      estimator: str | None, source: str | None) -> Iterator[_CellRow]:
+    conditions = [f"tags.`{KIND_TAG}` = {_quote(kind)}", "attributes.status = 'FINISHED'"]
+    if estimator is not None:
+        conditions.append(f"params.estimator = {_quote(estimator)}")
+    if source is not None:
+        conditions.append(f"tags.`{SOURCE_TAG}` = {_quote(source)}")
+    for run in search_all(mlflow_client, experiment_ids, " and ".join(conditions),
+                          order_by=["attributes.start_time DESC"]):
+        tags, data = run.data.tags, run.data
+        if MODEL_TAG in tags and TASK_TAG in tags and metric in data.metrics:
+            yield _CellRow(tags[MODEL_TAG], tags[TASK_TAG], data.metrics[metric], run.info.run_id, data.params)
+
+
+def _sql_engine(mlflow_client: MlflowClient):
+    """The SQLAlchemy engine behind the client's tracking store, or None for non-SQL stores."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = mlflow_client._tracking_client.store
+    return store.engine if isinstance(store, SqlAlchemyStore) else None
+
+
+def _cell_rows_sql(engine, experiment_ids: list[str], kind: str, metric: str,
+                   estimator: str | None, source: str | None) -> Iterator[_CellRow]:
+    """The same rows as ``_cell_rows_search``, straight from MLflow's tables (runs, tags, params, latest_metrics)."""
+    import sqlalchemy as sa
+
+    joins = ["JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = :kind_tag AND k.value = :kind",
+             "JOIN tags tm ON tm.run_uuid = r.run_uuid AND tm.key = :model_tag",
+             "JOIN tags tt ON tt.run_uuid = r.run_uuid AND tt.key = :task_tag",
+             "JOIN latest_metrics m ON m.run_uuid = r.run_uuid AND m.key = :metric"]
+    bind = {"kind_tag": KIND_TAG, "kind": kind, "model_tag": MODEL_TAG, "task_tag": TASK_TAG, "metric": metric}
+    if estimator is not None:
+        joins.append("JOIN params pe ON pe.run_uuid = r.run_uuid AND pe.key = 'estimator' AND pe.value = :estimator")
+        bind["estimator"] = estimator
+    if source is not None:
+        joins.append("JOIN tags ts ON ts.run_uuid = r.run_uuid AND ts.key = :source_tag AND ts.value = :source")
+        bind.update(source_tag=SOURCE_TAG, source=source)
+    experiments = ", ".join(f":e{i}" for i in range(len(experiment_ids)))
+    bind.update({f"e{i}": int(e) for i, e in enumerate(experiment_ids)})
+    selected = (f"FROM runs r {' '.join(joins)} WHERE r.experiment_id IN ({experiments}) "
+                "AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'")
+    cells_sql = (f"SELECT r.run_uuid, r.start_time, tm.value AS model, tt.value AS task, m.value AS value, "
+                 f"m.is_nan AS is_nan {selected}")
+    facts_sql = (f"SELECT p.run_uuid, p.key, p.value FROM params p WHERE p.run_uuid IN (SELECT r.run_uuid {selected}) "
+                 "AND (SUBSTR(p.key, 1, 6) = 'model_' OR SUBSTR(p.key, 1, 5) = 'task_')")
+    with engine.connect() as connection:
+        cells = connection.execute(sa.text(cells_sql), bind).all()
+        facts: dict[str, dict[str, str]] = {}
+        for run_id, key, value in connection.execute(sa.text(facts_sql), bind):
+            facts.setdefault(run_id, {})[key] = value
+    # newest first; run id breaks start-time ties the same way on every backend
+    for run_id, _, model, task, value, is_nan in sorted(cells, key=lambda c: (-c[1], c[0])):
+        yield _CellRow(model, task, float("nan") if is_nan else float(value), run_id, facts.get(run_id, {}))
 
 
 def runs_of_kind(kind: str, *, experiment: str = DEFAULT_EXPERIMENT, extra_filter: str = "",

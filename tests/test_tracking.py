@@ -97,3 +97,29 @@ def test_finished_cells_lists_only_finished_runs(store):
     assert cells == {tracking.cell_key("fda", model="m", task="t"): done}
     assert store.get_run(done).info.status == RunStatus.to_string(RunStatus.FINISHED)
     assert store.get_run(done).data.tags[tracking.KIND_TAG] == "fda"
+
+
+def test_sql_and_search_readers_agree(store):
+    """The fast SQL reader and MLflow's paged search give the same matrix and facts."""
+    exp_id = tracking.experiment_id(store)
+    rng = np.random.default_rng(1)
+    for model in ("a", "b", "c"):
+        for task in ("x", "y"):
+            write_cell(store, exp_id, model, task, rng.random())
+    write_cell(store, exp_id, "a", "x", 0.123)  # newer run of the same cell wins in both
+    write_cell(store, exp_id, "c", "y", 5.0, status="FAILED")
+    deleted = write_cell(store, exp_id, "d", "x", 7.0)
+    store.delete_run(deleted)
+    external.import_table(external.bundled_table("parc_controlled"), mlflow_client=store, progress=False)
+    for kwargs in ({"kind": "fda"}, {"kind": "external", "source": "parc_controlled"},
+                   {"kind": "external", "estimator": "external:parc_controlled"}):
+        fast = tracking.load_matrix(mlflow_client=store, **kwargs)
+        slow = tracking._assemble(tracking._cell_rows_search(
+            store, [exp_id], kwargs["kind"], tracking.MATRIX_METRIC[kwargs["kind"]],
+            kwargs.get("estimator"), kwargs.get("source")))
+        pd.testing.assert_frame_equal(fast.values, slow.values)
+        pd.testing.assert_frame_equal(fast.run_ids, slow.run_ids)
+        pd.testing.assert_frame_equal(fast.model_facts, slow.model_facts)
+        pd.testing.assert_frame_equal(fast.task_facts, slow.task_facts)
+    assert tracking.load_matrix("fda", mlflow_client=store).values.loc["a", "x"] == 0.123
+    assert "d" not in tracking.load_matrix("fda", mlflow_client=store).values.index
