@@ -99,3 +99,36 @@ def test_mlflow_run_fda_entry_point_in_an_empty_directory(tmp_path):
     assert "0 new fda run(s), 4 cell(s) already in the store" in done.stdout
     project_runs = client.search_runs(["0"])
     assert len(project_runs) == 2 and all(r.data.tags.get("fennec.job") == "fda" for r in project_runs)
+
+
+def test_finetune_job_logs_parent_and_trials_and_resumes_after_a_crash(store, monkeypatch):
+    from fennec_mlflow import jobs
+    from fennec_mlflow.finetune import FinetuneConfig
+
+    task = synthetic_task("gratings-orient-4", samples_per_class=25)
+    config = FinetuneConfig(learning_rates=(0.05, 0.01), weight_decays=(1e-4,), max_epochs=2, patience=1,
+                            progress=False)
+    original = jobs._TrackedFinetune.on_trial_start
+
+    def crash_on_second_trial(self, params):
+        if params.index == 1:
+            raise RuntimeError("simulated kill")
+        original(self, params)
+
+    monkeypatch.setattr(jobs._TrackedFinetune, "on_trial_start", crash_on_second_trial)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        jobs.finetune_cells(["resnet20_cifar10"], [task], config=config, mlflow_client=store)
+    monkeypatch.setattr(jobs._TrackedFinetune, "on_trial_start", original)
+    assert count_runs(store, "finetune") == 0 and count_runs(store, "finetune-trial") == 1
+
+    [outcome] = jobs.finetune_cells(["resnet20_cifar10"], [task], config=config, mlflow_client=store)
+    parent = store.get_run(outcome.run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_resumed"] == 1
+    assert parent.data.metrics["test_accuracy"] == pytest.approx(outcome.score)
+    trials = tracking.runs_of_kind("finetune-trial", mlflow_client=store)
+    assert len(trials) == 2 and {t.data.tags["mlflow.parentRunId"] for t in trials} == {outcome.run_id}
+    history = store.get_metric_history(trials[0].info.run_id, "val_accuracy")
+    assert [m.step for m in history][:2] == [1, 2]
+    assert tracking.load_matrix("finetune", mlflow_client=store).values.loc["resnet20_cifar10", task.name] == outcome.score
+    [again] = jobs.finetune_cells(["resnet20_cifar10"], [task], config=config, mlflow_client=store)
+    assert again.reused and count_runs(store, "finetune-trial") == 2
