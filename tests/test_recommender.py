@@ -1,0 +1,320 @@
+"""The Fennec recommender on planted problems whose answers are known."""
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import pearsonr
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+
+from fennec_mlflow.recommender import RANKING_COLUMNS, Fennec, masked_nmf, normalize_tasks
+
+HELD_OUT = ["new_a", "new_b", "new_c"]
+
+
+def planted(seed=0, n_models=40, n_tasks=60, noise=0.01, informative_proxy=True):
+    """Models (u, 1-u, v) and tasks (a, 1-a, b): most tasks (a ~ Beta(2, 1)) prefer large u, the
+    held-out ones (a = 0.1..0.2) prefer small u, so a model's popularity is the wrong answer there.
+    The proxy features are a non-linear function of (a, b) plus a noise column, or pure noise."""
+    rng = np.random.default_rng(seed)
+    u, v = rng.uniform(0, 1, n_models), rng.uniform(0, 1, n_models)
+    a = np.concatenate([rng.beta(2, 1, n_tasks), [0.1, 0.15, 0.2]])
+    b = np.concatenate([rng.uniform(0, 1, n_tasks), [0.1, 0.05, 0.15]])
+    models = [f"model_{i}" for i in range(n_models)]
+    tasks = [f"task_{j}" for j in range(n_tasks)] + HELD_OUT
+    scores = np.column_stack([u, 1 - u, v]) @ np.column_stack([a, 1 - a, b]).T
+    scores += noise * rng.normal(size=scores.shape)
+    P = pd.DataFrame(100 * scores, index=models, columns=tasks)  # accuracy-like, in %
+    if informative_proxy:
+        proxy = np.column_stack([a ** 2, np.exp(b), rng.normal(size=a.size)])
+    else:
+        proxy = rng.normal(size=(a.size, 3))
+    task_proxy = pd.DataFrame(proxy, index=tasks, columns=["g0", "g1", "g2"])
+    task_meta = pd.DataFrame({"class_count": rng.integers(2, 200, a.size),
+                              "sample_count": rng.integers(500, 50000, a.size)}, index=tasks)
+    model_meta = pd.DataFrame({"parameters": rng.uniform(1, 100, n_models),
+                               "family_cnn": rng.integers(0, 2, n_models)}, index=models)
+    return P, model_meta, task_meta, task_proxy
+
+
+def training_part(P, model_meta, task_meta, task_proxy):
+    train = [t for t in P.columns if t not in HELD_OUT]
+    return P[train], model_meta, task_meta.loc[train], task_proxy.loc[train]
+
+
+def pearson(ranking, truth):
+    scores = ranking.set_index("model")["score"]
+    return pearsonr(scores.loc[truth.index], truth)[0]
+
+
+def popularity(P):
+    """A model's mean z-scored score over the historical tasks."""
+    return ((P - P.mean()) / P.std(ddof=0)).mean(axis=1)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return planted()
+
+
+@pytest.fixture(scope="module")
+def fitted(problem):
+    return Fennec(k=3, alpha=0.0, n_estimators=50).fit(*training_part(*problem))
+
+
+# ---------------------------------------------------------------- transfer phase
+def low_rank_with_holes(seed=0, hole_fraction=0.25):
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(0, 1, (60, 3)) @ rng.uniform(0, 1, (40, 3)).T
+    return truth, rng.random(truth.shape) >= hole_fraction
+
+
+def test_masked_nmf_recovers_planted_low_rank_matrix_on_held_out_cells():
+    truth, observed = low_rank_with_holes()
+    model_vectors, task_vectors, _ = masked_nmf(truth, observed, k=3, l2=1e-4, max_iter=3000, tol=1e-9)
+    holes = ~observed
+    error = np.sqrt(np.mean((model_vectors @ task_vectors.T - truth)[holes] ** 2))
+    column_mean = np.nanmean(np.where(observed, truth, np.nan), axis=0)
+    baseline = np.sqrt(np.mean((np.broadcast_to(column_mean, truth.shape) - truth)[holes] ** 2))
+    assert error < 0.05 * baseline
+
+
+def test_masked_nmf_objective_never_increases_and_converges():
+    truth, observed = low_rank_with_holes(seed=1)
+    _, _, history = masked_nmf(truth, observed, k=3, l2=0.1, max_iter=5000, tol=1e-6)
+    assert np.all(np.diff(history) <= 1e-10 * history[:-1])
+    assert len(history) - 1 < 5000  # stopped on the tolerance, not the cap
+    assert (history[-2] - history[-1]) <= 1e-6 * history[-2]
+    assert history[-1] < 0.05 * history[0]
+
+
+def test_unobserved_cells_never_enter_the_fit():
+    truth, observed = low_rank_with_holes(seed=2)
+    junk_a = np.where(observed, truth, 0.0)
+    junk_b = np.where(observed, truth, 1e6)
+    fit_a = masked_nmf(junk_a, observed, k=3, l2=0.1, max_iter=200)
+    fit_b = masked_nmf(junk_b, observed, k=3, l2=0.1, max_iter=200)
+    for part_a, part_b in zip(fit_a, fit_b):
+        np.testing.assert_array_equal(part_a, part_b)
+
+
+def test_fit_with_holes_ignores_them_and_reconstructs_on_p_scale(problem):
+    P, model_meta, task_meta, task_proxy = training_part(*problem)
+    holed = P.mask(np.random.default_rng(0).random(P.shape) < 0.2)
+    model = Fennec(k=3, n_estimators=20).fit(holed, model_meta, task_meta, task_proxy)
+    assert model.n_iter_ == len(model.objective_history_) - 1 < model.nmf_max_iter
+    reconstruction = model.predict_matrix()
+    assert reconstruction.shape == P.shape and list(reconstruction.index) == list(P.index)
+    holes = holed.isna().to_numpy()
+    error = np.abs(reconstruction.to_numpy() - P.to_numpy())[holes].mean()
+    assert error < 0.2 * np.abs(P.to_numpy() - P.to_numpy().mean(axis=0)).mean()
+    normalised = model.predict_matrix(normalized=True).to_numpy()
+    expected, *_ = normalize_tasks(holed.to_numpy())
+    assert np.nanmean(np.abs(normalised - expected)) < 0.1
+
+
+# ---------------------------------------------------------------- ranking
+def test_ranking_from_proxy_beats_popularity_where_popularity_is_wrong(problem, fitted):
+    P = problem[0]
+    train = P.drop(columns=HELD_OUT)
+    for task in HELD_OUT:
+        truth = P[task]
+        ranking = fitted.rank(problem[2].loc[task], problem[3].loc[task])
+        assert pearson(ranking, truth) > 0.8
+        assert pearsonr(popularity(train).loc[truth.index], truth)[0] < 0.0
+        assert ranking.iloc[0]["model"] in truth.nlargest(5).index
+
+
+def test_fast_single_task_forest_prediction_equals_scikit_learn(problem, fitted):
+    for task in HELD_OUT:
+        features = problem[3].loc[task].to_numpy()
+        expected = fitted.task_regressor_.predict(features[None, :])[0]
+        np.testing.assert_allclose(fitted.task_vector(task_proxy_row=features), expected, rtol=1e-12)
+    one = Fennec(k=1, alpha=0.0, n_estimators=5).fit(*training_part(*problem))
+    features = problem[3].loc["new_a"].to_numpy()
+    np.testing.assert_allclose(one.task_vector(task_proxy_row=features), one.task_regressor_.predict(features[None, :]))
+
+
+def test_ranking_table_shape_order_and_candidates(problem, fitted):
+    ranking = fitted.rank(task_proxy_row=problem[3].loc["new_a"])
+    assert list(ranking.columns) == RANKING_COLUMNS == [
+        "model", "score", "transfer_score", "meta_score", "known_score", "rank"]
+    assert ranking["rank"].tolist() == list(range(1, len(problem[0]) + 1))
+    assert ranking["score"].is_monotonic_decreasing and ranking["known_score"].isna().all()
+    subset = ["model_3", "model_7", "model_1"]
+    restricted = fitted.rank(task_proxy_row=problem[3].loc["new_a"].to_numpy(), models=subset)
+    assert sorted(restricted["model"]) == sorted(subset)
+    full_order = [m for m in ranking["model"] if m in subset]
+    assert restricted["model"].tolist() == full_order
+
+
+def test_alpha_zero_ignores_meta_and_alpha_one_ignores_transfer(problem):
+    P, model_meta, task_meta, task_proxy = training_part(*problem)
+    proxy_a, proxy_b = problem[3].loc["new_a"], problem[3].loc["task_0"]
+    meta_a, meta_b = problem[2].loc["new_a"], problem[2].loc["new_a"] * [50, 0.01]
+
+    transfer = Fennec.transfer_only(k=3, n_estimators=20).fit(P, model_meta, task_meta, task_proxy)
+    first, second = transfer.rank(meta_a, proxy_a), transfer.rank(meta_b, proxy_a)
+    assert not np.allclose(first.sort_values("model")["meta_score"], second.sort_values("model")["meta_score"])
+    pd.testing.assert_frame_equal(first.drop(columns="meta_score"), second.drop(columns="meta_score"))
+
+    meta = Fennec.meta_only(k=3, n_estimators=20).fit(P, model_meta, task_meta, task_proxy)
+    first, second = meta.rank(meta_a, proxy_a), meta.rank(meta_a, proxy_b)
+    assert not np.allclose(first.sort_values("model")["transfer_score"],
+                           second.sort_values("model")["transfer_score"])
+    pd.testing.assert_frame_equal(first.drop(columns="transfer_score"), second.drop(columns="transfer_score"))
+    np.testing.assert_allclose(first["score"], first["meta_score"])
+
+
+def test_merge_mixes_unit_scaled_scores_with_alpha(problem):
+    P, model_meta, task_meta, task_proxy = training_part(*problem)
+    model = Fennec(k=3, alpha=0.3, n_estimators=20).fit(P, model_meta, task_meta, task_proxy)
+    ranking = model.rank(problem[2].loc["new_b"], problem[3].loc["new_b"])
+    for column in ("transfer_score", "meta_score"):
+        assert abs(ranking[column].mean()) < 1e-9 and abs(ranking[column].std(ddof=0) - 1) < 1e-9
+    np.testing.assert_allclose(ranking["score"], 0.7 * ranking["transfer_score"] + 0.3 * ranking["meta_score"])
+
+
+def test_meta_interactions_let_task_facts_reorder_models():
+    """p_ij = x_i * y_j: only a model-fact x task-fact product can rank tasks with y < 0 and y > 0 right."""
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(-1, 1, 30), np.concatenate([rng.uniform(-1, 1, 25), [-0.8, 0.8]])
+    models, tasks = [f"m{i}" for i in range(30)], [f"t{j}" for j in range(27)]
+    P = pd.DataFrame(np.outer(x, y) + 0.01 * rng.normal(size=(30, 27)), index=models, columns=tasks)
+    model_meta = pd.DataFrame({"x": x, "size": rng.uniform(size=30)}, index=models)
+    task_meta = pd.DataFrame({"y": y, "classes": rng.uniform(size=27)}, index=tasks)
+    train = tasks[:-2]
+    rankings = {}
+    for interactions in (True, False):
+        model = Fennec.meta_only(k=2, n_estimators=10, meta_interactions=interactions)
+        model.fit(P[train], model_meta, task_meta.loc[train])
+        rankings[interactions] = [model.rank(task_meta.loc[t]) for t in tasks[-2:]]
+    assert all(pearson(ranking, P[t]) > 0.95 for ranking, t in zip(rankings[True], tasks[-2:]))
+    # Additive only: both tasks get the same order, so the task with y < 0 is ranked backwards.
+    assert rankings[False][0]["model"].tolist() == rankings[False][1]["model"].tolist()
+    assert pearson(rankings[False][0], P[tasks[-2]]) < -0.9
+
+
+def test_without_proxy_the_task_vector_comes_from_task_meta(problem):
+    P, model_meta, task_meta, _ = training_part(*problem)
+    model = Fennec(k=3, alpha=0.0, n_estimators=20).fit(P, model_meta, task_meta)
+    assert model.task_vector_source_ == "task_meta"
+    ranking = model.rank(problem[2].loc["new_a"])
+    assert len(ranking) == len(P)
+    with pytest.raises(ValueError, match="needs task_meta_row"):
+        model.rank(task_proxy_row=problem[3].loc["new_a"])
+
+
+def test_without_model_meta_there_is_no_meta_phase(problem):
+    P, _, task_meta, task_proxy = training_part(*problem)
+    with pytest.warns(UserWarning, match="no meta phase"):
+        model = Fennec(k=3, n_estimators=20).fit(P, None, task_meta, task_proxy)
+    ranking = model.rank(problem[2].loc["new_a"], problem[3].loc["new_a"])
+    assert ranking["meta_score"].isna().all()
+    np.testing.assert_allclose(ranking["score"], ranking["transfer_score"])
+    with pytest.raises(ValueError, match="alpha=1"):
+        Fennec.meta_only(k=3).fit(P, None, task_meta, task_proxy)
+
+
+# ---------------------------------------------------------------- warm start
+def test_warm_start_improves_on_cold_start_when_the_proxy_says_little():
+    P, model_meta, task_meta, task_proxy = planted(seed=4, informative_proxy=False)
+    model = Fennec(k=3, alpha=0.0, n_estimators=20, warm_start_prior=3.0)
+    model.fit(*training_part(P, model_meta, task_meta, task_proxy))
+    rng = np.random.default_rng(0)
+    cold, warm, cautious = [], [], []
+    for task in HELD_OUT:
+        known_models = rng.choice(P.index, size=4, replace=False)
+        known = {m: float(P.loc[m, task]) for m in known_models}
+        rest = P[task].drop(known_models)
+        cold.append(pearson(model.rank(task_proxy_row=task_proxy.loc[task]), rest))
+        ranking = model.rank(task_proxy_row=task_proxy.loc[task], known_scores=known)
+        warm.append(pearson(ranking, rest))
+        assert ranking.set_index("model").loc[list(known), "known_score"].tolist() == list(known.values())
+        model.warm_start_prior = 100.0  # the cold estimate outweighs four entries: little changes
+        cautious.append(pearson(model.rank(task_proxy_row=task_proxy.loc[task], known_scores=known), rest))
+        model.warm_start_prior = 3.0
+    assert np.mean(warm) > np.mean(cold) + 0.3 and min(warm) > 0.6, (cold, warm)
+    assert np.mean(cold) < np.mean(cautious) < np.mean(warm) - 0.3, (cold, cautious, warm)
+
+
+def test_fold_in_recovers_held_out_column_from_three_entries(problem, fitted):
+    P = problem[0]
+    for task in HELD_OUT:
+        known_models = ["model_0", "model_1", "model_2"]
+        predicted = fitted.fold_in({m: P.loc[m, task] for m in known_models})
+        rest = P[task].drop(known_models)
+        error = np.sqrt(np.mean((predicted.loc[rest.index] - rest) ** 2))
+        column_mean_error = rest.std(ddof=0)  # even the true column mean is worse
+        assert error < 0.5 * column_mean_error
+
+
+def test_warm_start_with_too_little_information_ranks_cold(problem, fitted):
+    proxy = problem[3].loc["new_a"]
+    cold = fitted.rank(task_proxy_row=proxy)
+    with pytest.warns(UserWarning, match="at least two different values"):
+        one = fitted.rank(task_proxy_row=proxy, known_scores={"model_0": 80.0})
+    pd.testing.assert_frame_equal(cold.drop(columns="known_score"), one.drop(columns="known_score"))
+
+
+# ---------------------------------------------------------------- state
+def test_same_random_state_same_fit_and_pickle_round_trip(problem):
+    parts = training_part(*problem)
+    first = Fennec(k=3, n_estimators=20, random_state=7).fit(*parts)
+    second = Fennec(k=3, n_estimators=20, random_state=7).fit(*parts)
+    other = clone(first).set_params(random_state=8).fit(*parts)
+    assert other.get_params()["k"] == 3 and not hasattr(clone(first), "model_vectors_")
+    np.testing.assert_array_equal(first.model_vectors_, second.model_vectors_)
+    assert not np.array_equal(first.model_vectors_, other.model_vectors_)
+    row = (problem[2].loc["new_c"], problem[3].loc["new_c"])
+    known = {"model_5": 70.0, "model_9": 40.0, "model_11": 55.0}
+    expected = first.rank(*row, known_scores=known)
+    pd.testing.assert_frame_equal(second.rank(*row, known_scores=known), expected)
+    restored = pickle.loads(pickle.dumps(first))
+    pd.testing.assert_frame_equal(restored.rank(*row, known_scores=known), expected)
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_inputs_get_clear_errors(problem):
+    P, model_meta, task_meta, task_proxy = training_part(*problem)
+    small = Fennec(k=3, n_estimators=5)
+    with pytest.raises(ValueError, match="pandas DataFrame"):
+        small.fit(P.to_numpy(), model_meta, task_meta, task_proxy)
+    with pytest.raises(ValueError, match=r"model_meta lacks rows .*model_0"):
+        small.fit(P, model_meta.drop(index="model_0"), task_meta, task_proxy)
+    with pytest.raises(ValueError, match=r"task_proxy lacks rows .*task_1"):
+        small.fit(P, model_meta, task_meta, task_proxy.drop(index="task_1"))
+    holed = P.copy()
+    holed.loc["model_4"] = np.nan
+    with pytest.raises(ValueError, match=r"all-NaN rows.*model_4"):
+        small.fit(holed, model_meta, task_meta, task_proxy)
+    holed = P.copy()
+    holed["task_2"] = np.nan
+    with pytest.raises(ValueError, match=r"all-NaN columns.*task_2"):
+        small.fit(holed, model_meta, task_meta, task_proxy)
+    with pytest.raises(ValueError, match=r"k=5 must be below min\(models, tasks\) = min\(40, 5\)"):
+        Fennec(k=5).fit(P.iloc[:, :5], model_meta, task_meta, task_proxy)
+    with pytest.warns(ConvergenceWarning, match="nmf_max_iter=3"):
+        Fennec(k=3, nmf_max_iter=3, n_estimators=5).fit(P, model_meta, task_meta, task_proxy)
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        Fennec(alpha=1.5).fit(P, model_meta, task_meta, task_proxy)
+    with pytest.raises(ValueError, match="non-numeric"):
+        small.fit(P, model_meta.assign(family="cnn"), task_meta, task_proxy)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        small.fit(P, model_meta, task_meta.assign(class_count=np.nan), task_proxy)
+    with pytest.raises(ValueError, match="not fitted"):
+        small.rank(task_meta.iloc[0], task_proxy.iloc[0])
+
+    model = small.fit(P, model_meta, task_meta, task_proxy)
+    meta_row, proxy_row = problem[2].loc["new_a"], problem[3].loc["new_a"]
+    with pytest.raises(ValueError, match=r"not fitted on: \['nope'\]"):
+        model.rank(meta_row, proxy_row, models=["model_1", "nope"])
+    with pytest.raises(ValueError, match=r"not fitted on: \['ghost'\]"):
+        model.rank(meta_row, proxy_row, known_scores={"ghost": 1.0, "model_1": 2.0})
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['sample_count'\]"):
+        model.rank(meta_row.drop("sample_count"), proxy_row)
+    with pytest.raises(ValueError, match=r"has 2 values; the model was fitted with 3"):
+        model.rank(meta_row, proxy_row.to_numpy()[:2])
+    with pytest.raises(ValueError, match="g1"):
+        model.rank(meta_row, proxy_row.replace(proxy_row["g1"], np.nan))
