@@ -131,6 +131,35 @@ def finetune(models, tasks, weights, lrs, wds, epochs, patience, batch_size, see
 
 
 @main.command()
+@click.option("--models", default="pytorchcv-imagenet", show_default=True,
+              help="comma-separated names, or 'pytorchcv-imagenet' (all ~500), 'torchvision' (all classification), 'default' (the small zoo)")
+@click.option("--processes", default=2, show_default=True, help="worker processes for graph extraction")
+@click.option("--dimensions", default=128, show_default=True)
+@click.option("--wl-iterations", default=2, show_default=True)
+@click.option("--seed", default=42, show_default=True)
+@experiment_option
+def archi2vec(models, processes, dimensions, wl_iterations, seed, experiment):
+    """Embed model architectures from their autograd graphs (graph2vec); one run per model."""
+    from fennec_mlflow.archi2vec import Graph2VecSettings, pytorchcv_imagenet_models, torchvision_classification_models
+    from fennec_mlflow.archi2vec_jobs import embed_architectures
+
+    named = {"pytorchcv-imagenet": pytorchcv_imagenet_models,
+             "torchvision": lambda: [f"torchvision:{n}" for n in torchvision_classification_models()]}
+    names = named[models]() if models in named else _models(models)
+    try:
+        settings = Graph2VecSettings(dimensions=dimensions, wl_iterations=wl_iterations, seed=seed)
+        outcome = embed_architectures(names, settings=settings, processes=processes, experiment=experiment)
+    except _user_errors() as exc:
+        _fail(exc)
+    tracking.annotate_project_run("archi2vec", {"models_new": len(outcome.embedded), "models_reused": len(outcome.reused),
+                                                "failures": len(outcome.failures)})
+    click.echo(f"{len(outcome.embedded)} model(s) embedded, {len(outcome.reused)} already in the store, "
+               f"{len(outcome.failures)} failed (corpus run {outcome.corpus_run_id})")
+    for failure in outcome.failures:
+        click.echo(f"  failed: {failure.model} input {failure.input_shape}: {failure.error[:200]}")
+
+
+@main.command()
 @click.option("--kind", default="fda", show_default=True, type=click.Choice(sorted(tracking.MATRIX_METRIC)))
 @click.option("--estimator", default=None, help="only runs with this estimator param")
 @click.option("--source", default=None, help="only imported runs from this source (e.g. parc_controlled)")

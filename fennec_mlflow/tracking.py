@@ -122,6 +122,9 @@ class RunRecord:
     name: str | None = None
     parent_run_id: str | None = None
     datasets: list[DatasetInput] = field(default_factory=list)
+    # artifact name -> a dict/list (JSON file), a DataFrame (CSV file), a matplotlib figure
+    # (image file), or a local Path: a file or folder uploaded INTO the artifact folder ``name``
+    artifacts: dict[str, object] = field(default_factory=dict)
 
     def all_tags(self) -> dict[str, str]:
         tags = {KIND_TAG: self.kind, **{k: str(v) for k, v in self.tags.items()}}
@@ -142,10 +145,45 @@ def start_run(mlflow_client: MlflowClient, experiment_id_: str, record: RunRecor
         mlflow_client.log_batch(run_id, metrics=_metrics(record.metrics), params=_params(record.params))
         if record.datasets:
             mlflow_client.log_inputs(run_id, datasets=record.datasets)
+        log_artifacts(mlflow_client, run_id, record.artifacts)
     except Exception:
         mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
     return run_id
+
+
+def log_artifacts(mlflow_client: MlflowClient, run_id: str, artifacts: Mapping[str, object]) -> None:
+    """Log each artifact by kind (see ``RunRecord.artifacts``)."""
+    from pathlib import Path
+
+    for name, value in artifacts.items():
+        if isinstance(value, Path):
+            upload = mlflow_client.log_artifacts if value.is_dir() else mlflow_client.log_artifact
+            upload(run_id, str(value), artifact_path=name)
+        elif isinstance(value, pd.DataFrame):
+            mlflow_client.log_text(run_id, value.to_csv(), name)
+        elif isinstance(value, (dict, list)):
+            mlflow_client.log_dict(run_id, value, name)
+        else:
+            mlflow_client.log_figure(run_id, value, name)
+
+
+def download_json(mlflow_client: MlflowClient, run_id: str, path: str):
+    """A JSON artifact of a run, parsed (no per-file progress bar: readers fetch many)."""
+    import os
+    import tempfile
+
+    previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(mlflow_client.download_artifacts(run_id, path, tmp)) as handle:
+                return json.load(handle)
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous
 
 
 def finish_run(mlflow_client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
