@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from pathlib import Path
 
 import click
 
@@ -157,6 +159,86 @@ def archi2vec(models, processes, dimensions, wl_iterations, seed, experiment):
                f"{len(outcome.failures)} failed (corpus run {outcome.corpus_run_id})")
     for failure in outcome.failures:
         click.echo(f"  failed: {failure.model} input {failure.input_shape}: {failure.error[:200]}")
+
+
+@main.command()
+@click.option("--kind", default="fda", show_default=True, type=click.Choice(sorted(tracking.MATRIX_METRIC)),
+              help="which performance matrix to learn from")
+@click.option("--encoder", "encoder_spec", default="demo", show_default=True,
+              help="proxy encoder: clip:MODEL:TAG_OR_PATH, zoo:NAME, file:PATH, or 'demo' (CLIP if on disk, else the synthetic-mix proxy)")
+@click.option("--k", default=None, type=int, help="transfer-space dimension (default: tuned, else min(4, min(M, N) - 1))")
+@click.option("--alpha", default=None, type=float, help="weight of the meta score (default: tuned, else 0.5)")
+@click.option("--tasks", default=None, help="re-compute task proxies for these task specs first (default: the demo history)")
+@experiment_option
+def build(kind, encoder_spec, k, alpha, tasks, experiment):
+    """Rebuild the knowledge base from the store, fit Fennec, log it and register fennec@champion."""
+    from fennec_mlflow import demo
+    from fennec_mlflow.jobs import proxy_cells
+    from fennec_mlflow.proxy import load_encoder
+    from fennec_mlflow.ranking import build as build_model
+
+    try:
+        if encoder_spec == "demo":
+            chosen = demo.demo_encoder()
+        else:
+            encoder = load_encoder(encoder_spec)
+            file = Path(encoder_spec[5:]) if encoder_spec.startswith("file:") else None
+            chosen = demo.DemoEncoder(encoder, encoder_spec, file, encoder_spec)
+        km = tracking.load_matrix(kind, experiment=experiment)
+        specs = _split(tasks) if tasks else list(km.values.columns)
+        proxy_cells(chosen.encoder, [load_task_spec(s) for s in specs], experiment=experiment)
+        result = build_model(kind=kind, encoder_spec=chosen.spec, encoder_name=chosen.encoder.name,
+                             encoder_file=chosen.file, k=k, alpha=alpha, experiment=experiment)
+    except _user_errors() as exc:
+        _fail(exc)
+    click.echo(f"fitted on {result.knowledge.P.shape[0]} models x {result.knowledge.P.shape[1]} tasks "
+               f"(k={result.fennec.k}, alpha={result.fennec.alpha}); registered {result.model_uri} "
+               f"version {result.version}; run {result.run_id}")
+
+
+def load_task_spec(spec: str, image_size: int = 32, seed: int = 0):
+    from fennec_mlflow.tasks import load_task
+
+    return load_task(spec, image_size=image_size, seed=seed)
+
+
+@main.command()
+@click.option("--target", default=None, help="an image folder (ImageFolder layout or flat), folder:PATH, "
+              "or a built-in synthetic task name (default: a held-out synthetic task)")
+@click.option("--model-uri", default="models:/fennec@champion", show_default=True)
+@click.option("--top-k", default=10, show_default=True)
+@click.option("--class-count", default=None, type=int, help="number of classes, if you know it (labels are never needed)")
+@click.option("--include", default="", help="only models whose name matches this regular expression")
+@click.option("--exclude", default="", help="drop models whose name matches this regular expression")
+@click.option("--max-parameters", default=0.0, help="drop models with more parameters (0 = no limit)")
+@click.option("--known-scores", default="", help='warm start: JSON {"model": score} of models already scored on the target')
+@experiment_option
+def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters, known_scores, experiment):
+    """Recommend which model to fine-tune for a target task (bootstraps the offline demo when nothing is registered)."""
+    import pandas as pd
+
+    from fennec_mlflow import demo, pyfunc
+    from fennec_mlflow.ranking import rank_task
+
+    try:
+        if model_uri == "models:/fennec@champion" and not pyfunc.champion_exists():
+            demo.bootstrap(experiment)
+        spec = target or demo.DEFAULT_TARGET
+        task = load_task_spec(spec)
+        labels_known = not target  # the built-in target: its class count is a public fact
+        start = time.perf_counter()
+        ranking = rank_task(task, model_uri=model_uri, top_k=top_k, labels_known=labels_known,
+                            class_count_hint=class_count, experiment=experiment,
+                            params={"include": include, "exclude": exclude, "max_parameters": max_parameters,
+                                    "known_scores": known_scores})
+        seconds = time.perf_counter() - start
+    except _user_errors() as exc:
+        _fail(exc)
+    tracking.annotate_project_run("rank", {"rank_seconds": seconds})
+    click.echo(f"Top {len(ranking)} models to fine-tune for {task.name!r} ({task.num_samples} images; "
+               f"ranked in {seconds:.2f} s, labels not used):")
+    with pd.option_context("display.width", 200, "display.precision", 3):
+        click.echo(ranking.to_string(index=False))
 
 
 @main.command()

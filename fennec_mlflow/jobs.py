@@ -254,3 +254,41 @@ def _finetune_cell(mlflow_client: MlflowClient, exp_id: str, experiment: str, mo
         "seconds": sum(t.seconds for t in result.trials if not t.resumed)}, 0))
     tracking.finish_run(mlflow_client, parent_id)
     return CellOutcome(model.name, task.name, parent_id, result.test_accuracy, False)
+
+
+# ----------------------------------------------------------------------------- task proxies
+
+
+def proxy_cells(
+    encoder,
+    tasks: Sequence[Task],
+    *,
+    sample_size: int = 500,
+    seed: int = 0,
+    experiment: str = tracking.DEFAULT_EXPERIMENT,
+    mlflow_client: MlflowClient | None = None,
+    progress: bool = True,
+) -> list[CellOutcome]:
+    """Proxy features (paper eq. 6 input) of each task, one ``task-proxy`` run per (encoder, task); reused when present."""
+    from fennec_mlflow.proxy import task_proxy_features
+
+    mlflow_client = mlflow_client or tracking.client()
+    exp_id = tracking.experiment_id(mlflow_client, experiment)
+    done = tracking.finished_cells(mlflow_client, experiment, "task-proxy")
+    outcomes = []
+    for task in tqdm(tasks, desc=f"proxy {encoder.name}", disable=not progress, unit="task"):
+        key = tracking.cell_key("task-proxy", encoder=encoder.name, task=task.name, fingerprint=task.fingerprint,
+                                sample_size=sample_size, seed=seed)
+        if key in done:
+            outcomes.append(CellOutcome("", task.name, done[key], None, True))
+            continue
+        start = time.perf_counter()
+        vector = task_proxy_features(encoder, task, sample_size=sample_size, seed=seed)
+        seconds = time.perf_counter() - start
+        run_id = tracking.write_run(mlflow_client, exp_id, tracking.RunRecord(
+            kind="task-proxy", task=task.name, cell=key,
+            params={"encoder": encoder.name, "sample_size": sample_size, "seed": seed, "dim": len(vector),
+                    **{f"task_{k}": v for k, v in task.facts().items()}},
+            metrics={"seconds": seconds}, artifacts={"proxy.json": [float(v) for v in vector]}))
+        outcomes.append(CellOutcome("", task.name, run_id, None, False))
+    return outcomes
