@@ -1,0 +1,144 @@
+"""Build, register, load, serve and rank with real components: sqlite store, torch models, the scoring server."""
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from fennec_mlflow import pyfunc, tracking
+from fennec_mlflow.archi2vec_jobs import embed_architectures
+from fennec_mlflow.jobs import proxy_cells, score_cells
+from fennec_mlflow.proxy import load_encoder
+from fennec_mlflow.ranking import build, rank_task
+from fennec_mlflow.synthetic import synthetic_task
+
+MODELS = ["resnet20_cifar10", "preresnet20_cifar10", "diaresnet20_cifar10", "nin_cifar10"]
+HISTORY = ["digits-5class", "shapes-4", "gratings-orient-4", "blobs-count-3", "glyphs-upper-10"]
+ENCODER = "zoo:resnet20_cifar10:random"
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    """A small knowledge base (FDA + archi2vec + proxies) fitted and registered in a temp store."""
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.setenv("FENNEC_CACHE_DIR", str(root / "cache"))
+    mlflow.set_tracking_uri(uri)
+    client = tracking.client(uri)
+    tasks = [synthetic_task(name, samples_per_class=30) for name in HISTORY]
+    score_cells(MODELS, tasks, weights="random", probe_size=60, mlflow_client=client, progress=False)
+    embed_architectures(MODELS, mlflow_client=client, progress=False)
+    encoder = load_encoder(ENCODER)
+    proxy_cells(encoder, tasks, sample_size=60, mlflow_client=client, progress=False)
+    result = build(kind="fda", encoder_spec=ENCODER, encoder_name=encoder.name, k=2)
+    yield result, client, uri, root
+    mlflow.set_tracking_uri(None)
+    mp.undo()
+
+
+def test_build_logs_a_fit_run_and_registers_the_champion(registered):
+    result, client, _, _ = registered
+    run = client.get_run(result.run_id)
+    assert run.data.tags["fennec.kind"] == "fennec-fit"
+    assert run.data.params["models"] == "4" and run.data.params["tasks"] == "5" and run.data.params["k"] == "2"
+    assert run.data.metrics["fit_seconds"] > 0
+    version = client.get_model_version_by_alias("fennec", "champion")
+    assert str(version.version) == result.version and version.run_id == result.run_id
+    assert result.knowledge.model_meta.shape[0] == 4 and "arch_0" in result.knowledge.model_meta
+
+
+def fast_request(result, task):
+    proxy = result.knowledge.task_proxy.loc[task].to_numpy()
+    frame = pd.DataFrame([proxy], columns=result.knowledge.task_proxy.columns)
+    frame["class_count"] = 4.0
+    frame["sample_count"] = 120.0
+    return frame
+
+
+def test_pyfunc_ranks_with_params(registered):
+    result, _, _, _ = registered
+    model = mlflow.pyfunc.load_model("models:/fennec@champion")
+    ranking = model.predict(fast_request(result, "shapes-4"), params={"top_k": 3})
+    assert list(ranking.columns) == pyfunc.OUTPUT_COLUMNS
+    assert len(ranking) == 3 and list(ranking["rank"]) == [1, 2, 3]
+    assert ranking["score"].is_monotonic_decreasing
+    only_res = model.predict(fast_request(result, "shapes-4"), params={"include": "^resnet", "top_k": 0})
+    assert list(only_res["model"]) == ["resnet20_cifar10"]
+    small = model.predict(fast_request(result, "shapes-4"), params={"max_parameters": 300000.0, "top_k": 0})
+    assert "nin_cifar10" not in set(small["model"]) and len(small) == 3
+    warm = model.predict(fast_request(result, "shapes-4"),
+                         params={"known_scores": json.dumps({"nin_cifar10": 0.9, "resnet20_cifar10": 0.2}), "top_k": 0})
+    assert len(warm) == 4
+    with pytest.raises(Exception, match="proxy features"):
+        model.predict(pd.DataFrame({"class_count": [3.0]}))
+    with pytest.raises(Exception, match="known_scores names models"):
+        model.predict(fast_request(result, "shapes-4"), params={"known_scores": json.dumps({"vgg": 1.0})})
+
+
+def test_images_are_encoded_inside_the_model(registered):
+    model = mlflow.pyfunc.load_model("models:/fennec@champion")
+    task = synthetic_task("shapes-outline-6", samples_per_class=10)
+    frame = pd.DataFrame({"image": pyfunc.encode_image_files(task.images())})
+    ranking = model.predict(frame, params={"top_k": 4})
+    assert len(ranking) == 4 and set(ranking["model"]) <= set(MODELS)
+    with pytest.raises(Exception, match="not a base64-encoded image"):
+        model.predict(pd.DataFrame({"image": ["not an image"]}))
+
+
+def test_rank_task_logs_a_rank_run(registered):
+    _, client, _, _ = registered
+    target = synthetic_task("shapes-outline-6", samples_per_class=20)
+    ranking = rank_task(target, top_k=4)
+    assert len(ranking) == 4
+    [run] = tracking.runs_of_kind("rank", mlflow_client=client)
+    assert run.data.tags["fennec.task"] == "shapes-outline-6"
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"ranking.csv", "ranking.png", "ranking.json"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_rest_requests(registered):
+    result, _, uri, root = registered
+    port = free_port()
+    env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": uri}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/fennec@champion",
+                               "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=root)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                time.sleep(1)
+        frame = fast_request(result, "gratings-orient-4")
+        body = json.dumps({"dataframe_split": frame.to_dict(orient="split"), "params": {"top_k": 2}}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        rows = answer["predictions"]
+        assert len(rows) == 2 and rows[0]["rank"] == 1 and rows[0]["model"] in MODELS
+        bad = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                     data=json.dumps({"dataframe_split": {"columns": ["class_count"], "data": [[3]]}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(bad, timeout=60)
+        assert "proxy features" in error.value.read().decode()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
