@@ -142,3 +142,18 @@ def test_mlflow_models_serve_answers_rest_requests(registered):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_mlflow_run_rank_entry_point_uses_the_champion(registered):
+    import os
+    from pathlib import Path
+
+    _, client, uri, root = registered
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    done = subprocess.run([sys.executable, "-m", "mlflow", "run", str(repo), "-e", "rank", "--env-manager", "local",
+                           "-P", "top_k=3"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Top 3 models to fine-tune for 'shapes-outline-6'" in done.stdout
+    assert len(tracking.runs_of_kind("rank", mlflow_client=client)) >= 1
