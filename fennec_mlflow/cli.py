@@ -196,10 +196,10 @@ def build(kind, encoder_spec, k, alpha, tasks, experiment):
                f"version {result.version}; run {result.run_id}")
 
 
-def load_task_spec(spec: str, image_size: int = 32, seed: int = 0):
+def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok: bool = False):
     from fennec_mlflow.tasks import load_task
 
-    return load_task(spec, image_size=image_size, seed=seed)
+    return load_task(spec, image_size=image_size, seed=seed, unlabelled_ok=unlabelled_ok)
 
 
 @main.command()
@@ -224,8 +224,8 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
         if model_uri == "models:/fennec@champion" and not pyfunc.champion_exists():
             demo.bootstrap(experiment)
         spec = target or demo.DEFAULT_TARGET
-        task = load_task_spec(spec)
-        labels_known = not target  # the built-in target: its class count is a public fact
+        task = load_task_spec(spec, unlabelled_ok=True)
+        labels_known = task.labelled and class_count is None  # class sub-folders give the class count
         start = time.perf_counter()
         ranking = rank_task(task, model_uri=model_uri, top_k=top_k, labels_known=labels_known,
                             class_count_hint=class_count, experiment=experiment,

@@ -40,6 +40,7 @@ class Task:
     source: str = "arrays"
     fingerprint: str = ""
     skipped_files: int = 0
+    labelled: bool = True  # False: a target given as images only (labels are placeholders)
 
     def __post_init__(self) -> None:
         labels = np.asarray(self.labels)
@@ -56,7 +57,7 @@ class Task:
                 f"(one per class name), got range [{labels.min()}, {labels.max()}]"
             )
         present = np.unique(labels).size
-        if present < 2:
+        if self.labelled and present < 2:
             raise TaskError(
                 f"task {self.name!r} has a single class ({self.class_names[int(labels[0])]!r}); "
                 "a classification task needs at least 2 classes with samples"
@@ -158,10 +159,12 @@ def _load_rgb(path: Path, image_size: int) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8)
 
 
-def from_folder(root: str | Path, *, name: str | None = None, image_size: int = 224, domain: str = "unknown") -> Task:
+def from_folder(root: str | Path, *, name: str | None = None, image_size: int = 224, domain: str = "unknown",
+                unlabelled_ok: bool = False) -> Task:
     """A task from an ImageFolder layout: ``root/<class>/<image>``.
 
-    Every file is checked once (header and decode); unreadable images are skipped with one
+    With ``unlabelled_ok`` a flat folder of images (no class sub-folders) is accepted as an
+    unlabelled task (a ranking target). Every file is checked once; unreadable images are skipped with one
     warning and counted in ``Task.skipped_files``. Images are resized to ``image_size``
     when read, so feature extraction can batch them.
     """
@@ -171,16 +174,19 @@ def from_folder(root: str | Path, *, name: str | None = None, image_size: int = 
     if not root.is_dir():
         raise TaskError(f"image folder {str(root)!r} does not exist or is not a directory")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
+    flat = not class_dirs and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir() if p.is_file())
+    if flat and unlabelled_ok:
+        class_dirs = [root]  # images only: one placeholder class, Task.labelled is False
+    elif not class_dirs:
         raise TaskError(
             f"image folder {str(root)!r} has no class sub-folders; expected the ImageFolder layout "
-            "root/<class name>/<image files>"
+            "root/<class name>/<image files>" + (" (a flat folder of images works as a ranking target)" if flat else "")
         )
     paths: list[Path] = []
     labels: list[int] = []
     bad: list[str] = []
     for label, class_dir in enumerate(class_dirs):
-        for path in sorted(class_dir.rglob("*")):
+        for path in sorted(class_dir.glob("*") if flat else class_dir.rglob("*")):
             if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             try:
@@ -213,12 +219,13 @@ def from_folder(root: str | Path, *, name: str | None = None, image_size: int = 
     return Task(
         name=name or root.name,
         labels=np.asarray(labels),
-        class_names=tuple(d.name for d in class_dirs),
+        class_names=("unlabelled",) if flat else tuple(d.name for d in class_dirs),
         domain=domain,
         image_source=read,
         source=f"folder:{root.resolve()}",
         fingerprint=_digest(image_size, *stats),
         skipped_files=len(bad),
+        labelled=not flat,
     )
 
 
@@ -354,7 +361,7 @@ def split_indices(labels: np.ndarray, fractions: tuple[float, float, float] = (0
     return tuple(np.sort(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
 
 
-def load_task(spec: str, *, image_size: int = 32, seed: int = 0) -> Task:
+def load_task(spec: str, *, image_size: int = 32, seed: int = 0, unlabelled_ok: bool = False) -> Task:
     """A task from a command-line spec.
 
     ``folder:PATH`` (or an existing directory) -> :func:`from_folder`;
@@ -362,7 +369,7 @@ def load_task(spec: str, *, image_size: int = 32, seed: int = 0) -> Task:
     task (see ``fennec_mlflow.synthetic.SYNTHETIC_TASKS``), rendered at ``image_size``.
     """
     if spec.startswith("folder:") or Path(spec).expanduser().is_dir():
-        return from_folder(spec.removeprefix("folder:"), image_size=max(image_size, 32))
+        return from_folder(spec.removeprefix("folder:"), image_size=max(image_size, 32), unlabelled_ok=unlabelled_ok)
     if spec.startswith("torchvision:"):
         return from_torchvision(spec.removeprefix("torchvision:"), seed=seed)
     from fennec_mlflow.synthetic import synthetic_task  # synthetic builds on this module

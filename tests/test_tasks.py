@@ -99,3 +99,15 @@ def test_load_task_reads_a_folder_spec(tmp_path):
     assert load_task(f"folder:{root}").name == "pets"
     with pytest.raises(TaskError, match="unknown torchvision dataset 'CIFAR11'.*CIFAR10"):
         load_task("torchvision:CIFAR11")
+
+
+def test_flat_folder_is_an_unlabelled_ranking_target(tmp_path):
+    root = make_folder(tmp_path / "data", classes=("x",))
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in (root / "x").iterdir():
+        path.rename(flat / path.name)
+    with pytest.raises(TaskError, match="flat folder of images works as a ranking target"):
+        from_folder(flat)
+    task = load_task(f"folder:{flat}", unlabelled_ok=True)
+    assert not task.labelled and task.num_samples == 4 and task.images([0]).shape == (1, 32, 32, 3)

@@ -3,8 +3,11 @@
     from fennec_mlflow.estimators import get_estimator, available_estimators
     get_estimator("fda").score(features, labels)
 
-Importing this package registers every estimator module listed below.
+Importing this package registers every estimator: each module of this package is imported
+(one file per metric, each decorating its class with ``register``).
 """
+import importlib as _importlib
+import pkgutil as _pkgutil
 
 from fennec_mlflow.estimators.base import (
     TransferabilityEstimator,
@@ -43,3 +46,8 @@ __all__ = [
     "sfda_score",
     "sfda_shrinkage",
 ]
+
+
+for _module in _pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        _importlib.import_module(f"{__name__}.{_module.name}")
