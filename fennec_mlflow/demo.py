@@ -24,6 +24,7 @@ from pathlib import Path
 import click
 
 from fennec_mlflow import tracking
+from fennec_mlflow.envvars import env_override
 
 # Historical tasks: two per synthetic family. The default target (below) is held out of them.
 DEMO_HISTORY = (
@@ -56,20 +57,14 @@ def demo_encoder(progress: bool = True) -> DemoEncoder:
     from fennec_mlflow.proxy import ProxyUnavailable, load_encoder
 
     # Look for CLIP in the local cache only: the default must never wait on the network.
-    previous = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
     try:
-        return DemoEncoder(load_encoder(CLIP_SPEC), CLIP_SPEC, None, f"CLIP ({CLIP_SPEC})")
+        with env_override(HF_HUB_OFFLINE="1"):
+            return DemoEncoder(load_encoder(CLIP_SPEC), CLIP_SPEC, None, f"CLIP ({CLIP_SPEC})")
     except ProxyUnavailable:
         path = pretrain_proxy(demo_dir() / "proxy", progress=progress)
         return DemoEncoder(load_encoder(f"file:{path}"), f"file:{path}", path,
                            "a resnet20 pre-trained by the project on a broad synthetic mix "
                            "(CLIP weights are not on this machine)")
-    finally:
-        if previous is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = previous
 
 
 def bootstrap(experiment: str = tracking.DEFAULT_EXPERIMENT, *, progress: bool = True, say=click.echo):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fennec_mlflow import pyfunc, tracking
+from fennec_mlflow.envvars import env_override
 from fennec_mlflow.knowledge import Knowledge, build_knowledge
 from fennec_mlflow.recommender import Fennec
 from fennec_mlflow.tasks import Task
@@ -22,14 +22,10 @@ DEFAULT_ALPHA = 0.5
 @contextlib.contextmanager
 def own_run(experiment: str, run_name: str, tags: dict):
     """A new run of our own, even under `mlflow run` (whose MLFLOW_RUN_ID would otherwise be resumed)."""
-    project_run = os.environ.pop("MLFLOW_RUN_ID", None)
-    try:
+    with env_override(MLFLOW_RUN_ID=None):
         mlflow.set_experiment(experiment)
         with mlflow.start_run(run_name=run_name, tags=tags) as run:
             yield run
-    finally:
-        if project_run is not None:
-            os.environ["MLFLOW_RUN_ID"] = project_run
 
 
 def default_k(P: pd.DataFrame) -> int:

@@ -170,20 +170,13 @@ def log_artifacts(mlflow_client: MlflowClient, run_id: str, artifacts: Mapping[s
 
 def download_json(mlflow_client: MlflowClient, run_id: str, path: str):
     """A JSON artifact of a run, parsed (no per-file progress bar: readers fetch many)."""
-    import os
     import tempfile
 
-    previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            with open(mlflow_client.download_artifacts(run_id, path, tmp)) as handle:
-                return json.load(handle)
-    finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous
+    from fennec_mlflow.envvars import env_override
+
+    with env_override(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), tempfile.TemporaryDirectory() as tmp:
+        with open(mlflow_client.download_artifacts(run_id, path, tmp)) as handle:
+            return json.load(handle)
 
 
 def finish_run(mlflow_client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
