@@ -24,7 +24,6 @@ from pathlib import Path
 import click
 
 from fennec_mlflow import tracking
-from fennec_mlflow.envvars import env_override
 
 # Historical tasks: two per synthetic family. The default target (below) is held out of them.
 DEMO_HISTORY = (
@@ -58,8 +57,7 @@ def demo_encoder(progress: bool = True) -> DemoEncoder:
 
     # Look for CLIP in the local cache only: the default must never wait on the network.
     try:
-        with env_override(HF_HUB_OFFLINE="1"):
-            return DemoEncoder(load_encoder(CLIP_SPEC), CLIP_SPEC, None, f"CLIP ({CLIP_SPEC})")
+        return DemoEncoder(load_encoder(CLIP_SPEC, offline=True), CLIP_SPEC, None, f"CLIP ({CLIP_SPEC})")
     except ProxyUnavailable:
         path = pretrain_proxy(demo_dir() / "proxy", progress=progress)
         return DemoEncoder(load_encoder(f"file:{path}"), f"file:{path}", path,

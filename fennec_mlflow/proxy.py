@@ -20,11 +20,12 @@ Proxy features (:func:`task_proxy_features`), for embeddings L2-normalised to th
 - ``concentration``: the norm of the mean (1 = all images embed alike, ~0 = spread over the
   sphere); with unit vectors it also fixes the total variance (1 - concentration^2).
 - ``spectrum.0..7``: the share of variance on the top 8 principal axes, and
-  ``effective_rank`` (exp of the entropy of all the shares): how many directions the task
-  varies along, a label-free hint of its class count and difficulty.
+  ``effective_rank_fraction`` (exp of the entropy of all the shares, divided by dim): how
+  many directions the task varies along, a label-free hint of its class count and difficulty.
 
-A random forest picks among these by split quality and is insensitive to their scales, so
-nothing is standardised here. The length is ``2 * dim + 10`` whatever the sample size.
+Every value lies in [-1, 1] (most in [0, 1]). A random forest is insensitive to scales anyway; the common
+range keeps Euclidean distances between tasks (nearest-task baselines, plots) from being
+swamped by one part. The length is ``2 * dim + 10`` whatever the sample size.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ from fennec_mlflow.zoo import WEIGHT_MODES, WeightsUnavailable, ZooError, ZooMod
 
 DEFAULT_SAMPLE_SIZE = 500
 SPECTRUM_COMPONENTS = 8
-SUMMARY_NAMES = ("concentration", "effective_rank")
+SUMMARY_NAMES = ("concentration", "effective_rank_fraction")
 TASK_META_NAMES = ("class_count", "log_class_count", "image_count", "log_image_count")
 RANDOM_WEIGHTS = "random"  # the spec word for seeded random CLIP weights
 RANDOM_INIT_SEED = 0
@@ -289,7 +290,9 @@ class ClipEncoder:
         self.std = torch.tensor(cfg["std"], device=self.device).view(1, 3, 1, 1)
         self.resize_mode = cfg.get("resize_mode", "shortest")
         self.fill = float(cfg.get("fill_color", 0)) / 255.0
-        self.dim = int(self.visual.output_dim)
+        # Not every tower type (timm, HF) has output_dim; one tiny forward always knows.
+        output_dim = getattr(self.visual, "output_dim", None)
+        self.dim = int(output_dim or self.encode(np.zeros((1, *self.image_size, 3), dtype=np.uint8)).shape[1])
         self.name = f"clip:{model_name}:{weights.weights_id}"
         self.spec = f"clip:{model_name}:{pretrained if pretrained else RANDOM_WEIGHTS}"
 
@@ -427,7 +430,8 @@ def embedding_statistics(embeddings: np.ndarray) -> np.ndarray:
     spectrum[:min(SPECTRUM_COMPONENTS, shares.size)] = shares[:SPECTRUM_COMPONENTS]
     positive = shares[shares > 0]
     effective_rank = math.exp(-(positive * np.log(positive)).sum()) if positive.size else 1.0
-    return np.concatenate([mean, std, [np.linalg.norm(mean), effective_rank], spectrum])
+    # As a fraction of the width: in [0, 1] like every other part, so no part swamps distances.
+    return np.concatenate([mean, std, [np.linalg.norm(mean), effective_rank / x.shape[1]], spectrum])
 
 
 def image_proxy_features(encoder: ProxyEncoder, images: np.ndarray, *, sample_size: int = DEFAULT_SAMPLE_SIZE,

@@ -114,16 +114,6 @@ def histories_equal(a: TrialResult, b: TrialResult) -> bool:
     return [sorted(h.items()) for h in a.history] == [sorted(h.items()) for h in b.history]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # On a shared 2-core machine torch's intra-op threads spin against other processes: the
-    # tiny CNN's fine-tunes took ~2 s each with 2 threads and ~0.02 s with 1; resnet20's 60 s vs 6 s.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ----------------------------------------------------------------------------- real learning
 
 

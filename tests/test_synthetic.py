@@ -150,31 +150,26 @@ def test_small_cnn_learns_digits_far_above_chance():
     images = torch.tensor(task.images()).permute(0, 3, 1, 2).float() / 255.0
     labels = torch.tensor(task.labels)
     test = np.arange(task.num_samples) % 4 == 0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny net on a shared CPU: more threads only add contention
     torch.manual_seed(0)
-    try:
-        model = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
-            nn.Flatten(), nn.Linear(32 * 16, task.num_classes),
-        )
-        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-        train_idx = np.flatnonzero(~test)
-        for epoch in range(12):
-            model.train()
-            order = np.random.default_rng(epoch).permutation(train_idx)
-            for start in range(0, order.size, 64):
-                batch = order[start:start + 64]
-                optimizer.zero_grad()
-                nn.functional.cross_entropy(model(images[batch]), labels[batch]).backward()
-                optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            accuracy = (model(images[test]).argmax(1) == labels[test]).float().mean().item()
-    finally:
-        torch.set_num_threads(threads)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(), nn.Linear(32 * 16, task.num_classes),
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    train_idx = np.flatnonzero(~test)
+    for epoch in range(12):
+        model.train()
+        order = np.random.default_rng(epoch).permutation(train_idx)
+        for start in range(0, order.size, 64):
+            batch = order[start:start + 64]
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(images[batch]), labels[batch]).backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(images[test]).argmax(1) == labels[test]).float().mean().item()
     assert accuracy > 0.6  # chance is 0.2
 
 
