@@ -221,10 +221,9 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
     from fennec_mlflow.ranking import rank_task
 
     try:
+        task = load_task_spec(target or demo.DEFAULT_TARGET, unlabelled_ok=True)  # bad targets fail first
         if model_uri == "models:/fennec@champion" and not pyfunc.champion_exists():
             demo.bootstrap(experiment)
-        spec = target or demo.DEFAULT_TARGET
-        task = load_task_spec(spec, unlabelled_ok=True)
         labels_known = task.labelled and class_count is None  # class sub-folders give the class count
         start = time.perf_counter()
         ranking = rank_task(task, model_uri=model_uri, top_k=top_k, labels_known=labels_known,

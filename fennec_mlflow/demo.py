@@ -93,6 +93,7 @@ def bootstrap(experiment: str = tracking.DEFAULT_EXPERIMENT, *, progress: bool =
     say("5/5 fitting and registering fennec@champion ...")
     result = build(kind="fda", encoder_spec=encoder.spec, encoder_name=encoder.encoder.name,
                    encoder_file=encoder.file, experiment=experiment,
+                   models=[m.name for m in models], tasks=list(DEMO_HISTORY),
                    extra_artifacts={"demo_zoo": demo_dir() / "zoo"})
     say(f"Built in {time.perf_counter() - started:.0f} s: {result.knowledge.P.shape[0]} models x "
         f"{result.knowledge.P.shape[1]} tasks, registered {result.model_uri} (version {result.version}).")

@@ -51,7 +51,10 @@ def read_table(path: str | Path, layout: str = "auto", model_facts_csv: str | Pa
         raise TableError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not path.is_file():
         raise TableError(f"table {str(path)!r} does not exist")
-    raw = pd.read_csv(path)
+    try:
+        raw = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise TableError(f"cannot read {str(path)!r} as a CSV table: {exc}") from exc
     layout = detect_layout(list(raw.columns)) if layout == "auto" else layout
     if layout == "parc":
         rows = raw[raw["Oracle"] >= 0]

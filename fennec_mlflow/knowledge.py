@@ -130,10 +130,15 @@ def build_knowledge(
     estimator: str | None = None,
     source: str | None = None,
     encoder: str | None = None,
+    models: list[str] | None = None,
+    tasks: list[str] | None = None,
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     mlflow_client: MlflowClient | None = None,
 ) -> Knowledge:
-    """Everything :class:`~fennec_mlflow.recommender.Fennec` fits on, read from the store."""
+    """Everything :class:`~fennec_mlflow.recommender.Fennec` fits on, read from the store.
+
+    ``models`` / ``tasks`` restrict the matrix to those rows / columns (default: all in the store).
+    """
     from fennec_mlflow.archi2vec_jobs import load_architectures
 
     mlflow_client = mlflow_client or tracking.client()
@@ -143,6 +148,12 @@ def build_knowledge(
         raise tracking.TrackingError(f"no finished {kind} runs in experiment {experiment!r}: run the "
                                      f"{'fda' if kind == 'fda' else kind} entry point first")
     P = km.values
+    for axis, wanted in ((0, models), (1, tasks)):
+        if wanted is not None:
+            missing = sorted(set(wanted) - set(P.axes[axis]))
+            if missing:
+                raise tracking.TrackingError(f"no {kind} runs for {'model' if axis == 0 else 'task'}(s) {missing[:5]}")
+            P = P.loc[wanted] if axis == 0 else P[wanted]
     models = list(P.index)
     parameters = pd.to_numeric(km.model_facts.get("parameters", pd.Series(dtype=float)), errors="coerce")
     embeddings, architecture_meta = load_architectures(experiment=experiment, mlflow_client=mlflow_client)

@@ -61,10 +61,15 @@ def build(
     alpha: float | None = None,
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     register: bool = True,
+    models: list[str] | None = None,
+    tasks: list[str] | None = None,
     extra_artifacts: dict | None = None,
 ) -> BuildResult:
-    """Rebuild the knowledge from the store, fit Fennec, log it (``fennec.kind=fennec-fit``), register it."""
-    knowledge = build_knowledge(kind=kind, encoder=encoder_name, experiment=experiment)
+    """Rebuild the knowledge from the store, fit Fennec, log it (``fennec.kind=fennec-fit``), register it.
+
+    ``models`` / ``tasks`` restrict the knowledge to those rows / columns of the matrix.
+    """
+    knowledge = build_knowledge(kind=kind, encoder=encoder_name, models=models, tasks=tasks, experiment=experiment)
     tuned = tuned_parameters(experiment)
     settings = {"k": k or tuned.get("k") or default_k(knowledge.P),
                 "alpha": alpha if alpha is not None else tuned.get("alpha", DEFAULT_ALPHA)}

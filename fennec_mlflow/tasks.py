@@ -368,7 +368,7 @@ def load_task(spec: str, *, image_size: int = 32, seed: int = 0, unlabelled_ok: 
     ``torchvision:NAME`` -> :func:`from_torchvision`; anything else names a built-in synthetic
     task (see ``fennec_mlflow.synthetic.SYNTHETIC_TASKS``), rendered at ``image_size``.
     """
-    if spec.startswith("folder:") or Path(spec).expanduser().is_dir():
+    if spec.startswith("folder:") or "/" in spec or Path(spec).expanduser().is_dir():  # a path, even a wrong one
         return from_folder(spec.removeprefix("folder:"), image_size=max(image_size, 32), unlabelled_ok=unlabelled_ok)
     if spec.startswith("torchvision:"):
         return from_torchvision(spec.removeprefix("torchvision:"), seed=seed)
