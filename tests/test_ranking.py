@@ -157,3 +157,14 @@ def test_mlflow_run_rank_entry_point_uses_the_champion(registered):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Top 3 models to fine-tune for 'shapes-outline-6'" in done.stdout
     assert len(tracking.runs_of_kind("rank", mlflow_client=client)) >= 1
+
+
+def test_knowledge_can_be_restricted_to_some_models_and_tasks(registered):
+    from fennec_mlflow.knowledge import build_knowledge
+
+    _, client, _, _ = registered
+    encoder = load_encoder(ENCODER).name
+    knowledge = build_knowledge(models=MODELS[:3], tasks=HISTORY[:4], encoder=encoder, mlflow_client=client)
+    assert knowledge.P.shape == (3, 4) and list(knowledge.task_proxy.index) == HISTORY[:4]
+    with pytest.raises(tracking.TrackingError, match="no fda runs for model"):
+        build_knowledge(models=["vgg11"], mlflow_client=client)
