@@ -164,13 +164,14 @@ def archi2vec(models, processes, dimensions, wl_iterations, seed, experiment):
 @main.command()
 @click.option("--kind", default="fda", show_default=True, type=click.Choice(sorted(tracking.MATRIX_METRIC)),
               help="which performance matrix to learn from")
+@click.option("--estimator", default=None, help="with --kind estimator: which estimator's scores (e.g. logme)")
 @click.option("--encoder", "encoder_spec", default="demo", show_default=True,
               help="proxy encoder: clip:MODEL:TAG_OR_PATH, zoo:NAME, file:PATH, or 'demo' (CLIP if on disk, else the synthetic-mix proxy)")
 @click.option("--k", default=None, type=int, help="transfer-space dimension (default: tuned, else min(4, min(M, N) - 1))")
 @click.option("--alpha", default=None, type=float, help="weight of the meta score (default: tuned, else 0.5)")
 @click.option("--tasks", default=None, help="re-compute task proxies for these task specs first (default: the demo history)")
 @experiment_option
-def build(kind, encoder_spec, k, alpha, tasks, experiment):
+def build(kind, estimator, encoder_spec, k, alpha, tasks, experiment):
     """Rebuild the knowledge base from the store, fit Fennec, log it and register fennec@champion."""
     from fennec_mlflow import demo
     from fennec_mlflow.jobs import proxy_cells
@@ -184,10 +185,10 @@ def build(kind, encoder_spec, k, alpha, tasks, experiment):
             encoder = load_encoder(encoder_spec)
             file = Path(encoder_spec[5:]) if encoder_spec.startswith("file:") else None
             chosen = demo.DemoEncoder(encoder, encoder_spec, file, encoder_spec)
-        km = tracking.load_matrix(kind, experiment=experiment)
+        km = tracking.load_matrix(kind, estimator=estimator, experiment=experiment)
         specs = _split(tasks) if tasks else list(km.values.columns)
         proxy_cells(chosen.encoder, [load_task_spec(s) for s in specs], experiment=experiment)
-        result = build_model(kind=kind, encoder_spec=chosen.spec, encoder_name=chosen.encoder.name,
+        result = build_model(kind=kind, estimator=estimator, encoder_spec=chosen.spec, encoder_name=chosen.encoder.name,
                              encoder_file=chosen.file, k=k, alpha=alpha, experiment=experiment)
     except _user_errors() as exc:
         _fail(exc)

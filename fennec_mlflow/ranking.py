@@ -54,6 +54,7 @@ class BuildResult:
 def build(
     *,
     kind: str = "fda",
+    estimator: str | None = None,
     encoder_spec: str,
     encoder_name: str,
     encoder_file: Path | None = None,
@@ -69,7 +70,8 @@ def build(
 
     ``models`` / ``tasks`` restrict the knowledge to those rows / columns of the matrix.
     """
-    knowledge = build_knowledge(kind=kind, encoder=encoder_name, models=models, tasks=tasks, experiment=experiment)
+    knowledge = build_knowledge(kind=kind, estimator=estimator, encoder=encoder_name, models=models, tasks=tasks,
+                                experiment=experiment)
     tuned = tuned_parameters(experiment)
     settings = {"k": k or tuned.get("k") or default_k(knowledge.P),
                 "alpha": alpha if alpha is not None else tuned.get("alpha", DEFAULT_ALPHA)}
@@ -93,7 +95,8 @@ def build(
         example["sample_count"] = float(np.exp(knowledge.task_meta.loc[first, "log_sample_count"]))
     tags = {tracking.KIND_TAG: "fennec-fit"}
     with own_run(experiment, "fennec-fit", tags) as run:
-        mlflow.log_params({"matrix_kind": kind, "encoder": encoder_name, "models": knowledge.P.shape[0],
+        mlflow.log_params({"matrix_kind": kind, "matrix_estimator": estimator, "encoder": encoder_name,
+                           "models": knowledge.P.shape[0],
                            "tasks": knowledge.P.shape[1], "tuned": bool(tuned), **settings})
         mlflow.log_metrics({"fit_seconds": fit_seconds, "known_cells": float(knowledge.P.notna().sum().sum()),
                             "nmf_iterations": float(fennec.n_iter_),

@@ -132,3 +132,20 @@ def test_finetune_job_logs_parent_and_trials_and_resumes_after_a_crash(store, mo
     assert tracking.load_matrix("finetune", mlflow_client=store).values.loc["resnet20_cifar10", task.name] == outcome.score
     [again] = jobs.finetune_cells(["resnet20_cifar10"], [task], config=config, mlflow_client=store)
     assert again.reused and count_runs(store, "finetune-trial") == 2
+
+
+def test_any_estimator_fills_a_matrix_that_loads_back(store, small_tasks):
+    models = ["resnet20_cifar10", "nin_cifar10"]
+    for estimator in ("logme", "leep"):  # leep reads the source head's logits
+        outcomes = score_cells(models, small_tasks, estimator=estimator, probe_size=60, mlflow_client=store,
+                               progress=False)
+        km = tracking.load_matrix("estimator", estimator=estimator, mlflow_client=store)
+        assert km.shape == (2, 2)
+        for outcome in outcomes:
+            assert km.values.loc[outcome.model, outcome.task] == pytest.approx(outcome.score)
+    run = tracking.runs_of_kind("estimator", mlflow_client=store)[0]
+    assert run.data.params["estimator"] in ("logme", "leep") and "score" in run.data.metrics
+    assert {"feature_seconds", "score_seconds"} <= set(run.data.metrics)
+    assert score_cells(models, small_tasks, estimator="logme", probe_size=60, mlflow_client=store,
+                       progress=False)[0].reused
+    assert count_runs(store, "fda") == 0
