@@ -1,0 +1,181 @@
+"""Online ranking speed: in-process scoring vs zoo size, the real scoring server, end-to-end rank.
+
+    python benchmarks/bench_ranking.py --models 100 1000 10000 --requests 300
+
+1. ``Fennec.rank`` on a fitted recommender with M candidate models (30 historical tasks,
+   12 model-meta columns, 138 proxy features): total time per call, and the part that is the
+   transfer score itself (one matrix-vector product).
+2. ``mlflow models serve`` (``--env-manager local``) holding the 1,000-model recommender as a
+   registered pyfunc: ``/invocations`` latency p50/p99 over sequential requests (proxy-feature
+   fast path, top_k=10) and requests per second with 4 concurrent clients, on 127.0.0.1.
+3. ``ranking.rank_task`` on a 500-image synthetic task with the demo proxy (a random-init
+   resnet20 here, same cost as the demo's pre-trained one): proxy encoding vs scoring.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from fennec_mlflow import pyfunc
+from fennec_mlflow.recommender import Fennec
+
+N_TASKS = 30
+PROXY_DIM = 138  # a 64-d encoder's proxy statistics (2 * 64 + 10)
+
+
+def synthetic_recommender(n_models: int, seed: int = 0) -> tuple[Fennec, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    models = [f"model{i:05d}" for i in range(n_models)]
+    tasks = [f"task{j:02d}" for j in range(N_TASKS)]
+    P = pd.DataFrame(rng.random((n_models, 4)) @ rng.random((4, N_TASKS)), index=models, columns=tasks)
+    P = P.mask(rng.random(P.shape) < 0.1)
+    model_meta = pd.DataFrame(rng.normal(size=(n_models, 12)), index=models,
+                              columns=[f"m{i}" for i in range(12)])
+    task_meta = pd.DataFrame(rng.normal(size=(N_TASKS, 3)), index=tasks,
+                             columns=["log_class_count", "log_sample_count", "domain=x"])
+    proxy = pd.DataFrame(rng.normal(size=(N_TASKS, PROXY_DIM)), index=tasks,
+                         columns=[f"proxy_{i}" for i in range(PROXY_DIM)])
+    fennec = Fennec(k=4, nmf_max_iter=300).fit(P, model_meta, task_meta, proxy)
+    return fennec, model_meta, task_meta, proxy
+
+
+def time_calls(call, repeats: int) -> float:
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_in_process(sizes: list[int]) -> list[dict]:
+    rows = []
+    for n_models in sizes:
+        fennec, _, task_meta, proxy = synthetic_recommender(n_models)
+        meta_row, proxy_row = task_meta.iloc[0], proxy.iloc[0]
+        total = time_calls(lambda: fennec.rank(meta_row, proxy_row), 50)
+        vector = fennec.task_vector(meta_row, proxy_row)
+        product = time_calls(lambda: fennec.model_vectors_ @ vector, 200)
+        rows.append({"models": n_models, "rank() total (ms)": total * 1e3,
+                     "transfer score M·d (ms)": product * 1e3})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bench_server(n_models: int, n_requests: int, workdir: Path) -> dict:
+    fennec, model_meta, task_meta, proxy = synthetic_recommender(n_models)
+    bundle = pyfunc.RankerBundle(
+        fennec=fennec, model_meta=model_meta, model_parameters=pd.Series(1e6, index=model_meta.index),
+        domains=["x"], task_meta_fill=task_meta.mean(), proxy_dim=PROXY_DIM, encoder_spec="zoo:resnet20_cifar10:random")
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("bench-serving")
+    with mlflow.start_run():
+        pyfunc.log_ranker(bundle, register=True)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/fennec@champion",
+                               "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"],
+                              env={**os.environ, "MLFLOW_TRACKING_URI": uri}, cwd=workdir,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("the scoring server did not start")
+                time.sleep(1)
+        frame = proxy.iloc[[0]].reset_index(drop=True)
+        frame["class_count"], frame["sample_count"] = 10.0, 5000.0
+        body = json.dumps({"dataframe_split": frame.to_dict(orient="split"), "params": {"top_k": 10}}).encode()
+
+        def one_request() -> float:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                             headers={"Content-Type": "application/json"})
+            start = time.perf_counter()
+            answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
+            assert len(answer["predictions"]) == 10
+            return time.perf_counter() - start
+
+        for _ in range(10):
+            one_request()
+        latencies = np.array([one_request() for _ in range(n_requests)]) * 1e3
+        done = []
+        start = time.perf_counter()
+        workers = [threading.Thread(target=lambda: done.extend(one_request() for _ in range(n_requests // 4)))
+                   for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        rps = len(done) / (time.perf_counter() - start)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        mlflow.set_tracking_uri(None)
+    result = {"models": n_models, "requests": n_requests, "p50 (ms)": float(np.percentile(latencies, 50)),
+              "p99 (ms)": float(np.percentile(latencies, 99)), "requests/s (4 clients)": rps}
+    print(result, flush=True)
+    return result
+
+
+def bench_end_to_end(workdir: Path) -> dict:
+    import torch
+
+    from fennec_mlflow.proxy import load_encoder, task_proxy_features
+    from fennec_mlflow.synthetic import synthetic_task
+
+    torch.set_num_threads(2)
+    encoder = load_encoder("zoo:resnet20_cifar10:random")
+    task = synthetic_task("shapes-textured-10", samples_per_class=50)  # 500 images
+    proxy_seconds = time_calls(lambda: task_proxy_features(encoder, task, sample_size=500), 3)
+    fennec, _, task_meta, proxy = synthetic_recommender(100)
+    features = task_proxy_features(encoder, task, sample_size=500)
+    rank_seconds = time_calls(lambda: fennec.rank(task_meta.iloc[0], features[:PROXY_DIM]), 20)
+    result = {"images": task.num_samples, "proxy encoding (s)": proxy_seconds, "scoring 100 models (ms)": rank_seconds * 1e3}
+    print(result, flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--server-models", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=300)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        in_process = pd.DataFrame(bench_in_process(args.models))
+        served = pd.DataFrame([bench_server(args.server_models, args.requests, Path(tmp))])
+        end_to_end = pd.DataFrame([bench_end_to_end(Path(tmp))])
+    for title, table in (("in-process", in_process), ("server", served), ("end to end", end_to_end)):
+        header = "| " + " | ".join(table.columns) + " |\n|" + "---:|" * len(table.columns)
+        rows = ["| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row) + " |"
+                for row in table.itertuples(index=False)]
+        print(f"\n{title}\n{header}\n" + "\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
