@@ -242,6 +242,58 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
 
 
 @main.command()
+@click.option("--benchmark", default="parc", show_default=True, help="parc, parc6 or transfergraph (public tables)")
+@click.option("--estimators", default=None, help="comma-separated estimators under test (default: all)")
+@click.option("--experiment", default=None, help="default: fennec-eval-<benchmark>")
+def evaluate(benchmark, estimators, experiment):
+    """Leave-one-task-out evaluation of Fennec, its ablations and baselines; one run per estimator."""
+    import pandas as pd
+
+    from fennec_mlflow.evaluation_runs import run_evaluation
+
+    try:
+        runs = run_evaluation(benchmark, experiment=experiment, estimators=estimators)
+    except _user_errors() as exc:
+        _fail(exc)
+    table = runs.table()
+    tracking.annotate_project_run("evaluate", {f"{name}.mean_pearson": row["mean_pearson"]
+                                               for name, row in table.iterrows()})
+    click.echo(f"benchmark {benchmark}: {len(table)} evaluation run(s) in experiment {runs.experiment!r} "
+               "(correlations x 100)")
+    with pd.option_context("display.width", 200, "display.precision", 2):
+        click.echo(table.drop(columns="run_id").to_string())
+
+
+@main.command()
+@click.option("--benchmark", default="parc", show_default=True, help="parc, parc6 or transfergraph")
+@click.option("--n-trials", default=None, type=int, help="Optuna trials of this call (default: the module's)")
+@click.option("--storage", default=None, help="Optuna storage: a journal file path or an RDB URL (never the MLflow "
+              "sqlite file); needed for parallel workers and resuming")
+@click.option("--study-name", default=None)
+@click.option("--workers", default=1, show_default=True, help="local worker processes sharing the storage")
+@click.option("--nested-cv/--no-nested-cv", default=True, show_default=True,
+              help="also report the honest nested cross-validated figure")
+@click.option("--experiment", default=None, help="default: fennec-tune-<benchmark>; give 'fennec' for build to use the result")
+def tune(benchmark, n_trials, storage, study_name, workers, nested_cv, experiment):
+    """Tune alpha, k and the NMF regularisation with Optuna; each trial a nested run."""
+    from fennec_mlflow.tuning import DEFAULT_N_TRIALS, run_tuning
+
+    try:
+        # empty strings come from MLproject defaults: they mean "not given"
+        outcome = run_tuning(benchmark, n_trials=n_trials or DEFAULT_N_TRIALS, storage=storage or None,
+                             study_name=study_name or None, nested_cv=nested_cv, experiment=experiment or None,
+                             workers=workers)
+    except _user_errors() as exc:
+        _fail(exc)
+    tracking.annotate_project_run("tune", {"best_mean_pearson": outcome.best_value})
+    click.echo(f"study {outcome.study_name!r}: {outcome.n_trials} trial(s); best mean Pearson "
+               f"{100 * outcome.best_value:.1f} with {outcome.best_params} (parent run {outcome.parent_run_id})")
+    if outcome.nested is not None:
+        click.echo(f"nested cross-validated mean Pearson (the honest figure): {100 * outcome.nested_mean_pearson:.1f}")
+    click.echo(f"popularity on the same targets: {100 * outcome.popularity_value:.1f}")
+
+
+@main.command()
 @click.option("--kind", default="fda", show_default=True, type=click.Choice(sorted(tracking.MATRIX_METRIC)))
 @click.option("--estimator", default=None, help="only runs with this estimator param")
 @click.option("--source", default=None, help="only imported runs from this source (e.g. parc_controlled)")

@@ -1,0 +1,312 @@
+"""Write docs/evaluation.md from the evaluation and tune runs in the MLflow store.
+
+    python benchmarks/make_evaluation_report.py [--benchmarks parc,parc6,transfergraph]
+        [--output docs/evaluation.md] [--img-dir docs/img]
+
+Reads, per benchmark, the newest finished ``fennec.kind=evaluation`` run of each estimator in
+experiment ``fennec-eval-<benchmark>`` and the newest finished ``fennec.kind=tune`` run in
+``fennec-tune-<benchmark>`` (MLFLOW_TRACKING_URI, else ./mlflow.db). Nothing is recomputed:
+every number in the report is a metric of a run, and every figure is a run's artifact or drawn
+from run metrics. Figures go to ``docs/img/evaluation-*.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fennec_mlflow import evaluation_runs, tracking, tuning
+from fennec_mlflow.benchmarks import load_benchmark
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = ("parc", "parc6", "transfergraph")
+README_POPULARITY = {"parc": 70.3, "parc6": 67.6, "transfergraph": 75.5}
+SCATTERS = ("fennec", "fennec-warm-3", "popularity")
+LABELS = {
+    "fennec": "Fennec (cold start, defaults)",
+    "fennec-no-transfer": "Fennec without transfer phase (alpha=1)",
+    "fennec-no-meta": "Fennec without meta phase (alpha=0)",
+    "fennec-additive-meta": "Fennec, additive meta regression (no interactions)",
+    "fennec-warm-1": "Fennec warm start, 1 known entry",
+    "fennec-warm-3": "Fennec warm start, 3 known entries",
+    "fennec-warm-5": "Fennec warm start, 5 known entries",
+    "popularity": "popularity",
+    "family-mean": "architecture-family mean",
+    "random": "random",
+}
+
+
+def newest_runs(client, experiment: str, kind: str) -> list:
+    return tracking.runs_of_kind(kind, experiment=experiment, mlflow_client=client)
+
+
+def evaluation_runs_by_estimator(client, benchmark: str) -> dict:
+    chosen = {}
+    for run in newest_runs(client, evaluation_runs.experiment_name(benchmark), "evaluation"):  # newest first
+        chosen.setdefault(run.data.params.get("estimator"), run)
+    return {name: chosen[name] for name in evaluation_runs.ESTIMATORS if name in chosen}
+
+
+def _fmt(value, scale: float = 100.0, digits: int = 1) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    return f"{scale * value:.{digits}f}"
+
+
+def mean_table(runs: dict, units: str) -> str:
+    regret_scale = 1.0 if "%" in units else 100.0
+    lines = ["| estimator | mean Pearson | ± seeds | Spearman | weighted τ | top-1 regret (points) | top-5 hit | "
+             "same models: cold Fennec / popularity |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for name, run in runs.items():
+        m = run.data.metrics
+        paired = ""
+        if "paired_cold_mean_pearson" in m:
+            paired = f"{_fmt(m['paired_cold_mean_pearson'])} / {_fmt(m['paired_popularity_mean_pearson'])}"
+        lines.append(f"| {LABELS.get(name, name)} | **{_fmt(m.get('mean_pearson'))}** | {_fmt(m.get('seed_std_pearson'))} | "
+                     f"{_fmt(m.get('mean_spearman'))} | {_fmt(m.get('mean_weighted_tau'))} | "
+                     f"{_fmt(m.get('mean_top1_regret'), regret_scale, 2)} | {_fmt(m.get('mean_top5_hit'), 1.0, 2)} | {paired} |")
+    return "\n".join(lines)
+
+
+def per_target_table(runs: dict, targets: list[str], metric: str, scale: float, digits: int) -> str:
+    lines = ["| estimator | " + " | ".join(targets) + " | mean |", "|---|" + "---:|" * (len(targets) + 1)]
+    for name, run in runs.items():
+        m = run.data.metrics
+        cells = [_fmt(m.get(f"{metric}.{t}"), scale, digits) for t in targets]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(m.get(f'mean_{metric}'), scale, digits)} |")
+    return "\n".join(lines)
+
+
+def bar_chart(runs: dict, benchmark: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(runs)
+    means = [100 * runs[n].data.metrics["mean_pearson"] for n in names]
+    spread = [100 * runs[n].data.metrics.get("std_pearson", 0.0) for n in names]
+    colours = ["#4C72B0" if n.startswith("fennec") else "#8C8C8C" for n in names]
+    figure, axes = plt.subplots(figsize=(8, 0.42 * len(names) + 1.2))
+    axes.barh(names[::-1], means[::-1], xerr=spread[::-1], color=colours[::-1], capsize=2, alpha=0.9)
+    if "popularity" in runs:
+        axes.axvline(100 * runs["popularity"].data.metrics["mean_pearson"], color="#DD8452", linestyle="--",
+                     linewidth=1, label="popularity")
+        axes.legend(fontsize=8, loc="lower right")
+    axes.set_xlabel("mean leave-one-task-out Pearson x 100 (error bar: std over targets)")
+    axes.set_title(f"{benchmark}: every estimator, cold start from task meta (no images)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def copy_artifact(client, run_id: str, artifact: str, destination: Path) -> bool:
+    from fennec_mlflow.envvars import env_override
+
+    try:
+        with env_override(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), tempfile.TemporaryDirectory() as tmp:
+            shutil.copyfile(client.download_artifacts(run_id, artifact, tmp), destination)
+        return True
+    except Exception as exc:  # a run without that artifact: say so in the report rather than fail
+        print(f"warning: run {run_id} has no {artifact}: {exc}")
+        return False
+
+
+def tune_section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
+    runs = newest_runs(client, tuning.experiment_name(benchmark), "tune")
+    if not runs:
+        return [f"No finished tune run in experiment `{tuning.experiment_name(benchmark)}` yet "
+                f"(`mlflow run . -e tune --env-manager local -P benchmark={benchmark}`)."]
+    run = runs[0]
+    m, p = run.data.metrics, run.data.params
+    out = [f"Optuna study `{p.get('study_name')}` ({p.get('sampler')}, {int(m.get('n_trials', 0))} trials, "
+           f"{p.get('inner_trials')} per nested-CV fold; k in {p.get('k_range')}, alpha in [0, 1], "
+           f"nmf_l2 in {p.get('nmf_l2_range')}), parent run `{run.info.run_id}`:", "",
+           "| Fennec, cold start | mean Pearson |", "|---|---:|",
+           f"| defaults (k=4, alpha=0.5, nmf_l2=0.1), seed {p.get('fennec_seed')} | {_fmt(m.get('default_mean_pearson'))} |",
+           f"| best trial, chosen on all targets (**optimistic**) | {_fmt(m.get('best_mean_pearson'))} |",
+           f"| **nested CV** (tuned on each target's history only: the honest figure) | "
+           f"**{_fmt(m.get('nested_cv_mean_pearson'))}** |",
+           f"| popularity, for reference | {_fmt(m.get('popularity_mean_pearson'))} |", "",
+           f"Best params over all targets (what `build` reads when tuned into its experiment): "
+           f"`k={p.get('best_k')}`, `alpha={float(p.get('best_alpha', 'nan')):.3f}`, "
+           f"`nmf_l2={float(p.get('best_nmf_l2', 'nan')):.4f}`."]
+    nested = {k.split(".", 1)[1]: v for k, v in m.items() if k.startswith("nested_cv_pearson.")}
+    if nested:
+        out += ["", "Nested CV, outer Pearson per target x 100: " +
+                ", ".join(f"{t} {_fmt(v)}" for t, v in sorted(nested.items())) + "."]
+    image = img_dir / f"evaluation-{benchmark}-tuning.png"
+    if copy_artifact(client, run.info.run_id, "optimization_history.png", image):
+        out += ["", f"![Optuna history on {benchmark}]({rel}/{image.name})"]
+    return out
+
+
+def benchmark_section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
+    bench = load_benchmark(benchmark)
+    runs = evaluation_runs_by_estimator(client, benchmark)
+    out = [f"## `{benchmark}`: {bench.description}", ""]
+    if not runs:
+        return out + [f"No evaluation runs in `{evaluation_runs.experiment_name(benchmark)}` yet.", ""]
+    first = next(iter(runs.values()))
+    targets = first.data.params["targets"].split(",")
+    pop = runs.get("popularity")
+    out += [f"Experiment `{evaluation_runs.experiment_name(benchmark)}`; {first.data.params['models']} models, "
+            f"{first.data.params['tasks']} tasks, targets: {', '.join(targets)}; seeds "
+            f"{first.data.params.get('seeds')}; model meta: {first.data.params['model_meta_columns']} columns, "
+            f"task meta: {first.data.params['task_meta_columns']} columns. Correlations x 100; top-1 regret in "
+            f"accuracy points.", ""]
+    if pop is not None:
+        out += [f"Popularity reference: measured {_fmt(pop.data.metrics['mean_pearson'], digits=2)}, "
+                f"documented {README_POPULARITY.get(benchmark, '–')} (shared/benchmarks/README.md).", ""]
+    if benchmark in PAPER:
+        out += [PAPER[benchmark], ""]
+    out += ["### Mean over targets", "", mean_table(runs, bench.units), ""]
+    chart = img_dir / f"evaluation-{benchmark}-mean.png"
+    bar_chart(runs, benchmark, chart)
+    out += [f"![mean Pearson per estimator on {benchmark}]({rel}/{chart.name})", ""]
+    out += ["### Pearson per target", "", per_target_table(runs, targets, "pearson", 100, 1), ""]
+    regret_scale = 1.0 if "%" in bench.units else 100.0
+    out += ["### Top-1 regret per target (accuracy points)", "",
+            per_target_table(runs, targets, "top1_regret", regret_scale, 2), ""]
+    out += ["### Predicted vs true", ""]
+    for name in SCATTERS:
+        if name in runs:
+            image = img_dir / f"evaluation-{benchmark}-{name}.png"
+            if copy_artifact(client, runs[name].info.run_id, "scatter.png", image):
+                out += [f"![{name} on {benchmark}]({rel}/{image.name})", ""]
+    out += ["### Tuning", ""] + tune_section(client, benchmark, img_dir, rel) + [""]
+    return out
+
+
+def goals_section(client, chosen: list[str]) -> list[str]:
+    lines = ["## Goals of issue 5, checked", "",
+             "| benchmark | cold Fennec - popularity | nested-CV tuned - popularity | warm start (3) | "
+             "cold Fennec top-1 regret (points) |", "|---|---:|---:|---:|---:|"]
+    for benchmark in chosen:
+        runs = evaluation_runs_by_estimator(client, benchmark)
+        if "fennec" not in runs or "popularity" not in runs:
+            continue
+        bench = load_benchmark(benchmark)
+        pop = runs["popularity"].data.metrics["mean_pearson"]
+        cold = runs["fennec"].data.metrics
+        tune = newest_runs(client, tuning.experiment_name(benchmark), "tune")
+        nested = tune[0].data.metrics.get("nested_cv_mean_pearson") if tune else None
+        warm = runs.get("fennec-warm-3")
+        regret_scale = 1.0 if "%" in bench.units else 100.0
+        lines.append(f"| {benchmark} | {100 * (cold['mean_pearson'] - pop):+.1f} (goal +5) | "
+                     f"{'–' if nested is None else f'{100 * (nested - pop):+.1f}'} | "
+                     f"{_fmt(warm.data.metrics['mean_pearson']) if warm else '–'} (goal 85) | "
+                     f"{_fmt(cold['mean_top1_regret'], regret_scale, 2)} (goal < 1) |")
+    return lines
+
+
+PAPER = {"parc6": "The Fennec paper reports mean Pearson 68.12 for Fennec on the PARC benchmark (SFDA 67.76, "
+                  "LogME 55.09), with FDA scores of probe images as history and a CLIP proxy of the target's "
+                  "images: another setting than this image-free one, given for orientation only."}
+
+
+def findings_section(client, chosen: list[str]) -> list[str]:
+    """A few sentences computed from the runs (so they cannot go stale)."""
+    lines = ["## Findings", ""]
+    for benchmark in chosen:
+        runs = evaluation_runs_by_estimator(client, benchmark)
+        if not runs:
+            continue
+        mean = {name: 100 * run.data.metrics["mean_pearson"] for name, run in runs.items()}
+        best = max(mean, key=mean.get)
+        sentence = [f"- **{benchmark}**: best mean Pearson {mean[best]:.1f} ({best})"]
+        if "fennec" in mean and "popularity" in mean:
+            sentence.append(f"cold Fennec {mean['fennec']:.1f} vs popularity {mean['popularity']:.1f} "
+                            f"({mean['fennec'] - mean['popularity']:+.1f})")
+        if "fennec-no-meta" in mean and "fennec-no-transfer" in mean:
+            sentence.append(f"transfer phase alone {mean['fennec-no-meta']:.1f}, meta phase alone "
+                            f"{mean['fennec-no-transfer']:.1f}")
+        if "fennec-additive-meta" in mean:
+            sentence.append(f"without interaction terms {mean['fennec-additive-meta']:.1f}")
+        warm = runs.get("fennec-warm-3")
+        if warm is not None and "paired_cold_mean_pearson" in warm.data.metrics:
+            m = warm.data.metrics
+            sentence.append(f"3 known entries {100 * m['mean_pearson']:.1f} vs cold "
+                            f"{100 * m['paired_cold_mean_pearson']:.1f} on the same models")
+        tune = newest_runs(client, tuning.experiment_name(benchmark), "tune")
+        if tune and "nested_cv_mean_pearson" in tune[0].data.metrics:
+            m = tune[0].data.metrics
+            sentence.append(f"tuned: {100 * m['best_mean_pearson']:.1f} when chosen and measured on the same targets, "
+                            f"{100 * m['nested_cv_mean_pearson']:.1f} under nested CV")
+        lines.append("; ".join(sentence) + ".")
+    lines += ["", "Read the nested-CV figure, not the tuned-on-all-targets one, as what tuning buys on a new task: "
+              "with 6 to 12 history tasks the choice of k, alpha and nmf_l2 is itself noisy."]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--benchmarks", default=",".join(BENCHMARKS))
+    parser.add_argument("--output", default=str(REPO / "docs" / "evaluation.md"))
+    parser.add_argument("--img-dir", default=None, help="default: img/ next to the output")
+    args = parser.parse_args()
+    chosen = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
+    output = Path(args.output)
+    img_dir = Path(args.img_dir) if args.img_dir else output.parent / "img"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    rel = Path(os.path.relpath(img_dir.resolve(), output.parent.resolve())).as_posix()
+    client = tracking.client()
+
+    lines = [
+        "# Evaluation on public fine-tuning tables",
+        "",
+        f"Generated by `python benchmarks/make_evaluation_report.py` from the runs in the MLflow store "
+        f"({datetime.date.today().isoformat()}); every number below is a metric of an MLflow run "
+        "(`fennec.kind=evaluation` / `tune`), every figure a run's artifact or drawn from run metrics.",
+        "",
+        "> **These public tables carry no images.** Their probe sets are not published, so Fennec's cold-start "
+        "task vector is regressed from **task meta alone** (log class count, log training-set size, domain "
+        "one-hot, from `fennec_mlflow/data/task_facts.csv`); the paper's CLIP proxy is not used anywhere "
+        "in this report. What the recommender sees: the other tasks' true accuracies, model meta (below) "
+        "and those task facts.",
+        "",
+        "## How these numbers were made",
+        "",
+        "```bash",
+        "python projects/public_benchmarks/run_all.py      # evaluate + tune all three, then this report",
+        "# or one step at a time, through the MLproject entry points:",
+        "mlflow run . -e evaluate --env-manager local -P benchmark=parc     # also parc6, transfergraph",
+        "mlflow run . -e tune --env-manager local -P benchmark=parc -P n_trials=20",
+        "python benchmarks/make_evaluation_report.py",
+        "```",
+        "",
+        "Protocol (`fennec_mlflow/evaluation.py`, `fennec_mlflow/evaluation_runs.py`): leave-one-task-out. "
+        "Each target in turn is held out; the predictor sees the matrix without the target's column. "
+        "Per target: Pearson (the paper's metric), Spearman, weighted Kendall τ (as SFDA), top-1 regret "
+        "(best true accuracy minus that of the top-ranked model), top-5 hit; missing cells are skipped. "
+        "Fennec variants are averaged over 5 seeds (NMF start and forest; ± seeds = std of the per-seed means). "
+        "Warm starts are given the true accuracy of n random models of the target (per seed) and are "
+        "**judged on the other models only**; the last column of the mean tables scores cold Fennec and "
+        "popularity on exactly those remaining models, the fair comparison. With 1 known entry Fennec's "
+        "fold-in cannot order anything (it needs two distinct values), so warm-1 ranks like cold start.",
+        "",
+        "Model meta: PARC: architecture one-hot, archi2vec of the torchvision architecture (graph2vec on the 4 "
+        "autograd graphs, PCA to 3 dims), log parameters and layers, source dataset one-hot and the source's "
+        "facts (class count, size, domain; ImageNet's in `fennec_mlflow/benchmarks.py` with its citation). "
+        "TransferGraph: model type one-hot, log parameters, log feature width, log input size, source "
+        "dataset (one-hot for sources shared by 3+ models) with its label count and, where public, "
+        "size and domain.",
+        "",
+    ]
+    lines += findings_section(client, chosen) + [""] + goals_section(client, chosen) + [""]
+    for benchmark in chosen:
+        lines += benchmark_section(client, benchmark, img_dir, rel)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("\n".join(lines).rstrip() + "\n")
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()

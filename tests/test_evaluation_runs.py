@@ -1,0 +1,161 @@
+"""Evaluation runs on a real sqlite store: one run per estimator, the design's metric names, artifacts."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fennec_mlflow import benchmarks, evaluation_runs, tracking
+from fennec_mlflow import evaluation as ev
+from fennec_mlflow.benchmarks import Benchmark
+
+PARC_TARGETS = ["caltech101", "cifar10", "cub200", "nabird", "oxford_pets", "stanford_dogs", "voc2007"]
+
+
+def planted_benchmark(n_models: int = 12, n_tasks: int = 5, seed: int = 0) -> Benchmark:
+    """A small low-rank table with holes, two families and task facts: fast to evaluate."""
+    rng = np.random.default_rng(seed)
+    models = [f"m{i:02d}" for i in range(n_models)]
+    tasks = [f"t{j}" for j in range(n_tasks)]
+    family = np.array(["A", "B"])[np.arange(n_models) % 2]
+    values = rng.uniform(0.5, 1.5, (n_models, 2)) @ rng.uniform(0.5, 1.5, (2, n_tasks))
+    values += (family == "A")[:, None] * 0.5 + rng.normal(0, 0.05, values.shape)
+    P = pd.DataFrame(60 + 10 * values, index=pd.Index(models, name="model"), columns=pd.Index(tasks, name="task"))
+    P.iloc[0, 1] = P.iloc[3, 2] = np.nan
+    model_meta = pd.DataFrame({"family=A": (family == "A").astype(float), "size": rng.normal(size=n_models)},
+                              index=models)
+    task_meta = pd.DataFrame({"log_class_count": np.log(rng.integers(5, 200, n_tasks)),
+                              "domain=x": (np.arange(n_tasks) % 2).astype(float)}, index=tasks)
+    return Benchmark(name="planted", description="planted", P=P, model_meta=model_meta, task_meta=task_meta,
+                     targets=tasks, families=pd.Series(family, index=models), units="accuracy (%)")
+
+
+def runs_in(store, experiment: str):
+    exp = store.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment}"
+    return store.search_runs([exp.experiment_id], max_results=100)
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+def test_public_benchmarks_have_the_documented_shapes_and_numeric_meta():
+    parc, parc6, tg = (benchmarks.load_benchmark(n) for n in ("parc", "parc6", "transfergraph"))
+    assert parc.P.shape == (32, 7) and int(parc.P.isna().sum().sum()) == 28
+    assert sorted(parc.targets) == PARC_TARGETS
+    assert parc6.targets == [t for t in parc.P.columns if t != "voc2007"] and "voc2007" in parc6.P.columns
+    assert tg.P.shape == (180, 13) and tg.P.notna().mean().mean() > 0.9
+    for bench in (parc, parc6, tg):
+        assert list(bench.model_meta.index) == list(bench.P.index)
+        assert list(bench.task_meta.index) == list(bench.P.columns)
+        for table in (bench.model_meta, bench.task_meta):
+            assert np.isfinite(table.to_numpy(dtype=float)).all()
+        assert bench.families.reindex(bench.P.index).notna().all()
+    # PARC: archi2vec dimensions, architecture and source one-hot, source facts (ImageNet's from SOURCE_FACTS)
+    columns = set(parc.model_meta.columns)
+    assert {"a2v_0", "arch=resnet50", "source=imagenet", "source_log_train_size", "log_parameters"} <= columns
+    assert parc.model_meta.loc["alexnet@imagenet", "source_log_class_count"] == pytest.approx(np.log(1000))
+    assert parc.task_meta.loc["nabird", "log_class_count"] == pytest.approx(np.log(555))
+    # TransferGraph: the model without model_type gets one from its architecture class
+    assert tg.families["michaelbenayoun/vit-base-beans"] == "vit"
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        benchmarks.load_benchmark("imagenet")
+
+
+# --------------------------------------------------------------------------- runs
+
+def test_every_estimator_is_one_evaluation_run_in_one_experiment(store):
+    outcome = evaluation_runs.run_evaluation("parc", seeds=(0,), progress=False)
+    assert outcome.experiment == "fennec-eval-parc"
+    runs = runs_in(store, "fennec-eval-parc")
+    by_estimator = {run.data.params["estimator"]: run for run in runs}
+    assert len(runs) == len(evaluation_runs.ESTIMATORS) and set(by_estimator) == set(evaluation_runs.ESTIMATORS)
+    for name, run in by_estimator.items():
+        assert run.info.status == "FINISHED"
+        assert run.data.tags[tracking.KIND_TAG] == "evaluation"
+        assert run.data.params["benchmark"] == "parc"
+        for metric in ("mean_pearson", "mean_spearman", "mean_weighted_tau", "mean_top1_regret", "mean_top5_hit",
+                       "std_pearson", "pearson.cifar10", "spearman.nabird", "top1_regret.voc2007"):
+            assert metric in run.data.metrics, (name, metric)
+        artifacts = {a.path for a in store.list_artifacts(run.info.run_id)}
+        assert {"scatter.png", "predictions.csv", "per_target.csv"} <= artifacts, name
+        assert run.data.metrics["mean_pearson"] == pytest.approx(outcome.outcomes[name].result.summary["mean_pearson"])
+
+    # popularity: exactly evaluation.py's number, the documented 70.3
+    popularity = by_estimator["popularity"].data.metrics
+    reference = ev.leave_one_task_out(benchmarks.load_benchmark("parc").P, ev.popularity)
+    assert popularity["mean_pearson"] == pytest.approx(reference.summary["mean_pearson"], abs=1e-12)
+    assert 100 * popularity["mean_pearson"] == pytest.approx(70.3, abs=0.1)
+    assert by_estimator["fennec-no-meta"].data.params["alpha"] == "0.0"
+    assert by_estimator["fennec-no-transfer"].data.params["alpha"] == "1.0"
+    assert by_estimator["fennec"].data.params["task_vector_source"] == "task_meta"
+    assert abs(by_estimator["random"].data.metrics["mean_pearson"]) < 0.3
+
+
+def test_warm_start_known_entries_are_given_and_not_judged(store):
+    bench = planted_benchmark()
+    evaluation_runs.run_evaluation(bench, estimators="fennec,fennec-warm-3", seeds=(0, 1), progress=False)
+    runs = {r.data.params["estimator"]: r for r in runs_in(store, "fennec-eval-planted")}
+    warm = runs["fennec-warm-3"]
+    assert warm.data.params["known_entries_in_metric"] == "False"
+    for metric in ("paired_cold_mean_pearson", "paired_popularity_mean_pearson", "seed_std_pearson"):
+        assert metric in warm.data.metrics
+    known = tracking.download_json(store, warm.info.run_id, "known_entries.json")
+    assert set(known) == {"0", "1"} and all(len(models) == 3 for seed in known.values() for models in seed.values())
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        predictions = pd.read_csv(store.download_artifacts(warm.info.run_id, "predictions.csv", tmp))
+    for repeat, seed in enumerate(("0", "1")):
+        for target, given in known[seed].items():
+            scored = set(predictions[(predictions["repeat"] == repeat) & (predictions["target"] == target)]["model"])
+            assert not scored & set(given)  # a known entry is never judged
+            assert len(scored) == bench.P[target].notna().sum() - 3
+            for model, value in given.items():  # the given values are the table's
+                assert value == pytest.approx(bench.P.at[model, target])
+
+
+def test_warm_start_leaves_exactly_the_known_entries_unscored():
+    bench = planted_benchmark()
+    fits = evaluation_runs.FennecFits(bench)
+    outcome = evaluation_runs.evaluate_estimator(bench, "fennec-warm-5", seeds=(3,), fits=fits)
+    assert (outcome.result.per_target["n_unscored"] == 5).all()
+    assert (outcome.result.per_target["n_models"] == bench.P.notna().sum() - 5).all()
+
+
+def test_fennec_fits_never_see_the_target(monkeypatch):
+    from fennec_mlflow.recommender import Fennec
+
+    bench, seen = planted_benchmark(), []
+    real_fit = Fennec.fit
+
+    def spy_fit(self, P, *args, **kwargs):
+        seen.append(set(P.columns))
+        return real_fit(self, P, *args, **kwargs)
+
+    monkeypatch.setattr(Fennec, "fit", spy_fit)
+    fits = evaluation_runs.FennecFits(bench)
+    for name in ("fennec", "fennec-no-meta", "fennec-additive-meta", "fennec-warm-3"):
+        outcome = evaluation_runs.evaluate_estimator(bench, name, seeds=(0,), fits=fits)
+        assert list(outcome.result.per_target.index) == bench.targets
+    # one fit per target for the variants sharing it, one more per target for the additive meta regression
+    assert len(seen) == 2 * len(bench.targets)
+    assert all(len(columns) == bench.P.shape[1] - 1 for columns in seen)
+    assert sorted(t for columns in seen for t in set(bench.P.columns) - columns) == sorted(2 * bench.targets)
+
+
+def test_evaluation_under_mlflow_run_writes_runs_of_its_own(store, monkeypatch):
+    project = store.create_run(tracking.experiment_id(store, "project"))
+    monkeypatch.setenv("MLFLOW_RUN_ID", project.info.run_id)
+    evaluation_runs.run_evaluation(planted_benchmark(), estimators=["popularity"], experiment="evals", progress=False)
+    (run,) = runs_in(store, "evals")
+    assert run.info.run_id != project.info.run_id
+    annotated = store.get_run(project.info.run_id).data
+    assert annotated.tags["fennec.job"] == "evaluate" and "popularity.mean_pearson" in annotated.metrics
+
+
+def test_unknown_estimator_is_refused_before_anything_is_logged(store):
+    with pytest.raises(ValueError, match="unknown estimator"):
+        evaluation_runs.run_evaluation(planted_benchmark(), estimators="fennec,logme", progress=False)
+    assert store.get_experiment_by_name("fennec-eval-planted") is None
