@@ -35,7 +35,8 @@ Optuna never share one SQLite file: :func:`optuna_storage` refuses the tracking 
 
 **Parallel workers.** Give a shared storage (a journal file path, or an RDB URL such as
 ``postgresql://...``) and the same ``study_name`` to several ``fennec tune`` processes or
-machines: they sample into one study (TPE with constant liar), log trials under one parent run
+machines: they sample into one study (TPE with constant liar; a worker joining an existing
+study offsets its seed by its process id), log trials under one parent run
 (its id is kept in the study's user attrs), and the last one to finish writes the best params.
 ``workers=N`` does that with N local processes (spawned; a temporary journal file when no
 storage is given), splitting ``n_trials`` between them; it also spreads the nested-CV folds.
@@ -209,7 +210,12 @@ def nested_cross_validation(data: TuningData, *, inner_trials: int = DEFAULT_INN
     jobs = [(data, target, inner_trials, None if seed is None else seed + i, fennec_seed)
             for i, target in enumerate(data.targets)]
     if workers <= 1:
-        return NestedCVResult([nested_fold(*job) for job in jobs])
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # inner studies are internal: no per-trial lines
+        try:
+            return NestedCVResult([nested_fold(*job) for job in jobs])
+        finally:
+            optuna.logging.set_verbosity(verbosity)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -264,12 +270,19 @@ def _describe_storage(spec: str | None) -> str:
     return spec
 
 
-def _create_or_load(storage, study_name: str, sampler, k_max: int) -> tuple[optuna.Study, bool]:
-    """(study, created): creation is atomic in every shared storage, so one worker only is the creator."""
+def _create_or_load(storage, study_name: str, n_trials: int, seed: int | None, k_max: int) -> tuple[optuna.Study, bool]:
+    """(study, created): creation is atomic in every shared storage, so one worker only is the creator.
+
+    A worker joining an existing study offsets its sampler seed by its process id, so two
+    workers started with the same ``seed`` do not replay the same random start.
+    """
     try:
-        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", sampler=sampler)
+        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
+                                    sampler=make_sampler(n_trials, seed))
     except optuna.exceptions.DuplicatedStudyError:
-        return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler), False
+        joined_seed = None if seed is None else seed + os.getpid()
+        return optuna.load_study(study_name=study_name, storage=storage,
+                                 sampler=make_sampler(n_trials, joined_seed)), False
     study.enqueue_trial(default_params(k_max))
     return study, True
 
@@ -476,7 +489,7 @@ def run_tuning(benchmark, *, n_trials: int = DEFAULT_N_TRIALS, storage: str | No
     with tempfile.TemporaryDirectory() as scratch:
         storage_spec = storage or (os.path.join(scratch, "optuna-journal.log") if workers > 1 else None)
         optuna_store = optuna_storage(storage_spec, tracking_uri)
-        study, created = _create_or_load(optuna_store, study_name, make_sampler(n_trials, seed), data.k_max)
+        study, created = _create_or_load(optuna_store, study_name, n_trials, seed, data.k_max)
         record = tracking.RunRecord(
             kind="tune", name=f"tune-{benchmark}", tags={"fennec.study": study_name, "fennec.benchmark": benchmark},
             params={**bench.summary(), "n_trials": n_trials, "nested_cv": nested_cv,
