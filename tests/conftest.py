@@ -24,6 +24,7 @@ def store(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)  # a sqlite store's default artifact root is ./mlruns of the working directory
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("FENNEC_CACHE_DIR", str(tmp_path / "cache"))
     import mlflow
