@@ -172,16 +172,10 @@ class HScore(TransferabilityEstimator):
 
 
 @register
-class ShrinkageHScore(TransferabilityEstimator):
+class ShrinkageHScore(HScore):
     """H-Score with the Ledoit-Wolf shrunk covariance (tllib's ``regularized_h_score``)."""
 
     name = "hscore_shrinkage"
-    requires_labels = True
-    requires_source_logits = False
-
-    def __init__(self, rcond: float = REFERENCE_RCOND):
-        _check_rcond(rcond)
-        self.rcond = rcond
 
     def _score(self, features: np.ndarray, labels: np.ndarray | None, *, source_logits: Any) -> float:
         return _finite(_shrinkage_hscore(_BetweenClassSpectrum(features, labels), self.rcond), "shrinkage H-score")
