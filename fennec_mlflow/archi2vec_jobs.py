@@ -75,6 +75,10 @@ def embedding_map(embeddings: dict[str, np.ndarray], seed: int = 0):
     return figure
 
 
+def _model_cell(model: str, settings_digest: str) -> str:
+    return tracking.cell_key("archi2vec-model", model=model, settings=settings_digest)
+
+
 def _model_record(name: str, graph, vector: np.ndarray, settings: Graph2VecSettings, digest: str,
                   corpus_run_id: str, inferred: bool, cluster: int | None) -> tracking.RunRecord:
     features = meta_features(graph)
@@ -84,7 +88,7 @@ def _model_record(name: str, graph, vector: np.ndarray, settings: Graph2VecSetti
     if cluster is not None:
         params["cluster"] = cluster
     return tracking.RunRecord(
-        kind="archi2vec", model=name, cell=tracking.cell_key("archi2vec-model", model=name, settings=digest),
+        kind="archi2vec", model=name, cell=_model_cell(name, digest),
         params=params, metrics=features.metrics(),
         artifacts={"graph.json": graph_to_json(graph), "embedding.json": [float(v) for v in vector],
                    "op_histogram.json": features.op_histogram},
@@ -146,7 +150,9 @@ def embed_architectures(
     outcome = Archi2VecOutcome(corpus_id, reused=reused, failures=list(batch.failures))
     from tqdm.auto import tqdm
 
+    stale = tracking.unfinished_cells(mlflow_client, experiment, "archi2vec")
     for name in tqdm(list(vectors), desc="archi2vec runs", disable=not progress, unit="model"):
+        tracking.discard_runs(mlflow_client, stale.pop(_model_cell(name, digest), ()))
         tracking.write_run(mlflow_client, exp_id, _model_record(
             name, batch.graphs[name], vectors[name], settings, digest, corpus_id, inferred, clusters.get(name)))
         outcome.embedded.append(name)

@@ -90,6 +90,7 @@ class Benchmark:
     families: pd.Series
     units: str
     sources: list[str] = field(default_factory=list)
+    task_vector_source: str = "task_meta (no images: no proxy features)"
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -100,7 +101,7 @@ class Benchmark:
         return {"benchmark": self.name, "models": self.P.shape[0], "tasks": self.P.shape[1],
                 "targets": ",".join(self.targets), "known_cells": int(self.P.notna().sum().sum()),
                 "model_meta_columns": self.model_meta.shape[1], "task_meta_columns": self.task_meta.shape[1],
-                "units": self.units, "task_vector_source": "task_meta (no images: no proxy features)"}
+                "units": self.units, "task_vector_source": self.task_vector_source}
 
 
 def _log(values) -> np.ndarray:

@@ -51,8 +51,9 @@ class DemoEncoder:
     description: str
 
 
-def demo_encoder(progress: bool = True) -> DemoEncoder:
-    """CLIP when its weights are on disk, else the project's synthetic-mix proxy (pre-trained on first use)."""
+def demo_encoder(progress: bool = True, *, out_dir: Path | None = None, budget="demo") -> DemoEncoder:
+    """CLIP when its weights are on disk, else the project's synthetic-mix proxy (pre-trained on
+    first use into ``out_dir``, default the demo cache, with the pre-training ``budget``)."""
     from fennec_mlflow.pretrain import pretrain_proxy
     from fennec_mlflow.proxy import ProxyUnavailable, load_encoder
 
@@ -60,7 +61,7 @@ def demo_encoder(progress: bool = True) -> DemoEncoder:
     try:
         return DemoEncoder(load_encoder(CLIP_SPEC, offline=True), CLIP_SPEC, None, f"CLIP ({CLIP_SPEC})")
     except ProxyUnavailable:
-        path = pretrain_proxy(demo_dir() / "proxy", progress=progress)
+        path = pretrain_proxy(out_dir or demo_dir() / "proxy", budget=budget, progress=progress)
         return DemoEncoder(load_encoder(f"file:{path}"), f"file:{path}", path,
                            "a resnet20 pre-trained by the project on a broad synthetic mix "
                            "(CLIP weights are not on this machine)")

@@ -261,8 +261,10 @@ def scatter_figure(result: ev.EvaluationResult, title: str, units: str = ""):
 
 # --------------------------------------------------------------------------- MLflow
 
-def log_outcome(outcome: EstimatorOutcome, benchmark: Benchmark, experiment: str) -> str:
-    """Write one evaluation run (tags, params, metrics, scatter, tables); returns its id."""
+def log_outcome(outcome: EstimatorOutcome, benchmark: Benchmark, experiment: str, tags: dict | None = None) -> str:
+    """Write one evaluation run (tags, params, metrics, scatter, tables); returns its id.
+
+    ``tags``: extra run tags, e.g. the ``fennec.cell`` key that makes a re-run skip it."""
     import matplotlib.pyplot as plt
     import mlflow
     from mlflow.data.code_dataset_source import CodeDatasetSource
@@ -271,7 +273,7 @@ def log_outcome(outcome: EstimatorOutcome, benchmark: Benchmark, experiment: str
     from fennec_mlflow import tracking
     from fennec_mlflow.ranking import own_run
 
-    tags = {tracking.KIND_TAG: "evaluation", EVALUATION_TAG_BENCHMARK: benchmark.name}
+    tags = {tracking.KIND_TAG: "evaluation", EVALUATION_TAG_BENCHMARK: benchmark.name, **(tags or {})}
     mean = outcome.result.summary["mean_pearson"]
     with own_run(experiment, outcome.estimator, tags) as run:
         mlflow.log_params({**benchmark.summary(), **outcome.params})

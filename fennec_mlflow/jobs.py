@@ -87,6 +87,7 @@ def score_cells(
     mlflow_client = mlflow_client or tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     done = tracking.finished_cells(mlflow_client, experiment, kind)
+    stale = tracking.unfinished_cells(mlflow_client, experiment, kind)
     cache = cache or FeatureCache()
     outcomes: list[CellOutcome] = []
     cells = [(m, p) for m in models.values() for p in probes]
@@ -120,6 +121,7 @@ def score_cells(
             metrics=metrics,
             datasets=[tracking.probe_dataset(probe.task.name, probe.task.source, probe.indices, probe.labels)],
         )
+        tracking.discard_runs(mlflow_client, stale.pop(key, ()))
         run_id = tracking.write_run(mlflow_client, exp_id, record)
         done[key] = run_id
         outcomes.append(CellOutcome(model.name, probe.task.name, run_id, value, False))
@@ -275,6 +277,7 @@ def proxy_cells(
     mlflow_client = mlflow_client or tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     done = tracking.finished_cells(mlflow_client, experiment, "task-proxy")
+    stale = tracking.unfinished_cells(mlflow_client, experiment, "task-proxy")
     outcomes = []
     for task in tqdm(tasks, desc=f"proxy {encoder.name}", disable=not progress, unit="task"):
         key = tracking.cell_key("task-proxy", encoder=encoder.name, task=task.name, fingerprint=task.fingerprint,
@@ -285,6 +288,7 @@ def proxy_cells(
         start = time.perf_counter()
         vector = task_proxy_features(encoder, task, sample_size=sample_size, seed=seed)
         seconds = time.perf_counter() - start
+        tracking.discard_runs(mlflow_client, stale.pop(key, ()))
         run_id = tracking.write_run(mlflow_client, exp_id, tracking.RunRecord(
             kind="task-proxy", task=task.name, cell=key,
             params={"encoder": encoder.name, "sample_size": sample_size, "seed": seed, "dim": len(vector),

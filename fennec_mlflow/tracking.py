@@ -99,6 +99,30 @@ def finished_cells(mlflow_client: MlflowClient, experiment: str, kind: str) -> d
             if CELL_TAG in run.data.tags}
 
 
+def unfinished_cells(mlflow_client: MlflowClient, experiment: str, kind: str) -> dict[str, list[str]]:
+    """cell key -> ids of the active runs of ``kind`` in ``experiment`` that never finished.
+
+    A job killed while writing a cell leaves such a run (RUNNING, or FAILED after an exception).
+    Jobs whose runs are written in one go discard it (:func:`discard_runs`) just before
+    writing the cell again, so a cell never has two runs; fine-tunes resume theirs instead.
+    """
+    exp = mlflow_client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    filter_string = f"tags.`{KIND_TAG}` = {_quote(kind)} and attributes.status != 'FINISHED'"
+    stale: dict[str, list[str]] = {}
+    for run in search_all(mlflow_client, [exp.experiment_id], filter_string):
+        if CELL_TAG in run.data.tags:
+            stale.setdefault(run.data.tags[CELL_TAG], []).append(run.info.run_id)
+    return stale
+
+
+def discard_runs(mlflow_client: MlflowClient, run_ids) -> None:
+    """Delete runs (MLflow's soft delete: every reader here skips deleted runs)."""
+    for run_id in run_ids:
+        mlflow_client.delete_run(run_id)
+
+
 def _params(values: Mapping[str, object]) -> list[Param]:
     return [Param(k, str(v)[:_MAX_PARAM_LENGTH]) for k, v in values.items() if v is not None]
 
