@@ -48,7 +48,7 @@ def test_fda_job_logs_each_cell_once_and_the_matrix_reads_back(store, small_task
     assert count_runs(store, "fda") == 5
 
 
-def test_a_crashed_cell_is_redone(store, small_tasks):
+def test_a_crashed_cell_is_redone_and_its_half_written_run_discarded(store, small_tasks):
     model = zoo.load_model("resnet20_cifar10", weights="random")
     probe = sample_probe(small_tasks[0], 60, 0)
     exp_id = tracking.experiment_id(store)
@@ -56,7 +56,8 @@ def test_a_crashed_cell_is_redone(store, small_tasks):
         kind="fda", model=model.name, task=probe.task.name, cell=score_cell_key("fda", model, probe, get_estimator("fda").get_params())))
     [outcome] = score_cells([model], small_tasks[:1], probe_size=60, mlflow_client=store, progress=False)
     assert not outcome.reused and outcome.run_id != crashed
-    assert store.get_run(crashed).info.status == "RUNNING"  # left as it was, ignored by readers
+    assert store.get_run(crashed).info.lifecycle_stage == "deleted"  # one run per cell, never two
+    assert [r.info.run_id for r in store.search_runs([exp_id])] == [outcome.run_id]
     assert tracking.load_matrix("fda", mlflow_client=store).run_ids.iloc[0, 0] == outcome.run_id
 
 

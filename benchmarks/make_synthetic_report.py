@@ -1,0 +1,263 @@
+"""Write the synthetic end-to-end benchmark's section of docs/evaluation.md from its runs.
+
+    python benchmarks/make_synthetic_report.py [--benchmark synthetic] [--output docs/evaluation.md]
+
+Reads the newest finished ``fennec.kind=evaluation`` run of each row in ``fennec-eval-<benchmark>``
+and the fine-tune runs in ``fennec-bench-<benchmark>`` (MLFLOW_TRACKING_URI, else ./mlflow.db),
+draws the figures into docs/img/, and replaces only the block between the
+``synthetic-benchmark`` markers of the output file (appending it when absent), so the
+public-table report around it is kept. Nothing is recomputed: every number is a run's metric.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fennec_mlflow import tracking
+from fennec_mlflow.evaluation_runs import experiment_name
+from fennec_mlflow.synthetic import SYNTHETIC_TASKS
+from fennec_mlflow.synthetic_benchmark import BASELINES, COMBINED, cells_experiment, get_config
+
+REPO = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- synthetic-benchmark:begin -->", "<!-- synthetic-benchmark:end -->"
+FENNEC_LABELS = {
+    "fennec": "**Fennec** (FDA history + proxy; defaults)",
+    "fennec-no-transfer": "Fennec without transfer phase (alpha=1)",
+    "fennec-no-meta": "Fennec without meta phase (alpha=0)",
+}
+BASELINE_LABELS = {"popularity": "popularity (fine-tune history)", "family-mean": "architecture-family mean",
+                   "random": "random"}
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with the marked block replaced by ``block`` (appended when there is none)."""
+    wrapped = f"{BEGIN}\n{block.rstrip()}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        return head + wrapped + rest.split(END, 1)[1]
+    return text.rstrip() + "\n\n" + wrapped + "\n"
+
+
+def newest_evaluations(client, benchmark: str) -> dict:
+    chosen = {}
+    for run in tracking.runs_of_kind("evaluation", experiment=experiment_name(benchmark), mlflow_client=client):
+        chosen.setdefault(run.data.params["estimator"], run)  # newest first
+    return chosen
+
+
+def label(name: str) -> str:
+    if name in FENNEC_LABELS:
+        return FENNEC_LABELS[name]
+    if name.startswith("fennec-warm-"):
+        return f"Fennec warm start: FDA of {name.rsplit('-', 1)[1]} models on the target"
+    if name in COMBINED:
+        return f"{name.upper() if name == 'ncti' else 'ETran'} (published combination of {' + '.join(COMBINED[name])})"
+    return BASELINE_LABELS.get(name, name)
+
+
+def _fmt(value, scale: float = 100.0, digits: int = 1) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{scale * value:.{digits}f}"
+
+
+def _seconds(value: float) -> str:
+    if value == 0:
+        return "0"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def order(runs: dict) -> list[str]:
+    """Fennec rows first, then label-based estimators by mean Pearson, then the baselines."""
+    warm = sorted((n for n in runs if n.startswith("fennec-warm-")), key=lambda n: int(n.rsplit("-", 1)[1]))
+    fennec = [n for n in (*FENNEC_LABELS, *warm) if n in runs]
+    baselines = [n for n in BASELINES if n in runs]
+    others = sorted((n for n in runs if n not in fennec and n not in baselines),
+                    key=lambda n: -runs[n].data.metrics["mean_pearson"])
+    return fennec + others + baselines
+
+
+def main_table(runs: dict) -> list[str]:
+    fennec_feature = runs["fennec"].data.metrics["feature_seconds"] if "fennec" in runs else None
+    lines = ["| method | target labels | mean Pearson | ± seeds | Spearman | weighted τ | top-1 regret (points) | "
+             "feature extraction (s/target) | calculation (s/target) | feature time / Fennec's |",
+             "|---|:-:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in order(runs):
+        m, p = runs[name].data.metrics, runs[name].data.params
+        ratio = ("–" if not fennec_feature or not m["feature_seconds"]
+                 else f"{m['feature_seconds'] / fennec_feature:.0f}x")
+        lines.append(
+            f"| {label(name)} | {'yes' if p.get('needs_target_labels') == 'True' else 'no'} | "
+            f"**{_fmt(m['mean_pearson'])}** | {_fmt(m.get('seed_std_pearson'))} | {_fmt(m['mean_spearman'])} | "
+            f"{_fmt(m['mean_weighted_tau'])} | {_fmt(m['mean_top1_regret'], digits=2)} | "
+            f"{_seconds(m['feature_seconds'])} | {_seconds(m['calculation_seconds'])} | {ratio} |")
+    return lines
+
+
+def per_target_table(runs: dict, targets: list[str]) -> list[str]:
+    lines = ["| method | " + " | ".join(targets) + " |", "|---|" + "---:|" * len(targets)]
+    for name in order(runs):
+        m = runs[name].data.metrics
+        lines.append(f"| {name} | " + " | ".join(_fmt(m.get(f"pearson.{t}")) for t in targets) + " |")
+    return lines
+
+
+def truth_table(client, benchmark: str, targets: list[str], models: list[str]) -> list[str]:
+    P = tracking.load_matrix("finetune", experiment=cells_experiment(benchmark), mlflow_client=client).values
+    P = P.loc[models, targets]
+    lines = ["| target | family | classes | images | chance | mean accuracy | worst model | best model | "
+             "best model's name |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    config = get_config(benchmark)
+    sizes = {spec.name: spec.samples_per_class for spec in config.targets}
+    for target in targets:
+        spec = SYNTHETIC_TASKS[target]
+        column = P[target]
+        lines.append(f"| {target} | {spec.family} | {spec.num_classes} | {spec.num_classes * sizes[target]} | "
+                     f"{_fmt(1 / spec.num_classes)} | {_fmt(column.mean())} | {_fmt(column.min())} | "
+                     f"{_fmt(column.max())} | {column.idxmax()} |")
+    return lines
+
+
+def cost_figure(runs: dict, path: Path) -> None:
+    """Mean Pearson against feature-extraction time per target, like the paper's Fig. 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    floor = min(m.data.metrics["feature_seconds"] for m in runs.values() if m.data.metrics["feature_seconds"] > 0)
+    for name in order(runs):
+        if name in BASELINES:
+            continue
+        m = runs[name].data.metrics
+        x = max(m["feature_seconds"], floor / 2)
+        colour = "#C44E52" if name.startswith("fennec") else "#4C72B0"
+        axes.scatter(x, 100 * m["mean_pearson"], color=colour, s=40, zorder=3)
+        axes.annotate(name, (x, 100 * m["mean_pearson"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    if "popularity" in runs:
+        axes.axhline(100 * runs["popularity"].data.metrics["mean_pearson"], color="#DD8452", linestyle="--",
+                     linewidth=1, label="popularity (no forward pass)")
+        axes.legend(fontsize=8, loc="lower right")
+    axes.set_xscale("log")
+    axes.set_xlabel("feature extraction per target (s, log scale): candidates' forwards, or the proxy's")
+    axes.set_ylabel("mean leave-one-target-out Pearson x 100")
+    axes.set_title("Ranking quality vs feature-extraction cost (red: Fennec, needs no target labels)", fontsize=10)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def copy_artifact(client, run_id: str, artifact: str, destination: Path) -> bool:
+    from fennec_mlflow.envvars import env_override
+
+    try:
+        with env_override(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), tempfile.TemporaryDirectory() as tmp:
+            shutil.copyfile(client.download_artifacts(run_id, artifact, tmp), destination)
+        return True
+    except Exception as exc:  # say so in the output rather than fail the whole report
+        print(f"warning: run {run_id} has no {artifact}: {exc}")
+        return False
+
+
+def section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
+    runs = newest_evaluations(client, benchmark)
+    out = [f"## End to end, with real fine-tunes: `{benchmark}`", ""]
+    if "fennec" not in runs:
+        return out + [f"No evaluation runs in `{experiment_name(benchmark)}` yet: run "
+                      f"`mlflow run . -e evaluate --env-manager local -P benchmark={benchmark}`.", ""]
+    config = get_config(benchmark)
+    p = runs["fennec"].data.params
+    targets = p["targets"].split(",")
+    m_f = runs["fennec"].data.metrics
+    labelled = {n: r for n, r in runs.items() if r.data.params.get("needs_target_labels") == "True"
+                and not n.startswith("fennec")}
+    best = max(labelled, key=lambda n: labelled[n].data.metrics["mean_pearson"])
+    m_b = labelled[best].data.metrics
+    classes = [SYNTHETIC_TASKS[s.name].num_classes for s in config.targets]
+    images = [SYNTHETIC_TASKS[s.name].num_classes * s.samples_per_class for s in config.targets]
+    out += [
+        f"Generated by `python benchmarks/make_synthetic_report.py --benchmark {benchmark}` "
+        f"({datetime.date.today().isoformat()}) from the runs of experiment `{experiment_name(benchmark)}` "
+        f"(one evaluation run per row) and `{cells_experiment(benchmark)}` (the cells). Made by one command:",
+        "",
+        "```bash",
+        f"mlflow run . -e evaluate --env-manager local -P benchmark={benchmark}   # resumable; see docs/benchmarks.md for its time",
+        f"python benchmarks/make_synthetic_report.py --benchmark {benchmark}",
+        "```",
+        "",
+        "**The benchmark** (`fennec_mlflow/synthetic_benchmark.py`, `projects/synthetic_benchmark/`):",
+        f"- zoo: {p['models']} models = {len(config.archs)} pytorchcv CIFAR architectures from {len(config.archs)} "
+        f"families ({', '.join(config.archs)}), each pre-trained by the project on {config.sources_per_arch} of "
+        f"the source domains {', '.join(config.sources)} ({config.pretrain.images_per_source} images, "
+        f"{config.pretrain.epochs} epochs; `mix` is a broad mix of every family, like ImageNet);",
+        f"- targets: {len(targets)} synthetic tasks of {len({SYNTHETIC_TASKS[t].family for t in targets})} domain "
+        f"families, {min(classes)} to {max(classes)} classes, {min(images)} to {max(images)} images "
+        f"(table below); history: "
+        f"{len(config.history)} other tasks ({', '.join(s.name for s in config.history)});",
+        f"- ground truth: a full fine-tune of every model on every target, split 6:2:2, grid "
+        f"{p['finetune_grid']}; the test accuracy of the grid point with the best validation accuracy;",
+        f"- estimators: every registered estimator on the target's labelled probe ({p['probe_size']} images) "
+        "with each candidate's penultimate features (and source logits for LEEP/NCE), plus the published "
+        "ETran and NCTI combinations of their parts;",
+        f"- Fennec: fitted on the FDA scores (probe {p['probe_size']}) of every model on the history tasks "
+        f"and the other targets, with archi2vec model meta and the task facts; the target enters only through "
+        f"its proxy features, statistics of {p['proxy_sample_size']} unlabelled images through the proxy "
+        f"encoder `{p['encoder']}`, and its class count, image count and domain. Seeds {p['seeds']} "
+        "(± seeds: std of the per-seed means). **No label of the target and no forward pass of a candidate.**",
+        "- costs per target: *feature extraction* = forward passes (all candidates on the probe for the "
+        "estimators; the proxy encoder on its sample for Fennec; plus the known models' for the warm start); "
+        "*calculation* = the estimator over all candidates, or Fennec's online ranking. Fennec's offline fit "
+        f"({m_f.get('offline_fit_seconds', float('nan')):.2f} s per target) and the history are paid once, "
+        "as in the paper. Times from the runs, on this 2-core CPU machine.",
+        "",
+        "### Does Fennec, without labels, rank as well as the label-based estimators, for less?",
+        "",
+        f"- Fennec: mean Pearson **{_fmt(m_f['mean_pearson'])}**; best label-based estimator: **{best}** "
+        f"{_fmt(m_b['mean_pearson'])} (goal: Fennec at least as high: "
+        f"**{'met' if m_f['mean_pearson'] >= m_b['mean_pearson'] else 'not met'}**, "
+        f"{100 * (m_f['mean_pearson'] - m_b['mean_pearson']):+.1f}).",
+        f"- feature extraction per target: Fennec {_seconds(m_f['feature_seconds'])} s, {best} "
+        f"{_seconds(m_b['feature_seconds'])} s: **{m_b['feature_seconds'] / m_f['feature_seconds']:.0f}x less** "
+        f"(goal 20x: **{'met' if m_b['feature_seconds'] >= 20 * m_f['feature_seconds'] else 'not met'}**).",
+        "",
+        *main_table(runs),
+        "",
+    ]
+    image = img_dir / f"evaluation-{benchmark}-cost.png"
+    cost_figure(runs, image)
+    out += [f"![mean Pearson vs feature extraction time]({rel}/{image.name})", "",
+            "### Pearson per target (x 100)", "", *per_target_table(runs, targets), "",
+            "### The ground truth", "", *truth_table(client, benchmark, targets, config.model_names), "",
+            "### Predicted vs fine-tuned accuracy", ""]
+    for name in ("fennec", best):
+        image = img_dir / f"evaluation-{benchmark}-{name}.png"
+        if copy_artifact(client, runs[name].info.run_id, "scatter.png", image):
+            out += [f"![{name} on {benchmark}]({rel}/{image.name})", ""]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--benchmark", default="synthetic")
+    parser.add_argument("--output", default=str(REPO / "docs" / "evaluation.md"))
+    parser.add_argument("--img-dir", default=None, help="default: img/ next to the output")
+    args = parser.parse_args()
+    output = Path(args.output)
+    img_dir = Path(args.img_dir) if args.img_dir else output.parent / "img"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    rel = Path(os.path.relpath(img_dir.resolve(), output.parent.resolve())).as_posix()
+    block = "\n".join(section(tracking.client(), args.benchmark, img_dir, rel))
+    text = output.read_text() if output.exists() else ""
+    output.write_text(replace_block(text, block))
+    print(f"wrote the {args.benchmark} section of {output}")
+
+
+if __name__ == "__main__":
+    main()
