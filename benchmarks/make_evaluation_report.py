@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ import pandas as pd
 
 from fennec_mlflow import evaluation_runs, tracking, tuning
 from fennec_mlflow.benchmarks import load_benchmark
-from make_synthetic_report import BEGIN, END  # this script's folder is on sys.path when run as a script
+from make_synthetic_report import BEGIN, END, copy_artifact  # this script's folder is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("parc", "parc6", "transfergraph")
@@ -106,18 +104,6 @@ def bar_chart(runs: dict, benchmark: str, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
-
-
-def copy_artifact(client, run_id: str, artifact: str, destination: Path) -> bool:
-    from fennec_mlflow.envvars import env_override
-
-    try:
-        with env_override(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), tempfile.TemporaryDirectory() as tmp:
-            shutil.copyfile(client.download_artifacts(run_id, artifact, tmp), destination)
-        return True
-    except Exception as exc:  # a run without that artifact: say so in the report rather than fail
-        print(f"warning: run {run_id} has no {artifact}: {exc}")
-        return False
 
 
 def tune_section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:

@@ -31,6 +31,7 @@ FENNEC_LABELS = {
     "fennec": "**Fennec** (FDA history + proxy; defaults)",
     "fennec-no-transfer": "Fennec without transfer phase (alpha=1)",
     "fennec-no-meta": "Fennec without meta phase (alpha=0)",
+    "fennec-finetune-history": "Fennec from the other targets' fine-tune accuracies + proxy",
 }
 BASELINE_LABELS = {"popularity": "popularity (fine-tune history)", "family-mean": "architecture-family mean",
                    "random": "random"}
@@ -75,7 +76,8 @@ def _seconds(value: float) -> str:
 def order(runs: dict) -> list[str]:
     """Fennec rows first, then label-based estimators by mean Pearson, then the baselines."""
     warm = sorted((n for n in runs if n.startswith("fennec-warm-")), key=lambda n: int(n.rsplit("-", 1)[1]))
-    fennec = [n for n in (*FENNEC_LABELS, *warm) if n in runs]
+    fennec = [n for n in ("fennec", "fennec-no-transfer", "fennec-no-meta", *warm, "fennec-finetune-history")
+              if n in runs]
     baselines = [n for n in BASELINES if n in runs]
     others = sorted((n for n in runs if n not in fennec and n not in baselines),
                     key=lambda n: -runs[n].data.metrics["mean_pearson"])

@@ -317,15 +317,17 @@ def estimator_predictor(data: BenchmarkData, name: str, costs: Costs) -> ev.Pred
     return predict
 
 
-class FDAFennecFits:
-    """Fennec fitted per (target, seed) on the FDA knowledge without the target's column.
+class TargetFennecFits:
+    """Fennec fitted per (target, seed) on a history matrix without the target's column.
 
+    ``history``: models x tasks (the targets among them), by default the FDA knowledge.
     ``alpha`` only enters the merge, so the full model, both ablations and the warm start of
     one (target, seed) share a fit.
     """
 
-    def __init__(self, data: BenchmarkData, params: dict | None = None):
+    def __init__(self, data: BenchmarkData, params: dict | None = None, history: pd.DataFrame | None = None):
         self.data = data
+        self.history = data.knowledge.P if history is None else history
         self.params = {**FENNEC_DEFAULTS, **(params or {})}
         self._fits: dict[tuple[str, int], object] = {}
         self.fit_seconds: dict[str, float] = {}
@@ -336,14 +338,15 @@ class FDAFennecFits:
         key = (target, int(seed))
         if key not in self._fits:
             k = self.data.knowledge
-            P = k.P.drop(columns=[target])
+            P = self.history.drop(columns=[target])
+            tasks = list(P.columns)
             params = {name: v for name, v in self.params.items() if name != "alpha"}
             params["k"] = capped_k(params["k"], P)
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=UserWarning)
                 self._fits[key] = Fennec(**params, random_state=int(seed)).fit(
-                    P, k.model_meta, k.task_meta.drop(index=target), k.task_proxy.drop(index=target))
+                    P, k.model_meta, k.task_meta.loc[tasks], k.task_proxy.loc[tasks])
             self.fit_seconds[target] = time.perf_counter() - start
         return self._fits[key]
 
@@ -358,10 +361,11 @@ class FDAFennecFits:
         return ranking.set_index("model")["score"], seconds
 
 
-def fennec_predictor(fits: FDAFennecFits, seed: int, alpha: float, costs: Costs, n_known: int = 0,
+def fennec_predictor(fits: TargetFennecFits, seed: int, alpha: float, costs: Costs, n_known: int = 0,
                      record: dict | None = None) -> ev.Predictor:
-    """Fennec from FDA history and the target's proxy; with ``n_known`` > 0 also told the FDA
-    scores of that many random models on the target (their forward passes and FDA are costs)."""
+    """Fennec from its fits' history and the target's proxy; with ``n_known`` > 0 (FDA history
+    only) also told the FDA scores of that many random models on the target (their forward
+    passes and FDA are costs)."""
     data = fits.data
 
     def predict(history: pd.DataFrame, target: str) -> pd.Series:
@@ -394,12 +398,16 @@ def baseline_costs(predict: ev.Predictor, costs: Costs) -> ev.Predictor:
 # --------------------------------------------------------------------------- the evaluation
 
 FENNEC_VARIANTS = {"fennec": None, "fennec-no-transfer": 1.0, "fennec-no-meta": 0.0}
+# Fennec whose history is the fine-tuned accuracies of the other targets instead of FDA scores
+# (the performance matrix the design allows besides FDA); the target still gives no label.
+FINETUNE_HISTORY = "fennec-finetune-history"
 
 
 def evaluation_names(config: BenchmarkConfig, estimators: Sequence[str]) -> list[str]:
     """Every row of the benchmark's table, in table order."""
     combined = [name for name, parts in COMBINED.items() if all(p in estimators for p in parts)]
-    return [*FENNEC_VARIANTS, *(f"fennec-warm-{n}" for n in config.warm_known), *estimators, *combined, *BASELINES]
+    return [*FENNEC_VARIANTS, *(f"fennec-warm-{n}" for n in config.warm_known), FINETUNE_HISTORY,
+            *estimators, *combined, *BASELINES]
 
 
 def as_benchmark(config: BenchmarkConfig, data: BenchmarkData) -> Benchmark:
@@ -423,7 +431,7 @@ def _repeat(table: pd.DataFrame, make: Callable[[int], ev.Predictor], seeds: Seq
 
 
 def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark, name: str,
-                 fits: FDAFennecFits) -> EstimatorOutcome:
+                 fits: TargetFennecFits) -> EstimatorOutcome:
     """Leave-one-target-out evaluation of one row of the table (nothing is logged)."""
     costs = Costs()
     truth, seeds = data.truth, list(config.seeds)
@@ -443,6 +451,13 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
             params["known_fda_entries"] = n_known
             artifacts["known_entries.json"] = known
         extra = {"offline_fit_seconds": float(np.mean(list(fits.fit_seconds.values())))}
+    elif name == FINETUNE_HISTORY:
+        finetuned = TargetFennecFits(data, fits.params, history=truth)
+        result = _repeat(truth, lambda s: fennec_predictor(finetuned, s, finetuned.params["alpha"], costs), seeds)
+        needs_labels = False
+        params = {**finetuned.params, "history": "fine-tune accuracies of the other targets",
+                  "encoder": data.encoder, "seeds": ",".join(map(str, seeds))}
+        extra = {"offline_fit_seconds": float(np.mean(list(finetuned.fit_seconds.values())))}
     elif name in BASELINES:
         outcome = evaluate_estimator(bench, name, seeds=seeds)
         result, params, needs_labels = outcome.result, outcome.params, False
@@ -466,7 +481,7 @@ def run_evaluation(config: BenchmarkConfig, data: BenchmarkData, estimators: Seq
 
     experiment = experiment or experiment_name(config.name)
     bench = as_benchmark(config, data)
-    fits = FDAFennecFits(data)
+    fits = TargetFennecFits(data)
     mlflow_client = tracking.client()
     logged = tracking.finished_cells(mlflow_client, experiment, "evaluation")
     stale = tracking.unfinished_cells(mlflow_client, experiment, "evaluation")

@@ -19,7 +19,7 @@ from fennec_mlflow.estimators.etran import etran_combine
 from fennec_mlflow.evaluation import leave_one_task_out
 from fennec_mlflow.knowledge import Knowledge
 from fennec_mlflow.synthetic import SYNTHETIC_TASKS
-from fennec_mlflow.synthetic_benchmark import (CONFIGS, BenchmarkData, Costs, FDAFennecFits, cells_experiment,
+from fennec_mlflow.synthetic_benchmark import (CONFIGS, BenchmarkData, Costs, TargetFennecFits, cells_experiment,
                                                estimator_predictor, evaluation_names, fennec_predictor)
 
 
@@ -60,7 +60,7 @@ def test_the_smoke_configuration_is_a_small_copy_of_the_same_pipeline():
     assert smoke.fingerprint() != full.fingerprint()
     assert evaluation_names(smoke, ["fda", "etran_energy", "etran_lda"]) == [
         "fennec", "fennec-no-transfer", "fennec-no-meta", f"fennec-warm-{smoke.warm_known[0]}",
-        "fda", "etran_energy", "etran_lda", "etran", "popularity", "family-mean", "random"]
+        "fennec-finetune-history", "fda", "etran_energy", "etran_lda", "etran", "popularity", "family-mean", "random"]
 
 
 # --------------------------------------------------------------------------- the protocol, on made-up data
@@ -88,19 +88,21 @@ def made_up_data():
         proxy_seconds=pd.Series(0.2, index=tasks), encoder="test-encoder")
 
 
-def test_cold_fennec_never_reads_the_targets_own_scores(made_up_data):
-    def predictions(data, target):
-        fits = FDAFennecFits(data, {"k": 2})
-        cells = leave_one_task_out(data.truth, fennec_predictor(fits, 0, 0.5, Costs()), [target]).predictions
+@pytest.mark.parametrize("history", ["fda", "finetune"])
+def test_cold_fennec_never_reads_the_targets_own_scores(made_up_data, history):
+    matrix = made_up_data.knowledge.P if history == "fda" else made_up_data.truth
+
+    def predictions(target):
+        fits = TargetFennecFits(made_up_data, {"k": 2}, history=matrix.copy())
+        cells = leave_one_task_out(made_up_data.truth, fennec_predictor(fits, 0, 0.5, Costs()), [target]).predictions
         return cells.set_index("model")["predicted"]
 
-    P = made_up_data.knowledge.P
-    for target in made_up_data.truth.columns:  # the other targets' FDA scores are history: only its own is hidden
-        before = predictions(made_up_data, target)
-        original = P[target].copy()
-        P[target] = np.random.default_rng(1).random(len(P)) * 100
-        pd.testing.assert_series_equal(before, predictions(made_up_data, target))
-        P[target] = original
+    for target in made_up_data.truth.columns:  # the other targets' scores are history: only its own is hidden
+        before = predictions(target)
+        original = matrix[target].copy()
+        matrix[target] = np.random.default_rng(1).random(len(matrix)) * 100
+        pd.testing.assert_series_equal(before, predictions(target))
+        matrix[target] = original
 
 
 def test_costs_count_every_candidate_forward_for_estimators_and_only_the_proxy_for_fennec(made_up_data):
@@ -114,7 +116,7 @@ def test_costs_count_every_candidate_forward_for_estimators_and_only_the_proxy_f
     assert estimator_costs.feature[target] == pytest.approx(6 * 0.5)  # every model's forward passes
     assert estimator_costs.calculation[target] >= 2 * 6 * 0.01  # both parts on every model
 
-    fits = FDAFennecFits(data, {"k": 2})
+    fits = TargetFennecFits(data, {"k": 2})
     leave_one_task_out(data.truth, fennec_predictor(fits, 0, 0.5, fennec_costs))
     leave_one_task_out(data.truth, fennec_predictor(fits, 0, 0.5, warm_costs, n_known=2))
     assert fennec_costs.feature[target] == pytest.approx(0.2)  # the proxy's pass, no candidate forward
