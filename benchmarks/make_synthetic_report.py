@@ -56,6 +56,8 @@ def newest_evaluations(client, benchmark: str) -> dict:
 def label(name: str) -> str:
     if name in FENNEC_LABELS:
         return FENNEC_LABELS[name]
+    if name.startswith("fennec-") and name.endswith("-history"):
+        return f"Fennec from {name[len('fennec-'):-len('-history')]} history + proxy"
     if name.startswith("fennec-warm-"):
         return f"Fennec warm start: FDA of {name.rsplit('-', 1)[1]} models on the target"
     if name in COMBINED:
@@ -76,8 +78,9 @@ def _seconds(value: float) -> str:
 def order(runs: dict) -> list[str]:
     """Fennec rows first, then label-based estimators by mean Pearson, then the baselines."""
     warm = sorted((n for n in runs if n.startswith("fennec-warm-")), key=lambda n: int(n.rsplit("-", 1)[1]))
-    fennec = [n for n in ("fennec", "fennec-no-transfer", "fennec-no-meta", *warm, "fennec-finetune-history")
-              if n in runs]
+    histories = sorted(n for n in runs if n.endswith("-history") and n != "fennec-finetune-history")
+    fennec = [n for n in ("fennec", "fennec-no-transfer", "fennec-no-meta", *warm, *histories,
+                          "fennec-finetune-history") if n in runs]
     baselines = [n for n in BASELINES if n in runs]
     others = sorted((n for n in runs if n not in fennec and n not in baselines),
                     key=lambda n: -runs[n].data.metrics["mean_pearson"])
@@ -109,9 +112,7 @@ def per_target_table(runs: dict, targets: list[str]) -> list[str]:
     return lines
 
 
-def truth_table(client, benchmark: str, targets: list[str], models: list[str]) -> list[str]:
-    P = tracking.load_matrix("finetune", experiment=cells_experiment(benchmark), mlflow_client=client).values
-    P = P.loc[models, targets]
+def truth_table(P: pd.DataFrame, benchmark: str, targets: list[str]) -> list[str]:
     lines = ["| target | family | classes | images | chance | mean accuracy | worst model | best model | "
              "best model's name |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     config = get_config(benchmark)
@@ -123,6 +124,44 @@ def truth_table(client, benchmark: str, targets: list[str], models: list[str]) -
                      f"{_fmt(1 / spec.num_classes)} | {_fmt(column.mean())} | {_fmt(column.min())} | "
                      f"{_fmt(column.max())} | {column.idxmax()} |")
     return lines
+
+
+def findings(runs: dict, truth: pd.DataFrame) -> list[str]:
+    """What the table says, computed from the runs so it cannot go stale."""
+    pearson = {name: 100 * run.data.metrics["mean_pearson"] for name, run in runs.items()}
+    regret = {name: 100 * run.data.metrics["mean_top1_regret"] for name, run in runs.items()}
+    out = []
+    if {"fennec-no-meta", "fda"} <= pearson.keys():
+        out.append(f"- **Fennec reproduces its history estimator without labels.** The transfer phase alone "
+                   f"(FDA history, proxy of the target) reaches {pearson['fennec-no-meta']:.1f}; FDA computed with "
+                   f"the target's labels and every candidate's features reaches {pearson['fda']:.1f}.")
+    for name in runs:
+        if name.endswith("-history") and name != "fennec-finetune-history":
+            source = name[len("fennec-"):-len("-history")]
+            if source in pearson:
+                out.append(f"- With {source} scores as history instead of FDA, Fennec reaches {pearson[name]:.1f} "
+                           f"against {pearson[source]:.1f} for {source} with labels. This row was added after the "
+                           "first full run, as an ablation of the history source, not as a tuned default.")
+    if {"fennec", "fennec-no-meta"} <= pearson.keys():
+        out.append(f"- The default merge (alpha=0.5) adds the meta regression's vote: mean Pearson "
+                   f"{pearson['fennec']:.1f} vs {pearson['fennec-no-meta']:.1f} without it, but the top-1 regret is "
+                   f"{regret['fennec']:.1f} vs {regret['fennec-no-meta']:.1f} points. With 16 models in 8 "
+                   "architectures x 4 sources, the meta features (architecture, source domain, task facts) "
+                   "are coarse.")
+    if "popularity" in pearson:
+        best_counts = truth.idxmax().value_counts()
+        out.append(f"- **Popularity is the strongest ranker here** ({pearson['popularity']:.1f}). It reads the "
+                   "other targets' true fine-tunes. A few models are best almost everywhere: "
+                   f"{best_counts.index[0]} is the best model on {best_counts.iloc[0]} of {truth.shape[1]} targets. "
+                   f"Fennec given that same history reaches {pearson.get('fennec-finetune-history', float('nan')):.1f}.")
+    warm = [n for n in runs if n.startswith("fennec-warm-")]
+    for name in warm:
+        out.append(f"- {name}: {pearson[name]:.1f}. Three FDA scores on the target barely move a ranking that "
+                   "already approximates the target's FDA column.")
+    out.append("- Ground-truth noise: each target's test split holds 60–100 images, so one accuracy has a "
+               "standard error of about 5 points. Models closer than that are ordered by chance, whatever the "
+               "method.")
+    return out
 
 
 def cost_figure(runs: dict, path: Path) -> None:
@@ -234,9 +273,12 @@ def section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
     ]
     image = img_dir / f"evaluation-{benchmark}-cost.png"
     cost_figure(runs, image)
+    truth = tracking.load_matrix("finetune", experiment=cells_experiment(benchmark), mlflow_client=client).values
+    truth = truth.loc[config.model_names, targets]
     out += [f"![mean Pearson vs feature extraction time]({rel}/{image.name})", "",
+            "### Findings", "", *findings(runs, truth), "",
             "### Pearson per target (x 100)", "", *per_target_table(runs, targets), "",
-            "### The ground truth", "", *truth_table(client, benchmark, targets, config.model_names), "",
+            "### The ground truth", "", *truth_table(truth, benchmark, targets), "",
             "### Predicted vs fine-tuned accuracy", ""]
     for name in ("fennec", best):
         image = img_dir / f"evaluation-{benchmark}-{name}.png"
