@@ -165,31 +165,32 @@ def findings(runs: dict, truth: pd.DataFrame) -> list[str]:
 
 
 def cost_figure(runs: dict, path: Path) -> None:
-    """Mean Pearson against feature-extraction time per target, like the paper's Fig. 1."""
+    """Mean Pearson (left) and seconds per target split as the paper does (right), one row per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 5))
-    floor = min(m.data.metrics["feature_seconds"] for m in runs.values() if m.data.metrics["feature_seconds"] > 0)
-    for name in order(runs):
-        if name in BASELINES:
-            continue
-        m = runs[name].data.metrics
-        x = max(m["feature_seconds"], floor / 2)
-        colour = "#C44E52" if name.startswith("fennec") else "#4C72B0"
-        axes.scatter(x, 100 * m["mean_pearson"], color=colour, s=40, zorder=3)
-        axes.annotate(name, (x, 100 * m["mean_pearson"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
-    if "popularity" in runs:
-        axes.axhline(100 * runs["popularity"].data.metrics["mean_pearson"], color="#DD8452", linestyle="--",
-                     linewidth=1, label="popularity (no forward pass)")
-        axes.legend(fontsize=8, loc="lower right")
-    axes.set_xscale("log")
-    axes.set_xlabel("feature extraction per target (s, log scale): candidates' forwards, or the proxy's")
-    axes.set_ylabel("mean leave-one-target-out Pearson x 100")
-    axes.set_title("Ranking quality vs feature-extraction cost (red: Fennec, needs no target labels)", fontsize=10)
-    axes.grid(alpha=0.3)
+    names = order(runs)[::-1]  # matplotlib draws bottom-up
+    metrics = [runs[n].data.metrics for n in names]
+    colours = ["#C44E52" if n.startswith("fennec") else "#8C8C8C" if n in BASELINES else "#4C72B0" for n in names]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 0.3 * len(names) + 1.5), sharey=True,
+                                         gridspec_kw={"width_ratios": [1.2, 1]})
+    left.barh(names, [100 * m["mean_pearson"] for m in metrics], color=colours)
+    left.axvline(0, color="black", linewidth=0.6)
+    left.set_xlabel("mean leave-one-target-out Pearson x 100")
+    left.tick_params(axis="y", labelsize=8)
+    feature = np.array([m["feature_seconds"] for m in metrics])
+    calculation = np.array([m["calculation_seconds"] for m in metrics])
+    right.barh(names, feature, color=colours, label="feature extraction (forward passes)")
+    right.barh(names, calculation, left=feature, color="#DDDDDD", edgecolor="#999999", linewidth=0.5,
+               label="calculation")
+    right.set_xscale("log")
+    right.set_xlim(left=max(1e-4, 0.5 * calculation[calculation > 0].min()))
+    right.set_xlabel("seconds per target (log scale)")
+    right.legend(fontsize=8, loc="lower right")
+    figure.suptitle("Red: Fennec (no target labels; proxy forwards only); blue: label-based estimators "
+                    "(every candidate's forwards); grey: baselines", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

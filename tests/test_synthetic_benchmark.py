@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -222,3 +223,17 @@ def test_the_smoke_benchmark_survives_kills_without_redoing_or_duplicating_a_cel
     count = len(active_runs()) + len(rows)
     _run_smoke(tmp_path, env)  # a finished benchmark run again writes nothing new
     assert len(active_runs()) + len(client.search_runs([evaluation], max_results=1000)) == count
+
+    # the report section is generated from these runs, and replaces only its own block
+    report = tmp_path / "docs" / "evaluation.md"
+    report.parent.mkdir()
+    report.write_text("# Public tables\n\nkept\n\n<!-- synthetic-benchmark:begin -->\nstale\n"
+                      "<!-- synthetic-benchmark:end -->\n\ntail kept\n")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "make_synthetic_report.py"
+    subprocess.run([sys.executable, str(script), "--benchmark", config.name, "--output", str(report)],
+                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    text = report.read_text()
+    assert text.startswith("# Public tables\n\nkept") and text.rstrip().endswith("tail kept")
+    assert "stale" not in text and text.count("synthetic-benchmark:begin") == 1
+    assert "| **Fennec** (FDA history + proxy; defaults) | no |" in text
+    assert (report.parent / "img" / f"evaluation-{config.name}-cost.png").stat().st_size > 0
