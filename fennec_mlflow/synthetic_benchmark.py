@@ -418,6 +418,16 @@ def history_row(estimator: str) -> str:
     return f"fennec-{estimator}-history"
 
 
+def other_history(name: str, data: BenchmarkData) -> tuple[pd.DataFrame, str] | None:
+    """The history matrix (and its description) of a Fennec row that does not learn from FDA."""
+    if name == FINETUNE_HISTORY:
+        return data.truth, "fine-tune accuracies of the other targets"
+    for estimator, scores in data.history_scores.items():
+        if name == history_row(estimator):
+            return scores, f"{estimator} (history tasks + the other targets)"
+    return None
+
+
 def evaluation_names(config: BenchmarkConfig, estimators: Sequence[str]) -> list[str]:
     """Every row of the benchmark's table, in table order."""
     combined = [name for name, parts in COMBINED.items() if all(p in estimators for p in parts)]
@@ -467,14 +477,12 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
             params["known_fda_entries"] = n_known
             artifacts["known_entries.json"] = known
         extra = {"offline_fit_seconds": float(np.mean(list(fits.fit_seconds.values())))}
-    elif name == FINETUNE_HISTORY or name in {history_row(e): e for e in data.history_scores}:
-        source = {history_row(e): e for e in data.history_scores}.get(name)
-        other = TargetFennecFits(data, fits.params, history=truth if source is None else data.history_scores[source])
+    elif other_history(name, data) is not None:
+        matrix, description = other_history(name, data)
+        other = TargetFennecFits(data, fits.params, history=matrix)
         result = _repeat(truth, lambda s: fennec_predictor(other, s, other.params["alpha"], costs), seeds)
         needs_labels = False
-        params = {**other.params, "encoder": data.encoder, "seeds": ",".join(map(str, seeds)),
-                  "history": ("fine-tune accuracies of the other targets" if source is None
-                              else f"{source} (history tasks + the other targets)")}
+        params = {**other.params, "encoder": data.encoder, "seeds": ",".join(map(str, seeds)), "history": description}
         extra = {"offline_fit_seconds": float(np.mean(list(other.fit_seconds.values())))}
     elif name in BASELINES:
         outcome = evaluate_estimator(bench, name, seeds=seeds)
