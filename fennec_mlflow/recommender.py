@@ -171,15 +171,41 @@ def _numeric_table(table, name: str, index: pd.Index, index_kind: str) -> tuple[
     return rows, [str(c) for c in table.columns]
 
 
-def _forest_predict_one(forest: RandomForestRegressor, features: np.ndarray) -> np.ndarray:
-    """``forest.predict`` for one sample, ~15x faster: the trees' mean without joblib's per-call overhead.
+class FlatForest:
+    """A fitted random forest's trees in a few flat arrays, so that one sample walks every tree at once.
 
-    Online ranking predicts one task at a time, and the forest dominated its latency (10 ms for 200
-    trees against 0.02 ms to score 1,000 models). Trees split on float32, as in ``forest.predict``.
+    Online ranking predicts one task at a time, and the forest dominated its latency: calling each
+    of 200 trees costs ~0.6 ms, scoring 1,000 models 0.002 ms. Walking all trees together is one
+    small vectorised step per tree level. Splits compare the sample cast to float32, as
+    ``forest.predict`` does, so the result equals it to rounding.
     """
-    sample = features.astype(np.float32)[None, :]
-    per_tree = [tree.tree_.predict(sample)[0].reshape(-1) for tree in forest.estimators_]
-    return np.mean(per_tree, axis=0)
+
+    def __init__(self, forest: RandomForestRegressor):
+        trees = [estimator.tree_ for estimator in forest.estimators_]
+        sizes = np.array([tree.node_count for tree in trees])
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.roots = offsets.astype(np.intp)
+
+        def children(side: str) -> np.ndarray:
+            return np.concatenate([np.where(getattr(tree, side) >= 0, getattr(tree, side) + offset, -1)
+                                   for tree, offset in zip(trees, offsets)]).astype(np.intp)
+
+        self.left, self.right = children("children_left"), children("children_right")
+        # leaves have feature -2; they are never split on, any valid index does
+        self.feature = np.concatenate([np.maximum(tree.feature, 0) for tree in trees]).astype(np.intp)
+        self.threshold = np.concatenate([tree.threshold for tree in trees])
+        self.value = np.concatenate([tree.value[:, :, 0] for tree in trees])  # (nodes, outputs)
+
+    def predict_one(self, features: np.ndarray) -> np.ndarray:
+        sample = features.astype(np.float32).astype(np.float64)
+        node = self.roots
+        while True:
+            left = self.left[node]
+            inner = left >= 0
+            if not inner.any():
+                return self.value[node].mean(axis=0)
+            goes_left = sample[self.feature[node]] <= self.threshold[node]
+            node = np.where(inner, np.where(goes_left, left, self.right[node]), node)
 
 
 def _standardise_columns(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +220,10 @@ def _feature_row(row, columns: list[str], name: str) -> np.ndarray:
         if len(row) != 1:
             raise ValueError(f"{name} must hold one task, got {len(row)} rows")
         row = row.iloc[0]
-    if isinstance(row, (pd.Series, Mapping)):
+    if isinstance(row, pd.Series) and len(row) == len(columns) and list(map(str, row.index)) == columns \
+            and pd.api.types.is_numeric_dtype(row.dtype):
+        values = row.to_numpy(dtype=float)  # the served model's usual case: already in fitted order
+    elif isinstance(row, (pd.Series, Mapping)):
         row = pd.Series(row)
         row.index = row.index.map(str)
         missing = [c for c in columns if c not in row.index]
@@ -313,6 +342,7 @@ class Fennec(BaseEstimator):
         # A 1-column target would trigger scikit-learn's column-vector warning: pass it flat when k = 1.
         targets = self.task_vectors_ if self.k > 1 else self.task_vectors_[:, 0]
         self.task_regressor_.fit(proxy_features if proxy_features is not None else task_features, targets)
+        self.flat_forest_ = FlatForest(self.task_regressor_)
 
         # Meta phase: [model facts, task facts, their products] -> normalised score, over observed cells.
         self.has_meta_ = has_meta
@@ -396,7 +426,9 @@ class Fennec(BaseEstimator):
             if task_meta_row is None:
                 raise ValueError("this model was fitted without task_proxy: rank needs task_meta_row")
             features = _feature_row(task_meta_row, self.task_meta_columns_, "task_meta_row")
-        return _forest_predict_one(self.task_regressor_, features)
+        if getattr(self, "flat_forest_", None) is None:  # models pickled before FlatForest existed
+            self.flat_forest_ = FlatForest(self.task_regressor_)
+        return self.flat_forest_.predict_one(features)
 
     def meta_scores(self, task_meta_row, model_index: np.ndarray | None = None) -> np.ndarray:
         """The meta regression's normalised-score prediction for each model (one matrix-vector product)."""

@@ -134,6 +134,21 @@ def test_fast_single_task_forest_prediction_equals_scikit_learn(problem, fitted)
     one = Fennec(k=1, alpha=0.0, n_estimators=5).fit(*training_part(*problem))
     features = problem[3].loc["new_a"].to_numpy()
     np.testing.assert_allclose(one.task_vector(task_proxy_row=features), one.task_regressor_.predict(features[None, :]))
+    del one.flat_forest_  # a model pickled before the flat forest existed builds it on first use
+    np.testing.assert_allclose(one.task_vector(task_proxy_row=features), one.task_regressor_.predict(features[None, :]))
+
+
+def test_flat_forest_walks_deep_trees_like_scikit_learn():
+    from sklearn.ensemble import RandomForestRegressor
+
+    from fennec_mlflow.recommender import FlatForest
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(300, 7)), rng.normal(size=(300, 3))
+    forest = RandomForestRegressor(n_estimators=25, random_state=0).fit(X, y)
+    flat = FlatForest(forest)
+    for sample in rng.normal(size=(20, 7)):
+        np.testing.assert_allclose(flat.predict_one(sample), forest.predict(sample[None, :])[0], rtol=1e-12)
 
 
 def test_ranking_table_shape_order_and_candidates(problem, fitted):
