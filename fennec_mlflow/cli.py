@@ -244,7 +244,7 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
 @main.command()
 @click.option("--benchmark", default="parc", show_default=True,
               help="parc, parc6 or transfergraph (public tables); synthetic (end to end with real fine-tunes, "
-                   "about 40 min on 2 cores) or synthetic-smoke (its 1-minute reduced configuration)")
+                   "about 30 min on 2 cores) or synthetic-smoke (its 1-minute reduced configuration)")
 @click.option("--estimators", default=None, help="comma-separated estimators under test (default: all)")
 @click.option("--experiment", default=None, help="default: fennec-eval-<benchmark>")
 @click.option("--workdir", default=None, help="synthetic benchmarks: where pre-trained models and features are kept "
