@@ -343,13 +343,14 @@ class TargetFennecFits:
         self._fits: dict[tuple[str, int], object] = {}
         self.fit_seconds: dict[str, float] = {}
 
-    def get(self, target: str, seed: int):
+    def get(self, target: str, seed: int, hidden: tuple[str, ...] = ()):
+        """The fit for ``target``; ``hidden``: more tasks left out of it (an outer target, in nested CV)."""
         from fennec_mlflow.recommender import Fennec
 
-        key = (target, int(seed))
+        key = (target, int(seed), tuple(sorted(hidden)))
         if key not in self._fits:
             k = self.data.knowledge
-            P = self.history.drop(columns=[target])
+            P = self.history.drop(columns=[target, *hidden])
             tasks = list(P.columns)
             params = {name: v for name, v in self.params.items() if name != "alpha"}
             params["k"] = capped_k(params["k"], P)
@@ -358,13 +359,15 @@ class TargetFennecFits:
                 warnings.simplefilter("ignore", category=UserWarning)
                 self._fits[key] = Fennec(**params, random_state=int(seed)).fit(
                     P, k.model_meta, k.task_meta.loc[tasks], k.task_proxy.loc[tasks])
-            self.fit_seconds[target] = time.perf_counter() - start
+            if not hidden:
+                self.fit_seconds[target] = time.perf_counter() - start
         return self._fits[key]
 
-    def rank(self, target: str, seed: int, alpha: float, known_scores: dict | None = None) -> tuple[pd.Series, float]:
+    def rank(self, target: str, seed: int, alpha: float, known_scores: dict | None = None,
+             hidden: tuple[str, ...] = ()) -> tuple[pd.Series, float]:
         """Scores of every model for ``target`` and the seconds the online ranking took."""
         k = self.data.knowledge
-        model = self.get(target, seed)
+        model = self.get(target, seed, hidden)
         model.set_params(alpha=float(alpha))
         start = time.perf_counter()
         ranking = model.rank(k.task_meta.loc[target], k.task_proxy.loc[target], known_scores=known_scores)
@@ -397,6 +400,36 @@ def fennec_predictor(fits: TargetFennecFits, seed: int, alpha: float, costs: Cos
     return predict
 
 
+NESTED_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def nested_cv_predictor(histories: dict[str, TargetFennecFits], seed: int, costs: Costs,
+                        record: dict | None = None) -> ev.Predictor:
+    """Fennec with its history source (a key of ``histories``) and alpha chosen per target by an
+    inner leave-one-target-out over the *other* targets, whose fits never see the outer target
+    (neither its scores nor, through them, its labels). The honest figure for such a choice."""
+    data = next(iter(histories.values())).data
+    truth = data.truth
+
+    def predict(history: pd.DataFrame, target: str) -> pd.Series:
+        inner_targets = [u for u in truth.columns if u != target]
+        best = (-np.inf, "", 0.0)
+        for name, fits in histories.items():
+            for alpha in NESTED_ALPHAS:
+                values = [ev.pearson(fits.rank(u, seed, alpha, hidden=(target,))[0].reindex(truth.index), truth[u])
+                          for u in inner_targets]
+                score = float(np.nanmean(values)) if np.isfinite(values).any() else -np.inf
+                if score > best[0]:
+                    best = (score, name, alpha)
+        score, name, alpha = best
+        if record is not None:
+            record.setdefault(str(seed), {})[target] = {"history": name, "alpha": alpha, "inner_mean_pearson": score}
+        scores, seconds = histories[name].rank(target, seed, alpha)
+        costs.add(target, float(data.proxy_seconds[target]), seconds)
+        return scores.reindex(history.index)
+    return predict
+
+
 def baseline_costs(predict: ev.Predictor, costs: Costs) -> ev.Predictor:
     def timed(history: pd.DataFrame, target: str) -> pd.Series:
         start = time.perf_counter()
@@ -412,6 +445,8 @@ FENNEC_VARIANTS = {"fennec": None, "fennec-no-transfer": 1.0, "fennec-no-meta": 
 # Fennec whose history is the fine-tuned accuracies of the other targets instead of FDA scores
 # (the performance matrix the design allows besides FDA); the target still gives no label.
 FINETUNE_HISTORY = "fennec-finetune-history"
+# History source (FDA or an estimator of ``history_estimators``) and alpha chosen by nested CV.
+NESTED_CV = "fennec-nested-cv"
 
 
 def history_row(estimator: str) -> str:
@@ -432,7 +467,7 @@ def evaluation_names(config: BenchmarkConfig, estimators: Sequence[str]) -> list
     """Every row of the benchmark's table, in table order."""
     combined = [name for name, parts in COMBINED.items() if all(p in estimators for p in parts)]
     return [*FENNEC_VARIANTS, *(f"fennec-warm-{n}" for n in config.warm_known), FINETUNE_HISTORY,
-            *(history_row(name) for name in config.history_estimators if name in estimators),
+            *(history_row(name) for name in config.history_estimators if name in estimators), NESTED_CV,
             *estimators, *combined, *BASELINES]
 
 
@@ -484,6 +519,17 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
         needs_labels = False
         params = {**other.params, "encoder": data.encoder, "seeds": ",".join(map(str, seeds)), "history": description}
         extra = {"offline_fit_seconds": float(np.mean(list(other.fit_seconds.values())))}
+    elif name == NESTED_CV:
+        histories = {"fda": fits, **{source: TargetFennecFits(data, fits.params, history=scores)
+                                     for source, scores in data.history_scores.items()}}
+        choices: dict = {}
+        result = _repeat(truth, lambda s: nested_cv_predictor(histories, s, costs, choices), seeds)
+        needs_labels = False
+        params = {**{k: v for k, v in fits.params.items() if k != "alpha"}, "encoder": data.encoder,
+                  "seeds": ",".join(map(str, seeds)), "history": "chosen per target: " + ",".join(histories),
+                  "alpha": "chosen per target: " + ",".join(map(str, NESTED_ALPHAS))}
+        artifacts["choices.json"] = choices
+        extra = {"offline_fit_seconds": float(np.mean(list(fits.fit_seconds.values())))}
     elif name in BASELINES:
         outcome = evaluate_estimator(bench, name, seeds=seeds)
         result, params, needs_labels = outcome.result, outcome.params, False

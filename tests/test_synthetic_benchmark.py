@@ -21,7 +21,8 @@ from fennec_mlflow.evaluation import leave_one_task_out
 from fennec_mlflow.knowledge import Knowledge
 from fennec_mlflow.synthetic import SYNTHETIC_TASKS
 from fennec_mlflow.synthetic_benchmark import (CONFIGS, BenchmarkData, Costs, TargetFennecFits, cells_experiment,
-                                               estimator_predictor, evaluation_names, fennec_predictor)
+                                               estimator_predictor, evaluation_names, fennec_predictor,
+                                               nested_cv_predictor)
 
 
 def pytorchcv_family(arch: str) -> str:
@@ -61,7 +62,7 @@ def test_the_smoke_configuration_is_a_small_copy_of_the_same_pipeline():
     assert smoke.fingerprint() != full.fingerprint()
     assert evaluation_names(smoke, ["fda", "etran_energy", "etran_lda"]) == [
         "fennec", "fennec-no-transfer", "fennec-no-meta", f"fennec-warm-{smoke.warm_known[0]}",
-        "fennec-finetune-history", "fda", "etran_energy", "etran_lda", "etran", "popularity", "family-mean", "random"]
+        "fennec-finetune-history", "fennec-nested-cv", "fda", "etran_energy", "etran_lda", "etran", "popularity", "family-mean", "random"]
 
 
 # --------------------------------------------------------------------------- the protocol, on made-up data
@@ -104,6 +105,30 @@ def test_cold_fennec_never_reads_the_targets_own_scores(made_up_data, history):
         matrix[target] = np.random.default_rng(1).random(len(matrix)) * 100
         pd.testing.assert_series_equal(before, predictions(target))
         matrix[target] = original
+
+
+def test_nested_cv_chooses_without_reading_the_outer_target(made_up_data):
+    data = made_up_data
+    data.history_scores = {"logme": data.knowledge.P * -1 + np.random.default_rng(2).random(data.knowledge.P.shape)}
+
+    def predictions(target):
+        fits = TargetFennecFits(data, {"k": 2})
+        histories = {"fda": fits, "logme": TargetFennecFits(data, {"k": 2}, history=data.history_scores["logme"].copy())}
+        choices: dict = {}
+        cells = leave_one_task_out(data.truth.copy(), nested_cv_predictor(histories, 0, Costs(), choices), [target])
+        assert set(choices["0"][target]) == {"history", "alpha", "inner_mean_pearson"}
+        return cells.predictions.set_index("model")["predicted"], choices["0"][target]
+
+    for target in data.truth.columns:
+        before = predictions(target)
+        saved = [(table, table[target].copy()) for table in (data.knowledge.P, data.history_scores["logme"], data.truth)]
+        for table, _ in saved:  # the target's scores in both histories and its own truth
+            table[target] = np.random.default_rng(3).random(len(table)) * 100
+        after = predictions(target)
+        pd.testing.assert_series_equal(before[0], after[0])
+        assert before[1] == after[1]
+        for table, column in saved:
+            table[target] = column
 
 
 def test_costs_count_every_candidate_forward_for_estimators_and_only_the_proxy_for_fennec(made_up_data):
