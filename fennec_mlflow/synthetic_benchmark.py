@@ -546,9 +546,18 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
     return EstimatorOutcome(name, result, params, extra_metrics={**costs.metrics(), **extra}, artifacts=artifacts)
 
 
+@dataclass(frozen=True)
+class TableRow:
+    """One evaluated row as logged: its run's metrics and whether it needs the target's labels."""
+
+    metrics: dict[str, float]
+    needs_labels: bool
+    run_id: str
+
+
 def run_evaluation(config: BenchmarkConfig, data: BenchmarkData, estimators: Sequence[str], *,
-                   experiment: str | None = None, progress: bool = True) -> dict[str, EstimatorOutcome]:
-    """Evaluate every row of the table and log the ones not logged yet (one run each)."""
+                   experiment: str | None = None, progress: bool = True) -> dict[str, TableRow]:
+    """Evaluate and log every row of the table not logged yet (one run each); logged rows are read back."""
     from tqdm.auto import tqdm
 
     experiment = experiment or experiment_name(config.name)
@@ -557,20 +566,22 @@ def run_evaluation(config: BenchmarkConfig, data: BenchmarkData, estimators: Seq
     mlflow_client = tracking.client()
     logged = tracking.finished_cells(mlflow_client, experiment, "evaluation")
     stale = tracking.unfinished_cells(mlflow_client, experiment, "evaluation")
-    outcomes = {}
+    rows = {}
     for name in tqdm(evaluation_names(config, estimators), desc=f"evaluate {config.name}", unit="estimator",
                      disable=not progress):
-        outcome = evaluate_one(config, data, bench, name, fits)
         key = tracking.cell_key("evaluation", benchmark=config.fingerprint(), estimator=name, encoder=data.encoder,
                                 estimators=sorted(estimators))
-        outcome.params.update(config.describe())
         if key in logged:
-            outcome.run_id = logged[key]
-        else:
-            tracking.discard_runs(mlflow_client, stale.pop(key, ()))
-            log_outcome(outcome, bench, experiment, tags={tracking.CELL_TAG: key})
-        outcomes[name] = outcome
-    return outcomes
+            run = mlflow_client.get_run(logged[key])
+            rows[name] = TableRow(run.data.metrics, run.data.params.get("needs_target_labels") == "True",
+                                  run.info.run_id)
+            continue
+        outcome = evaluate_one(config, data, bench, name, fits)
+        outcome.params.update(config.describe())
+        tracking.discard_runs(mlflow_client, stale.pop(key, ()))
+        log_outcome(outcome, bench, experiment, tags={tracking.CELL_TAG: key})
+        rows[name] = TableRow(outcome.metrics(), bool(outcome.params["needs_target_labels"]), outcome.run_id)
+    return rows
 
 
 # --------------------------------------------------------------------------- the whole pipeline
@@ -579,19 +590,21 @@ def run_evaluation(config: BenchmarkConfig, data: BenchmarkData, estimators: Seq
 class BenchmarkRun:
     config: BenchmarkConfig
     experiment: str
-    outcomes: dict[str, EstimatorOutcome]
+    rows: dict[str, TableRow]
     stage_seconds: dict[str, float]
 
     def table(self) -> pd.DataFrame:
         """One row per estimator: correlations x 100, regret in accuracy points, seconds per target."""
-        rows = {}
-        for name, outcome in self.outcomes.items():
-            m = outcome.metrics()
-            rows[name] = {"labels": "yes" if outcome.params["needs_target_labels"] else "no",
-                          "pearson": 100 * m["mean_pearson"], "spearman": 100 * m["mean_spearman"],
-                          "weighted_tau": 100 * m["mean_weighted_tau"], "top1_regret": 100 * m["mean_top1_regret"],
-                          "feature_s": m["feature_seconds"], "calculation_s": m["calculation_seconds"]}
-        return pd.DataFrame.from_dict(rows, orient="index")
+        table = {}
+        for name, row in self.rows.items():
+            m = {key: row.metrics.get(key, np.nan) for key in (  # a logged run omits NaN metrics
+                "mean_pearson", "mean_spearman", "mean_weighted_tau", "mean_top1_regret", "feature_seconds",
+                "calculation_seconds")}
+            table[name] = {"labels": "yes" if row.needs_labels else "no",
+                           "pearson": 100 * m["mean_pearson"], "spearman": 100 * m["mean_spearman"],
+                           "weighted_tau": 100 * m["mean_weighted_tau"], "top1_regret": 100 * m["mean_top1_regret"],
+                           "feature_s": m["feature_seconds"], "calculation_s": m["calculation_seconds"]}
+        return pd.DataFrame.from_dict(table, orient="index")
 
 
 @contextmanager
@@ -657,6 +670,6 @@ def run_benchmark(config: str | BenchmarkConfig, *, workdir: str | Path | None =
     with _stage(stages, "evaluation", "leave-one-target-out evaluation", say):
         data = load_benchmark_data(config, encoder.encoder.name, chosen, cells)
         experiment = experiment or experiment_name(config.name)
-        outcomes = run_evaluation(config, data, chosen, experiment=experiment, progress=progress)
+        rows = run_evaluation(config, data, chosen, experiment=experiment, progress=progress)
     stages["total"] = time.perf_counter() - started
-    return BenchmarkRun(config, experiment, outcomes, stages)
+    return BenchmarkRun(config, experiment, rows, stages)
