@@ -88,15 +88,41 @@ def search_all(mlflow_client: MlflowClient, experiment_ids: list[str], filter_st
             return
 
 
-def finished_cells(mlflow_client: MlflowClient, experiment: str, kind: str) -> dict[str, str]:
-    """cell key -> run id of every finished cell run of ``kind`` in ``experiment``."""
+def _cell_runs(mlflow_client: MlflowClient, experiment: str, kind: str, finished: bool) -> list[tuple[str, str]]:
+    """(cell key, run id) of the active runs of ``kind`` that did (or did not) finish, newest first.
+
+    SQL-backed stores are read with one query, as in :func:`load_matrix` (a resumed job checks
+    thousands of cells; MLflow's search spends ~1 ms materialising each run); others with paged search.
+    """
     exp = mlflow_client.get_experiment_by_name(experiment)
     if exp is None:
-        return {}
-    filter_string = f"tags.`{KIND_TAG}` = {_quote(kind)} and attributes.status = 'FINISHED'"
-    return {run.data.tags[CELL_TAG]: run.info.run_id
-            for run in search_all(mlflow_client, [exp.experiment_id], filter_string)
-            if CELL_TAG in run.data.tags}
+        return []
+    engine = _sql_engine(mlflow_client)
+    if engine is None:
+        status = "=" if finished else "!="
+        runs = search_all(mlflow_client, [exp.experiment_id],
+                          f"tags.`{KIND_TAG}` = {_quote(kind)} and attributes.status {status} 'FINISHED'",
+                          order_by=["attributes.start_time DESC"])
+        return [(run.data.tags[CELL_TAG], run.info.run_id) for run in runs if CELL_TAG in run.data.tags]
+    import sqlalchemy as sa
+
+    query = ("SELECT c.value, r.run_uuid FROM runs r "
+             "JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = :kind_tag AND k.value = :kind "
+             "JOIN tags c ON c.run_uuid = r.run_uuid AND c.key = :cell_tag "
+             f"WHERE r.experiment_id = :experiment AND r.lifecycle_stage = 'active' "
+             f"AND r.status {'=' if finished else '!='} 'FINISHED' ORDER BY r.start_time DESC, r.run_uuid")
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text(query), {"kind_tag": KIND_TAG, "kind": kind, "cell_tag": CELL_TAG,
+                                                   "experiment": int(exp.experiment_id)}).all()
+    return [(cell, run_id) for cell, run_id in rows]
+
+
+def finished_cells(mlflow_client: MlflowClient, experiment: str, kind: str) -> dict[str, str]:
+    """cell key -> run id of every finished cell run of ``kind`` in ``experiment`` (the newest per cell)."""
+    cells: dict[str, str] = {}
+    for cell, run_id in _cell_runs(mlflow_client, experiment, kind, finished=True):
+        cells.setdefault(cell, run_id)
+    return cells
 
 
 def unfinished_cells(mlflow_client: MlflowClient, experiment: str, kind: str) -> dict[str, list[str]]:
@@ -106,14 +132,9 @@ def unfinished_cells(mlflow_client: MlflowClient, experiment: str, kind: str) ->
     Jobs whose runs are written in one go discard it (:func:`discard_runs`) just before
     writing the cell again, so a cell never has two runs; fine-tunes resume theirs instead.
     """
-    exp = mlflow_client.get_experiment_by_name(experiment)
-    if exp is None:
-        return {}
-    filter_string = f"tags.`{KIND_TAG}` = {_quote(kind)} and attributes.status != 'FINISHED'"
     stale: dict[str, list[str]] = {}
-    for run in search_all(mlflow_client, [exp.experiment_id], filter_string):
-        if CELL_TAG in run.data.tags:
-            stale.setdefault(run.data.tags[CELL_TAG], []).append(run.info.run_id)
+    for cell, run_id in _cell_runs(mlflow_client, experiment, kind, finished=False):
+        stale.setdefault(cell, []).append(run_id)
     return stale
 
 

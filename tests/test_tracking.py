@@ -99,7 +99,7 @@ def test_finished_cells_lists_only_finished_runs(store):
     assert store.get_run(done).data.tags[tracking.KIND_TAG] == "fda"
 
 
-def test_sql_and_search_readers_agree(store):
+def test_sql_and_search_readers_agree(store, monkeypatch):
     """The fast SQL reader and MLflow's paged search give the same matrix and facts."""
     exp_id = tracking.experiment_id(store)
     rng = np.random.default_rng(1)
@@ -122,4 +122,15 @@ def test_sql_and_search_readers_agree(store):
         pd.testing.assert_frame_equal(fast.model_facts, slow.model_facts)
         pd.testing.assert_frame_equal(fast.task_facts, slow.task_facts)
     assert tracking.load_matrix("fda", mlflow_client=store).values.loc["a", "x"] == 0.123
+    fast_ax_run_id = tracking.load_matrix("fda", mlflow_client=store).run_ids.loc["a", "x"]
     assert "d" not in tracking.load_matrix("fda", mlflow_client=store).values.index
+    # the cell ledgers that resumed jobs read: the same from SQL and from MLflow's search
+    ledgers = {finished: tracking._cell_runs(store, tracking.DEFAULT_EXPERIMENT, "fda", finished)
+               for finished in (True, False)}
+    monkeypatch.setattr(tracking, "_sql_engine", lambda client: None)
+    for finished, fast in ledgers.items():
+        assert sorted(fast) == sorted(tracking._cell_runs(store, tracking.DEFAULT_EXPERIMENT, "fda", finished))
+        assert deleted not in {run_id for _, run_id in fast}
+    assert len(ledgers[False]) == 1  # the FAILED run
+    newest = tracking.finished_cells(store, tracking.DEFAULT_EXPERIMENT, "fda")
+    assert newest[tracking.cell_key("fda", model="a", task="x")] == fast_ax_run_id
