@@ -53,6 +53,7 @@ import pandas as pd
 from fennec_mlflow import evaluation as ev
 from fennec_mlflow import tracking
 from fennec_mlflow.benchmarks import Benchmark
+from fennec_mlflow.knowledge import Knowledge
 from fennec_mlflow.evaluation_runs import (FENNEC_DEFAULTS, EstimatorOutcome, capped_k, draw_known,
                                            evaluate_estimator, experiment_name, log_outcome)
 from fennec_mlflow.pretrain import PretrainBudget
@@ -233,7 +234,7 @@ class BenchmarkData:
     """
 
     truth: pd.DataFrame
-    knowledge: object
+    knowledge: Knowledge
     scores: dict[str, pd.DataFrame]
     feature_seconds: pd.DataFrame
     score_seconds: dict[str, pd.DataFrame]
@@ -274,7 +275,7 @@ def load_benchmark_data(config: BenchmarkConfig, encoder: str, estimators: Seque
     for run in proxy_runs:  # newest first
         proxy_seconds.setdefault(run.data.tags[tracking.TASK_TAG], float(run.data.metrics["seconds"]))
     history_scores = {name: _matrix("estimator", experiment, models, config.task_names, estimator=name)
-                      for name in config.history_estimators}
+                      for name in config.history_estimators if name in estimators}
     return BenchmarkData(
         history_scores=history_scores,
         truth=_matrix("finetune", experiment, models, targets),
