@@ -256,7 +256,12 @@ def evaluate(benchmark, estimators, experiment, workdir):
     from fennec_mlflow.evaluation_runs import run_evaluation
     from fennec_mlflow.synthetic_benchmark import SYNTHETIC_BENCHMARKS, run_benchmark
 
+    from fennec_mlflow.benchmarks import BENCHMARK_NAMES
+
     estimators = estimators or None  # empty strings come from MLproject defaults: "not given"
+    if benchmark not in (*BENCHMARK_NAMES, *SYNTHETIC_BENCHMARKS):
+        _fail(ValueError(f"unknown benchmark {benchmark!r}; choose one of "
+                         f"{', '.join((*BENCHMARK_NAMES, *SYNTHETIC_BENCHMARKS))}"))
     try:
         if benchmark in SYNTHETIC_BENCHMARKS:
             chosen = None if estimators is None else [e.strip() for e in estimators.split(",") if e.strip()]
