@@ -21,7 +21,8 @@ estimator, then hands clean arrays to the estimator's ``_score``:
 
 Estimators declare what they need with two class attributes, ``requires_labels`` and
 ``requires_source_logits``, so callers (the CLI, the MLflow layer) can tell which inputs to
-collect before they call ``score``.
+collect before they call ``score``. An estimator that never reads the features (LEEP, NCE:
+``reads_features = False``) gets them unchecked apart from their row count.
 
 To add an estimator: subclass :class:`TransferabilityEstimator`, set ``name``, implement
 ``_score``, decorate the class with :func:`register`, and import its module from
@@ -60,6 +61,9 @@ class TransferabilityEstimator(abc.ABC):
     name: ClassVar[str] = ""
     requires_labels: ClassVar[bool] = True
     requires_source_logits: ClassVar[bool] = False
+    # False for estimators that only read the source head's outputs (LEEP, NCE): their features
+    # are not scanned, only their row count checked, since nothing of them is used.
+    reads_features: ClassVar[bool] = True
 
     def score(
         self,
@@ -69,8 +73,12 @@ class TransferabilityEstimator(abc.ABC):
         source_logits: np.ndarray | None = None,
     ) -> float:
         """Transferability of ``features`` to the task given by ``labels``; higher is better."""
-        checked_features = check_features(features)
-        n_samples = checked_features.shape[0]
+        if self.reads_features:
+            checked_features = check_features(features)
+            n_samples = checked_features.shape[0]
+        else:
+            checked_features = features
+            n_samples = _row_count(features)
         checked_labels = None
         if labels is not None:
             checked_labels = check_labels(labels, n_samples=n_samples)
@@ -189,6 +197,13 @@ def _as_real_matrix(values: Any, what: str, shape_hint: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ValueError(_describe_non_finite(array, what))
     return array
+
+
+def _row_count(features: Any) -> int:
+    shape = np.shape(features)
+    if len(shape) != 2 or shape[0] == 0:
+        raise ValueError(f"features must be a 2-D array of shape (n_samples, n_features); got shape {shape}")
+    return int(shape[0])
 
 
 def check_features(features: Any) -> np.ndarray:

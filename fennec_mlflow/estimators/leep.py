@@ -140,6 +140,7 @@ class LEEP(TransferabilityEstimator):
     name = "leep"
     requires_labels = True
     requires_source_logits = True
+    reads_features = False
 
     def __init__(self, source_outputs: SourceOutputs = "logits"):
         _check_source_outputs(source_outputs)

@@ -70,6 +70,7 @@ class NCE(TransferabilityEstimator):
     name = "nce"
     requires_labels = True
     requires_source_logits = True
+    reads_features = False
 
     def __init__(self, source_outputs: SourceOutputs = "logits"):
         _check_source_outputs(source_outputs)
