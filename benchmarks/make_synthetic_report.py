@@ -306,7 +306,7 @@ def section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
             "### Pearson per target (x 100)", "", *per_target_table(runs, targets), "",
             "### The ground truth", "", *truth_table(truth, benchmark, targets), "",
             "### Predicted vs fine-tuned accuracy", ""]
-    for name in ("fennec", best):
+    for name in (n for n in ("fennec", "fennec-nested-cv", best) if n in runs):
         image = img_dir / f"evaluation-{benchmark}-{name}.png"
         if copy_artifact(client, runs[name].info.run_id, "scatter.png", image):
             out += [f"![{name} on {benchmark}]({rel}/{image.name})", ""]
