@@ -53,7 +53,8 @@ is always finite.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -133,11 +134,10 @@ def _leep_from_outputs(source_outputs_array: np.ndarray, labels: np.ndarray, sou
     return score
 
 
-@register
-class LEEP(TransferabilityEstimator):
-    """LEEP: mean log-likelihood of the target labels under the source head's empirical predictor."""
+class SourceHeadEstimator(TransferabilityEstimator):
+    """An estimator of the source head's outputs alone (LEEP, NCE): labels and source logits in,
+    features never read. Subclasses set ``name`` and ``_from_outputs(outputs, codes, source_outputs)``."""
 
-    name = "leep"
     requires_labels = True
     requires_source_logits = True
     reads_features = False
@@ -146,13 +146,28 @@ class LEEP(TransferabilityEstimator):
         _check_source_outputs(source_outputs)
         self.source_outputs = source_outputs
 
+    # (source outputs (N, K) float64, label codes (N,), source_outputs) -> score
+    _from_outputs: ClassVar[Callable[[np.ndarray, np.ndarray, SourceOutputs], float]]
+
     def _score(self, features: np.ndarray, labels: np.ndarray | None, *, source_logits: np.ndarray | None) -> float:
-        return _leep_from_outputs(source_logits, labels, self.source_outputs)
+        return self._from_outputs(source_logits, labels, self.source_outputs)
+
+
+def score_source_outputs(from_outputs, source_logits, labels, source_outputs: SourceOutputs) -> float:
+    """Check the inputs of a source-head estimator called as a function, then score them."""
+    _check_source_outputs(source_outputs)
+    logits = check_source_logits(source_logits, n_samples=np.shape(source_logits)[0])
+    return from_outputs(logits, check_labels(labels, n_samples=logits.shape[0]), source_outputs)
+
+
+@register
+class LEEP(SourceHeadEstimator):
+    """LEEP: mean log-likelihood of the target labels under the source head's empirical predictor."""
+
+    name = "leep"
+    _from_outputs = staticmethod(_leep_from_outputs)
 
 
 def leep_score(source_logits: np.ndarray, labels: np.ndarray, *, source_outputs: SourceOutputs = "logits") -> float:
     """LEEP from the source head's outputs (N, K) and target labels (N,); no features needed."""
-    logits = check_source_logits(source_logits, n_samples=np.shape(source_logits)[0])
-    codes = check_labels(labels, n_samples=logits.shape[0])
-    _check_source_outputs(source_outputs)
-    return _leep_from_outputs(logits, codes, source_outputs)
+    return score_source_outputs(_leep_from_outputs, source_logits, labels, source_outputs)

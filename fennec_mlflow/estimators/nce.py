@@ -37,8 +37,8 @@ import math
 
 import numpy as np
 
-from fennec_mlflow.estimators.base import TransferabilityEstimator, check_labels, check_source_logits, register
-from fennec_mlflow.estimators.leep import SourceOutputs, _check_source_outputs, _exponentials
+from fennec_mlflow.estimators.base import register
+from fennec_mlflow.estimators.leep import SourceHeadEstimator, SourceOutputs, _exponentials, score_source_outputs
 
 __all__ = ["NCE", "nce_score"]
 
@@ -64,25 +64,13 @@ def _nce_from_outputs(outputs: np.ndarray, labels: np.ndarray, source_outputs: S
 
 
 @register
-class NCE(TransferabilityEstimator):
+class NCE(SourceHeadEstimator):
     """NCE: minus the conditional entropy of the target label given the source head's argmax."""
 
     name = "nce"
-    requires_labels = True
-    requires_source_logits = True
-    reads_features = False
-
-    def __init__(self, source_outputs: SourceOutputs = "logits"):
-        _check_source_outputs(source_outputs)
-        self.source_outputs = source_outputs
-
-    def _score(self, features: np.ndarray, labels: np.ndarray | None, *, source_logits: np.ndarray | None) -> float:
-        return _nce_from_outputs(source_logits, labels, self.source_outputs)
+    _from_outputs = staticmethod(_nce_from_outputs)
 
 
 def nce_score(source_logits: np.ndarray, labels: np.ndarray, *, source_outputs: SourceOutputs = "logits") -> float:
     """NCE from the source head's outputs (N, K) and target labels (N,); no features needed."""
-    _check_source_outputs(source_outputs)
-    logits = check_source_logits(source_logits, n_samples=np.shape(source_logits)[0])
-    return _nce_from_outputs(logits, check_labels(labels, n_samples=logits.shape[0]), source_outputs)
-
+    return score_source_outputs(_nce_from_outputs, source_logits, labels, source_outputs)
