@@ -55,7 +55,7 @@ from fennec_mlflow import tracking
 from fennec_mlflow.benchmarks import Benchmark
 from fennec_mlflow.knowledge import Knowledge
 from fennec_mlflow.evaluation_runs import (FENNEC_DEFAULTS, EstimatorOutcome, capped_k, draw_known,
-                                           evaluate_estimator, experiment_name, log_outcome)
+                                           experiment_name, log_outcome)
 from fennec_mlflow.pretrain import PretrainBudget
 
 SYNTHETIC_BENCHMARKS = ("synthetic", "synthetic-smoke")
@@ -532,12 +532,12 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
         artifacts["choices.json"] = choices
         extra = {"offline_fit_seconds": float(np.mean(list(fits.fit_seconds.values())))}
     elif name in BASELINES:
-        outcome = evaluate_estimator(bench, name, seeds=seeds)
-        result, params, needs_labels = outcome.result, outcome.params, False
-        timed = {"popularity": ev.popularity, "family-mean": ev.family_mean(bench.families),
-                 "random": ev.random_baseline(seeds[0])}[name]
-        ev.leave_one_task_out(truth, baseline_costs(timed, costs))
-        params["history"] = "fine-tune accuracies of the other targets"
+        make = {"popularity": lambda seed: ev.popularity, "family-mean": lambda seed: ev.family_mean(bench.families),
+                "random": ev.random_baseline}[name]
+        used = seeds if name == "random" else seeds[:1]  # only random depends on the seed
+        result = _repeat(truth, lambda seed: baseline_costs(make(seed), costs), used)
+        needs_labels = False
+        params = {"seeds": ",".join(map(str, used)), "history": "fine-tune accuracies of the other targets"}
         extra = {}
     else:
         result = ev.leave_one_task_out(truth, estimator_predictor(data, name, costs))
