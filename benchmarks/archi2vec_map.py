@@ -5,7 +5,7 @@
 import argparse
 
 from fennec_mlflow.archi2vec import Graph2Vec, extract_graphs, pytorchcv_imagenet_models, same_family_rate
-from fennec_mlflow.archi2vec_jobs import embedding_map
+from fennec_mlflow.store.archi2vec_runs import embedding_map
 
 
 def main() -> None:

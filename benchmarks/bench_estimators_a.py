@@ -56,7 +56,7 @@ import numpy as np
 import scipy.special
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from fennec_mlflow.estimators import check_features, check_labels, check_source_logits, get_estimator
+from fennec_mlflow.core.estimators import check_features, check_labels, check_source_logits, get_estimator
 
 ESTIMATORS = ("logme", "leep", "nce", "nleep", "hscore", "hscore_shrinkage", "transrate")
 

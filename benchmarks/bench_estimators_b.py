@@ -35,9 +35,9 @@ from typing import Callable
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from fennec_mlflow.estimators import get_estimator
-from fennec_mlflow.estimators.ncti import ncti_components
-from fennec_mlflow.estimators.ped import ped_score
+from fennec_mlflow.core.estimators import get_estimator
+from fennec_mlflow.core.estimators.ncti import ncti_components
+from fennec_mlflow.core.estimators.ped import ped_score
 
 DEFAULT_DIMS = (512, 2048)
 DEFAULT_CLASSES = (10, 100)

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from fennec_mlflow.estimators import fda_score, sfda_score
+from fennec_mlflow.core.estimators import fda_score, sfda_score
 
 DEFAULT_DIMS = (64, 128, 256, 512, 1024, 2048)
 DEFAULT_PROBE_SIZES = (100, 250, 500, 1000, 2000)

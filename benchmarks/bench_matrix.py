@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fennec_mlflow import tracking
+from fennec_mlflow.store import tracking
 
 
 def fill_store(mlflow_client, n_runs: int, seed: int = 0) -> None:

@@ -30,8 +30,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from fennec_mlflow import pyfunc
-from fennec_mlflow.recommender import Fennec
+from fennec_mlflow.serving import flavor as pyfunc
+from fennec_mlflow.core.recommender import Fennec
 
 N_TASKS = 30
 PROXY_DIM = 138  # a 64-d encoder's proxy statistics (2 * 64 + 10)
@@ -92,7 +92,8 @@ def bench_server(n_models: int, n_requests: int, workdir: Path) -> dict:
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("bench-serving")
     with mlflow.start_run():
-        pyfunc.log_ranker(bundle, register=True)
+        info = pyfunc.log_model(bundle, registered_model_name=pyfunc.REGISTERED_NAME)
+        pyfunc.set_champion(info.registered_model_version)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/fennec@champion",
                                "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"],
@@ -145,8 +146,8 @@ def bench_server(n_models: int, n_requests: int, workdir: Path) -> dict:
 def bench_end_to_end(workdir: Path) -> dict:
     import torch
 
-    from fennec_mlflow.proxy import load_encoder, task_proxy_features
-    from fennec_mlflow.synthetic import synthetic_task
+    from fennec_mlflow.data.proxy import load_encoder, task_proxy_features
+    from fennec_mlflow.data.synthetic import synthetic_task
 
     torch.set_num_threads(2)
     encoder = load_encoder("zoo:resnet20_cifar10:random")

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fennec_mlflow import evaluation_runs, tracking, tuning
-from fennec_mlflow.benchmarks import load_benchmark
+from fennec_mlflow.bench import evaluate as evaluation_runs
+from fennec_mlflow.store import tracking
+from fennec_mlflow.bench import tuning
+from fennec_mlflow.bench.public import load_benchmark
 from make_synthetic_report import BEGIN, END, copy_artifact  # this script's folder is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -259,7 +261,7 @@ def main() -> None:
         "",
         "> **These public tables carry no images.** Their probe sets are not published, so Fennec's cold-start "
         "task vector is regressed from **task meta alone** (log class count, log training-set size, domain "
-        "one-hot, from `fennec_mlflow/data/task_facts.csv`); the paper's CLIP proxy is not used anywhere "
+        "one-hot, from `fennec_mlflow/resources/task_facts.csv`); the paper's CLIP proxy is not used anywhere "
         "in this report. What the recommender sees: the other tasks' true accuracies, model meta (below) "
         "and those task facts.",
         "",

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fennec_mlflow import tracking
-from fennec_mlflow.evaluation_runs import experiment_name
-from fennec_mlflow.synthetic import SYNTHETIC_TASKS
-from fennec_mlflow.synthetic_benchmark import BASELINES, COMBINED, cells_experiment, get_config
+from fennec_mlflow.store import tracking
+from fennec_mlflow.bench.evaluate import experiment_name
+from fennec_mlflow.data.synthetic import SYNTHETIC_TASKS
+from fennec_mlflow.bench.synthetic import BASELINES, COMBINED, cells_experiment, get_config
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- synthetic-benchmark:begin -->", "<!-- synthetic-benchmark:end -->"
@@ -210,7 +210,7 @@ def cost_figure(runs: dict, path: Path) -> None:
 
 
 def copy_artifact(client, run_id: str, artifact: str, destination: Path) -> bool:
-    from fennec_mlflow.envvars import env_override
+    from fennec_mlflow.config import env_override
 
     try:
         with env_override(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from fennec_mlflow import tracking
+from fennec_mlflow.store import tracking
 
 DEFAULT_TASKS_HELP = "comma-separated task specs: synthetic task names, folder:PATH, torchvision:NAME; 'default' = the built-in history"
 
@@ -22,14 +22,14 @@ def _split(value: str) -> list[str]:
 
 
 def _models(value: str) -> list[str]:
-    from fennec_mlflow.zoo import DEFAULT_ZOO
+    from fennec_mlflow.data.zoo import DEFAULT_ZOO
 
     return list(DEFAULT_ZOO) if value == "default" else _split(value)
 
 
 def _tasks(value: str, image_size: int, seed: int):
-    from fennec_mlflow.jobs import DEFAULT_TASKS
-    from fennec_mlflow.tasks import load_task
+    from fennec_mlflow.store.jobs import DEFAULT_TASKS
+    from fennec_mlflow.data.task_specs import load_task
 
     specs = list(DEFAULT_TASKS) if value == "default" else _split(value)
     return [load_task(spec, image_size=image_size, seed=seed) for spec in specs]
@@ -45,7 +45,7 @@ def _fail(exc: Exception) -> None:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from fennec_mlflow.zoo import WeightsUnavailable
+    from fennec_mlflow.data.zoo import WeightsUnavailable
 
     # Input problems surface as ValueError subclasses (TaskError, ZooError, TableError, ...),
     # unknown registry names as KeyError.
@@ -77,7 +77,7 @@ experiment_option = click.option("--experiment", default=tracking.DEFAULT_EXPERI
 @experiment_option
 def fda(models, tasks, estimator, weights, probe_size, probe_seed, image_size, device, batch_size, experiment):
     """Score every (model, task) cell with FDA (or another estimator); one run per cell, finished cells skipped."""
-    from fennec_mlflow.jobs import score_cells
+    from fennec_mlflow.store.jobs import score_cells
 
     try:
         outcomes = score_cells(_models(models), _tasks(tasks, image_size, probe_seed), estimator=estimator,
@@ -115,8 +115,8 @@ def _floats(value: str) -> tuple[float, ...]:
 @experiment_option
 def finetune(models, tasks, weights, lrs, wds, epochs, patience, batch_size, seed, image_size, device, experiment):
     """Fully fine-tune each model on each task over an lr x wd grid; the best grid point's test accuracy."""
-    from fennec_mlflow.finetune import FinetuneConfig
-    from fennec_mlflow.jobs import finetune_cells
+    from fennec_mlflow.training.finetune import FinetuneConfig
+    from fennec_mlflow.store.jobs import finetune_cells
 
     try:
         config = FinetuneConfig(learning_rates=_floats(lrs), weight_decays=_floats(wds), max_epochs=epochs,
@@ -143,7 +143,7 @@ def finetune(models, tasks, weights, lrs, wds, epochs, patience, batch_size, see
 def archi2vec(models, processes, dimensions, wl_iterations, seed, experiment):
     """Embed model architectures from their autograd graphs (graph2vec); one run per model."""
     from fennec_mlflow.archi2vec import Graph2VecSettings, pytorchcv_imagenet_models, torchvision_classification_models
-    from fennec_mlflow.archi2vec_jobs import embed_architectures
+    from fennec_mlflow.store.archi2vec_runs import embed_architectures
 
     named = {"pytorchcv-imagenet": pytorchcv_imagenet_models,
              "torchvision": lambda: [f"torchvision:{n}" for n in torchvision_classification_models()]}
@@ -173,10 +173,10 @@ def archi2vec(models, processes, dimensions, wl_iterations, seed, experiment):
 @experiment_option
 def build(kind, estimator, encoder_spec, k, alpha, tasks, experiment):
     """Rebuild the knowledge base from the store, fit Fennec, log it and register fennec@champion."""
-    from fennec_mlflow import demo
-    from fennec_mlflow.jobs import proxy_cells
-    from fennec_mlflow.proxy import load_encoder
-    from fennec_mlflow.ranking import build as build_model
+    from fennec_mlflow.serving import demo
+    from fennec_mlflow.store.jobs import proxy_cells
+    from fennec_mlflow.data.proxy import load_encoder
+    from fennec_mlflow.serving.build import build as build_model
 
     try:
         if encoder_spec == "demo":
@@ -198,7 +198,7 @@ def build(kind, estimator, encoder_spec, k, alpha, tasks, experiment):
 
 
 def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok: bool = False):
-    from fennec_mlflow.tasks import load_task
+    from fennec_mlflow.data.task_specs import load_task
 
     return load_task(spec, image_size=image_size, seed=seed, unlabelled_ok=unlabelled_ok)
 
@@ -218,8 +218,9 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
     """Recommend which model to fine-tune for a target task (bootstraps the offline demo when nothing is registered)."""
     import pandas as pd
 
-    from fennec_mlflow import demo, pyfunc
-    from fennec_mlflow.ranking import rank_task
+    from fennec_mlflow.serving import demo
+    from fennec_mlflow.serving import flavor as pyfunc
+    from fennec_mlflow.serving.rank import rank_task
 
     try:
         task = load_task_spec(target or demo.DEFAULT_TARGET, unlabelled_ok=True)  # bad targets fail first
@@ -253,10 +254,10 @@ def evaluate(benchmark, estimators, experiment, workdir):
     """Leave-one-task-out evaluation of Fennec, its ablations and baselines; one run per estimator."""
     import pandas as pd
 
-    from fennec_mlflow.evaluation_runs import run_evaluation
-    from fennec_mlflow.synthetic_benchmark import SYNTHETIC_BENCHMARKS, run_benchmark
+    from fennec_mlflow.bench.evaluate import run_evaluation
+    from fennec_mlflow.bench.synthetic import SYNTHETIC_BENCHMARKS, run_benchmark
 
-    from fennec_mlflow.benchmarks import BENCHMARK_NAMES
+    from fennec_mlflow.bench.public import BENCHMARK_NAMES
 
     estimators = estimators or None  # empty strings come from MLproject defaults: "not given"
     if benchmark not in (*BENCHMARK_NAMES, *SYNTHETIC_BENCHMARKS):
@@ -295,7 +296,7 @@ def evaluate(benchmark, estimators, experiment, workdir):
 @click.option("--experiment", default=None, help="default: fennec-tune-<benchmark>; give 'fennec' for build to use the result")
 def tune(benchmark, n_trials, storage, study_name, workers, nested_cv, experiment):
     """Tune alpha, k and the NMF regularisation with Optuna; each trial a nested run."""
-    from fennec_mlflow.tuning import DEFAULT_N_TRIALS, run_tuning
+    from fennec_mlflow.bench.tuning import DEFAULT_N_TRIALS, run_tuning
 
     try:
         # empty strings come from MLproject defaults: they mean "not given"
@@ -344,7 +345,7 @@ def matrix(kind, estimator, source, output, experiment):
 @experiment_option
 def import_(table, source, layout, model_facts, experiment):
     """Import an external model x task table as `external` runs (idempotent)."""
-    from fennec_mlflow.external import import_table
+    from fennec_mlflow.store.external import import_table
 
     try:
         created, skipped = import_table(table, source=source, layout=layout, model_facts_csv=model_facts,

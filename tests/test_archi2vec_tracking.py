@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from fennec_mlflow import tracking
+from fennec_mlflow.store import tracking
 from fennec_mlflow.archi2vec import Graph2VecSettings
-from fennec_mlflow.archi2vec_jobs import embed_architectures, load_architectures
+from fennec_mlflow.store.archi2vec_runs import embed_architectures, load_architectures
 
 SMALL = Graph2VecSettings()  # graph2vec needs its full size: small vectors collapse on a small corpus
 

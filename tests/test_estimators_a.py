@@ -29,13 +29,13 @@ import numpy as np
 import pytest
 import scipy.special
 
-from fennec_mlflow.estimators import available_estimators, get_estimator
-from fennec_mlflow.estimators.hscore import ledoit_wolf_shrinkage
-from fennec_mlflow.estimators.leep import leep_score, source_probabilities
-from fennec_mlflow.estimators.logme import logme_score
-from fennec_mlflow.estimators.nce import nce_score
-from fennec_mlflow.estimators.nleep import n_mixture_components, nleep_score, principal_scores
-from fennec_mlflow.estimators.transrate import coding_rate
+from fennec_mlflow.core.estimators import available_estimators, get_estimator
+from fennec_mlflow.core.estimators.hscore import ledoit_wolf_shrinkage
+from fennec_mlflow.core.estimators.leep import leep_score, source_probabilities
+from fennec_mlflow.core.estimators.logme import logme_score
+from fennec_mlflow.core.estimators.nce import nce_score
+from fennec_mlflow.core.estimators.nleep import n_mixture_components, nleep_score, principal_scores
+from fennec_mlflow.core.estimators.transrate import coding_rate
 
 GOLDEN_PATH = Path(__file__).parent / "data" / "estimators_a_golden.npz"
 PARITY_RTOL = 1e-9

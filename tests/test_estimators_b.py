@@ -35,12 +35,12 @@ import numpy as np
 import pytest
 import scipy.special
 
-from fennec_mlflow.estimators import available_estimators, get_estimator
-from fennec_mlflow.estimators.etran import etran_combine, etran_energy_score, etran_lda_score
-from fennec_mlflow.estimators.gbc import gbc_score
-from fennec_mlflow.estimators.ncti import NCTIComponents, ncti_combine, ncti_components
-from fennec_mlflow.estimators.parc import parc_score
-from fennec_mlflow.estimators.ped import ped_motion, ped_score
+from fennec_mlflow.core.estimators import available_estimators, get_estimator
+from fennec_mlflow.core.estimators.etran import etran_combine, etran_energy_score, etran_lda_score
+from fennec_mlflow.core.estimators.gbc import gbc_score
+from fennec_mlflow.core.estimators.ncti import NCTIComponents, ncti_combine, ncti_components
+from fennec_mlflow.core.estimators.parc import parc_score
+from fennec_mlflow.core.estimators.ped import ped_motion, ped_score
 
 GOLDEN_PATH = Path(__file__).parent / "data" / "estimators_b_golden.npz"
 
@@ -170,7 +170,7 @@ def test_ncti_matches_reference(case, golden):
 
 
 def test_ncti_goldens_cover_both_lda_solvers_and_both_pca_solvers(golden):
-    from fennec_mlflow.estimators.ncti import reference_solver_is_randomized
+    from fennec_mlflow.core.estimators.ncti import reference_solver_is_randomized
 
     shrinkages = {name: float(golden[f"{name}/ncti_shrinkage"]) for name in CASES if f"{name}/ncti" in golden}
     assert shrinkages["small"] > 1e-10  # eigen solver with shrinkage

@@ -10,9 +10,9 @@ import pytest
 from scipy import stats
 
 import fennec_mlflow
-from fennec_mlflow import evaluation as ev
+from fennec_mlflow.core import evaluation as ev
 
-BENCHMARKS = Path(fennec_mlflow.__file__).parent / "data" / "benchmarks"
+BENCHMARKS = Path(fennec_mlflow.__file__).parent / "resources" / "benchmarks"
 PARC_TARGETS = ["cifar10", "oxford_pets", "cub200", "caltech101", "stanford_dogs", "nabird", "voc2007"]
 TRANSFERGRAPH_TARGETS = ["cifar100", "pets", "flowers", "eurosat", "caltech101", "stanfordcars", "kitti", "dtd",
                          "diabetic_retinopathy_detection", "svhn", "smallnorb_label_elevation",

@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fennec_mlflow import benchmarks, evaluation_runs, tracking
-from fennec_mlflow import evaluation as ev
-from fennec_mlflow.benchmarks import Benchmark
+from fennec_mlflow.bench import public as benchmarks
+from fennec_mlflow.bench import evaluate as evaluation_runs
+from fennec_mlflow.store import tracking
+from fennec_mlflow.core import evaluation as ev
+from fennec_mlflow.bench.public import Benchmark
 
 PARC_TARGETS = ["caltech101", "cifar10", "cub200", "nabird", "oxford_pets", "stanford_dogs", "voc2007"]
 
@@ -125,7 +127,7 @@ def test_warm_start_leaves_exactly_the_known_entries_unscored():
 
 
 def test_fennec_fits_never_see_the_target(monkeypatch):
-    from fennec_mlflow.recommender import Fennec
+    from fennec_mlflow.core.recommender import Fennec
 
     bench, seen = planted_benchmark(), []
     real_fit = Fennec.fit

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from fennec_mlflow.estimators import (
+from fennec_mlflow.core.estimators import (
     FDA,
     SFDA,
     TransferabilityEstimator,
@@ -28,7 +28,7 @@ from fennec_mlflow.estimators import (
     sfda_score,
     sfda_shrinkage,
 )
-from fennec_mlflow.estimators import base
+from fennec_mlflow.core.estimators import base
 
 GOLDEN_PATH = Path(__file__).parent / "data" / "fda_reference_golden.npz"
 PARITY_ATOL = 1e-6
@@ -467,7 +467,7 @@ def test_register_refuses_name_clashes_and_non_estimators(scratch_registry):
     class Nameless(Impostor):
         name = ""
 
-    with pytest.raises(ValueError, match="'fda' is already registered by fennec_mlflow.estimators.fda.FDA"):
+    with pytest.raises(ValueError, match="'fda' is already registered by fennec_mlflow.core.estimators.fda.FDA"):
         register(Impostor)
     with pytest.raises(ValueError, match="non-empty class attribute `name`"):
         register(Nameless)

@@ -14,8 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from fennec_mlflow import tasks, zoo
-from fennec_mlflow.finetune import (
+from fennec_mlflow.data import tasks
+from fennec_mlflow.data import zoo
+from fennec_mlflow.training.finetune import (
     EPOCH_METRICS,
     FinetuneCallbacks,
     FinetuneConfig,
@@ -269,7 +270,7 @@ def test_same_seed_repeats_and_leaves_global_rng_alone(small_task):
 
 
 def test_augmentation_is_a_padded_crop_and_a_flip():
-    from fennec_mlflow.finetune import _augment
+    from fennec_mlflow.training.finetune import _augment
 
     batch = torch.randn(40, 3, 32, 32)
     padded = torch.nn.functional.pad(batch, (4, 4, 4, 4))  # 1/8 of the side, zeros

@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from fennec_mlflow import tracking, zoo
-from fennec_mlflow.estimators import get_estimator
-from fennec_mlflow.jobs import FeatureError, score_cells, score_cell_key
-from fennec_mlflow.synthetic import synthetic_task
-from fennec_mlflow.tasks import TaskError, from_arrays, sample_probe
+from fennec_mlflow.store import tracking
+from fennec_mlflow.data import zoo
+from fennec_mlflow.core.estimators import get_estimator
+from fennec_mlflow.store.jobs import FeatureError, score_cells, score_cell_key
+from fennec_mlflow.data.synthetic import synthetic_task
+from fennec_mlflow.data.tasks import TaskError, from_arrays, sample_probe
 from conftest import blob_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,8 +104,8 @@ def test_mlflow_run_fda_entry_point_in_an_empty_directory(tmp_path):
 
 
 def test_finetune_job_logs_parent_and_trials_and_resumes_after_a_crash(store, monkeypatch):
-    from fennec_mlflow import jobs
-    from fennec_mlflow.finetune import FinetuneConfig
+    from fennec_mlflow.store import jobs
+    from fennec_mlflow.training.finetune import FinetuneConfig
 
     task = synthetic_task("gratings-orient-4", samples_per_class=25)
     config = FinetuneConfig(learning_rates=(0.05, 0.01), weight_decays=(1e-4,), max_epochs=2, patience=1,

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from fennec_mlflow import pretrain as pt
-from fennec_mlflow.features import extract_features
-from fennec_mlflow.proxy import load_encoder, task_proxy_features
-from fennec_mlflow.synthetic import FAMILIES, SYNTHETIC_TASKS, synthetic_task
+from fennec_mlflow.data import checkpoints as ckpt
+from fennec_mlflow.training import pretrain as pt
+from fennec_mlflow.data.features import extract_features
+from fennec_mlflow.data.proxy import load_encoder, task_proxy_features
+from fennec_mlflow.data.synthetic import FAMILIES, SYNTHETIC_TASKS, synthetic_task
 
 # Enough for a 20-layer net to learn oriented gratings well above chance in a few seconds.
 TINY = pt.PretrainBudget(images_per_source=160, epochs=4, mix_images=186, mix_epochs=1)
@@ -38,7 +39,7 @@ def test_pretraining_beats_chance_on_the_source(gratings_model):
     assert info.source_classes == 8 and info.source_samples == 160
     assert info.source_test_accuracy >= 3 * info.chance_accuracy, info
     assert info.weights.startswith("synthetic:gratings-orient-8:e4:s0:")
-    assert gratings_model.model.weights == info.weights and gratings_model.model.source == pt.MODEL_SOURCE
+    assert gratings_model.model.weights == info.weights and gratings_model.model.source == ckpt.MODEL_SOURCE
     # The head now speaks the source's 8 classes.
     assert gratings_model.model.module(torch.zeros(1, 3, 32, 32)).shape == (1, 8)
 
@@ -52,8 +53,8 @@ def test_the_weights_tag_changes_with_the_recipe(gratings_model):
 
 
 def test_save_and_load_give_identical_features(gratings_model, tmp_path):
-    path = pt.save_pretrained(gratings_model, tmp_path / "m.pt")
-    loaded = pt.load_pretrained(path)
+    path = ckpt.save_pretrained(gratings_model, tmp_path / "m.pt")
+    loaded = ckpt.load_pretrained(path)
     assert loaded.info == gratings_model.info and loaded.model.weights == gratings_model.model.weights
     images = synthetic_task("glyphs-lower-10", samples_per_class=3).images()
     np.testing.assert_array_equal(extract_features(loaded.model, images).features,
@@ -67,15 +68,15 @@ def test_save_and_load_give_identical_features(gratings_model, tmp_path):
 
 def test_bad_files_and_arguments_give_clear_errors(tmp_path, gratings_model):
     with pytest.raises(FileNotFoundError, match="pretrain_demo_zoo"):
-        pt.load_pretrained(tmp_path / "absent.pt")
+        ckpt.load_pretrained(tmp_path / "absent.pt")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a model")
     with pytest.raises(pt.PretrainError, match="not a readable fennec pre-trained model"):
-        pt.load_pretrained(garbage)
+        ckpt.load_pretrained(garbage)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
     with pytest.raises(pt.PretrainError, match="expected keys"):
-        pt.read_pretrained_info(foreign)
+        ckpt.read_pretrained_info(foreign)
     with pytest.raises(pt.PretrainError, match="unknown budget"):
         pt.pretrain_demo_zoo(tmp_path, budget="huge")
     with pytest.raises(pt.PretrainError, match="unknown source"):
@@ -95,22 +96,22 @@ def test_demo_zoo_is_idempotent_and_redoes_broken_or_stale_files(tmp_path):
     again = pt.pretrain_demo_zoo(tmp_path, budget=TINY, models=models, progress=False)
     assert again == first and first[0].stat().st_mtime_ns == stamp
     assert time.perf_counter() - start < 2.0
-    info = pt.read_pretrained_info(first[0])
+    info = ckpt.read_pretrained_info(first[0])
     assert info.recipe["source_build"] == {"tasks": ["blobs-count-3"], "samples_per_class": 54, "image_size": 32,
                                            "render_seed": pt.SOURCE_RENDER_SEED}
     # A file cut short by a crash is made again; so is one from another recipe.
     first[0].write_bytes(first[0].read_bytes()[:100])
     pt.pretrain_demo_zoo(tmp_path, budget=TINY, models=models, progress=False)
-    assert pt.read_pretrained_info(first[0]).weights == info.weights  # same recipe, same images: same tag
+    assert ckpt.read_pretrained_info(first[0]).weights == info.weights  # same recipe, same images: same tag
     pt.pretrain_demo_zoo(tmp_path, budget=pt.PretrainBudget(images_per_source=160, epochs=1), models=models,
                          progress=False)
-    assert pt.read_pretrained_info(first[0]).recipe["epochs"] == 1
+    assert ckpt.read_pretrained_info(first[0]).recipe["epochs"] == 1
 
 
 def test_proxy_pretrained_on_the_mix_encodes_tasks(tmp_path):
     path = pt.pretrain_proxy(tmp_path, budget=TINY, progress=False)
     assert path.name == "resnet20_cifar10@mix.pt"
-    info = pt.read_pretrained_info(path)
+    info = ckpt.read_pretrained_info(path)
     assert info.source == "mix" and info.source_classes == 31 and info.weights.startswith("synthetic:mix:e1:s0:")
     encoder = load_encoder(f"file:{path}")
     features = task_proxy_features(encoder, synthetic_task("shapes-4", samples_per_class=5), sample_size=20)

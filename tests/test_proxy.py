@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from fennec_mlflow import proxy
-from fennec_mlflow.features import extract_features
-from fennec_mlflow.synthetic import synthetic_task
-from fennec_mlflow.tasks import from_arrays
+from fennec_mlflow.data import proxy
+from fennec_mlflow.data.features import extract_features
+from fennec_mlflow.data.synthetic import synthetic_task
+from fennec_mlflow.data.tasks import from_arrays
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_clip_offline_without_weights_says_what_to_fetch(tmp_path):
     # A fresh interpreter: huggingface_hub reads HF_HUB_OFFLINE when imported. The bogus proxy
     # makes any request that slipped through fail at once instead of hanging.
     script = (
-        "from fennec_mlflow.proxy import ClipEncoder, ProxyUnavailable\n"
+        "from fennec_mlflow.data.proxy import ClipEncoder, ProxyUnavailable\n"
         "for offline in (None, False):\n"
         "    try:\n"
         "        ClipEncoder('ViT-B-32', 'openai', offline=offline)\n"
@@ -188,7 +188,7 @@ def test_bad_specs_say_what_is_wrong(spec, error, match):
 
 
 def test_zoo_proxy_without_published_weights_offline_is_unavailable(offline, tmp_path, monkeypatch):
-    monkeypatch.setattr("fennec_mlflow.zoo.PYTORCHCV_ROOT", tmp_path)
+    monkeypatch.setattr("fennec_mlflow.data.zoo.PYTORCHCV_ROOT", tmp_path)
     with pytest.raises(proxy.ProxyUnavailable, match="resnet20_cifar10"):
         proxy.load_encoder("zoo:resnet20_cifar10")  # default: published weights, never a silent random proxy
 

@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fennec_mlflow import pyfunc, tracking
-from fennec_mlflow.archi2vec_jobs import embed_architectures
-from fennec_mlflow.jobs import proxy_cells, score_cells
-from fennec_mlflow.proxy import load_encoder
-from fennec_mlflow.ranking import build, rank_task
-from fennec_mlflow.synthetic import synthetic_task
+from fennec_mlflow.serving import flavor as pyfunc
+from fennec_mlflow.store import tracking
+from fennec_mlflow.store.archi2vec_runs import embed_architectures
+from fennec_mlflow.store.jobs import proxy_cells, score_cells
+from fennec_mlflow.data.proxy import load_encoder
+from fennec_mlflow.serving.build import build
+from fennec_mlflow.serving.rank import rank_task
+from fennec_mlflow.data.synthetic import synthetic_task
 
 MODELS = ["resnet20_cifar10", "preresnet20_cifar10", "diaresnet20_cifar10", "nin_cifar10"]
 HISTORY = ["digits-5class", "shapes-4", "gratings-orient-4", "blobs-count-3", "glyphs-upper-10"]
@@ -160,7 +162,7 @@ def test_mlflow_run_rank_entry_point_uses_the_champion(registered):
 
 
 def test_knowledge_can_be_restricted_to_some_models_and_tasks(registered):
-    from fennec_mlflow.knowledge import build_knowledge
+    from fennec_mlflow.store.knowledge import build_knowledge
 
     _, client, _, _ = registered
     encoder = load_encoder(ENCODER).name

@@ -8,7 +8,7 @@ from scipy.stats import pearsonr
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
-from fennec_mlflow.recommender import RANKING_COLUMNS, Fennec, masked_nmf, normalize_tasks
+from fennec_mlflow.core.recommender import RANKING_COLUMNS, Fennec, masked_nmf, normalize_tasks
 
 HELD_OUT = ["new_a", "new_b", "new_c"]
 
@@ -141,7 +141,7 @@ def test_fast_single_task_forest_prediction_equals_scikit_learn(problem, fitted)
 def test_flat_forest_walks_deep_trees_like_scikit_learn():
     from sklearn.ensemble import RandomForestRegressor
 
-    from fennec_mlflow.recommender import FlatForest
+    from fennec_mlflow.core.recommender import FlatForest
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(300, 7)), rng.normal(size=(300, 3))

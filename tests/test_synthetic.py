@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fennec_mlflow.synthetic import (
+from fennec_mlflow.data.synthetic import (
     FAMILIES,
     SYNTHETIC_TASKS,
     default_mix,
@@ -12,7 +12,7 @@ from fennec_mlflow.synthetic import (
     synthetic_mix,
     synthetic_task,
 )
-from fennec_mlflow.tasks import TaskError, sample_probe
+from fennec_mlflow.data.tasks import TaskError, sample_probe
 
 
 def test_registry_has_at_least_four_families_of_three_tasks():

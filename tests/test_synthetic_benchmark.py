@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fennec_mlflow.estimators import available_estimators
-from fennec_mlflow.estimators.etran import etran_combine
-from fennec_mlflow.evaluation import leave_one_task_out
-from fennec_mlflow.knowledge import Knowledge
-from fennec_mlflow.synthetic import SYNTHETIC_TASKS
-from fennec_mlflow.synthetic_benchmark import (CONFIGS, BenchmarkData, Costs, TargetFennecFits, cells_experiment,
+from fennec_mlflow.core.estimators import available_estimators
+from fennec_mlflow.core.estimators.etran import etran_combine
+from fennec_mlflow.core.evaluation import leave_one_task_out
+from fennec_mlflow.store.knowledge import Knowledge
+from fennec_mlflow.data.synthetic import SYNTHETIC_TASKS
+from fennec_mlflow.bench.synthetic import (CONFIGS, BenchmarkData, Costs, TargetFennecFits, cells_experiment,
                                                estimator_predictor, evaluation_names, fennec_predictor,
                                                nested_cv_predictor)
 

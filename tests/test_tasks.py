@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fennec_mlflow.tasks import (Task, TaskError, from_arrays, from_folder, load_task, sample_probe,
-                                 split_indices, stratified_sample)
+from fennec_mlflow.data.task_specs import load_task
+from fennec_mlflow.data.tasks import (Task, TaskError, from_arrays, from_folder, sample_probe, split_indices,
+                                      stratified_sample)
 from conftest import blob_images
 
 

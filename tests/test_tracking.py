@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 from mlflow.entities import RunStatus
 
-from fennec_mlflow import external, tracking
+from fennec_mlflow.store import external
+from fennec_mlflow.store import tracking
 
 
 def write_cell(client, exp_id, model, task, value, status="FINISHED", kind="fda"):

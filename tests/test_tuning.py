@@ -4,8 +4,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from fennec_mlflow import ranking, tracking, tuning
-from fennec_mlflow.recommender import Fennec
+from fennec_mlflow.serving import build as ranking
+from fennec_mlflow.store import tracking
+from fennec_mlflow.bench import tuning
+from fennec_mlflow.core.recommender import Fennec
 from test_evaluation_runs import planted_benchmark
 
 

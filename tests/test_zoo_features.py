@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from fennec_mlflow import zoo
-from fennec_mlflow.features import FeatureCache, extract_features
-from fennec_mlflow.tasks import from_arrays, sample_probe
+from fennec_mlflow.data import zoo
+from fennec_mlflow.data.features import FeatureCache, extract_features
+from fennec_mlflow.data.tasks import from_arrays, sample_probe
 from conftest import blob_images
 
 

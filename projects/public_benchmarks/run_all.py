@@ -37,7 +37,7 @@ def main() -> None:
         if args.mlflow_run:
             _mlflow_run("evaluate", benchmark=benchmark)
         else:
-            from fennec_mlflow.evaluation_runs import run_evaluation
+            from fennec_mlflow.bench.evaluate import run_evaluation
 
             runs = run_evaluation(benchmark, seeds=[int(s) for s in args.seeds.split(",")])
             print(runs.table().drop(columns="run_id").round(3).to_string())
@@ -48,7 +48,7 @@ def main() -> None:
         if args.mlflow_run:
             _mlflow_run("tune", benchmark=benchmark, n_trials=args.n_trials)
         else:
-            from fennec_mlflow.tuning import run_tuning
+            from fennec_mlflow.bench.tuning import run_tuning
 
             outcome = run_tuning(benchmark, n_trials=args.n_trials, inner_trials=args.inner_trials,
                                  workers=args.workers, progress=False)

@@ -1,0 +1,357 @@
+"""Leave-one-task-out evaluations of every estimator, logged as MLflow runs side by side.
+
+One call of :func:`run_evaluation` evaluates the estimators under test on one public benchmark
+(:mod:`fennec_mlflow.bench.public`) and writes ONE run per estimator (``fennec.kind=evaluation``,
+params ``estimator`` and ``benchmark``) into one experiment per benchmark (default
+``fennec-eval-<benchmark>``), so the MLflow UI compares them column by column. Each run holds:
+
+- metrics: ``mean_pearson``, ``mean_spearman``, ``mean_weighted_tau``, ``mean_top1_regret``,
+  ``mean_top5_hit``, their ``std_*`` over targets and ``seed_std_*`` over seeds, and per target
+  ``pearson.<task>``, ``spearman.<task>``, ... (:meth:`EvaluationResult.as_metrics`); the
+  correlations are fractions (x 100 for the paper's figures), the regret is in the table's units;
+- artifacts: ``scatter.png`` (predicted score vs true accuracy per target, like the paper's
+  Fig. 12/13), ``predictions.csv`` (target, model, predicted, true, repeat), ``per_target.csv``,
+  and for warm starts ``known_entries.json`` (which models were given, per seed and target).
+
+The estimators (:data:`ESTIMATORS`):
+
+- ``fennec``: Fennec with its defaults (``k=4``, ``alpha=0.5``, ``nmf_l2=0.1``; ``k`` capped at
+  ``min(models, history tasks) - 1``); ``fennec-no-transfer`` (``alpha=1``: meta regression only)
+  and ``fennec-no-meta`` (``alpha=0``: transfer phase only); ``fennec-additive-meta``: the full
+  model with a purely additive meta regression (``meta_interactions=False``: no model-fact x
+  task-fact products, so the meta score ranks every task's models alike). Cold start: **these tables carry no
+  images, so the new task's vector is regressed from its task meta (class count, training-set
+  size, domain) alone; no proxy features are used.** Each seed fits Fennec with
+  ``random_state=seed`` (NMF start, forest); the metrics are averaged over seeds.
+- ``fennec-warm-<n>`` (n = 1, 3, 5): the same fit, ranked with ``known_scores``: the true
+  accuracies of n models drawn at random (per seed and target) from the target's known cells.
+  **Known entries are excluded from the metrics**: a warm start is judged on the models it was
+  not told about, so echoing the given values earns nothing. Because that changes the set of
+  scored models, a warm run also logs ``paired_cold_mean_<metric>`` and
+  ``paired_popularity_mean_<metric>``: cold Fennec and popularity scored on exactly the same
+  remaining models, the fair comparison. One known entry cannot order anything (Fennec's fold-in
+  needs two distinct values), so ``fennec-warm-1`` ranks as cold start does.
+- ``popularity``, ``family-mean`` (mean popularity of the model's architecture family) and
+  ``random`` (averaged over seeds), from :mod:`fennec_mlflow.core.evaluation`.
+
+Under ``mlflow run`` (``MLFLOW_RUN_ID`` set) the runs are still new runs of their own
+(:func:`fennec_mlflow.store.tracking.own_run`); the project run only gets a summary.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fennec_mlflow.core import evaluation as ev
+from fennec_mlflow.bench.public import Benchmark, load_benchmark
+from fennec_mlflow.core.recommender import Fennec
+
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+WARM_KNOWN = (1, 3, 5)
+FENNEC_DEFAULTS = {"k": 4, "alpha": 0.5, "nmf_l2": 0.1}
+ESTIMATORS = ("fennec", "fennec-no-transfer", "fennec-no-meta", "fennec-additive-meta",
+              *(f"fennec-warm-{n}" for n in WARM_KNOWN), "popularity", "family-mean", "random")
+EVALUATION_TAG_BENCHMARK = "fennec.benchmark"
+CORRELATION_METRICS = ("pearson", "spearman", "weighted_tau", "top1_regret", "top5_hit")
+
+
+def experiment_name(benchmark: str) -> str:
+    """The default experiment of a benchmark's evaluation runs."""
+    return f"fennec-eval-{benchmark}"
+
+
+# --------------------------------------------------------------------------- Fennec predictors
+
+def capped_k(k: int, history: pd.DataFrame) -> int:
+    """``k`` lowered to what a fit on ``history`` allows: below min(models, tasks)."""
+    return int(max(1, min(int(k), min(history.shape) - 1)))
+
+
+class FennecFits:
+    """Fitted Fennec models per (target, seed), shared by every Fennec variant of one evaluation.
+
+    ``alpha`` only enters :meth:`Fennec.rank` (the merge), not the fit, so the full model, both
+    ablations and the warm starts of one (target, seed) rank from the same fit. The fit sees the
+    history the protocol hands over (the target's column is not in it) plus the meta tables,
+    which hold public facts only.
+    """
+
+    def __init__(self, benchmark: Benchmark, params: dict | None = None):
+        self.benchmark = benchmark
+        self.params = {**FENNEC_DEFAULTS, **(params or {})}
+        self._fits: dict[tuple, Fennec] = {}
+
+    def get(self, history: pd.DataFrame, target: str, seed: int) -> Fennec:
+        key = (target, int(seed), tuple(history.columns))
+        if key not in self._fits:
+            params = {k: v for k, v in self.params.items() if k != "alpha"}
+            params["k"] = capped_k(params["k"], history)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)
+                self._fits[key] = Fennec(**params, random_state=int(seed)).fit(
+                    history, self.benchmark.model_meta, self.benchmark.task_meta)
+        return self._fits[key]
+
+    def rank(self, history: pd.DataFrame, target: str, seed: int, alpha: float,
+             known_scores: dict[str, float] | None = None) -> pd.Series:
+        model = self.get(history, target, seed)
+        model.set_params(alpha=float(alpha))
+        with warnings.catch_warnings():
+            # one known entry: Fennec warns that it ranks cold, as documented for fennec-warm-1
+            warnings.simplefilter("ignore", category=UserWarning)
+            ranking = model.rank(self.benchmark.task_meta.loc[target], known_scores=known_scores)
+        return ranking.set_index("model")["score"].reindex(history.index)
+
+
+def draw_known(true: pd.Series, n_known: int, seed: int, target: str) -> list[str]:
+    """``n_known`` models drawn at random among those with a known true value (seeded per target)."""
+    candidates = true.dropna().index
+    rng = np.random.default_rng([int(seed), zlib.crc32(str(target).encode()), int(n_known)])
+    chosen = rng.choice(len(candidates), size=min(int(n_known), len(candidates)), replace=False)
+    return sorted(str(candidates[i]) for i in chosen)
+
+
+def fennec_predictor(fits: FennecFits, seed: int, alpha: float) -> ev.Predictor:
+    def predict(history: pd.DataFrame, target: str) -> pd.Series:
+        return fits.rank(history, target, seed, alpha)
+    return predict
+
+
+def excluding_known(predict: ev.Predictor, table: pd.DataFrame, n_known: int, seed: int) -> ev.Predictor:
+    """``predict`` with the models a warm start of (n_known, seed) would be told about left unscored."""
+    def masked(history: pd.DataFrame, target: str) -> pd.Series:
+        scores = predict(history, target).astype(float).copy()
+        scores[draw_known(table[target], n_known, seed, target)] = np.nan
+        return scores
+    return masked
+
+
+def warm_start_predictor(fits: FennecFits, table: pd.DataFrame, seed: int, n_known: int, alpha: float,
+                         record: dict | None = None) -> ev.Predictor:
+    """Fennec told the true accuracy of ``n_known`` random models of the target; those are left unscored.
+
+    This predictor deliberately reads ``n_known`` cells of the target's column from ``table``
+    (that is what a warm start is) and nothing else of it; ``record`` collects what it read.
+    """
+    def predict(history: pd.DataFrame, target: str) -> pd.Series:
+        known = draw_known(table[target], n_known, seed, target)
+        known_scores = {model: float(table.at[model, target]) for model in known}
+        if record is not None:
+            record.setdefault(str(seed), {})[str(target)] = known_scores
+        scores = fits.rank(history, target, seed, alpha, known_scores=known_scores).copy()
+        scores[known] = np.nan  # known entries are not judged
+        return scores
+    return predict
+
+
+# --------------------------------------------------------------------------- evaluation (no MLflow)
+
+@dataclass
+class EstimatorOutcome:
+    """One estimator's evaluation on one benchmark, before or after logging."""
+
+    estimator: str
+    result: ev.EvaluationResult
+    params: dict = field(default_factory=dict)
+    extra_metrics: dict = field(default_factory=dict)
+    artifacts: dict = field(default_factory=dict)
+    run_id: str | None = None
+
+    def metrics(self) -> dict[str, float]:
+        return {**self.result.as_metrics(), **self.extra_metrics}
+
+
+def _over_seeds(table: pd.DataFrame, make: Callable[[int], ev.Predictor], seeds: Sequence[int],
+                targets: list[str], missing: str = "raise") -> ev.EvaluationResult:
+    results = [ev.leave_one_task_out(table, make(seed), targets, missing_predictions=missing) for seed in seeds]
+    return results[0] if len(results) == 1 else ev.aggregate(results)
+
+
+def _paired_metrics(prefix: str, result: ev.EvaluationResult) -> dict[str, float]:
+    return {f"{prefix}_mean_{m}": result.summary[f"mean_{m}"] for m in CORRELATION_METRICS
+            if f"mean_{m}" in result.summary}
+
+
+def evaluate_estimator(benchmark: Benchmark, estimator: str, *, seeds: Sequence[int] = DEFAULT_SEEDS,
+                       fits: FennecFits | None = None) -> EstimatorOutcome:
+    """Leave-one-task-out evaluation of one estimator of :data:`ESTIMATORS` (nothing is logged)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose among {list(ESTIMATORS)}")
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    table, targets = benchmark.P, benchmark.targets
+    fits = fits or FennecFits(benchmark)
+    base = {"estimator": estimator, "seeds": ",".join(map(str, seeds))}
+    if estimator == "popularity":
+        return EstimatorOutcome(estimator, ev.leave_one_task_out(table, ev.popularity, targets), base)
+    if estimator == "family-mean":
+        return EstimatorOutcome(estimator, ev.leave_one_task_out(table, ev.family_mean(benchmark.families), targets),
+                                {**base, "families": benchmark.families.nunique()})
+    if estimator == "random":
+        return EstimatorOutcome(estimator, _over_seeds(table, ev.random_baseline, seeds, targets), base)
+
+    fennec_params = {**fits.params, "task_vector_source": "task_meta", "proxy_features": "none (no images)"}
+    if estimator in ("fennec", "fennec-no-transfer", "fennec-no-meta"):
+        alpha = {"fennec": fits.params["alpha"], "fennec-no-transfer": 1.0, "fennec-no-meta": 0.0}[estimator]
+        result = _over_seeds(table, lambda s: fennec_predictor(fits, s, alpha), seeds, targets)
+        return EstimatorOutcome(estimator, result, {**base, **fennec_params, "alpha": alpha})
+    if estimator == "fennec-additive-meta":
+        additive = FennecFits(benchmark, {**fits.params, "meta_interactions": False})
+        result = _over_seeds(table, lambda s: fennec_predictor(additive, s, additive.params["alpha"]), seeds, targets)
+        return EstimatorOutcome(estimator, result, {**base, **fennec_params, **additive.params})
+
+    n_known = int(estimator.rsplit("-", 1)[1])
+    alpha = fits.params["alpha"]
+    known: dict = {}
+    result = _over_seeds(table, lambda s: warm_start_predictor(fits, table, s, n_known, alpha, known),
+                         seeds, targets, missing="skip")
+    expected = sum(min(n_known, int(table[t].notna().sum())) for t in targets)
+    if result.per_target["n_unscored"].sum() != expected:  # only the known entries may go unscored
+        raise AssertionError(f"{estimator}: {result.per_target['n_unscored'].sum()} unscored cells, expected {expected}")
+    cold = _over_seeds(table, lambda s: excluding_known(fennec_predictor(fits, s, alpha), table, n_known, s),
+                       seeds, targets, missing="skip")
+    popular = _over_seeds(table, lambda s: excluding_known(ev.popularity, table, n_known, s),
+                          seeds, targets, missing="skip")
+    return EstimatorOutcome(
+        estimator, result,
+        {**base, **fennec_params, "alpha": alpha, "known_entries": n_known, "known_entries_in_metric": False},
+        extra_metrics={**_paired_metrics("paired_cold", cold), **_paired_metrics("paired_popularity", popular)},
+        artifacts={"known_entries.json": known})
+
+
+# --------------------------------------------------------------------------- figures
+
+def scatter_figure(result: ev.EvaluationResult, title: str, units: str = ""):
+    """Predicted score vs true accuracy, one panel per target, Pearson in each title (first repeat)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = result.predictions
+    if "repeat" in cells:
+        cells = cells[cells["repeat"] == cells["repeat"].min()]
+    targets = list(result.per_target.index)
+    columns = min(4, len(targets))
+    rows = int(np.ceil(len(targets) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False)
+    for axis, target in zip(axes.ravel(), targets):
+        points = cells[cells["target"] == target]
+        axis.scatter(points["predicted"], points["true"], s=12, alpha=0.75, color="#4C72B0")
+        r = result.per_target.at[target, "pearson"]
+        axis.set_title(f"{target}  r={r:.2f}" if np.isfinite(r) else target, fontsize=9)
+        axis.tick_params(labelsize=7)
+    for axis in axes.ravel()[len(targets):]:
+        axis.set_visible(False)
+    for axis in axes[:, 0]:
+        axis.set_ylabel(f"true {units}".strip(), fontsize=8)
+    for axis in axes[-1, :]:
+        axis.set_xlabel("predicted score", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+# --------------------------------------------------------------------------- MLflow
+
+def log_outcome(outcome: EstimatorOutcome, benchmark: Benchmark, experiment: str, tags: dict | None = None) -> str:
+    """Write one evaluation run (tags, params, metrics, scatter, tables); returns its id.
+
+    ``tags``: extra run tags, e.g. the ``fennec.cell`` key that makes a re-run skip it."""
+    import matplotlib.pyplot as plt
+    import mlflow
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+
+    from fennec_mlflow.store import tracking
+
+    tags = {tracking.KIND_TAG: "evaluation", EVALUATION_TAG_BENCHMARK: benchmark.name, **(tags or {})}
+    mean = outcome.result.summary["mean_pearson"]
+    with tracking.own_run(experiment, outcome.estimator, tags) as run:
+        mlflow.log_params({**benchmark.summary(), **outcome.params})
+        mlflow.log_metrics({k: v for k, v in outcome.metrics().items() if v is not None and np.isfinite(v)})
+        source = (HTTPDatasetSource(benchmark.sources[0]) if benchmark.sources
+                  else CodeDatasetSource(tags={"benchmark": benchmark.name}))
+        dataset = mlflow.data.from_pandas(benchmark.P.reset_index(), name=f"{benchmark.name}-performance-matrix",
+                                          source=source)
+        mlflow.log_input(dataset, context="evaluation")
+        figure = scatter_figure(outcome.result, f"{benchmark.name}: {outcome.estimator} "
+                                f"(mean Pearson {100 * mean:.1f})", benchmark.units)
+        mlflow.log_figure(figure, "scatter.png")
+        plt.close(figure)
+        mlflow.log_text(outcome.result.predictions.to_csv(index=False), "predictions.csv")
+        mlflow.log_text(outcome.result.per_target.to_csv(), "per_target.csv")
+        for name, value in outcome.artifacts.items():
+            mlflow.log_text(json.dumps(value, indent=1, sort_keys=True), name)
+        outcome.run_id = run.info.run_id
+    return outcome.run_id
+
+
+@dataclass
+class EvaluationRuns:
+    """What :func:`run_evaluation` did: the experiment and one outcome (with its run id) per estimator."""
+
+    benchmark: str
+    experiment: str
+    outcomes: dict[str, EstimatorOutcome]
+
+    def table(self) -> pd.DataFrame:
+        """Estimators x mean metrics (correlations x 100), the order they were run in."""
+        rows = {}
+        for name, outcome in self.outcomes.items():
+            s = outcome.metrics()
+            rows[name] = {"mean_pearson": 100 * s["mean_pearson"], "mean_spearman": 100 * s["mean_spearman"],
+                          "mean_weighted_tau": 100 * s["mean_weighted_tau"], "mean_top1_regret": s["mean_top1_regret"],
+                          "mean_top5_hit": s["mean_top5_hit"], "run_id": outcome.run_id}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _estimator_list(estimators: str | Iterable[str] | None) -> list[str]:
+    if estimators is None:
+        return list(ESTIMATORS)
+    if isinstance(estimators, str):
+        estimators = [e.strip() for e in estimators.split(",") if e.strip()]
+    chosen = list(dict.fromkeys(estimators))
+    unknown = [e for e in chosen if e not in ESTIMATORS]
+    if unknown or not chosen:
+        raise ValueError(f"unknown estimator(s) {unknown}; choose among {list(ESTIMATORS)}")
+    return chosen
+
+
+def run_evaluation(benchmark: str | Benchmark, *, experiment: str | None = None, estimators: str | Iterable[str] | None = None,
+                   seeds: Sequence[int] = DEFAULT_SEEDS, progress: bool = True,
+                   fennec_params: dict | None = None) -> EvaluationRuns:
+    """Evaluate ``estimators`` (default: all of :data:`ESTIMATORS`) on ``benchmark`` leave-one-task-out
+    and log one run per estimator in ``experiment`` (default ``fennec-eval-<benchmark>``).
+
+    ``benchmark``: a name of :data:`fennec_mlflow.bench.public.BENCHMARK_NAMES` or a
+    :class:`~fennec_mlflow.bench.public.Benchmark` of your own.
+    ``estimators``: names or one comma-separated string. ``seeds``: Fennec's random states, the
+    warm-start draws and the random baseline's seeds (results averaged over them).
+    ``fennec_params``: override Fennec's defaults (``k``, ``alpha``, ``nmf_l2``, ...) for every
+    Fennec variant (the ablations keep their own alpha); the run params record what was used.
+    """
+    from tqdm.auto import tqdm
+
+    from fennec_mlflow.store import tracking
+
+    chosen = _estimator_list(estimators)
+    bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)
+    experiment = experiment or experiment_name(bench.name)
+    fits = FennecFits(bench, fennec_params)
+    outcomes: dict[str, EstimatorOutcome] = {}
+    for name in tqdm(chosen, desc=f"evaluate {bench.name}", unit="estimator", disable=not progress):
+        outcome = evaluate_estimator(bench, name, seeds=seeds, fits=fits)
+        log_outcome(outcome, bench, experiment)
+        outcomes[name] = outcome
+    runs = EvaluationRuns(bench.name, experiment, outcomes)
+    summary = {f"{name}.mean_pearson": o.result.summary["mean_pearson"] for name, o in outcomes.items()}
+    tracking.annotate_project_run("evaluate", summary)
+    return runs

@@ -1,0 +1,678 @@
+"""An end-to-end benchmark with real fine-tunes, built offline: the paper's Table 1 on synthetic data.
+
+Does Fennec, without labels on the target and without a forward pass of the candidates, rank a
+zoo as well as the label-based estimators that need every candidate's features? The public
+tables have no images, so this is tested on a benchmark the project builds itself:
+
+- **zoo**: CIFAR-size pytorchcv architectures from different families, each pre-trained by
+  the project (:mod:`fennec_mlflow.training.pretrain`) on several synthetic source domains, PARC-style
+  (every architecture sees ``sources_per_arch`` of the sources, rotated so architecture and
+  source are not confounded);
+- **history**: synthetic tasks whose FDA scores of every model form Fennec's performance matrix;
+- **targets**: synthetic tasks of several domain families, class counts and sizes. Ground
+  truth: a real full fine-tune of every model on every target with the fine-tune runner (the
+  grid is part of the configuration), the test accuracy of the best grid point by validation.
+
+Evaluation is leave-one-target-out. For target ``t``:
+
+- ``fennec`` and its ablations fit on the FDA scores of the history tasks *and of the other
+  targets* (past tasks too), never on anything of ``t``; ``t`` enters only through its proxy
+  features (a label-free sample of its images through the proxy encoder) and its public facts
+  (class count, image count, domain). ``fennec-warm-<n>``: also told the FDA scores of ``n``
+  random models on ``t`` (which needs ``t``'s labels and ``n`` forward passes, counted as such);
+- each registered estimator (and ETran's and NCTI's published combinations of their parts)
+  scores every model on ``t``'s labelled probe;
+- ``popularity``, ``family-mean`` (by architecture) and ``random`` use the true fine-tune
+  accuracies of the other targets.
+
+Costs per target, as the paper splits them: **feature extraction** (forward passes: every
+candidate on the probe for the estimators; the proxy encoder on the sample for Fennec) and
+**calculation** (the estimator on the features, or Fennec's online ranking). Fennec's offline
+fit is logged separately (``offline_fit_seconds``): like the history, it is paid once.
+
+Every cell (pre-trained models are files; fine-tunes, FDA and estimator scores, archi2vec,
+task proxies are runs in ``fennec-bench-<name>``) is computed once: a killed benchmark
+restarts where it stopped. One evaluation run per estimator goes to ``fennec-eval-<name>``,
+keyed so a restart does not log it twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fennec_mlflow import config
+from fennec_mlflow.core import evaluation as ev
+from fennec_mlflow.store import tracking
+from fennec_mlflow.bench.public import Benchmark
+from fennec_mlflow.store.knowledge import Knowledge
+from fennec_mlflow.bench.evaluate import (FENNEC_DEFAULTS, EstimatorOutcome, capped_k, draw_known,
+                                           experiment_name, log_outcome)
+from fennec_mlflow.training.pretrain import PretrainBudget
+
+SYNTHETIC_BENCHMARKS = ("synthetic", "synthetic-smoke")
+BASELINES = ("popularity", "family-mean", "random")
+COMBINED = {"etran": ("etran_energy", "etran_lda"), "ncti": ("ncti_ncc", "ncti_seli", "ncti_vc")}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A synthetic task rendered with ``samples_per_class`` images per class (render seed 0)."""
+
+    name: str
+    samples_per_class: int
+
+    def task(self):
+        from fennec_mlflow.data.synthetic import synthetic_task
+
+        return synthetic_task(self.name, samples_per_class=self.samples_per_class)
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Everything that defines one synthetic benchmark (its hash keys the evaluation runs)."""
+
+    name: str
+    archs: tuple[str, ...]
+    sources: tuple[str, ...]
+    sources_per_arch: int
+    history: tuple[TaskSpec, ...]
+    targets: tuple[TaskSpec, ...]
+    pretrain: PretrainBudget
+    finetune_lrs: tuple[float, ...]
+    finetune_wds: tuple[float, ...]
+    finetune_batch_size: int
+    finetune_epochs: int
+    finetune_patience: int
+    probe_size: int
+    proxy_sample_size: int
+    seeds: tuple[int, ...]
+    warm_known: tuple[int, ...]
+    # Estimators also scored on the history tasks, each giving a Fennec row with that history
+    # instead of FDA (``fennec-<estimator>-history``).
+    history_estimators: tuple[str, ...] = ()
+
+    @property
+    def zoo(self) -> tuple[tuple[str, str], ...]:
+        """(arch, source) pairs: architecture i takes sources i, i+s, i+2s, ... (mod the source
+        count) with a stride s that changes every len(sources) architectures, so the pairs spread
+        over the sources instead of repeating one pattern."""
+        n = len(self.sources)
+        pairs = []
+        for i, arch in enumerate(self.archs):
+            stride = 1 + (i // n) % max(1, n - 1)
+            pairs += [(arch, self.sources[(i + j * stride) % n]) for j in range(self.sources_per_arch)]
+        return tuple(pairs)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [f"{arch}@{source}" for arch, source in self.zoo]
+
+    @property
+    def task_names(self) -> list[str]:
+        return [spec.name for spec in (*self.history, *self.targets)]
+
+    @property
+    def target_names(self) -> list[str]:
+        return [spec.name for spec in self.targets]
+
+    def finetune_config(self, progress: bool = False):
+        from fennec_mlflow.training.finetune import FinetuneConfig
+
+        return FinetuneConfig(learning_rates=self.finetune_lrs, weight_decays=self.finetune_wds,
+                              batch_size=self.finetune_batch_size, max_epochs=self.finetune_epochs,
+                              patience=self.finetune_patience, seed=0, progress=progress)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha1(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def describe(self) -> dict[str, object]:
+        """Run params describing the benchmark."""
+        return {"benchmark_fingerprint": self.fingerprint(), "zoo_archs": ",".join(self.archs),
+                "zoo_sources": ",".join(self.sources), "history_tasks": ",".join(s.name for s in self.history),
+                "finetune_grid": (f"lr {','.join(f'{v:g}' for v in self.finetune_lrs)}; wd "
+                                  f"{','.join(f'{v:g}' for v in self.finetune_wds)}; batch {self.finetune_batch_size}; "
+                                  f"<= {self.finetune_epochs} epochs, patience {self.finetune_patience}"),
+                "probe_size": self.probe_size, "proxy_sample_size": self.proxy_sample_size}
+
+
+# Eight pytorchcv CIFAR families, the cheapest to train on a CPU (training throughput within
+# 1.6x of resnet20; densenet, nin, ror, pyramidnet and resnext cost 2-12x): post- and
+# pre-activation residual, squeeze-and-excitation on both, DIA attention on both, shake-shake
+# branches and stochastic depth. Their autograd graphs differ, which archi2vec sees.
+FULL_ARCHS = (
+    "resnet20_cifar10", "preresnet20_cifar10", "seresnet20_cifar10", "sepreresnet20_cifar10",
+    "diaresnet20_cifar10", "diapreresnet20_cifar10", "shakeshakeresnet20_2x16d_cifar10", "resdropresnet20_cifar10",
+)
+# Three specialist domains every family learns within the budget (see pretrain.DEMO_SOURCES)
+# plus the broad mix, a generalist like ImageNet.
+FULL_SOURCES = ("glyphs-lower-10", "gratings-orient-8", "blobs-size-4", "mix")
+
+CONFIGS: dict[str, BenchmarkConfig] = {
+    # 16 models x 8 targets: the whole benchmark in well under an hour on 2 CPU cores.
+    "synthetic": BenchmarkConfig(
+        name="synthetic",
+        archs=FULL_ARCHS,
+        sources=FULL_SOURCES,
+        sources_per_arch=2,
+        # Nine tasks of every family, none a source or a target.
+        history=tuple(TaskSpec(n, 80) for n in (
+            "digits-noisy-bg", "digits-5class", "digits-inverted", "shapes-4", "shapes-textured-10",
+            "gratings-orient-4", "gratings-texture-6", "glyphs-upper-26", "blobs-count-3")),
+        # Five families, 2 to 20 classes, 300 to 500 images.
+        targets=(TaskSpec("digits-color", 40), TaskSpec("digits-parity", 150), TaskSpec("shapes-8", 50),
+                 TaskSpec("shapes-outline-6", 60), TaskSpec("gratings-freq-5", 60), TaskSpec("glyphs-upper-10", 40),
+                 TaskSpec("glyphs-mixed-20", 25), TaskSpec("blobs-count-5", 80)),
+        pretrain=PretrainBudget(images_per_source=400, epochs=8, mix_images=930, mix_epochs=8),
+        finetune_lrs=(0.05, 0.01), finetune_wds=(5e-4,), finetune_batch_size=32, finetune_epochs=6,
+        finetune_patience=2,
+        probe_size=300,
+        proxy_sample_size=100,
+        seeds=(0, 1, 2),
+        warm_known=(3,),
+        # Added after the first full run showed FDA's own correlation with the fine-tunes
+        # capping Fennec's: an ablation of the history source, not a tuned default.
+        history_estimators=("logme",),
+    ),
+    # The CI smoke test: every stage on tiny inputs, in about a minute. Quality means nothing here.
+    "synthetic-smoke": BenchmarkConfig(
+        name="synthetic-smoke",
+        archs=("resnet20_cifar10", "preresnet20_cifar10"),
+        sources=("blobs-size-4", "gratings-orient-8"),
+        sources_per_arch=2,
+        history=(TaskSpec("shapes-4", 10), TaskSpec("digits-5class", 10)),
+        targets=(TaskSpec("blobs-count-3", 14), TaskSpec("gratings-freq-5", 10), TaskSpec("glyphs-upper-10", 8)),
+        pretrain=PretrainBudget(images_per_source=48, epochs=1, mix_images=186, mix_epochs=1),
+        finetune_lrs=(0.05,), finetune_wds=(5e-4,), finetune_batch_size=16, finetune_epochs=1,
+        finetune_patience=1,
+        probe_size=40,
+        proxy_sample_size=20,
+        seeds=(0,),
+        warm_known=(2,),
+        history_estimators=("logme",),
+    ),
+}
+
+
+def get_config(name: str) -> BenchmarkConfig:
+    if name not in CONFIGS:
+        raise ValueError(f"unknown synthetic benchmark {name!r}; choose one of {list(CONFIGS)}")
+    return CONFIGS[name]
+
+
+def cells_experiment(name: str) -> str:
+    """The experiment holding a benchmark's cells (fine-tunes, scores, proxies, archi2vec)."""
+    return f"fennec-bench-{name}"
+
+
+def default_workdir(name: str) -> Path:
+    return config.cache_dir("bench", name)
+
+
+# --------------------------------------------------------------------------- the data, read from the store
+
+@dataclass
+class BenchmarkData:
+    """What the evaluation reads back from the cells experiment.
+
+    truth: models x targets, fine-tuned test accuracy. knowledge: FDA over history + targets,
+    model and task meta, task proxies. scores[e]: models x targets of estimator ``e``.
+    feature_seconds: models x targets, one model's forward passes over the target's probe.
+    score_seconds[e]: models x targets, estimator ``e``'s calculation. proxy_seconds: per task,
+    the proxy encoder's pass over the task's sample.
+    """
+
+    truth: pd.DataFrame
+    knowledge: Knowledge
+    scores: dict[str, pd.DataFrame]
+    feature_seconds: pd.DataFrame
+    score_seconds: dict[str, pd.DataFrame]
+    proxy_seconds: pd.Series
+    encoder: str
+    history_scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # estimator -> models x all tasks
+
+
+def _matrix(kind: str, experiment: str, models: list[str], tasks: list[str], *, metric: str | None = None,
+            estimator: str | None = None) -> pd.DataFrame:
+    values = tracking.load_matrix(kind, experiment=experiment, metric=metric, estimator=estimator).values
+    missing = [(m, t) for m in models for t in tasks
+               if m not in values.index or t not in values.columns or pd.isna(values.at[m, t])]
+    if missing:
+        what = f"{kind} runs" + (f" of {estimator}" if estimator else "") + (f" (metric {metric})" if metric else "")
+        raise tracking.TrackingError(f"{len(missing)} cell(s) have no finished {what} in {experiment!r}, e.g. "
+                                     f"{missing[:3]}; run the benchmark to completion first")
+    return values.loc[models, tasks].astype(float)
+
+
+def load_benchmark_data(config: BenchmarkConfig, encoder: str, estimators: Sequence[str],
+                        experiment: str | None = None) -> BenchmarkData:
+    from fennec_mlflow.store.knowledge import build_knowledge
+
+    experiment = experiment or cells_experiment(config.name)
+    models, targets = config.model_names, config.target_names
+    knowledge = build_knowledge(kind="fda", encoder=encoder, models=models, tasks=config.task_names,
+                                experiment=experiment)
+    scores, score_seconds = {}, {}
+    for name in estimators:
+        kind = "fda" if name == "fda" else "estimator"
+        estimator = None if name == "fda" else name
+        scores[name] = _matrix(kind, experiment, models, targets, estimator=estimator)
+        score_seconds[name] = _matrix(kind, experiment, models, targets, metric="score_seconds", estimator=estimator)
+    proxy_runs = tracking.runs_of_kind("task-proxy", experiment=experiment,
+                                       extra_filter=f"params.encoder = '{encoder}'")
+    proxy_seconds: dict[str, float] = {}
+    for run in proxy_runs:  # newest first
+        proxy_seconds.setdefault(run.data.tags[tracking.TASK_TAG], float(run.data.metrics["seconds"]))
+    history_scores = {name: _matrix("estimator", experiment, models, config.task_names, estimator=name)
+                      for name in config.history_estimators if name in estimators}
+    return BenchmarkData(
+        history_scores=history_scores,
+        truth=_matrix("finetune", experiment, models, targets),
+        knowledge=knowledge, scores=scores,
+        feature_seconds=_matrix("fda", experiment, models, targets, metric="feature_seconds"),
+        score_seconds=score_seconds, proxy_seconds=pd.Series(proxy_seconds), encoder=encoder)
+
+
+# --------------------------------------------------------------------------- predictors and their costs
+
+@dataclass
+class Costs:
+    """Seconds per target spent on feature extraction and on calculation (per repeat: the last wins)."""
+
+    feature: dict[str, float] = field(default_factory=dict)
+    calculation: dict[str, float] = field(default_factory=dict)
+
+    def add(self, target: str, feature: float, calculation: float) -> None:
+        self.feature[target], self.calculation[target] = float(feature), float(calculation)
+
+    def metrics(self) -> dict[str, float]:
+        out = {"feature_seconds": float(np.mean(list(self.feature.values()))),
+               "calculation_seconds": float(np.mean(list(self.calculation.values())))}
+        out["total_seconds"] = out["feature_seconds"] + out["calculation_seconds"]
+        for target in self.feature:
+            out[f"feature_seconds.{target}"] = self.feature[target]
+            out[f"calculation_seconds.{target}"] = self.calculation[target]
+        return out
+
+
+def estimator_predictor(data: BenchmarkData, name: str, costs: Costs) -> ev.Predictor:
+    """The scores of registered estimator ``name`` (or of a published combination, :data:`COMBINED`)."""
+    from fennec_mlflow.core.estimators.etran import etran_combine
+    from fennec_mlflow.core.estimators.ncti import ncti_combine
+
+    parts = COMBINED.get(name, (name,))
+
+    def predict(history: pd.DataFrame, target: str) -> pd.Series:
+        start = time.perf_counter()
+        columns = [data.scores[part][target].reindex(history.index) for part in parts]
+        if name == "etran":
+            values = etran_combine(*columns)
+        elif name == "ncti":  # the registered ncti_vc is minus the paper's S_vc
+            values = ncti_combine(np.column_stack([columns[0], columns[1], -columns[2]]))
+        else:
+            values = columns[0].to_numpy()
+        combine = time.perf_counter() - start if name in COMBINED else 0.0
+        calculation = sum(float(data.score_seconds[part][target].sum()) for part in parts) + combine
+        costs.add(target, data.feature_seconds[target].sum(), calculation)
+        return pd.Series(values, index=history.index, name=name)
+    return predict
+
+
+class TargetFennecFits:
+    """Fennec fitted per (target, seed) on a history matrix without the target's column.
+
+    ``history``: models x tasks (the targets among them), by default the FDA knowledge.
+    ``alpha`` only enters the merge, so the full model, both ablations and the warm start of
+    one (target, seed) share a fit.
+    """
+
+    def __init__(self, data: BenchmarkData, params: dict | None = None, history: pd.DataFrame | None = None):
+        self.data = data
+        self.history = data.knowledge.P if history is None else history
+        self.params = {**FENNEC_DEFAULTS, **(params or {})}
+        self._fits: dict[tuple[str, int], object] = {}
+        self.fit_seconds: dict[str, float] = {}
+
+    def get(self, target: str, seed: int, hidden: tuple[str, ...] = ()):
+        """The fit for ``target``; ``hidden``: more tasks left out of it (an outer target, in nested CV)."""
+        from fennec_mlflow.core.recommender import Fennec
+
+        key = (target, int(seed), tuple(sorted(hidden)))
+        if key not in self._fits:
+            k = self.data.knowledge
+            P = self.history.drop(columns=[target, *hidden])
+            tasks = list(P.columns)
+            params = {name: v for name, v in self.params.items() if name != "alpha"}
+            params["k"] = capped_k(params["k"], P)
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)
+                self._fits[key] = Fennec(**params, random_state=int(seed)).fit(
+                    P, k.model_meta, k.task_meta.loc[tasks], k.task_proxy.loc[tasks])
+            if not hidden:
+                self.fit_seconds[target] = time.perf_counter() - start
+        return self._fits[key]
+
+    def rank(self, target: str, seed: int, alpha: float, known_scores: dict | None = None,
+             hidden: tuple[str, ...] = ()) -> tuple[pd.Series, float]:
+        """Scores of every model for ``target`` and the seconds the online ranking took."""
+        k = self.data.knowledge
+        model = self.get(target, seed, hidden)
+        model.set_params(alpha=float(alpha))
+        start = time.perf_counter()
+        ranking = model.rank(k.task_meta.loc[target], k.task_proxy.loc[target], known_scores=known_scores)
+        seconds = time.perf_counter() - start
+        return ranking.set_index("model")["score"], seconds
+
+
+def fennec_predictor(fits: TargetFennecFits, seed: int, alpha: float, costs: Costs, n_known: int = 0,
+                     record: dict | None = None) -> ev.Predictor:
+    """Fennec from its fits' history and the target's proxy; with ``n_known`` > 0 (FDA history
+    only) also told the FDA scores of that many random models on the target (their forward
+    passes and FDA are costs)."""
+    data = fits.data
+
+    def predict(history: pd.DataFrame, target: str) -> pd.Series:
+        feature = float(data.proxy_seconds[target])
+        calculation = 0.0
+        known_scores = None
+        if n_known:
+            fda = data.knowledge.P[target]
+            known = draw_known(fda, n_known, seed, target)
+            known_scores = {m: float(fda[m]) for m in known}
+            if record is not None:
+                record.setdefault(str(seed), {})[target] = known_scores
+            feature += float(data.feature_seconds.loc[known, target].sum())
+            calculation += float(data.score_seconds["fda"].loc[known, target].sum())
+        scores, seconds = fits.rank(target, seed, alpha, known_scores)
+        costs.add(target, feature, calculation + seconds)
+        return scores.reindex(history.index)
+    return predict
+
+
+NESTED_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def nested_cv_predictor(histories: dict[str, TargetFennecFits], seed: int, costs: Costs,
+                        record: dict | None = None) -> ev.Predictor:
+    """Fennec with its history source (a key of ``histories``) and alpha chosen per target by an
+    inner leave-one-target-out over the *other* targets, whose fits never see the outer target
+    (neither its scores nor, through them, its labels). The honest figure for such a choice."""
+    data = next(iter(histories.values())).data
+    truth = data.truth
+
+    def predict(history: pd.DataFrame, target: str) -> pd.Series:
+        inner_targets = [u for u in truth.columns if u != target]
+        best = (-np.inf, "", 0.0)
+        for name, fits in histories.items():
+            for alpha in NESTED_ALPHAS:
+                values = [ev.pearson(fits.rank(u, seed, alpha, hidden=(target,))[0].reindex(truth.index), truth[u])
+                          for u in inner_targets]
+                score = float(np.nanmean(values)) if np.isfinite(values).any() else -np.inf
+                if score > best[0]:
+                    best = (score, name, alpha)
+        score, name, alpha = best
+        if record is not None:
+            record.setdefault(str(seed), {})[target] = {"history": name, "alpha": alpha, "inner_mean_pearson": score}
+        scores, seconds = histories[name].rank(target, seed, alpha)
+        costs.add(target, float(data.proxy_seconds[target]), seconds)
+        return scores.reindex(history.index)
+    return predict
+
+
+def baseline_costs(predict: ev.Predictor, costs: Costs) -> ev.Predictor:
+    def timed(history: pd.DataFrame, target: str) -> pd.Series:
+        start = time.perf_counter()
+        scores = predict(history, target)
+        costs.add(target, 0.0, time.perf_counter() - start)
+        return scores
+    return timed
+
+
+# --------------------------------------------------------------------------- the evaluation
+
+FENNEC_VARIANTS = {"fennec": None, "fennec-no-transfer": 1.0, "fennec-no-meta": 0.0}
+# Fennec whose history is the fine-tuned accuracies of the other targets instead of FDA scores
+# (the performance matrix the design allows besides FDA); the target still gives no label.
+FINETUNE_HISTORY = "fennec-finetune-history"
+# History source (FDA or an estimator of ``history_estimators``) and alpha chosen by nested CV.
+NESTED_CV = "fennec-nested-cv"
+
+
+def history_row(estimator: str) -> str:
+    return f"fennec-{estimator}-history"
+
+
+def other_history(name: str, data: BenchmarkData) -> tuple[pd.DataFrame, str] | None:
+    """The history matrix (and its description) of a Fennec row that does not learn from FDA."""
+    if name == FINETUNE_HISTORY:
+        return data.truth, "fine-tune accuracies of the other targets"
+    for estimator, scores in data.history_scores.items():
+        if name == history_row(estimator):
+            return scores, f"{estimator} (history tasks + the other targets)"
+    return None
+
+
+def evaluation_names(config: BenchmarkConfig, estimators: Sequence[str]) -> list[str]:
+    """Every row of the benchmark's table, in table order."""
+    combined = [name for name, parts in COMBINED.items() if all(p in estimators for p in parts)]
+    return [*FENNEC_VARIANTS, *(f"fennec-warm-{n}" for n in config.warm_known), FINETUNE_HISTORY,
+            *(history_row(name) for name in config.history_estimators if name in estimators), NESTED_CV,
+            *estimators, *combined, *BASELINES]
+
+
+def as_benchmark(config: BenchmarkConfig, data: BenchmarkData) -> Benchmark:
+    """The truth and meta tables in the shape :mod:`fennec_mlflow.bench.evaluate` logs."""
+    from fennec_mlflow.store.knowledge import architecture_of
+
+    truth = data.truth
+    return Benchmark(
+        name=config.name,
+        description=(f"{config.name}: {truth.shape[0]} pre-trained models x {truth.shape[1]} synthetic targets, "
+                     "test accuracy of a real fine-tune (fraction)"),
+        P=truth, model_meta=data.knowledge.model_meta, task_meta=data.knowledge.task_meta.loc[truth.columns],
+        targets=list(truth.columns), families=pd.Series({m: architecture_of(m) for m in truth.index}, name="family"),
+        units="accuracy (fraction)",
+        task_vector_source=f"proxy features of a label-free sample ({data.encoder}) + task facts")
+
+
+def _repeat(table: pd.DataFrame, make: Callable[[int], ev.Predictor], seeds: Sequence[int]) -> ev.EvaluationResult:
+    results = [ev.leave_one_task_out(table, make(seed)) for seed in seeds]
+    return results[0] if len(results) == 1 else ev.aggregate(results)
+
+
+def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark, name: str,
+                 fits: TargetFennecFits) -> EstimatorOutcome:
+    """Leave-one-target-out evaluation of one row of the table (nothing is logged)."""
+    costs = Costs()
+    truth, seeds = data.truth, list(config.seeds)
+    needs_labels = True
+    params: dict[str, object] = {}
+    artifacts: dict[str, object] = {}
+    if name in FENNEC_VARIANTS or name.startswith("fennec-warm-"):
+        n_known = int(name.rsplit("-", 1)[1]) if name.startswith("fennec-warm-") else 0
+        alpha = FENNEC_VARIANTS.get(name)
+        alpha = fits.params["alpha"] if alpha is None else alpha
+        known: dict = {}
+        result = _repeat(truth, lambda s: fennec_predictor(fits, s, alpha, costs, n_known, known), seeds)
+        needs_labels = n_known > 0
+        params = {**fits.params, "alpha": alpha, "history": "fda (history tasks + the other targets)",
+                  "encoder": data.encoder, "seeds": ",".join(map(str, seeds))}
+        if n_known:
+            params["known_fda_entries"] = n_known
+            artifacts["known_entries.json"] = known
+        extra = {"offline_fit_seconds": float(np.mean(list(fits.fit_seconds.values())))}
+    elif other_history(name, data) is not None:
+        matrix, description = other_history(name, data)
+        other = TargetFennecFits(data, fits.params, history=matrix)
+        result = _repeat(truth, lambda s: fennec_predictor(other, s, other.params["alpha"], costs), seeds)
+        needs_labels = False
+        params = {**other.params, "encoder": data.encoder, "seeds": ",".join(map(str, seeds)), "history": description}
+        extra = {"offline_fit_seconds": float(np.mean(list(other.fit_seconds.values())))}
+    elif name == NESTED_CV:
+        histories = {"fda": fits, **{source: TargetFennecFits(data, fits.params, history=scores)
+                                     for source, scores in data.history_scores.items()}}
+        choices: dict = {}
+        result = _repeat(truth, lambda s: nested_cv_predictor(histories, s, costs, choices), seeds)
+        needs_labels = False
+        params = {**{k: v for k, v in fits.params.items() if k != "alpha"}, "encoder": data.encoder,
+                  "seeds": ",".join(map(str, seeds)), "history": "chosen per target: " + ",".join(histories),
+                  "alpha": "chosen per target: " + ",".join(map(str, NESTED_ALPHAS))}
+        artifacts["choices.json"] = choices
+        extra = {"offline_fit_seconds": float(np.mean(list(fits.fit_seconds.values())))}
+    elif name in BASELINES:
+        make = {"popularity": lambda seed: ev.popularity, "family-mean": lambda seed: ev.family_mean(bench.families),
+                "random": ev.random_baseline}[name]
+        used = seeds if name == "random" else seeds[:1]  # only random depends on the seed
+        result = _repeat(truth, lambda seed: baseline_costs(make(seed), costs), used)
+        needs_labels = False
+        params = {"seeds": ",".join(map(str, used)), "history": "fine-tune accuracies of the other targets"}
+        extra = {}
+    else:
+        result = ev.leave_one_task_out(truth, estimator_predictor(data, name, costs))
+        params = {"parts": ",".join(COMBINED.get(name, (name,))), "probe_size": config.probe_size}
+        extra = {}
+    params = {"estimator": name, "needs_target_labels": needs_labels, **params}
+    return EstimatorOutcome(name, result, params, extra_metrics={**costs.metrics(), **extra}, artifacts=artifacts)
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One evaluated row as logged: its run's metrics and whether it needs the target's labels."""
+
+    metrics: dict[str, float]
+    needs_labels: bool
+    run_id: str
+
+
+def run_evaluation(config: BenchmarkConfig, data: BenchmarkData, estimators: Sequence[str], *,
+                   experiment: str | None = None, progress: bool = True) -> dict[str, TableRow]:
+    """Evaluate and log every row of the table not logged yet (one run each); logged rows are read back."""
+    from tqdm.auto import tqdm
+
+    experiment = experiment or experiment_name(config.name)
+    bench = as_benchmark(config, data)
+    fits = TargetFennecFits(data)
+    mlflow_client = tracking.client()
+    logged = tracking.finished_cells(mlflow_client, experiment, "evaluation")
+    stale = tracking.unfinished_cells(mlflow_client, experiment, "evaluation")
+    rows = {}
+    for name in tqdm(evaluation_names(config, estimators), desc=f"evaluate {config.name}", unit="estimator",
+                     disable=not progress):
+        key = tracking.cell_key("evaluation", benchmark=config.fingerprint(), estimator=name, encoder=data.encoder,
+                                estimators=sorted(estimators))
+        if key in logged:
+            run = mlflow_client.get_run(logged[key])
+            rows[name] = TableRow(run.data.metrics, run.data.params.get("needs_target_labels") == "True",
+                                  run.info.run_id)
+            continue
+        outcome = evaluate_one(config, data, bench, name, fits)
+        outcome.params.update(config.describe())
+        tracking.discard_runs(mlflow_client, stale.pop(key, ()))
+        log_outcome(outcome, bench, experiment, tags={tracking.CELL_TAG: key})
+        rows[name] = TableRow(outcome.metrics(), bool(outcome.params["needs_target_labels"]), outcome.run_id)
+    return rows
+
+
+# --------------------------------------------------------------------------- the whole pipeline
+
+@dataclass
+class BenchmarkRun:
+    config: BenchmarkConfig
+    experiment: str
+    rows: dict[str, TableRow]
+    stage_seconds: dict[str, float]
+
+    def table(self) -> pd.DataFrame:
+        """One row per estimator: correlations x 100, regret in accuracy points, seconds per target."""
+        table = {}
+        for name, row in self.rows.items():
+            m = {key: row.metrics.get(key, np.nan) for key in (  # a logged run omits NaN metrics
+                "mean_pearson", "mean_spearman", "mean_weighted_tau", "mean_top1_regret", "feature_seconds",
+                "calculation_seconds")}
+            table[name] = {"labels": "yes" if row.needs_labels else "no",
+                           "pearson": 100 * m["mean_pearson"], "spearman": 100 * m["mean_spearman"],
+                           "weighted_tau": 100 * m["mean_weighted_tau"], "top1_regret": 100 * m["mean_top1_regret"],
+                           "feature_s": m["feature_seconds"], "calculation_s": m["calculation_seconds"]}
+        return pd.DataFrame.from_dict(table, orient="index")
+
+
+@contextmanager
+def _stage(seconds: dict, key: str, label: str, say: Callable[[str], None]):
+    say(f"[{key}] {label} ...")
+    start = time.perf_counter()
+    yield
+    seconds[key] = time.perf_counter() - start
+    say(f"[{key}] done in {seconds[key]:.0f} s")
+
+
+def run_benchmark(config: str | BenchmarkConfig, *, workdir: str | Path | None = None,
+                  experiment: str | None = None, estimators: Iterable[str] | None = None,
+                  progress: bool = True, say: Callable[[str], None] = print) -> BenchmarkRun:
+    """Build the benchmark (pre-train, fine-tune, score, embed, proxy) and evaluate it; resumable.
+
+    ``workdir`` holds the pre-trained models, the feature cache and the proxy encoder (default
+    ``$FENNEC_CACHE_DIR/bench/<name>``). Cells go to ``fennec-bench-<name>``, evaluation runs to
+    ``experiment`` (default ``fennec-eval-<name>``). ``estimators``: the registered estimators
+    to compare (default all; FDA is always computed, it is Fennec's history).
+    """
+    from fennec_mlflow.store.archi2vec_runs import embed_architectures
+    from fennec_mlflow.serving.demo import demo_encoder
+    from fennec_mlflow.core.estimators import available_estimators
+    from fennec_mlflow.data.features import FeatureCache
+    from fennec_mlflow.store.jobs import finetune_cells, proxy_cells, score_cells
+    from fennec_mlflow.data.checkpoints import load_pretrained
+    from fennec_mlflow.training.pretrain import pretrain_demo_zoo
+
+    config = get_config(config) if isinstance(config, str) else config
+    registered = available_estimators()
+    chosen = list(dict.fromkeys(["fda", *(registered if estimators is None else estimators)]))
+    unknown = [e for e in chosen if e not in registered]
+    if unknown:
+        raise ValueError(f"unknown estimator(s) {unknown}; registered: {registered}")
+    workdir = Path(workdir).expanduser() if workdir else default_workdir(config.name)
+    cells = cells_experiment(config.name)
+    stages: dict[str, float] = {}
+    started = time.perf_counter()
+    models_n, targets_n = len(config.zoo), len(config.targets)
+
+    with _stage(stages, "pretrain", f"pre-train {models_n} models on {len(config.sources)} synthetic sources", say):
+        paths = pretrain_demo_zoo(workdir / "zoo", budget=config.pretrain, models=config.zoo, progress=progress)
+        models = [load_pretrained(p).model for p in paths]
+    history = [spec.task() for spec in config.history]
+    targets = [spec.task() for spec in config.targets]
+    with _stage(stages, "finetune", f"fine-tune {models_n} models x {targets_n} targets (ground truth)", say):
+        finetune_cells(models, targets, config=config.finetune_config(progress), experiment=cells, progress=progress)
+    cache = FeatureCache(workdir / "features")
+    probe = {"probe_size": config.probe_size, "experiment": cells, "cache": cache, "progress": progress}
+    with _stage(stages, "fda", f"FDA of {models_n} models on {len(history) + targets_n} tasks", say):
+        score_cells(models, history + targets, estimator="fda", **probe)
+    with _stage(stages, "estimators", f"{len(chosen) - 1} other estimators on the targets", say):
+        for name in chosen[1:]:
+            scored = history + targets if name in config.history_estimators else targets
+            score_cells(models, scored, estimator=name, **probe)
+    with _stage(stages, "archi2vec", "archi2vec of the architectures", say):
+        embed_architectures(sorted(set(config.archs)), experiment=cells, progress=progress)
+    with _stage(stages, "proxy", "task proxies (no labels)", say):
+        encoder = demo_encoder(progress, out_dir=workdir / "proxy", budget=config.pretrain)
+        say(f"    proxy encoder: {encoder.description}")
+        proxy_cells(encoder.encoder, history + targets, sample_size=config.proxy_sample_size, experiment=cells,
+                    progress=progress)
+    with _stage(stages, "evaluation", "leave-one-target-out evaluation", say):
+        data = load_benchmark_data(config, encoder.encoder.name, chosen, cells)
+        experiment = experiment or experiment_name(config.name)
+        rows = run_evaluation(config, data, chosen, experiment=experiment, progress=progress)
+    stages["total"] = time.perf_counter() - started
+    return BenchmarkRun(config, experiment, rows, stages)

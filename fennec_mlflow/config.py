@@ -1,0 +1,61 @@
+"""Every default shared by more than one module, defined once.
+
+Defaults that belong to one object stay with it (an estimator's parameters, ``Fennec``'s
+constructor); the CLI and MLproject read the shared ones from here, and a test checks that
+MLproject's parameter defaults equal the CLI's.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+RESOURCES_DIR = Path(__file__).parent / "resources"
+TASK_FACTS_CSV = RESOURCES_DIR / "task_facts.csv"
+PUBLIC_TABLES_DIR = RESOURCES_DIR / "benchmarks"
+
+DEFAULT_EXPERIMENT = "fennec"
+REGISTERED_MODEL = "fennec"
+CHAMPION_ALIAS = "champion"
+
+PROBE_SIZE = 500  # images per task probe set (FDA and other estimators) and per proxy sample
+PROBE_SEED = 0
+IMAGE_SIZE = 32  # render size of synthetic tasks
+BATCH_SIZE = 64
+
+# Fennec's defaults (the paper's alpha; k is capped at min(M, N) - 1 when the history is small).
+FENNEC_K = 4
+FENNEC_ALPHA = 0.5
+FENNEC_NMF_L2 = 0.1
+FENNEC_DEFAULTS = {"k": FENNEC_K, "alpha": FENNEC_ALPHA, "nmf_l2": FENNEC_NMF_L2}
+
+# The fine-tune grid of the `finetune` entry point (CLI and MLproject).
+FINETUNE_LRS = (0.1, 0.01, 0.001, 0.0001)
+FINETUNE_WDS = (0.01, 0.001, 0.0001, 0.00001)
+FINETUNE_EPOCHS = 30
+FINETUNE_PATIENCE = 5
+
+
+def cache_dir(*parts: str) -> Path:
+    """``$FENNEC_CACHE_DIR`` (default ``~/.cache/fennec-mlflow``), joined with ``parts``."""
+    return Path(os.environ.get("FENNEC_CACHE_DIR", "~/.cache/fennec-mlflow")).expanduser().joinpath(*parts)
+
+
+@contextmanager
+def env_override(**values: str | None) -> Iterator[None]:
+    """Set each variable to its value (None: unset it) inside the block; restore afterwards."""
+    previous = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -1,0 +1,277 @@
+"""The fitted recommender as an MLflow pyfunc model: log, register (``fennec@champion``), load, serve.
+
+Input (a DataFrame), either
+
+- the fast path, one row per target task: ``proxy_0 .. proxy_{d-1}`` (the task's proxy
+  features, :func:`fennec_mlflow.data.proxy.task_proxy_features`) plus the task meta columns
+  ``class_count`` and ``sample_count`` (NaN when unknown) and optionally ``domain``; or
+- images, all rows one target task: column ``image`` holding base64-encoded image files
+  (PNG/JPEG/...), optionally ``class_count``; the server encodes them with the proxy
+  encoder saved inside the model.
+
+Params: ``top_k`` (default 10; 0 = all), ``include`` / ``exclude`` (regular expressions on
+model names), ``max_parameters`` (0 = no limit), ``known_scores`` (a JSON object
+``{"model": score}`` of models already scored on the target: the warm start).
+
+Output: one row per recommended model: ``task_index``, ``rank``, ``model``, ``score``,
+``transfer_score``, ``meta_score``.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import pickle
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+from fennec_mlflow import config
+from fennec_mlflow.errors import FennecError, InvalidInputError
+from fennec_mlflow.core.recommender import Fennec
+
+REGISTERED_NAME = config.REGISTERED_MODEL
+BUNDLED_ENCODER = "bundled"
+CHAMPION = config.CHAMPION_ALIAS
+OUTPUT_COLUMNS = ["task_index", "rank", "model", "score", "transfer_score", "meta_score"]
+
+
+class RankRequestError(InvalidInputError):
+    """A ranking request the model cannot answer; the message says what to send instead."""
+
+
+@dataclass
+class RankerBundle:
+    """Everything the served model needs, independent of MLflow (pickled into one artifact)."""
+
+    fennec: Fennec
+    model_meta: pd.DataFrame  # rows = candidate models, the columns the meta regression was fitted on
+    model_parameters: pd.Series  # parameter count per model, for the max_parameters filter
+    domains: list[str]  # task domains one-hot encoded in the task meta (others -> all zeros)
+    task_meta_fill: pd.Series  # fitted task meta columns, in order, with the values that fill unknowns
+    proxy_dim: int
+    encoder_spec: str  # proxy.load_encoder spec; BUNDLED_ENCODER = the weights file shipped in the model
+    proxy_sample_size: int = config.PROBE_SIZE
+    info: dict = field(default_factory=dict)
+
+
+def task_meta_row(class_count, sample_count, domain, bundle: RankerBundle) -> pd.Series:
+    from fennec_mlflow.store.knowledge import task_meta_row as knowledge_row
+
+    return knowledge_row(class_count, sample_count, domain, bundle.domains, bundle.task_meta_fill)
+
+
+def decode_images(encoded: pd.Series) -> np.ndarray:
+    """base64 image files -> uint8 (n, H, W, 3) at the size of the first image."""
+    from PIL import Image
+
+    images = []
+    size = None
+    for i, text in enumerate(encoded):
+        try:
+            with Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as img:
+                img = img.convert("RGB")
+                size = size or img.size
+                images.append(np.asarray(img.resize(size), dtype=np.uint8))
+        except Exception as exc:
+            raise RankRequestError(f"row {i}: 'image' is not a base64-encoded image file ({type(exc).__name__})") from exc
+    if not images:
+        raise RankRequestError("no images in the request")
+    return np.stack(images)
+
+
+def encode_image_files(images: np.ndarray) -> list[str]:
+    """uint8 (n, H, W, 3) -> base64 PNG strings, the request format of the image path."""
+    from PIL import Image
+
+    out = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        out.append(base64.b64encode(buffer.getvalue()).decode())
+    return out
+
+
+class FennecRanker(mlflow.pyfunc.PythonModel):
+    """The pyfunc wrapper: thin; the ranking itself is :meth:`Fennec.rank`."""
+
+    def load_context(self, context):
+        with open(context.artifacts["bundle"], "rb") as handle:
+            self.bundle: RankerBundle = pickle.load(handle)
+        self.encoder_file = context.artifacts.get("proxy_encoder")
+        self._encoder = None
+
+    def encoder(self):
+        if self._encoder is None:
+            from fennec_mlflow.data.proxy import load_encoder
+
+            spec = self.bundle.encoder_spec
+            self._encoder = load_encoder(f"file:{self.encoder_file}" if spec == BUNDLED_ENCODER else spec)
+        return self._encoder
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        try:
+            return self._rank(model_input, params)
+        except FennecError as exc:
+            # The scoring server answers an MlflowException with its own HTTP status (400 here)
+            # and message at the top level; anything else is a bug and stays a 500 with a trace.
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+
+    def _rank(self, model_input: pd.DataFrame, params: dict | None) -> pd.DataFrame:
+        params = {**default_params(), **(params or {})}
+        bundle = self.bundle
+        frame = pd.DataFrame(model_input)
+        candidates = select_candidates(bundle, params)
+        known = parse_known_scores(params.get("known_scores") or "", bundle)
+        proxy_cols = [f"proxy_{i}" for i in range(bundle.proxy_dim)]
+        if "image" in frame.columns and frame["image"].notna().any():
+            from fennec_mlflow.data.proxy import image_proxy_features
+
+            images = decode_images(frame["image"].dropna())
+            proxy = image_proxy_features(self.encoder(), images, sample_size=bundle.proxy_sample_size)
+            class_count = _first(frame, "class_count")
+            requests = [(proxy, task_meta_row(class_count, len(images), _first(frame, "domain"), bundle))]
+        else:
+            missing = [c for c in proxy_cols if c not in frame.columns]
+            if missing:
+                raise RankRequestError(
+                    f"send either an 'image' column (base64 image files) or the proxy features "
+                    f"proxy_0..proxy_{bundle.proxy_dim - 1}; missing {missing[:3]}{'...' if len(missing) > 3 else ''}")
+            requests = [(row[proxy_cols].to_numpy(dtype=float),
+                         task_meta_row(row.get("class_count", np.nan), row.get("sample_count", np.nan),
+                                       row.get("domain"), bundle))
+                        for _, row in frame.iterrows()]
+        tables = []
+        for index, (proxy, meta) in enumerate(requests):
+            if not np.isfinite(proxy).all():
+                raise RankRequestError(f"task {index}: proxy features contain NaN or inf")
+            table = bundle.fennec.rank(meta, proxy, known_scores=known or None, models=candidates)
+            top_k = int(params["top_k"])
+            table = table.head(top_k) if top_k > 0 else table
+            tables.append(table.assign(task_index=index))
+        return pd.concat(tables, ignore_index=True)[OUTPUT_COLUMNS]
+
+
+def _first(frame: pd.DataFrame, column: str):
+    if column not in frame.columns:
+        return None
+    values = frame[column].dropna()
+    return values.iloc[0] if len(values) else None
+
+
+def default_params() -> dict:
+    return {"top_k": 10, "include": "", "exclude": "", "max_parameters": 0.0, "known_scores": ""}
+
+
+def select_candidates(bundle: RankerBundle, params: dict) -> list[str]:
+    """Candidate models after the include/exclude patterns and the parameter budget."""
+    names = list(bundle.model_meta.index)
+    try:
+        if params.get("include"):
+            names = [n for n in names if re.search(params["include"], n)]
+        if params.get("exclude"):
+            names = [n for n in names if not re.search(params["exclude"], n)]
+    except re.error as exc:
+        raise RankRequestError(f"include/exclude must be regular expressions: {exc}") from exc
+    limit = float(params.get("max_parameters") or 0)
+    if limit > 0:
+        names = [n for n in names if bundle.model_parameters.get(n, np.inf) <= limit]
+    if not names:
+        raise RankRequestError("no candidate model is left after include/exclude/max_parameters")
+    return names
+
+
+def parse_known_scores(text: str, bundle: RankerBundle) -> dict[str, float]:
+    if not text:
+        return {}
+    try:
+        known = {str(k): float(v) for k, v in json.loads(text).items()}
+    except (ValueError, AttributeError) as exc:
+        raise RankRequestError('known_scores must be a JSON object {"model name": score, ...}') from exc
+    unknown = sorted(set(known) - set(bundle.model_meta.index))
+    if unknown:
+        raise RankRequestError(f"known_scores names models the recommender does not know: {unknown[:5]}")
+    return known
+
+
+def signature(bundle: RankerBundle) -> ModelSignature:
+    columns = [ColSpec("string", "image", required=False)]
+    columns += [ColSpec("double", f"proxy_{i}", required=False) for i in range(bundle.proxy_dim)]
+    columns += [ColSpec("double", "class_count", required=False), ColSpec("double", "sample_count", required=False),
+                ColSpec("string", "domain", required=False)]
+    outputs = Schema([ColSpec("long", "task_index"), ColSpec("long", "rank"), ColSpec("string", "model"),
+                      ColSpec("double", "score"), ColSpec("double", "transfer_score"), ColSpec("double", "meta_score")])
+    defaults = default_params()
+    params = ParamSchema([ParamSpec("top_k", "long", defaults["top_k"]), ParamSpec("include", "string", ""),
+                          ParamSpec("exclude", "string", ""), ParamSpec("max_parameters", "double", 0.0),
+                          ParamSpec("known_scores", "string", "")])
+    return ModelSignature(inputs=Schema(columns), outputs=outputs, params=params)
+
+
+MODEL_CODE = Path(__file__).with_name("model_code.py")  # MLflow logs the model from this file
+
+
+@contextlib.contextmanager
+def _model_files(bundle: RankerBundle, encoder_file: Path | None) -> Iterator[dict]:
+    """The artifacts of one saved model: the pickled bundle and, when given, the proxy encoder file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle_path = Path(tmp) / "bundle.pkl"
+        with open(bundle_path, "wb") as handle:
+            pickle.dump(bundle, handle)
+        artifacts = {"bundle": str(bundle_path)}
+        if encoder_file is not None:
+            artifacts["proxy_encoder"] = str(encoder_file)
+        yield {"python_model": str(MODEL_CODE), "artifacts": artifacts, "signature": signature(bundle),
+               "pip_requirements": _requirements()}
+
+
+def save_model(bundle: RankerBundle, path: str | Path, *, encoder_file: Path | None = None,
+               input_example: pd.DataFrame | None = None) -> None:
+    """Save the recommender as a pyfunc model in the local folder ``path`` (like ``mlflow.pyfunc.save_model``)."""
+    with _model_files(bundle, encoder_file) as files:
+        mlflow.pyfunc.save_model(str(path), input_example=input_example, **files)
+
+
+def log_model(bundle: RankerBundle, name: str = "fennec", *, encoder_file: Path | None = None,
+              registered_model_name: str | None = None, input_example: pd.DataFrame | None = None):
+    """Log the recommender as a pyfunc model of the active run (optionally registered); returns MLflow's ModelInfo."""
+    with _model_files(bundle, encoder_file) as files:
+        return mlflow.pyfunc.log_model(name=name, input_example=input_example,
+                                       registered_model_name=registered_model_name, **files)
+
+
+def load_model(model_uri: str) -> FennecRanker:
+    """The recommender behind ``model_uri`` (``models:/fennec@champion``, ``runs:/...``, a folder)."""
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+
+
+def set_champion(version: str | int, mlflow_client: mlflow.MlflowClient | None = None) -> None:
+    """Point the alias ``champion`` of the registered model at ``version``."""
+    (mlflow_client or mlflow.MlflowClient()).set_registered_model_alias(REGISTERED_NAME, CHAMPION, str(version))
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in
+            ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "torch", "torchvision", "pillow")] + ["fennec-mlflow"]
+
+
+def champion_exists(mlflow_client: mlflow.MlflowClient | None = None) -> bool:
+    mlflow_client = mlflow_client or mlflow.MlflowClient()
+    try:
+        mlflow_client.get_model_version_by_alias(REGISTERED_NAME, CHAMPION)
+        return True
+    except mlflow.exceptions.MlflowException:
+        return False

@@ -1,0 +1,72 @@
+"""Rank: the registered recommender's candidates for one target task, logged as a ``rank`` run."""
+from __future__ import annotations
+
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from fennec_mlflow import config
+from fennec_mlflow.data.proxy import task_proxy_features
+from fennec_mlflow.data.tasks import Task
+from fennec_mlflow.serving import flavor as pyfunc
+from fennec_mlflow.store import tracking
+
+
+def rank_task(
+    target: Task,
+    *,
+    model_uri: str = f"models:/{pyfunc.REGISTERED_NAME}@{pyfunc.CHAMPION}",
+    top_k: int = 10,
+    labels_known: bool = False,
+    class_count_hint: int | None = None,
+    params: dict | None = None,
+    experiment: str = tracking.DEFAULT_EXPERIMENT,
+    log: bool = True,
+) -> pd.DataFrame:
+    """Rank the registered model's candidates for ``target``; log the ranking (``fennec.kind=rank``).
+
+    Only the target's images are used (its labels only when ``labels_known``, for the class count).
+    """
+    load_start = time.perf_counter()
+    model = mlflow.pyfunc.load_model(model_uri)
+    load_seconds = time.perf_counter() - load_start
+    ranker: pyfunc.FennecRanker = model.unwrap_python_model()
+    bundle = ranker.bundle
+    start = time.perf_counter()
+    proxy = task_proxy_features(ranker.encoder(), target, sample_size=bundle.proxy_sample_size)
+    proxy_seconds = time.perf_counter() - start
+    request = pd.DataFrame([proxy], columns=[f"proxy_{i}" for i in range(len(proxy))])
+    request["class_count"] = float(target.num_classes if labels_known else (class_count_hint or np.nan))
+    request["sample_count"] = float(target.num_samples)
+    request["domain"] = target.domain if target.domain != "unknown" else None
+    start = time.perf_counter()
+    ranking = model.predict(request, params={**pyfunc.default_params(), **(params or {}), "top_k": top_k})
+    rank_seconds = time.perf_counter() - start
+    ranking = ranking.drop(columns="task_index")
+    if log:
+        with tracking.own_run(experiment, f"rank-{target.name}", {tracking.KIND_TAG: "rank", tracking.TASK_TAG: target.name}):
+            mlflow.log_params({"model_uri": model_uri, "top_k": top_k, "target_source": target.source,
+                               "labels_known": labels_known, "encoder": bundle.info.get("encoder")})
+            mlflow.log_metrics({"rank_seconds": rank_seconds, "proxy_seconds": proxy_seconds,
+                                "model_load_seconds": load_seconds})
+            mlflow.log_table(ranking, "ranking.json")
+            mlflow.log_text(ranking.to_csv(index=False), "ranking.csv")
+            mlflow.log_figure(ranking_chart(ranking, target.name), "ranking.png")
+    return ranking
+
+
+def ranking_chart(ranking: pd.DataFrame, target: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = ranking.head(20).iloc[::-1]
+    figure, axes = plt.subplots(figsize=(8, 0.35 * len(shown) + 1.2))
+    axes.barh(shown["model"], shown["score"], color="#4C72B0")
+    axes.set_xlabel("Fennec score (z-scored merge of transfer and meta scores)")
+    axes.set_title(f"Recommended models for {target}")
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,173 @@
+"""The knowledge base, rebuilt from the store, as the arrays the recommender fits on.
+
+- ``P``: a performance matrix (:func:`tracking.load_matrix`; FDA by default).
+- model meta: log parameter count, and the architecture: the archi2vec embedding of the
+  model's architecture (``arch`` of ``arch@source`` names) reduced by PCA to a few dimensions
+  (the meta regression is fitted on a few dozen models: 128 raw dimensions would be noise),
+  plus graph depth and learnable-layer count; the source domain one-hot where a model name
+  says where it was pre-trained (``arch@source``).
+- task meta: log class count, log sample count, task domain one-hot (the helper that builds a
+  target's row is :func:`task_meta_row`, shared with the served model).
+- task proxy: the proxy features of each task, from ``task-proxy`` runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+from fennec_mlflow.store import tracking
+
+ARCHITECTURE_DIMS = 4
+
+
+@dataclass
+class Knowledge:
+    P: pd.DataFrame
+    model_meta: pd.DataFrame
+    model_parameters: pd.Series
+    task_meta: pd.DataFrame
+    task_proxy: pd.DataFrame | None
+    domains: list[str]
+    task_meta_fill: pd.Series  # column means, used for unknown values of a target task
+
+
+def architecture_of(model: str) -> str:
+    return model.split("@", 1)[0]
+
+
+def source_of(model: str) -> str | None:
+    return model.split("@", 1)[1] if "@" in model else None
+
+
+def source_domain(source: str | None) -> str:
+    """The domain a model was pre-trained on: a synthetic family, the mix, or 'imagenet'."""
+    if source is None:
+        return "imagenet"
+    from fennec_mlflow.data.synthetic import SYNTHETIC_TASKS
+
+    spec = SYNTHETIC_TASKS.get(source)
+    return spec.family if spec is not None else source
+
+
+def model_meta_table(models: list[str], embeddings: pd.DataFrame, architecture_meta: pd.DataFrame,
+                     parameters: pd.Series) -> pd.DataFrame:
+    """One row per model (see the module docstring); architectures without an embedding get zeros."""
+    from sklearn.decomposition import PCA
+
+    archs = sorted({architecture_of(m) for m in models})
+    known = [a for a in archs if a in embeddings.index]
+    arch_features = pd.DataFrame(0.0, index=archs, columns=[f"arch_{i}" for i in range(ARCHITECTURE_DIMS)])
+    if len(known) >= 2:
+        dims = min(ARCHITECTURE_DIMS, len(known) - 1)
+        vectors = embeddings.loc[known].to_numpy()
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
+        arch_features.loc[known, arch_features.columns[:dims]] = PCA(dims, random_state=0).fit_transform(vectors)
+    rows = {}
+    domains = sorted({source_domain(source_of(m)) for m in models})
+    for model in models:
+        arch = architecture_of(model)
+        row = {"log_parameters": np.log(float(parameters.get(model, np.nan))) if model in parameters else np.nan,
+               **arch_features.loc[arch].to_dict()}
+        for column in ("depth", "layers"):
+            value = architecture_meta.loc[arch, column] if arch in architecture_meta.index and column in architecture_meta else np.nan
+            row[f"log_{column}"] = np.log1p(float(value)) if pd.notna(value) else np.nan
+        if len(domains) > 1:
+            for d in domains:
+                row[f"source={d}"] = float(source_domain(source_of(model)) == d)
+        rows[model] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    return table.fillna(table.mean()).fillna(0.0)
+
+
+def task_meta_table(task_facts: pd.DataFrame, domains: list[str]) -> pd.DataFrame:
+    rows = {task: task_meta_values(facts.get("class_count"), facts.get("sample_count"), facts.get("domain"), domains)
+            for task, facts in task_facts.iterrows()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def task_meta_values(class_count, sample_count, domain, domains: list[str]) -> dict[str, float]:
+    def log_or_nan(value) -> float:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return np.nan
+        return float(np.log(value)) if value > 0 else np.nan
+
+    values = {"log_class_count": log_or_nan(class_count), "log_sample_count": log_or_nan(sample_count)}
+    for d in domains:
+        values[f"domain={d}"] = float(domain == d)
+    return values
+
+
+def task_meta_row(class_count, sample_count, domain, domains: list[str], fill: pd.Series) -> pd.Series:
+    """A target task's meta row in the fitted column order; unknown counts take the training mean."""
+    row = pd.Series(task_meta_values(class_count, sample_count, domain, domains))[list(fill.index)]
+    return row.fillna(fill)
+
+
+def load_task_proxies(encoder: str, *, experiment: str = tracking.DEFAULT_EXPERIMENT,
+                      mlflow_client: MlflowClient | None = None) -> pd.DataFrame:
+    """tasks x proxy features of every task-proxy run made with ``encoder`` (newest per task)."""
+    mlflow_client = mlflow_client or tracking.client()
+    runs = tracking.runs_of_kind("task-proxy", experiment=experiment, mlflow_client=mlflow_client,
+                                 extra_filter=f"params.encoder = '{encoder}'")
+    vectors = {}
+    for run in runs:
+        task = run.data.tags[tracking.TASK_TAG]
+        if task not in vectors:
+            vectors[task] = tracking.download_json(mlflow_client, run.info.run_id, "proxy.json")
+    table = pd.DataFrame.from_dict(vectors, orient="index")
+    table.columns = [f"proxy_{i}" for i in range(table.shape[1])]
+    return table.sort_index()
+
+
+def build_knowledge(
+    *,
+    kind: str = "fda",
+    estimator: str | None = None,
+    source: str | None = None,
+    encoder: str | None = None,
+    models: list[str] | None = None,
+    tasks: list[str] | None = None,
+    experiment: str = tracking.DEFAULT_EXPERIMENT,
+    mlflow_client: MlflowClient | None = None,
+) -> Knowledge:
+    """Everything :class:`~fennec_mlflow.core.recommender.Fennec` fits on, read from the store.
+
+    ``models`` / ``tasks`` restrict the matrix to those rows / columns (default: all in the store).
+    """
+    from fennec_mlflow.store.archi2vec_runs import load_architectures
+
+    mlflow_client = mlflow_client or tracking.client()
+    km = tracking.load_matrix(kind, estimator=estimator, source=source, experiment=experiment,
+                              mlflow_client=mlflow_client)
+    if km.values.empty:
+        raise tracking.TrackingError(f"no finished {kind} runs in experiment {experiment!r}: run the "
+                                     f"{'fda' if kind == 'fda' else kind} entry point first")
+    P = km.values
+    for axis, wanted in ((0, models), (1, tasks)):
+        if wanted is not None:
+            missing = sorted(set(wanted) - set(P.axes[axis]))
+            if missing:
+                raise tracking.TrackingError(f"no {kind} runs for {'model' if axis == 0 else 'task'}(s) {missing[:5]}")
+            P = P.loc[wanted] if axis == 0 else P[wanted]
+    models = list(P.index)
+    parameters = pd.to_numeric(km.model_facts.get("parameters", pd.Series(dtype=float)), errors="coerce")
+    embeddings, architecture_meta = load_architectures(experiment=experiment, mlflow_client=mlflow_client)
+    model_meta = model_meta_table(models, embeddings, architecture_meta, parameters)
+    domains = sorted(str(d) for d in km.task_facts.get("domain", pd.Series(dtype=str)).dropna().unique())
+    task_meta = task_meta_table(km.task_facts.reindex(P.columns), domains)
+    fill = task_meta.mean()
+    task_meta = task_meta.fillna(fill).fillna(0.0)
+    task_proxy = None
+    if encoder is not None:
+        proxies = load_task_proxies(encoder, experiment=experiment, mlflow_client=mlflow_client)
+        missing = [t for t in P.columns if t not in proxies.index]
+        if missing:
+            raise tracking.TrackingError(f"no task-proxy run with encoder {encoder!r} for task(s) {missing}")
+        task_proxy = proxies.loc[P.columns]
+    return Knowledge(P=P, model_meta=model_meta, model_parameters=parameters.reindex(models),
+                     task_meta=task_meta, task_proxy=task_proxy, domains=domains, task_meta_fill=fill.fillna(0.0))

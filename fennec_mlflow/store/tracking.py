@@ -1,0 +1,465 @@
+"""The run schema: the one module that writes evidence to MLflow and reads it back.
+
+Every piece of evidence is one run tagged ``fennec.kind`` (plus ``fennec.model`` /
+``fennec.task`` for a cell of the performance matrix). A cell run also carries
+``fennec.cell``, a hash of everything that determines its value (model, weights, task
+content, probe, estimator, ...): writing a cell whose finished run exists is a no-op, a
+crashed or killed run (status FAILED or left RUNNING) is ignored by readers and redone.
+
+Facts travel as params: ``model_*`` params describe the model (``model_parameters``,
+``model_source``, ...), ``task_*`` params the task (``task_class_count``, ...). Readers turn
+them into the model and task fact tables.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from fennec_mlflow import config
+from fennec_mlflow.config import env_override
+from fennec_mlflow.errors import InvalidInputError
+
+KIND_TAG = "fennec.kind"
+MODEL_TAG = "fennec.model"
+TASK_TAG = "fennec.task"
+CELL_TAG = "fennec.cell"
+SOURCE_TAG = "fennec.source"
+KINDS = (
+    "finetune", "finetune-trial", "fda", "estimator", "external", "archi2vec", "archi2vec-corpus",
+    "task-proxy", "fennec-fit", "rank", "tune", "tune-trial", "evaluation",
+)
+# The metric that fills the performance matrix, per kind of cell run.
+MATRIX_METRIC = {"fda": "fda_score", "finetune": "test_accuracy", "estimator": "score", "external": "score"}
+DEFAULT_EXPERIMENT = config.DEFAULT_EXPERIMENT
+_PAGE = 5000
+_MAX_PARAM_LENGTH = 6000
+
+
+@contextlib.contextmanager
+def own_run(experiment: str, run_name: str, tags: dict):
+    """A new run of our own, even under `mlflow run` (whose MLFLOW_RUN_ID would otherwise be resumed)."""
+    with env_override(MLFLOW_RUN_ID=None):
+        mlflow.set_experiment(experiment)
+        with mlflow.start_run(run_name=run_name, tags=tags) as run:
+            yield run
+
+
+class TrackingError(InvalidInputError):
+    """The store cannot answer the question as asked."""
+
+
+def client(tracking_uri: str | None = None) -> MlflowClient:
+    """A client on ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's default (sqlite ``mlflow.db``)."""
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def experiment_id(mlflow_client: MlflowClient, name: str = DEFAULT_EXPERIMENT) -> str:
+    """The id of experiment ``name``, created when missing (a deleted one is restored)."""
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return mlflow_client.create_experiment(name)
+        except mlflow.exceptions.MlflowException:  # another worker created it meanwhile
+            experiment = mlflow_client.get_experiment_by_name(name)
+            assert experiment is not None
+            return experiment.experiment_id
+    if experiment.lifecycle_stage == "deleted":
+        mlflow_client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def cell_key(kind: str, **parts) -> str:
+    """A stable hash of what determines a cell's value."""
+    payload = json.dumps({"kind": kind, **parts}, sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def search_all(mlflow_client: MlflowClient, experiment_ids: list[str], filter_string: str,
+               order_by: list[str] | None = None) -> Iterator[Run]:
+    """Every run matching ``filter_string``, page by page."""
+    token = None
+    while True:
+        page = mlflow_client.search_runs(experiment_ids, filter_string, max_results=_PAGE,
+                                         order_by=order_by, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _cell_runs(mlflow_client: MlflowClient, experiment: str, kind: str, finished: bool) -> list[tuple[str, str]]:
+    """(cell key, run id) of the active runs of ``kind`` that did (or did not) finish, newest first.
+
+    SQL-backed stores are read with one query, as in :func:`load_matrix` (a resumed job checks
+    thousands of cells; MLflow's search spends ~1 ms materialising each run); others with paged search.
+    """
+    exp = mlflow_client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    engine = _sql_engine(mlflow_client)
+    if engine is None:
+        status = "=" if finished else "!="
+        runs = search_all(mlflow_client, [exp.experiment_id],
+                          f"tags.`{KIND_TAG}` = {_quote(kind)} and attributes.status {status} 'FINISHED'",
+                          order_by=["attributes.start_time DESC"])
+        return [(run.data.tags[CELL_TAG], run.info.run_id) for run in runs if CELL_TAG in run.data.tags]
+    import sqlalchemy as sa
+
+    query = ("SELECT c.value, r.run_uuid FROM runs r "
+             "JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = :kind_tag AND k.value = :kind "
+             "JOIN tags c ON c.run_uuid = r.run_uuid AND c.key = :cell_tag "
+             f"WHERE r.experiment_id = :experiment AND r.lifecycle_stage = 'active' "
+             f"AND r.status {'=' if finished else '!='} 'FINISHED' ORDER BY r.start_time DESC, r.run_uuid")
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text(query), {"kind_tag": KIND_TAG, "kind": kind, "cell_tag": CELL_TAG,
+                                                   "experiment": int(exp.experiment_id)}).all()
+    return [(cell, run_id) for cell, run_id in rows]
+
+
+def finished_cells(mlflow_client: MlflowClient, experiment: str, kind: str) -> dict[str, str]:
+    """cell key -> run id of every finished cell run of ``kind`` in ``experiment`` (the newest per cell)."""
+    cells: dict[str, str] = {}
+    for cell, run_id in _cell_runs(mlflow_client, experiment, kind, finished=True):
+        cells.setdefault(cell, run_id)
+    return cells
+
+
+def unfinished_cells(mlflow_client: MlflowClient, experiment: str, kind: str) -> dict[str, list[str]]:
+    """cell key -> ids of the active runs of ``kind`` in ``experiment`` that never finished.
+
+    A job killed while writing a cell leaves such a run (RUNNING, or FAILED after an exception).
+    Jobs whose runs are written in one go discard it (:func:`discard_runs`) just before
+    writing the cell again, so a cell never has two runs; fine-tunes resume theirs instead.
+    """
+    stale: dict[str, list[str]] = {}
+    for cell, run_id in _cell_runs(mlflow_client, experiment, kind, finished=False):
+        stale.setdefault(cell, []).append(run_id)
+    return stale
+
+
+def discard_runs(mlflow_client: MlflowClient, run_ids) -> None:
+    """Delete runs (MLflow's soft delete: every reader here skips deleted runs)."""
+    for run_id in run_ids:
+        mlflow_client.delete_run(run_id)
+
+
+def _params(values: Mapping[str, object]) -> list[Param]:
+    return [Param(k, str(v)[:_MAX_PARAM_LENGTH]) for k, v in values.items() if v is not None]
+
+
+def _metrics(values: Mapping[str, float], step: int = 0) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in values.items() if v is not None and np.isfinite(v)]
+
+
+@dataclass
+class RunRecord:
+    """Everything one run holds, written in one go so a failure never leaves a half-written finished run."""
+
+    kind: str
+    params: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+    model: str | None = None
+    task: str | None = None
+    cell: str | None = None
+    name: str | None = None
+    parent_run_id: str | None = None
+    datasets: list[DatasetInput] = field(default_factory=list)
+    # artifact name -> a dict/list (JSON file), a DataFrame (CSV file), a matplotlib figure
+    # (image file), or a local Path: a file or folder uploaded INTO the artifact folder ``name``
+    artifacts: dict[str, object] = field(default_factory=dict)
+
+    def all_tags(self) -> dict[str, str]:
+        tags = {KIND_TAG: self.kind, **{k: str(v) for k, v in self.tags.items()}}
+        for key, value in ((MODEL_TAG, self.model), (TASK_TAG, self.task), (CELL_TAG, self.cell),
+                           (MLFLOW_PARENT_RUN_ID, self.parent_run_id)):
+            if value is not None:
+                tags[key] = value
+        return tags
+
+
+def start_run(mlflow_client: MlflowClient, experiment_id_: str, record: RunRecord) -> str:
+    """Create a RUNNING run holding ``record``'s tags, params and inputs; returns its id."""
+    run_name = record.name or "-".join(x for x in (record.kind, record.model, record.task) if x)
+    run = mlflow_client.create_run(experiment_id_, tags={**record.all_tags(), MLFLOW_RUN_NAME: run_name},
+                                   run_name=run_name)
+    run_id = run.info.run_id
+    try:
+        mlflow_client.log_batch(run_id, metrics=_metrics(record.metrics), params=_params(record.params))
+        if record.datasets:
+            mlflow_client.log_inputs(run_id, datasets=record.datasets)
+        log_artifacts(mlflow_client, run_id, record.artifacts)
+    except Exception:
+        mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    return run_id
+
+
+def log_artifacts(mlflow_client: MlflowClient, run_id: str, artifacts: Mapping[str, object]) -> None:
+    """Log each artifact by kind (see ``RunRecord.artifacts``)."""
+    from pathlib import Path
+
+    for name, value in artifacts.items():
+        if isinstance(value, Path):
+            upload = mlflow_client.log_artifacts if value.is_dir() else mlflow_client.log_artifact
+            upload(run_id, str(value), artifact_path=name)
+        elif isinstance(value, pd.DataFrame):
+            mlflow_client.log_text(run_id, value.to_csv(), name)
+        elif isinstance(value, (dict, list)):
+            mlflow_client.log_dict(run_id, value, name)
+        else:
+            mlflow_client.log_figure(run_id, value, name)
+
+
+def download_json(mlflow_client: MlflowClient, run_id: str, path: str):
+    """A JSON artifact of a run, parsed (no per-file progress bar: readers fetch many)."""
+    import tempfile
+
+    with env_override(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), tempfile.TemporaryDirectory() as tmp:
+        with open(mlflow_client.download_artifacts(run_id, path, tmp)) as handle:
+            return json.load(handle)
+
+
+def finish_run(mlflow_client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
+    mlflow_client.set_terminated(run_id, status)
+
+
+def reopen_run(mlflow_client: MlflowClient, run_id: str) -> None:
+    """Mark an unfinished run RUNNING again, to resume it in place."""
+    mlflow_client.update_run(run_id, status="RUNNING")
+
+
+def epoch_metrics(values: Mapping[str, float], step: int) -> list[Metric]:
+    """Metrics at ``step`` (an epoch), non-finite values left out."""
+    return _metrics(values, step)
+
+
+def runs_with_cell(mlflow_client: MlflowClient, experiment_id_: str, cell: str,
+                   statuses: tuple[str, ...] = ("FINISHED",)) -> list[Run]:
+    """Runs of one cell with one of ``statuses``, newest first."""
+    runs = search_all(mlflow_client, [experiment_id_], f"tags.`{CELL_TAG}` = {_quote(cell)}",
+                      order_by=["attributes.start_time DESC"])
+    return [run for run in runs if run.info.status in statuses]
+
+
+def write_run(mlflow_client: MlflowClient, experiment_id_: str, record: RunRecord) -> str:
+    """Write ``record`` as a FINISHED run (FAILED if writing breaks midway)."""
+    run_id = start_run(mlflow_client, experiment_id_, record)
+    mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    return run_id
+
+
+def annotate_project_run(job: str, metrics: Mapping[str, float], mlflow_client: MlflowClient | None = None) -> None:
+    """Under `mlflow run`, tag the project's own run with the job it ran and a summary.
+
+    MLflow creates that run (and passes its id in ``MLFLOW_RUN_ID``); the cell runs the job
+    writes are separate runs in the knowledge-base experiment.
+    """
+    import os
+
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    mlflow_client = mlflow_client or client()
+    mlflow_client.log_batch(run_id, metrics=_metrics(metrics), tags=[RunTag("fennec.job", job)])
+
+
+def probe_dataset(task_name: str, task_source: str, indices: np.ndarray, labels: np.ndarray) -> DatasetInput:
+    """The probe set (indices into the task and their labels) as an MLflow dataset input."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    dataset = mlflow.data.from_numpy(
+        np.asarray(indices), targets=np.asarray(labels), name=f"{task_name}-probe",
+        source=CodeDatasetSource(tags={"task": task_name, "task_source": task_source}),
+    )
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "probe")])
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class KnowledgeMatrix:
+    """A performance matrix rebuilt from the store, with the facts the runs carried."""
+
+    values: pd.DataFrame  # models x tasks, NaN where unknown
+    model_facts: pd.DataFrame  # one row per model, columns from model_* params
+    task_facts: pd.DataFrame  # one row per task, columns from task_* params
+    run_ids: pd.DataFrame  # models x tasks, the run behind each value
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.values.shape
+
+
+def _facts(rows: list[dict], index_name: str) -> pd.DataFrame:
+    if not rows:
+        return pd.DataFrame(index=pd.Index([], name=index_name))
+    frame = pd.DataFrame(rows).drop_duplicates(subset=[index_name], keep="first").set_index(index_name).sort_index()
+    return frame.apply(_numeric_if_possible)
+
+
+def _numeric_if_possible(column: pd.Series) -> pd.Series:
+    """Params come back as strings; numbers should be numbers again."""
+    try:
+        return pd.to_numeric(column)
+    except (ValueError, TypeError):
+        return column
+
+
+@dataclass
+class _CellRow:
+    model: str
+    task: str
+    value: float
+    run_id: str
+    params: dict[str, str]
+
+
+def load_matrix(
+    kind: str = "fda",
+    *,
+    experiment: str | list[str] = DEFAULT_EXPERIMENT,
+    metric: str | None = None,
+    estimator: str | None = None,
+    source: str | None = None,
+    mlflow_client: MlflowClient | None = None,
+) -> KnowledgeMatrix:
+    """Rebuild the models x tasks matrix of ``kind`` runs from the store.
+
+    Reads finished, active runs only, keeps the latest run (by start time) per (model, task)
+    and ignores failed or unfinished ones. ``estimator`` filters on the ``estimator`` param
+    (estimator runs), ``source`` on the ``fennec.source`` tag (imported tables).
+
+    On SQL-backed stores (sqlite, PostgreSQL, MySQL) the cells are read with one SQL query per
+    table, because MLflow's ORM search spends ~2 ms per run materialising every param and tag
+    (20 s for 10,000 runs); any other store (an MLflow server over REST) is read with paged
+    ``search_runs``. Both readers return the same matrix (tests/test_tracking.py).
+    """
+    if kind not in MATRIX_METRIC and metric is None:
+        raise TrackingError(f"runs of kind {kind!r} do not fill a matrix; use one of {sorted(MATRIX_METRIC)}")
+    metric = metric or MATRIX_METRIC[kind]
+    mlflow_client = mlflow_client or client()
+    names = [experiment] if isinstance(experiment, str) else list(experiment)
+    experiments = [mlflow_client.get_experiment_by_name(name) for name in names]
+    missing = [n for n, e in zip(names, experiments) if e is None]
+    if missing:
+        raise TrackingError(f"no experiment named {', '.join(map(repr, missing))} in the store "
+                            f"{mlflow_client.tracking_uri!r}; did you log to another experiment or store?")
+    experiment_ids = [e.experiment_id for e in experiments]
+    engine = _sql_engine(mlflow_client)
+    if engine is not None:
+        rows = _cell_rows_sql(engine, experiment_ids, kind, metric, estimator, source)
+    else:
+        rows = _cell_rows_search(mlflow_client, experiment_ids, kind, metric, estimator, source)
+    return _assemble(rows)
+
+
+def _assemble(rows: Iterator[_CellRow]) -> KnowledgeMatrix:
+    """Rows newest first -> the matrix, keeping the first (latest) row per cell."""
+    cells: dict[tuple[str, str], tuple[float, str]] = {}
+    model_rows: list[dict] = []
+    task_rows: list[dict] = []
+    for row in rows:
+        if (row.model, row.task) in cells:
+            continue
+        cells[(row.model, row.task)] = (row.value, row.run_id)
+        model_rows.append({"model": row.model, **{k[6:]: v for k, v in row.params.items() if k.startswith("model_")}})
+        task_rows.append({"task": row.task, **{k[5:]: v for k, v in row.params.items() if k.startswith("task_")}})
+    if cells:
+        index = pd.MultiIndex.from_tuples(list(cells), names=["model", "task"])
+        long = pd.DataFrame(list(cells.values()), columns=["value", "run_id"], index=index)
+        values = long["value"].unstack("task").sort_index().sort_index(axis=1)
+        run_ids = long["run_id"].unstack("task").reindex_like(values)
+    else:
+        values = pd.DataFrame(dtype=float)
+        run_ids = pd.DataFrame(dtype=object)
+    values.columns.name, values.index.name = "task", "model"
+    return KnowledgeMatrix(values=values, model_facts=_facts(model_rows, "model"),
+                           task_facts=_facts(task_rows, "task"), run_ids=run_ids)
+
+
+def _cell_rows_search(mlflow_client: MlflowClient, experiment_ids: list[str], kind: str, metric: str,
+                      estimator: str | None, source: str | None) -> Iterator[_CellRow]:
+    conditions = [f"tags.`{KIND_TAG}` = {_quote(kind)}", "attributes.status = 'FINISHED'"]
+    if estimator is not None:
+        conditions.append(f"params.estimator = {_quote(estimator)}")
+    if source is not None:
+        conditions.append(f"tags.`{SOURCE_TAG}` = {_quote(source)}")
+    for run in search_all(mlflow_client, experiment_ids, " and ".join(conditions),
+                          order_by=["attributes.start_time DESC"]):
+        tags, data = run.data.tags, run.data
+        if MODEL_TAG in tags and TASK_TAG in tags and metric in data.metrics:
+            yield _CellRow(tags[MODEL_TAG], tags[TASK_TAG], data.metrics[metric], run.info.run_id, data.params)
+
+
+def _sql_engine(mlflow_client: MlflowClient):
+    """The SQLAlchemy engine behind the client's tracking store, or None for non-SQL stores."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = mlflow_client._tracking_client.store
+    return store.engine if isinstance(store, SqlAlchemyStore) else None
+
+
+def _cell_rows_sql(engine, experiment_ids: list[str], kind: str, metric: str,
+                   estimator: str | None, source: str | None) -> Iterator[_CellRow]:
+    """The same rows as ``_cell_rows_search``, straight from MLflow's tables (runs, tags, params, latest_metrics)."""
+    import sqlalchemy as sa
+
+    joins = ["JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = :kind_tag AND k.value = :kind",
+             "JOIN tags tm ON tm.run_uuid = r.run_uuid AND tm.key = :model_tag",
+             "JOIN tags tt ON tt.run_uuid = r.run_uuid AND tt.key = :task_tag",
+             "JOIN latest_metrics m ON m.run_uuid = r.run_uuid AND m.key = :metric"]
+    bind = {"kind_tag": KIND_TAG, "kind": kind, "model_tag": MODEL_TAG, "task_tag": TASK_TAG, "metric": metric}
+    if estimator is not None:
+        joins.append("JOIN params pe ON pe.run_uuid = r.run_uuid AND pe.key = 'estimator' AND pe.value = :estimator")
+        bind["estimator"] = estimator
+    if source is not None:
+        joins.append("JOIN tags ts ON ts.run_uuid = r.run_uuid AND ts.key = :source_tag AND ts.value = :source")
+        bind.update(source_tag=SOURCE_TAG, source=source)
+    experiments = ", ".join(f":e{i}" for i in range(len(experiment_ids)))
+    bind.update({f"e{i}": int(e) for i, e in enumerate(experiment_ids)})
+    selected = (f"FROM runs r {' '.join(joins)} WHERE r.experiment_id IN ({experiments}) "
+                "AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'")
+    cells_sql = (f"SELECT r.run_uuid, r.start_time, tm.value AS model, tt.value AS task, m.value AS value, "
+                 f"m.is_nan AS is_nan {selected}")
+    facts_sql = (f"SELECT p.run_uuid, p.key, p.value FROM params p WHERE p.run_uuid IN (SELECT r.run_uuid {selected}) "
+                 "AND (SUBSTR(p.key, 1, 6) = 'model_' OR SUBSTR(p.key, 1, 5) = 'task_')")
+    with engine.connect() as connection:
+        cells = connection.execute(sa.text(cells_sql), bind).all()
+        facts: dict[str, dict[str, str]] = {}
+        for run_id, key, value in connection.execute(sa.text(facts_sql), bind):
+            facts.setdefault(run_id, {})[key] = value
+    # newest first; run id breaks start-time ties the same way on every backend
+    for run_id, _, model, task, value, is_nan in sorted(cells, key=lambda c: (-c[1], c[0])):
+        yield _CellRow(model, task, float("nan") if is_nan else float(value), run_id, facts.get(run_id, {}))
+
+
+def runs_of_kind(kind: str, *, experiment: str = DEFAULT_EXPERIMENT, extra_filter: str = "",
+                 mlflow_client: MlflowClient | None = None) -> list[Run]:
+    """Finished runs of ``kind`` in ``experiment``, newest first."""
+    mlflow_client = mlflow_client or client()
+    exp = mlflow_client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    conditions = [f"tags.`{KIND_TAG}` = {_quote(kind)}", "attributes.status = 'FINISHED'"]
+    if extra_filter:
+        conditions.append(extra_filter)
+    return list(search_all(mlflow_client, [exp.experiment_id], " and ".join(conditions),
+                           order_by=["attributes.start_time DESC"]))
