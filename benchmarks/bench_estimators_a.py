@@ -34,7 +34,7 @@ validation every ``score`` call does first (finite features, labels, logits): it
 each of our timings, and the references do none of it. The ``|ours - ref|`` column shows
 how far the two scores are apart on the benchmark inputs: LogME's is large because D > N
 here and the shipped reference has the D > N evidence bug (thuml/LogME issue #23; see
-fennec_mlflow/estimators/logme.py).
+fennec_mlflow/core/estimators/logme.py).
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def load_references(args: argparse.Namespace) -> dict[str, dict[str, Callable]]:
 
             def parc(features, labels):
                 # One-hot width: the next power of two >= C, where the reference's label RDM is
-                # exactly binary (a width of C adds roundoff ties; see fennec_mlflow/estimators/parc.py).
+                # exactly binary (a width of C adds roundoff ties; see fennec_mlflow/core/estimators/parc.py).
                 constants.num_classes["bench"] = 1 << int(labels.max()).bit_length()
                 return float(methods.PARC(n_dims=32)(features.copy(), None, labels, "src", "bench", "arch", None))
             return {"parc": parc}

@@ -275,7 +275,7 @@ def main() -> None:
         "python benchmarks/make_evaluation_report.py",
         "```",
         "",
-        "Protocol (`fennec_mlflow/evaluation.py`, `fennec_mlflow/evaluation_runs.py`): leave-one-task-out. "
+        "Protocol (`fennec_mlflow/core/evaluation.py`, `fennec_mlflow/bench/evaluate.py`): leave-one-task-out. "
         "Each target in turn is held out; the predictor sees the matrix without the target's column. "
         "Per target: Pearson (the paper's metric), Spearman, weighted Kendall τ (as SFDA), top-1 regret "
         "(best true accuracy minus that of the top-ranked model), top-5 hit; missing cells are skipped. "
@@ -287,7 +287,7 @@ def main() -> None:
         "",
         "Model meta: PARC: architecture one-hot, archi2vec of the torchvision architecture (graph2vec on the 4 "
         "autograd graphs, PCA to 3 dims), log parameters and layers, source dataset one-hot and the source's "
-        "facts (class count, size, domain; ImageNet's in `fennec_mlflow/benchmarks.py` with its citation). "
+        "facts (class count, size, domain; ImageNet's in `fennec_mlflow/bench/public.py` with its citation). "
         "TransferGraph: model type one-hot, log parameters, log feature width, log input size, source "
         "dataset (one-hot for sources shared by 3+ models) with its label count and, where public, "
         "size and domain.",

@@ -250,7 +250,7 @@ def section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
         f"python benchmarks/make_synthetic_report.py --benchmark {benchmark}",
         "```",
         "",
-        "**The benchmark** (`fennec_mlflow/synthetic_benchmark.py`, `projects/synthetic_benchmark/`):",
+        "**The benchmark** (`fennec_mlflow/bench/synthetic.py`, `projects/synthetic_benchmark/`):",
         f"- zoo: {p['models']} models = {len(config.archs)} pytorchcv CIFAR architectures from {len(config.archs)} "
         f"families ({', '.join(config.archs)}), each pre-trained by the project on {config.sources_per_arch} of "
         f"the source domains {', '.join(config.sources)} ({config.pretrain.images_per_source} images, "

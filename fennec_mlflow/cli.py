@@ -12,9 +12,15 @@ from pathlib import Path
 
 import click
 
+from fennec_mlflow import config
+from fennec_mlflow.errors import FennecError, InvalidInputError
 from fennec_mlflow.store import tracking
 
 DEFAULT_TASKS_HELP = "comma-separated task specs: synthetic task names, folder:PATH, torchvision:NAME; 'default' = the built-in history"
+
+
+def _csv(values) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
 def _split(value: str) -> list[str]:
@@ -28,28 +34,22 @@ def _models(value: str) -> list[str]:
 
 
 def _tasks(value: str, image_size: int, seed: int):
-    from fennec_mlflow.store.jobs import DEFAULT_TASKS
     from fennec_mlflow.data.task_specs import load_task
+    from fennec_mlflow.store.jobs import DEFAULT_TASKS
 
     specs = list(DEFAULT_TASKS) if value == "default" else _split(value)
     return [load_task(spec, image_size=image_size, seed=seed) for spec in specs]
 
 
-def _fail(exc: Exception) -> None:
-    """Errors users can fix are one line, not a traceback (FENNEC_DEBUG=1 shows the traceback)."""
+def _fail(exc: FennecError) -> None:
+    """Errors users can fix are one line, not a traceback (FENNEC_DEBUG=1 shows the traceback).
+
+    Only :class:`FennecError` lands here: any other exception is a bug and keeps its traceback.
+    """
     if os.environ.get("FENNEC_DEBUG"):
         raise exc
-    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {exc}", err=True)
     sys.exit(2)
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from fennec_mlflow.data.zoo import WeightsUnavailable
-
-    # Input problems surface as ValueError subclasses (TaskError, ZooError, TableError, ...),
-    # unknown registry names as KeyError.
-    return (ValueError, KeyError, WeightsUnavailable)
 
 
 @click.group()
@@ -58,7 +58,7 @@ def main() -> None:
     """Recommend which pre-trained model to fine-tune, from evidence in an MLflow tracking store."""
 
 
-experiment_option = click.option("--experiment", default=tracking.DEFAULT_EXPERIMENT, show_default=True,
+experiment_option = click.option("--experiment", default=config.DEFAULT_EXPERIMENT, show_default=True,
                                  help="MLflow experiment holding the knowledge base")
 
 
@@ -69,11 +69,11 @@ experiment_option = click.option("--experiment", default=tracking.DEFAULT_EXPERI
 @click.option("--estimator", default="fda", show_default=True, help="transferability estimator to compute")
 @click.option("--weights", type=click.Choice(["auto", "pretrained", "random"]), default="auto", show_default=True,
               help="auto: pretrained if the weight file is on disk, else random init (never downloads)")
-@click.option("--probe-size", default=500, show_default=True, help="images per task probe set (stratified)")
-@click.option("--probe-seed", default=0, show_default=True)
-@click.option("--image-size", default=32, show_default=True, help="render size of synthetic tasks")
+@click.option("--probe-size", default=config.PROBE_SIZE, show_default=True, help="images per task probe set (stratified)")
+@click.option("--probe-seed", default=config.PROBE_SEED, show_default=True)
+@click.option("--image-size", default=config.IMAGE_SIZE, show_default=True, help="render size of synthetic tasks")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--batch-size", default=config.BATCH_SIZE, show_default=True)
 @experiment_option
 def fda(models, tasks, estimator, weights, probe_size, probe_seed, image_size, device, batch_size, experiment):
     """Score every (model, task) cell with FDA (or another estimator); one run per cell, finished cells skipped."""
@@ -83,7 +83,7 @@ def fda(models, tasks, estimator, weights, probe_size, probe_seed, image_size, d
         outcomes = score_cells(_models(models), _tasks(tasks, image_size, probe_seed), estimator=estimator,
                                weights=weights, probe_size=probe_size, probe_seed=probe_seed,
                                experiment=experiment, device=device, batch_size=batch_size)
-    except _user_errors() as exc:
+    except FennecError as exc:
         _fail(exc)
     new = [o for o in outcomes if not o.reused]
     tracking.annotate_project_run("fda", {"cells_new": len(new), "cells_reused": len(outcomes) - len(new)})
@@ -104,26 +104,26 @@ def _floats(value: str) -> tuple[float, ...]:
 @click.option("--models", default="resnet20_cifar10", show_default=True, help="comma-separated model names")
 @click.option("--tasks", default="digits-color", show_default=True, help=DEFAULT_TASKS_HELP)
 @click.option("--weights", type=click.Choice(["auto", "pretrained", "random"]), default="auto", show_default=True)
-@click.option("--lrs", default="0.1,0.01,0.001,0.0001", show_default=True, help="learning-rate grid")
-@click.option("--wds", default="0.01,0.001,0.0001,0.00001", show_default=True, help="weight-decay grid")
-@click.option("--epochs", default=30, show_default=True, help="maximum epochs per grid point")
-@click.option("--patience", default=5, show_default=True, help="early-stopping patience (epochs)")
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lrs", default=_csv(config.FINETUNE_LRS), show_default=True, help="learning-rate grid")
+@click.option("--wds", default=_csv(config.FINETUNE_WDS), show_default=True, help="weight-decay grid")
+@click.option("--epochs", default=config.FINETUNE_EPOCHS, show_default=True, help="maximum epochs per grid point")
+@click.option("--patience", default=config.FINETUNE_PATIENCE, show_default=True, help="early-stopping patience (epochs)")
+@click.option("--batch-size", default=config.BATCH_SIZE, show_default=True)
 @click.option("--seed", default=0, show_default=True, help="seed of the 6:2:2 split and of training")
-@click.option("--image-size", default=32, show_default=True, help="render size of synthetic tasks")
+@click.option("--image-size", default=config.IMAGE_SIZE, show_default=True, help="render size of synthetic tasks")
 @click.option("--device", default="cpu", show_default=True)
 @experiment_option
 def finetune(models, tasks, weights, lrs, wds, epochs, patience, batch_size, seed, image_size, device, experiment):
     """Fully fine-tune each model on each task over an lr x wd grid; the best grid point's test accuracy."""
-    from fennec_mlflow.training.finetune import FinetuneConfig
     from fennec_mlflow.store.jobs import finetune_cells
+    from fennec_mlflow.training.finetune import FinetuneConfig
 
     try:
         config = FinetuneConfig(learning_rates=_floats(lrs), weight_decays=_floats(wds), max_epochs=epochs,
                                 patience=patience, batch_size=batch_size, seed=seed, device=device)
         outcomes = finetune_cells(_models(models), _tasks(tasks, image_size, seed), config=config,
                                   weights=weights, experiment=experiment)
-    except _user_errors() as exc:
+    except FennecError as exc:
         _fail(exc)
     new = [o for o in outcomes if not o.reused]
     tracking.annotate_project_run("finetune", {"cells_new": len(new), "cells_reused": len(outcomes) - len(new)})
@@ -151,7 +151,7 @@ def archi2vec(models, processes, dimensions, wl_iterations, seed, experiment):
     try:
         settings = Graph2VecSettings(dimensions=dimensions, wl_iterations=wl_iterations, seed=seed)
         outcome = embed_architectures(names, settings=settings, processes=processes, experiment=experiment)
-    except _user_errors() as exc:
+    except FennecError as exc:
         _fail(exc)
     tracking.annotate_project_run("archi2vec", {"models_new": len(outcome.embedded), "models_reused": len(outcome.reused),
                                                 "failures": len(outcome.failures)})
@@ -173,10 +173,10 @@ def archi2vec(models, processes, dimensions, wl_iterations, seed, experiment):
 @experiment_option
 def build(kind, estimator, encoder_spec, k, alpha, tasks, experiment):
     """Rebuild the knowledge base from the store, fit Fennec, log it and register fennec@champion."""
-    from fennec_mlflow.serving import demo
-    from fennec_mlflow.store.jobs import proxy_cells
     from fennec_mlflow.data.proxy import load_encoder
+    from fennec_mlflow.serving import demo
     from fennec_mlflow.serving.build import build as build_model
+    from fennec_mlflow.store.jobs import proxy_cells
 
     try:
         if encoder_spec == "demo":
@@ -190,7 +190,7 @@ def build(kind, estimator, encoder_spec, k, alpha, tasks, experiment):
         proxy_cells(chosen.encoder, [load_task_spec(s) for s in specs], experiment=experiment)
         result = build_model(kind=kind, estimator=estimator, encoder_spec=chosen.spec, encoder_name=chosen.encoder.name,
                              encoder_file=chosen.file, k=k, alpha=alpha, experiment=experiment)
-    except _user_errors() as exc:
+    except FennecError as exc:
         _fail(exc)
     click.echo(f"fitted on {result.knowledge.P.shape[0]} models x {result.knowledge.P.shape[1]} tasks "
                f"(k={result.fennec.k}, alpha={result.fennec.alpha}); registered {result.model_uri} "
@@ -233,7 +233,7 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
                             params={"include": include, "exclude": exclude, "max_parameters": max_parameters,
                                     "known_scores": known_scores})
         seconds = time.perf_counter() - start
-    except _user_errors() as exc:
+    except FennecError as exc:
         _fail(exc)
     tracking.annotate_project_run("rank", {"rank_seconds": seconds})
     click.echo(f"Top {len(ranking)} models to fine-tune for {task.name!r} ({task.num_samples} images; "
@@ -255,13 +255,12 @@ def evaluate(benchmark, estimators, experiment, workdir):
     import pandas as pd
 
     from fennec_mlflow.bench.evaluate import run_evaluation
-    from fennec_mlflow.bench.synthetic import SYNTHETIC_BENCHMARKS, run_benchmark
-
     from fennec_mlflow.bench.public import BENCHMARK_NAMES
+    from fennec_mlflow.bench.synthetic import SYNTHETIC_BENCHMARKS, run_benchmark
 
     estimators = estimators or None  # empty strings come from MLproject defaults: "not given"
     if benchmark not in (*BENCHMARK_NAMES, *SYNTHETIC_BENCHMARKS):
-        _fail(ValueError(f"unknown benchmark {benchmark!r}; choose one of "
+        _fail(InvalidInputError(f"unknown benchmark {benchmark!r}; choose one of "
                          f"{', '.join((*BENCHMARK_NAMES, *SYNTHETIC_BENCHMARKS))}"))
     try:
         if benchmark in SYNTHETIC_BENCHMARKS:
@@ -275,7 +274,7 @@ def evaluate(benchmark, estimators, experiment, workdir):
             runs = run_evaluation(benchmark, experiment=experiment or None, estimators=estimators)
             table, where = runs.table().drop(columns="run_id"), runs.experiment
             summary = {f"{name}.mean_pearson": row["mean_pearson"] for name, row in table.iterrows()}
-    except _user_errors() as exc:
+    except FennecError as exc:
         _fail(exc)
     tracking.annotate_project_run("evaluate", summary)
     click.echo(f"benchmark {benchmark}: {len(table)} evaluation run(s) in experiment {where!r} "
@@ -286,7 +285,7 @@ def evaluate(benchmark, estimators, experiment, workdir):
 
 @main.command()
 @click.option("--benchmark", default="parc", show_default=True, help="parc, parc6 or transfergraph")
-@click.option("--n-trials", default=None, type=int, help="Optuna trials of this call (default: the module's)")
+@click.option("--n-trials", default=config.TUNE_N_TRIALS, show_default=True, help="Optuna trials of this call")
 @click.option("--storage", default=None, help="Optuna storage: a journal file path or an RDB URL (never the MLflow "
               "sqlite file); needed for parallel workers and resuming")
 @click.option("--study-name", default=None)
@@ -296,14 +295,14 @@ def evaluate(benchmark, estimators, experiment, workdir):
 @click.option("--experiment", default=None, help="default: fennec-tune-<benchmark>; give 'fennec' for build to use the result")
 def tune(benchmark, n_trials, storage, study_name, workers, nested_cv, experiment):
     """Tune alpha, k and the NMF regularisation with Optuna; each trial a nested run."""
-    from fennec_mlflow.bench.tuning import DEFAULT_N_TRIALS, run_tuning
+    from fennec_mlflow.bench.tuning import run_tuning
 
     try:
         # empty strings come from MLproject defaults: they mean "not given"
-        outcome = run_tuning(benchmark, n_trials=n_trials or DEFAULT_N_TRIALS, storage=storage or None,
+        outcome = run_tuning(benchmark, n_trials=n_trials, storage=storage or None,
                              study_name=study_name or None, nested_cv=nested_cv, experiment=experiment or None,
                              workers=workers)
-    except _user_errors() as exc:
+    except FennecError as exc:
         _fail(exc)
     tracking.annotate_project_run("tune", {"best_mean_pearson": outcome.best_value})
     click.echo(f"study {outcome.study_name!r}: {outcome.n_trials} trial(s); best mean Pearson "
@@ -325,7 +324,7 @@ def matrix(kind, estimator, source, output, experiment):
 
     try:
         km = tracking.load_matrix(kind, experiment=experiment, estimator=estimator, source=source)
-    except _user_errors() as exc:
+    except FennecError as exc:
         _fail(exc)
     filled = int(km.values.notna().sum().sum())
     click.echo(f"{kind} matrix: {km.shape[0]} models x {km.shape[1]} tasks, {filled} cells known")
@@ -350,7 +349,7 @@ def import_(table, source, layout, model_facts, experiment):
     try:
         created, skipped = import_table(table, source=source, layout=layout, model_facts_csv=model_facts,
                                         experiment=experiment)
-    except _user_errors() as exc:
+    except FennecError as exc:
         _fail(exc)
     click.echo(f"{created} run(s) created, {skipped} cell(s) already imported")
 

@@ -28,6 +28,8 @@ BATCH_SIZE = 64
 FENNEC_K = 4
 FENNEC_ALPHA = 0.5
 FENNEC_NMF_L2 = 0.1
+# "shrunk": popularity plus interactions shrunk by out-of-fold fit; "paper": the paper's eq. 10 merge.
+FENNEC_FORMULATION = "shrunk"
 FENNEC_DEFAULTS = {"k": FENNEC_K, "alpha": FENNEC_ALPHA, "nmf_l2": FENNEC_NMF_L2}
 
 # The fine-tune grid of the `finetune` entry point (CLI and MLproject).
@@ -35,6 +37,8 @@ FINETUNE_LRS = (0.1, 0.01, 0.001, 0.0001)
 FINETUNE_WDS = (0.01, 0.001, 0.0001, 0.00001)
 FINETUNE_EPOCHS = 30
 FINETUNE_PATIENCE = 5
+
+TUNE_N_TRIALS = 20  # Optuna trials of one `tune` call
 
 
 def cache_dir(*parts: str) -> Path:

@@ -26,3 +26,7 @@ class UnknownNameError(FennecError, KeyError):
 
 class ResourceUnavailableError(FennecError, RuntimeError):
     """Something the work needs is not on this machine (weights, a dataset, an optional package)."""
+
+
+class MissingFileError(FennecError, FileNotFoundError):
+    """A file or folder the user named (or the work expects) does not exist; the message says how to make it."""

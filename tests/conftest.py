@@ -1,8 +1,11 @@
-"""Shared fixtures: a real sqlite tracking store and a feature cache, both in a temp dir."""
+"""Shared fixtures: a real sqlite tracking store and a feature cache, both in a temp dir.
+
+Plain helper functions live in helpers.py (``from tests.helpers import ...``), not here."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
+
+from tests.helpers import sqlite_store
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,39 +23,24 @@ def one_torch_thread():
 
 @pytest.fixture()
 def store(tmp_path, monkeypatch):
-    """A fresh sqlite MLflow store; MLFLOW_TRACKING_URI points at it for the test's duration."""
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.chdir(tmp_path)  # a sqlite store's default artifact root is ./mlruns of the working directory
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("FENNEC_CACHE_DIR", str(tmp_path / "cache"))
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    yield MlflowClient(tracking_uri=uri)
-    mlflow.set_tracking_uri(None)
+    """A fresh sqlite MLflow store in the test's temp dir (also its working directory);
+    MLFLOW_TRACKING_URI points at it for the test's duration."""
+    with sqlite_store(tmp_path, monkeypatch) as client:
+        yield client
 
 
 @pytest.fixture()
 def offline(monkeypatch):
     """Make every HTTP(S) download fail fast, as on a machine without internet."""
+    import urllib.request
+
     for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
+    # urlopen (torch.hub's downloads) builds its global opener, proxies included, on first use and
+    # keeps it: drop it before, so the dead proxy applies, and after, so it does not outlive the test.
+    urllib.request.install_opener(None)
+    yield
+    urllib.request.install_opener(None)
 
-
-def blob_images(n_per_class: int, n_classes: int, size: int = 32, seed: int = 0):
-    """Tiny procedural images whose class is the colour of a square: easy, deterministic."""
-    rng = np.random.default_rng(seed)
-    palette = rng.integers(0, 256, size=(n_classes, 3))
-    images, labels = [], []
-    for c in range(n_classes):
-        for _ in range(n_per_class):
-            img = rng.integers(0, 40, size=(size, size, 3))
-            y, x = rng.integers(0, size // 2, size=2)
-            img[y:y + size // 2, x:x + size // 2] = palette[c]
-            images.append(img)
-            labels.append(c)
-    return np.asarray(images, dtype=np.uint8), np.asarray(labels)

@@ -8,8 +8,13 @@ families (:mod:`.meta`). Nothing here knows about MLflow.
     vectors = embedder.embeddings()                    # corpus models
     new = embedder.infer({"resnet10": graph_from_name("resnet10")})   # later models, no refit
 """
-from .embed import Graph2Vec, Graph2VecSettings, cosine_similarity, wl_document
-from .graph import (
+from fennec_mlflow.archi2vec.embed import (
+    Graph2Vec,
+    Graph2VecSettings,
+    cosine_similarity,
+    wl_document,
+)
+from fennec_mlflow.archi2vec.graph import (
     VOCABULARY_VERSION,
     BatchExtraction,
     ExtractionFailure,
@@ -27,7 +32,7 @@ from .graph import (
     torchvision_classification_models,
     trace_graph,
 )
-from .meta import (
+from fennec_mlflow.archi2vec.meta import (
     MetaFeatures,
     cluster_embeddings,
     graph_depth,

@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import networkx as nx
 import numpy as np
 
-from .graph import VOCABULARY_VERSION
+from fennec_mlflow.archi2vec.graph import VOCABULARY_VERSION
+from fennec_mlflow.errors import InvalidInputError, MissingFileError
 
 EMBEDDER_FORMAT_VERSION = 1
 """Version of the on-disk layout written by :meth:`Graph2Vec.save`."""
@@ -48,12 +49,12 @@ def wl_document(graph: nx.Graph, wl_iterations: int = 2, *, attribute: str = "ty
     Every node must carry ``attribute``; a missing one is an error naming the node.
     """
     if wl_iterations < 0:
-        raise ValueError(f"wl_iterations must be >= 0, got {wl_iterations}")
+        raise InvalidInputError(f"wl_iterations must be >= 0, got {wl_iterations}")
     labels: dict = {}
     for node, value in graph.nodes(data=attribute):
         if value is None:
             model = graph.graph.get("model", "?")
-            raise ValueError(f"graph {model!r}: node {node!r} has no {attribute!r} attribute")
+            raise InvalidInputError(f"graph {model!r}: node {node!r} has no {attribute!r} attribute")
         labels[node] = value
     features = {node: [str(value)] for node, value in labels.items()}
     for _ in range(wl_iterations):
@@ -117,9 +118,9 @@ class Graph2VecSettings:
             value = getattr(self, name)
             least = 0 if name == "wl_iterations" else 1
             if not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+                raise InvalidInputError(f"{name} must be an integer >= {least}, got {value!r}")
         if not 0 < self.learning_rate:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+            raise InvalidInputError(f"learning_rate must be > 0, got {self.learning_rate}")
 
 
 def _named_graphs(graphs: Mapping[str, nx.Graph] | Iterable[nx.Graph]) -> tuple[list[str], list[nx.Graph]]:
@@ -130,9 +131,9 @@ def _named_graphs(graphs: Mapping[str, nx.Graph] | Iterable[nx.Graph]) -> tuple[
         values = list(graphs)
         names = [g.graph.get("model") for g in values]
         if any(name is None for name in names):
-            raise ValueError("graphs without a 'model' graph attribute must be passed as a {name: graph} mapping")
+            raise InvalidInputError("graphs without a 'model' graph attribute must be passed as a {name: graph} mapping")
     if len(set(names)) != len(names):
-        raise ValueError("graph names must be unique")
+        raise InvalidInputError("graph names must be unique")
     for name, graph in zip(names, values):
         if not isinstance(graph, nx.Graph):
             raise TypeError(f"graph {name!r}: expected a networkx graph, got {type(graph).__name__}")
@@ -177,7 +178,7 @@ class Graph2Vec:
 
         documents = self.documents(graphs)
         if not documents:
-            raise ValueError("cannot fit graph2vec on an empty corpus")
+            raise InvalidInputError("cannot fit graph2vec on an empty corpus")
         s = self.settings
         self.model_ = Doc2Vec(
             [TaggedDocument(words, [name]) for name, words in documents.items()],
@@ -250,9 +251,18 @@ class Graph2Vec:
 
     # -- persistence --------------------------------------------------------------------------
 
-    def params(self) -> dict:
-        """Flat settings plus the op vocabulary version: what a tracking layer logs and compares."""
-        return {**asdict(self.settings), "vocabulary_version": VOCABULARY_VERSION}
+    def get_params(self, deep: bool = True) -> dict:
+        """The settings, flat, by the keyword names ``Graph2Vec(**overrides)`` takes (scikit-learn's protocol).
+
+        ``Graph2Vec(**embedder.get_params())`` has the same settings. ``deep`` changes nothing (no
+        setting is an estimator). The op vocabulary the embedding also depends on is ``VOCABULARY_VERSION``.
+        """
+        return asdict(self.settings)
+
+    def set_params(self, **params) -> "Graph2Vec":
+        """Change settings by name (checked as :class:`Graph2VecSettings` checks them); used by the next fit."""
+        self.settings = replace(self.settings, **params)
+        return self
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted embedder to the folder ``path``: ``graph2vec.json`` + gensim's ``doc2vec.model``."""
@@ -273,13 +283,13 @@ class Graph2Vec:
         folder = Path(path)
         meta_file = folder / "graph2vec.json"
         if not meta_file.exists():
-            raise FileNotFoundError(f"{folder} holds no graph2vec.json: not a folder written by Graph2Vec.save")
+            raise MissingFileError(f"{folder} holds no graph2vec.json: not a folder written by Graph2Vec.save")
         meta = json.loads(meta_file.read_text())
         if meta.get("format_version") != EMBEDDER_FORMAT_VERSION:
-            raise ValueError(f"{folder}: embedder format {meta.get('format_version')!r}, "
+            raise InvalidInputError(f"{folder}: embedder format {meta.get('format_version')!r}, "
                              f"this version reads {EMBEDDER_FORMAT_VERSION}")
         if meta.get("vocabulary_version") != VOCABULARY_VERSION:
-            raise ValueError(f"{folder}: fitted with op vocabulary {meta.get('vocabulary_version')!r}, "
+            raise InvalidInputError(f"{folder}: fitted with op vocabulary {meta.get('vocabulary_version')!r}, "
                              f"graphs are now built with {VOCABULARY_VERSION!r}; refit the embedder")
         embedder = cls(Graph2VecSettings(**meta["settings"]))
         embedder.model_ = Doc2Vec.load(str(folder / "doc2vec.model"))

@@ -39,8 +39,11 @@ frozen model gives the same graph as a trainable one and ops before the first pa
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import re
+import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -49,7 +52,8 @@ import networkx as nx
 import torch
 from torch import nn
 
-from .meta import learnable_layer_count, parameter_count
+from fennec_mlflow.archi2vec.meta import learnable_layer_count, parameter_count
+from fennec_mlflow.errors import FennecError, InvalidInputError
 
 # ----------------------------------------------------------------------------- vocabulary
 
@@ -142,7 +146,7 @@ def normalise_op_name(raw: str) -> str:
 # ----------------------------------------------------------------------------- errors
 
 
-class GraphExtractionError(RuntimeError):
+class GraphExtractionError(FennecError, RuntimeError):
     """A model's graph cannot be extracted; says which model, with which input, and why.
 
     ``stage``: ``"input"`` (not a module), ``"build"`` (constructor failed), ``"forward"`` (the
@@ -215,7 +219,7 @@ def autograd_graph(output: torch.Tensor, parameters: Iterable[torch.Tensor] = ()
     ``params`` attribute; every other leaf (the input) is dropped without a count.
     """
     if output.grad_fn is None:
-        raise ValueError("the output has no grad_fn: the forward ran under no_grad, detached its result, "
+        raise InvalidInputError("the output has no grad_fn: the forward ran under no_grad, detached its result, "
                          "or nothing in it requires grad")
     parameter_ids = {id(p) for p in parameters}
     # Discovery order of a depth-first walk over next_functions: deterministic for one model,
@@ -243,7 +247,7 @@ def autograd_graph(output: torch.Tensor, parameters: Iterable[torch.Tensor] = ()
     raw.add_nodes_from(discovery)
     raw.add_edges_from(edges)
     if not nx.is_directed_acyclic_graph(raw):  # autograd graphs are DAGs; anything else is a bug here
-        raise ValueError("the autograd graph has a cycle")
+        raise InvalidInputError("the autograd graph has a cycle")
     order = list(nx.lexicographical_topological_sort(raw, key=discovery.__getitem__))
     index = {node: i for i, node in enumerate(order)}
     graph = nx.DiGraph()
@@ -439,7 +443,7 @@ def split_model_name(name: str) -> tuple[str, str]:
     if ":" in name:
         hub, bare = name.split(":", 1)
         if hub not in ("pytorchcv", "torchvision"):
-            raise ValueError(f"unknown model hub {hub!r} in {name!r}; use pytorchcv:NAME or torchvision:NAME")
+            raise InvalidInputError(f"unknown model hub {hub!r} in {name!r}; use pytorchcv:NAME or torchvision:NAME")
         return hub, bare
     from pytorchcv.model_provider import _models
 
@@ -447,7 +451,7 @@ def split_model_name(name: str) -> tuple[str, str]:
         return "pytorchcv", name.lower()
     if name in torchvision_classification_models():
         return "torchvision", name
-    raise ValueError(f"unknown model {name!r}: neither a pytorchcv nor a torchvision classification model")
+    raise InvalidInputError(f"unknown model {name!r}: neither a pytorchcv nor a torchvision classification model")
 
 
 @contextmanager
@@ -498,7 +502,7 @@ def build_model(name: str, device: str | torch.device = "cpu") -> nn.Module:
         import torchvision.models as tvm
 
         if bare not in torchvision_classification_models():
-            raise ValueError(f"unknown torchvision classification model {bare!r}")
+            raise InvalidInputError(f"unknown torchvision classification model {bare!r}")
         with warnings.catch_warnings():
             # GoogLeNet/Inception warn that their default init will change: irrelevant to a graph.
             warnings.filterwarnings("ignore", message="The default weight initialization", category=FutureWarning)
@@ -535,8 +539,6 @@ def graph_from_name(name: str, devices: Sequence[str] = ("meta", "cpu")) -> nx.D
 
 
 def _graph_or_failure(item: str | tuple[str, nn.Module]) -> tuple[str, nx.DiGraph | ExtractionFailure, float, float]:
-    import time
-
     start, cpu_start = time.perf_counter(), time.process_time()
     name = item if isinstance(item, str) else item[0]
     try:
@@ -570,7 +572,7 @@ def extract_graphs(models: Iterable[str | tuple[str, nn.Module]], *, processes: 
     items = list(models)
     names = [item if isinstance(item, str) else item[0] for item in items]
     if len(set(names)) != len(names):
-        raise ValueError("model names must be unique in one batch")
+        raise InvalidInputError("model names must be unique in one batch")
     results: dict[str, tuple[nx.DiGraph | ExtractionFailure, float, float]] = {}
     bar = tqdm(total=len(items), desc="archi2vec graphs", unit="model", disable=not progress)
     if processes <= 1:
@@ -579,9 +581,6 @@ def extract_graphs(models: Iterable[str | tuple[str, nn.Module]], *, processes: 
             results[name] = tuple(outcome)
             bar.update()
     else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         # fork shares the imported torch/pytorchcv/torchvision with the workers (importing
         # pytorchcv's ~200 model modules costs seconds); spawn would re-import in each worker.
         import pytorchcv.model_provider  # noqa: F401
@@ -616,5 +615,5 @@ def graph_from_json(data: Mapping) -> nx.DiGraph:
     """Inverse of :func:`graph_to_json`; node ids come back as the integers they were."""
     graph = nx.node_link_graph(data, directed=True, multigraph=False, edges="edges")
     if not nx.is_directed_acyclic_graph(graph):
-        raise ValueError(f"graph {graph.graph.get('model', '?')!r} from JSON is not acyclic")
+        raise InvalidInputError(f"graph {graph.graph.get('model', '?')!r} from JSON is not acyclic")
     return graph

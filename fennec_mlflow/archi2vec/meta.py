@@ -15,6 +15,8 @@ import networkx as nx
 import numpy as np
 from torch import nn
 
+from fennec_mlflow.errors import InvalidInputError
+
 
 def parameter_count(model: nn.Module) -> int:
     """Number of scalar parameters (shared tensors once); works on ``meta`` modules."""
@@ -105,7 +107,7 @@ def nearest_neighbours(embeddings: Mapping[str, np.ndarray]) -> dict[str, str]:
     """Each model's nearest other model by cosine similarity."""
     names, unit = _unit_rows(embeddings)
     if len(names) < 2:
-        raise ValueError("nearest neighbours need at least two embeddings")
+        raise InvalidInputError("nearest neighbours need at least two embeddings")
     similarity = unit @ unit.T
     np.fill_diagonal(similarity, -np.inf)
     return {name: names[int(j)] for name, j in zip(names, similarity.argmax(axis=1))}
@@ -122,7 +124,7 @@ def same_family_rate(embeddings: Mapping[str, np.ndarray], family: Callable[[str
     neighbours = nearest_neighbours(embeddings)
     counted = [n for n in neighbours if sizes[family(n)] >= min_family_size]
     if not counted:
-        raise ValueError(f"no family has {min_family_size} or more members")
+        raise InvalidInputError(f"no family has {min_family_size} or more members")
     return sum(family(n) == family(neighbours[n]) for n in counted) / len(counted)
 
 
@@ -138,14 +140,14 @@ def cluster_embeddings(embeddings: Mapping[str, np.ndarray], n_clusters: int | N
 
     names, unit = _unit_rows(embeddings)
     if len(names) < 3:
-        raise ValueError(f"clustering needs at least 3 embeddings, got {len(names)}")
+        raise InvalidInputError(f"clustering needs at least 3 embeddings, got {len(names)}")
 
     def fit(k: int) -> np.ndarray:
         return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(unit)
 
     if n_clusters is not None:
         if not 1 <= n_clusters <= len(names):
-            raise ValueError(f"n_clusters must be in 1..{len(names)}, got {n_clusters}")
+            raise InvalidInputError(f"n_clusters must be in 1..{len(names)}, got {n_clusters}")
         labels = fit(n_clusters)
     else:
         best = None

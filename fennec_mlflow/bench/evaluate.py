@@ -48,13 +48,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from fennec_mlflow.core import evaluation as ev
+from fennec_mlflow import config
 from fennec_mlflow.bench.public import Benchmark, load_benchmark
+from fennec_mlflow.core import evaluation as ev
 from fennec_mlflow.core.recommender import Fennec
+from fennec_mlflow.errors import InvalidInputError
+from fennec_mlflow.store import tracking
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 WARM_KNOWN = (1, 3, 5)
-FENNEC_DEFAULTS = {"k": 4, "alpha": 0.5, "nmf_l2": 0.1}
+FENNEC_DEFAULTS = config.FENNEC_DEFAULTS
 ESTIMATORS = ("fennec", "fennec-no-transfer", "fennec-no-meta", "fennec-additive-meta",
               *(f"fennec-warm-{n}" for n in WARM_KNOWN), "popularity", "family-mean", "random")
 EVALUATION_TAG_BENCHMARK = "fennec.benchmark"
@@ -182,10 +185,10 @@ def evaluate_estimator(benchmark: Benchmark, estimator: str, *, seeds: Sequence[
                        fits: FennecFits | None = None) -> EstimatorOutcome:
     """Leave-one-task-out evaluation of one estimator of :data:`ESTIMATORS` (nothing is logged)."""
     if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; choose among {list(ESTIMATORS)}")
+        raise InvalidInputError(f"unknown estimator {estimator!r}; choose among {list(ESTIMATORS)}")
     seeds = [int(s) for s in seeds]
     if not seeds:
-        raise ValueError("seeds must name at least one seed")
+        raise InvalidInputError("seeds must name at least one seed")
     table, targets = benchmark.P, benchmark.targets
     fits = fits or FennecFits(benchmark)
     base = {"estimator": estimator, "seeds": ",".join(map(str, seeds))}
@@ -270,7 +273,6 @@ def log_outcome(outcome: EstimatorOutcome, benchmark: Benchmark, experiment: str
     from mlflow.data.code_dataset_source import CodeDatasetSource
     from mlflow.data.http_dataset_source import HTTPDatasetSource
 
-    from fennec_mlflow.store import tracking
 
     tags = {tracking.KIND_TAG: "evaluation", EVALUATION_TAG_BENCHMARK: benchmark.name, **(tags or {})}
     mean = outcome.result.summary["mean_pearson"]
@@ -321,7 +323,7 @@ def _estimator_list(estimators: str | Iterable[str] | None) -> list[str]:
     chosen = list(dict.fromkeys(estimators))
     unknown = [e for e in chosen if e not in ESTIMATORS]
     if unknown or not chosen:
-        raise ValueError(f"unknown estimator(s) {unknown}; choose among {list(ESTIMATORS)}")
+        raise InvalidInputError(f"unknown estimator(s) {unknown}; choose among {list(ESTIMATORS)}")
     return chosen
 
 
@@ -340,7 +342,6 @@ def run_evaluation(benchmark: str | Benchmark, *, experiment: str | None = None,
     """
     from tqdm.auto import tqdm
 
-    from fennec_mlflow.store import tracking
 
     chosen = _estimator_list(estimators)
     bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)

@@ -40,8 +40,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from fennec_mlflow.store import external
+from fennec_mlflow.archi2vec import Graph2Vec, extract_graphs, meta_features
 from fennec_mlflow.core.evaluation import load_task_facts
+from fennec_mlflow.errors import InvalidInputError
+from fennec_mlflow.store import external
 
 BENCHMARK_NAMES = ("parc", "parc6", "transfergraph")
 PARC_ARCHITECTURES = ("resnet50", "resnet18", "googlenet", "alexnet")
@@ -113,7 +115,7 @@ def task_meta_table(tasks: Sequence[str], facts: pd.DataFrame | None = None) -> 
     facts = load_task_facts() if facts is None else facts
     missing = [t for t in tasks if t not in facts.index]
     if missing:
-        raise ValueError(f"the task facts table has no row for task(s) {missing}")
+        raise InvalidInputError(f"the task facts table has no row for task(s) {missing}")
     rows = facts.loc[list(tasks)]
     table = pd.DataFrame({"log_class_count": _log(rows["class_count"]), "log_train_size": _log(rows["train_size"])},
                          index=pd.Index(list(tasks), name="task"))
@@ -145,7 +147,6 @@ def parc_architecture_features() -> pd.DataFrame:
     """
     from sklearn.decomposition import PCA
 
-    from fennec_mlflow.archi2vec import Graph2Vec, extract_graphs, meta_features
 
     names = {f"torchvision:{arch}": arch for arch in PARC_ARCHITECTURES}
     batch = extract_graphs(list(names), progress=False)
@@ -181,7 +182,7 @@ def parc_model_meta(models: pd.Index, long: pd.DataFrame) -> pd.DataFrame:
     facts = source_facts()
     unknown = sorted(set(source) - set(facts.index))
     if unknown:
-        raise ValueError(f"no public facts for PARC source dataset(s) {unknown}")
+        raise InvalidInputError(f"no public facts for PARC source dataset(s) {unknown}")
     source_rows = facts.loc[source.to_numpy()].set_index(models)
     return pd.concat([
         _one_hot(arch, "arch"), architecture, _one_hot(source, "source"),
@@ -221,7 +222,7 @@ def transfergraph_model_meta(models: pd.Index) -> pd.DataFrame:
     config = pd.read_csv(external.transfergraph_model_facts()).drop_duplicates("model").set_index("model")
     missing = models.difference(config.index)
     if len(missing):
-        raise ValueError(f"transfergraph_image_models.csv has no row for {len(missing)} model(s): {list(missing)[:5]}")
+        raise InvalidInputError(f"transfergraph_image_models.csv has no row for {len(missing)} model(s): {list(missing)[:5]}")
     config = config.loc[models]
     model_type = config.apply(_model_type, axis=1)
     parameters = _log(config["number_of_parameters"])
@@ -282,5 +283,5 @@ def load_benchmark(name: str) -> Benchmark:
     The returned tables are shared between calls: treat them as read-only (copy before editing).
     """
     if name not in BENCHMARK_NAMES:
-        raise ValueError(f"unknown benchmark {name!r}; choose one of {list(BENCHMARK_NAMES)}")
+        raise InvalidInputError(f"unknown benchmark {name!r}; choose one of {list(BENCHMARK_NAMES)}")
     return _load(name)

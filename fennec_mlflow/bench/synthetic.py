@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -51,13 +50,31 @@ import numpy as np
 import pandas as pd
 
 from fennec_mlflow import config
-from fennec_mlflow.core import evaluation as ev
-from fennec_mlflow.store import tracking
+from fennec_mlflow.bench.evaluate import (
+    FENNEC_DEFAULTS,
+    EstimatorOutcome,
+    capped_k,
+    draw_known,
+    experiment_name,
+    log_outcome,
+)
 from fennec_mlflow.bench.public import Benchmark
-from fennec_mlflow.store.knowledge import Knowledge
-from fennec_mlflow.bench.evaluate import (FENNEC_DEFAULTS, EstimatorOutcome, capped_k, draw_known,
-                                           experiment_name, log_outcome)
-from fennec_mlflow.training.pretrain import PretrainBudget
+from fennec_mlflow.core import evaluation as ev
+from fennec_mlflow.core.estimators import available_estimators
+from fennec_mlflow.core.estimators.etran import etran_combine
+from fennec_mlflow.core.estimators.ncti import ncti_combine
+from fennec_mlflow.core.recommender import Fennec
+from fennec_mlflow.data.checkpoints import load_pretrained
+from fennec_mlflow.data.features import FeatureCache
+from fennec_mlflow.data.synthetic import synthetic_task
+from fennec_mlflow.errors import InvalidInputError
+from fennec_mlflow.serving.demo import demo_encoder
+from fennec_mlflow.store import tracking
+from fennec_mlflow.store.archi2vec_runs import embed_architectures
+from fennec_mlflow.store.jobs import finetune_cells, proxy_cells, score_cells
+from fennec_mlflow.store.knowledge import Knowledge, architecture_of, build_knowledge
+from fennec_mlflow.training.finetune import FinetuneConfig
+from fennec_mlflow.training.pretrain import PretrainBudget, pretrain_demo_zoo
 
 SYNTHETIC_BENCHMARKS = ("synthetic", "synthetic-smoke")
 BASELINES = ("popularity", "family-mean", "random")
@@ -72,8 +89,6 @@ class TaskSpec:
     samples_per_class: int
 
     def task(self):
-        from fennec_mlflow.data.synthetic import synthetic_task
-
         return synthetic_task(self.name, samples_per_class=self.samples_per_class)
 
 
@@ -126,8 +141,6 @@ class BenchmarkConfig:
         return [spec.name for spec in self.targets]
 
     def finetune_config(self, progress: bool = False):
-        from fennec_mlflow.training.finetune import FinetuneConfig
-
         return FinetuneConfig(learning_rates=self.finetune_lrs, weight_decays=self.finetune_wds,
                               batch_size=self.finetune_batch_size, max_epochs=self.finetune_epochs,
                               patience=self.finetune_patience, seed=0, progress=progress)
@@ -208,7 +221,7 @@ CONFIGS: dict[str, BenchmarkConfig] = {
 
 def get_config(name: str) -> BenchmarkConfig:
     if name not in CONFIGS:
-        raise ValueError(f"unknown synthetic benchmark {name!r}; choose one of {list(CONFIGS)}")
+        raise InvalidInputError(f"unknown synthetic benchmark {name!r}; choose one of {list(CONFIGS)}")
     return CONFIGS[name]
 
 
@@ -258,8 +271,6 @@ def _matrix(kind: str, experiment: str, models: list[str], tasks: list[str], *, 
 
 def load_benchmark_data(config: BenchmarkConfig, encoder: str, estimators: Sequence[str],
                         experiment: str | None = None) -> BenchmarkData:
-    from fennec_mlflow.store.knowledge import build_knowledge
-
     experiment = experiment or cells_experiment(config.name)
     models, targets = config.model_names, config.target_names
     knowledge = build_knowledge(kind="fda", encoder=encoder, models=models, tasks=config.task_names,
@@ -309,8 +320,6 @@ class Costs:
 
 def estimator_predictor(data: BenchmarkData, name: str, costs: Costs) -> ev.Predictor:
     """The scores of registered estimator ``name`` (or of a published combination, :data:`COMBINED`)."""
-    from fennec_mlflow.core.estimators.etran import etran_combine
-    from fennec_mlflow.core.estimators.ncti import ncti_combine
 
     parts = COMBINED.get(name, (name,))
 
@@ -347,7 +356,6 @@ class TargetFennecFits:
 
     def get(self, target: str, seed: int, hidden: tuple[str, ...] = ()):
         """The fit for ``target``; ``hidden``: more tasks left out of it (an outer target, in nested CV)."""
-        from fennec_mlflow.core.recommender import Fennec
 
         key = (target, int(seed), tuple(sorted(hidden)))
         if key not in self._fits:
@@ -475,7 +483,6 @@ def evaluation_names(config: BenchmarkConfig, estimators: Sequence[str]) -> list
 
 def as_benchmark(config: BenchmarkConfig, data: BenchmarkData) -> Benchmark:
     """The truth and meta tables in the shape :mod:`fennec_mlflow.bench.evaluate` logs."""
-    from fennec_mlflow.store.knowledge import architecture_of
 
     truth = data.truth
     return Benchmark(
@@ -628,20 +635,13 @@ def run_benchmark(config: str | BenchmarkConfig, *, workdir: str | Path | None =
     ``experiment`` (default ``fennec-eval-<name>``). ``estimators``: the registered estimators
     to compare (default all; FDA is always computed, it is Fennec's history).
     """
-    from fennec_mlflow.store.archi2vec_runs import embed_architectures
-    from fennec_mlflow.serving.demo import demo_encoder
-    from fennec_mlflow.core.estimators import available_estimators
-    from fennec_mlflow.data.features import FeatureCache
-    from fennec_mlflow.store.jobs import finetune_cells, proxy_cells, score_cells
-    from fennec_mlflow.data.checkpoints import load_pretrained
-    from fennec_mlflow.training.pretrain import pretrain_demo_zoo
 
     config = get_config(config) if isinstance(config, str) else config
     registered = available_estimators()
     chosen = list(dict.fromkeys(["fda", *(registered if estimators is None else estimators)]))
     unknown = [e for e in chosen if e not in registered]
     if unknown:
-        raise ValueError(f"unknown estimator(s) {unknown}; registered: {registered}")
+        raise InvalidInputError(f"unknown estimator(s) {unknown}; registered: {registered}")
     workdir = Path(workdir).expanduser() if workdir else default_workdir(config.name)
     cells = cells_experiment(config.name)
     stages: dict[str, float] = {}

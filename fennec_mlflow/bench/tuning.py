@@ -44,10 +44,12 @@ storage is given), splitting ``n_trials`` between them; it also spreads the nest
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,12 +58,16 @@ import optuna
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
+from fennec_mlflow import config
+from fennec_mlflow.bench.public import Benchmark, load_benchmark
 from fennec_mlflow.core import evaluation as ev
 from fennec_mlflow.core.recommender import Fennec
+from fennec_mlflow.errors import FennecError, InvalidInputError
+from fennec_mlflow.store import tracking
 
-DEFAULT_N_TRIALS = 20
+DEFAULT_N_TRIALS = config.TUNE_N_TRIALS
 DEFAULT_INNER_TRIALS = 8
-DEFAULT_PARAMS = {"k": 4, "alpha": 0.5, "nmf_l2": 0.1}
+DEFAULT_PARAMS = config.FENNEC_DEFAULTS
 NMF_L2_RANGE = (1e-3, 10.0)
 PARENT_ATTR = "mlflow_parent_run_id"
 _PARENT_WAIT_SECONDS = 120.0
@@ -187,7 +193,7 @@ def nested_fold(data: TuningData, target: str, inner_trials: int, seed: int | No
     """Tune on the history of ``target`` only, then fit on that history and score ``target``."""
     history = data.without(target)
     if not history.targets:
-        raise ValueError(f"nested cross-validation needs at least 2 targets; {target!r} is the only one")
+        raise InvalidInputError(f"nested cross-validation needs at least 2 targets; {target!r} is the only one")
     study = tune_study(history, inner_trials, seed=seed, fennec_seed=fennec_seed)
     best = dict(study.best_params)
     # Outer step: fit on every task but the target (the inner fits saw one fewer), rank the target.
@@ -216,8 +222,6 @@ def nested_cross_validation(data: TuningData, *, inner_trials: int = DEFAULT_INN
             return NestedCVResult([nested_fold(*job) for job in jobs])
         finally:
             optuna.logging.set_verbosity(verbosity)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return NestedCVResult(list(pool.map(_nested_fold_job, jobs)))
@@ -245,13 +249,13 @@ def optuna_storage(spec: str | None, tracking_uri: str | None = None):
     mlflow_file = _sqlite_file(tracking_uri or mlflow.get_tracking_uri())
     if "://" in spec:
         if mlflow_file is not None and _sqlite_file(spec) == mlflow_file:
-            raise ValueError(f"Optuna storage {spec!r} is the MLflow tracking store's SQLite file; "
+            raise InvalidInputError(f"Optuna storage {spec!r} is the MLflow tracking store's SQLite file; "
                              "give Optuna its own file (e.g. sqlite:///optuna.db or a journal file)")
         engine_kwargs = {"connect_args": {"timeout": 60}} if spec.startswith("sqlite") else None
         return optuna.storages.RDBStorage(spec, engine_kwargs=engine_kwargs)
     path = Path(spec[len("journal:"):] if spec.startswith("journal:") else spec)
     if mlflow_file is not None and path.resolve() == mlflow_file:
-        raise ValueError(f"Optuna journal {str(path)!r} is the MLflow tracking store's SQLite file")
+        raise InvalidInputError(f"Optuna journal {str(path)!r} is the MLflow tracking store's SQLite file")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         from optuna.storages.journal import JournalFileBackend
@@ -293,7 +297,6 @@ def _trial_objective(data: TuningData, mlflow_client, experiment_id: str, parent
                      fennec_seed: int):
     from mlflow.entities import RunStatus
 
-    from fennec_mlflow.store import tracking
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, data.k_max)
@@ -319,7 +322,6 @@ def _trial_objective(data: TuningData, mlflow_client, experiment_id: str, parent
 def _parent_run_id(study: optuna.Study, created: bool, mlflow_client, experiment_id: str, record) -> str:
     """The session's parent run: made by the study's creator (or by a worker resuming a finished
     study); other workers wait for its id in the study's user attrs."""
-    from fennec_mlflow.store import tracking
 
     deadline = time.monotonic() + _PARENT_WAIT_SECONDS
     while True:
@@ -338,7 +340,6 @@ def _parent_run_id(study: optuna.Study, created: bool, mlflow_client, experiment
 def _optimize_worker(args) -> int:
     """One worker process: join the study and run its share of the trials."""
     (storage_spec, study_name, data, n_trials, seed, parent_run_id, experiment_id, tracking_uri, fennec_seed) = args
-    from fennec_mlflow.store import tracking
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna_storage(storage_spec, tracking_uri)
@@ -399,12 +400,11 @@ def _finalise(study: optuna.Study, data: TuningData, mlflow_client, parent_run_i
     import matplotlib.pyplot as plt
     from mlflow.entities import Param
 
-    from fennec_mlflow.store import tracking
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         tracking.finish_run(mlflow_client, parent_run_id, "FAILED")
-        raise RuntimeError(f"study {study.study_name!r} has no complete trial; see the failed tune-trial runs")
+        raise FennecError(f"study {study.study_name!r} has no complete trial; see the failed tune-trial runs")
     best = study.best_trial
     defaults = default_params(data.k_max)
     default_trials = [t for t in complete if t.params == defaults]
@@ -464,15 +464,13 @@ def run_tuning(benchmark, *, n_trials: int = DEFAULT_N_TRIALS, storage: str | No
     ``fennec``) for ``build`` to use the best params. seed: sampler seed (worker i uses seed + i).
     fennec_seed: Fennec's random_state inside the objective.
     """
-    from fennec_mlflow.store import tracking
-    from fennec_mlflow.bench.public import Benchmark, load_benchmark
 
     if n_trials < 1:
-        raise ValueError(f"n_trials must be at least 1, got {n_trials}")
+        raise InvalidInputError(f"n_trials must be at least 1, got {n_trials}")
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+        raise InvalidInputError(f"workers must be at least 1, got {workers}")
     if nested_cv and inner_trials < 1:
-        raise ValueError(f"inner_trials must be at least 1, got {inner_trials}")
+        raise InvalidInputError(f"inner_trials must be at least 1, got {inner_trials}")
     if not progress:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)
@@ -504,9 +502,6 @@ def run_tuning(benchmark, *, n_trials: int = DEFAULT_N_TRIALS, storage: str | No
                 study.optimize(_trial_objective(data, client, experiment_id, parent_run_id, study_name, fennec_seed),
                                n_trials=n_trials, show_progress_bar=False)
             else:
-                import multiprocessing
-                from concurrent.futures import ProcessPoolExecutor
-
                 jobs = [(storage_spec, study_name, data, share, None if seed is None else seed + i, parent_run_id,
                          experiment_id, tracking_uri, fennec_seed)
                         for i, share in enumerate(_split_trials(n_trials, workers)) if share]

@@ -33,6 +33,7 @@ import pandas as pd
 from scipy import stats
 
 from fennec_mlflow.config import TASK_FACTS_CSV
+from fennec_mlflow.errors import InvalidInputError
 
 Predictor = Callable[[pd.DataFrame, str], pd.Series]
 
@@ -47,7 +48,7 @@ TASK_FACT_COLUMNS = ("task", "benchmarks", "dataset", "class_count", "train_size
 def _as_vector(values, name: str) -> np.ndarray:
     vector = np.asarray(values, dtype=float)
     if vector.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional (one value per model), got shape {vector.shape}")
+        raise InvalidInputError(f"{name} must be one-dimensional (one value per model), got shape {vector.shape}")
     return vector
 
 
@@ -60,15 +61,15 @@ def known_pairs(predicted, true) -> tuple[np.ndarray, np.ndarray]:
     """
     if isinstance(predicted, pd.Series) and isinstance(true, pd.Series):
         if not predicted.index.is_unique:
-            raise ValueError("predicted scores name some model twice")
+            raise InvalidInputError("predicted scores name some model twice")
         predicted = predicted.reindex(true.index)
     p, t = _as_vector(predicted, "predicted"), _as_vector(true, "true")
     if p.shape != t.shape:
-        raise ValueError(f"predicted has {p.size} values but true has {t.size}")
+        raise InvalidInputError(f"predicted has {p.size} values but true has {t.size}")
     known = ~np.isnan(t)
     p, t = p[known], t[known]
     if np.isnan(p).any():
-        raise ValueError(f"{int(np.isnan(p).sum())} model(s) with a known true value have no prediction")
+        raise InvalidInputError(f"{int(np.isnan(p).sum())} model(s) with a known true value have no prediction")
     return p, t
 
 
@@ -136,7 +137,7 @@ def topk_hit(predicted, true, k: int = 5) -> float:
     the value can lie strictly between 0 and 1. NaN when no true value is known.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     p, t = known_pairs(predicted, true)
     if t.size == 0:
         return math.nan
@@ -196,41 +197,41 @@ def _metric_columns(per_target: pd.DataFrame) -> tuple[str, ...]:
 
 def _check_matrix(table: pd.DataFrame) -> None:
     if not isinstance(table, pd.DataFrame):
-        raise ValueError(f"the performance matrix must be a pandas DataFrame (models x tasks), got {type(table).__name__}")
+        raise InvalidInputError(f"the performance matrix must be a pandas DataFrame (models x tasks), got {type(table).__name__}")
     if table.shape[0] < 1 or table.shape[1] < 2:
-        raise ValueError(f"leave-one-task-out needs at least 1 model and 2 tasks, got shape {table.shape}")
+        raise InvalidInputError(f"leave-one-task-out needs at least 1 model and 2 tasks, got shape {table.shape}")
     for axis, labels in (("model", table.index), ("task", table.columns)):
         if not labels.is_unique:
             duplicated = sorted(map(str, labels[labels.duplicated()].unique()))[:5]
-            raise ValueError(f"the performance matrix names some {axis}s twice: {duplicated}")
+            raise InvalidInputError(f"the performance matrix names some {axis}s twice: {duplicated}")
     non_numeric = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
     if non_numeric:
-        raise ValueError(f"performance matrix columns {non_numeric[:5]} are not numeric")
+        raise InvalidInputError(f"performance matrix columns {non_numeric[:5]} are not numeric")
 
 
 def _chosen_targets(table: pd.DataFrame, targets: Sequence[str] | None) -> list:
     if targets is None:
         return list(table.columns)
     if isinstance(targets, str):
-        raise ValueError("targets must be a list of task names, not one string")
+        raise InvalidInputError("targets must be a list of task names, not one string")
     chosen = list(targets)
     unknown = [t for t in chosen if t not in table.columns]
     if unknown:
-        raise ValueError(f"targets {unknown} are not tasks of the performance matrix {list(table.columns)}")
+        raise InvalidInputError(f"targets {unknown} are not tasks of the performance matrix {list(table.columns)}")
     if len(set(chosen)) != len(chosen) or not chosen:
-        raise ValueError(f"targets must be a non-empty list without repeats, got {chosen}")
+        raise InvalidInputError(f"targets must be a non-empty list without repeats, got {chosen}")
     return chosen
 
 
 def _checked_prediction(prediction, models: pd.Index, target) -> pd.Series:
     if not isinstance(prediction, pd.Series):
-        raise ValueError(f"the predictor must return a pandas Series indexed by model; for target "
+        raise InvalidInputError(f"the predictor must return a pandas Series indexed by model; for target "
                          f"{target!r} it returned {type(prediction).__name__}")
     if not prediction.index.is_unique:
-        raise ValueError(f"the prediction for target {target!r} names some model twice")
+        raise InvalidInputError(f"the prediction for target {target!r} names some model twice")
     strangers = prediction.index.difference(models)
     if len(strangers):
-        raise ValueError(f"the prediction for target {target!r} scores models not in the matrix: "
+        raise InvalidInputError(f"the prediction for target {target!r} scores models not in the matrix: "
                          f"{sorted(map(str, strangers))[:5]}")
     return pd.to_numeric(prediction, errors="raise").astype(float).reindex(models)
 
@@ -286,9 +287,9 @@ def leave_one_task_out(
     """
     _check_matrix(table)
     if missing_predictions not in MISSING_PREDICTION_POLICIES:
-        raise ValueError(f"missing_predictions must be one of {MISSING_PREDICTION_POLICIES}, got {missing_predictions!r}")
+        raise InvalidInputError(f"missing_predictions must be one of {MISSING_PREDICTION_POLICIES}, got {missing_predictions!r}")
     if not callable(predict):
-        raise ValueError("predict must be a callable predict(history, target) -> pd.Series")
+        raise InvalidInputError("predict must be a callable predict(history, target) -> pd.Series")
     rows, scored_cells = [], []
     for target in _chosen_targets(table, targets):
         history = table.drop(columns=[target]).copy()  # a copy: a predictor cannot alter the matrix
@@ -296,7 +297,7 @@ def leave_one_task_out(
         true = table[target]
         unscored = true.notna() & predicted.isna()
         if unscored.any() and missing_predictions == "raise":
-            raise ValueError(f"for target {target!r}, {int(unscored.sum())} model(s) with a known true value got "
+            raise InvalidInputError(f"for target {target!r}, {int(unscored.sum())} model(s) with a known true value got "
                              f"no prediction, e.g. {sorted(map(str, true.index[unscored]))[:3]}; pass "
                              "missing_predictions='skip' to score only the predicted ones")
         scored = true.notna() & predicted.notna()
@@ -320,11 +321,11 @@ def aggregate(results: Sequence[EvaluationResult]) -> EvaluationResult:
     """
     results = list(results)
     if not results:
-        raise ValueError("aggregate needs at least one EvaluationResult")
+        raise InvalidInputError("aggregate needs at least one EvaluationResult")
     first = results[0].per_target
     for i, result in enumerate(results[1:], start=1):
         if set(result.per_target.index) != set(first.index) or list(result.per_target.columns) != list(first.columns):
-            raise ValueError(f"repeat {i} evaluated other targets or metrics than repeat 0; "
+            raise InvalidInputError(f"repeat {i} evaluated other targets or metrics than repeat 0; "
                              "only repeats of the same evaluation can be aggregated")
     stacked = pd.concat([r.per_target.loc[first.index].astype(float) for r in results], keys=range(len(results)))
     per_target = stacked.groupby(level=1, sort=False).mean()
@@ -382,12 +383,12 @@ def family_mean(families: Mapping[str, str] | pd.Series) -> Predictor:
     """
     labels = pd.Series(families, dtype=object)
     if labels.empty:
-        raise ValueError("families must map each model to a family label; got an empty mapping")
+        raise InvalidInputError("families must map each model to a family label; got an empty mapping")
 
     def predict(history: pd.DataFrame, target: str) -> pd.Series:
         unlabelled = history.index.difference(labels.index)
         if len(unlabelled):
-            raise ValueError(f"{len(unlabelled)} model(s) have no family label, e.g. {sorted(map(str, unlabelled))[:3]}")
+            raise InvalidInputError(f"{len(unlabelled)} model(s) have no family label, e.g. {sorted(map(str, unlabelled))[:3]}")
         model_family = labels.reindex(history.index)
         family_score = _mean_z_per_model(history).groupby(model_family).mean()
         return model_family.map(family_score).astype(float).fillna(0.0).rename("family_mean")
@@ -401,7 +402,7 @@ def oracle(table: pd.DataFrame) -> Predictor:
 
     def predict(history: pd.DataFrame, target: str) -> pd.Series:
         if target not in table.columns:
-            raise ValueError(f"the oracle's table has no task {target!r}")
+            raise InvalidInputError(f"the oracle's table has no task {target!r}")
         return table[target].reindex(history.index).rename("oracle")
     return predict
 
@@ -416,13 +417,13 @@ def load_task_facts(path: str | Path | None = None) -> pd.DataFrame:
     """
     path = Path(path) if path is not None else TASK_FACTS_CSV
     if not path.is_file():
-        raise ValueError(f"task facts table {str(path)!r} does not exist")
+        raise InvalidInputError(f"task facts table {str(path)!r} does not exist")
     facts = pd.read_csv(path)
     missing = [c for c in TASK_FACT_COLUMNS if c not in facts.columns]
     if missing:
-        raise ValueError(f"task facts table {str(path)!r} lacks column(s) {missing}")
+        raise InvalidInputError(f"task facts table {str(path)!r} lacks column(s) {missing}")
     if facts["task"].duplicated().any():
-        raise ValueError(f"task facts table {str(path)!r} lists task(s) "
+        raise InvalidInputError(f"task facts table {str(path)!r} lists task(s) "
                          f"{sorted(facts.loc[facts['task'].duplicated(), 'task'])} twice")
     for column in ("class_count", "train_size"):
         facts[column] = pd.to_numeric(facts[column], errors="raise").astype(int)

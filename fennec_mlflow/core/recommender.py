@@ -61,6 +61,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Ridge
 from sklearn.utils import check_random_state
 
+from fennec_mlflow.config import FENNEC_ALPHA, FENNEC_K, FENNEC_NMF_L2
+from fennec_mlflow.errors import InvalidInputError
+
 RANKING_COLUMNS = ["model", "score", "transfer_score", "meta_score", "known_score", "rank"]
 
 # Keeps multiplicative updates away from 0/0 without changing them measurably.
@@ -94,7 +97,7 @@ def masked_nmf(values: np.ndarray, observed: np.ndarray, k: int, l2: float, *, m
     mask = observed.astype(float)
     target = np.where(observed, values, 0.0)
     if np.any(target < 0):
-        raise ValueError("masked_nmf needs non-negative observed values")
+        raise InvalidInputError("masked_nmf needs non-negative observed values")
     n_rows, n_cols = target.shape
     rng = check_random_state(random_state)
     # Start where M Dᵀ has the data's mean level, so early sweeps fit structure rather than scale.
@@ -151,23 +154,23 @@ def zscore(scores: np.ndarray) -> np.ndarray:
 def _numeric_table(table, name: str, index: pd.Index, index_kind: str) -> tuple[np.ndarray, list[str]]:
     """``table``'s rows for ``index``, as a float array, with clear errors for what cannot be used."""
     if not isinstance(table, pd.DataFrame):
-        raise ValueError(f"{name} must be a pandas DataFrame indexed by {index_kind}, got {type(table).__name__}")
+        raise InvalidInputError(f"{name} must be a pandas DataFrame indexed by {index_kind}, got {type(table).__name__}")
     if not table.index.is_unique:
         duplicated = table.index[table.index.duplicated()].unique().tolist()
-        raise ValueError(f"{name} has duplicated {index_kind} in its index: {duplicated[:5]}")
+        raise InvalidInputError(f"{name} has duplicated {index_kind} in its index: {duplicated[:5]}")
     missing = index.difference(table.index)
     if len(missing):
-        raise ValueError(f"{name} lacks rows for {len(missing)} {index_kind} of P: {missing.tolist()[:5]}")
+        raise InvalidInputError(f"{name} lacks rows for {len(missing)} {index_kind} of P: {missing.tolist()[:5]}")
     if table.shape[1] == 0:
-        raise ValueError(f"{name} has no columns")
+        raise InvalidInputError(f"{name} has no columns")
     non_numeric = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
     if non_numeric:
-        raise ValueError(f"{name} has non-numeric column(s) {non_numeric[:5]}; encode them first (e.g. one-hot)")
+        raise InvalidInputError(f"{name} has non-numeric column(s) {non_numeric[:5]}; encode them first (e.g. one-hot)")
     rows = table.loc[index].to_numpy(dtype=float)
     bad = ~np.isfinite(rows)
     if bad.any():
         columns = table.columns[bad.any(axis=0)].tolist()
-        raise ValueError(f"{name} has NaN or infinite values in column(s) {columns[:5]}")
+        raise InvalidInputError(f"{name} has NaN or infinite values in column(s) {columns[:5]}")
     return rows, [str(c) for c in table.columns]
 
 
@@ -218,7 +221,7 @@ def _feature_row(row, columns: list[str], name: str) -> np.ndarray:
     """One task's feature vector in the fitted column order, from a Series, dict, 1-row DataFrame or array."""
     if isinstance(row, pd.DataFrame):
         if len(row) != 1:
-            raise ValueError(f"{name} must hold one task, got {len(row)} rows")
+            raise InvalidInputError(f"{name} must hold one task, got {len(row)} rows")
         row = row.iloc[0]
     if isinstance(row, pd.Series) and len(row) == len(columns) and list(map(str, row.index)) == columns \
             and pd.api.types.is_numeric_dtype(row.dtype):
@@ -228,15 +231,15 @@ def _feature_row(row, columns: list[str], name: str) -> np.ndarray:
         row.index = row.index.map(str)
         missing = [c for c in columns if c not in row.index]
         if missing:
-            raise ValueError(f"{name} lacks column(s) {missing}; the model was fitted with {columns}")
+            raise InvalidInputError(f"{name} lacks column(s) {missing}; the model was fitted with {columns}")
         values = pd.to_numeric(row[columns], errors="coerce").to_numpy(dtype=float)
     else:
         values = np.asarray(row, dtype=float).ravel()
         if values.size != len(columns):
-            raise ValueError(f"{name} has {values.size} values; the model was fitted with {len(columns)}: {columns}")
+            raise InvalidInputError(f"{name} has {values.size} values; the model was fitted with {len(columns)}: {columns}")
     if not np.all(np.isfinite(values)):
         bad = [c for c, v in zip(columns, values) if not np.isfinite(v)]
-        raise ValueError(f"{name} has missing, non-numeric or infinite values for {bad}")
+        raise InvalidInputError(f"{name} has missing, non-numeric or infinite values for {bad}")
     return values
 
 
@@ -261,7 +264,7 @@ class Fennec(BaseEstimator):
     tables rather than (X, y).
     """
 
-    def __init__(self, k: int = 4, alpha: float = 0.5, nmf_l2: float = 0.1, nmf_max_iter: int = 5000,
+    def __init__(self, k: int = FENNEC_K, alpha: float = FENNEC_ALPHA, nmf_l2: float = FENNEC_NMF_L2, nmf_max_iter: int = 5000,
                  nmf_tol: float = 1e-6, random_state=0, n_estimators: int = 200, meta_l2: float = 1.0,
                  meta_interactions: bool = True, warm_start_prior: float = 10.0):
         self.k = k
@@ -302,9 +305,9 @@ class Fennec(BaseEstimator):
         observed = ~np.isnan(values)
         n_models, n_tasks = values.shape
         if not self.k < min(n_models, n_tasks):
-            raise ValueError(f"k={self.k} must be below min(models, tasks) = min({n_models}, {n_tasks}) of P")
+            raise InvalidInputError(f"k={self.k} must be below min(models, tasks) = min({n_models}, {n_tasks}) of P")
         if task_proxy is None and task_meta is None:
-            raise ValueError("give task_proxy or task_meta: a new task's vector is predicted from one of them")
+            raise InvalidInputError("give task_proxy or task_meta: a new task's vector is predicted from one of them")
         proxy_features = proxy_columns = task_features = task_columns = model_features = model_columns = None
         if task_proxy is not None:
             proxy_features, proxy_columns = _numeric_table(task_proxy, "task_proxy", P.columns, "tasks")
@@ -314,7 +317,7 @@ class Fennec(BaseEstimator):
             model_features, model_columns = _numeric_table(model_meta, "model_meta", P.index, "models")
         has_meta = model_features is not None and task_features is not None
         if not has_meta and self.alpha == 1.0:
-            raise ValueError("alpha=1 ranks by the meta regression alone, which needs model_meta and task_meta")
+            raise InvalidInputError("alpha=1 ranks by the meta regression alone, which needs model_meta and task_meta")
         if not has_meta and self.alpha > 0:
             warnings.warn("no model_meta or task_meta: no meta phase, ranking by the transfer score alone",
                           stacklevel=2)
@@ -370,40 +373,40 @@ class Fennec(BaseEstimator):
 
     def _check_params(self) -> None:
         if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
-            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+            raise InvalidInputError(f"k must be a positive integer, got {self.k!r}")
         if not 0.0 <= float(self.alpha) <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha!r}")
+            raise InvalidInputError(f"alpha must lie in [0, 1], got {self.alpha!r}")
         for name in ("nmf_l2", "meta_l2", "warm_start_prior"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+                raise InvalidInputError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.nmf_tol >= 0 or not self.nmf_max_iter >= 1:
-            raise ValueError(f"need nmf_tol >= 0 and nmf_max_iter >= 1, got {self.nmf_tol!r}, {self.nmf_max_iter!r}")
+            raise InvalidInputError(f"need nmf_tol >= 0 and nmf_max_iter >= 1, got {self.nmf_tol!r}, {self.nmf_max_iter!r}")
 
     @staticmethod
     def _check_matrix(P) -> np.ndarray:
         if not isinstance(P, pd.DataFrame):
-            raise ValueError(f"P must be a pandas DataFrame (index = models, columns = tasks), got {type(P).__name__}")
+            raise InvalidInputError(f"P must be a pandas DataFrame (index = models, columns = tasks), got {type(P).__name__}")
         for axis, labels in (("model index", P.index), ("task columns", P.columns)):
             if not labels.is_unique:
-                raise ValueError(f"P's {axis} has duplicates: {labels[labels.duplicated()].unique().tolist()[:5]}")
+                raise InvalidInputError(f"P's {axis} has duplicates: {labels[labels.duplicated()].unique().tolist()[:5]}")
         try:
             values = P.to_numpy(dtype=float)
         except (TypeError, ValueError) as error:
-            raise ValueError(f"P must hold numbers (NaN for unmeasured cells): {error}") from None
+            raise InvalidInputError(f"P must hold numbers (NaN for unmeasured cells): {error}") from None
         if np.isinf(values).any():
-            raise ValueError("P has infinite values; use NaN for unmeasured cells")
+            raise InvalidInputError("P has infinite values; use NaN for unmeasured cells")
         observed = ~np.isnan(values)
         empty_models = P.index[~observed.any(axis=1)].tolist()
         if empty_models:
-            raise ValueError(f"P has models with no observed score (all-NaN rows): {empty_models[:10]}")
+            raise InvalidInputError(f"P has models with no observed score (all-NaN rows): {empty_models[:10]}")
         empty_tasks = P.columns[~observed.any(axis=0)].tolist()
         if empty_tasks:
-            raise ValueError(f"P has tasks with no observed score (all-NaN columns): {empty_tasks[:10]}")
+            raise InvalidInputError(f"P has tasks with no observed score (all-NaN columns): {empty_tasks[:10]}")
         return values
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_vectors_"):
-            raise ValueError("this Fennec is not fitted yet; call fit(P, model_meta, task_meta, task_proxy) first")
+            raise InvalidInputError("this Fennec is not fitted yet; call fit(P, model_meta, task_meta, task_proxy) first")
 
     # ------------------------------------------------------------------ predict
     def predict_matrix(self, normalized: bool = False) -> pd.DataFrame:
@@ -420,11 +423,11 @@ class Fennec(BaseEstimator):
         self._check_fitted()
         if self.task_vector_source_ == "task_proxy":
             if task_proxy_row is None:
-                raise ValueError("this model was fitted with task_proxy: rank needs task_proxy_row")
+                raise InvalidInputError("this model was fitted with task_proxy: rank needs task_proxy_row")
             features = _feature_row(task_proxy_row, self.proxy_columns_, "task_proxy_row")
         else:
             if task_meta_row is None:
-                raise ValueError("this model was fitted without task_proxy: rank needs task_meta_row")
+                raise InvalidInputError("this model was fitted without task_proxy: rank needs task_meta_row")
             features = _feature_row(task_meta_row, self.task_meta_columns_, "task_meta_row")
         if getattr(self, "flat_forest_", None) is None:  # models pickled before FlatForest existed
             self.flat_forest_ = FlatForest(self.task_regressor_)
@@ -434,9 +437,9 @@ class Fennec(BaseEstimator):
         """The meta regression's normalised-score prediction for each model (one matrix-vector product)."""
         self._check_fitted()
         if not self.has_meta_:
-            raise ValueError("this model was fitted without model_meta/task_meta: no meta scores")
+            raise InvalidInputError("this model was fitted without model_meta/task_meta: no meta scores")
         if task_meta_row is None:
-            raise ValueError("the meta phase needs task_meta_row")
+            raise InvalidInputError("the meta phase needs task_meta_row")
         task = (_feature_row(task_meta_row, self.task_meta_columns_, "task_meta_row")
                 - self.task_meta_mean_) / self.task_meta_std_
         models = self.model_meta_ if model_index is None else self.model_meta_[model_index]
@@ -462,11 +465,11 @@ class Fennec(BaseEstimator):
 
     def _known(self, known_scores: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(known_scores, Mapping) or not known_scores:
-            raise ValueError("known_scores must be a non-empty mapping {model name: score}")
+            raise InvalidInputError("known_scores must be a non-empty mapping {model name: score}")
         index = self._model_index(list(known_scores), "known_scores")
         values = np.asarray([known_scores[name] for name in known_scores], dtype=float)
         if not np.all(np.isfinite(values)):
-            raise ValueError("known_scores values must be finite numbers")
+            raise InvalidInputError("known_scores values must be finite numbers")
         return index, values
 
     def _model_index(self, names: Iterable[str], what: str) -> np.ndarray:
@@ -474,7 +477,7 @@ class Fennec(BaseEstimator):
         names = [str(name) for name in names]
         unknown = [name for name in names if name not in position]
         if unknown:
-            raise ValueError(f"{what} names model(s) the recommender was not fitted on: {unknown[:10]}")
+            raise InvalidInputError(f"{what} names model(s) the recommender was not fitted on: {unknown[:10]}")
         return np.asarray([position[name] for name in names], dtype=int)
 
     def rank(self, task_meta_row=None, task_proxy_row=None, *, known_scores: Mapping[str, float] | None = None,
@@ -490,7 +493,7 @@ class Fennec(BaseEstimator):
         candidates = (np.arange(len(self.model_names_)) if models is None
                       else self._model_index(list(models), "models"))
         if candidates.size == 0:
-            raise ValueError("models is empty: no candidate to rank")
+            raise InvalidInputError("models is empty: no candidate to rank")
         candidate_vectors = self.model_vectors_[candidates]
         transfer = zscore(candidate_vectors @ self.task_vector(task_meta_row, task_proxy_row))
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from fennec_mlflow.data.zoo import ZooModel, load_model, replace_head
-from fennec_mlflow.errors import InvalidInputError
+from fennec_mlflow.errors import InvalidInputError, MissingFileError
 
 PRETRAIN_FORMAT_VERSION = 1
 MODEL_SOURCE = "fennec-pretrain"  # ZooModel.source of every model made by pre-training
@@ -119,7 +119,7 @@ def save_pretrained(pretrained: PretrainedModel, path: str | Path) -> Path:
 
 def _read_payload(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"no pre-trained model file at {str(path)!r}; create one with "
+        raise MissingFileError(f"no pre-trained model file at {str(path)!r}; create one with "
                                 "fennec_mlflow.training.pretrain.pretrain_demo_zoo / pretrain_proxy")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)

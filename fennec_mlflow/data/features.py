@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from fennec_mlflow import config
 from fennec_mlflow.data.tasks import Probe
-from fennec_mlflow.data.zoo import ZooModel, primary_output, find_head
+from fennec_mlflow.data.zoo import ZooModel, find_head, primary_output
 
 FEATURE_FORMAT_VERSION = 1
 

@@ -29,6 +29,7 @@ swamped by one part. The length is ``2 * dim + 10`` whatever the sample size.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import os
@@ -45,6 +46,7 @@ from fennec_mlflow.data.checkpoints import load_pretrained
 from fennec_mlflow.data.features import extract_features
 from fennec_mlflow.data.tasks import Task
 from fennec_mlflow.data.zoo import WEIGHT_MODES, WeightsUnavailable, ZooError, ZooModel, load_model
+from fennec_mlflow.errors import InvalidInputError, ResourceUnavailableError
 
 DEFAULT_SAMPLE_SIZE = config.PROBE_SIZE
 SPECTRUM_COMPONENTS = 8
@@ -54,11 +56,11 @@ RANDOM_WEIGHTS = "random"  # the spec word for seeded random CLIP weights
 RANDOM_INIT_SEED = 0
 
 
-class ProxyError(ValueError):
+class ProxyError(InvalidInputError):
     """An encoder spec, argument or input is malformed; the message says what to pass."""
 
 
-class ProxyUnavailable(RuntimeError):
+class ProxyUnavailable(ResourceUnavailableError):
     """The encoder's weights cannot be found or fetched (usually: offline); the message says
     which file is needed, where it is looked for, and how to pass a local copy."""
 
@@ -272,8 +274,6 @@ class ClipEncoder:
         import open_clip
 
         if model_name not in open_clip.list_models():
-            import difflib
-
             close = difflib.get_close_matches(model_name, open_clip.list_models(), n=4, cutoff=0.5)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise ProxyError(f"unknown open_clip model {model_name!r}.{hint} See open_clip.list_models().")

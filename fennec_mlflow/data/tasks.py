@@ -6,6 +6,7 @@ so a folder of 100k files costs nothing until a probe set is drawn from it.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import warnings
 from dataclasses import dataclass, field, replace
@@ -15,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fennec_mlflow import config
+from fennec_mlflow.errors import InvalidInputError
 
 ImageSource = Callable[[np.ndarray], np.ndarray]
 
@@ -22,7 +24,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 DEFAULT_PROBE_SIZE = config.PROBE_SIZE
 
 
-class TaskError(ValueError):
+class TaskError(InvalidInputError):
     """A task cannot be built or sampled as asked; the message says how to fix it."""
 
 
@@ -258,8 +260,6 @@ def from_torchvision(dataset: str, *, root: str | Path = "~/.cache/fennec-mlflow
     import torchvision.datasets as tvd
 
     if dataset not in TORCHVISION_DATASETS:
-        import difflib
-
         close = difflib.get_close_matches(dataset, list(TORCHVISION_DATASETS), n=3, cutoff=0.4)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise TaskError(f"unknown torchvision dataset {dataset!r}.{hint} Supported: {', '.join(TORCHVISION_DATASETS)}")

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fennec_mlflow.errors import InvalidInputError, ResourceUnavailableError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # pytorchcv's CIFAR/SVHN models were trained with these statistics.
@@ -41,11 +43,11 @@ DEFAULT_ZOO = (
 )
 
 
-class ZooError(ValueError):
+class ZooError(InvalidInputError):
     """A model cannot be resolved or built as asked."""
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(ResourceUnavailableError):
     """Pretrained weights were asked for and could not be loaded (usually: offline)."""
 
 

@@ -10,11 +10,10 @@ import numpy as np
 import pandas as pd
 
 from fennec_mlflow import config
+from fennec_mlflow.core.recommender import Fennec
 from fennec_mlflow.serving import flavor as pyfunc
 from fennec_mlflow.store import tracking
 from fennec_mlflow.store.knowledge import Knowledge, build_knowledge
-from fennec_mlflow.core.recommender import Fennec
-
 
 
 def default_k(P: pd.DataFrame) -> int:

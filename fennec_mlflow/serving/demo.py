@@ -16,7 +16,6 @@ Each step is idempotent (finished cells are reused), so a killed bootstrap resum
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,15 @@ from pathlib import Path
 import click
 
 from fennec_mlflow import config
+from fennec_mlflow.data.checkpoints import load_pretrained
+from fennec_mlflow.data.proxy import ProxyUnavailable, load_encoder
+from fennec_mlflow.data.synthetic import synthetic_task
+from fennec_mlflow.data.zoo import DEFAULT_ZOO
+from fennec_mlflow.serving.build import build
 from fennec_mlflow.store import tracking
+from fennec_mlflow.store.archi2vec_runs import embed_architectures
+from fennec_mlflow.store.jobs import proxy_cells, score_cells
+from fennec_mlflow.training.pretrain import DEMO_ARCHS, pretrain_demo_zoo, pretrain_proxy
 
 # Historical tasks: two per synthetic family, none a pre-training source of the demo zoo
 # (pretrain.DEMO_SOURCES). The default target (below) is held out of them.
@@ -55,8 +62,6 @@ class DemoEncoder:
 def demo_encoder(progress: bool = True, *, out_dir: Path | None = None, budget="demo") -> DemoEncoder:
     """CLIP when its weights are on disk, else the project's synthetic-mix proxy (pre-trained on
     first use into ``out_dir``, default the demo cache, with the pre-training ``budget``)."""
-    from fennec_mlflow.training.pretrain import pretrain_proxy
-    from fennec_mlflow.data.proxy import ProxyUnavailable, load_encoder
 
     # Look for CLIP in the local cache only: the default must never wait on the network.
     try:
@@ -70,13 +75,6 @@ def demo_encoder(progress: bool = True, *, out_dir: Path | None = None, budget="
 
 def bootstrap(experiment: str = tracking.DEFAULT_EXPERIMENT, *, progress: bool = True, say=click.echo):
     """Build the demo knowledge base and register ``fennec@champion``; returns the BuildResult."""
-    from fennec_mlflow.store.archi2vec_runs import embed_architectures
-    from fennec_mlflow.store.jobs import proxy_cells, score_cells
-    from fennec_mlflow.data.checkpoints import load_pretrained
-    from fennec_mlflow.training.pretrain import DEMO_ARCHS, pretrain_demo_zoo
-    from fennec_mlflow.serving.build import build
-    from fennec_mlflow.data.synthetic import synthetic_task
-    from fennec_mlflow.data.zoo import DEFAULT_ZOO
 
     started = time.perf_counter()
     say("No registered 'fennec' model in this store: building the offline demo knowledge base "

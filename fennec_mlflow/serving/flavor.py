@@ -27,6 +27,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
@@ -38,8 +39,9 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from fennec_mlflow import config
-from fennec_mlflow.errors import FennecError, InvalidInputError
 from fennec_mlflow.core.recommender import Fennec
+from fennec_mlflow.errors import FennecError, InvalidInputError
+from fennec_mlflow.store.knowledge import task_meta_row as knowledge_row
 
 REGISTERED_NAME = config.REGISTERED_MODEL
 BUNDLED_ENCODER = "bundled"
@@ -67,8 +69,6 @@ class RankerBundle:
 
 
 def task_meta_row(class_count, sample_count, domain, bundle: RankerBundle) -> pd.Series:
-    from fennec_mlflow.store.knowledge import task_meta_row as knowledge_row
-
     return knowledge_row(class_count, sample_count, domain, bundle.domains, bundle.task_meta_fill)
 
 
@@ -262,8 +262,6 @@ def set_champion(version: str | int, mlflow_client: mlflow.MlflowClient | None =
 
 
 def _requirements() -> list[str]:
-    from importlib.metadata import version
-
     return [f"{name}=={version(name)}" for name in
             ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "torch", "torchvision", "pillow")] + ["fennec-mlflow"]
 

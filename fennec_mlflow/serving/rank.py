@@ -7,7 +7,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from fennec_mlflow import config
 from fennec_mlflow.data.proxy import task_proxy_features
 from fennec_mlflow.data.tasks import Task
 from fennec_mlflow.serving import flavor as pyfunc

@@ -20,9 +20,19 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
+from fennec_mlflow.archi2vec import (
+    VOCABULARY_VERSION,
+    ExtractionFailure,
+    Graph2Vec,
+    Graph2VecSettings,
+    cluster_embeddings,
+    extract_graphs,
+    graph_to_json,
+    meta_features,
+    model_family,
+)
+from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.store import tracking
-from fennec_mlflow.archi2vec import (VOCABULARY_VERSION, ExtractionFailure, Graph2Vec, Graph2VecSettings,
-                                     cluster_embeddings, extract_graphs, graph_to_json, meta_features, model_family)
 
 
 def settings_hash(settings: Graph2VecSettings) -> str:
@@ -129,7 +139,7 @@ def embed_architectures(
         inferred, clusters = True, {}
     else:
         if len(batch.graphs) < 2:
-            raise ValueError(f"graph2vec needs at least 2 models to fit a corpus; extracted "
+            raise InvalidInputError(f"graph2vec needs at least 2 models to fit a corpus; extracted "
                              f"{len(batch.graphs)} ({len(batch.failures)} failed)")
         embedder = Graph2Vec(settings).fit(batch.graphs)
         vectors = embedder.embeddings()

@@ -21,12 +21,13 @@ from mlflow import MlflowClient
 from tqdm.auto import tqdm
 
 from fennec_mlflow.config import PUBLIC_TABLES_DIR
+from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.store import tracking
 
 LAYOUTS = ("auto", "parc", "transfergraph", "long")
 
 
-class TableError(ValueError):
+class TableError(InvalidInputError):
     """The table cannot be read as asked; the message says what was wrong."""
 
 

@@ -14,19 +14,28 @@ import numpy as np
 from mlflow import MlflowClient
 from tqdm.auto import tqdm
 
-from fennec_mlflow.store import tracking
 from fennec_mlflow.core.estimators import get_estimator
 from fennec_mlflow.data.features import FeatureCache
-from fennec_mlflow.training.finetune import (FinetuneCallbacks, FinetuneConfig, TrialParams, TrialResult, check_split,
-                                    default_split, finetune)
+from fennec_mlflow.data.proxy import task_proxy_features
 from fennec_mlflow.data.tasks import DEFAULT_PROBE_SIZE, Probe, Task, sample_probe
 from fennec_mlflow.data.zoo import ZooModel, load_model
+from fennec_mlflow.errors import InvalidInputError
+from fennec_mlflow.store import tracking
+from fennec_mlflow.training.finetune import (
+    FinetuneCallbacks,
+    FinetuneConfig,
+    TrialParams,
+    TrialResult,
+    check_split,
+    default_split,
+    finetune,
+)
 
 # One task per built-in synthetic family: the offline default of the fda and finetune jobs.
 DEFAULT_TASKS = ("digits-color", "shapes-8", "gratings-orient-8", "glyphs-upper-10")
 
 
-class FeatureError(ValueError):
+class FeatureError(InvalidInputError):
     """A model produced features an estimator cannot score."""
 
 
@@ -272,7 +281,6 @@ def proxy_cells(
     progress: bool = True,
 ) -> list[CellOutcome]:
     """Proxy features (paper eq. 6 input) of each task, one ``task-proxy`` run per (encoder, task); reused when present."""
-    from fennec_mlflow.data.proxy import task_proxy_features
 
     mlflow_client = mlflow_client or tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, experiment)

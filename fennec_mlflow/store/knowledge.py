@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
+from fennec_mlflow.data.synthetic import SYNTHETIC_TASKS
 from fennec_mlflow.store import tracking
+from fennec_mlflow.store.archi2vec_runs import load_architectures
 
 ARCHITECTURE_DIMS = 4
 
@@ -46,7 +48,6 @@ def source_domain(source: str | None) -> str:
     """The domain a model was pre-trained on: a synthetic family, the mix, or 'imagenet'."""
     if source is None:
         return "imagenet"
-    from fennec_mlflow.data.synthetic import SYNTHETIC_TASKS
 
     spec = SYNTHETIC_TASKS.get(source)
     return spec.family if spec is not None else source
@@ -139,7 +140,6 @@ def build_knowledge(
 
     ``models`` / ``tasks`` restrict the matrix to those rows / columns (default: all in the store).
     """
-    from fennec_mlflow.store.archi2vec_runs import load_architectures
 
     mlflow_client = mlflow_client or tracking.client()
     km = tracking.load_matrix(kind, estimator=estimator, source=source, experiment=experiment,

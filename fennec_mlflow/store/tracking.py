@@ -1,4 +1,9 @@
-"""The run schema: the one module that writes evidence to MLflow and reads it back.
+"""The run schema: how evidence is written to MLflow and read back.
+
+Cell runs (one model on one task) are written only through :func:`write_run` and friends here;
+the other ``store`` modules decide *what* to compute, this one *how* it is stored. Runs that
+are not cells (``fennec-fit``, ``rank``, ``evaluation``, ``tune``) are opened with
+:func:`own_run` by the serving and bench layers.
 
 Every piece of evidence is one run tagged ``fennec.kind`` (plus ``fennec.model`` /
 ``fennec.task`` for a cell of the performance matrix). A cell run also carries
@@ -13,15 +18,20 @@ them into the model and task fact tables.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
+import os
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
@@ -118,8 +128,6 @@ def _cell_runs(mlflow_client: MlflowClient, experiment: str, kind: str, finished
                           f"tags.`{KIND_TAG}` = {_quote(kind)} and attributes.status {status} 'FINISHED'",
                           order_by=["attributes.start_time DESC"])
         return [(run.data.tags[CELL_TAG], run.info.run_id) for run in runs if CELL_TAG in run.data.tags]
-    import sqlalchemy as sa
-
     query = ("SELECT c.value, r.run_uuid FROM runs r "
              "JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = :kind_tag AND k.value = :kind "
              "JOIN tags c ON c.run_uuid = r.run_uuid AND c.key = :cell_tag "
@@ -213,7 +221,6 @@ def start_run(mlflow_client: MlflowClient, experiment_id_: str, record: RunRecor
 
 def log_artifacts(mlflow_client: MlflowClient, run_id: str, artifacts: Mapping[str, object]) -> None:
     """Log each artifact by kind (see ``RunRecord.artifacts``)."""
-    from pathlib import Path
 
     for name, value in artifacts.items():
         if isinstance(value, Path):
@@ -229,7 +236,6 @@ def log_artifacts(mlflow_client: MlflowClient, run_id: str, artifacts: Mapping[s
 
 def download_json(mlflow_client: MlflowClient, run_id: str, path: str):
     """A JSON artifact of a run, parsed (no per-file progress bar: readers fetch many)."""
-    import tempfile
 
     with env_override(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), tempfile.TemporaryDirectory() as tmp:
         with open(mlflow_client.download_artifacts(run_id, path, tmp)) as handle:
@@ -271,7 +277,6 @@ def annotate_project_run(job: str, metrics: Mapping[str, float], mlflow_client: 
     MLflow creates that run (and passes its id in ``MLFLOW_RUN_ID``); the cell runs the job
     writes are separate runs in the knowledge-base experiment.
     """
-    import os
 
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if not run_id:
@@ -409,19 +414,27 @@ def _cell_rows_search(mlflow_client: MlflowClient, experiment_ids: list[str], ki
             yield _CellRow(tags[MODEL_TAG], tags[TASK_TAG], data.metrics[metric], run.info.run_id, data.params)
 
 
-def _sql_engine(mlflow_client: MlflowClient):
-    """The SQLAlchemy engine behind the client's tracking store, or None for non-SQL stores."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
-    store = mlflow_client._tracking_client.store
-    return store.engine if isinstance(store, SqlAlchemyStore) else None
+
+def _sql_engine(mlflow_client: MlflowClient):
+    """An SQLAlchemy engine on the client's database-backed store, or None (HTTP, file stores).
+
+    Reading MLflow's tables directly is ~25x faster than paging through ``search_runs``; the
+    engine comes from the public tracking URI, never from the client's private store object.
+    """
+    uri = mlflow_client.tracking_uri
+    return _engine_for(uri) if uri.split(":", 1)[0].split("+", 1)[0] in SQL_SCHEMES else None
+
+
+@functools.lru_cache(maxsize=8)
+def _engine_for(uri: str):
+    return sa.create_engine(uri)
 
 
 def _cell_rows_sql(engine, experiment_ids: list[str], kind: str, metric: str,
                    estimator: str | None, source: str | None) -> Iterator[_CellRow]:
     """The same rows as ``_cell_rows_search``, straight from MLflow's tables (runs, tags, params, latest_metrics)."""
-    import sqlalchemy as sa
-
     joins = ["JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = :kind_tag AND k.value = :kind",
              "JOIN tags tm ON tm.run_uuid = r.run_uuid AND tm.key = :model_tag",
              "JOIN tags tt ON tt.run_uuid = r.run_uuid AND tt.key = :task_tag",

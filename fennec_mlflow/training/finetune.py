@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from fennec_mlflow.data.tasks import Task, split_indices
 from fennec_mlflow.data.zoo import ZooModel, primary_output, replace_head
+from fennec_mlflow.errors import InvalidInputError
 
 DEFAULT_LEARNING_RATES = (0.1, 0.01, 0.001, 0.0001)
 DEFAULT_WEIGHT_DECAYS = (0.01, 0.001, 0.0001, 0.00001)
@@ -46,7 +47,7 @@ EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 PRELOAD_CHUNK = 256
 
 
-class FinetuneError(ValueError):
+class FinetuneError(InvalidInputError):
     """A fine-tune cannot run as asked; the message says what to change."""
 
 

@@ -26,21 +26,25 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import torch
-
-from fennec_mlflow.training.finetune import FinetuneConfig, Split, finetune
+from fennec_mlflow.data.checkpoints import (
+    PRETRAIN_FORMAT_VERSION,
+    PretrainedModel,
+    PretrainError,
+    PretrainInfo,
+    as_zoo_model,
+    random_init,
+    read_pretrained_info,
+    save_pretrained,
+)
 from fennec_mlflow.data.synthetic import SYNTHETIC_TASKS, default_mix, synthetic_mix, synthetic_task
 from fennec_mlflow.data.tasks import Task, split_indices
-from fennec_mlflow.data.checkpoints import (PRETRAIN_FORMAT_VERSION, PretrainedModel, PretrainError, PretrainInfo,
-                                            as_zoo_model, random_init, read_pretrained_info, save_pretrained)
-from fennec_mlflow.data.zoo import ZooModel
+from fennec_mlflow.training.finetune import FinetuneConfig, Split, finetune
 
 SOURCE_RENDER_SEED = 1
 PRETRAIN_SPLIT = (0.7, 0.15, 0.15)

@@ -1,32 +1,8 @@
-"""One protocol for transferability estimators, a registry by name, and shared input checks.
+"""The estimator protocol, the registry by name, and the input checks every estimator shares.
 
 A transferability estimator scores how well a pre-trained model's features suit a labelled
-target task, without fine-tuning. Every estimator in this package (FDA, SFDA, and later LogME,
-LEEP, ...) is a small object with the same surface, in the style of scikit-learn::
-
-    estimator = get_estimator("fda", reduction="mean")
-    value = estimator.score(features, labels)                 # -> float, higher = better
-    value = get_estimator("leep").score(features, labels, source_logits=logits)
-
-``score`` checks its inputs once, at this boundary, with the same rules and messages for every
-estimator, then hands clean arrays to the estimator's ``_score``:
-
-- ``features``: 2-D ``(n_samples, n_features)``, real numbers, every value finite; passed on as
-  float64 so estimators can rely on float64 linear algebra whatever the caller's dtype;
-- ``labels``: 1-D integer class ids (integral floats are accepted), one per row of features,
-  at least two classes and more samples than classes; passed on re-coded to ``0..C-1`` in the
-  sorted order of the original ids (``np.unique`` order), so estimators may index with them;
-- ``source_logits``: 2-D ``(n_samples, n_source_classes)``, finite, for estimators that read
-  the source classifier's outputs (LEEP-like); passed on as float64.
-
-Estimators declare what they need with two class attributes, ``requires_labels`` and
-``requires_source_logits``, so callers (the CLI, the MLflow layer) can tell which inputs to
-collect before they call ``score``. An estimator that never reads the features (LEEP, NCE:
-``reads_features = False``) gets them unchecked apart from their row count.
-
-To add an estimator: subclass :class:`TransferabilityEstimator`, set ``name``, implement
-``_score``, decorate the class with :func:`register`, and import its module from
-``fennec_mlflow/estimators/__init__.py``.
+target task, without fine-tuning: ``get_estimator("logme").score(features, labels)``, higher
+is better. How to add one, and what ``score`` guarantees to ``_score``: docs/estimators.md.
 """
 
 from __future__ import annotations
@@ -34,9 +10,14 @@ from __future__ import annotations
 import abc
 import difflib
 import inspect
+import math
+import numbers
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
+
+from fennec_mlflow.errors import InvalidInputError, UnknownNameError
 
 __all__ = [
     "TransferabilityEstimator",
@@ -50,19 +31,27 @@ __all__ = [
 
 
 class TransferabilityEstimator(abc.ABC):
-    """Base class of every transferability estimator.
+    """Base class of every transferability estimator, with scikit-learn's parameter protocol.
 
-    Subclasses set ``name`` (the registry key), the two ``requires_*`` flags, take their
-    hyper-parameters as keyword arguments of ``__init__`` stored under the same attribute
-    names (so :meth:`get_params` can report them, e.g. as MLflow params), and implement
-    :meth:`_score`.
+    Subclasses set ``name`` (the registry key) and the ``requires_*`` flags, take their
+    hyper-parameters as keyword arguments of ``__init__`` and only store them, under the same
+    names; :meth:`_validate_params` checks them when :meth:`score` runs, and :meth:`_score`
+    computes the value.
+
+    Attributes
+    ----------
+    name : str
+        Registry key, lower case.
+    requires_labels, requires_source_logits : bool
+        Which inputs :meth:`score` needs, so callers know what to collect.
+    reads_features : bool
+        False for estimators of the source head alone (LEEP, NCE): their features are only
+        checked for their row count.
     """
 
     name: ClassVar[str] = ""
     requires_labels: ClassVar[bool] = True
     requires_source_logits: ClassVar[bool] = False
-    # False for estimators that only read the source head's outputs (LEEP, NCE): their features
-    # are not scanned, only their row count checked, since nothing of them is used.
     reads_features: ClassVar[bool] = True
 
     def score(
@@ -72,7 +61,28 @@ class TransferabilityEstimator(abc.ABC):
         *,
         source_logits: np.ndarray | None = None,
     ) -> float:
-        """Transferability of ``features`` to the task given by ``labels``; higher is better."""
+        """Transferability of ``features`` to the task given by ``labels``.
+
+        Parameters
+        ----------
+        features : array of shape (n_samples, n_features)
+            The model's features of the probe set; real and finite.
+        labels : array of shape (n_samples,), optional
+            Integer class ids; at least two classes and more samples than classes.
+        source_logits : array of shape (n_samples, n_source_classes), optional
+            The source classifier's outputs, for estimators that read them.
+
+        Returns
+        -------
+        float
+            The score; higher is better.
+
+        Raises
+        ------
+        InvalidInputError
+            A hyper-parameter or an input is not acceptable.
+        """
+        self._validate_params()
         if self.reads_features:
             checked_features = check_features(features)
             n_samples = checked_features.shape[0]
@@ -83,16 +93,19 @@ class TransferabilityEstimator(abc.ABC):
         if labels is not None:
             checked_labels = check_labels(labels, n_samples=n_samples)
         elif self.requires_labels:
-            raise ValueError(f"estimator {self.name!r} needs labels: pass labels of shape ({n_samples},)")
+            raise InvalidInputError(f"estimator {self.name!r} needs labels: pass labels of shape ({n_samples},)")
         checked_logits = None
         if source_logits is not None:
             checked_logits = check_source_logits(source_logits, n_samples=n_samples)
         elif self.requires_source_logits:
-            raise ValueError(
+            raise InvalidInputError(
                 f"estimator {self.name!r} needs source_logits: the source classifier's outputs, "
                 f"shape ({n_samples}, n_source_classes)"
             )
         return float(self._score(checked_features, checked_labels, source_logits=checked_logits))
+
+    def _validate_params(self) -> None:
+        """Raise :class:`InvalidInputError` for an unusable hyper-parameter (none by default)."""
 
     @abc.abstractmethod
     def _score(
@@ -102,21 +115,66 @@ class TransferabilityEstimator(abc.ABC):
         *,
         source_logits: np.ndarray | None,
     ) -> float:
-        """Score already-checked inputs (see the module docstring for what is guaranteed)."""
+        """Score checked inputs: float64 features, labels coded ``0..C-1``, float64 logits."""
 
-    def get_params(self) -> dict[str, Any]:
-        """Hyper-parameters, by the names ``__init__`` takes (sklearn's convention)."""
-        signature = inspect.signature(type(self).__init__)
-        names = [
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [
             parameter.name
             for parameter in signature.parameters.values()
-            if parameter.name != "self" and parameter.kind is not inspect.Parameter.VAR_KEYWORD
+            if parameter.name != "self"
+            and parameter.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
         ]
-        return {name: getattr(self, name) for name in names}
+
+    @classmethod
+    def _check_param_names(cls, names: Iterable[str]) -> None:
+        valid = cls._param_names()
+        unknown = sorted(set(names) - set(valid))
+        if unknown:
+            raise InvalidInputError(
+                f"{cls.__name__} has no hyper-parameter {', '.join(map(repr, unknown))}; "
+                f"it takes: {', '.join(valid) or 'none'}"
+            )
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Hyper-parameters by the names ``__init__`` takes, as scikit-learn's ``get_params``.
+
+        ``deep`` is accepted for scikit-learn compatibility; no hyper-parameter here is itself
+        an estimator, so it changes nothing.
+        """
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> TransferabilityEstimator:
+        """Set hyper-parameters by name (checked when scoring) and return the estimator."""
+        self._check_param_names(params)
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
 
     def __repr__(self) -> str:
         params = ", ".join(f"{key}={value!r}" for key, value in self.get_params().items())
         return f"{type(self).__name__}({params})"
+
+
+# ------------------------------------------------------------------------- parameter checks
+
+
+def real_or_nan(value: Any) -> float:
+    """``value`` as a float, NaN when it is not a real number, so that any range check fails."""
+    return float(value) if isinstance(value, numbers.Real) else math.nan
+
+
+def is_integer(value: Any, *, least: int) -> bool:
+    """Whether ``value`` is an integer (Python or NumPy) no smaller than ``least``."""
+    return isinstance(value, (int, np.integer)) and value >= least
+
+
+def check_choice(label: str, value: Any, choices: tuple[str, ...]) -> None:
+    """Raise :class:`InvalidInputError` unless ``value`` is one of ``choices``."""
+    if not (isinstance(value, str) and value in choices):
+        options = " or ".join(repr(choice) for choice in choices)
+        raise InvalidInputError(f"{label} must be {options}; got {value!r}")
 
 
 # ----------------------------------------------------------------------------------- registry
@@ -140,8 +198,7 @@ def register(estimator_class: type[TransferabilityEstimator]) -> type[Transferab
     if not key:
         raise ValueError(f"{estimator_class.__name__} must set a non-empty class attribute `name`")
     registered = _REGISTRY.get(key)
-    # Re-registering the same class (module reloaded) is harmless; two classes under one
-    # name would make results depend on import order, so that is refused.
+    # The same class again (a reloaded module) is harmless; another class would make results depend on import order.
     if registered is not None and _qualified_name(registered) != _qualified_name(estimator_class):
         raise ValueError(
             f"estimator name {key!r} is already registered by {_qualified_name(registered)}"
@@ -156,16 +213,26 @@ def available_estimators() -> list[str]:
 
 
 def get_estimator(name: str, **params: Any) -> TransferabilityEstimator:
-    """A new estimator instance registered under ``name`` (case-insensitive), built with ``params``."""
-    key = _normalise_name(name)
+    """A new estimator registered under ``name`` (case-insensitive), built with ``params``.
+
+    Raises
+    ------
+    UnknownNameError
+        Nothing is registered under ``name``; the message lists the choices.
+    InvalidInputError
+        The estimator takes no hyper-parameter of one of the names in ``params``.
+    """
+    key = _normalise_name(name) if isinstance(name, str) else repr(name)
     if key not in _REGISTRY:
         close = difflib.get_close_matches(key, _REGISTRY, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(
+        raise UnknownNameError(
             f"unknown transferability estimator {name!r}.{hint} "
             f"Available: {', '.join(available_estimators()) or '(none registered)'}."
         )
-    return _REGISTRY[key](**params)
+    estimator_class = _REGISTRY[key]
+    estimator_class._check_param_names(params)
+    return estimator_class(**params)
 
 
 # ---------------------------------------------------------------------------- input checks
@@ -188,63 +255,63 @@ def _describe_non_finite(matrix: np.ndarray, what: str) -> str:
 def _as_real_matrix(values: Any, what: str, shape_hint: str) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D array of shape {shape_hint}; got shape {array.shape}")
+        raise InvalidInputError(f"{what} must be a 2-D array of shape {shape_hint}; got shape {array.shape}")
     if array.dtype.kind not in "biuf":
-        raise ValueError(f"{what} must hold real numbers; got dtype {array.dtype}")
+        raise InvalidInputError(f"{what} must hold real numbers; got dtype {array.dtype}")
     if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{what} must be non-empty; got shape {array.shape}")
+        raise InvalidInputError(f"{what} must be non-empty; got shape {array.shape}")
     array = array.astype(np.float64, copy=False)
     if not np.isfinite(array).all():
-        raise ValueError(_describe_non_finite(array, what))
+        raise InvalidInputError(_describe_non_finite(array, what))
     return array
 
 
 def _row_count(features: Any) -> int:
     shape = np.shape(features)
     if len(shape) != 2 or shape[0] == 0:
-        raise ValueError(f"features must be a 2-D array of shape (n_samples, n_features); got shape {shape}")
+        raise InvalidInputError(f"features must be a 2-D array of shape (n_samples, n_features); got shape {shape}")
     return int(shape[0])
 
 
 def check_features(features: Any) -> np.ndarray:
-    """Features as a finite float64 ``(n_samples, n_features)`` array, or a clear ``ValueError``."""
+    """Features as a finite float64 ``(n_samples, n_features)`` array, or an ``InvalidInputError``."""
     return _as_real_matrix(features, "features", "(n_samples, n_features)")
 
 
 def check_source_logits(source_logits: Any, *, n_samples: int) -> np.ndarray:
-    """Source-classifier outputs as a finite float64 ``(n_samples, K)`` array, or a ``ValueError``."""
+    """Source-classifier outputs as a finite float64 ``(n_samples, K)`` array, or an ``InvalidInputError``."""
     logits = _as_real_matrix(source_logits, "source_logits", f"({n_samples}, n_source_classes)")
     if logits.shape[0] != n_samples:
-        raise ValueError(f"features has {n_samples} rows but source_logits has {logits.shape[0]}")
+        raise InvalidInputError(f"features has {n_samples} rows but source_logits has {logits.shape[0]}")
     return logits
 
 
 def check_labels(labels: Any, *, n_samples: int) -> np.ndarray:
-    """Labels re-coded to int64 ``0..C-1`` (sorted order of the ids), or a clear ``ValueError``.
+    """Labels re-coded to int64 ``0..C-1`` (sorted order of the ids), or an ``InvalidInputError``.
 
     Requires one integer class id per sample, at least two classes, and more samples than
     classes: with one sample per class there is no within-class variation to measure.
     """
     array = np.asarray(labels)
     if array.ndim != 1:
-        raise ValueError(f"labels must be a 1-D array of shape ({n_samples},); got shape {array.shape}")
+        raise InvalidInputError(f"labels must be a 1-D array of shape ({n_samples},); got shape {array.shape}")
     if array.shape[0] != n_samples:
-        raise ValueError(f"features has {n_samples} rows but labels has {array.shape[0]} entries")
+        raise InvalidInputError(f"features has {n_samples} rows but labels has {array.shape[0]} entries")
     if array.dtype.kind == "f":
         if not np.isfinite(array).all() or not np.array_equal(array, np.round(array)):
-            raise ValueError("labels must be integer class ids; got non-integral or non-finite floats")
+            raise InvalidInputError("labels must be integer class ids; got non-integral or non-finite floats")
     elif array.dtype.kind not in "biu":
-        raise ValueError(
+        raise InvalidInputError(
             f"labels must be integer class ids; got dtype {array.dtype} "
             "(encode them first, e.g. np.unique(labels, return_inverse=True)[1])"
         )
     classes, codes = np.unique(array, return_inverse=True)
     if classes.size < 2:
-        raise ValueError(
+        raise InvalidInputError(
             f"labels contain a single class ({classes[0]!r}); transferability needs at least 2 classes"
         )
     if n_samples <= classes.size:
-        raise ValueError(
+        raise InvalidInputError(
             f"need more samples than classes; got {n_samples} samples for {classes.size} classes "
             "(with one sample per class there is no within-class variation)"
         )

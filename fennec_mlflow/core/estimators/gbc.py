@@ -1,46 +1,15 @@
-"""GBC, the Gaussian Bhattacharyya Coefficient (Pándy et al., "Transferability Estimation using
-Bhattacharyya Class Separability", CVPR 2022).
+"""GBC, the Gaussian Bhattacharyya Coefficient: minus the total overlap between class Gaussians.
 
-What is computed
-----------------
-Given features ``X`` (N x D) of a probe set and its labels (C classes):
+After PCA to ``n_components`` dimensions, each class is modelled as a Gaussian with spherical
+(or diagonal) covariance; GBC is ``- sum_{a != b} exp(-BD_ab)`` over the Bhattacharyya
+distances ``BD`` of the class pairs, in ``[-C(C-1), 0]``: higher (closer to 0) means better
+separated classes. The computation, parity with the reference and measured figures:
+docs/estimators.md.
 
-1. Reduce ``X`` to its top ``k = min(n_components, N, D)`` principal components (exact PCA;
-   ``n_components=64``, the reference's configuration; ``None`` keeps the raw features).
-2. Per class ``c``: mean ``mu_c`` and per-dimension variance ``v_c`` (population, 1/n_c), each
-   variance floored at ``variance_floor = 1e-4`` (the reference's guard against constant
-   dimensions).
-3. Class Gaussians ``N(mu_c, Sigma_c)``: ``gaussian_type="spherical"`` (default, the paper's)
-   uses one variance per class, ``s_c = mean(v_c)``; ``"diagonal"`` uses ``diag(v_c)``.
-4. Bhattacharyya distance between classes ``a`` and ``b`` with ``s = (Sigma_a + Sigma_b) / 2``:
-   ``BD = 1/8 sum (mu_a - mu_b)^2 / s + 1/2 [sum log s - 1/2 sum log Sigma_a - 1/2 sum log Sigma_b]``
-   (sums over dimensions for the diagonal type; scalars for the spherical type, see below).
-5. GBC = ``- sum_{a != b} exp(-BD_ab)``: minus the total overlap between classes, so it lies in
-   ``[-C(C-1), 0]`` and higher (closer to 0) is better.
-
-Everything is one pass over the data plus C x C (x k) array arithmetic: no per-pair loop.
-
-Parity with the reference (google-research ``stable_transfer/transferability/gbc.py``:
-``get_gbc_score``, with ``features_targets_utils.pca_reduction(features, 64)``)
----------------------------------------------------------------------------------------
-- The reference's PCA is scikit-learn's exact ``svd_solver='full'``; its output is cast to
-  float32 and the score is computed in float32 with TensorFlow. We compute in float64; the
-  measured agreement is 4e-6 relative or better (float32 roundoff; tests assert 1e-5). The
-  same reference code fed the float64 PCA output agrees with ours to 1.4e-14 relative (tests
-  assert 1e-10).
-- Spherical type: the reference applies ``reduce_sum(log(.))`` to the scalar class variances,
-  so its log-determinant term counts ``log s`` once, not ``k`` times as the textbook
-  Bhattacharyya distance between k-dimensional spherical Gaussians would. The published GBC
-  numbers come from that implementation, so we follow it (the diagonal type is the textbook
-  formula, in both).
-- PCA signs do not matter (variances and squared differences are sign-free).
-
-Deliberate differences (where the reference fails): ``k`` is capped at ``min(N, D)`` (the
-reference's PCA raises when N or D is below 64). Constant features reduce to zeros, every class
-then has the floor variance and identical means, and GBC is its minimum ``-C(C-1)``, as in the
-reference. A class with one sample has zero variance, floored at 1e-4, and its overlap
-with the other classes comes out small: a defined but optimistic value (the protocol only
-requires N > C).
+References
+----------
+.. [1] Pándy et al., "Transferability Estimation using Bhattacharyya Class Separability",
+   CVPR 2022.
 """
 
 from __future__ import annotations
@@ -51,7 +20,8 @@ import numpy as np
 import scipy.linalg
 import scipy.spatial.distance
 
-from fennec_mlflow.core.estimators.base import TransferabilityEstimator, register
+from fennec_mlflow.core.estimators.base import TransferabilityEstimator, check_choice, is_integer, real_or_nan, register
+from fennec_mlflow.errors import InvalidInputError
 
 __all__ = ["GBC", "gbc_score", "principal_component_scores"]
 
@@ -140,18 +110,9 @@ def _gbc_from_checked(features: np.ndarray, codes: np.ndarray, gaussian_type: Ga
     return 0.0 - float(overlaps.sum())
 
 
-def _check_params(gaussian_type: str, n_components: int | None, variance_floor: float) -> None:
-    if gaussian_type not in ("spherical", "diagonal"):
-        raise ValueError(f"gaussian_type must be 'spherical' or 'diagonal'; got {gaussian_type!r}")
-    if not (n_components is None or (isinstance(n_components, (int, np.integer)) and n_components >= 1)):
-        raise ValueError(f"n_components must be None (raw features) or a positive integer; got {n_components!r}")
-    if not (np.isfinite(variance_floor) and variance_floor > 0):
-        raise ValueError(f"variance_floor must be a positive number; got {variance_floor!r}")
-
-
 def gbc_score(features: np.ndarray, labels: np.ndarray, *, gaussian_type: GaussianType = "spherical",
               n_components: int | None = DEFAULT_COMPONENTS, variance_floor: float = VARIANCE_FLOOR) -> float:
-    """GBC (in ``[-C(C-1), 0]``, higher is better) of ``features`` for ``labels``; see the module docstring."""
+    """GBC (in ``[-C(C-1), 0]``) of ``features`` for ``labels``; parameters as :class:`GBC`."""
     return GBC(gaussian_type=gaussian_type, n_components=n_components, variance_floor=variance_floor).score(
         features, labels
     )
@@ -159,11 +120,16 @@ def gbc_score(features: np.ndarray, labels: np.ndarray, *, gaussian_type: Gaussi
 
 @register
 class GBC(TransferabilityEstimator):
-    """GBC as a registered estimator: minus the summed Bhattacharyya overlap of per-class Gaussians.
+    """GBC: minus the summed Bhattacharyya overlap of the per-class Gaussians, in ``[-C(C-1), 0]``.
 
-    ``gaussian_type``: ``"spherical"`` (default, the paper's) or ``"diagonal"``;
-    ``n_components``: PCA dimensions first (64, the reference's; None: raw features);
-    ``variance_floor``: lower bound of every per-class variance (1e-4, the reference's).
+    Parameters
+    ----------
+    gaussian_type : {"spherical", "diagonal"}, default "spherical"
+        Covariance of the class Gaussians (the paper's default: spherical).
+    n_components : int or None, default 64
+        Principal components kept first (the reference's 64); None uses the raw features.
+    variance_floor : float, default 1e-4
+        Lower bound of every per-class variance (the reference's).
     """
 
     name = "gbc"
@@ -172,10 +138,18 @@ class GBC(TransferabilityEstimator):
 
     def __init__(self, gaussian_type: GaussianType = "spherical", n_components: int | None = DEFAULT_COMPONENTS,
                  variance_floor: float = VARIANCE_FLOOR):
-        _check_params(gaussian_type, n_components, variance_floor)
         self.gaussian_type = gaussian_type
         self.n_components = n_components
         self.variance_floor = variance_floor
+
+    def _validate_params(self) -> None:
+        check_choice("gaussian_type", self.gaussian_type, ("spherical", "diagonal"))
+        if not (self.n_components is None or is_integer(self.n_components, least=1)):
+            raise InvalidInputError(
+                f"n_components must be None (raw features) or a positive integer; got {self.n_components!r}"
+            )
+        if not (np.isfinite(real_or_nan(self.variance_floor)) and self.variance_floor > 0):
+            raise InvalidInputError(f"variance_floor must be a positive number; got {self.variance_floor!r}")
 
     def _score(self, features: np.ndarray, labels: np.ndarray | None, *, source_logits: Any) -> float:
         return _gbc_from_checked(features, labels, self.gaussian_type, self.n_components, self.variance_floor)

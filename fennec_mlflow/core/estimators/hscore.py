@@ -1,61 +1,18 @@
-"""H-Score (Bao et al., ICIP 2019) and its shrinkage-regularised form (Ibrahim et al., NeurIPS 2021).
+"""H-Score and its shrinkage-regularised form: between-class variance of the whitened features.
 
-What is computed
-----------------
-``hscore``: with ``cov(f)`` the feature covariance and ``cov(E[f | y])`` the covariance of the
-features replaced by their class means (both with the ``1/(N-1)`` normalisation of
-``numpy.cov``)::
+``H = tr(cov(f)^+ cov(E[f | y]))``, the sum of the Fisher ratios of the whitened feature
+directions, in ``[0, C - 1]``. The shrinkage form replaces ``cov(f)`` by its Ledoit-Wolf
+estimate, whose inverse stays meaningful when D is not far below N (where ``H`` saturates at
+``C - 1`` for any labelling). Both are computed from one eigendecomposition of the smaller
+Gram matrix. The computation, parity with the references and measured figures:
+docs/estimators.md.
 
-    H = tr( cov(f)^+ cov(E[f | y]) )
-
-the between-class variance in the whitened feature space: the sum of the "Fisher ratios"
-of the whitened directions. Higher is better; ``0 <= H <= C - 1``.
-
-``hscore_shrinkage`` ("Newer is not always better", Ibrahim, Ponomareva & Mazumder, 2021):
-the inverse of the noisy sample covariance is the problem when D is not far below N, so
-replace it by the Ledoit-Wolf estimate ``cov_a = (1 - a) S + a mu I`` (``S`` the covariance
-with ``1/N``, ``mu = tr(S) / D``, ``a`` the Ledoit-Wolf shrinkage, in [0, 1])::
-
-    H_a = tr( cov_a^-1 (1 - a) cov(E[f | y]) )
-
-How: both are sums over the eigen-directions ``v_j`` of the centred scatter ``X^T X``
-(eigenvalues ``lambda_j``) of the between-class energy along them,
-``e_j = sum_c (v_j . X^T 1_c)^2 / n_c``::
-
-    H   = sum_{j: lambda_j > rcond lambda_max} e_j / lambda_j
-    H_a = (1 - a) / (N - 1) sum_j e_j / ((1 - a) lambda_j / N + a mu)
-
-We take the eigendecomposition of the smaller Gram matrix (D x D if N > D, else the N x N
-``X X^T``, where ``e_j = lambda_j (sum_c (u_j . 1_c)^2 / n_c - (u_j . 1)^2 / N)``: the second
-term cancels the null direction ``1`` that centring creates). The Ledoit-Wolf ``a`` is
-computed from the same eigenvalues (``||S||_F^2 = sum_j (lambda_j / N)^2`` and
-``sum_n |x_n|^4``), never from a D x D product. The references invert a D x D matrix with an
-SVD (``pinv``) and multiply two D x D matrices; at N=500, D=2048 that is seconds against our
-milliseconds (docs/benchmarks_estimators_a.md).
-
-Parity with the references (thuml/Transfer-Learning-Library ``tllib/ranking/hscore.py``:
-``h_score`` and ``regularized_h_score``, the latter using scikit-learn's ``LedoitWolf``)
----------------------------------------------------------------------------------------
-``rcond=1e-15`` is the reference's ``pinv`` cut-off, relative to the largest eigenvalue.
-Measured agreement on the golden probes: 1e-15 relative for both (N > D and D > N alike;
-2.3e-12 absolute on the benchmark probes); the tests assert 1e-9 relative.
-
-Deliberate differences:
-
-- Ledoit-Wolf's ``delta = ||S - mu I||_F^2 / D`` is computed as a sum of squares of
-  ``lambda_j / N - mu`` rather than scikit-learn's ``||S||^2 - 2 mu tr(S) + D mu^2``, which
-  cancels catastrophically when ``S`` is nearly isotropic. Same value to 1e-12 otherwise.
-- The shrinkage variant keeps the reference's mix of normalisations (``1/N`` in ``cov_a``,
-  ``1/(N-1)`` in the between-class covariance), so its numbers equal the reference's.
-
-Behaviour to know about (the reference's too, by construction):
-
-- Saturation: when D >= N - 1 the centred features span all of ``1^perp`` and ``H = C - 1``
-  for ANY labelling, shuffled labels included; near that (D a sizeable fraction of N) it is
-  close to ``C - 1``. That is the case the shrinkage variant was designed for: use
-  ``hscore_shrinkage`` on probes with D not far below N (N=500 probes of 2048-D features).
-- Constant features: zero covariance, ``H = H_a = 0`` (no information), not an error.
-- One or two samples per class, 100-sample probes, float32 input: finite numbers (tests).
+References
+----------
+.. [1] Bao et al., "An Information-Theoretic Approach to Transferability in Task Transfer
+   Learning", ICIP 2019.
+.. [2] Ibrahim, Ponomareva & Mazumder, "Newer is not always better: Rethinking transferability
+   metrics, their peculiarities, stability and performance", 2021.
 """
 
 from __future__ import annotations
@@ -66,7 +23,8 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from fennec_mlflow.core.estimators.base import TransferabilityEstimator, register
+from fennec_mlflow.core.estimators.base import TransferabilityEstimator, real_or_nan, register
+from fennec_mlflow.errors import InvalidInputError
 
 __all__ = ["HScore", "ShrinkageHScore", "h_score", "shrinkage_h_score", "ledoit_wolf_shrinkage"]
 
@@ -144,28 +102,32 @@ def ledoit_wolf_shrinkage(features: np.ndarray) -> float:
     return _ledoit_wolf(_BetweenClassSpectrum(features, np.zeros(features.shape[0], dtype=np.int64)))[0]
 
 
-def _check_rcond(rcond: float) -> None:
-    if not (0.0 <= float(rcond) < 1.0):
-        raise ValueError(f"rcond must be in [0, 1); got {rcond!r}")
-
-
 def _finite(value: float, name: str) -> float:
     if not math.isfinite(value):
-        raise ValueError(f"{name} is not finite ({value})")
+        raise InvalidInputError(f"{name} is not finite ({value})")
     return value
 
 
 @register
 class HScore(TransferabilityEstimator):
-    """H-Score: between-class variance of the whitened features (pseudo-inverse, cut-off ``rcond``)."""
+    """H-Score: between-class variance of the whitened features, in ``[0, C - 1]``.
+
+    Parameters
+    ----------
+    rcond : float in [0, 1), default 1e-15
+        Cut-off of the pseudo-inverse, relative to the largest eigenvalue (the reference's).
+    """
 
     name = "hscore"
     requires_labels = True
     requires_source_logits = False
 
     def __init__(self, rcond: float = REFERENCE_RCOND):
-        _check_rcond(rcond)
         self.rcond = rcond
+
+    def _validate_params(self) -> None:
+        if not (0.0 <= real_or_nan(self.rcond) < 1.0):
+            raise InvalidInputError(f"rcond must be in [0, 1); got {self.rcond!r}")
 
     def _score(self, features: np.ndarray, labels: np.ndarray | None, *, source_logits: Any) -> float:
         return _finite(_hscore(_BetweenClassSpectrum(features, labels), self.rcond), "H-score")
@@ -173,7 +135,13 @@ class HScore(TransferabilityEstimator):
 
 @register
 class ShrinkageHScore(HScore):
-    """H-Score with the Ledoit-Wolf shrunk covariance (tllib's ``regularized_h_score``)."""
+    """H-Score with the feature covariance replaced by its Ledoit-Wolf shrinkage estimate.
+
+    Parameters
+    ----------
+    rcond : float in [0, 1), default 1e-15
+        As for :class:`HScore`.
+    """
 
     name = "hscore_shrinkage"
 

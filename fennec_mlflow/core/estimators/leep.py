@@ -1,53 +1,15 @@
-"""LEEP (Nguyen et al., ICML 2020): log expected empirical prediction of the source classifier.
+"""LEEP: log expected empirical prediction of the target labels from the source classifier.
 
-What is computed
-----------------
-The source model's classifier gives each probe sample a distribution ``theta_i`` over its K
-source classes (``source_logits`` are raw logits; we apply a softmax, see below). With
-target labels ``y_i`` in ``0..C-1``:
+The source classifier's softmax ``theta_i`` over its K classes and the target labels give an
+empirical conditional ``P(y | z)``; LEEP is the mean log-likelihood of the target labels under
+the predictor ``p(y | x_i) = sum_z theta_i[z] P(y | z)``. It reads the source head's outputs
+only, never the features. The computation, parity with the reference (and which of its
+definitions we follow) and measured figures: docs/estimators.md.
 
-1. Empirical joint of target and source label: ``P(y, z) = 1/N sum_{i: y_i = y} theta_i[z]``.
-2. Conditional ``P(y | z) = P(y, z) / P(z)``, ``P(z) = sum_y P(y, z)``.
-3. The "expected empirical predictor" ``p(y | x_i) = sum_z theta_i[z] P(y | z)``.
-4. LEEP = ``1/N sum_i log p(y_i | x_i)`` (<= 0, higher is better).
-
-The features are not used (LEEP reads the source head only): ``requires_source_logits`` is
-True, and ``score(features, labels, source_logits=...)`` takes the features only for the
-common input checks. The softmax's normalisation is folded into the small (C, N) and (N,)
-factors instead of dividing the whole N x K array, and one gather replaces the reference's
-per-sample loop.
-
-Inputs: raw logits, or probabilities
-------------------------------------
-``source_logits`` are the source classifier's raw outputs (pre-softmax), as the feature
-extractor stores them; ``theta = softmax(source_logits)``. Callers that hold probabilities
-already pass ``source_outputs="probabilities"`` (rows must be non-negative and sum to 1
-within 1e-3); they are then used as given, like the reference does.
-
-Parity with the reference (thuml/LogME ``LEEP.py``, ``LEEP``; identical to
-tllib ``ranking/leep.py``, ``log_expected_empirical_prediction``)
---------------------------------------------------------------------------------------
-The reference takes probabilities; the goldens feed it ``scipy.special.softmax`` of our
-logits. Measured agreement: bit-identical on the golden probes, 2e-16 on the benchmark
-probes (the test asserts 1e-9 relative).
-
-The corrected definition. The LogME README says the LEEP/NCE numbers in its paper came from
-"historical code with bugs". The bug is visible in the history of ``LEEP.py``: its first
-version (commit f56eab0) divided the joint by its row sums ``P(y)``, i.e. used ``P(z | y)``
-where ``P(y | z) = P(y, z) / P(z)`` is meant; commit 1dbc4d1 corrected it, as in the LEEP
-paper. (The issue text speaks of a swapped argument order; what the repository shows is
-this swapped normalisation.) We implement the corrected ``P(y | z)``: the current file, and
-the LEEP paper's definition.
-
-Deliberate difference: a source class that receives no probability mass at all
-(``P(z) = 0``: possible only when softmax underflows to exact zeros, or with given
-probabilities) makes the reference divide 0 by 0 and return NaN; its ``P(y | z)`` never
-matters (``theta_i[z] = 0`` for every i), so we set it to 0.
-
-Robustness: LEEP ignores the features, so D, constant features and float32 features do not
-change it; constant logits give the uniform ``theta`` and LEEP = ``1/N sum_i log P(y_i)``
-(the log-prior, a finite number). ``p(y_i | x_i) >= max_z theta_i[z]^2 / N > 0``, so the log
-is always finite.
+References
+----------
+.. [1] Nguyen et al., "LEEP: A New Measure to Evaluate Transferability of Learned
+   Representations", ICML 2020.
 """
 
 from __future__ import annotations
@@ -58,24 +20,27 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from fennec_mlflow.core.estimators.base import TransferabilityEstimator, check_labels, check_source_logits, register
+from fennec_mlflow.core.estimators.base import (
+    TransferabilityEstimator,
+    check_choice,
+    check_labels,
+    check_source_logits,
+    register,
+)
+from fennec_mlflow.errors import InvalidInputError
 
 __all__ = ["LEEP", "leep_score", "source_probabilities"]
 
 SourceOutputs = Literal["logits", "probabilities"]
-# How far rows of given probabilities may be from summing to one (float32 softmax outputs
-# over 1000 classes are off by ~1e-6).
+# How far given probability rows may be from summing to one (float32 softmax over 1000 classes: ~1e-6).
 PROBABILITY_SUM_TOLERANCE = 1e-3
-# Logits up to this size are exponentiated without softmax's max-shift (exp(300) ~ 1e130,
-# far from overflow even summed over millions of classes); row sums below SAFE_SUM (all
-# logits of a row very negative) fall back to the shifted form.
+# Logits up to SAFE_LOGIT cannot overflow exp (1e130), so the max-shift is skipped unless a row sum underflows.
 SAFE_LOGIT = 300.0
 SAFE_SUM = 1e-200
 
 
 def _check_source_outputs(source_outputs: str) -> None:
-    if source_outputs not in ("logits", "probabilities"):
-        raise ValueError(f"source_outputs must be 'logits' or 'probabilities'; got {source_outputs!r}")
+    check_choice("source_outputs", source_outputs, ("logits", "probabilities"))
 
 
 def _exponentials(source_outputs_array: np.ndarray, source_outputs: SourceOutputs) -> tuple[np.ndarray, np.ndarray]:
@@ -95,11 +60,13 @@ def _exponentials(source_outputs_array: np.ndarray, source_outputs: SourceOutput
         np.exp(shifted, out=shifted)
         return shifted, shifted.sum(axis=1)
     if (source_outputs_array < 0).any():
-        raise ValueError("source probabilities must be non-negative (pass source_outputs='logits' for raw logits)")
+        raise InvalidInputError(
+            "source probabilities must be non-negative (pass source_outputs='logits' for raw logits)"
+        )
     sums = source_outputs_array.sum(axis=1)
     worst = int(np.argmax(np.abs(sums - 1.0)))
     if abs(sums[worst] - 1.0) > PROBABILITY_SUM_TOLERANCE:
-        raise ValueError(
+        raise InvalidInputError(
             f"source probabilities must sum to 1 per row; row {worst} sums to {sums[worst]:.6g} "
             "(pass source_outputs='logits' for raw logits)"
         )
@@ -130,21 +97,31 @@ def _leep_from_outputs(source_outputs_array: np.ndarray, labels: np.ndarray, sou
     expected = np.einsum("nk,nk->n", unnormalised, conditional[labels]) / sums
     score = float(np.mean(np.log(expected)))
     if not math.isfinite(score):
-        raise ValueError(f"LEEP is not finite ({score}); check the source outputs")
+        raise InvalidInputError(f"LEEP is not finite ({score}); check the source outputs")
     return score
 
 
 class SourceHeadEstimator(TransferabilityEstimator):
-    """An estimator of the source head's outputs alone (LEEP, NCE): labels and source logits in,
-    features never read. Subclasses set ``name`` and ``_from_outputs(outputs, codes, source_outputs)``."""
+    """An estimator of the source head's outputs alone (LEEP, NCE); the features are never read.
+
+    Subclasses set ``name`` and ``_from_outputs(outputs, codes, source_outputs)``.
+
+    Parameters
+    ----------
+    source_outputs : {"logits", "probabilities"}, default "logits"
+        What ``source_logits`` hold: raw logits (softmaxed here) or probabilities (rows
+        non-negative, summing to 1 within 1e-3, used as given).
+    """
 
     requires_labels = True
     requires_source_logits = True
     reads_features = False
 
     def __init__(self, source_outputs: SourceOutputs = "logits"):
-        _check_source_outputs(source_outputs)
         self.source_outputs = source_outputs
+
+    def _validate_params(self) -> None:
+        _check_source_outputs(self.source_outputs)
 
     # (source outputs (N, K) float64, label codes (N,), source_outputs) -> score
     _from_outputs: ClassVar[Callable[[np.ndarray, np.ndarray, SourceOutputs], float]]
@@ -162,7 +139,13 @@ def score_source_outputs(from_outputs, source_logits, labels, source_outputs: So
 
 @register
 class LEEP(SourceHeadEstimator):
-    """LEEP: mean log-likelihood of the target labels under the source head's empirical predictor."""
+    """LEEP: mean log-likelihood of the target labels under the source head's empirical predictor.
+
+    Parameters
+    ----------
+    source_outputs : {"logits", "probabilities"}, default "logits"
+        As for :class:`SourceHeadEstimator`.
+    """
 
     name = "leep"
     _from_outputs = staticmethod(_leep_from_outputs)

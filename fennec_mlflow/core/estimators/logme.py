@@ -1,61 +1,17 @@
-"""LogME (You et al., ICML 2021; JMLR 2022): log maximum evidence of a Bayesian linear model.
+"""LogME: the maximised log evidence of a Bayesian linear model of the labels on the features.
 
-What is computed
-----------------
-For each target class ``c``, a Bayesian linear regression (no intercept) of the class's
-one-hot column ``y_c`` (N,) on the features ``F`` (N x D), with prior ``w ~ N(0, I / alpha)``
-and noise precision ``beta``. Its log marginal likelihood (evidence) at ``(alpha, beta)`` is::
+For each class, a Bayesian linear regression of the class's one-hot column on the features,
+with prior precision ``alpha`` and noise precision ``beta`` chosen by the JMLR paper's
+fixed-point iteration; the score is that regression's log marginal likelihood per sample,
+averaged over the classes. The computation, parity with the reference (and the reference bug
+we correct) and measured figures: docs/estimators.md.
 
-    L = D/2 log(alpha) + N/2 log(beta) - 1/2 log|A| - beta/2 |y - F m|^2 - alpha/2 |m|^2 - N/2 log(2 pi)
-    A = alpha I_D + beta F^T F,    m = beta A^{-1} F^T y
-
-``(alpha, beta)`` are chosen by the JMLR paper's fixed-point iteration, written in the
-eigenbasis of ``F^T F`` (eigenvalues ``sigma_j``, ``x = U^T y`` with ``U`` the left singular
-vectors of ``F``): with ``t = alpha / beta``,
-``gamma = sum_j sigma_j / (sigma_j + t)``, ``|m|^2 = sum_j sigma_j x_j^2 / (sigma_j + t)^2``,
-``|y - F m|^2 = sum_j x_j^2 t^2 / (sigma_j + t)^2 + (|y|^2 - |x|^2)``, then
-``alpha <- gamma / (|m|^2 + 1e-5)``, ``beta <- (N - gamma) / (|y - F m|^2 + 1e-5)``; at most
-11 rounds, stopping once ``t`` moves by at most 1e-3 relative. The score is ``L / N``
-averaged over the classes (higher is better; it is a log density, not a probability, so it
-can be positive).
-
-Our implementation runs the iteration for all classes at once (one ``(k, C)`` array; a
-class that has converged is frozen, so every class takes exactly the steps the reference's
-per-class loop takes), and gets the spectrum from one symmetric eigendecomposition of the
-smaller Gram matrix: ``F^T F`` (D x D) when N > D, ``F F^T`` (N x N) otherwise.
-
-Parity with the reference (thuml/LogME ``LogME.py``, ``LogME._fit_fixed_point``, the default
-``LogME().fit``)
-------------------------------------------------------------------------------------------
-Same iteration, same constants (1e-5, 11 rounds, 1e-3), same stopping rule, so the same
-``(alpha, beta)``. Measured agreement on the golden probes: 4e-15 relative when N > D,
-6e-12 relative (3e-13 absolute) on the D > N probe (tests/test_estimators_a.py asserts 1e-9
-relative).
-
-Deliberate difference (a reference bug, thuml/LogME issue #23, fix proposed in PR #24 and
-accepted by the maintainer but not merged at commit 56551ca): the reference sums
-``log(alpha + beta sigma_j)`` over the ``k`` non-zero singular values only, whereas
-``log|A|`` has ``D`` terms, ``D - k`` of them ``log(alpha)``. That is harmless when
-``F`` has full column rank (N > D), but when D > N (or features are rank deficient: dead
-ReLU units, duplicated columns) it adds ``(D - k) log(alpha) / (2 N)`` to each class's
-score, a bias that grows with D and, with ``alpha > 1`` as usual, favours wide models (on our
-D > N golden probe, N=60, D=256: 13.4 instead of -0.054; the ICML version gives -0.055). We
-use all ``D`` terms, as the ICML version of the same reference (``_fit_icml``) does; our
-goldens come from ``_fit_fixed_point`` with that one-line fix applied. When N > D and the
-features have full rank we equal the unpatched reference (tested).
-
-Other differences, all outside the reference's normal operating range:
-
-- Singular values the reference keeps as "non-zero" (``s > 1e-10``, an absolute threshold)
-  are kept here when ``sigma > max(N, D) * eps * sigma_max`` (relative, like
-  ``numpy.linalg.matrix_rank``); below that the eigen-directions of a Gram matrix are
-  roundoff. Either choice gives the same score to roundoff once ``log|A|`` has all D terms.
-- All-zero features make ``alpha = 0`` (``log 0``; the reference returns NaN or -inf): we
-  raise a ``ValueError``.
-
-Robustness (tests/test_estimators_a.py): D >> N, 100-sample probes, one or two samples per
-class and constant (non-zero) features all give finite numbers; constant features mean a
-rank-one design (an intercept-only model). float32 input is scored in float64.
+References
+----------
+.. [1] You et al., "LogME: Practical Assessment of Pre-trained Models for Transfer Learning",
+   ICML 2021.
+.. [2] You et al., "Ranking and Tuning Pre-trained Models: A New Paradigm for Exploiting Model
+   Hubs", JMLR 2022.
 """
 
 from __future__ import annotations
@@ -67,6 +23,7 @@ import numpy as np
 import scipy.linalg
 
 from fennec_mlflow.core.estimators.base import TransferabilityEstimator, register
+from fennec_mlflow.errors import InvalidInputError
 
 __all__ = ["LogME", "logme_score"]
 
@@ -129,7 +86,7 @@ def _mean_evidence(sigma: np.ndarray, projections: np.ndarray, target_norms: np.
 
 def _logme_from_checked(features: np.ndarray, labels: np.ndarray) -> float:
     if not np.any(features):
-        raise ValueError("features are all zero; LogME is undefined (its evidence diverges to -inf)")
+        raise InvalidInputError("features are all zero; LogME is undefined (its evidence diverges to -inf)")
     n_samples, n_features = features.shape
     n_classes = int(labels.max()) + 1
     one_hot = np.zeros((n_samples, n_classes))
@@ -139,20 +96,20 @@ def _logme_from_checked(features: np.ndarray, labels: np.ndarray) -> float:
     evidence = _mean_evidence(sigma, projections, counts, n_samples, n_features)
     score = float(evidence.mean())
     if not math.isfinite(score):
-        raise ValueError(f"LogME evidence is not finite ({score}); features may be degenerate")
+        raise InvalidInputError(f"LogME evidence is not finite ({score}); features may be degenerate")
     return score
 
 
 @register
 class LogME(TransferabilityEstimator):
-    """LogME: mean over classes of the maximised log evidence per sample (higher is better)."""
+    """LogME: the maximised log evidence per sample, averaged over the classes.
+
+    No hyper-parameters: the fixed point's constants are the reference's.
+    """
 
     name = "logme"
     requires_labels = True
     requires_source_logits = False
-
-    def __init__(self) -> None:
-        pass
 
     def _score(self, features: np.ndarray, labels: np.ndarray | None, *, source_logits: Any) -> float:
         return _logme_from_checked(features, labels)

@@ -1,34 +1,14 @@
-"""NCE (Tran et al., ICCV 2019): negative conditional entropy of target labels given source labels.
+"""NCE: negative conditional entropy of the target label given the source classifier's prediction.
 
-What is computed
-----------------
-Each probe sample gets a hard source label ``z_i = argmax_k source_logits[i, k]`` (the source
-classifier's prediction; ties go to the lowest index, like ``numpy.argmax``). With target
-labels ``y_i``, from the empirical joint ``P(y, z)`` (counts / N)::
+Each sample's source label is the argmax of its source logits; NCE is ``-H(Y | Z)`` of the
+empirical joint distribution of target labels ``Y`` and source labels ``Z``: at most 0, and 0
+when the source prediction determines the target label. It reads the source head's outputs
+only. Parity with the reference and measured figures: docs/estimators.md.
 
-    NCE = -H(Y | Z) = sum_{y, z: P(y, z) > 0} P(y, z) log(P(y, z) / P(z))
-
-It is <= 0; 0 means the source prediction determines the target label. The features are not
-used: ``requires_source_logits`` is True. ``source_logits`` are raw logits; since the
-argmax of a softmax is the argmax of the logits, no softmax is needed. Probabilities work
-the same (``source_outputs`` is accepted for symmetry with LEEP and only validated).
-
-Parity with the reference (thuml/LogME ``NCE.py``, ``NCE``; identical to tllib
-``ranking/nce.py``, ``negative_conditional_entropy``)
----------------------------------------------------------------------------------
-The goldens call ``NCE(np.argmax(logits, axis=1), labels)`` as the LogME README shows.
-Measured agreement: 1e-16 absolute (the test asserts 1e-9 relative). The reference adds 1e-20 inside
-the log to avoid ``log 0``; we sum over non-zero cells instead (``0 log 0 = 0`` exactly), a
-difference below 1e-18.
-
-The corrected definition: the LogME README says its paper's LEEP/NCE numbers came from buggy
-historical code; ``NCE.py`` was added after that (commit 1dbc4d1, made numerically stable in
-5e01b88) and is the corrected version; we follow it: ``NCE(source_labels, target_labels)``,
-the conditional entropy of the TARGET given the SOURCE label, ``H(Y | Z)``, not ``H(Z | Y)``.
-
-Robustness: constant logits (every sample predicted as the same source class) give
-``NCE = -H(Y)``, the entropy of the label prior, a finite number; D, constant features and
-float32 features do not matter.
+References
+----------
+.. [1] Tran et al., "Transferability and Hardness of Supervised Classification Tasks",
+   ICCV 2019.
 """
 
 from __future__ import annotations
@@ -39,6 +19,7 @@ import numpy as np
 
 from fennec_mlflow.core.estimators.base import register
 from fennec_mlflow.core.estimators.leep import SourceHeadEstimator, SourceOutputs, _exponentials, score_source_outputs
+from fennec_mlflow.errors import InvalidInputError
 
 __all__ = ["NCE", "nce_score"]
 
@@ -53,7 +34,7 @@ def _nce_from_source_labels(source_labels: np.ndarray, n_source_classes: int, la
     # -H(Y|Z) = sum P(y,z) log P(y|z); xlogy-style, only over occupied cells.
     score = float(np.sum(joint[occupied] * np.log(joint[occupied] / source_marginal[occupied])))
     if not math.isfinite(score):
-        raise ValueError(f"NCE is not finite ({score})")
+        raise InvalidInputError(f"NCE is not finite ({score})")
     return score + 0.0  # -0.0 -> 0.0 when the source label determines the target
 
 
@@ -65,7 +46,13 @@ def _nce_from_outputs(outputs: np.ndarray, labels: np.ndarray, source_outputs: S
 
 @register
 class NCE(SourceHeadEstimator):
-    """NCE: minus the conditional entropy of the target label given the source head's argmax."""
+    """NCE: minus the conditional entropy of the target label given the source head's argmax.
+
+    Parameters
+    ----------
+    source_outputs : {"logits", "probabilities"}, default "logits"
+        As for LEEP; the argmax is the same either way, probabilities are only checked.
+    """
 
     name = "nce"
     _from_outputs = staticmethod(_nce_from_outputs)

@@ -1,73 +1,17 @@
-"""NCTI (Wang et al., "How Far Pre-trained Models Are from Neural Collapse on the Target Dataset
-Informs their Transferability", ICCV 2023).
+"""NCTI's three neural-collapse terms, each a registered estimator, and their combination.
 
-NCTI measures how close a model's target features are to neural collapse with three terms,
-each a per-(model, task) number, and ranks models by ``S_ncc + S_seli - S_vc`` after min-max
-normalising every term over the candidate models of the task. The terms are registered as
-three estimators (higher is better for each); the ranking score needs all the candidates, so
-it is a function over arrays, :func:`ncti_combine`. :func:`ncti_components` computes the three
-terms with one fit.
+After PCA to 64 dimensions and a linear discriminant analysis (as scikit-learn's), the terms
+are ``S_ncc``, the mean true-class posterior; ``S_seli``, the nuclear norm of the centred
+discriminant projection; and ``S_vc = log sum_c ||P_c||_*``, the within-class variability of
+the posteriors (registered negated, so that higher is better for every estimator). NCTI ranks
+models by ``minmax(S_ncc) + minmax(S_seli) - minmax(S_vc)`` over the candidates of a task,
+:func:`ncti_combine`. The computation, parity with the reference and measured figures:
+docs/estimators.md.
 
-What is computed
-----------------
-Given features ``X`` (N x D) and labels (C classes, priors ``pi_c``):
-
-1. PCA to ``k = min(64, D, rank)`` dimensions (``pca_solver``, below). Shrinkage strength
-   ``s = max(exp(-sum of the top-32 PCA variances (1/(N-1))), 1e-10)``.
-2. Linear discriminant analysis in those k dimensions, as scikit-learn's
-   ``LinearDiscriminantAnalysis`` (1.9.1) computes it:
-
-   - ``s`` at its floor (the usual case for deep features): the ``svd`` solver, no shrinkage:
-     within-class whitening by ``S_W`` (population), directions with relative singular value
-     below ``1e-4`` dropped, then the between-class directions.
-   - otherwise the ``eigen`` solver with shrinkage ``s``: ``S_W' = (1-s) S_W + s tr(S_W)/k I``,
-     ``S_T'`` likewise, ``S_B' = S_T' - S_W'``, generalised eigenproblem ``S_B' v = l S_W' v``.
-
-   Projection ``Z``: the top ``min(C-1, k)`` discriminant directions. Posteriors ``P`` (N x C):
-   Gaussian classes with covariance ``S_W'`` (``S_W`` for the svd solver), softmax.
-3. ``S_ncc`` (``ncti_ncc``): mean posterior of the true class, in [0, 1].
-   ``S_seli`` (``ncti_seli``): nuclear norm of the centred projection ``Z`` (how much spread
-   the discriminant space keeps; larger is better).
-   ``S_vc``: ``log sum_c ||P_c||_*``, nuclear norms of each class's posterior rows (within-class
-   variability of the predictions; smaller is better). ``ncti_vc`` returns ``-S_vc`` so that,
-   like every estimator, higher is better.
-4. ``ncti_combine``: ``minmax(S_ncc) + minmax(S_seli) - minmax(S_vc)`` over the models.
-
-Parity with the reference (BUserName/NCTI ``metrics.py``: ``NCTI_Score``; the combination in
-``evaluate_metric_group1_cpu.py``)
-------------------------------------------------------------------------------------------
-The reference calls ``PCA(n_components=64)`` with scikit-learn's defaults: ``svd_solver='auto'``
-picks an exact solver for small inputs (``max(N, D) <= 500``, or ``N >= 10 D`` with D <= 1000)
-and a randomised one otherwise (e.g. N=500, D=2048: Halko et al.'s sketch, 4 or 7 power
-iterations renormalised by LU), with ``random_state=None``, so on large inputs its numbers
-change from run to run (by up to a few per cent on our probes). ``pca_solver="auto"``
-(default) makes the same choice with a fixed seed (``random_state=0``): our sketch is
-scikit-learn's step for step (``parc.randomized_pca_scores``), so it equals the reference run
-with ``PCA(n_components=64, random_state=0)``. ``pca_solver="full"`` always uses the exact PCA
-(deterministic, and what the reference computes on small inputs). Measured agreement with the
-reference (its PCA seeded as above, or forced to ``svd_solver='full'`` against our ``"full"``),
-both LDA solver branches: within 1e-15 relative (tests assert 1e-9).
-
-Deliberate differences:
-
-- The reference's randomised PCA is unseeded; ours is seeded (``random_state``).
-- ``k`` is capped at D and at the numerical rank of the centred features (the reference's PCA
-  raises for N < 64 or D < 64, and at N = 64 keeps a null component).
-- ``ncti_combine``: a term equal for every model contributes 0 instead of the reference's
-  0/0 = NaN. That NaN is what small probes produce: with 100 samples and 64 PCA dimensions
-  the in-sample LDA separates every model's classes perfectly, ``S_ncc = 1`` for all models,
-  and the reference's normalisation divides by zero.
-- Features that do not vary (rank 0): no discriminant directions exist; we define
-  ``P = priors`` for every sample, ``Z = 0``: ``S_ncc = sum pi_c^2``, ``S_seli = 0``.
-  (The reference's PCA yields zeros, then scikit-learn's LDA raises ``LinAlgError``.)
-- Complete collapse (every class a single point, within-class scatter zero up to roundoff)
-  raises ``ValueError``: the LDA needs within-class variation (the reference fails inside
-  scikit-learn's solvers).
-- Labels may be any integer ids (re-coded); the reference indexes with raw labels 0..C-1.
-
-Caveat (as the reference): everything is in-sample. When N is not well above 64 + C, the
-LDA separates the probe perfectly for every model and ``S_ncc`` saturates at 1; ``S_seli`` and
-``S_vc`` still vary.
+References
+----------
+.. [1] Wang et al., "How Far Pre-trained Models Are from Neural Collapse on the Target Dataset
+   Informs their Transferability", ICCV 2023.
 """
 
 from __future__ import annotations
@@ -79,9 +23,17 @@ import numpy as np
 import scipy.linalg
 import scipy.special
 
-from fennec_mlflow.core.estimators.base import TransferabilityEstimator, check_features, check_labels, register
+from fennec_mlflow.core.estimators.base import (
+    TransferabilityEstimator,
+    check_choice,
+    check_features,
+    check_labels,
+    is_integer,
+    register,
+)
 from fennec_mlflow.core.estimators.gbc import principal_component_scores
 from fennec_mlflow.core.estimators.parc import randomized_pca_scores
+from fennec_mlflow.errors import InvalidInputError
 
 __all__ = ["NCTIComponents", "ncti_components", "ncti_combine", "NCTINcc", "NCTISeli", "NCTIVc"]
 
@@ -206,7 +158,7 @@ def _components_from_checked(features: np.ndarray, codes: np.ndarray, pca_solver
     if reduced.shape[1] > 0 and np.einsum("ij,ij->", within, within) <= COLLAPSE_TOLERANCE**2 * np.einsum(
         "ij,ij->", reduced, reduced
     ):
-        raise ValueError(
+        raise InvalidInputError(
             "features do not vary within any class (every class is a single point: complete neural "
             "collapse); the LDA posteriors and the NCTI terms are undefined for such features"
         )
@@ -229,7 +181,22 @@ def _components_from_checked(features: np.ndarray, codes: np.ndarray, pca_solver
 
 def ncti_components(features: np.ndarray, labels: np.ndarray, *, pca_solver: PcaSolver = "auto",
                     random_state: int = 0) -> NCTIComponents:
-    """The three NCTI terms of one probe (one PCA and one LDA fit); see the module docstring."""
+    """The three NCTI terms of one probe, from one PCA and one LDA fit.
+
+    Parameters
+    ----------
+    features : array of shape (n_samples, n_features)
+    labels : array of shape (n_samples,)
+    pca_solver : {"auto", "full"}, default "auto"
+        ``"auto"``: scikit-learn's choice of PCA solver, as the reference makes it, with the
+        randomised one seeded; ``"full"``: always the exact PCA.
+    random_state : int in [0, 2**32), default 0
+        Seed of the randomised PCA.
+
+    Returns
+    -------
+    NCTIComponents
+    """
     _check_params(pca_solver, random_state)
     checked = check_features(features)
     return _components_from_checked(checked, check_labels(labels, n_samples=checked.shape[0]), pca_solver,
@@ -237,10 +204,9 @@ def ncti_components(features: np.ndarray, labels: np.ndarray, *, pca_solver: Pca
 
 
 def _check_params(pca_solver: str, random_state: int) -> None:
-    if pca_solver not in ("auto", "full"):
-        raise ValueError(f"pca_solver must be 'auto' (the reference's choice, seeded) or 'full'; got {pca_solver!r}")
-    if not (isinstance(random_state, (int, np.integer)) and 0 <= random_state < 2**32):
-        raise ValueError(f"random_state must be an integer in [0, 2**32); got {random_state!r}")
+    check_choice("pca_solver", pca_solver, ("auto", "full"))
+    if not (is_integer(random_state, least=0) and random_state < 2**32):
+        raise InvalidInputError(f"random_state must be an integer in [0, 2**32); got {random_state!r}")
 
 
 def _min_max(values: np.ndarray) -> np.ndarray:
@@ -261,22 +227,26 @@ def ncti_combine(components: Any) -> np.ndarray:
     else:
         table = np.asarray(components, dtype=np.float64)
     if table.ndim != 2 or table.shape[1] != 3 or table.shape[0] == 0:
-        raise ValueError(f"components must be one (ncc, seli, vc) triple per model; got shape {table.shape}")
+        raise InvalidInputError(f"components must be one (ncc, seli, vc) triple per model; got shape {table.shape}")
     if not np.isfinite(table).all():
-        raise ValueError("components must be finite")
+        raise InvalidInputError("components must be finite")
     return _min_max(table[:, 0]) + _min_max(table[:, 1]) - _min_max(table[:, 2])
 
 
 class _NCTITerm(TransferabilityEstimator):
+    """One NCTI term; subclasses name the term (an :class:`NCTIComponents` field) and its sign."""
+
     term: ClassVar[str] = ""
     sign: ClassVar[float] = 1.0
     requires_labels = True
     requires_source_logits = False
 
     def __init__(self, pca_solver: PcaSolver = "auto", random_state: int = 0):
-        _check_params(pca_solver, random_state)
         self.pca_solver = pca_solver
         self.random_state = random_state
+
+    def _validate_params(self) -> None:
+        _check_params(self.pca_solver, self.random_state)
 
     def _score(self, features: np.ndarray, labels: np.ndarray | None, *, source_logits: Any) -> float:
         components = _components_from_checked(features, labels, self.pca_solver, self.random_state)
@@ -285,7 +255,13 @@ class _NCTITerm(TransferabilityEstimator):
 
 @register
 class NCTINcc(_NCTITerm):
-    """NCTI's nearest-class-centre term ``S_ncc``: mean true-class LDA posterior, in [0, 1]."""
+    """NCTI's nearest-class-centre term ``S_ncc``: mean true-class LDA posterior, in [0, 1].
+
+    Parameters
+    ----------
+    pca_solver, random_state
+        As for :func:`ncti_components`.
+    """
 
     name = "ncti_ncc"
     term = "ncc"
@@ -293,7 +269,13 @@ class NCTINcc(_NCTITerm):
 
 @register
 class NCTISeli(_NCTITerm):
-    """NCTI's singularity term ``S_seli``: nuclear norm of the centred LDA projection."""
+    """NCTI's singularity term ``S_seli``: nuclear norm of the centred LDA projection.
+
+    Parameters
+    ----------
+    pca_solver, random_state
+        As for :func:`ncti_components`.
+    """
 
     name = "ncti_seli"
     term = "seli"
@@ -301,7 +283,13 @@ class NCTISeli(_NCTITerm):
 
 @register
 class NCTIVc(_NCTITerm):
-    """Minus NCTI's variability-collapse term: ``-S_vc = -log sum_c ||P_c||_*`` (higher is better)."""
+    """Minus NCTI's variability-collapse term, ``-S_vc = -log sum_c ||P_c||_*`` (higher is better).
+
+    Parameters
+    ----------
+    pca_solver, random_state
+        As for :func:`ncti_components`.
+    """
 
     name = "ncti_vc"
     term = "vc"

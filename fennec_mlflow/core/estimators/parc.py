@@ -1,69 +1,15 @@
-"""PARC (Bolya et al., "Scalable Diverse Model Selection for Accessible Transfer Learning", NeurIPS 2021).
+"""PARC: agreement between the samples' feature dissimilarities and their label dissimilarities.
 
-What is computed
-----------------
-Given features ``X`` (N x D) of a probe set and its labels (C classes):
+The features are reduced to their top ``n_dims`` principal components and standardised; PARC
+is 100 times the Spearman correlation between the pairwise dissimilarities ``1 - corr(x_i,
+x_j)`` of the samples' features and those of their one-hot labels, in [-100, 100]. The
+default PCA reproduces the reference's seeded randomised sketch step by step. The
+computation, parity with the reference and measured figures: docs/estimators.md.
 
-1. Feature reduction: the top ``k = min(n_dims, N, D)`` principal components of ``X``
-   (``n_dims=32`` as in the paper and the reference's demo), as PCA scores ``U_k S_k``.
-2. Standardise every component to zero mean and unit variance (scikit-learn's
-   ``StandardScaler``: population variance; a component with zero variance is left at zero).
-3. Feature dissimilarity ``RDM_f = 1 - corr(x_i, x_j)``: one minus the Pearson correlation
-   between the standardised feature vectors of samples ``i`` and ``j`` (N x N).
-4. Label dissimilarity ``RDM_y = 1 - corr(onehot(y_i), onehot(y_j))``. For one-hot rows this
-   is 0 for a same-class pair and ``C / (C - 1)`` otherwise, so it is binary whatever the
-   width of the one-hot code.
-5. PARC = 100 x Spearman correlation between the upper triangles (i < j) of ``RDM_f`` and
-   ``RDM_y``. Higher is better: samples of one class look alike, samples of different classes
-   do not.
-
-Because ``RDM_y`` takes two values, its ranks are an affine map of the indicator
-"different class", and the Spearman correlation equals the Pearson correlation between the
-ranks of ``RDM_f`` and that indicator. We rank the N(N-1)/2 feature dissimilarities with one
-argsort (average ranks, as ``scipy.stats.spearmanr``, only when ties occur) instead of ranking
-two vectors.
-
-Parity with the reference (dbolya/parc ``methods.py``: ``PARC`` with ``feature_reduce``)
-----------------------------------------------------------------------------------------
-The reference reduces features with ``sklearn.decomposition.PCA(n_components=f,
-svd_solver='randomized', random_state=1919, iterated_power=1)``: a randomised sketch that
-approximates the top components (one power iteration, ten oversamples) and is deterministic
-only because its seed is fixed. ``pca_solver="randomized"`` (the default) reproduces that
-computation step by step: the same Gaussian test matrix, drawn from
-``numpy.random.RandomState(1919)`` as scikit-learn draws it, the same power iteration and
-QR, the same transposition when N < D, and scikit-learn's sign convention (each component's
-largest-magnitude loading positive; scikit-learn >= 1.5; signs change the row correlations).
-Measured agreement with the reference run under scikit-learn 1.9.1: within 1e-12 relative
-(1.4e-14 on the golden probes, 8.5e-13 at N=500, D=2048, C=100; tests/test_estimators_b.py
-asserts 1e-9 absolute on the 0-100 scale). ``pca_solver="full"`` uses
-the exact principal components instead; when ``D <= n_dims`` the sketch spans every direction
-and both solvers agree to roundoff.
-
-The label side, one detail: the reference computes ``RDM_y`` with ``np.corrcoef`` on one-hot
-rows of width ``num_classes``. Unless that width is a power of two, ``1/width`` is inexact and
-roundoff makes same-class dissimilarities come out as 0 for some pairs and 1.1e-16 for others;
-Spearman then ranks those two groups apart, which the definition does not intend. We use the
-exact binary ``RDM_y``. The goldens were captured with a one-hot width of 8 (the reference's
-configuration for a data set with 8 classes, of which the probe holds 5), where the roundoff
-vanishes; with width 5 the reference differs from the exact value by up to 0.16 points on the
-same probes.
-
-Deliberate differences (each only where the reference fails or is undefined):
-
-- ``k`` is also capped at D and at the numerical rank of the centred features (components with
-  singular value below ``1e-10`` of the largest are dropped). The reference raises for
-  ``D < n_dims`` (scikit-learn refuses more components than features) and, when
-  ``n_dims >= N``, keeps null components whose roundoff noise StandardScaler blows up to unit
-  variance.
-- A sample whose standardised feature vector is constant across components has no defined
-  correlation with anything; NumPy gives NaN and the reference's Spearman becomes NaN. We give
-  such a sample correlation 0 (dissimilarity 1) with every other sample.
-- Features that do not vary at all, or span a single direction, raise ``ValueError``: the
-  row correlations need at least two varying components.
-- Inputs are float64 (the protocol converts); the reference keeps float32 inputs in float32.
-
-Cost: O(N D (k + 10)) for the sketch, O(N^2 k) for the correlations and O(N^2 log N) for the
-ranking; memory O(N^2) like the reference.
+References
+----------
+.. [1] Bolya et al., "Scalable Diverse Model Selection for Accessible Transfer Learning",
+   NeurIPS 2021.
 """
 
 from __future__ import annotations
@@ -74,14 +20,14 @@ import numpy as np
 import scipy.linalg
 import scipy.stats
 
-from fennec_mlflow.core.estimators.base import TransferabilityEstimator, register
+from fennec_mlflow.core.estimators.base import TransferabilityEstimator, check_choice, is_integer, register
+from fennec_mlflow.errors import InvalidInputError
 
 __all__ = ["PARC", "parc_score", "randomized_pca_scores", "reference_pca_scores"]
 
 PcaSolver = Literal["randomized", "full"]
 
-# The reference's feature_reduce: PCA(svd_solver='randomized', random_state=1919, iterated_power=1);
-# scikit-learn's default of 10 oversamples.
+# The reference's PCA(svd_solver='randomized', random_state=1919, iterated_power=1), 10 oversamples.
 REFERENCE_SEED = 1919
 REFERENCE_POWER_ITERATIONS = 1
 REFERENCE_OVERSAMPLES = 10
@@ -142,7 +88,7 @@ def _scores_within_rank(left: np.ndarray, singular_values: np.ndarray, right: np
 
 
 def reference_pca_scores(features: np.ndarray, n_components: int, *, solver: PcaSolver = "randomized") -> np.ndarray:
-    """PCA scores ``(N, k)`` of ``features`` as the PARC reference computes them (see module docstring).
+    """PCA scores ``(N, k)`` of ``features`` as the PARC reference computes them.
 
     ``solver="randomized"``: the sketch with the reference's fixed seed (1919), one power
     iteration, no renormalisation, ten oversamples. ``solver="full"``: exact principal
@@ -185,7 +131,7 @@ def _parc_from_checked(features: np.ndarray, labels: np.ndarray, n_dims: int | N
     standardised = _standardise_columns(reduced)
     varying = int(np.count_nonzero(np.any(standardised != 0.0, axis=0)))
     if varying < 2:
-        raise ValueError(
+        raise InvalidInputError(
             f"PARC needs features that vary along at least 2 directions; these vary along {varying} "
             "(constant or rank-one features), so the sample-to-sample correlations are undefined"
         )
@@ -224,26 +170,23 @@ def _rank_biserial_correlation(values: np.ndarray, indicator: np.ndarray) -> flo
     return float(covariance / np.sqrt(rank_variance * share * (1.0 - share)))
 
 
-def _check_params(n_dims: int | None, pca_solver: str) -> None:
-    if not (n_dims is None or (isinstance(n_dims, (int, np.integer)) and n_dims >= 2)):
-        raise ValueError(f"n_dims must be None (no reduction) or an integer >= 2; got {n_dims!r}")
-    if pca_solver not in ("randomized", "full"):
-        raise ValueError(f"pca_solver must be 'randomized' (the reference's) or 'full'; got {pca_solver!r}")
-
-
 def parc_score(features: np.ndarray, labels: np.ndarray, *, n_dims: int | None = 32,
                pca_solver: PcaSolver = "randomized") -> float:
-    """PARC (x100, in [-100, 100]) of ``features`` for ``labels``; see the module docstring."""
+    """PARC (in [-100, 100]) of ``features`` for ``labels``; parameters as :class:`PARC`."""
     return PARC(n_dims=n_dims, pca_solver=pca_solver).score(features, labels)
 
 
 @register
 class PARC(TransferabilityEstimator):
-    """PARC as a registered estimator: Spearman agreement of feature and label dissimilarities, x100.
+    """PARC: 100 x the Spearman agreement of feature and label dissimilarities, in [-100, 100].
 
-    ``n_dims``: PCA dimensions kept before comparing samples (32, the paper's; None: raw
-    features). ``pca_solver``: ``"randomized"`` reproduces the reference's seeded sketch,
-    ``"full"`` uses exact principal components.
+    Parameters
+    ----------
+    n_dims : int >= 2 or None, default 32
+        Principal components kept before comparing samples (the paper's 32); None compares
+        the raw features.
+    pca_solver : {"randomized", "full"}, default "randomized"
+        The reference's seeded randomised sketch, or exact principal components.
     """
 
     name = "parc"
@@ -251,9 +194,13 @@ class PARC(TransferabilityEstimator):
     requires_source_logits = False
 
     def __init__(self, n_dims: int | None = 32, pca_solver: PcaSolver = "randomized"):
-        _check_params(n_dims, pca_solver)
         self.n_dims = n_dims
         self.pca_solver = pca_solver
+
+    def _validate_params(self) -> None:
+        if not (self.n_dims is None or is_integer(self.n_dims, least=2)):
+            raise InvalidInputError(f"n_dims must be None (no reduction) or an integer >= 2; got {self.n_dims!r}")
+        check_choice("pca_solver", self.pca_solver, ("randomized", "full"))
 
     def _score(self, features: np.ndarray, labels: np.ndarray | None, *, source_logits: Any) -> float:
         return _parc_from_checked(features, labels, self.n_dims, self.pca_solver)

@@ -5,7 +5,7 @@ from PIL import Image
 from fennec_mlflow.data.task_specs import load_task
 from fennec_mlflow.data.tasks import (Task, TaskError, from_arrays, from_folder, sample_probe, split_indices,
                                       stratified_sample)
-from conftest import blob_images
+from tests.helpers import blob_images
 
 
 def make_folder(root, classes=("cat", "dog", "eel"), per_class=4, size=20):

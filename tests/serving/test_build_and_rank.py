@@ -1,5 +1,6 @@
 """Build, register, load, serve and rank with real components: sqlite store, torch models, the scoring server."""
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -7,7 +8,6 @@ import time
 import urllib.request
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,6 +19,7 @@ from fennec_mlflow.data.proxy import load_encoder
 from fennec_mlflow.serving.build import build
 from fennec_mlflow.serving.rank import rank_task
 from fennec_mlflow.data.synthetic import synthetic_task
+from tests.helpers import run_entry_point, sqlite_store
 
 MODELS = ["resnet20_cifar10", "preresnet20_cifar10", "diaresnet20_cifar10", "nin_cifar10"]
 HISTORY = ["digits-5class", "shapes-4", "gratings-orient-4", "blobs-count-3", "glyphs-upper-10"]
@@ -29,21 +30,16 @@ ENCODER = "zoo:resnet20_cifar10:random"
 def registered(tmp_path_factory):
     """A small knowledge base (FDA + archi2vec + proxies) fitted and registered in a temp store."""
     root = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    mp.setenv("FENNEC_CACHE_DIR", str(root / "cache"))
-    mlflow.set_tracking_uri(uri)
-    client = tracking.client(uri)
-    tasks = [synthetic_task(name, samples_per_class=30) for name in HISTORY]
-    score_cells(MODELS, tasks, weights="random", probe_size=60, mlflow_client=client, progress=False)
-    embed_architectures(MODELS, mlflow_client=client, progress=False)
-    encoder = load_encoder(ENCODER)
-    proxy_cells(encoder, tasks, sample_size=60, mlflow_client=client, progress=False)
-    result = build(kind="fda", encoder_spec=ENCODER, encoder_name=encoder.name, k=2)
-    yield result, client, uri, root
-    mlflow.set_tracking_uri(None)
-    mp.undo()
+    with pytest.MonkeyPatch.context() as mp, sqlite_store(root, mp):
+        uri = os.environ["MLFLOW_TRACKING_URI"]
+        client = tracking.client(uri)
+        tasks = [synthetic_task(name, samples_per_class=30) for name in HISTORY]
+        score_cells(MODELS, tasks, weights="random", probe_size=60, mlflow_client=client, progress=False)
+        embed_architectures(MODELS, mlflow_client=client, progress=False)
+        encoder = load_encoder(ENCODER)
+        proxy_cells(encoder, tasks, sample_size=60, mlflow_client=client, progress=False)
+        result = build(kind="fda", encoder_spec=ENCODER, encoder_name=encoder.name, k=2)
+        yield result, client, uri, root
 
 
 def test_build_logs_a_fit_run_and_registers_the_champion(registered):
@@ -115,31 +111,33 @@ def free_port() -> int:
 def test_mlflow_models_serve_answers_rest_requests(registered):
     result, _, uri, root = registered
     port = free_port()
-    env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": uri}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/fennec@champion",
                                "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=root)
+    local = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP(S)_PROXY
     try:
         deadline = time.time() + 180
-        while time.time() < deadline:
+        while True:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                local.open(f"http://127.0.0.1:{port}/ping", timeout=2)
                 break
             except OSError:
                 assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.time() < deadline, "the scoring server did not answer /ping within 180 s"
                 time.sleep(1)
         frame = fast_request(result, "gratings-orient-4")
         body = json.dumps({"dataframe_split": frame.to_dict(orient="split"), "params": {"top_k": 2}}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                          headers={"Content-Type": "application/json"})
-        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        answer = json.loads(local.open(request, timeout=60).read())
         rows = answer["predictions"]
         assert len(rows) == 2 and rows[0]["rank"] == 1 and rows[0]["model"] in MODELS
         bad = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
                                      data=json.dumps({"dataframe_split": {"columns": ["class_count"], "data": [[3]]}}).encode(),
                                      headers={"Content-Type": "application/json"})
         with pytest.raises(urllib.error.HTTPError) as error:
-            urllib.request.urlopen(bad, timeout=60)
+            local.open(bad, timeout=60)
         assert "proxy features" in error.value.read().decode()
     finally:
         server.terminate()
@@ -148,15 +146,8 @@ def test_mlflow_models_serve_answers_rest_requests(registered):
 
 @pytest.mark.slow
 def test_mlflow_run_rank_entry_point_uses_the_champion(registered):
-    import os
-    from pathlib import Path
-
     _, client, uri, root = registered
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    done = subprocess.run([sys.executable, "-m", "mlflow", "run", str(repo), "-e", "rank", "--env-manager", "local",
-                           "-P", "top_k=3"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_entry_point("rank", {"top_k": 3}, cwd=root, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
     assert "Top 3 models to fine-tune for 'shapes-outline-6'" in done.stdout
     assert len(tracking.runs_of_kind("rank", mlflow_client=client)) >= 1
 

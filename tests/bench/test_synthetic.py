@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,8 +20,9 @@ from fennec_mlflow.core.evaluation import leave_one_task_out
 from fennec_mlflow.store.knowledge import Knowledge
 from fennec_mlflow.data.synthetic import SYNTHETIC_TASKS
 from fennec_mlflow.bench.synthetic import (CONFIGS, BenchmarkData, Costs, TargetFennecFits, cells_experiment,
-                                               estimator_predictor, evaluation_names, fennec_predictor,
-                                               nested_cv_predictor)
+                                           estimator_predictor, evaluation_names, fennec_predictor,
+                                           nested_cv_predictor)
+from tests.helpers import REPO, store_env
 
 
 def pytorchcv_family(arch: str) -> str:
@@ -191,12 +191,12 @@ def _run_smoke(tmp_path, env, kill_when: tuple[str, int] | None = None) -> subpr
         log.close()
 
 
+@pytest.mark.slow
 def test_the_smoke_benchmark_survives_kills_without_redoing_or_duplicating_a_cell(tmp_path):
     from mlflow import MlflowClient
 
     config = CONFIGS["synthetic-smoke"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "FENNEC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **store_env(tmp_path), "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_RUN_ID", None)
     _run_smoke(tmp_path, env, kill_when=("finetune", 4))  # killed among the fine-tunes
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
@@ -254,7 +254,7 @@ def test_the_smoke_benchmark_survives_kills_without_redoing_or_duplicating_a_cel
     report.parent.mkdir()
     report.write_text("# Public tables\n\nkept\n\n<!-- synthetic-benchmark:begin -->\nstale\n"
                       "<!-- synthetic-benchmark:end -->\n\ntail kept\n")
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "make_synthetic_report.py"
+    script = REPO / "benchmarks" / "make_synthetic_report.py"
     subprocess.run([sys.executable, str(script), "--benchmark", config.name, "--output", str(report)],
                    cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
     text = report.read_text()

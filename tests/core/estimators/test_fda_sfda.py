@@ -1,6 +1,6 @@
 """FDA / SFDA scores: parity with the SFDA reference, behaviour, boundary errors, registry.
 
-Golden values (tests/data/fda_reference_golden.npz) were captured by running the reference,
+Golden values (data/fda_sfda_golden.npz) were captured by running the reference,
 TencentARC/SFDA ``metrics.py`` at commit 3b7edf7, on the probes built by ``make_probe`` below:
 for each case, ``first = SFDA(); first.fit(X, y).predict_proba(X)``, ``first.transform(X)``,
 ``first.shrinkage`` and ``SFDA_Score(X.copy(), y)``. Each case also stores a fingerprint of its
@@ -30,11 +30,11 @@ from fennec_mlflow.core.estimators import (
 )
 from fennec_mlflow.core.estimators import base
 
-GOLDEN_PATH = Path(__file__).parent / "data" / "fda_reference_golden.npz"
+GOLDEN_PATH = Path(__file__).parent / "data" / "fda_sfda_golden.npz"
 PARITY_ATOL = 1e-6
 
 # "floor": deep-feature scale, SFDA's shrinkage sits at its 1e-10 floor.
-# "unit": unit-variance features, shrinkage ~2e-4 (where our unshrunk S_B differs, see fda.py).
+# "unit": unit-variance features, shrinkage ~2e-4 (where our unshrunk S_B differs, docs/estimators.md).
 # "wide": more dimensions than samples.
 GOLDEN_CASES = {
     "floor": dict(seed=0, n_samples=200, n_features=32, n_classes=5, scale=3.0),
@@ -125,7 +125,7 @@ def test_projection_matches_reference_when_shrinkage_is_at_its_floor(golden):
 
 
 def test_projection_differs_from_reference_by_at_most_the_shrinkage(golden):
-    # Deliberate: the reference also shrinks S_B; we keep the paper's S_B (fda.py docstring).
+    # Deliberate: the reference also shrinks S_B; we keep the paper's S_B (docs/estimators.md).
     features, labels = load_case(golden, "unit")
     reference = golden["unit/projection"]
     projection = fda_projection(features, labels)
@@ -360,8 +360,8 @@ def test_singular_scatter_without_shrinkage_is_rejected():
         (lambda f, y: fda_score(f, y, shrinkage=1.5), r"shrinkage must be None .* or in \[0, 1\]; got 1.5"),
         (lambda f, y: fda_score(f, y, reduction="median"), "reduction must be 'mean' or 'sum'; got 'median'"),
         (lambda f, y: fda_projection(f, y, n_components=3), r"n_components must be in .* = \[1, 2\]; got 3"),
-        (lambda f, y: FDA(shrinkage=-0.1), r"shrinkage must be None .*; got -0.1"),
-        (lambda f, y: SFDA(shrinkage=2), r"shrinkage must be None .*; got 2"),
+        (lambda f, y: FDA(shrinkage=-0.1).score(f, y), r"shrinkage must be None .*; got -0.1"),
+        (lambda f, y: SFDA(shrinkage=2).score(f, y), r"shrinkage must be None .*; got 2"),
     ],
 )
 def test_invalid_parameters_are_rejected(probe, call, message):
@@ -397,7 +397,7 @@ def test_registered_fda_does_not_saturate_when_d_approaches_n():
     assert capped.score(features, shuffled) < 0.5
     assert capped.score(features, labels) > capped.score(features, shuffled) + 0.2
     with pytest.raises(ValueError, match="max_dim must be"):
-        FDA(max_dim=0)
+        FDA(max_dim=0).score(features, labels)
 
 
 def test_unknown_estimator_suggests_close_names():

@@ -8,12 +8,11 @@ from fennec_mlflow.serving import build as ranking
 from fennec_mlflow.store import tracking
 from fennec_mlflow.bench import tuning
 from fennec_mlflow.core.recommender import Fennec
-from test_evaluation_runs import planted_benchmark
+from tests.helpers import planted_benchmark, runs_in
 
 
 def tune_runs(store, experiment: str):
-    exp = store.get_experiment_by_name(experiment)
-    runs = store.search_runs([exp.experiment_id], max_results=200)
+    runs = runs_in(store, experiment)
     parents = [r for r in runs if r.data.tags[tracking.KIND_TAG] == "tune"]
     trials = [r for r in runs if r.data.tags[tracking.KIND_TAG] == "tune-trial"]
     return parents, trials
@@ -76,6 +75,7 @@ def test_nested_cv_outer_score_uses_the_inner_choice_on_the_full_history():
     assert fold.pearson == pytest.approx(direct.per_target.at["t2", "pearson"])
 
 
+@pytest.mark.slow
 def test_tune_with_nested_cv_logs_the_honest_figure(store):
     outcome = tuning.run_tuning(planted_benchmark(), n_trials=2, inner_trials=2, progress=False)
     (parent,), trials = tune_runs(store, "fennec-tune-planted")
@@ -100,6 +100,7 @@ def test_optuna_never_shares_the_mlflow_sqlite_file(tmp_path):
     assert isinstance(journal, optuna.storages.JournalStorage) and isinstance(rdb, optuna.storages.RDBStorage)
 
 
+@pytest.mark.slow
 def test_parallel_workers_share_one_study_and_one_parent(store, tmp_path):
     journal = tmp_path / "optuna.log"
     outcome = tuning.run_tuning(planted_benchmark(), n_trials=4, nested_cv=False, workers=2, storage=str(journal),

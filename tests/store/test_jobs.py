@@ -1,9 +1,7 @@
 """The FDA job end to end on real models, real synthetic tasks and a real sqlite store."""
-import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -14,9 +12,7 @@ from fennec_mlflow.core.estimators import get_estimator
 from fennec_mlflow.store.jobs import FeatureError, score_cells, score_cell_key
 from fennec_mlflow.data.synthetic import synthetic_task
 from fennec_mlflow.data.tasks import TaskError, from_arrays, sample_probe
-from conftest import blob_images
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import blob_images, run_entry_point
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +86,9 @@ def test_bad_input_leaves_no_run(store, small_tasks):
 def test_mlflow_run_fda_entry_point_in_an_empty_directory(tmp_path):
     env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "HOME": str(tmp_path),
            "FENNEC_CACHE_DIR": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "fda", "--env-manager", "local",
-               "-P", "models=resnet20_cifar10,nin_cifar10", "-P", "tasks=shapes-4,gratings-orient-4",
-               "-P", "probe_size=80"]
+    params = {"models": "resnet20_cifar10,nin_cifar10", "tasks": "shapes-4,gratings-orient-4", "probe_size": 80}
     for attempt in range(2):
-        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
+        done = run_entry_point("fda", params, cwd=tmp_path, env=env)
     client = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert count_runs(client, "fda") == 4  # the second run reused every cell
     assert "0 new fda run(s), 4 cell(s) already in the store" in done.stdout

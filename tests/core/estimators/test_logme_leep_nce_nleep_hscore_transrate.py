@@ -1,6 +1,6 @@
 """LogME, LEEP, NCE, N-LEEP, H-Score (plain and shrinkage), TransRate: parity, registry, behaviour, robustness.
 
-Golden values (tests/data/estimators_a_golden.npz) were captured by running the reference
+Golden values (data/logme_leep_nce_nleep_hscore_transrate_golden.npz) were captured by running the reference
 implementations on the probes built by ``make_probe`` below (references are never part of
 this repository):
 
@@ -36,8 +36,9 @@ from fennec_mlflow.core.estimators.logme import logme_score
 from fennec_mlflow.core.estimators.nce import nce_score
 from fennec_mlflow.core.estimators.nleep import n_mixture_components, nleep_score, principal_scores
 from fennec_mlflow.core.estimators.transrate import coding_rate
+from fennec_mlflow.errors import InvalidInputError
 
-GOLDEN_PATH = Path(__file__).parent / "data" / "estimators_a_golden.npz"
+GOLDEN_PATH = Path(__file__).parent / "data" / "logme_leep_nce_nleep_hscore_transrate_golden.npz"
 PARITY_RTOL = 1e-9
 PARITY_ATOL = 1e-10
 
@@ -152,7 +153,7 @@ def test_registry_names_and_declared_inputs():
     assert get_estimator("HScore_Shrinkage").name == "hscore_shrinkage"  # case-insensitive lookup
 
 
-def test_hyper_parameters_are_reported_and_validated():
+def test_hyper_parameters_are_reported_and_validated_when_scoring():
     assert get_estimator("nleep").get_params() == dict(
         component_ratio=5, variance_kept=0.8, random_state=0, reduction="mean_log"
     )
@@ -160,6 +161,7 @@ def test_hyper_parameters_are_reported_and_validated():
     assert get_estimator("hscore").get_params() == {"rcond": 1e-15}
     assert get_estimator("leep").get_params() == {"source_outputs": "logits"}
     assert get_estimator("logme").get_params() == {}
+    features, labels, logits = make_probe(0, 50, 8, 3)
     for name, params in [
         ("nleep", {"reduction": "sum"}),
         ("nleep", {"variance_kept": 1.0}),
@@ -169,8 +171,10 @@ def test_hyper_parameters_are_reported_and_validated():
         ("leep", {"source_outputs": "softmax"}),
         ("nce", {"source_outputs": "softmax"}),
     ]:
-        with pytest.raises(ValueError):
-            get_estimator(name, **params)
+        estimator = get_estimator(name, **params)  # only stored
+        assert estimator.get_params().items() >= params.items()
+        with pytest.raises(InvalidInputError):
+            estimator.score(features, labels, source_logits=logits)
 
 
 @pytest.mark.parametrize("name", sorted(USES_SOURCE_LOGITS))

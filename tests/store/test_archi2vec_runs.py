@@ -1,8 +1,5 @@
 """archi2vec runs in a real sqlite store: one run per model, corpus reuse, inductive embedding."""
-import json
-
 import numpy as np
-import pytest
 
 from fennec_mlflow.store import tracking
 from fennec_mlflow.archi2vec import Graph2VecSettings

@@ -1,6 +1,6 @@
 """Fine-tuning: real torch models on small procedural tasks, no mocks.
 
-One resnet20 fine-tune (shared by a module fixture) checks that learning really happens; the
+One resnet20 fine-tune (shared by a module fixture, marked slow) checks that learning really happens; the
 mechanics (callbacks, early stopping, resumption, shared initial weights, errors) run on a
 tiny CNN that trains in milliseconds.
 """
@@ -131,6 +131,7 @@ def resnet_run():
     return task, model, before, recorder, result
 
 
+@pytest.mark.slow
 def test_resnet_finetune_ends_far_above_chance(resnet_run):
     task, _, _, _, result = resnet_run
     chance = 1 / task.num_classes
@@ -141,6 +142,7 @@ def test_resnet_finetune_ends_far_above_chance(resnet_run):
     assert min(h["train_loss"] for h in result.best.history) < 0.7 * math.log(task.num_classes)
 
 
+@pytest.mark.slow
 def test_resnet_head_replaced_on_a_copy(resnet_run):
     task, model, before, _, result = resnet_run
     x = torch.zeros(2, 3, 32, 32)
@@ -151,6 +153,7 @@ def test_resnet_head_replaced_on_a_copy(resnet_run):
     assert all(torch.equal(before[k], after[k]) for k in before)  # ...and its weights
 
 
+@pytest.mark.slow
 def test_resnet_callbacks_sequence(resnet_run):
     _, _, _, recorder, result = resnet_run
     assert recorder.calls() == expected_calls(result.trials)

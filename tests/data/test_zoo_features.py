@@ -7,7 +7,7 @@ from torch import nn
 from fennec_mlflow.data import zoo
 from fennec_mlflow.data.features import FeatureCache, extract_features
 from fennec_mlflow.data.tasks import from_arrays, sample_probe
-from conftest import blob_images
+from tests.helpers import blob_images
 
 
 def test_unknown_model_suggests_close_names():

@@ -1,8 +1,6 @@
 """Evaluation runs on a real sqlite store: one run per estimator, the design's metric names, artifacts."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,33 +9,9 @@ from fennec_mlflow.bench import public as benchmarks
 from fennec_mlflow.bench import evaluate as evaluation_runs
 from fennec_mlflow.store import tracking
 from fennec_mlflow.core import evaluation as ev
-from fennec_mlflow.bench.public import Benchmark
+from tests.helpers import planted_benchmark, runs_in
 
 PARC_TARGETS = ["caltech101", "cifar10", "cub200", "nabird", "oxford_pets", "stanford_dogs", "voc2007"]
-
-
-def planted_benchmark(n_models: int = 12, n_tasks: int = 5, seed: int = 0) -> Benchmark:
-    """A small low-rank table with holes, two families and task facts: fast to evaluate."""
-    rng = np.random.default_rng(seed)
-    models = [f"m{i:02d}" for i in range(n_models)]
-    tasks = [f"t{j}" for j in range(n_tasks)]
-    family = np.array(["A", "B"])[np.arange(n_models) % 2]
-    values = rng.uniform(0.5, 1.5, (n_models, 2)) @ rng.uniform(0.5, 1.5, (2, n_tasks))
-    values += (family == "A")[:, None] * 0.5 + rng.normal(0, 0.05, values.shape)
-    P = pd.DataFrame(60 + 10 * values, index=pd.Index(models, name="model"), columns=pd.Index(tasks, name="task"))
-    P.iloc[0, 1] = P.iloc[3, 2] = np.nan
-    model_meta = pd.DataFrame({"family=A": (family == "A").astype(float), "size": rng.normal(size=n_models)},
-                              index=models)
-    task_meta = pd.DataFrame({"log_class_count": np.log(rng.integers(5, 200, n_tasks)),
-                              "domain=x": (np.arange(n_tasks) % 2).astype(float)}, index=tasks)
-    return Benchmark(name="planted", description="planted", P=P, model_meta=model_meta, task_meta=task_meta,
-                     targets=tasks, families=pd.Series(family, index=models), units="accuracy (%)")
-
-
-def runs_in(store, experiment: str):
-    exp = store.get_experiment_by_name(experiment)
-    assert exp is not None, f"no experiment {experiment}"
-    return store.search_runs([exp.experiment_id], max_results=100)
 
 
 # --------------------------------------------------------------------------- benchmarks
@@ -67,6 +41,7 @@ def test_public_benchmarks_have_the_documented_shapes_and_numeric_meta():
 
 # --------------------------------------------------------------------------- runs
 
+@pytest.mark.slow
 def test_every_estimator_is_one_evaluation_run_in_one_experiment(store):
     outcome = evaluation_runs.run_evaluation("parc", seeds=(0,), progress=False)
     assert outcome.experiment == "fennec-eval-parc"

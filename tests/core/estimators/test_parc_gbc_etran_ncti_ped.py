@@ -1,12 +1,12 @@
 """PARC, GBC, ETran, NCTI, PED: parity with the authors' code, registry, behaviour, robustness.
 
-Golden values (tests/data/estimators_b_golden.npz) were captured by running the published
+Golden values (data/parc_gbc_etran_ncti_ped_golden.npz) were captured by running the published
 implementations on the probes built by ``make_probe`` below (numpy 2.4.6, scipy 1.17.1,
 scikit-learn 1.9.1; the versions are stored in the file under ``meta/versions``):
 
 - PARC: dbolya/parc @ ddfca43, ``methods.PARC(n_dims=32)`` called as in its demo, with
   ``constants.num_classes`` = 8 for the probe (``parc``; exact binary label RDM) and = C
-  (``parc_width_c``; shows the reference's roundoff artefact, see parc.py).
+  (``parc_width_c``; shows the reference's roundoff artefact, see docs/estimators.md).
 - GBC: google-research/google-research ``stable_transfer/transferability/gbc.py``
   (``get_gbc_score``) after ``features_targets_utils.pca_reduction(X, 64)``, under
   tensorflow-cpu 2.21.0: ``gbc_<type>`` as the reference runs (float32), ``gbc64_<type>`` the same
@@ -41,8 +41,9 @@ from fennec_mlflow.core.estimators.gbc import gbc_score
 from fennec_mlflow.core.estimators.ncti import NCTIComponents, ncti_combine, ncti_components
 from fennec_mlflow.core.estimators.parc import parc_score
 from fennec_mlflow.core.estimators.ped import ped_motion, ped_score
+from fennec_mlflow.errors import InvalidInputError, UnknownNameError
 
-GOLDEN_PATH = Path(__file__).parent / "data" / "estimators_b_golden.npz"
+GOLDEN_PATH = Path(__file__).parent / "data" / "parc_gbc_etran_ncti_ped_golden.npz"
 
 CASES = {
     "d32": dict(seed=0, n_samples=200, n_features=32, n_classes=5),
@@ -115,7 +116,7 @@ def test_parc_matches_reference(case, golden):
 
 def test_parc_reference_label_roundoff_is_small_and_explained(case, golden):
     # With a one-hot width that is not a power of two the reference splits same-class ties by
-    # roundoff (parc.py); the effect stays within half a point on a 0-100 scale here.
+    # roundoff (docs/estimators.md); the effect stays within half a point on a 0-100 scale here.
     name, features, labels = case
     assert abs(parc_score(features, labels) - float(golden[f"{name}/parc_width_c"])) < 0.5
 
@@ -228,29 +229,24 @@ def test_registry_names_and_flags():
             get_estimator(missing)
 
 
-def test_hyper_parameters_are_validated():
-    with pytest.raises(ValueError, match="pca_solver"):
-        get_estimator("parc", pca_solver="arpack")
-    with pytest.raises(ValueError, match="n_dims"):
-        get_estimator("parc", n_dims=1)
-    with pytest.raises(ValueError, match="gaussian_type"):
-        get_estimator("gbc", gaussian_type="full")
-    with pytest.raises(ValueError, match="percent"):
-        get_estimator("etran_energy", percent=0)
-    with pytest.raises(ValueError, match="tail"):
-        get_estimator("etran_energy", tail="bot")
-    with pytest.raises(KeyError, match="unknown"):
-        get_estimator("ped", score_with="no_such_estimator")
-    with pytest.raises(ValueError, match="source_logits"):
-        get_estimator("ped", score_with="leep")
-    with pytest.raises(ValueError, match="another"):
-        get_estimator("ped", score_with="ped")
-    with pytest.raises(ValueError, match="max_steps"):
-        get_estimator("ped", max_steps=0)
-    with pytest.raises(ValueError, match="max_dim"):
-        get_estimator("ped", max_dim="half")
-    with pytest.raises(ValueError, match="pca_solver"):
-        get_estimator("ncti_ncc", pca_solver="randomized")
+def test_hyper_parameters_are_validated_when_scoring():
+    features, labels = case_probe("d32")
+    for name, params, error, message in [
+        ("parc", {"pca_solver": "arpack"}, InvalidInputError, "pca_solver"),
+        ("parc", {"n_dims": 1}, InvalidInputError, "n_dims"),
+        ("gbc", {"gaussian_type": "full"}, InvalidInputError, "gaussian_type"),
+        ("etran_energy", {"percent": 0}, InvalidInputError, "percent"),
+        ("etran_energy", {"tail": "bot"}, InvalidInputError, "tail"),
+        ("ped", {"score_with": "no_such_estimator"}, UnknownNameError, "unknown"),
+        ("ped", {"score_with": "leep"}, InvalidInputError, "source_logits"),
+        ("ped", {"score_with": "ped"}, InvalidInputError, "another"),
+        ("ped", {"max_steps": 0}, InvalidInputError, "max_steps"),
+        ("ped", {"max_dim": "half"}, InvalidInputError, "max_dim"),
+        ("ncti_ncc", {"pca_solver": "randomized"}, InvalidInputError, "pca_solver"),
+    ]:
+        estimator = get_estimator(name, **params)  # only stored
+        with pytest.raises(error, match=message):
+            estimator.score(features, labels)
 
 
 def test_energy_ignores_labels_and_labelled_estimators_require_them():

@@ -6,7 +6,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from fennec_mlflow.data import proxy
 from fennec_mlflow.data.features import extract_features
 from fennec_mlflow.data.synthetic import synthetic_task
 from fennec_mlflow.data.tasks import from_arrays
+from tests.helpers import REPO
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_clip_offline_without_weights_says_what_to_fetch(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HTTPS_PROXY": "http://127.0.0.1:9",
            "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[1])
+                          cwd=REPO)
     messages = [line for line in done.stdout.splitlines() if line.startswith("MESSAGE")]
     assert len(messages) == 2, done.stdout + done.stderr  # both: refused up front, and open_clip's failure wrapped
     for message in messages:
