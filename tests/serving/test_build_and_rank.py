@@ -138,7 +138,10 @@ def test_mlflow_models_serve_answers_rest_requests(registered):
                                      headers={"Content-Type": "application/json"})
         with pytest.raises(urllib.error.HTTPError) as error:
             local.open(bad, timeout=60)
-        assert "proxy features" in error.value.read().decode()
+        answer = json.loads(error.value.read().decode())
+        # a project error is the client's fault: 400, our message at the top level, no traceback
+        assert error.value.code == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert "proxy features" in answer["message"] and "stack_trace" not in answer
     finally:
         server.terminate()
         server.wait(timeout=30)
