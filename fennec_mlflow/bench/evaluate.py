@@ -19,7 +19,8 @@ The estimators (:data:`ESTIMATORS`):
   ``min(models, history tasks) - 1``); ``fennec-no-transfer`` (``alpha=1``: meta regression only)
   and ``fennec-no-meta`` (``alpha=0``: transfer phase only); ``fennec-additive-meta``: the full
   model with a purely additive meta regression (``meta_interactions=False``: no model-fact x
-  task-fact products, so the meta score ranks every task's models alike). Cold start: **these tables carry no
+  task-fact products, so the meta score ranks every task's models alike); ``fennec-paper``: the
+  paper's formulation (z-scored merge, eq. 10) instead of the default shrunk one. Cold start: **these tables carry no
   images, so the new task's vector is regressed from its task meta (class count, training-set
   size, domain) alone; no proxy features are used.** Each seed fits Fennec with
   ``random_state=seed`` (NMF start, forest); the metrics are averaged over seeds.
@@ -58,7 +59,7 @@ from fennec_mlflow.store import tracking
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 WARM_KNOWN = (1, 3, 5)
 FENNEC_DEFAULTS = config.FENNEC_DEFAULTS
-ESTIMATORS = ("fennec", "fennec-no-transfer", "fennec-no-meta", "fennec-additive-meta",
+ESTIMATORS = ("fennec", "fennec-no-transfer", "fennec-no-meta", "fennec-additive-meta", "fennec-paper",
               *(f"fennec-warm-{n}" for n in WARM_KNOWN), "popularity", "family-mean", "random")
 EVALUATION_TAG_BENCHMARK = "fennec.benchmark"
 CORRELATION_METRICS = ("pearson", "spearman", "weighted_tau", "top1_regret", "top5_hit")
@@ -79,10 +80,10 @@ def capped_k(k: int, history: pd.DataFrame) -> int:
 class FennecFits:
     """Fitted Fennec models per (target, seed), shared by every Fennec variant of one evaluation.
 
-    ``alpha`` only enters :meth:`Fennec.rank` (the merge), not the fit, so the full model, both
-    ablations and the warm starts of one (target, seed) rank from the same fit. The fit sees the
-    history the protocol hands over (the target's column is not in it) plus the meta tables,
-    which hold public facts only.
+    The warm starts of one (target, seed, alpha) rank from the same fit (``alpha`` enters the
+    shrunk formulation's fit: it switches phases off). The fit sees the history the protocol
+    hands over (the target's column is not in it) plus the meta tables, which hold public facts
+    only.
     """
 
     def __init__(self, benchmark: Benchmark, params: dict | None = None):
@@ -90,10 +91,10 @@ class FennecFits:
         self.params = {**FENNEC_DEFAULTS, **(params or {})}
         self._fits: dict[tuple, Fennec] = {}
 
-    def get(self, history: pd.DataFrame, target: str, seed: int) -> Fennec:
-        key = (target, int(seed), tuple(history.columns))
+    def get(self, history: pd.DataFrame, target: str, seed: int, alpha: float) -> Fennec:
+        key = (target, int(seed), float(alpha), tuple(history.columns))
         if key not in self._fits:
-            params = {k: v for k, v in self.params.items() if k != "alpha"}
+            params = {**self.params, "alpha": float(alpha)}
             params["k"] = capped_k(params["k"], history)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=UserWarning)
@@ -103,8 +104,7 @@ class FennecFits:
 
     def rank(self, history: pd.DataFrame, target: str, seed: int, alpha: float,
              known_scores: dict[str, float] | None = None) -> pd.Series:
-        model = self.get(history, target, seed)
-        model.set_params(alpha=float(alpha))
+        model = self.get(history, target, seed, alpha)
         with warnings.catch_warnings():
             # one known entry: Fennec warns that it ranks cold, as documented for fennec-warm-1
             warnings.simplefilter("ignore", category=UserWarning)
@@ -205,6 +205,10 @@ def evaluate_estimator(benchmark: Benchmark, estimator: str, *, seeds: Sequence[
         alpha = {"fennec": fits.params["alpha"], "fennec-no-transfer": 1.0, "fennec-no-meta": 0.0}[estimator]
         result = _over_seeds(table, lambda s: fennec_predictor(fits, s, alpha), seeds, targets)
         return EstimatorOutcome(estimator, result, {**base, **fennec_params, "alpha": alpha})
+    if estimator == "fennec-paper":
+        paper = FennecFits(benchmark, {**fits.params, "formulation": "paper"})
+        result = _over_seeds(table, lambda s: fennec_predictor(paper, s, paper.params["alpha"]), seeds, targets)
+        return EstimatorOutcome(estimator, result, {**base, **fennec_params, **paper.params})
     if estimator == "fennec-additive-meta":
         additive = FennecFits(benchmark, {**fits.params, "meta_interactions": False})
         result = _over_seeds(table, lambda s: fennec_predictor(additive, s, additive.params["alpha"]), seeds, targets)

@@ -51,20 +51,27 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 from sklearn.base import BaseEstimator
+from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Ridge
 from sklearn.utils import check_random_state
 
-from fennec_mlflow.config import FENNEC_ALPHA, FENNEC_K, FENNEC_NMF_L2
+from fennec_mlflow.config import (
+    FENNEC_ALPHA,
+    FENNEC_FORMULATION,
+    FENNEC_K,
+    FENNEC_NMF_L2,
+)
 from fennec_mlflow.errors import InvalidInputError
 
-RANKING_COLUMNS = ["model", "score", "transfer_score", "meta_score", "known_score", "rank"]
+RANKING_COLUMNS = ["model", "score", "bias_score", "transfer_score", "meta_score", "known_score", "rank"]
 
 # Keeps multiplicative updates away from 0/0 without changing them measurably.
 _EPS = 1e-12
@@ -243,30 +250,161 @@ def _feature_row(row, columns: list[str], name: str) -> np.ndarray:
     return values
 
 
+FORMULATIONS = ("shrunk", "paper")
+# Prior of the transfer weight: on the public tables (PARC, TransferGraph) weights of 0.25-0.5 beat
+# popularity even with uninformative task facts, while 6-12 history tasks estimate it poorly.
+TRANSFER_PRIOR_WEIGHT = 0.5
+TRANSFER_PRIOR_TASKS = 10
+
+
+def bias_scores(standardised: np.ndarray) -> np.ndarray:
+    """Each model's mean per-task z-score over its observed tasks: the popularity baseline (0 when unseen)."""
+    counts = (~np.isnan(standardised)).sum(axis=1)
+    sums = np.nansum(standardised, axis=1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+
+
+@dataclass
+class _TransferPart:
+    """One fit of the transfer phase on some history tasks: model vectors, a regressor to task vectors."""
+
+    model_vectors: np.ndarray
+    task_vectors: np.ndarray
+    regressor: RandomForestRegressor
+    mean_task_vector: np.ndarray
+    objective_history: np.ndarray
+
+    def interaction(self, task_features: np.ndarray) -> np.ndarray:
+        """``m_i · (d̂_t − d̄)``: how the predicted task vector moves each model away from its average."""
+        predicted = np.atleast_2d(self.regressor.predict(task_features))
+        if predicted.shape[0] != task_features.shape[0]:  # k = 1: scikit-learn returns a flat vector
+            predicted = predicted.T
+        return self.model_vectors @ (predicted - self.mean_task_vector).T
+
+
+def _fit_transfer(normalised: np.ndarray, observed: np.ndarray, task_features: np.ndarray, *, k: int, l2: float,
+                  max_iter: int, tol: float, random_state, n_trees: int) -> _TransferPart:
+    model_vectors, task_vectors, history = masked_nmf(normalised, observed, k, l2, max_iter=max_iter, tol=tol,
+                                                      random_state=random_state)
+    regressor = RandomForestRegressor(n_estimators=n_trees, random_state=random_state)
+    # A 1-column target would trigger scikit-learn's column-vector warning: pass it flat when k = 1.
+    regressor.fit(task_features, task_vectors if k > 1 else task_vectors[:, 0])
+    return _TransferPart(model_vectors, task_vectors, regressor, task_vectors.mean(axis=0), history)
+
+
+@dataclass
+class _MetaPart:
+    """One fit of the meta regression (eq. 8): ridge on standardised [model facts, task facts, products]."""
+
+    model_weights: np.ndarray
+    task_weights: np.ndarray
+    interaction_weights: np.ndarray  # (model facts, task facts)
+    intercept: float
+    mean_task: np.ndarray  # mean standardised task facts of the tasks it was fitted on
+
+    def scores(self, model_rows: np.ndarray, task_row: np.ndarray) -> np.ndarray:
+        """The ridge prediction for each model on one task (one matrix-vector product)."""
+        weights = self.model_weights + self.interaction_weights @ task_row
+        return model_rows @ weights + (self.task_weights @ task_row + self.intercept)
+
+    def interaction(self, model_rows: np.ndarray, task_rows: np.ndarray) -> np.ndarray:
+        """The task-dependent part for each model on each task: ``f_i W (f_t − f̄)``; (models, tasks)."""
+        return model_rows @ self.interaction_weights @ (task_rows - self.mean_task).T
+
+
+def _fit_meta(model_rows: np.ndarray, task_rows: np.ndarray, normalised: np.ndarray, observed: np.ndarray, *,
+              l2: float, interactions: bool) -> _MetaPart:
+    rows, cols = np.nonzero(observed)
+    parts = [model_rows[rows], task_rows[cols]]
+    if interactions:
+        parts.append((model_rows[rows][:, :, None] * task_rows[cols][:, None, :]).reshape(len(rows), -1))
+    ridge = Ridge(alpha=l2).fit(np.hstack(parts), normalised[rows, cols])
+    n_model, n_task = model_rows.shape[1], task_rows.shape[1]
+    interaction = (ridge.coef_[n_model + n_task:].reshape(n_model, n_task) if interactions
+                   else np.zeros((n_model, n_task)))
+    return _MetaPart(ridge.coef_[:n_model], ridge.coef_[n_model:n_model + n_task], interaction,
+                     float(ridge.intercept_), task_rows.mean(axis=0))
+
+
+def _slope(predicted: np.ndarray, true: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Least-squares slope through the origin of ``true`` on ``predicted``, clipped to [0, 1]."""
+    mask = np.isfinite(true) if mask is None else mask & np.isfinite(true)
+    x, y = predicted[mask], true[mask]
+    denominator = float(x @ x)
+    return float(np.clip(x @ y / denominator, 0.0, 1.0)) if denominator > 0 else 0.0
+
+
+def posterior_mean(prior: np.ndarray, residuals: np.ndarray, shrinkage: float, known: np.ndarray,
+                   known_z: np.ndarray) -> np.ndarray:
+    """Gaussian conditional mean of every model's score given a few known ones, up to the task's offset.
+
+    The prior covariance is the Ledoit-Wolf estimate from the history's out-of-fold residual
+    vectors (one row per task): ``(1 − ρ)·RᵀR/N + ρ·μ·I``. The new task's offset is unknown (a flat
+    prior), so only the known scores' deviations from their mean inform the others.
+    """
+    n_tasks = residuals.shape[0]
+    scale = float(np.mean(residuals ** 2)) if residuals.size else 1.0
+    scale = scale if scale > 0 else 1.0
+    known_residuals = residuals[:, known]
+    cov_known = (1 - shrinkage) * known_residuals.T @ known_residuals / n_tasks + shrinkage * scale * np.eye(known.size)
+    cov_all_known = (1 - shrinkage) * residuals.T @ known_residuals / n_tasks
+    cov_all_known[known, np.arange(known.size)] += shrinkage * scale
+    centre = np.eye(known.size) - 1.0 / known.size
+    deviation = centre @ (known_z - prior[known])
+    weights = np.linalg.pinv(centre @ cov_known @ centre, rcond=1e-10) @ deviation
+    return prior + cov_all_known @ centre @ weights
+
+
 class Fennec(BaseEstimator):
-    """The Fennec recommender: masked NMF transfer space, proxy regressor, meta regression, merge.
+    """The Fennec recommender: a popularity bias plus shrunk transfer and meta interactions.
 
     Parameters
     ----------
-    k : dimension of the transfer space; must be below min(models, tasks) of the training matrix.
-    alpha : weight of the meta score in the merge, in [0, 1]; 0 = transfer only, 1 = meta only.
-    nmf_l2 : λ of the Frobenius penalty on both factors (also the ridge of the warm-start fold-in),
-        in the units of the normalised matrix (per-task z-scores).
-    nmf_max_iter, nmf_tol : NMF stops after this many sweeps or when the objective's relative
-        decrease per sweep falls below ``nmf_tol``.
-    random_state : seeds the NMF initialisation and the forest; same seed, same fit.
-    n_estimators : trees of the proxy random forest.
-    meta_l2 : ridge penalty of the meta regression (inputs standardised).
-    meta_interactions : add model-fact x task-fact products to the meta regression.
-    warm_start_prior : how many known entries the proxy estimate is worth in a warm start.
+    k : int
+        Dimension of the transfer space; below min(models, tasks) of the training matrix.
+    alpha : float
+        In ``formulation="paper"``, the weight of the meta score in the merge (eq. 10). In the
+        default ``"shrunk"`` formulation with ``shrinkage="auto"`` the two weights are learned and
+        ``alpha`` only switches a phase off (0: no meta, 1: no transfer); with a fixed
+        ``shrinkage`` s the weights are ``s·(1 − alpha)`` and ``s·alpha``.
+    nmf_l2 : float
+        λ of the Frobenius penalty on both NMF factors (also the ridge of the paper's fold-in).
+    nmf_max_iter, nmf_tol : int, float
+        NMF stops after this many sweeps or when the objective's relative decrease falls below ``nmf_tol``.
+    random_state : int
+        Seeds the NMF starts, the forests and the task folds; same seed, same fit.
+    n_estimators : int
+        Trees of the proxy random forest.
+    meta_l2 : float
+        Ridge penalty of the meta regression (inputs standardised).
+    meta_interactions : bool
+        Add model-fact x task-fact products to the meta regression.
+    warm_start_prior : float
+        ``formulation="paper"`` only: how many known entries the cold estimate is worth.
+    formulation : {"shrunk", "paper"}
+        ``"shrunk"``: score = popularity + λ_T·transfer interaction + λ_M·meta interaction, the λ
+        learned out of fold on the history, and a Gaussian posterior warm start. ``"paper"``:
+        the paper's z-scored merge of the transfer and meta scores (eq. 10) and its fold-in.
+    shrinkage : "auto" or float in [0, 1]
+        ``"auto"``: each interaction's weight is the slope of the true interaction on its
+        out-of-bag (transfer) or leave-one-task-out (meta) prediction over the history, clipped to
+        [0, 1] and pooled with a prior (0.5 for transfer, 0 for meta) worth 10 history tasks; a
+        number fixes them (see ``alpha``).
 
-    A scikit-learn ``BaseEstimator`` (``get_params``/``set_params``/``clone`` work), though ``fit`` takes
-    tables rather than (X, y).
+    Notes
+    -----
+    A scikit-learn ``BaseEstimator`` (``get_params``/``set_params``/``clone`` work), though ``fit``
+    takes tables rather than (X, y). See the module docstring for the decisions it makes.
+
+    References
+    ----------
+    Bai et al., "Pre-Trained Model Recommendation for Downstream Fine-tuning", arXiv 2403.06382.
     """
 
-    def __init__(self, k: int = FENNEC_K, alpha: float = FENNEC_ALPHA, nmf_l2: float = FENNEC_NMF_L2, nmf_max_iter: int = 5000,
-                 nmf_tol: float = 1e-6, random_state=0, n_estimators: int = 200, meta_l2: float = 1.0,
-                 meta_interactions: bool = True, warm_start_prior: float = 10.0):
+    def __init__(self, k: int = FENNEC_K, alpha: float = FENNEC_ALPHA, nmf_l2: float = FENNEC_NMF_L2,
+                 nmf_max_iter: int = 5000, nmf_tol: float = 1e-6, random_state=0, n_estimators: int = 200,
+                 meta_l2: float = 1.0, meta_interactions: bool = True, warm_start_prior: float = 10.0,
+                 formulation: str = FENNEC_FORMULATION, shrinkage="auto"):
         self.k = k
         self.alpha = alpha
         self.nmf_l2 = nmf_l2
@@ -277,6 +415,8 @@ class Fennec(BaseEstimator):
         self.meta_l2 = meta_l2
         self.meta_interactions = meta_interactions
         self.warm_start_prior = warm_start_prior
+        self.formulation = formulation
+        self.shrinkage = shrinkage
 
     @classmethod
     def transfer_only(cls, **params) -> "Fennec":
@@ -288,6 +428,11 @@ class Fennec(BaseEstimator):
         """Fennec ranking by the meta regression alone (alpha = 1)."""
         return cls(alpha=1.0, **params)
 
+    @classmethod
+    def paper(cls, **params) -> "Fennec":
+        """The paper's formulation: z-scored merge of transfer and meta scores, fold-in warm start."""
+        return cls(formulation="paper", **params)
+
     # ------------------------------------------------------------------ fit
     def fit(self, P: pd.DataFrame, model_meta: pd.DataFrame | None = None, task_meta: pd.DataFrame | None = None,
             task_proxy: pd.DataFrame | None = None) -> "Fennec":
@@ -295,7 +440,8 @@ class Fennec(BaseEstimator):
 
         ``model_meta`` is indexed by model, ``task_meta`` and ``task_proxy`` by task (extra rows are
         ignored); all their columns must be numeric. Without ``model_meta`` or ``task_meta`` there is no
-        meta phase. Without ``task_proxy`` a new task's vector is regressed from ``task_meta``.
+        meta phase; without ``task_proxy`` a new task's vector is regressed from ``task_meta``; with
+        neither, the shrunk formulation ranks every new task by popularity (the paper's refuses).
         The meta regression's design has one row per observed cell and (p + q + p·q) columns for p model
         and q task facts: compact model facts keep it small (e.g. 25,000 cells x 500 columns = 100 MB).
         """
@@ -304,10 +450,6 @@ class Fennec(BaseEstimator):
         values = self._check_matrix(P)
         observed = ~np.isnan(values)
         n_models, n_tasks = values.shape
-        if not self.k < min(n_models, n_tasks):
-            raise InvalidInputError(f"k={self.k} must be below min(models, tasks) = min({n_models}, {n_tasks}) of P")
-        if task_proxy is None and task_meta is None:
-            raise InvalidInputError("give task_proxy or task_meta: a new task's vector is predicted from one of them")
         proxy_features = proxy_columns = task_features = task_columns = model_features = model_columns = None
         if task_proxy is not None:
             proxy_features, proxy_columns = _numeric_table(task_proxy, "task_proxy", P.columns, "tasks")
@@ -315,61 +457,119 @@ class Fennec(BaseEstimator):
             task_features, task_columns = _numeric_table(task_meta, "task_meta", P.columns, "tasks")
         if model_meta is not None:
             model_features, model_columns = _numeric_table(model_meta, "model_meta", P.index, "models")
+        vector_features = proxy_features if proxy_features is not None else task_features
+        if vector_features is None and self.formulation == "paper":
+            raise InvalidInputError("give task_proxy or task_meta: a new task's vector is predicted from one of them")
+        if vector_features is not None and not self.k < min(n_models, n_tasks):
+            raise InvalidInputError(f"k={self.k} must be below min(models, tasks) = min({n_models}, {n_tasks}) of P")
         has_meta = model_features is not None and task_features is not None
-        if not has_meta and self.alpha == 1.0:
+        if not has_meta and self.alpha == 1.0 and self.formulation == "paper":
             raise InvalidInputError("alpha=1 ranks by the meta regression alone, which needs model_meta and task_meta")
-        if not has_meta and self.alpha > 0:
+        if not has_meta and self.alpha > 0 and vector_features is not None:
             warnings.warn("no model_meta or task_meta: no meta phase, ranking by the transfer score alone",
                           stacklevel=2)
 
         self.model_names_ = np.asarray(P.index.map(str), dtype=object)
         self.task_names_ = np.asarray(P.columns.map(str), dtype=object)
         normalised, self.task_mean_, self.task_std_, self.shift_ = normalize_tasks(values)
-
-        # Transfer phase.
-        self.model_vectors_, self.task_vectors_, self.objective_history_ = masked_nmf(
-            normalised, observed, self.k, self.nmf_l2, max_iter=self.nmf_max_iter, tol=self.nmf_tol,
-            random_state=self.random_state)
-        self.n_iter_ = len(self.objective_history_) - 1
-        last_decrease = self.objective_history_[-2] - self.objective_history_[-1]
-        if self.n_iter_ == self.nmf_max_iter and last_decrease > self.nmf_tol * self.objective_history_[-2]:
-            warnings.warn(f"masked NMF stopped at nmf_max_iter={self.nmf_max_iter} before reaching "
-                          f"nmf_tol={self.nmf_tol}; raise nmf_max_iter or nmf_l2", ConvergenceWarning, stacklevel=2)
-
-        # Proxy regressor: proxy features (or, without them, task facts) -> task vector.
+        standardised = np.where(observed, normalised - self.shift_, np.nan)
+        self.bias_ = bias_scores(standardised)
         self.proxy_columns_ = proxy_columns
         self.task_meta_columns_ = task_columns
         self.model_meta_columns_ = model_columns
-        self.task_vector_source_ = "task_proxy" if proxy_features is not None else "task_meta"
-        self.task_regressor_ = RandomForestRegressor(n_estimators=self.n_estimators, random_state=self.random_state)
-        # A 1-column target would trigger scikit-learn's column-vector warning: pass it flat when k = 1.
-        targets = self.task_vectors_ if self.k > 1 else self.task_vectors_[:, 0]
-        self.task_regressor_.fit(proxy_features if proxy_features is not None else task_features, targets)
-        self.flat_forest_ = FlatForest(self.task_regressor_)
+        self.task_vector_source_ = ("task_proxy" if proxy_features is not None
+                                    else "task_meta" if task_features is not None else None)
 
-        # Meta phase: [model facts, task facts, their products] -> normalised score, over observed cells.
+        # Transfer phase (eq. 4) and proxy regressor (eq. 6), on every history task.
+        self.has_transfer_ = vector_features is not None
+        if self.has_transfer_:
+            transfer = self._fit_transfer(normalised, observed, vector_features, self.k, self.n_estimators)
+            self.model_vectors_, self.task_vectors_ = transfer.model_vectors, transfer.task_vectors
+            self.mean_task_vector_ = transfer.mean_task_vector
+            self.objective_history_ = transfer.objective_history
+            self.n_iter_ = len(self.objective_history_) - 1
+            last_decrease = self.objective_history_[-2] - self.objective_history_[-1]
+            if self.n_iter_ == self.nmf_max_iter and last_decrease > self.nmf_tol * self.objective_history_[-2]:
+                warnings.warn(f"masked NMF stopped at nmf_max_iter={self.nmf_max_iter} before reaching "
+                              f"nmf_tol={self.nmf_tol}; raise nmf_max_iter or nmf_l2", ConvergenceWarning,
+                              stacklevel=2)
+            self.task_regressor_ = transfer.regressor
+            self.flat_forest_ = FlatForest(self.task_regressor_)
+
+        # Meta phase (eq. 8): [model facts, task facts, their products] -> normalised score.
         self.has_meta_ = has_meta
         if has_meta:
             self.model_meta_ = model_features
             self.model_meta_mean_, self.model_meta_std_ = _standardise_columns(model_features)
             self.task_meta_mean_, self.task_meta_std_ = _standardise_columns(task_features)
-            rows, cols = np.nonzero(observed)
-            design = self._meta_design((model_features[rows] - self.model_meta_mean_) / self.model_meta_std_,
-                                       (task_features[cols] - self.task_meta_mean_) / self.task_meta_std_)
-            ridge = Ridge(alpha=self.meta_l2).fit(design, normalised[rows, cols])
-            n_model, n_task = model_features.shape[1], task_features.shape[1]
-            self.meta_model_weights_ = ridge.coef_[:n_model]
-            self.meta_task_weights_ = ridge.coef_[n_model:n_model + n_task]
-            self.meta_interaction_weights_ = (ridge.coef_[n_model + n_task:].reshape(n_model, n_task)
-                                              if self.meta_interactions else np.zeros((n_model, n_task)))
-            self.meta_intercept_ = float(ridge.intercept_)
+            self.model_meta_rows_ = (model_features - self.model_meta_mean_) / self.model_meta_std_
+            task_rows = (task_features - self.task_meta_mean_) / self.task_meta_std_
+            meta = _fit_meta(self.model_meta_rows_, task_rows, normalised, observed, l2=self.meta_l2,
+                             interactions=self.meta_interactions)
+            self.meta_model_weights_, self.meta_task_weights_ = meta.model_weights, meta.task_weights
+            self.meta_interaction_weights_, self.meta_intercept_ = meta.interaction_weights, meta.intercept
+            self.mean_task_meta_ = meta.mean_task
+
+        if self.formulation == "shrunk":
+            self._fit_shrinkage(normalised, observed, standardised, vector_features,
+                                task_rows if has_meta else None)
         return self
 
-    def _meta_design(self, model_rows: np.ndarray, task_rows: np.ndarray) -> np.ndarray:
-        parts = [model_rows, task_rows]
-        if self.meta_interactions:
-            parts.append((model_rows[:, :, None] * task_rows[:, None, :]).reshape(len(model_rows), -1))
-        return np.hstack(parts)
+    def _fit_transfer(self, normalised, observed, features, k, n_trees) -> _TransferPart:
+        return _fit_transfer(normalised, observed, features, k=k, l2=self.nmf_l2, max_iter=self.nmf_max_iter,
+                             tol=self.nmf_tol, random_state=self.random_state, n_trees=n_trees)
+
+    def _fit_shrinkage(self, normalised, observed, standardised, vector_features, task_rows) -> None:
+        """Interaction weights, learned from the history without letting a task predict itself.
+
+        Transfer: the forest's out-of-bag task vectors (each history task predicted by the trees
+        that never saw it) are compared with the task vectors the NMF found; the weight is the
+        least-squares slope of the true interaction on the predicted one, in score space, clipped to
+        [0, 1] (an empirical-Bayes shrinkage of the prediction toward the average task). Meta: the
+        same slope from a leave-one-task-out ridge. Uninformative task information gets weight 0,
+        which is the popularity ranking.
+        """
+        n_models, n_tasks = normalised.shape
+        use_transfer = self.has_transfer_ and self.alpha < 1.0
+        use_meta = self.has_meta_ and self.alpha > 0.0
+        self.transfer_weight_ = self.meta_weight_ = 0.0
+        predicted_transfer = np.zeros((n_tasks, n_models))
+        predicted_meta = np.zeros((n_tasks, n_models))
+        if use_transfer and n_tasks >= 3:
+            forest = RandomForestRegressor(n_estimators=self.n_estimators, random_state=self.random_state,
+                                           oob_score=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a task no tree left out gets no OOB value
+                forest.fit(vector_features, self.task_vectors_ if self.k > 1 else self.task_vectors_[:, 0])
+            oob = np.asarray(forest.oob_prediction_, dtype=float).reshape(n_tasks, -1)
+            seen = np.isfinite(oob).all(axis=1)
+            predicted_transfer[seen] = (oob[seen] - self.mean_task_vector_) @ self.model_vectors_.T
+            true = (self.task_vectors_ - self.mean_task_vector_) @ self.model_vectors_.T
+            if self.shrinkage == "auto":
+                # Few history tasks estimate the slope poorly: it is pooled with a prior worth
+                # TRANSFER_PRIOR_TASKS tasks, so a rich history speaks for itself.
+                observed_tasks = int(seen.sum())
+                slope = _slope(predicted_transfer[seen], true[seen])
+                self.transfer_weight_ = ((TRANSFER_PRIOR_TASKS * TRANSFER_PRIOR_WEIGHT + observed_tasks * slope)
+                                         / (TRANSFER_PRIOR_TASKS + observed_tasks))
+        if use_meta and n_tasks >= 3:
+            for j in range(n_tasks):
+                train = np.arange(n_tasks) != j
+                part = _fit_meta(self.model_meta_rows_, task_rows[train], normalised[:, train], observed[:, train],
+                                 l2=self.meta_l2, interactions=self.meta_interactions)
+                predicted_meta[j] = part.interaction(self.model_meta_rows_, task_rows[[j]])[:, 0]
+            if self.shrinkage == "auto":  # pooled with a prior of 0 worth as many tasks: the meta phase must earn its place
+                slope = _slope(predicted_meta, standardised.T - self.bias_ - self.transfer_weight_ * predicted_transfer,
+                               observed.T)
+                self.meta_weight_ = n_tasks * slope / (TRANSFER_PRIOR_TASKS + n_tasks)
+        if self.shrinkage != "auto":
+            self.transfer_weight_ = float(self.shrinkage) * (1 - float(self.alpha)) * use_transfer
+            self.meta_weight_ = float(self.shrinkage) * float(self.alpha) * use_meta
+        # What the cold prediction leaves unexplained, per history task: the warm start's prior covariance.
+        residual = standardised.T - self.bias_ - self.transfer_weight_ * predicted_transfer - self.meta_weight_ * predicted_meta
+        self.residuals_ = np.nan_to_num(residual)
+        self.residual_shrinkage_ = (float(ledoit_wolf_shrinkage(self.residuals_, assume_centered=True))
+                                    if n_tasks >= 2 and np.any(self.residuals_) else 1.0)
 
     def _check_params(self) -> None:
         if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
@@ -381,6 +581,11 @@ class Fennec(BaseEstimator):
                 raise InvalidInputError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.nmf_tol >= 0 or not self.nmf_max_iter >= 1:
             raise InvalidInputError(f"need nmf_tol >= 0 and nmf_max_iter >= 1, got {self.nmf_tol!r}, {self.nmf_max_iter!r}")
+        if self.formulation not in FORMULATIONS:
+            raise InvalidInputError(f"formulation must be one of {FORMULATIONS}, got {self.formulation!r}")
+        if self.shrinkage != "auto" and not (isinstance(self.shrinkage, (int, float, np.number))
+                                             and 0.0 <= float(self.shrinkage) <= 1.0):
+            raise InvalidInputError(f"shrinkage must be 'auto' or a number in [0, 1], got {self.shrinkage!r}")
 
     @staticmethod
     def _check_matrix(P) -> np.ndarray:
@@ -405,7 +610,7 @@ class Fennec(BaseEstimator):
         return values
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "model_vectors_"):
+        if not hasattr(self, "model_names_"):
             raise InvalidInputError("this Fennec is not fitted yet; call fit(P, model_meta, task_meta, task_proxy) first")
 
     # ------------------------------------------------------------------ predict
@@ -421,6 +626,8 @@ class Fennec(BaseEstimator):
     def task_vector(self, task_meta_row=None, task_proxy_row=None) -> np.ndarray:
         """The cold-start task vector d_t from the proxy features (or the task facts without a proxy)."""
         self._check_fitted()
+        if not self.has_transfer_:
+            raise InvalidInputError("this model was fitted without task_proxy or task_meta: it has no task vectors")
         if self.task_vector_source_ == "task_proxy":
             if task_proxy_row is None:
                 raise InvalidInputError("this model was fitted with task_proxy: rank needs task_proxy_row")
@@ -433,6 +640,10 @@ class Fennec(BaseEstimator):
             self.flat_forest_ = FlatForest(self.task_regressor_)
         return self.flat_forest_.predict_one(features)
 
+    def _task_meta(self, task_meta_row) -> np.ndarray:
+        return (_feature_row(task_meta_row, self.task_meta_columns_, "task_meta_row")
+                - self.task_meta_mean_) / self.task_meta_std_
+
     def meta_scores(self, task_meta_row, model_index: np.ndarray | None = None) -> np.ndarray:
         """The meta regression's normalised-score prediction for each model (one matrix-vector product)."""
         self._check_fitted()
@@ -440,8 +651,7 @@ class Fennec(BaseEstimator):
             raise InvalidInputError("this model was fitted without model_meta/task_meta: no meta scores")
         if task_meta_row is None:
             raise InvalidInputError("the meta phase needs task_meta_row")
-        task = (_feature_row(task_meta_row, self.task_meta_columns_, "task_meta_row")
-                - self.task_meta_mean_) / self.task_meta_std_
+        task = self._task_meta(task_meta_row)
         models = self.model_meta_ if model_index is None else self.model_meta_[model_index]
         models = (models - self.model_meta_mean_) / self.model_meta_std_
         # a·w_model + b·w_task + aᵀ W b + c, with the task fixed: one product with a per-task weight vector.
@@ -484,46 +694,121 @@ class Fennec(BaseEstimator):
              models: Iterable[str] | None = None) -> pd.DataFrame:
         """Rank candidate models for a new task, best first.
 
-        ``task_meta_row`` / ``task_proxy_row``: the task's facts and proxy features (a Series or dict by
-        column name, or an array in the fitted column order). ``known_scores``: scores of a few models
-        on this task, on P's raw scale (warm start). ``models``: restrict the candidates.
-        Returns columns model, score, transfer_score, meta_score, known_score (NaN when not given), rank.
+        Parameters
+        ----------
+        task_meta_row, task_proxy_row : Series, dict or array
+            The task's facts and proxy features (by column name, or in the fitted column order).
+            The shrunk formulation ranks by what it is given: with neither, by popularity.
+        known_scores : mapping, optional
+            Scores of a few models on this task, on P's raw scale (warm start).
+        models : iterable of str, optional
+            Restrict the candidates.
+
+        Returns
+        -------
+        DataFrame
+            Columns of :data:`RANKING_COLUMNS`; ``attrs["basis"]`` says what the ranking rests on.
+            Shrunk: ``score`` is the predicted per-task z-score (0 = an average model, 1 = one
+            standard deviation better) = ``bias_score + transfer_score + meta_score`` (+ the warm
+            start's update). Paper: ``score = (1 − alpha)·transfer_score + alpha·meta_score``, z-scores.
         """
         self._check_fitted()
         candidates = (np.arange(len(self.model_names_)) if models is None
                       else self._model_index(list(models), "models"))
         if candidates.size == 0:
             raise InvalidInputError("models is empty: no candidate to rank")
-        candidate_vectors = self.model_vectors_[candidates]
-        transfer = zscore(candidate_vectors @ self.task_vector(task_meta_row, task_proxy_row))
-
         known_column = np.full(candidates.size, np.nan)
+        known = None
         if known_scores is not None:
-            known_index, known_values = self._known(known_scores)
-            folded = fold_in(self.model_vectors_[known_index], known_values, self.nmf_l2)
-            if folded is not None:
-                weight = known_index.size / (known_index.size + self.warm_start_prior)
-                transfer = zscore((1 - weight) * transfer + weight * zscore(candidate_vectors @ folded))
-            else:
-                warnings.warn("known_scores need at least two different values to inform the ranking; "
-                              "ranking cold", stacklevel=2)
-            known_by_model = dict(zip(known_index.tolist(), known_values.tolist()))
+            known = self._known(known_scores)
+            known_by_model = dict(zip(known[0].tolist(), known[1].tolist()))
             known_column = np.asarray([known_by_model.get(i, np.nan) for i in candidates.tolist()])
-
-        # With alpha = 0 the meta score is only informative: skip it when no task facts were given.
-        if self.has_meta_ and (task_meta_row is not None or self.alpha > 0):
-            meta = zscore(self.meta_scores(task_meta_row, candidates))
-            score = (1 - self.alpha) * transfer + self.alpha * meta
+        if self.formulation == "paper":
+            score, bias, transfer, meta, basis = self._rank_paper(task_meta_row, task_proxy_row, candidates, known)
         else:
-            meta = np.full(candidates.size, np.nan)
-            score = transfer
-
+            score, bias, transfer, meta, basis = self._rank_shrunk(task_meta_row, task_proxy_row, candidates, known)
         order = np.argsort(-score, kind="stable")
-        return pd.DataFrame({
+        ranking = pd.DataFrame({
             "model": self.model_names_[candidates][order],  # same order as RANKING_COLUMNS
             "score": score[order],
+            "bias_score": bias[order],
             "transfer_score": transfer[order],
             "meta_score": meta[order],
             "known_score": known_column[order],
             "rank": np.arange(1, candidates.size + 1),
         })
+        ranking.attrs["basis"] = basis
+        return ranking
+
+    def _rank_shrunk(self, task_meta_row, task_proxy_row, candidates, known):
+        n_models = len(self.model_names_)
+        transfer = np.zeros(n_models)
+        meta = np.zeros(n_models)
+        parts = ["popularity"]
+        vector_row = task_proxy_row if self.task_vector_source_ == "task_proxy" else task_meta_row
+        if self.transfer_weight_ > 0 and vector_row is not None:
+            vector = self.task_vector(task_meta_row, task_proxy_row)
+            transfer = self.transfer_weight_ * (self.model_vectors_ @ (vector - self.mean_task_vector_))
+            parts.append(f"{self.transfer_weight_:.2f} x transfer")
+        if self.meta_weight_ > 0 and task_meta_row is not None:
+            task = self._task_meta(task_meta_row)
+            meta = self.meta_weight_ * (self.model_meta_rows_ @ self.meta_interaction_weights_
+                                        @ (task - self.mean_task_meta_))
+            parts.append(f"{self.meta_weight_:.2f} x meta")
+        score = self.bias_ + transfer + meta
+        if known is not None and known[0].size >= 2 and np.ptp(known[1]) > 0:
+            score = posterior_mean(score, self.residuals_, self.residual_shrinkage_, known[0],
+                                   self._known_z(score, *known))
+            parts.append(f"warm start from {known[0].size} known scores")
+        elif known is not None:
+            warnings.warn("known_scores need at least two different values to inform the ranking; "
+                          "ranking cold", stacklevel=3)
+        basis = " + ".join(parts)
+        if len(parts) == 1:
+            basis += (" (no task information)" if self.task_vector_source_ is None or vector_row is None
+                      else " (the task information did not predict held-out history tasks)")
+        return score[candidates], self.bias_[candidates], transfer[candidates], meta[candidates], basis
+
+    def _known_z(self, prior: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Known raw scores on the z scale of the prior, up to an offset.
+
+        The scale is what the known scores' own spread implies under the prior (so % and
+        fractions give the same ranking); two scores cannot tell it, so they get the history's
+        typical task spread, which assumes they are on P's raw scale.
+        """
+        deviations = values - values.mean()
+        n = index.size
+        if n < 3:
+            scale = float(np.median(self.task_std_))
+        else:
+            centre = np.eye(n) - 1.0 / n
+            known_residuals = self.residuals_[:, index]
+            covariance = ((1 - self.residual_shrinkage_) * known_residuals.T @ known_residuals / len(self.residuals_)
+                          + self.residual_shrinkage_ * np.mean(self.residuals_ ** 2) * np.eye(n))
+            expected = centre @ (covariance + np.outer(prior[index], prior[index])) @ centre
+            scale = float(np.sqrt(deviations @ np.linalg.pinv(expected, rcond=1e-10) @ deviations / (n - 1)))
+        return deviations / (scale if scale > 0 else 1.0)
+
+    def _rank_paper(self, task_meta_row, task_proxy_row, candidates, known):
+        candidate_vectors = self.model_vectors_[candidates]
+        transfer = zscore(candidate_vectors @ self.task_vector(task_meta_row, task_proxy_row))
+        basis = "paper: transfer"
+        if known is not None:
+            known_index, known_values = known
+            folded = fold_in(self.model_vectors_[known_index], known_values, self.nmf_l2)
+            if folded is not None:
+                weight = known_index.size / (known_index.size + self.warm_start_prior)
+                transfer = zscore((1 - weight) * transfer + weight * zscore(candidate_vectors @ folded))
+                basis += f" with a fold-in of {known_index.size} known scores"
+            else:
+                warnings.warn("known_scores need at least two different values to inform the ranking; "
+                              "ranking cold", stacklevel=3)
+        # With alpha = 0 the meta score is only informative: skip it when no task facts were given.
+        if self.has_meta_ and (task_meta_row is not None or self.alpha > 0):
+            meta = zscore(self.meta_scores(task_meta_row, candidates))
+            score = (1 - self.alpha) * transfer + self.alpha * meta
+            basis += f" and meta merged with alpha={self.alpha:g}"
+        else:
+            meta = np.full(candidates.size, np.nan)
+            score = transfer
+        return score, np.full(candidates.size, np.nan), transfer, meta, basis

@@ -154,7 +154,7 @@ def test_flat_forest_walks_deep_trees_like_scikit_learn():
 def test_ranking_table_shape_order_and_candidates(problem, fitted):
     ranking = fitted.rank(task_proxy_row=problem[3].loc["new_a"])
     assert list(ranking.columns) == RANKING_COLUMNS == [
-        "model", "score", "transfer_score", "meta_score", "known_score", "rank"]
+        "model", "score", "bias_score", "transfer_score", "meta_score", "known_score", "rank"]
     assert ranking["rank"].tolist() == list(range(1, len(problem[0]) + 1))
     assert ranking["score"].is_monotonic_decreasing and ranking["known_score"].isna().all()
     subset = ["model_3", "model_7", "model_1"]
@@ -164,17 +164,17 @@ def test_ranking_table_shape_order_and_candidates(problem, fitted):
     assert restricted["model"].tolist() == full_order
 
 
-def test_alpha_zero_ignores_meta_and_alpha_one_ignores_transfer(problem):
+def test_paper_alpha_zero_ignores_meta_and_alpha_one_ignores_transfer(problem):
     P, model_meta, task_meta, task_proxy = training_part(*problem)
     proxy_a, proxy_b = problem[3].loc["new_a"], problem[3].loc["task_0"]
     meta_a, meta_b = problem[2].loc["new_a"], problem[2].loc["new_a"] * [50, 0.01]
 
-    transfer = Fennec.transfer_only(k=3, n_estimators=20).fit(P, model_meta, task_meta, task_proxy)
+    transfer = Fennec.transfer_only(k=3, n_estimators=20, formulation="paper").fit(P, model_meta, task_meta, task_proxy)
     first, second = transfer.rank(meta_a, proxy_a), transfer.rank(meta_b, proxy_a)
     assert not np.allclose(first.sort_values("model")["meta_score"], second.sort_values("model")["meta_score"])
     pd.testing.assert_frame_equal(first.drop(columns="meta_score"), second.drop(columns="meta_score"))
 
-    meta = Fennec.meta_only(k=3, n_estimators=20).fit(P, model_meta, task_meta, task_proxy)
+    meta = Fennec.meta_only(k=3, n_estimators=20, formulation="paper").fit(P, model_meta, task_meta, task_proxy)
     first, second = meta.rank(meta_a, proxy_a), meta.rank(meta_a, proxy_b)
     assert not np.allclose(first.sort_values("model")["transfer_score"],
                            second.sort_values("model")["transfer_score"])
@@ -182,9 +182,9 @@ def test_alpha_zero_ignores_meta_and_alpha_one_ignores_transfer(problem):
     np.testing.assert_allclose(first["score"], first["meta_score"])
 
 
-def test_merge_mixes_unit_scaled_scores_with_alpha(problem):
+def test_paper_merge_mixes_unit_scaled_scores_with_alpha(problem):
     P, model_meta, task_meta, task_proxy = training_part(*problem)
-    model = Fennec(k=3, alpha=0.3, n_estimators=20).fit(P, model_meta, task_meta, task_proxy)
+    model = Fennec.paper(k=3, alpha=0.3, n_estimators=20).fit(P, model_meta, task_meta, task_proxy)
     ranking = model.rank(problem[2].loc["new_b"], problem[3].loc["new_b"])
     for column in ("transfer_score", "meta_score"):
         assert abs(ranking[column].mean()) < 1e-9 and abs(ranking[column].std(ddof=0) - 1) < 1e-9
@@ -213,7 +213,7 @@ def test_meta_interactions_let_task_facts_reorder_models():
 
 def test_without_proxy_the_task_vector_comes_from_task_meta(problem):
     P, model_meta, task_meta, _ = training_part(*problem)
-    model = Fennec(k=3, alpha=0.0, n_estimators=20).fit(P, model_meta, task_meta)
+    model = Fennec.paper(k=3, alpha=0.0, n_estimators=20).fit(P, model_meta, task_meta)
     assert model.task_vector_source_ == "task_meta"
     ranking = model.rank(problem[2].loc["new_a"])
     assert len(ranking) == len(P)
@@ -224,18 +224,18 @@ def test_without_proxy_the_task_vector_comes_from_task_meta(problem):
 def test_without_model_meta_there_is_no_meta_phase(problem):
     P, _, task_meta, task_proxy = training_part(*problem)
     with pytest.warns(UserWarning, match="no meta phase"):
-        model = Fennec(k=3, n_estimators=20).fit(P, None, task_meta, task_proxy)
+        model = Fennec.paper(k=3, n_estimators=20).fit(P, None, task_meta, task_proxy)
     ranking = model.rank(problem[2].loc["new_a"], problem[3].loc["new_a"])
     assert ranking["meta_score"].isna().all()
     np.testing.assert_allclose(ranking["score"], ranking["transfer_score"])
     with pytest.raises(ValueError, match="alpha=1"):
-        Fennec.meta_only(k=3).fit(P, None, task_meta, task_proxy)
+        Fennec.meta_only(k=3, formulation="paper").fit(P, None, task_meta, task_proxy)
 
 
 # ---------------------------------------------------------------- warm start
-def test_warm_start_improves_on_cold_start_when_the_proxy_says_little():
+def test_paper_warm_start_improves_on_cold_start_when_the_proxy_says_little():
     P, model_meta, task_meta, task_proxy = planted(seed=4, informative_proxy=False)
-    model = Fennec(k=3, alpha=0.0, n_estimators=20, warm_start_prior=3.0)
+    model = Fennec.paper(k=3, alpha=0.0, n_estimators=20, warm_start_prior=3.0)
     model.fit(*training_part(P, model_meta, task_meta, task_proxy))
     rng = np.random.default_rng(0)
     cold, warm, cautious = [], [], []
@@ -333,3 +333,70 @@ def test_bad_inputs_get_clear_errors(problem):
         model.rank(meta_row, proxy_row.to_numpy()[:2])
     with pytest.raises(ValueError, match="g1"):
         model.rank(meta_row, proxy_row.replace(proxy_row["g1"], np.nan))
+
+
+# ---------------------------------------------------------------- shrunk formulation (the default)
+def test_without_task_information_the_ranking_is_popularity(problem):
+    P = training_part(*problem)[0]
+    model = Fennec().fit(P)
+    ranking = model.rank()
+    expected = popularity(P).sort_values(ascending=False)
+    assert ranking["model"].tolist() == expected.index.tolist()
+    np.testing.assert_allclose(ranking["score"], expected.to_numpy())
+    assert ranking.attrs["basis"] == "popularity (no task information)"
+
+
+def test_shrunk_score_is_bias_plus_weighted_interactions(problem):
+    P, model_meta, task_meta, task_proxy = training_part(*problem)
+    model = Fennec(k=3, n_estimators=50).fit(P, model_meta, task_meta, task_proxy)
+    assert 0 <= model.transfer_weight_ <= 1 and 0 <= model.meta_weight_ <= 1
+    ranking = model.rank(problem[2].loc["new_a"], problem[3].loc["new_a"])
+    np.testing.assert_allclose(ranking["score"], ranking["bias_score"] + ranking["transfer_score"] + ranking["meta_score"])
+    np.testing.assert_allclose(ranking.set_index("model")["bias_score"], popularity(P).loc[ranking["model"]])
+    assert ranking.attrs["basis"].startswith("popularity + ")
+
+
+def test_an_informative_proxy_earns_a_large_weight_and_beats_popularity(problem):
+    """The planted history is well sampled (60 tasks): the out-of-bag slope speaks, the prior hardly matters."""
+    P, model_meta, task_meta, task_proxy = problem
+    model = Fennec(k=3, alpha=0.0, n_estimators=50).fit(*training_part(*problem))
+    assert model.transfer_weight_ > 0.8
+    for task in HELD_OUT:
+        ranking = model.rank(task_proxy_row=task_proxy.loc[task])
+        assert pearson(ranking, P[task]) > np.corrcoef(popularity(P.drop(columns=HELD_OUT)), P[task])[0, 1] + 0.5
+
+
+def test_an_uninformative_proxy_earns_a_small_weight():
+    P, model_meta, task_meta, task_proxy = planted(seed=2, informative_proxy=False)
+    model = Fennec(k=3, alpha=0.0, n_estimators=50).fit(*training_part(P, model_meta, task_meta, task_proxy))
+    informative = Fennec(k=3, alpha=0.0, n_estimators=50).fit(*training_part(*planted(seed=2)))
+    assert model.transfer_weight_ < informative.transfer_weight_ - 0.3
+
+
+def test_posterior_warm_start_helps_and_more_known_scores_help_more():
+    P, model_meta, task_meta, task_proxy = planted(seed=4, informative_proxy=False)
+    model = Fennec(k=3, alpha=0.0, n_estimators=50).fit(*training_part(P, model_meta, task_meta, task_proxy))
+    rng = np.random.default_rng(0)
+    by_known = {0: [], 3: [], 8: []}
+    for task in HELD_OUT:
+        for _ in range(5):
+            order = rng.permutation(P.index)
+            rest = P[task].drop(order[:8])  # the same unseen models for every n
+            for n in by_known:
+                known = {m: float(P.loc[m, task]) for m in order[:n]} or None
+                by_known[n].append(pearson(model.rank(task_proxy_row=task_proxy.loc[task], known_scores=known), rest))
+    means = {n: np.mean(v) for n, v in by_known.items()}
+    assert means[3] > means[0] + 0.2 and means[8] >= means[3], means
+    ranking = model.rank(task_proxy_row=task_proxy.loc["new_a"], known_scores={"model_0": 10.0, "model_1": 20.0})
+    assert "warm start from 2 known scores" in ranking.attrs["basis"]
+
+
+def test_warm_start_is_unit_free(problem):
+    """Known scores in % or as fractions give the same ranking: only their relative spread matters."""
+    P, model_meta, task_meta, task_proxy = planted(seed=4, informative_proxy=False)
+    model = Fennec(k=3, alpha=0.0, n_estimators=20).fit(*training_part(P, model_meta, task_meta, task_proxy))
+    known = {m: float(P.loc[m, "new_b"]) for m in ["model_0", "model_5", "model_9", "model_12"]}
+    scaled = {m: v / 100 + 3 for m, v in known.items()}
+    first = model.rank(task_proxy_row=task_proxy.loc["new_b"], known_scores=known)["model"].tolist()
+    second = model.rank(task_proxy_row=task_proxy.loc["new_b"], known_scores=scaled)["model"].tolist()
+    assert first[:10] == second[:10]
