@@ -14,7 +14,9 @@ model names), ``max_parameters`` (0 = no limit), ``known_scores`` (a JSON object
 ``{"model": score}`` of models already scored on the target: the warm start).
 
 Output: one row per recommended model: ``task_index``, ``rank``, ``model``, ``score``,
-``transfer_score``, ``meta_score``.
+``bias_score``, ``transfer_score``, ``meta_score``: ``score`` is the predicted per-task z-score
+(0 = an average model of the history, 1 = one standard deviation better) = ``bias_score``
+(popularity) + the shrunk ``transfer_score`` and ``meta_score`` (+ the warm start's update).
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ from fennec_mlflow.store.knowledge import task_meta_row as knowledge_row
 REGISTERED_NAME = config.REGISTERED_MODEL
 BUNDLED_ENCODER = "bundled"
 CHAMPION = config.CHAMPION_ALIAS
-OUTPUT_COLUMNS = ["task_index", "rank", "model", "score", "transfer_score", "meta_score"]
+OUTPUT_COLUMNS = ["task_index", "rank", "model", "score", "bias_score", "transfer_score", "meta_score"]
 
 
 class RankRequestError(InvalidInputError):
@@ -211,7 +213,8 @@ def signature(bundle: RankerBundle) -> ModelSignature:
     columns += [ColSpec("double", "class_count", required=False), ColSpec("double", "sample_count", required=False),
                 ColSpec("string", "domain", required=False)]
     outputs = Schema([ColSpec("long", "task_index"), ColSpec("long", "rank"), ColSpec("string", "model"),
-                      ColSpec("double", "score"), ColSpec("double", "transfer_score"), ColSpec("double", "meta_score")])
+                      ColSpec("double", "score"), ColSpec("double", "bias_score", required=False),
+                      ColSpec("double", "transfer_score"), ColSpec("double", "meta_score")])
     defaults = default_params()
     params = ParamSchema([ParamSpec("top_k", "long", defaults["top_k"]), ParamSpec("include", "string", ""),
                           ParamSpec("exclude", "string", ""), ParamSpec("max_parameters", "double", 0.0),

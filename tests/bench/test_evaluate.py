@@ -116,10 +116,11 @@ def test_fennec_fits_never_see_the_target(monkeypatch):
     for name in ("fennec", "fennec-no-meta", "fennec-additive-meta", "fennec-warm-3"):
         outcome = evaluation_runs.evaluate_estimator(bench, name, seeds=(0,), fits=fits)
         assert list(outcome.result.per_target.index) == bench.targets
-    # one fit per target for the variants sharing it, one more per target for the additive meta regression
-    assert len(seen) == 2 * len(bench.targets)
+    # one fit per target and alpha (alpha enters the shrunk fit): the default alpha, shared by fennec
+    # and its warm start, alpha = 0, and the additive meta regression
+    assert len(seen) == 3 * len(bench.targets)
     assert all(len(columns) == bench.P.shape[1] - 1 for columns in seen)
-    assert sorted(t for columns in seen for t in set(bench.P.columns) - columns) == sorted(2 * bench.targets)
+    assert sorted(t for columns in seen for t in set(bench.P.columns) - columns) == sorted(3 * bench.targets)
 
 
 def test_evaluation_under_mlflow_run_writes_runs_of_its_own(store, monkeypatch):
