@@ -1,51 +1,49 @@
 """Fennec: recommend which pre-trained model to fine-tune on a new task (Bai et al., arXiv 2403.06382).
 
-Offline, from history (M models x N tasks):
+Offline, from history (M models x N tasks), as in the paper:
 
-1. **Transfer phase** (paper eq. 4). The performance matrix P, which may have holes (NaN), is
-   normalised per task (below) and factorised as P ~ M Dᵀ with non-negative model vectors
-   ``m_i`` and task vectors ``d_j`` by masked NMF with Frobenius regularisation on both factors:
-   ``min ||W ∘ (P − M Dᵀ)||² + λ(||M||² + ||D||²)``, W the observed-cell mask.
+1. **Transfer phase** (eq. 4). The performance matrix P (NaN = not measured) is standardised per
+   task and factorised as P ~ M Dᵀ with non-negative model vectors ``m_i`` and task vectors ``d_j``
+   by masked NMF with Frobenius regularisation: ``min ||W ∘ (P − M Dᵀ)||² + λ(||M||² + ||D||²)``.
 2. **Proxy regressor** (eq. 6). A random forest maps a task's proxy features ``g_j`` (e.g. the mean
-   CLIP embedding of its images) to its task vector ``d_j``. Without proxy features the forest maps
-   the task meta features to ``d_j`` instead; with few historical tasks that estimate shrinks to the
-   mean task vector, i.e. to "popularity" (every task gets the same ranking).
-3. **Meta regression** (eq. 8). A ridge regression on standardised [model meta, task meta] (and, by
-   default, their pairwise products) predicts the normalised score ``p_ij`` over the observed cells.
-4. **Merge** (eq. 10). For a new task t: ``score_i = (1 − alpha)·z(m_i·d_t) + alpha·z(meta_it)``.
+   CLIP embedding of its images), or without them its task facts, to its task vector ``d_j``.
+3. **Meta regression** (eq. 8). Ridge on standardised [model facts, task facts, their products].
 
-Decisions this module makes (the paper leaves them open):
+Online, two formulations (``Fennec(formulation=...)``):
 
-- **Normalisation.** Each task's column is standardised over its observed cells (mean 0, std 1;
-  a column with fewer than two distinct values gets std 1), then one global shift makes the
-  smallest observed value 0 so NMF sees a non-negative matrix. Per-task standardisation makes tasks
-  of different scales (FDA in [0, 1], accuracy in %) and difficulty weigh the same in the
-  factorisation; only the order within a target task matters for a recommendation, and a common
-  shift (rather than a per-task min-max) keeps outliers from squashing a column's useful spread.
-- **Merge scaling.** Transfer and meta scores are z-scored across the candidate models before
-  mixing, so ``alpha`` is the share of each signal whatever their units. A constant signal
-  (e.g. no meta phase) scores 0 for every candidate. The ranking's ``transfer_score`` and
-  ``meta_score`` columns are these z-scores: ``score = (1 − alpha)·transfer_score + alpha·meta_score``.
-- **Meta regression.** Ridge (``meta_l2``) on standardised inputs, not ordinary least squares: one-hot
-  families are collinear with the intercept, and meta tables are small. A purely additive model
-  ``a·f_i + b·f_t`` ranks the models of every task identically (the task term is a constant within a
-  task), so ``meta_interactions=True`` adds the products ``f_i ⊗ f_t``, letting task facts (class
-  count, domain) re-weight model facts (source dataset, size).
-- **Warm start** (beyond the paper). ``known_scores`` are a few models' scores on the new task, on the
-  scale of P's raw values (any affine scale works: % or [0, 1] alike). The task is folded into the
-  transfer space by ridge non-negative least squares on those models' vectors with the same λ as the
-  NMF. The new task's mean and spread are unknown, so the known scores are standardised by their own
-  mean and std and the model vectors centred over the known models: the fold-in learns the direction
-  of the task vector, not its offset. It needs at least two distinct known values. The fold-in
-  transfer score and the proxy's are mixed as z-scores with weight ``n / (n + warm_start_prior)`` on
-  the fold-in (n known models): with the default prior of 10, ten known entries weigh as much as the
-  cold estimate. The default is cautious on purpose: on the PARC table (6 historical tasks) a fold-in
-  from 3-8 random entries is worse than the cold estimate, while on a well-sampled low-rank history a
-  prior of 3 pays off; lower it when the history is rich. Known models are not pinned: their scores
-  stay predictions on the z scale, and the ranking shows their known value in ``known_score``.
+- ``"shrunk"`` (default). Each score is a model effect plus task-conditioned interactions:
+  ``score_i = b_i + w_T·m_i·(d̂_t − d̄) + w_M·f_i W (f_t − f̄)``, with ``b_i`` the model's mean
+  per-task z-score (what popularity ranks by), ``d̂_t`` the forest's task vector and ``d̄`` the mean
+  one, ``W`` the meta regression's fact-product weights. The weights are learned from the history
+  so that a task is never predicted by a fit that saw it: ``w_T`` is the slope of the true
+  interaction ``m_i·(d_j − d̄)`` on the forest's out-of-bag one, ``w_M`` the slope of the residual
+  on a leave-one-task-out ridge's interaction, both clipped to [0, 1] and pooled with a prior worth
+  ten history tasks (0.5 for transfer, 0 for meta): few tasks estimate a slope poorly, and on the
+  public tables transfer weights of 0.25-0.5 beat popularity even when the task facts are noise
+  (the low-rank reconstruction smooths popularity). Uninformative meta facts therefore get weight
+  0; no task information at all is valid and ranks by ``b`` (popularity), said so in the output.
+  ``score`` is the predicted z-score on the new task (0 = an average model, 1 = one std better).
+- ``"paper"``: eq. 10, ``score_i = (1 − alpha)·z(m_i·d̂_t) + alpha·z(meta_it)``, z-scored across
+  candidates, and the fold-in warm start below.
 
-Fitted state is plain arrays (``model_vectors_``, ``task_vectors_``, normalisation and meta-regression
-coefficients) plus one scikit-learn forest, so the object pickles and its parts save as arrays.
+Warm start (``known_scores``: a few models' scores on the new task, on P's raw scale).
+
+- Shrunk: a Gaussian posterior. The prior mean is the cold prediction; the prior covariance of
+  the new task's scores is the Ledoit-Wolf estimate from the history's residual vectors (what the
+  cold prediction left unexplained, one vector per task): ``(1 − ρ)·RᵀR/N + ρ·μ·I``. The task's offset
+  is unknown (flat prior): only the known scores' deviations from their mean inform the others.
+  Their scale is what their own spread implies under the prior (three or more scores; two get the
+  history's typical task spread), so % and fractions give the same ranking.
+- Paper: the task is folded into the transfer space by ridge NNLS on the known models' vectors
+  (standardised values, centred vectors: the direction of the task vector, not its offset) and
+  mixed with the proxy's estimate with weight ``n / (n + warm_start_prior)``.
+
+Decisions the paper leaves open: per-task standardisation before NMF (tasks of different scales
+and difficulty weigh the same), one global shift to non-negative values, ridge rather than OLS for
+the meta regression (one-hot families are collinear with the intercept), and fact-product terms
+(an additive meta model ranks every task's models alike).
+
+Fitted state is plain arrays plus one scikit-learn forest, so the object pickles.
 """
 from __future__ import annotations
 
