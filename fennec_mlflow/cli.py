@@ -15,6 +15,7 @@ import click
 from fennec_mlflow import config
 from fennec_mlflow.errors import FennecError, InvalidInputError
 from fennec_mlflow.store import tracking
+from fennec_mlflow.store.tracking import TrackingError
 
 DEFAULT_TASKS_HELP = "comma-separated task specs: synthetic task names, folder:PATH, torchvision:NAME; 'default' = the built-in history"
 
@@ -30,7 +31,10 @@ def _split(value: str) -> list[str]:
 def _models(value: str) -> list[str]:
     from fennec_mlflow.data.zoo import DEFAULT_ZOO
 
-    return list(DEFAULT_ZOO) if value == "default" else _split(value)
+    names = list(DEFAULT_ZOO) if value == "default" else _split(value)
+    if not names:
+        raise click.BadParameter(f"no model names in {value!r}", param_hint="--models")
+    return names
 
 
 def _tasks(value: str, image_size: int, seed: int):
@@ -38,6 +42,8 @@ def _tasks(value: str, image_size: int, seed: int):
     from fennec_mlflow.store.jobs import DEFAULT_TASKS
 
     specs = list(DEFAULT_TASKS) if value == "default" else _split(value)
+    if not specs:
+        raise click.BadParameter(f"no task specs in {value!r}", param_hint="--tasks")
     return [load_task(spec, image_size=image_size, seed=seed) for spec in specs]
 
 
@@ -52,10 +58,49 @@ def _fail(exc: FennecError) -> None:
     sys.exit(2)
 
 
+def _device(ctx, param, value: str) -> str:
+    import torch
+
+    try:
+        torch.device(value)
+    except (RuntimeError, ValueError):
+        raise click.BadParameter(f"{value!r} is not a torch device; use cpu, cuda, cuda:0, mps ...") from None
+    return value
+
+
+device_option = click.option("--device", default="cpu", show_default=True, callback=_device,
+                             help="torch device for forward passes and training")
+batch_size_option = click.option("--batch-size", default=config.BATCH_SIZE, show_default=True,
+                                 type=click.IntRange(min=1))
+
+
+def _require_tracking_server() -> None:
+    """An HTTP tracking store that does not answer fails now, in one line, not after minutes of retries."""
+    import urllib.error
+    import urllib.request
+
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    # MLflow retries a dead server for minutes; keep retries short for the rest of this command too.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=config.TRACKING_CONNECT_TIMEOUT)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        _fail(TrackingError(f"cannot reach the MLflow tracking server at {uri} ({reason}); start it or set "
+                            "MLFLOW_TRACKING_URI to a reachable store (unset: sqlite mlflow.db here)"))
+
+
 @click.group()
 @click.version_option(package_name="fennec-mlflow")
 def main() -> None:
     """Recommend which pre-trained model to fine-tune, from evidence in an MLflow tracking store."""
+    if not {"--help", "-h"} & set(sys.argv[1:]):
+        _require_tracking_server()
 
 
 experiment_option = click.option("--experiment", default=config.DEFAULT_EXPERIMENT, show_default=True,
@@ -69,11 +114,12 @@ experiment_option = click.option("--experiment", default=config.DEFAULT_EXPERIME
 @click.option("--estimator", default="fda", show_default=True, help="transferability estimator to compute")
 @click.option("--weights", type=click.Choice(["auto", "pretrained", "random"]), default="auto", show_default=True,
               help="auto: pretrained if the weight file is on disk, else random init (never downloads)")
-@click.option("--probe-size", default=config.PROBE_SIZE, show_default=True, help="images per task probe set (stratified)")
+@click.option("--probe-size", default=config.PROBE_SIZE, show_default=True, type=click.IntRange(min=2),
+              help="images per task probe set (stratified)")
 @click.option("--probe-seed", default=config.PROBE_SEED, show_default=True)
 @click.option("--image-size", default=config.IMAGE_SIZE, show_default=True, help="render size of synthetic tasks")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--batch-size", default=config.BATCH_SIZE, show_default=True)
+@device_option
+@batch_size_option
 @experiment_option
 def fda(models, tasks, estimator, weights, probe_size, probe_seed, image_size, device, batch_size, experiment):
     """Score every (model, task) cell with FDA (or another estimator); one run per cell, finished cells skipped."""
@@ -106,12 +152,14 @@ def _floats(value: str) -> tuple[float, ...]:
 @click.option("--weights", type=click.Choice(["auto", "pretrained", "random"]), default="auto", show_default=True)
 @click.option("--lrs", default=_csv(config.FINETUNE_LRS), show_default=True, help="learning-rate grid")
 @click.option("--wds", default=_csv(config.FINETUNE_WDS), show_default=True, help="weight-decay grid")
-@click.option("--epochs", default=config.FINETUNE_EPOCHS, show_default=True, help="maximum epochs per grid point")
-@click.option("--patience", default=config.FINETUNE_PATIENCE, show_default=True, help="early-stopping patience (epochs)")
-@click.option("--batch-size", default=config.BATCH_SIZE, show_default=True)
+@click.option("--epochs", default=config.FINETUNE_EPOCHS, show_default=True, type=click.IntRange(min=1),
+              help="maximum epochs per grid point")
+@click.option("--patience", default=config.FINETUNE_PATIENCE, show_default=True, type=click.IntRange(min=1),
+              help="early-stopping patience (epochs)")
+@batch_size_option
 @click.option("--seed", default=0, show_default=True, help="seed of the 6:2:2 split and of training")
 @click.option("--image-size", default=config.IMAGE_SIZE, show_default=True, help="render size of synthetic tasks")
-@click.option("--device", default="cpu", show_default=True)
+@device_option
 @experiment_option
 def finetune(models, tasks, weights, lrs, wds, epochs, patience, batch_size, seed, image_size, device, experiment):
     """Fully fine-tune each model on each task over an lr x wd grid; the best grid point's test accuracy."""
@@ -135,7 +183,7 @@ def finetune(models, tasks, weights, lrs, wds, epochs, patience, batch_size, see
 @main.command()
 @click.option("--models", default="pytorchcv-imagenet", show_default=True,
               help="comma-separated names, or 'pytorchcv-imagenet' (all ~500), 'torchvision' (all classification), 'default' (the small zoo)")
-@click.option("--processes", default=2, show_default=True, help="worker processes for graph extraction")
+@click.option("--processes", default=2, show_default=True, type=click.IntRange(min=1), help="worker processes for graph extraction")
 @click.option("--dimensions", default=128, show_default=True)
 @click.option("--wl-iterations", default=2, show_default=True)
 @click.option("--seed", default=42, show_default=True)
@@ -207,11 +255,12 @@ def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok
 @click.option("--target", default=None, help="an image folder (ImageFolder layout or flat), folder:PATH, "
               "or a built-in synthetic task name (default: a held-out synthetic task)")
 @click.option("--model-uri", default="models:/fennec@champion", show_default=True)
-@click.option("--top-k", default=10, show_default=True)
-@click.option("--class-count", default=None, type=int, help="number of classes, if you know it (labels are never needed)")
+@click.option("--top-k", default=10, show_default=True, type=click.IntRange(min=0), help="how many models to show (0 = all)")
+@click.option("--class-count", default=None, type=click.IntRange(min=2),
+              help="number of classes, if you know it (labels are never needed)")
 @click.option("--include", default="", help="only models whose name matches this regular expression")
 @click.option("--exclude", default="", help="drop models whose name matches this regular expression")
-@click.option("--max-parameters", default=0.0, help="drop models with more parameters (0 = no limit)")
+@click.option("--max-parameters", default=0.0, type=click.FloatRange(min=0), help="drop models with more parameters (0 = no limit)")
 @click.option("--known-scores", default="", help='warm start: JSON {"model": score} of models already scored on the target')
 @experiment_option
 def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters, known_scores, experiment):

@@ -38,6 +38,8 @@ FINETUNE_WDS = (0.01, 0.001, 0.0001, 0.00001)
 FINETUNE_EPOCHS = 30
 FINETUNE_PATIENCE = 5
 
+TRACKING_CONNECT_TIMEOUT = 5  # seconds an HTTP tracking server gets to answer before a command gives up
+
 TUNE_N_TRIALS = 20  # Optuna trials of one `tune` call
 
 

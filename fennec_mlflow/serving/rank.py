@@ -6,9 +6,11 @@ import time
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from fennec_mlflow.data.proxy import task_proxy_features
 from fennec_mlflow.data.tasks import Task
+from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.serving import flavor as pyfunc
 from fennec_mlflow.store import tracking
 
@@ -29,7 +31,11 @@ def rank_task(
     Only the target's images are used (its labels only when ``labels_known``, for the class count).
     """
     load_start = time.perf_counter()
-    model = mlflow.pyfunc.load_model(model_uri)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:  # no such model, version or alias: the user's URI is wrong
+        raise InvalidInputError(f"cannot load the recommender {model_uri!r}: {exc.message.splitlines()[0]}; "
+                                "build one with `fennec build` or give --model-uri") from None
     load_seconds = time.perf_counter() - load_start
     ranker: pyfunc.FennecRanker = model.unwrap_python_model()
     bundle = ranker.bundle
