@@ -34,6 +34,7 @@ LABELS = {
     "fennec-no-transfer": "Fennec without transfer phase (alpha=1)",
     "fennec-no-meta": "Fennec without meta phase (alpha=0)",
     "fennec-additive-meta": "Fennec, additive meta regression (no interactions)",
+    "fennec-paper": "Fennec, the paper's formulation (eq. 10 merge)",
     "fennec-warm-1": "Fennec warm start, 1 known entry",
     "fennec-warm-3": "Fennec warm start, 3 known entries",
     "fennec-warm-5": "Fennec warm start, 5 known entries",
@@ -282,8 +283,14 @@ def main() -> None:
         "Fennec variants are averaged over 5 seeds (NMF start and forest; ± seeds = std of the per-seed means). "
         "Warm starts are given the true accuracy of n random models of the target (per seed) and are "
         "**judged on the other models only**; the last column of the mean tables scores cold Fennec and "
-        "popularity on exactly those remaining models, the fair comparison. With 1 known entry Fennec's "
-        "fold-in cannot order anything (it needs two distinct values), so warm-1 ranks like cold start.",
+        "popularity on exactly those remaining models, the fair comparison. With 1 known entry nothing can "
+        "be ordered (two distinct values are needed), so warm-1 ranks like cold start.",
+        "",
+        "Fennec's default is the **shrunk formulation** (`fennec_mlflow/core/recommender.py`): popularity "
+        "(each model's mean z-score) plus the transfer and meta interactions, each weighted by how well it "
+        "predicted held-out history tasks (out-of-bag forest / leave-one-task-out ridge slope, pooled with a "
+        "prior worth 10 tasks: 0.5 for transfer, 0 for meta); its warm start is a Gaussian posterior over "
+        "the history's residuals. `fennec-paper` is the paper's eq. 10 merge with its fold-in warm start.",
         "",
         "Model meta: PARC: architecture one-hot, archi2vec of the torchvision architecture (graph2vec on the 4 "
         "autograd graphs, PCA to 3 dims), log parameters and layers, source dataset one-hot and the source's "

@@ -5,6 +5,7 @@ Runs go to ``MLFLOW_TRACKING_URI`` when set, else MLflow's default store (sqlite
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -95,12 +96,21 @@ def _require_tracking_server() -> None:
                             "MLFLOW_TRACKING_URI to a reachable store (unset: sqlite mlflow.db here)"))
 
 
+TORCH_COMMANDS = {"fda", "finetune", "archi2vec", "build", "rank", "evaluate"}
+
+
 @click.group()
 @click.version_option(package_name="fennec-mlflow")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Recommend which pre-trained model to fine-tune, from evidence in an MLflow tracking store."""
-    if not {"--help", "-h"} & set(sys.argv[1:]):
-        _require_tracking_server()
+    if {"--help", "-h"} & set(sys.argv[1:]):
+        return
+    _require_tracking_server()
+    if ctx.invoked_subcommand in TORCH_COMMANDS:
+        from fennec_mlflow.data.threads import use_fair_share_threads
+
+        use_fair_share_threads()  # torch collapses when its threads compete with other processes
 
 
 experiment_option = click.option("--experiment", default=config.DEFAULT_EXPERIMENT, show_default=True,
@@ -209,40 +219,78 @@ def archi2vec(models, processes, dimensions, wl_iterations, seed, experiment):
         click.echo(f"  failed: {failure.model} input {failure.input_shape}: {failure.error[:200]}")
 
 
+def _shrinkage(value: str | None):
+    if value in (None, ""):
+        return None
+    if value == "auto":
+        return "auto"
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not 0.0 <= number <= 1.0:
+        raise InvalidInputError(f"--shrinkage must be 'auto' or a number in [0, 1], got {value!r}")
+    return number
+
+
 @main.command()
 @click.option("--kind", default="fda", show_default=True, type=click.Choice(sorted(tracking.MATRIX_METRIC)),
               help="which performance matrix to learn from")
 @click.option("--estimator", default=None, help="with --kind estimator: which estimator's scores (e.g. logme)")
+@click.option("--source", default=None, help="with --kind external: which imported table (its --source name)")
 @click.option("--encoder", "encoder_spec", default="demo", show_default=True,
-              help="proxy encoder: clip:MODEL:TAG_OR_PATH, zoo:NAME, file:PATH, or 'demo' (CLIP if on disk, else the synthetic-mix proxy)")
+              help="proxy encoder: clip:MODEL:TAG_OR_PATH, zoo:NAME, file:PATH, 'demo' (CLIP if on disk, else the "
+                   "synthetic-mix proxy) or 'none' (no images: a new task is placed by its facts)")
 @click.option("--k", default=None, type=int, help="transfer-space dimension (default: tuned, else min(4, min(M, N) - 1))")
 @click.option("--alpha", default=None, type=float, help="weight of the meta score (default: tuned, else 0.5)")
+@click.option("--shrinkage", default=None, help="'auto' or a number in [0, 1] (default: tuned, else auto)")
+@click.option("--tune/--no-tune", default=True, show_default=True,
+              help="tune on the store's ground truth when it covers at least 4 tasks (always measured when it does)")
+@click.option("--truth-source", default=None,
+              help="an imported table (its --source name) as ground truth, instead of the finetune runs")
+@click.option("--n-trials", default=config.TUNE_N_TRIALS, show_default=True, help="Optuna trials when tuning")
 @click.option("--tasks", default=None, help="re-compute task proxies for these task specs first (default: the demo history)")
 @experiment_option
-def build(kind, estimator, encoder_spec, k, alpha, tasks, experiment):
-    """Rebuild the knowledge base from the store, fit Fennec, log it and register fennec@champion."""
+def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, truth_source, n_trials, tasks, experiment):
+    """Rebuild the knowledge base, fit Fennec, validate it on the store's ground truth, register it.
+
+    The new version becomes fennec@champion unless the champion's validated figure is higher
+    (then fennec@challenger)."""
     from fennec_mlflow.data.proxy import load_encoder
     from fennec_mlflow.serving import demo
     from fennec_mlflow.serving.build import build as build_model
     from fennec_mlflow.store.jobs import proxy_cells
 
     try:
+        chosen = None
         if encoder_spec == "demo":
-            chosen = demo.demo_encoder()
-        else:
+            chosen = demo.default_encoder()  # the embedded default's encoder (real, else synthetic)
+        elif encoder_spec != "none":
             encoder = load_encoder(encoder_spec)
             file = Path(encoder_spec[5:]) if encoder_spec.startswith("file:") else None
             chosen = demo.DemoEncoder(encoder, encoder_spec, file, encoder_spec)
-        km = tracking.load_matrix(kind, estimator=estimator, experiment=experiment)
-        specs = _split(tasks) if tasks else list(km.values.columns)
-        proxy_cells(chosen.encoder, [load_task_spec(s) for s in specs], experiment=experiment)
-        result = build_model(kind=kind, estimator=estimator, encoder_spec=chosen.spec, encoder_name=chosen.encoder.name,
-                             encoder_file=chosen.file, k=k, alpha=alpha, experiment=experiment)
+        if chosen is not None:
+            km = tracking.load_matrix(kind, estimator=estimator, source=source or None, experiment=experiment)
+            specs = _split(tasks) if tasks else list(km.values.columns)
+            proxy_cells(chosen.encoder, [load_task_spec(s) for s in specs], experiment=experiment)
+        result = build_model(kind=kind, estimator=estimator, source=source or None,
+                             encoder_spec=chosen and chosen.spec, encoder_name=chosen and chosen.encoder.name,
+                             encoder_file=chosen and chosen.file, k=k, alpha=alpha, shrinkage=_shrinkage(shrinkage),
+                             tune=tune, truth_source=truth_source or None, n_trials=n_trials, experiment=experiment)
     except FennecError as exc:
         _fail(exc)
-    click.echo(f"fitted on {result.knowledge.P.shape[0]} models x {result.knowledge.P.shape[1]} tasks "
-               f"(k={result.fennec.k}, alpha={result.fennec.alpha}); registered {result.model_uri} "
-               f"version {result.version}; run {result.run_id}")
+    quality = result.quality
+    click.echo(f"fitted on {result.knowledge.P.shape[0]} models x {result.knowledge.P.shape[1]} tasks of "
+               f"{quality.history or kind} (k={result.fennec.k}, alpha={result.fennec.alpha}, "
+               f"shrinkage={result.fennec.shrinkage}); registered {result.model_uri} version {result.version} "
+               f"({result.alias_reason}); run {result.run_id}")
+    if quality.measured:
+        v = quality.validation
+        click.echo(f"validated on the store's {quality.truth} ground truth, {len(v.targets)} targets, {v.method}, "
+                   f"{v.seconds:.0f} s: mean Pearson x100 {100 * v.validated_mean_pearson:.1f}; popularity on the "
+                   f"same targets {100 * v.popularity_mean_pearson:.1f}")
+    else:
+        click.echo(f"ranking quality unmeasured: {quality.reason}")
 
 
 def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok: bool = False):
@@ -284,22 +332,70 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
         seconds = time.perf_counter() - start
     except FennecError as exc:
         _fail(exc)
-    tracking.annotate_project_run("rank", {"rank_seconds": seconds})
-    click.echo(f"Top {len(ranking)} models to fine-tune for {task.name!r} ({task.num_samples} images; "
-               f"ranked in {seconds:.2f} s, labels not used):")
+    from fennec_mlflow.serving.rank import SCORE_UNITS
+
+    run_id = ranking.attrs.get("run_id")
+    tracking.annotate_project_run("rank", {"rank_seconds": seconds}, result_run_id=run_id)
+    why = f"the demo's default target: {demo.DEFAULT_TARGET_REASON}" if not target else "the target you gave"
+    click.echo(f"Top {len(ranking)} models to fine-tune for {task.name!r} ({why}; {task.num_samples} images, "
+               f"labels {'used for the class count only' if labels_known else 'not used'}; ranked in {seconds:.2f} s):")
     with pd.option_context("display.width", 200, "display.precision", 3):
         click.echo(ranking.to_string(index=False))
+    if len(ranking):
+        click.echo(f"Fine-tune {ranking['model'].iloc[0]!r} first. Ranking basis: {ranking.attrs.get('basis')}.")
+    click.echo(SCORE_UNITS)
+    uri = tracking.client().tracking_uri
+    click.echo(f"Logged as run {run_id} ('rank-{task.name}') in experiment {experiment!r}; to see it: "
+               f"mlflow ui --backend-store-uri {uri}")
+
+
+STORE_OPTIONS = (
+    click.option("--source", default=None, help="benchmark store: the imported table that is the ground truth "
+                 "(its `fennec import --source` name)"),
+    click.option("--truth-kind", default=None, help="benchmark store: external (an imported table; the default with "
+                 "--source) or finetune (the store's fine-tunes)"),
+    click.option("--history-kind", default=None, help="benchmark store: what Fennec learns from: external, fda, "
+                 "estimator or finetune (default: the ground truth); a target's own column is never seen"),
+    click.option("--history-source", default=None, help="benchmark store, history kind external: which imported table"),
+    click.option("--history-estimator", default=None, help="benchmark store, history kind estimator: which estimator"),
+    click.option("--store-experiment", default=config.DEFAULT_EXPERIMENT, show_default=True,
+                 help="benchmark store: the experiment holding the store's runs"),
+)
+
+
+def store_options(command):
+    """The options of ``--benchmark store`` (evaluate and tune)."""
+    for option in reversed(STORE_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _benchmark(name: str, source, truth_kind, history_kind, history_source, history_estimator, store_experiment):
+    """A public benchmark's name, or the store's Benchmark; MLproject's empty strings mean "not given"."""
+    given = {"--source": source, "--truth-kind": truth_kind, "--history-kind": history_kind,
+             "--history-source": history_source, "--history-estimator": history_estimator}
+    if name != "store":
+        if any(given.values()):
+            raise InvalidInputError(f"{', '.join(k for k, v in given.items() if v)} apply to --benchmark store only")
+        return name
+    from fennec_mlflow.bench.store import store_benchmark
+
+    return store_benchmark(source=source or None, truth_kind=truth_kind or None, history_kind=history_kind or None,
+                           history_source=history_source or None, history_estimator=history_estimator or None,
+                           experiment=store_experiment or config.DEFAULT_EXPERIMENT)
 
 
 @main.command()
 @click.option("--benchmark", default="parc", show_default=True,
-              help="parc, parc6 or transfergraph (public tables); synthetic (end to end with real fine-tunes, "
-                   "about 30 min on 2 cores) or synthetic-smoke (its 1-minute reduced configuration)")
+              help="parc, parc6 or transfergraph (public tables); store (the store's own ground truth: see --source); "
+                   "synthetic (end to end with real fine-tunes, about 30 min on 2 cores) or synthetic-smoke (its "
+                   "1-minute reduced configuration)")
 @click.option("--estimators", default=None, help="comma-separated estimators under test (default: all)")
 @click.option("--experiment", default=None, help="default: fennec-eval-<benchmark>")
 @click.option("--workdir", default=None, help="synthetic benchmarks: where pre-trained models and features are kept "
               "(default: $FENNEC_CACHE_DIR/bench/<benchmark>)")
-def evaluate(benchmark, estimators, experiment, workdir):
+@store_options
+def evaluate(benchmark, estimators, experiment, workdir, **store):
     """Leave-one-task-out evaluation of Fennec, its ablations and baselines; one run per estimator."""
     import pandas as pd
 
@@ -308,9 +404,10 @@ def evaluate(benchmark, estimators, experiment, workdir):
     from fennec_mlflow.bench.synthetic import SYNTHETIC_BENCHMARKS, run_benchmark
 
     estimators = estimators or None  # empty strings come from MLproject defaults: "not given"
-    if benchmark not in (*BENCHMARK_NAMES, *SYNTHETIC_BENCHMARKS):
-        _fail(InvalidInputError(f"unknown benchmark {benchmark!r}; choose one of "
-                         f"{', '.join((*BENCHMARK_NAMES, *SYNTHETIC_BENCHMARKS))}"))
+    names = (*BENCHMARK_NAMES, "store", *SYNTHETIC_BENCHMARKS)
+    if benchmark not in names:
+        _fail(InvalidInputError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(names)}"))
+    notes = []
     try:
         if benchmark in SYNTHETIC_BENCHMARKS:
             chosen = None if estimators is None else [e.strip() for e in estimators.split(",") if e.strip()]
@@ -320,20 +417,24 @@ def evaluate(benchmark, estimators, experiment, workdir):
             summary = {**{f"{name}.mean_pearson": row["pearson"] for name, row in table.iterrows()},
                        **{f"{stage}_seconds": s for stage, s in run.stage_seconds.items()}}
         else:
-            runs = run_evaluation(benchmark, experiment=experiment or None, estimators=estimators)
-            table, where = runs.table().drop(columns="run_id"), runs.experiment
+            runs = run_evaluation(_benchmark(benchmark, **store), experiment=experiment or None, estimators=estimators)
+            table, where, notes = runs.table().drop(columns="run_id"), runs.experiment, runs.notes
+            benchmark = runs.benchmark
             summary = {f"{name}.mean_pearson": row["mean_pearson"] for name, row in table.iterrows()}
     except FennecError as exc:
         _fail(exc)
     tracking.annotate_project_run("evaluate", summary)
     click.echo(f"benchmark {benchmark}: {len(table)} evaluation run(s) in experiment {where!r} "
                "(correlations x 100)")
+    for note in notes:
+        click.echo(f"note: {note}")
     with pd.option_context("display.width", 200, "display.precision", 2):
         click.echo(table.to_string())
 
 
 @main.command()
-@click.option("--benchmark", default="parc", show_default=True, help="parc, parc6 or transfergraph")
+@click.option("--benchmark", default="parc", show_default=True,
+              help="parc, parc6 or transfergraph, or store (the store's own ground truth: see --source)")
 @click.option("--n-trials", default=config.TUNE_N_TRIALS, show_default=True, help="Optuna trials of this call")
 @click.option("--storage", default=None, help="Optuna storage: a journal file path or an RDB URL (never the MLflow "
               "sqlite file); needed for parallel workers and resuming")
@@ -342,13 +443,14 @@ def evaluate(benchmark, estimators, experiment, workdir):
 @click.option("--nested-cv/--no-nested-cv", default=True, show_default=True,
               help="also report the honest nested cross-validated figure")
 @click.option("--experiment", default=None, help="default: fennec-tune-<benchmark>; give 'fennec' for build to use the result")
-def tune(benchmark, n_trials, storage, study_name, workers, nested_cv, experiment):
-    """Tune alpha, k and the NMF regularisation with Optuna; each trial a nested run."""
+@store_options
+def tune(benchmark, n_trials, storage, study_name, workers, nested_cv, experiment, **store):
+    """Tune alpha, k, the NMF regularisation and the shrinkage with Optuna; each trial a nested run."""
     from fennec_mlflow.bench.tuning import run_tuning
 
     try:
         # empty strings come from MLproject defaults: they mean "not given"
-        outcome = run_tuning(benchmark, n_trials=n_trials, storage=storage or None,
+        outcome = run_tuning(_benchmark(benchmark, **store), n_trials=n_trials, storage=storage or None,
                              study_name=study_name or None, nested_cv=nested_cv, experiment=experiment or None,
                              workers=workers)
     except FennecError as exc:
@@ -392,12 +494,13 @@ def matrix(kind, estimator, source, output, experiment):
               help="TransferGraph's model_config_dataset.csv, for model facts")
 @experiment_option
 def import_(table, source, layout, model_facts, experiment):
-    """Import an external model x task table as `external` runs (idempotent)."""
+    """Import an external model x task table as `external` runs (idempotent; skipped rows are reported)."""
     from fennec_mlflow.store.external import import_table
 
     try:
         created, skipped = import_table(table, source=source, layout=layout, model_facts_csv=model_facts,
-                                        experiment=experiment)
+                                        experiment=experiment,
+                                        report=lambda line: click.echo(f"warning: {line}", err=True))
     except FennecError as exc:
         _fail(exc)
     click.echo(f"{created} run(s) created, {skipped} cell(s) already imported")

@@ -1,7 +1,8 @@
 """Leave-one-task-out evaluations of every estimator, logged as MLflow runs side by side.
 
-One call of :func:`run_evaluation` evaluates the estimators under test on one public benchmark
-(:mod:`fennec_mlflow.bench.public`) and writes ONE run per estimator (``fennec.kind=evaluation``,
+One call of :func:`run_evaluation` evaluates the estimators under test on one benchmark (a public
+table, :mod:`fennec_mlflow.bench.public`, or the store's own ground truth,
+:mod:`fennec_mlflow.bench.store`) and writes ONE run per estimator (``fennec.kind=evaluation``,
 params ``estimator`` and ``benchmark``) into one experiment per benchmark (default
 ``fennec-eval-<benchmark>``), so the MLflow UI compares them column by column. Each run holds:
 
@@ -33,7 +34,14 @@ The estimators (:data:`ESTIMATORS`):
   remaining models, the fair comparison. One known entry cannot order anything (Fennec's fold-in
   needs two distinct values), so ``fennec-warm-1`` ranks as cold start does.
 - ``popularity``, ``family-mean`` (mean popularity of the model's architecture family) and
-  ``random`` (averaged over seeds), from :mod:`fennec_mlflow.core.evaluation`.
+  ``random`` (averaged over seeds), from :mod:`fennec_mlflow.core.evaluation`. The baselines rank
+  from the ground truth of the other tasks; the Fennec rows from the benchmark's history (the
+  same, unless a store benchmark learns from, e.g., FDA scores).
+
+A row a benchmark cannot support (:func:`unavailable`: ``family-mean`` without model families,
+the meta ablations without model or task facts, ``fennec-no-meta`` and ``fennec-paper`` without
+any task information) is skipped with a note when every estimator is evaluated, and refused
+when asked for by name: ``fennec-no-transfer`` never silently ranks by something else.
 
 Under ``mlflow run`` (``MLFLOW_RUN_ID`` set) the runs are still new runs of their own
 (:func:`fennec_mlflow.store.tracking.own_run`); the project run only gets a summary.
@@ -54,6 +62,7 @@ from fennec_mlflow.bench.public import Benchmark, load_benchmark
 from fennec_mlflow.core import evaluation as ev
 from fennec_mlflow.core.recommender import Fennec
 from fennec_mlflow.errors import InvalidInputError
+from fennec_mlflow.serving.selection import capped_k, fennec_scores, fit_fennec  # noqa: F401 (capped_k: bench.synthetic)
 from fennec_mlflow.store import tracking
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -72,44 +81,52 @@ def experiment_name(benchmark: str) -> str:
 
 # --------------------------------------------------------------------------- Fennec predictors
 
-def capped_k(k: int, history: pd.DataFrame) -> int:
-    """``k`` lowered to what a fit on ``history`` allows: below min(models, tasks)."""
-    return int(max(1, min(int(k), min(history.shape) - 1)))
-
-
 class FennecFits:
     """Fitted Fennec models per (target, seed), shared by every Fennec variant of one evaluation.
 
     The warm starts of one (target, seed, alpha) rank from the same fit (``alpha`` enters the
-    shrunk formulation's fit: it switches phases off). The fit sees the history the protocol
-    hands over (the target's column is not in it) plus the meta tables, which hold public facts
-    only.
+    shrunk formulation's fit: it switches phases off). The fit sees the benchmark's history for
+    the target (:meth:`Benchmark.history_for`: the target's column is never in it) plus the meta
+    tables, which hold public facts only.
     """
 
     def __init__(self, benchmark: Benchmark, params: dict | None = None):
         self.benchmark = benchmark
         self.params = {**FENNEC_DEFAULTS, **(params or {})}
+        self.data = benchmark.tuning_data()
         self._fits: dict[tuple, Fennec] = {}
 
-    def get(self, history: pd.DataFrame, target: str, seed: int, alpha: float) -> Fennec:
-        key = (target, int(seed), float(alpha), tuple(history.columns))
+    def get(self, target: str, seed: int, alpha: float) -> Fennec:
+        key = (target, int(seed), float(alpha))
         if key not in self._fits:
-            params = {**self.params, "alpha": float(alpha)}
-            params["k"] = capped_k(params["k"], history)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=UserWarning)
-                self._fits[key] = Fennec(**params, random_state=int(seed)).fit(
-                    history, self.benchmark.model_meta, self.benchmark.task_meta)
+                self._fits[key] = fit_fennec(self.benchmark.history_for(target), {**self.params, "alpha": float(alpha)},
+                                             self.data, seed)
         return self._fits[key]
 
     def rank(self, history: pd.DataFrame, target: str, seed: int, alpha: float,
              known_scores: dict[str, float] | None = None) -> pd.Series:
-        model = self.get(history, target, seed, alpha)
+        """Scores of ``history``'s models (the ground truth's) on ``target``."""
+        model = self.get(target, seed, alpha)
         with warnings.catch_warnings():
             # one known entry: Fennec warns that it ranks cold, as documented for fennec-warm-1
             warnings.simplefilter("ignore", category=UserWarning)
-            ranking = model.rank(self.benchmark.task_meta.loc[target], known_scores=known_scores)
-        return ranking.set_index("model")["score"].reindex(history.index)
+            return fennec_scores(model, target, self.data, history.index, known_scores)
+
+
+def unavailable(benchmark: Benchmark, estimator: str) -> str | None:
+    """Why ``estimator`` cannot be evaluated on ``benchmark`` (None when it can)."""
+    has_vector = benchmark.task_meta is not None or benchmark.task_proxy is not None
+    if estimator in ("fennec-no-transfer", "fennec-additive-meta") and (
+            benchmark.model_meta is None or benchmark.task_meta is None):
+        return (f"{estimator} ranks by the meta regression, which needs model and task facts; "
+                f"this benchmark has no {'model' if benchmark.model_meta is None else 'task'} facts")
+    if estimator in ("fennec-no-meta", "fennec-paper") and not has_vector:
+        return f"{estimator} needs task facts or task proxies to place a new task; this benchmark has neither"
+    if estimator == "family-mean" and benchmark.families is None:
+        return "family-mean needs model families (a family, architecture or type fact, or arch@source names)"
+    return None
 
 
 def draw_known(true: pd.Series, n_known: int, seed: int, target: str) -> list[str]:
@@ -186,6 +203,9 @@ def evaluate_estimator(benchmark: Benchmark, estimator: str, *, seeds: Sequence[
     """Leave-one-task-out evaluation of one estimator of :data:`ESTIMATORS` (nothing is logged)."""
     if estimator not in ESTIMATORS:
         raise InvalidInputError(f"unknown estimator {estimator!r}; choose among {list(ESTIMATORS)}")
+    reason = unavailable(benchmark, estimator)
+    if reason:
+        raise InvalidInputError(f"cannot evaluate {estimator} on {benchmark.name}: {reason}")
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise InvalidInputError("seeds must name at least one seed")
@@ -200,7 +220,10 @@ def evaluate_estimator(benchmark: Benchmark, estimator: str, *, seeds: Sequence[
     if estimator == "random":
         return EstimatorOutcome(estimator, _over_seeds(table, ev.random_baseline, seeds, targets), base)
 
-    fennec_params = {**fits.params, "task_vector_source": "task_meta", "proxy_features": "none (no images)"}
+    fennec_params = {**fits.params, "history": benchmark.history_name,
+                     "task_vector_source": ("task_proxy" if benchmark.task_proxy is not None
+                                            else "task_meta" if benchmark.task_meta is not None else "none (popularity)"),
+                     "proxy_features": "none (no images)" if benchmark.task_proxy is None else "task_proxy"}
     if estimator in ("fennec", "fennec-no-transfer", "fennec-no-meta"):
         alpha = {"fennec": fits.params["alpha"], "fennec-no-transfer": 1.0, "fennec-no-meta": 0.0}[estimator]
         result = _over_seeds(table, lambda s: fennec_predictor(fits, s, alpha), seeds, targets)
@@ -307,6 +330,7 @@ class EvaluationRuns:
     benchmark: str
     experiment: str
     outcomes: dict[str, EstimatorOutcome]
+    notes: list[str] = field(default_factory=list)  # estimators skipped and why, what the benchmark lacks
 
     def table(self) -> pd.DataFrame:
         """Estimators x mean metrics (correlations x 100), the order they were run in."""
@@ -338,10 +362,14 @@ def run_evaluation(benchmark: str | Benchmark, *, experiment: str | None = None,
     and log one run per estimator in ``experiment`` (default ``fennec-eval-<benchmark>``).
 
     ``benchmark``: a name of :data:`fennec_mlflow.bench.public.BENCHMARK_NAMES` or a
-    :class:`~fennec_mlflow.bench.public.Benchmark` of your own.
-    ``estimators``: names or one comma-separated string. ``seeds``: Fennec's random states, the
-    warm-start draws and the random baseline's seeds (results averaged over them).
-    ``fennec_params``: override Fennec's defaults (``k``, ``alpha``, ``nmf_l2``, ...) for every
+    :class:`~fennec_mlflow.bench.public.Benchmark` of your own (e.g. the store's,
+    :func:`fennec_mlflow.bench.store.store_benchmark`).
+    ``estimators``: names or one comma-separated string. By default, the estimators a benchmark
+    cannot support (:func:`unavailable`: ``family-mean`` without families, the meta ablations
+    without model facts) are skipped, each with a note in the result; named explicitly, they are
+    refused. ``seeds``: Fennec's random states, the warm-start draws and the random baseline's
+    seeds (results averaged over them).
+    ``fennec_params``: override Fennec's defaults (``k``, ``alpha``, ``nmf_l2``, ``shrinkage``, ...) for every
     Fennec variant (the ablations keep their own alpha); the run params record what was used.
     """
     from tqdm.auto import tqdm
@@ -349,14 +377,20 @@ def run_evaluation(benchmark: str | Benchmark, *, experiment: str | None = None,
 
     chosen = _estimator_list(estimators)
     bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)
+    reasons = {name: unavailable(bench, name) for name in chosen}
+    refused = {name: reason for name, reason in reasons.items() if reason}
+    if refused and estimators is not None:
+        raise InvalidInputError(f"cannot evaluate on {bench.name}: " + "; ".join(refused.values()))
+    notes = [*bench.notes, *(f"skipped: {reason}" for reason in refused.values())]
     experiment = experiment or experiment_name(bench.name)
     fits = FennecFits(bench, fennec_params)
     outcomes: dict[str, EstimatorOutcome] = {}
-    for name in tqdm(chosen, desc=f"evaluate {bench.name}", unit="estimator", disable=not progress):
+    for name in tqdm([n for n in chosen if n not in refused], desc=f"evaluate {bench.name}", unit="estimator",
+                     disable=not progress):
         outcome = evaluate_estimator(bench, name, seeds=seeds, fits=fits)
         log_outcome(outcome, bench, experiment)
         outcomes[name] = outcome
-    runs = EvaluationRuns(bench.name, experiment, outcomes)
+    runs = EvaluationRuns(bench.name, experiment, outcomes, notes)
     summary = {f"{name}.mean_pearson": o.result.summary["mean_pearson"] for name, o in outcomes.items()}
     tracking.annotate_project_run("evaluate", summary)
     return runs

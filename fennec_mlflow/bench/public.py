@@ -43,6 +43,7 @@ import pandas as pd
 from fennec_mlflow.archi2vec import Graph2Vec, extract_graphs, meta_features
 from fennec_mlflow.core.evaluation import load_task_facts
 from fennec_mlflow.errors import InvalidInputError
+from fennec_mlflow.serving.selection import TRUTH, TuningData, history_without
 from fennec_mlflow.store import external
 
 BENCHMARK_NAMES = ("parc", "parc6", "transfergraph")
@@ -75,35 +76,56 @@ SOURCE_FACTS = pd.DataFrame([
 
 @dataclass(frozen=True)
 class Benchmark:
-    """One public benchmark, ready for :func:`fennec_mlflow.core.evaluation.leave_one_task_out`.
+    """One benchmark, ready for :func:`fennec_mlflow.core.evaluation.leave_one_task_out`.
 
-    P: models x tasks, true fine-tuned accuracies, NaN where unknown. model_meta / task_meta:
-    numeric tables indexed like P's rows / columns. targets: the tasks held out in turn (the
-    others are always history). families: model -> architecture family (for the family-mean
-    baseline). units: the accuracy scale (top-1 regret is in these units).
+    P: models x tasks, true fine-tuned accuracies (the ground truth), NaN where unknown.
+    model_meta / task_meta: numeric tables indexed like the models / tasks, or None when there are
+    no such facts (Fennec then has no meta phase; without task meta and proxies it ranks by
+    popularity). targets: the tasks held out in turn (the others are always history). families:
+    model -> architecture family (for the family-mean baseline), None when unknown. units: the
+    accuracy scale (top-1 regret is in these units). history: what Fennec learns from, when it is
+    not the ground truth itself (e.g. the store's FDA matrix); a target's own column is never seen
+    (:meth:`history_for`). task_proxy: tasks x proxy features, when the tasks have images.
     """
 
     name: str
     description: str
     P: pd.DataFrame
-    model_meta: pd.DataFrame
-    task_meta: pd.DataFrame
+    model_meta: pd.DataFrame | None
+    task_meta: pd.DataFrame | None
     targets: list[str]
-    families: pd.Series
+    families: pd.Series | None
     units: str
     sources: list[str] = field(default_factory=list)
     task_vector_source: str = "task_meta (no images: no proxy features)"
+    history: pd.DataFrame | None = None
+    history_name: str = TRUTH
+    task_proxy: pd.DataFrame | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.P.shape
 
+    def history_for(self, target: str) -> pd.DataFrame:
+        """What Fennec may learn from for ``target``: the history without ``target``'s column."""
+        return history_without(self.P if self.history is None else self.history, target)
+
+    def tuning_data(self) -> TuningData:
+        """The benchmark as :class:`~fennec_mlflow.serving.selection.TuningData` (one history source)."""
+        return TuningData(self.P, self.model_meta, self.task_meta, tuple(self.targets),
+                          {self.history_name: self.history}, self.task_proxy)
+
     def summary(self) -> dict[str, object]:
         """What an evaluation run logs as params about the benchmark."""
+        def columns(table: pd.DataFrame | None) -> int:
+            return 0 if table is None else table.shape[1]
+
         return {"benchmark": self.name, "models": self.P.shape[0], "tasks": self.P.shape[1],
                 "targets": ",".join(self.targets), "known_cells": int(self.P.notna().sum().sum()),
-                "model_meta_columns": self.model_meta.shape[1], "task_meta_columns": self.task_meta.shape[1],
-                "units": self.units, "task_vector_source": self.task_vector_source}
+                "model_meta_columns": columns(self.model_meta), "task_meta_columns": columns(self.task_meta),
+                "units": self.units, "task_vector_source": self.task_vector_source, "history": self.history_name,
+                "families": "unknown" if self.families is None else int(self.families.nunique())}
 
 
 def _log(values) -> np.ndarray:

@@ -343,8 +343,8 @@ class TargetFennecFits:
     """Fennec fitted per (target, seed) on a history matrix without the target's column.
 
     ``history``: models x tasks (the targets among them), by default the FDA knowledge.
-    ``alpha`` only enters the merge, so the full model, both ablations and the warm start of
-    one (target, seed) share a fit.
+    ``alpha`` enters the shrunk formulation's fit (it switches phases off), so fits are kept per
+    (target, seed, alpha); a warm start shares its cold fit.
     """
 
     def __init__(self, data: BenchmarkData, params: dict | None = None, history: pd.DataFrame | None = None):
@@ -354,15 +354,15 @@ class TargetFennecFits:
         self._fits: dict[tuple[str, int], object] = {}
         self.fit_seconds: dict[str, float] = {}
 
-    def get(self, target: str, seed: int, hidden: tuple[str, ...] = ()):
+    def get(self, target: str, seed: int, alpha: float, hidden: tuple[str, ...] = ()):
         """The fit for ``target``; ``hidden``: more tasks left out of it (an outer target, in nested CV)."""
 
-        key = (target, int(seed), tuple(sorted(hidden)))
+        key = (target, int(seed), float(alpha), tuple(sorted(hidden)))
         if key not in self._fits:
             k = self.data.knowledge
             P = self.history.drop(columns=[target, *hidden])
             tasks = list(P.columns)
-            params = {name: v for name, v in self.params.items() if name != "alpha"}
+            params = {**self.params, "alpha": float(alpha)}
             params["k"] = capped_k(params["k"], P)
             start = time.perf_counter()
             with warnings.catch_warnings():
@@ -377,8 +377,7 @@ class TargetFennecFits:
              hidden: tuple[str, ...] = ()) -> tuple[pd.Series, float]:
         """Scores of every model for ``target`` and the seconds the online ranking took."""
         k = self.data.knowledge
-        model = self.get(target, seed, hidden)
-        model.set_params(alpha=float(alpha))
+        model = self.get(target, seed, alpha, hidden)
         start = time.perf_counter()
         ranking = model.rank(k.task_meta.loc[target], k.task_proxy.loc[target], known_scores=known_scores)
         seconds = time.perf_counter() - start
@@ -423,7 +422,7 @@ def nested_cv_predictor(histories: dict[str, TargetFennecFits], seed: int, costs
 
     def predict(history: pd.DataFrame, target: str) -> pd.Series:
         inner_targets = [u for u in truth.columns if u != target]
-        best = (-np.inf, "", 0.0)
+        best = (-np.inf, next(iter(histories)), NESTED_ALPHAS[0])  # a choice even when no inner score is finite
         for name, fits in histories.items():
             for alpha in NESTED_ALPHAS:
                 values = [ev.pearson(fits.rank(u, seed, alpha, hidden=(target,))[0].reindex(truth.index), truth[u])

@@ -1,19 +1,23 @@
-"""Tune Fennec's k, alpha and nmf_l2 with Optuna; every trial a nested MLflow run.
+"""Tune Fennec with Optuna on a benchmark; every trial a nested MLflow run.
 
-**Objective.** Mean leave-one-task-out Pearson of cold-start Fennec on a public benchmark
-(:mod:`fennec_mlflow.bench.public`; the task vector comes from task meta, as these tables have no
-images), over ``alpha`` in [0, 1], ``k`` in [1, min(M, N - 1) - 1] (each fit sees N - 1 tasks)
-and ``nmf_l2`` in [1e-3, 10] on a log scale. The first trial of a new study is Fennec's default
-(k=4, alpha=0.5, nmf_l2=0.1), so "tuned" is never worse than "default" on the objective.
+**Objective and search space** (:mod:`fennec_mlflow.serving.selection`, shared with ``build``).
+Mean leave-one-task-out Pearson of cold-start Fennec on a benchmark (a public table,
+:mod:`fennec_mlflow.bench.public`, whose task vector comes from task meta as these tables have no
+images; or the store's own ground truth, :mod:`fennec_mlflow.bench.store`), over ``alpha`` in
+[0, 1], ``k`` in [1, min(M, N - 1) - 1] (each fit sees N - 1 tasks), ``nmf_l2`` in [1e-3, 10] on a
+log scale and the shrinkage (``auto``, or fixed in [0, 1]). The first trial of a new study is
+Fennec's default (k=4, alpha=0.5, nmf_l2=0.1, shrinkage auto), so "tuned" is never worse than
+"default" on the objective.
 
 **Runs.** One parent run ``fennec.kind=tune`` per session; each trial is a child run
 ``fennec.kind=tune-trial`` (tag ``mlflow.parentRunId`` = the parent) with params ``k``, ``alpha``,
-``nmf_l2`` and the evaluation metrics (``mean_pearson``, ``pearson.<task>``, ...). When the
-study is done the parent gets params ``best_k``, ``best_alpha``, ``best_nmf_l2`` (what ``build``
-reads through :func:`fennec_mlflow.serving.build.tuned_parameters`), metrics ``best_mean_pearson``
-(optimistic: chosen and measured on the same targets), ``default_mean_pearson``,
-``popularity_mean_pearson`` and, with nested cross-validation, ``nested_cv_mean_pearson``: the
-honest figure. Artifacts: ``trials.csv``, ``optimization_history.png``, ``nested_cv.csv``.
+``nmf_l2``, ``shrinkage`` and the evaluation metrics (``mean_pearson``, ``pearson.<task>``, ...).
+When the study is done the parent gets params ``best_k``, ``best_alpha``, ``best_nmf_l2``,
+``best_shrinkage`` (what ``build`` reads through :func:`fennec_mlflow.serving.build.tuned_parameters`),
+metrics ``best_mean_pearson`` (optimistic: chosen and measured on the same targets),
+``default_mean_pearson``, ``popularity_mean_pearson`` and, with nested cross-validation,
+``nested_cv_mean_pearson``: the honest figure. Artifacts: ``trials.csv``,
+``optimization_history.png``, ``nested_cv.csv``.
 
 **Nested cross-validation.** For each outer target t: a fresh study tunes on the history only
 (P without t's column, t's task facts dropped too; inner leave-one-task-out over the remaining
@@ -48,7 +52,6 @@ import multiprocessing
 import os
 import tempfile
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,19 +59,27 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
-from sklearn.exceptions import ConvergenceWarning
 
 from fennec_mlflow import config
 from fennec_mlflow.bench.public import Benchmark, load_benchmark
-from fennec_mlflow.core import evaluation as ev
-from fennec_mlflow.core.recommender import Fennec
 from fennec_mlflow.errors import FennecError, InvalidInputError
+from fennec_mlflow.serving.selection import (
+    DEFAULT_INNER_TRIALS,
+    NMF_L2_RANGE,
+    NestedCVResult,
+    TuningData,
+    default_params,
+    fennec_params,
+    loto_evaluation,
+    make_sampler,
+    nested_cross_validation,
+    objective_value,
+    popularity_evaluation,
+    suggest,
+)
 from fennec_mlflow.store import tracking
 
 DEFAULT_N_TRIALS = config.TUNE_N_TRIALS
-DEFAULT_INNER_TRIALS = 8
-DEFAULT_PARAMS = config.FENNEC_DEFAULTS
-NMF_L2_RANGE = (1e-3, 10.0)
 PARENT_ATTR = "mlflow_parent_run_id"
 _PARENT_WAIT_SECONDS = 120.0
 
@@ -76,155 +87,6 @@ _PARENT_WAIT_SECONDS = 120.0
 def experiment_name(benchmark: str) -> str:
     """The default experiment of a benchmark's tune runs (pass ``experiment`` to log where ``build`` reads)."""
     return f"fennec-tune-{benchmark}"
-
-
-# --------------------------------------------------------------------------- data and objective
-
-@dataclass(frozen=True)
-class TuningData:
-    """What the objective learns from: P (models x tasks), the meta tables and the targets held out."""
-
-    P: pd.DataFrame
-    model_meta: pd.DataFrame
-    task_meta: pd.DataFrame
-    targets: tuple[str, ...]
-
-    @classmethod
-    def from_benchmark(cls, benchmark) -> "TuningData":
-        return cls(benchmark.P, benchmark.model_meta, benchmark.task_meta, tuple(benchmark.targets))
-
-    def without(self, target: str) -> "TuningData":
-        """The history of an outer fold: ``target``'s column, facts and place among the targets removed."""
-        return TuningData(self.P.drop(columns=[target]), self.model_meta, self.task_meta.drop(index=[target]),
-                          tuple(t for t in self.targets if t != target))
-
-    @property
-    def k_max(self) -> int:
-        """Largest k a leave-one-task-out fit on this data allows (each fit sees N - 1 tasks)."""
-        return max(1, min(self.P.shape[0], self.P.shape[1] - 1) - 1)
-
-
-def loto_evaluation(data: TuningData, params: dict, seed: int = 0) -> ev.EvaluationResult:
-    """Leave-one-task-out evaluation of cold-start Fennec with ``params`` (k capped to what each fit allows).
-
-    The summary gains ``nmf_not_converged``: fits whose NMF stopped at its iteration cap (small
-    ``nmf_l2`` converges slowly; the fit is still used, as ``build`` would use it).
-    """
-    not_converged = 0
-
-    def predict(history: pd.DataFrame, target: str) -> pd.Series:
-        nonlocal not_converged
-        k = int(max(1, min(int(params["k"]), min(history.shape) - 1)))
-        model = Fennec(k=k, alpha=float(params["alpha"]), nmf_l2=float(params["nmf_l2"]), random_state=seed)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            model.fit(history, data.model_meta, data.task_meta)
-        not_converged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        return model.rank(data.task_meta.loc[target]).set_index("model")["score"].reindex(history.index)
-    result = ev.leave_one_task_out(data.P, predict, list(data.targets))
-    result.summary["nmf_not_converged"] = float(not_converged)
-    return result
-
-
-def suggest(trial: optuna.Trial, k_max: int) -> dict:
-    return {"k": trial.suggest_int("k", 1, k_max),
-            "alpha": trial.suggest_float("alpha", 0.0, 1.0),
-            "nmf_l2": trial.suggest_float("nmf_l2", *NMF_L2_RANGE, log=True)}
-
-
-def _objective_value(result: ev.EvaluationResult) -> float:
-    value = result.summary["mean_pearson"]
-    return float(value) if np.isfinite(value) else -1.0
-
-
-def make_sampler(n_trials: int, seed: int | None) -> optuna.samplers.TPESampler:
-    """TPE, seeded, with a random start of a third of the trials (2 to 10)."""
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, n_trials // 3)))
-
-
-def default_params(k_max: int) -> dict:
-    return {**DEFAULT_PARAMS, "k": min(DEFAULT_PARAMS["k"], k_max)}
-
-
-def tune_study(data: TuningData, n_trials: int, *, seed: int | None = 0, fennec_seed: int = 0) -> optuna.Study:
-    """An in-memory study of ``n_trials`` on ``data`` (Fennec's default first); nothing is logged."""
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(n_trials, seed))
-    study.enqueue_trial(default_params(data.k_max))
-    study.optimize(lambda trial: _objective_value(loto_evaluation(data, suggest(trial, data.k_max), fennec_seed)),
-                   n_trials=n_trials)
-    return study
-
-
-# --------------------------------------------------------------------------- nested cross-validation
-
-@dataclass
-class NestedFold:
-    target: str
-    best_params: dict
-    inner_value: float
-    pearson: float
-    metrics: dict
-
-
-@dataclass
-class NestedCVResult:
-    folds: list[NestedFold]
-
-    @property
-    def mean_pearson(self) -> float:
-        values = np.array([f.pearson for f in self.folds], dtype=float)
-        values = values[np.isfinite(values)]
-        return float(values.mean()) if values.size else math.nan
-
-    @property
-    def std_pearson(self) -> float:
-        values = np.array([f.pearson for f in self.folds], dtype=float)
-        values = values[np.isfinite(values)]
-        return float(values.std()) if values.size else math.nan
-
-    def table(self) -> pd.DataFrame:
-        rows = [{"target": f.target, **{f"best_{k}": v for k, v in f.best_params.items()},
-                 "inner_mean_pearson": f.inner_value, **f.metrics} for f in self.folds]
-        return pd.DataFrame(rows).set_index("target")
-
-
-def nested_fold(data: TuningData, target: str, inner_trials: int, seed: int | None = 0,
-                fennec_seed: int = 0) -> NestedFold:
-    """Tune on the history of ``target`` only, then fit on that history and score ``target``."""
-    history = data.without(target)
-    if not history.targets:
-        raise InvalidInputError(f"nested cross-validation needs at least 2 targets; {target!r} is the only one")
-    study = tune_study(history, inner_trials, seed=seed, fennec_seed=fennec_seed)
-    best = dict(study.best_params)
-    # Outer step: fit on every task but the target (the inner fits saw one fewer), rank the target.
-    outer = TuningData(data.P, data.model_meta, data.task_meta, (target,))
-    result = loto_evaluation(outer, best, fennec_seed)
-    row = result.per_target.loc[target]
-    metrics = {m: float(row[m]) for m in result.metric_names}
-    return NestedFold(target, best, float(study.best_value), metrics["pearson"], metrics)
-
-
-def _nested_fold_job(args) -> NestedFold:
-    data, target, inner_trials, seed, fennec_seed = args
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return nested_fold(data, target, inner_trials, seed, fennec_seed)
-
-
-def nested_cross_validation(data: TuningData, *, inner_trials: int = DEFAULT_INNER_TRIALS, seed: int | None = 0,
-                            fennec_seed: int = 0, workers: int = 1) -> NestedCVResult:
-    """Nested leave-one-task-out: the reported figure of a tuned Fennec (see the module docstring)."""
-    jobs = [(data, target, inner_trials, None if seed is None else seed + i, fennec_seed)
-            for i, target in enumerate(data.targets)]
-    if workers <= 1:
-        verbosity = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # inner studies are internal: no per-trial lines
-        try:
-            return NestedCVResult([nested_fold(*job) for job in jobs])
-        finally:
-            optuna.logging.set_verbosity(verbosity)
-
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return NestedCVResult(list(pool.map(_nested_fold_job, jobs)))
 
 
 # --------------------------------------------------------------------------- Optuna storage
@@ -274,7 +136,8 @@ def _describe_storage(spec: str | None) -> str:
     return spec
 
 
-def _create_or_load(storage, study_name: str, n_trials: int, seed: int | None, k_max: int) -> tuple[optuna.Study, bool]:
+def _create_or_load(storage, study_name: str, n_trials: int, seed: int | None,
+                    data: TuningData) -> tuple[optuna.Study, bool]:
     """(study, created): creation is atomic in every shared storage, so one worker only is the creator.
 
     A worker joining an existing study offsets its sampler seed by its process id, so two
@@ -287,7 +150,7 @@ def _create_or_load(storage, study_name: str, n_trials: int, seed: int | None, k
         joined_seed = None if seed is None else seed + os.getpid()
         return optuna.load_study(study_name=study_name, storage=storage,
                                  sampler=make_sampler(n_trials, joined_seed)), False
-    study.enqueue_trial(default_params(k_max))
+    study.enqueue_trial(default_params(data))
     return study, True
 
 
@@ -299,7 +162,7 @@ def _trial_objective(data: TuningData, mlflow_client, experiment_id: str, parent
 
 
     def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, data.k_max)
+        params = suggest(trial, data)
         record = tracking.RunRecord(
             kind="tune-trial", name=f"trial-{trial.number}", parent_run_id=parent_run_id,
             params={**params, "trial_number": trial.number, "study_name": study_name, "fennec_seed": fennec_seed},
@@ -315,7 +178,7 @@ def _trial_objective(data: TuningData, mlflow_client, experiment_id: str, parent
             raise
         tracking.finish_run(mlflow_client, run_id)
         trial.set_user_attr("mlflow_run_id", run_id)
-        return _objective_value(result)
+        return objective_value(result)
     return objective
 
 
@@ -406,10 +269,10 @@ def _finalise(study: optuna.Study, data: TuningData, mlflow_client, parent_run_i
         tracking.finish_run(mlflow_client, parent_run_id, "FAILED")
         raise FennecError(f"study {study.study_name!r} has no complete trial; see the failed tune-trial runs")
     best = study.best_trial
-    defaults = default_params(data.k_max)
+    defaults = default_params(data)
     default_trials = [t for t in complete if t.params == defaults]
     default_value = default_trials[0].value if default_trials else None
-    popularity = ev.leave_one_task_out(data.P, ev.popularity, list(data.targets)).summary["mean_pearson"]
+    popularity = popularity_evaluation(data).summary["mean_pearson"]
     nested = None
     if nested_cv:
         nested = nested_cross_validation(data, inner_trials=inner_trials, seed=seed, fennec_seed=fennec_seed,
@@ -423,8 +286,7 @@ def _finalise(study: optuna.Study, data: TuningData, mlflow_client, parent_run_i
         metrics["nested_cv_std_pearson"] = nested.std_pearson
         metrics.update({f"nested_cv_pearson.{f.target}": f.pearson for f in nested.folds})
         metrics["nested_cv_mean_top1_regret"] = float(np.nanmean([f.metrics["top1_regret"] for f in nested.folds]))
-    best_params = {"k": int(best.params["k"]), "alpha": float(best.params["alpha"]),
-                   "nmf_l2": float(best.params["nmf_l2"])}
+    best_params = fennec_params(best.params)
     existing = mlflow_client.get_run(parent_run_id).data.params
     params = [Param(f"best_{k}", str(v)) for k, v in best_params.items() if f"best_{k}" not in existing]
     params.append(Param("best_trial_run_id", str(best.user_attrs.get("mlflow_run_id", ""))))
@@ -475,7 +337,7 @@ def run_tuning(benchmark, *, n_trials: int = DEFAULT_N_TRIALS, storage: str | No
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)
     benchmark = bench.name
-    data = TuningData.from_benchmark(bench)
+    data = bench.tuning_data()
     experiment = experiment or experiment_name(benchmark)
     study_name = study_name or f"fennec-tune-{benchmark}"
     import mlflow
@@ -487,7 +349,7 @@ def run_tuning(benchmark, *, n_trials: int = DEFAULT_N_TRIALS, storage: str | No
     with tempfile.TemporaryDirectory() as scratch:
         storage_spec = storage or (os.path.join(scratch, "optuna-journal.log") if workers > 1 else None)
         optuna_store = optuna_storage(storage_spec, tracking_uri)
-        study, created = _create_or_load(optuna_store, study_name, n_trials, seed, data.k_max)
+        study, created = _create_or_load(optuna_store, study_name, n_trials, seed, data)
         record = tracking.RunRecord(
             kind="tune", name=f"tune-{benchmark}", tags={"fennec.study": study_name, "fennec.benchmark": benchmark},
             params={**bench.summary(), "n_trials": n_trials, "nested_cv": nested_cv,
@@ -495,7 +357,8 @@ def run_tuning(benchmark, *, n_trials: int = DEFAULT_N_TRIALS, storage: str | No
                     "optuna_storage": _describe_storage(storage), "workers": workers, "sampler": "TPESampler",
                     "seed": seed, "fennec_seed": fennec_seed, "k_range": f"1..{data.k_max}",
                     "alpha_range": "0..1", "nmf_l2_range": f"{NMF_L2_RANGE[0]}..{NMF_L2_RANGE[1]} (log)",
-                    "objective": "mean leave-one-task-out Pearson, cold start from task meta"})
+                    "shrinkage_range": "auto or 0..1", "history_sources": ",".join(data.sources),
+                    "objective": f"mean leave-one-task-out Pearson, cold start from {bench.task_vector_source}"})
         parent_run_id = _parent_run_id(study, created, client, experiment_id, record)
         try:
             if workers == 1:
@@ -513,7 +376,7 @@ def run_tuning(benchmark, *, n_trials: int = DEFAULT_N_TRIALS, storage: str | No
             raise
         running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
         if running:  # other machines still work on this study: the last one to finish finalises
-            return TuningOutcome(benchmark, experiment, study_name, parent_run_id, dict(study.best_params),
+            return TuningOutcome(benchmark, experiment, study_name, parent_run_id, fennec_params(study.best_params),
                                  float(study.best_value), None, math.nan, len(study.trials))
         outcome = _finalise(study, data, client, parent_run_id, nested_cv=nested_cv, inner_trials=inner_trials,
                             seed=seed, fennec_seed=fennec_seed, workers=workers, benchmark=benchmark,

@@ -23,6 +23,7 @@ No MLflow here: ``fennec_mlflow.store.tracking`` logs an :class:`EvaluationResul
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -413,7 +414,9 @@ def load_task_facts(path: str | Path | None = None) -> pd.DataFrame:
     """Public facts about each target dataset of the public benchmarks, indexed by task.
 
     Columns: benchmarks (``;``-separated), dataset, class_count, train_size, domain,
-    image_kind, source (paper or catalogue page of the figures), note (caveats, uncertainty).
+    image_kind, source (paper or catalogue page of the figures), note (caveats, uncertainty),
+    and aliases (optional, ``;``-separated: other names of the same dataset, for
+    :func:`find_task_facts`). No two rows may answer to the same name.
     """
     path = Path(path) if path is not None else TASK_FACTS_CSV
     if not path.is_file():
@@ -427,5 +430,36 @@ def load_task_facts(path: str | Path | None = None) -> pd.DataFrame:
                          f"{sorted(facts.loc[facts['task'].duplicated(), 'task'])} twice")
     for column in ("class_count", "train_size"):
         facts[column] = pd.to_numeric(facts[column], errors="raise").astype(int)
-    facts["note"] = facts["note"].fillna("")
-    return facts.set_index("task")
+    for column in ("note", "benchmarks", "aliases"):
+        facts[column] = facts[column].fillna("") if column in facts.columns else ""
+    facts = facts.set_index("task")
+    _alias_index(facts, str(path))  # refuses a name that two rows answer to
+    return facts
+
+
+def task_name_key(name: str) -> str:
+    """``name`` as task names are compared: lower case, without ``-``, ``_``, ``.`` or spaces.
+
+    "FGVC-Aircraft", "fgvc_aircraft" and "fgvc aircraft" are one name; "food101" and "Food-101" too.
+    """
+    return re.sub(r"[\s_.\-]+", "", str(name).lower())
+
+
+def _alias_index(facts: pd.DataFrame, where: str = "the task facts table") -> dict[str, str]:
+    """Normalised name (each task and its aliases) -> task."""
+    index: dict[str, str] = {}
+    for task, aliases in facts.get("aliases", pd.Series("", index=facts.index)).items():
+        for name in [task, *str(aliases).split(";")]:
+            key = task_name_key(name)
+            if key and index.setdefault(key, task) != task:
+                raise InvalidInputError(f"{where}: the name {name!r} is given to both task "
+                                        f"{index[key]!r} and task {task!r}")
+    return index
+
+
+def find_task_facts(name: str, facts: pd.DataFrame | None = None) -> pd.Series | None:
+    """The facts row of the public dataset called ``name`` (its task name or an alias, compared
+    by :func:`task_name_key`), named by its task; None when no dataset answers to ``name``."""
+    facts = load_task_facts() if facts is None else facts
+    task = _alias_index(facts).get(task_name_key(name))
+    return None if task is None else facts.loc[task]

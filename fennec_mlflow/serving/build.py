@@ -1,6 +1,24 @@
-"""Build: rebuild the knowledge from the store, fit Fennec, log it as a ``fennec-fit`` run and register it."""
+"""Build: rebuild the knowledge from the store, fit Fennec, validate it, log a ``fennec-fit`` run, register it.
+
+**Validation on the store's own ground truth.** Ground truth is the experiment's ``finetune``
+runs, or the imported table named by ``truth_source``. When it covers at least
+:data:`BUILD_MIN_TARGETS` tasks (each with 3 known models or more), ``build`` tunes Fennec by default
+(Optuna over ``k``, ``alpha``, ``nmf_l2``, the shrinkage and the history source: the build's own
+matrix or the ground truth itself; :mod:`fennec_mlflow.serving.selection`) and measures the
+whole procedure by nested leave-one-task-out cross-validation: ``validated_mean_pearson``, the
+honest figure, beside ``popularity_mean_pearson`` on the same targets. With ``tune=False`` the
+given (or default) parameters are measured by plain leave-one-task-out. Without ground truth the
+version is tagged ``fennec.quality=unmeasured`` and the reason is said.
+
+The figures are metrics of the ``fennec-fit`` run and tags of the registered version (plus a
+version description and the run's note, shown by the MLflow UI). The alias ``champion`` moves to
+the new version only when its validated figure is at least the current champion's (a champion
+without one is unmeasured and is replaced; an unmeasured version never replaces a validated
+champion); otherwise the version gets the alias ``challenger``.
+"""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,23 +29,82 @@ import pandas as pd
 
 from fennec_mlflow import config
 from fennec_mlflow.core.recommender import Fennec
+from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.serving import flavor as pyfunc
+from fennec_mlflow.serving.selection import (
+    TRUTH,
+    MatrixSpec,
+    Validation,
+    load_store_data,
+    validate,
+)
 from fennec_mlflow.store import tracking
-from fennec_mlflow.store.knowledge import Knowledge, build_knowledge
+from fennec_mlflow.store.knowledge import Knowledge, build_knowledge, load_task_proxies
+
+BUILD_MIN_TARGETS = 4
+BUILD_N_TRIALS = config.TUNE_N_TRIALS
+BUILD_INNER_TRIALS = 5
+CHALLENGER = "challenger"
+QUALITY_TAG = "fennec.quality"
+VALIDATED_TAG = "fennec.validated_mean_pearson"
+POPULARITY_TAG = "fennec.popularity_mean_pearson"
 
 
 def default_k(P: pd.DataFrame) -> int:
     return int(max(1, min(config.FENNEC_K, min(P.shape) - 1)))
 
 
+def _shrinkage(value: str):
+    return value if value == "auto" else float(value)
+
+
 def tuned_parameters(experiment: str, mlflow_client=None) -> dict:
-    """Best (k, alpha, nmf_l2) of the newest finished ``tune`` run, if any (see the tune entry point)."""
+    """Best (k, alpha, nmf_l2, shrinkage) of the newest finished ``tune`` run, if any (see the tune entry point)."""
     runs = tracking.runs_of_kind("tune", experiment=experiment, mlflow_client=mlflow_client)
     for run in runs:
         best = {k[5:]: v for k, v in run.data.params.items() if k.startswith("best_")}
         if best:
-            return {"k": int(float(best["k"])), "alpha": float(best["alpha"]), "nmf_l2": float(best["nmf_l2"])}
+            return {"k": int(float(best["k"])), "alpha": float(best["alpha"]), "nmf_l2": float(best["nmf_l2"]),
+                    "shrinkage": _shrinkage(best.get("shrinkage", "auto"))}
     return {}
+
+
+@dataclass
+class Quality:
+    """What is known of a build's ranking quality: validated on the store's ground truth, or unmeasured."""
+
+    validation: Validation | None
+    reason: str  # how it was measured, or why it is not
+    truth: str | None = None
+    history: str | None = None  # the matrix the fit learned from (label)
+
+    @property
+    def measured(self) -> bool:
+        return self.validation is not None and math.isfinite(self.validation.validated_mean_pearson)
+
+    def metrics(self) -> dict[str, float]:
+        v = self.validation
+        if v is None:
+            return {}
+        return {"validated_mean_pearson": v.validated_mean_pearson, "popularity_mean_pearson": v.popularity_mean_pearson,
+                "validated_targets": float(len(v.targets)), "tuning_seconds": v.seconds, "tuning_trials": float(v.n_trials),
+                **({} if v.best_mean_pearson is None else {"tuned_best_mean_pearson": v.best_mean_pearson})}
+
+    def tags(self) -> dict[str, str]:
+        if not self.measured:
+            return {QUALITY_TAG: "unmeasured", "fennec.quality_note": self.reason}
+        v = self.validation
+        return {QUALITY_TAG: "validated", VALIDATED_TAG: f"{v.validated_mean_pearson:.6f}",
+                POPULARITY_TAG: f"{v.popularity_mean_pearson:.6f}", "fennec.validation": v.method,
+                "fennec.truth": str(self.truth), "fennec.validated_targets": ",".join(v.targets)[:4000]}
+
+    def description(self) -> str:
+        if not self.measured:
+            return f"Ranking quality unmeasured: {self.reason}."
+        v = self.validation
+        return (f"Validated on the store's {self.truth} ground truth ({len(v.targets)} targets, {v.method}): "
+                f"mean leave-one-task-out Pearson {100 * v.validated_mean_pearson:.1f} x 1e-2, popularity on the "
+                f"same targets {100 * v.popularity_mean_pearson:.1f}. History: {self.history}.")
 
 
 @dataclass
@@ -37,35 +114,117 @@ class BuildResult:
     version: str | None
     fennec: Fennec
     knowledge: Knowledge
+    quality: Quality | None = None
+    alias: str | None = None
+    alias_reason: str = ""
+
+
+def _truth_spec(truth_source: str | None) -> MatrixSpec:
+    return MatrixSpec("external", source=truth_source) if truth_source else MatrixSpec("finetune")
+
+
+def assess(spec: MatrixSpec, *, truth_source: str | None, encoder: str | None, experiment: str, tune: bool,
+           fixed: dict, n_trials: int, inner_trials: int) -> tuple[Quality, MatrixSpec, dict]:
+    """(quality, the matrix to fit on, the Fennec params) from the store's ground truth, if it has enough.
+
+    The history candidates are ``spec`` (what the build was asked to learn from) and the ground
+    truth itself when a fit on it can be served (its tasks have task proxies, or no encoder is used).
+    """
+    truth = _truth_spec(truth_source)
+    candidates = [spec]
+    if truth != spec:
+        km = truth.load(experiment)
+        if not km.values.empty and (encoder is None or set(km.values.columns) <= set(
+                load_task_proxies(encoder, experiment=experiment).index)):
+            candidates.append(truth)
+    try:
+        loaded = load_store_data(truth, candidates, experiment=experiment, encoder=encoder,
+                                 min_targets=BUILD_MIN_TARGETS)
+    except InvalidInputError as exc:
+        return Quality(None, f"no usable ground truth in the store: {exc}"), spec, {}
+    validation = validate(loaded.data, tune=tune, params=fixed, n_trials=n_trials, inner_trials=inner_trials)
+    params = dict(validation.params)
+    label = params.pop("history", loaded.data.sources[0])
+    chosen = truth if label == TRUTH else next(c for c in candidates if c.label == label)
+    return Quality(validation, validation.method, truth.label, chosen.label), chosen, params
+
+
+def choose_alias(quality: Quality, mlflow_client=None) -> tuple[str, str]:
+    """(alias, why) for a new version of the given quality (see the module docstring)."""
+    mlflow_client = mlflow_client or mlflow.MlflowClient()
+    try:
+        champion = mlflow_client.get_model_version_by_alias(pyfunc.REGISTERED_NAME, pyfunc.CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return pyfunc.CHAMPION, "no champion yet"
+    current = champion.tags.get(VALIDATED_TAG)
+    if current is None:
+        return pyfunc.CHAMPION, f"the champion (version {champion.version}) was unmeasured"
+    if not quality.measured:
+        return CHALLENGER, (f"the champion (version {champion.version}) is validated ({100 * float(current):.1f}) "
+                            "and this version is unmeasured")
+    new = quality.validation.validated_mean_pearson
+    verdict = f"validated {100 * new:.1f} vs the champion's (version {champion.version}) {100 * float(current):.1f}"
+    return (pyfunc.CHAMPION, verdict) if new >= float(current) else (CHALLENGER, verdict)
+
+
+def _register(version: str, quality: Quality, alias: str, mlflow_client=None) -> None:
+    mlflow_client = mlflow_client or mlflow.MlflowClient()
+    for key, value in quality.tags().items():
+        mlflow_client.set_model_version_tag(pyfunc.REGISTERED_NAME, version, key, value)
+    mlflow_client.update_model_version(pyfunc.REGISTERED_NAME, version, description=quality.description())
+    if alias == pyfunc.CHAMPION:
+        pyfunc.set_champion(version, mlflow_client)
+    else:
+        mlflow_client.set_registered_model_alias(pyfunc.REGISTERED_NAME, alias, version)
 
 
 def build(
     *,
     kind: str = "fda",
     estimator: str | None = None,
-    encoder_spec: str,
-    encoder_name: str,
+    source: str | None = None,
+    encoder_spec: str | None = None,
+    encoder_name: str | None = None,
     encoder_file: Path | None = None,
     k: int | None = None,
     alpha: float | None = None,
+    shrinkage: str | float | None = None,
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     register: bool = True,
     models: list[str] | None = None,
     tasks: list[str] | None = None,
     extra_artifacts: dict | None = None,
+    tune: bool = True,
+    truth_source: str | None = None,
+    n_trials: int = BUILD_N_TRIALS,
+    inner_trials: int = BUILD_INNER_TRIALS,
 ) -> BuildResult:
-    """Rebuild the knowledge from the store, fit Fennec, log it (``fennec.kind=fennec-fit``), register it.
+    """Rebuild the knowledge from the store, fit Fennec, validate it, log it (``fennec.kind=fennec-fit``), register it.
 
-    ``models`` / ``tasks`` restrict the knowledge to those rows / columns of the matrix.
+    ``kind`` / ``estimator`` / ``source``: the matrix to learn from. ``encoder_name``: the task
+    proxies' encoder (None: no proxies, a new task is placed by its facts). ``models`` / ``tasks``
+    restrict the knowledge to those rows / columns of the matrix. ``k`` / ``alpha`` / ``shrinkage``:
+    fixed (else tuned on the ground truth when there is enough, else from a ``tune`` run, else
+    defaults). ``tune``: tune when the ground truth allows. ``truth_source``: an imported table
+    as ground truth instead of the ``finetune`` runs. See the module docstring.
     """
-    knowledge = build_knowledge(kind=kind, estimator=estimator, encoder=encoder_name, models=models, tasks=tasks,
-                                experiment=experiment)
-    tuned = tuned_parameters(experiment)
-    settings = {"k": k or tuned.get("k") or default_k(knowledge.P),
-                "alpha": alpha if alpha is not None else tuned.get("alpha", config.FENNEC_ALPHA)}
-    if "nmf_l2" in tuned:
-        settings["nmf_l2"] = tuned["nmf_l2"]
-    settings["k"] = min(settings["k"], min(knowledge.P.shape) - 1)
+    spec = MatrixSpec(kind, estimator, source)
+    fixed = {name: value for name, value in (("k", k), ("alpha", alpha), ("shrinkage", shrinkage)) if value is not None}
+    quality, chosen, settings = assess(spec, truth_source=truth_source, encoder=encoder_name, experiment=experiment,
+                                       tune=tune, fixed=fixed, n_trials=n_trials, inner_trials=inner_trials)
+    tuned = {}
+    if chosen != spec:  # validation found the ground truth a better history than the asked matrix
+        models = tasks = None
+    knowledge = build_knowledge(kind=chosen.kind, estimator=chosen.estimator, source=chosen.source,
+                                encoder=encoder_name, models=models, tasks=tasks, experiment=experiment)
+    if not quality.measured:
+        tuned = tuned_parameters(experiment)
+        settings = {"k": k or tuned.get("k") or default_k(knowledge.P),
+                    "alpha": alpha if alpha is not None else tuned.get("alpha", config.FENNEC_ALPHA)}
+        for name in ("nmf_l2", "shrinkage"):
+            if name in fixed or name in tuned:
+                settings[name] = fixed.get(name, tuned.get(name))
+    settings["k"] = int(max(1, min(settings["k"], min(knowledge.P.shape) - 1)))
     start = time.perf_counter()
     fennec = Fennec(**settings).fit(knowledge.P, knowledge.model_meta, knowledge.task_meta, knowledge.task_proxy)
     fit_seconds = time.perf_counter() - start
@@ -73,31 +232,40 @@ def build(
         fennec=fennec, model_meta=knowledge.model_meta, model_parameters=knowledge.model_parameters,
         domains=knowledge.domains, task_meta_fill=knowledge.task_meta_fill,
         proxy_dim=0 if knowledge.task_proxy is None else knowledge.task_proxy.shape[1],
-        encoder_spec=pyfunc.BUNDLED_ENCODER if encoder_file else encoder_spec,
-        info={"kind": kind, "encoder": encoder_name, "models": list(knowledge.P.index), "tasks": list(knowledge.P.columns)})
+        encoder_spec=pyfunc.BUNDLED_ENCODER if encoder_file else (encoder_spec or "none"),
+        info={"kind": chosen.kind, "matrix": chosen.label, "encoder": encoder_name,
+              "models": list(knowledge.P.index), "tasks": list(knowledge.P.columns)})
     example = None
     if knowledge.task_proxy is not None:
         first = knowledge.P.columns[0]
         example = knowledge.task_proxy.loc[[first]].reset_index(drop=True)
         example["class_count"] = float(np.exp(knowledge.task_meta.loc[first, "log_class_count"]))
         example["sample_count"] = float(np.exp(knowledge.task_meta.loc[first, "log_sample_count"]))
-    tags = {tracking.KIND_TAG: "fennec-fit"}
+    tags = {tracking.KIND_TAG: "fennec-fit", **quality.tags(), "mlflow.note.content": quality.description()}
     with tracking.own_run(experiment, "fennec-fit", tags) as run:
-        mlflow.log_params({"matrix_kind": kind, "matrix_estimator": estimator, "encoder": encoder_name,
-                           "models": knowledge.P.shape[0],
-                           "tasks": knowledge.P.shape[1], "tuned": bool(tuned), **settings})
+        mlflow.log_params({"matrix_kind": chosen.kind, "matrix_estimator": chosen.estimator, "matrix": chosen.label,
+                           "encoder": encoder_name, "models": knowledge.P.shape[0], "tasks": knowledge.P.shape[1],
+                           "tuned": bool(tuned) or (quality.measured and tune), "validation": quality.reason[:500],
+                           "truth": quality.truth, **settings})
         mlflow.log_metrics({"fit_seconds": fit_seconds, "known_cells": float(knowledge.P.notna().sum().sum()),
-                            "nmf_iterations": float(fennec.n_iter_),
-                            "nmf_objective": float(fennec.objective_history_[-1])})
+                            **({"nmf_iterations": float(fennec.n_iter_),
+                                "nmf_objective": float(fennec.objective_history_[-1])} if fennec.has_transfer_ else {}),
+                            **{k: v for k, v in quality.metrics().items() if np.isfinite(v)}})
         mlflow.log_text(knowledge.P.to_csv(), "training_matrix.csv")
         mlflow.log_text(knowledge.model_meta.to_csv(), "model_meta.csv")
         mlflow.log_text(knowledge.task_meta.to_csv(), "task_meta.csv")
-        for name, value in (extra_artifacts or {}).items():
-            tracking.log_artifacts(mlflow.MlflowClient(), run.info.run_id, {name: value})
+        validation = quality.validation
+        artifacts = {"validation_trials.csv": None if validation is None else validation.trials,
+                     "validation_folds.csv": None if validation is None else validation.folds,
+                     **(extra_artifacts or {})}
+        tracking.log_artifacts(mlflow.MlflowClient(), run.info.run_id,
+                               {name: value for name, value in artifacts.items() if value is not None})
+        alias, why = choose_alias(quality) if register else (None, "")
         info = pyfunc.log_model(bundle, encoder_file=encoder_file, input_example=example,
                                 registered_model_name=pyfunc.REGISTERED_NAME if register else None)
         if register:
-            pyfunc.set_champion(info.registered_model_version)
+            mlflow.set_tags({"fennec.alias": alias, "fennec.alias_reason": why})
+            _register(str(info.registered_model_version), quality, alias)
     version = str(info.registered_model_version) if register else None
-    uri = f"models:/{pyfunc.REGISTERED_NAME}@{pyfunc.CHAMPION}" if register else info.model_uri
-    return BuildResult(run.info.run_id, uri, version, fennec, knowledge)
+    uri = f"models:/{pyfunc.REGISTERED_NAME}@{alias}" if register else info.model_uri
+    return BuildResult(run.info.run_id, uri, version, fennec, knowledge, quality, alias, why)

@@ -16,7 +16,8 @@ model names), ``max_parameters`` (0 = no limit), ``known_scores`` (a JSON object
 Output: one row per recommended model: ``task_index``, ``rank``, ``model``, ``score``,
 ``bias_score``, ``transfer_score``, ``meta_score``: ``score`` is the predicted per-task z-score
 (0 = an average model of the history, 1 = one standard deviation better) = ``bias_score``
-(popularity) + the shrunk ``transfer_score`` and ``meta_score`` (+ the warm start's update).
+(popularity) + the shrunk ``transfer_score`` and ``meta_score`` (+ the warm start's update);
+``basis`` says in words what the ranking rests on (e.g. "popularity + 0.31 x transfer").
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ from fennec_mlflow.store.knowledge import task_meta_row as knowledge_row
 REGISTERED_NAME = config.REGISTERED_MODEL
 BUNDLED_ENCODER = "bundled"
 CHAMPION = config.CHAMPION_ALIAS
-OUTPUT_COLUMNS = ["task_index", "rank", "model", "score", "bias_score", "transfer_score", "meta_score"]
+OUTPUT_COLUMNS = ["task_index", "rank", "model", "score", "bias_score", "transfer_score", "meta_score", "basis"]
 
 
 class RankRequestError(InvalidInputError):
@@ -119,6 +120,9 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
             from fennec_mlflow.data.proxy import load_encoder
 
             spec = self.bundle.encoder_spec
+            if spec in (None, "", "none"):
+                raise RankRequestError("this recommender was built without a proxy encoder (build --encoder none): "
+                                       "send the task's class_count, sample_count and domain instead of images")
             self._encoder = load_encoder(f"file:{self.encoder_file}" if spec == BUNDLED_ENCODER else spec)
         return self._encoder
 
@@ -161,7 +165,7 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
             table = bundle.fennec.rank(meta, proxy, known_scores=known or None, models=candidates)
             top_k = int(params["top_k"])
             table = table.head(top_k) if top_k > 0 else table
-            tables.append(table.assign(task_index=index))
+            tables.append(table.assign(task_index=index, basis=table.attrs.get("basis", "")))
         return pd.concat(tables, ignore_index=True)[OUTPUT_COLUMNS]
 
 
@@ -214,7 +218,8 @@ def signature(bundle: RankerBundle) -> ModelSignature:
                 ColSpec("string", "domain", required=False)]
     outputs = Schema([ColSpec("long", "task_index"), ColSpec("long", "rank"), ColSpec("string", "model"),
                       ColSpec("double", "score"), ColSpec("double", "bias_score", required=False),
-                      ColSpec("double", "transfer_score"), ColSpec("double", "meta_score")])
+                      ColSpec("double", "transfer_score"), ColSpec("double", "meta_score"),
+                      ColSpec("string", "basis", required=False)])
     defaults = default_params()
     params = ParamSchema([ParamSpec("top_k", "long", defaults["top_k"]), ParamSpec("include", "string", ""),
                           ParamSpec("exclude", "string", ""), ParamSpec("max_parameters", "double", 0.0),

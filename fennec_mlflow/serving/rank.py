@@ -7,12 +7,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from fennec_mlflow.data.proxy import task_proxy_features
 from fennec_mlflow.data.tasks import Task
 from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.serving import flavor as pyfunc
 from fennec_mlflow.store import tracking
+
+SCORE_UNITS = ("score = predicted z-score of the model's fine-tuned accuracy on the target (0 = an average "
+               "model of the history, +1 = one standard deviation better) = bias (popularity) + transfer + meta "
+               "(task-specific adjustments, shrunk by how well they predicted held-out history tasks).")
 
 
 def rank_task(
@@ -29,10 +34,12 @@ def rank_task(
     """Rank the registered model's candidates for ``target``; log the ranking (``fennec.kind=rank``).
 
     Only the target's images are used (its labels only when ``labels_known``, for the class count).
+    ``attrs`` of the returned table: ``basis`` (what the ranking rests on) and, when logged,
+    ``run_id`` and ``experiment`` of the rank run.
     """
     load_start = time.perf_counter()
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        model = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)  # skips a 1.2 s requirements check
     except MlflowException as exc:  # no such model, version or alias: the user's URI is wrong
         raise InvalidInputError(f"cannot load the recommender {model_uri!r}: {exc.message.splitlines()[0]}; "
                                 "build one with `fennec build` or give --model-uri") from None
@@ -49,16 +56,26 @@ def rank_task(
     start = time.perf_counter()
     ranking = model.predict(request, params={**pyfunc.default_params(), **(params or {}), "top_k": top_k})
     rank_seconds = time.perf_counter() - start
-    ranking = ranking.drop(columns="task_index")
+    basis = str(ranking["basis"].iloc[0]) if len(ranking) else ""
+    ranking = ranking.drop(columns=["task_index", "basis"])
+    ranking.attrs["basis"] = basis
     if log:
-        with tracking.own_run(experiment, f"rank-{target.name}", {tracking.KIND_TAG: "rank", tracking.TASK_TAG: target.name}):
+        tags = {tracking.KIND_TAG: "rank", tracking.TASK_TAG: target.name,
+                MLFLOW_RUN_NOTE: (f"Ranking of {len(ranking)} candidate models for target {target.name!r} "
+                                  f"({target.num_samples} images from {target.source}; labels "
+                                  f"{'used for the class count' if labels_known else 'not used'}) by {model_uri}. "
+                                  f"Basis: {basis}. {SCORE_UNITS}"),
+                **tracking.project_run_link()}
+        with tracking.own_run(experiment, f"rank-{target.name}", tags) as run:
             mlflow.log_params({"model_uri": model_uri, "top_k": top_k, "target_source": target.source,
-                               "labels_known": labels_known, "encoder": bundle.info.get("encoder")})
+                               "labels_used": labels_known, "class_count_hint": class_count_hint or "none",
+                               "encoder": bundle.info.get("encoder"), "basis": basis})
             mlflow.log_metrics({"rank_seconds": rank_seconds, "proxy_seconds": proxy_seconds,
                                 "model_load_seconds": load_seconds})
             mlflow.log_table(ranking, "ranking.json")
             mlflow.log_text(ranking.to_csv(index=False), "ranking.csv")
             mlflow.log_figure(ranking_chart(ranking, target.name), "ranking.png")
+        ranking.attrs.update(run_id=run.info.run_id, experiment=experiment)
     return ranking
 
 
@@ -71,7 +88,7 @@ def ranking_chart(ranking: pd.DataFrame, target: str):
     shown = ranking.head(20).iloc[::-1]
     figure, axes = plt.subplots(figsize=(8, 0.35 * len(shown) + 1.2))
     axes.barh(shown["model"], shown["score"], color="#4C72B0")
-    axes.set_xlabel("Fennec score (z-scored merge of transfer and meta scores)")
+    axes.set_xlabel("Fennec score (predicted z-score on the target: 0 = an average model)")
     axes.set_title(f"Recommended models for {target}")
     figure.tight_layout()
     return figure

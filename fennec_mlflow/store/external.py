@@ -9,26 +9,65 @@ Supported layouts (``layout="auto"`` detects them from the header):
   Model facts come from ``model_config_dataset.csv`` when given (``model_facts_csv``).
 - ``long``: ``model,task,score`` plus optional ``model_*`` / ``task_*`` fact columns.
 
-Scores are stored as published (no rescaling). Re-importing a table adds nothing for cells
-already imported from the same source.
+Scores are stored as published (no rescaling). Names are stripped of surrounding spaces; an
+empty model or task name, or a score that is not a number, is an error naming the lines. Rows
+that cannot be a cell are skipped and reported (:class:`SkippedRows`, with their line numbers):
+a missing or non-finite score (empty, nan, inf; PARC's -1), and every row but the last of a
+(model, task) cell given more than once. Tasks named like a public dataset (its task name or an
+alias in the task facts, :func:`~fennec_mlflow.core.evaluation.find_task_facts`) get its class
+count, training-set size, domain and dataset name as ``task_*`` facts, unless the table gives them.
+
+Re-importing a table adds nothing for cells already imported from the same source; a cell whose
+earlier import was killed midway (an unfinished run) is written again and its unfinished run
+deleted, so a cell never has two runs.
 """
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from tqdm.auto import tqdm
 
 from fennec_mlflow.config import PUBLIC_TABLES_DIR
+from fennec_mlflow.core.evaluation import find_task_facts, load_task_facts
 from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.store import tracking
 
 LAYOUTS = ("auto", "parc", "transfergraph", "long")
+# fact params an imported task gets from the public task facts, and the facts column behind each
+PUBLIC_TASK_FACTS = {"task_class_count": "class_count", "task_train_size": "train_size",
+                     "task_domain": "domain", "task_dataset": "dataset"}
+_SHOWN_LINES = 20
 
 
 class TableError(InvalidInputError):
     """The table cannot be read as asked; the message says what was wrong."""
+
+
+class SkippedRowsWarning(UserWarning):
+    """Rows of an imported table were skipped (see :class:`SkippedRows`)."""
+
+
+@dataclass(frozen=True)
+class SkippedRows:
+    """Rows of a table that were not imported, why, and their line numbers in the file (header = line 1)."""
+
+    reason: str
+    lines: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return f"{len(self.lines)} row(s) skipped, {self.reason}: {_lines(self.lines)}"
+
+
+def _lines(lines) -> str:
+    shown = ", ".join(str(line) for line in list(lines)[:_SHOWN_LINES])
+    more = f" and {len(lines) - _SHOWN_LINES} more" if len(lines) > _SHOWN_LINES else ""
+    return f"line{'s' if len(lines) > 1 else ''} {shown}{more}"
 
 
 def detect_layout(columns: list[str]) -> str:
@@ -47,48 +86,132 @@ def detect_layout(columns: list[str]) -> str:
 
 
 def read_table(path: str | Path, layout: str = "auto", model_facts_csv: str | Path | None = None) -> pd.DataFrame:
-    """The table as long rows: model, task, score, and model_* / task_* fact columns."""
+    """The table as long rows: model, task, score, and model_* / task_* fact columns.
+
+    Skipped rows are reported with a :class:`SkippedRowsWarning` each reason.
+    """
+    table, skipped = read_rows(path, layout, model_facts_csv)
+    for rows in skipped:
+        warnings.warn(f"{Path(path).name}: {rows}", SkippedRowsWarning, stacklevel=2)
+    return table
+
+
+def read_rows(path: str | Path, layout: str = "auto",
+              model_facts_csv: str | Path | None = None) -> tuple[pd.DataFrame, list[SkippedRows]]:
+    """:func:`read_table`'s rows, and the rows it skipped, by reason."""
     path = Path(path)
     if layout not in LAYOUTS:
         raise TableError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not path.is_file():
         raise TableError(f"table {str(path)!r} does not exist")
     try:
-        raw = pd.read_csv(path)
+        raw = pd.read_csv(path, skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise TableError(f"cannot read {str(path)!r} as a CSV table: {exc}") from exc
+    raw.index = raw.index + 2  # line numbers in the file: the header is line 1
+    raw = raw.dropna(how="all")
     layout = detect_layout(list(raw.columns)) if layout == "auto" else layout
+    missing = set({"parc": ["Architecture", "Source Dataset", "Target Dataset", "Oracle"],
+                   "transfergraph": ["model", "finetuned_dataset", "eval_accuracy"],
+                   "long": ["model", "task", "score"]}[layout]) - set(raw.columns)
+    if missing:
+        raise TableError(f"{layout} table {str(path)!r} lacks column(s) {sorted(missing)}")
+    skipped: list[SkippedRows] = []
     if layout == "parc":
-        rows = raw[raw["Oracle"] >= 0]
-        long = pd.DataFrame({
-            "model": rows["Architecture"] + "@" + rows["Source Dataset"],
-            "task": rows["Target Dataset"],
-            "score": rows["Oracle"].astype(float),
-            "model_architecture": rows["Architecture"],
-            "model_source_dataset": rows["Source Dataset"],
-        })
+        oracle = _numbers(raw, "Oracle", path)
+        marked = raw.index[oracle < 0]
+        if len(marked):
+            skipped.append(SkippedRows("negative Oracle (PARC's -1 marks a missing result)", tuple(marked)))
+        rows = raw.loc[~(oracle < 0)]
+        architecture, source = _names(rows, "Architecture", path), _names(rows, "Source Dataset", path)
+        long = pd.DataFrame({"model": architecture + "@" + source, "task": _names(rows, "Target Dataset", path),
+                             "score": oracle.loc[rows.index], "model_architecture": architecture,
+                             "model_source_dataset": source})
     elif layout == "transfergraph":
-        rows = raw.dropna(subset=["eval_accuracy"]).drop_duplicates(subset=["model", "finetuned_dataset"], keep="last")
-        long = pd.DataFrame({"model": rows["model"], "task": rows["finetuned_dataset"],
-                             "score": rows["eval_accuracy"].astype(float)})
-        if model_facts_csv is not None:
-            facts = pd.read_csv(model_facts_csv).drop_duplicates(subset=["model"])
-            facts = facts[["model", "model_type", "number_of_parameters", "dataset", "#labels"]].rename(columns={
-                "model_type": "model_type", "number_of_parameters": "model_parameters",
-                "dataset": "model_source_dataset", "#labels": "model_source_classes"})
-            long = long.merge(facts, on="model", how="left")
+        long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "finetuned_dataset", path),
+                             "score": _numbers(raw, "eval_accuracy", path)})
     else:
-        missing = {"model", "task", "score"} - set(raw.columns)
-        if missing:
-            raise TableError(f"long table {str(path)!r} lacks column(s) {sorted(missing)}")
-        keep = ["model", "task", "score"] + [c for c in raw.columns if c.startswith(("model_", "task_"))]
-        long = raw[keep].dropna(subset=["score"]).copy()
-        long["score"] = pd.to_numeric(long["score"], errors="coerce")
-        bad = long["score"].isna().sum()
-        if bad:
-            raise TableError(f"{bad} row(s) of {str(path)!r} have a non-numeric score")
-        long = long.drop_duplicates(subset=["model", "task"], keep="last")
-    return long.reset_index(drop=True)
+        facts = [c for c in raw.columns if c.startswith(("model_", "task_"))]
+        for column in facts:
+            try:
+                tracking.checked_name(column)
+            except tracking.TrackingError as exc:
+                raise TableError(f"{str(path)!r}: fact column {exc}") from None
+        long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "task", path),
+                             "score": _numbers(raw, "score", path)}).join(raw[facts])
+    long, skipped_here = _cells(long)
+    skipped += skipped_here
+    if layout == "transfergraph" and model_facts_csv is not None:
+        facts = pd.read_csv(model_facts_csv).drop_duplicates(subset=["model"])
+        facts = facts[["model", "model_type", "number_of_parameters", "dataset", "#labels"]].rename(columns={
+            "model_type": "model_type", "number_of_parameters": "model_parameters",
+            "dataset": "model_source_dataset", "#labels": "model_source_classes"})
+        long = long.merge(facts, on="model", how="left")
+    return long.reset_index(drop=True), skipped
+
+
+def _names(raw: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """A name column, stripped; an empty name is an error naming its lines."""
+    names = raw[column].astype(str).str.strip()
+    empty = raw.index[raw[column].isna() | (names == "")]
+    if len(empty):
+        raise TableError(f"{str(path)!r}: empty {column!r} on {_lines(empty)}; every row needs a model and a task name")
+    return names
+
+
+def _numbers(raw: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """A score column as floats (empty = NaN); text that is not a number is an error naming its lines."""
+    values = pd.to_numeric(raw[column], errors="coerce").astype(float)
+    bad = raw.index[values.isna() & raw[column].notna()]
+    if len(bad):
+        examples = ", ".join(repr(str(v)) for v in raw.loc[bad[:3], column])
+        raise TableError(f"{str(path)!r}: {column!r} is not a number on {_lines(bad)} ({examples})")
+    return values
+
+
+def _cells(long: pd.DataFrame) -> tuple[pd.DataFrame, list[SkippedRows]]:
+    """One row per (model, task): rows without a finite score dropped, then the last row of each cell kept."""
+    skipped = []
+    finite = np.isfinite(long["score"].to_numpy())
+    if not finite.all():
+        skipped.append(SkippedRows("no finite score (empty, nan or inf)", tuple(long.index[~finite])))
+    long = long[finite]
+    repeated = long.duplicated(subset=["model", "task"], keep="last")
+    if repeated.any():
+        skipped.append(SkippedRows("a (model, task) cell given again on a later line, which is kept",
+                                   tuple(long.index[repeated])))
+    return long[~repeated], skipped
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, SkippedRowsWarning, stacklevel=3)
+
+
+def public_task_facts(tasks) -> dict[str, dict[str, object]]:
+    """task -> its ``task_*`` fact params from the public task facts, for the tasks named like a public dataset."""
+    facts = load_task_facts()
+    found = {}
+    for task in tasks:
+        row = find_task_facts(task, facts)
+        if row is not None:
+            found[task] = {param: row[column] for param, column in PUBLIC_TASK_FACTS.items()}
+    return found
+
+
+def cell_records(table: pd.DataFrame, *, source: str, source_file: str) -> list[tracking.RunRecord]:
+    """The ``external`` run of each row of ``table`` (:func:`read_table`'s rows), public task facts included."""
+    public = public_task_facts(table["task"].unique())
+    fact_columns = [c for c in table.columns if c.startswith(("model_", "task_"))]
+    records = []
+    for row in table.to_dict("records"):
+        facts = {**public.get(row["task"], {}), **{c: row[c] for c in fact_columns if pd.notna(row[c])}}
+        records.append(tracking.RunRecord(
+            kind="external", model=row["model"], task=row["task"], tags={tracking.SOURCE_TAG: source},
+            cell=tracking.cell_key("external", source=source, model=row["model"], task=row["task"]),
+            params={"estimator": f"external:{source}", "source_file": source_file, **facts},
+            metrics={"score": row["score"]},
+        ))
+    return records
 
 
 def import_table(
@@ -100,30 +223,29 @@ def import_table(
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     mlflow_client: MlflowClient | None = None,
     progress: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
-    """Write one ``external`` run per cell of the table; returns (created, already present)."""
+    """Write one ``external`` run per cell of the table; returns (created, already present).
+
+    Skipped rows are passed to ``report``, one line per reason (default: a
+    :class:`SkippedRowsWarning`). The finished cells are read first, in one query; the others are
+    written with :func:`tracking.write_runs` (batched transactions on a SQL store).
+    """
     path = Path(path)
     source = source or path.stem
-    table = read_table(path, layout, model_facts_csv)
+    table, skipped = read_rows(path, layout, model_facts_csv)
+    for rows in skipped:
+        (report or _warn)(f"{path.name}: {rows}")
     mlflow_client = mlflow_client or tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     done = tracking.finished_cells(mlflow_client, experiment, "external")
-    created = skipped = 0
-    fact_columns = [c for c in table.columns if c.startswith(("model_", "task_"))]
-    for row in tqdm(table.itertuples(index=False), total=len(table), desc=f"import {source}", disable=not progress):
-        cell = tracking.cell_key("external", source=source, model=row.model, task=row.task)
-        if cell in done:
-            skipped += 1
-            continue
-        facts = {c: getattr(row, c) for c in fact_columns if pd.notna(getattr(row, c))}
-        record = tracking.RunRecord(
-            kind="external", model=row.model, task=row.task, cell=cell, tags={tracking.SOURCE_TAG: source},
-            params={"estimator": f"external:{source}", "source_file": path.name, **facts},
-            metrics={"score": row.score},
-        )
-        tracking.write_run(mlflow_client, exp_id, record)
-        created += 1
-    return created, skipped
+    records = [r for r in cell_records(table, source=source, source_file=path.name) if r.cell not in done]
+    # runs of these cells left unfinished by a killed import: deleted, the cells written again below
+    stale = tracking.unfinished_cells(mlflow_client, experiment, "external")
+    tracking.discard_runs(mlflow_client, [run_id for r in records for run_id in stale.get(r.cell, [])])
+    with tqdm(total=len(records), desc=f"import {source}", disable=not progress) as bar:
+        tracking.write_runs(mlflow_client, exp_id, records, on_written=bar.update)
+    return len(records), len(table) - len(records)
 
 
 BUNDLED_TABLES = {

@@ -84,9 +84,22 @@ def model_meta_table(models: list[str], embeddings: pd.DataFrame, architecture_m
 
 
 def task_meta_table(task_facts: pd.DataFrame, domains: list[str]) -> pd.DataFrame:
-    rows = {task: task_meta_values(facts.get("class_count"), facts.get("sample_count"), facts.get("domain"), domains)
-            for task, facts in task_facts.iterrows()}
-    return pd.DataFrame.from_dict(rows, orient="index")
+    """One row of :func:`task_meta_values` per task of ``task_facts`` (its ``task_*`` facts).
+
+    A fact the table lacks (no column, or NaN) is unknown: NaN, as for a target task. The sample
+    count is ``sample_count`` (the cell jobs' fact), else ``train_size`` (imported tables, the
+    public task facts). The columns are the same whatever facts are present, even with no task.
+    """
+    def fact(name: str) -> pd.Series:
+        return task_facts[name] if name in task_facts.columns else pd.Series(np.nan, index=task_facts.index)
+
+    samples = fact("sample_count")
+    if "train_size" in task_facts.columns:
+        samples = samples.where(samples.notna(), task_facts["train_size"])
+    rows = [task_meta_values(classes, count, domain, domains)
+            for classes, count, domain in zip(fact("class_count"), samples, fact("domain"))]
+    columns = list(task_meta_values(None, None, None, domains))
+    return pd.DataFrame(rows, index=task_facts.index.rename(None), columns=columns, dtype=float)
 
 
 def task_meta_values(class_count, sample_count, domain, domains: list[str]) -> dict[str, float]:

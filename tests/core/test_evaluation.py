@@ -382,3 +382,39 @@ def test_task_facts_loader_rejects_a_broken_table(tmp_path):
         ev.load_task_facts(broken)
     with pytest.raises(ValueError, match="does not exist"):
         ev.load_task_facts(tmp_path / "absent.csv")
+
+
+def test_common_dataset_names_resolve_to_their_task_facts():
+    facts = ev.load_task_facts()
+    expected = {
+        "aircraft": "aircraft", "FGVC-Aircraft": "aircraft", "fgvc_aircraft": "aircraft", "cars": "stanfordcars",
+        "Stanford_Cars": "stanfordcars", "food": "food101", "Food-101": "food101", "sun397": "sun397", "SUN": "sun397",
+        "DTD": "dtd", "flowers": "flowers", "oxford_flowers102": "flowers", "flowers102": "flowers", "pets": "pets",
+        "oxford_pets": "oxford_pets", "Oxford-IIIT Pet": "oxford_pets", "CIFAR-10": "cifar10", "cifar100": "cifar100",
+        "Caltech-101": "caltech101", "voc2007": "voc2007", "cub": "cub200", "CUB_200_2011": "cub200",
+        "nabirds": "nabird", "stanford_dogs": "stanford_dogs", "dogs": "stanford_dogs", "svhn": "svhn",
+        "mnist": "mnist", "EuroSAT": "eurosat", "resisc45": "resisc45", "ImageNet-1k": "imagenet",
+    }
+    for name, task in expected.items():
+        row = ev.find_task_facts(name, facts)
+        assert row is not None and row.name == task, name
+    for unknown in ("cifar", "my-task", "", "voc"):
+        assert ev.find_task_facts(unknown, facts) is None
+    published = {"aircraft": (100, 6667), "sun397": (397, 19850), "mnist": (10, 60000), "resisc45": (45, 31500),
+                 "imagenet": (1000, 1281167)}
+    for task, (classes, train) in published.items():
+        assert (facts.loc[task, "class_count"], facts.loc[task, "train_size"]) == (classes, train), task
+    assert ev.task_name_key(" Food-101 ") == ev.task_name_key("food_101") == "food101"
+
+
+def test_task_facts_loader_refuses_a_name_two_rows_answer_to(tmp_path):
+    columns = list(ev.TASK_FACT_COLUMNS)
+    row = {c: "x" for c in columns} | {"class_count": 10, "train_size": 100}
+    plain = tmp_path / "plain.csv"
+    pd.DataFrame([row | {"task": "a"}, row | {"task": "b"}]).to_csv(plain, index=False)
+    assert ev.load_task_facts(plain)["aliases"].tolist() == ["", ""]  # the aliases column is optional
+    clash = tmp_path / "clash.csv"
+    pd.DataFrame([row | {"task": "a", "aliases": "first;shared"},
+                  row | {"task": "b", "aliases": "Shared"}]).to_csv(clash, index=False)
+    with pytest.raises(ValueError, match="the name 'Shared' is given to both task 'a' and task 'b'"):
+        ev.load_task_facts(clash)

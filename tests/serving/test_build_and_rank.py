@@ -11,6 +11,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from fennec_mlflow.serving import demo
 from fennec_mlflow.serving import flavor as pyfunc
 from fennec_mlflow.store import tracking
 from fennec_mlflow.store.archi2vec_runs import embed_architectures
@@ -20,6 +21,7 @@ from fennec_mlflow.serving.build import build
 from fennec_mlflow.serving.rank import rank_task
 from fennec_mlflow.data.synthetic import synthetic_task
 from tests.helpers import run_entry_point, sqlite_store
+from tests.planted import planted_long_table, write_table
 
 MODELS = ["resnet20_cifar10", "preresnet20_cifar10", "diaresnet20_cifar10", "nin_cifar10"]
 HISTORY = ["digits-5class", "shapes-4", "gratings-orient-4", "blobs-count-3", "glyphs-upper-10"]
@@ -51,6 +53,10 @@ def test_build_logs_a_fit_run_and_registers_the_champion(registered):
     version = client.get_model_version_by_alias("fennec", "champion")
     assert str(version.version) == result.version and version.run_id == result.run_id
     assert result.knowledge.model_meta.shape[0] == 4 and "arch_0" in result.knowledge.model_meta
+    # FDA history and no fine-tunes: nothing to validate on, and the version says so
+    assert not result.quality.measured and "no finished finetune runs" in result.quality.reason
+    assert version.tags["fennec.quality"] == "unmeasured" and "unmeasured" in version.description
+    assert run.data.tags["fennec.quality"] == "unmeasured" and "validated_mean_pearson" not in run.data.metrics
 
 
 def fast_request(result, task):
@@ -151,8 +157,87 @@ def test_mlflow_models_serve_answers_rest_requests(registered):
 def test_mlflow_run_rank_entry_point_uses_the_champion(registered):
     _, client, uri, root = registered
     done = run_entry_point("rank", {"top_k": 3}, cwd=root, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
-    assert "Top 3 models to fine-tune for 'shapes-outline-6'" in done.stdout
+    assert f"Top 3 models to fine-tune for {demo.DEFAULT_TARGET!r}" in done.stdout
     assert len(tracking.runs_of_kind("rank", mlflow_client=client)) >= 1
+
+
+# --------------------------------------------------------------------------- validation on the store's ground truth
+
+def import_planted(tmp_path, n_tasks: int = 5) -> str:
+    from fennec_mlflow.store.external import import_table
+
+    import_table(write_table(planted_long_table(n_tasks=n_tasks), tmp_path / "planted.csv"), source="planted",
+                 progress=False)
+    return "planted"
+
+
+def planted_build(**kwargs):
+    """Learn from the imported table (no images: no encoder), validated on the same table."""
+    return build(kind="external", source="planted", truth_source="planted", **kwargs)
+
+
+def test_champion_moves_only_to_a_version_validated_at_least_as_well(store, tmp_path):
+    import_planted(tmp_path)
+    unmeasured = build(kind="external", source="planted", truth_source="not-imported")
+    assert unmeasured.alias == "champion" and not unmeasured.quality.measured
+    assert "not-imported" in unmeasured.quality.reason
+    good = planted_build(tune=False)  # Fennec's defaults, measured by plain leave-one-task-out
+    assert good.quality.measured and good.alias == "champion" and "was unmeasured" in good.alias_reason
+    worse = planted_build(tune=False, alpha=0.0, shrinkage=0.0)  # no interaction: popularity
+    assert worse.alias == "challenger" and worse.model_uri == "models:/fennec@challenger"
+    assert worse.quality.validation.validated_mean_pearson < good.quality.validation.validated_mean_pearson
+    assert worse.quality.validation.validated_mean_pearson == pytest.approx(
+        worse.quality.validation.popularity_mean_pearson)
+    assert str(store.get_model_version_by_alias("fennec", "champion").version) == good.version
+    assert str(store.get_model_version_by_alias("fennec", "challenger").version) == worse.version
+    again = build(kind="external", source="planted", truth_source="not-imported")
+    assert again.alias == "challenger" and "this version is unmeasured" in again.alias_reason
+    champion = store.get_model_version_by_alias("fennec", "champion")
+    assert str(champion.version) == good.version and champion.tags["fennec.quality"] == "validated"
+    assert float(champion.tags["fennec.validated_mean_pearson"]) == pytest.approx(
+        good.quality.validation.validated_mean_pearson, abs=1e-6)
+    assert "Validated on the store's external:planted ground truth (5 targets" in champion.description
+    # without images the registered model ranks a new task from its facts
+    ranking = mlflow.pyfunc.load_model("models:/fennec@champion").predict(
+        pd.DataFrame({"class_count": [50.0], "sample_count": [5000.0]}), params={"top_k": 3})
+    assert len(ranking) == 3 and ranking["model"].str.startswith("net").all()
+
+
+@pytest.mark.slow
+def test_build_tunes_on_enough_ground_truth_and_logs_the_honest_figures(store, tmp_path):
+    import_planted(tmp_path)
+    result = planted_build(n_trials=3, inner_trials=2)
+    validation = result.quality.validation
+    assert validation.method.startswith("nested cross-validation") and validation.n_trials == 3
+    run = store.get_run(result.run_id)
+    metrics = run.data.metrics
+    assert metrics["validated_mean_pearson"] == pytest.approx(validation.validated_mean_pearson)
+    assert metrics["popularity_mean_pearson"] == pytest.approx(validation.popularity_mean_pearson)
+    assert metrics["validated_targets"] == 5 and metrics["tuning_seconds"] > 0
+    assert run.data.params["tuned"] == "True" and run.data.params["shrinkage"] == str(validation.params["shrinkage"])
+    assert run.data.tags["fennec.quality"] == "validated" and "Validated" in run.data.tags["mlflow.note.content"]
+    assert {"validation_trials.csv", "validation_folds.csv"} <= {a.path for a in store.list_artifacts(result.run_id)}
+    # the planted re-ordering follows the facts: the honest figure clearly beats popularity
+    assert validation.validated_mean_pearson > validation.popularity_mean_pearson + 0.2
+    version = store.get_model_version_by_alias("fennec", "champion")
+    assert str(version.version) == result.version and version.tags["fennec.validation"] == validation.method
+
+
+def test_cli_build_says_when_quality_is_measured_or_not(store, tmp_path):
+    from click.testing import CliRunner
+
+    from fennec_mlflow.cli import main
+
+    import_planted(tmp_path, n_tasks=4)
+    common = ["build", "--kind", "external", "--source", "planted", "--encoder", "none", "--no-tune"]
+    result = CliRunner().invoke(main, [*common, "--truth-source", "planted"])
+    assert result.exit_code == 0, result.output
+    assert "validated on the store's external:planted ground truth, 4 targets" in result.output
+    assert "registered models:/fennec@champion version 1" in result.output
+    result = CliRunner().invoke(main, common)  # the ground truth would be fine-tunes: none here
+    assert result.exit_code == 0 and "ranking quality unmeasured: no usable ground truth" in result.output
+    bad = CliRunner().invoke(main, [*common, "--shrinkage", "2"])
+    assert bad.exit_code == 2 and "--shrinkage" in bad.output
 
 
 def test_knowledge_can_be_restricted_to_some_models_and_tasks(registered):

@@ -135,3 +135,64 @@ def test_sql_and_search_readers_agree(store, monkeypatch):
     assert len(ledgers[False]) == 1  # the FAILED run
     newest = tracking.finished_cells(store, tracking.DEFAULT_EXPERIMENT, "fda")
     assert newest[tracking.cell_key("fda", model="a", task="x")] == fast_ax_run_id
+
+
+def _record(model, **params):
+    return tracking.RunRecord(kind="external", model=model, task="t", tags={tracking.SOURCE_TAG: "s"},
+                              cell=tracking.cell_key("external", model=model, task="t"),
+                              params={"estimator": "e", "model_width": 1.5, "note": "v" * 7000, **params},
+                              metrics={"score": 0.25, "undefined": float("nan")})
+
+
+def test_batched_runs_are_the_runs_the_client_writes(store):
+    """write_runs' SQL batches store what create_run + log_batch + set_terminated store."""
+    exp_id = tracking.experiment_id(store)
+    by_client = tracking.write_run(store, exp_id, _record("a"))
+    batched = tracking.write_runs(store, exp_id, [_record("b"), _record("c")], batch_size=1)
+    a, b = store.get_run(by_client), store.get_run(batched[0])
+    for name in ("status", "lifecycle_stage", "user_id", "experiment_id"):
+        assert getattr(b.info, name) == getattr(a.info, name)
+    assert b.info.run_name == "external-b-t" and b.info.end_time >= b.info.start_time > 0
+    assert b.info.artifact_uri == a.info.artifact_uri.replace(by_client, batched[0])
+    assert b.data.params == a.data.params and len(b.data.params["note"]) == 6000
+    assert b.data.metrics == a.data.metrics == {"score": 0.25}
+    differ = {tracking.MODEL_TAG, tracking.CELL_TAG, "mlflow.runName"}
+    assert {k: v for k, v in b.data.tags.items() if k not in differ} == \
+        {k: v for k, v in a.data.tags.items() if k not in differ}
+    assert [m.value for m in store.get_metric_history(batched[0], "score")] == [0.25]
+    found = store.search_runs([exp_id], "params.estimator = 'e' and metrics.score = 0.25 and tags.`fennec.model` = 'c'")
+    assert [run.info.run_id for run in found] == [batched[1]]
+    assert tracking.finished_cells(store, tracking.DEFAULT_EXPERIMENT, "external") == {
+        tracking.cell_key("external", model=m, task="t"): run_id for m, run_id in zip("abc", [by_client, *batched])}
+
+
+def test_a_bad_batch_writes_nothing(store):
+    exp_id = tracking.experiment_id(store)
+    with pytest.raises(tracking.TrackingError, match="'bad#name' is not a valid MLflow"):
+        tracking.write_runs(store, exp_id, [_record("a"), _record("b", **{"bad#name": 1})])
+    assert tracking.finished_cells(store, tracking.DEFAULT_EXPERIMENT, "external") == {}
+
+
+def test_write_runs_through_the_client(store, monkeypatch, tmp_path):
+    """Records with artifacts, and stores without SQL access (a server), go through write_run."""
+    exp_id = tracking.experiment_id(store)
+    with_artifact = _record("a")
+    with_artifact.artifacts = {"facts.json": {"x": 1}}
+    [run_id] = tracking.write_runs(store, exp_id, [with_artifact])
+    assert tracking.download_json(store, run_id, "facts.json") == {"x": 1}
+    monkeypatch.setattr(tracking, "_sql_engine", lambda client: None)
+    written = []
+    run_ids = tracking.write_runs(store, exp_id, [_record(m) for m in "bcd"], threads=1, on_written=written.append)
+    assert written == [1, 1, 1]
+    assert [store.get_run(r).data.tags[tracking.MODEL_TAG] for r in run_ids] == list("bcd")
+    assert {store.get_run(r).info.status for r in run_ids} == {"FINISHED"}
+
+
+def test_experiments_the_project_creates_carry_a_description(store):
+    client = tracking.client()
+    for name in ("fennec", "fennec-eval-parc"):
+        experiment = client.get_experiment(tracking.experiment_id(client, name))
+        assert experiment.tags["mlflow.note.content"] == tracking.experiment_description(name) != ""
+    with tracking.own_run("fennec-tune-parc", "a-run", {tracking.KIND_TAG: "tune"}):
+        pass
+    assert "Optuna" in client.get_experiment_by_name("fennec-tune-parc").tags["mlflow.note.content"]

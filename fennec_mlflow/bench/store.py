@@ -1,0 +1,81 @@
+"""The user's own store as a benchmark: ``evaluate`` and ``tune`` with ``benchmark=store``.
+
+Ground truth: the store's ``finetune`` runs (test accuracy), or a table imported with
+``fennec import TABLE --source NAME`` (``external`` runs of that source). History, what Fennec
+learns from: the ground truth itself (default: for each target, the other tasks' columns, as on
+the public tables) or another matrix of the store (FDA, an estimator's scores, another imported
+table), always **without the target's own column**. Targets: every ground-truth task with at
+least :data:`~fennec_mlflow.serving.selection.MIN_TARGET_MODELS` known models (among the models
+the history scores); at least :data:`~fennec_mlflow.serving.selection.MIN_TARGETS` are needed.
+
+Meta tables come from the facts the runs carry (``model_*`` / ``task_*`` params, e.g. the
+``task_class_count``, ``task_train_size``, ``task_domain`` columns of an imported long table) and
+the store's archi2vec runs; a table without facts still evaluates (Fennec then ranks by
+popularity, and the rows that need facts are skipped with a note). The baselines (popularity,
+family-mean) rank from the ground truth of the other tasks, as on the public tables, whatever
+Fennec's history. See :mod:`fennec_mlflow.serving.selection` for the details.
+"""
+from __future__ import annotations
+
+from fennec_mlflow.bench.public import Benchmark
+from fennec_mlflow.errors import InvalidInputError
+from fennec_mlflow.serving.selection import TRUTH, MatrixSpec, load_store_data
+from fennec_mlflow.store import tracking
+
+TRUTH_KINDS = ("external", "finetune")
+HISTORY_KINDS = ("external", "fda", "estimator", "finetune")
+
+
+def matrix_specs(*, source: str | None = None, truth_kind: str | None = None, history_kind: str | None = None,
+                 history_source: str | None = None, history_estimator: str | None = None) -> tuple[MatrixSpec, MatrixSpec]:
+    """(truth, history) from the user's options; the defaults are described in the module docstring."""
+    truth_kind = truth_kind or ("external" if source else "finetune")
+    if truth_kind not in TRUTH_KINDS:
+        raise InvalidInputError(f"the ground truth is fine-tune accuracies or an imported table: truth kind must be "
+                                f"one of {TRUTH_KINDS}, got {truth_kind!r}")
+    if truth_kind == "finetune" and source:
+        raise InvalidInputError("--source names an imported table, which is ground truth of kind 'external'; "
+                                "drop --truth-kind finetune or --source")
+    truth = MatrixSpec(truth_kind, source=source if truth_kind == "external" else None)
+    history_kind = history_kind or ("external" if history_source else "estimator" if history_estimator
+                                    else truth_kind)
+    if history_kind not in HISTORY_KINDS:
+        raise InvalidInputError(f"history kind must be one of {HISTORY_KINDS}, got {history_kind!r}")
+    if history_kind == "estimator" and not history_estimator:
+        raise InvalidInputError("history kind 'estimator' needs --history-estimator NAME (e.g. logme)")
+    if history_kind == "external":
+        return truth, MatrixSpec("external", source=history_source or truth.source)
+    return truth, MatrixSpec(history_kind, estimator=history_estimator if history_kind == "estimator" else None)
+
+
+def store_benchmark(*, source: str | None = None, truth_kind: str | None = None, history_kind: str | None = None,
+                    history_source: str | None = None, history_estimator: str | None = None,
+                    experiment: str = tracking.DEFAULT_EXPERIMENT, encoder: str | None = None,
+                    mlflow_client=None) -> Benchmark:
+    """The store's ground truth as a :class:`Benchmark` for ``run_evaluation`` and ``run_tuning``.
+
+    source: the imported table that is the ground truth (else the ``finetune`` runs). truth_kind:
+    ``external`` or ``finetune`` (default from ``source``). history_kind / history_source /
+    history_estimator: what Fennec learns from (default: the ground truth). experiment: where the
+    store's runs are. encoder: use that encoder's task proxies when every task has one.
+    """
+    truth, history = matrix_specs(source=source, truth_kind=truth_kind, history_kind=history_kind,
+                                  history_source=history_source, history_estimator=history_estimator)
+    if truth.kind == "external" and not truth.source:
+        raise InvalidInputError("--benchmark store reads an imported table by its name: give --source NAME "
+                                "(the name given to `fennec import`), or --truth-kind finetune")
+    loaded = load_store_data(truth, [history], experiment=experiment, encoder=encoder, mlflow_client=mlflow_client)
+    data = loaded.data
+    same = history == truth
+    name = "store-" + (truth.source or truth.kind) + ("" if same else "-from-" + history.label.replace(":", "-"))
+    vector = ("task_proxy" if data.task_proxy is not None else "task_meta" if data.task_meta is not None
+              else "none (no task facts: popularity)")
+    return Benchmark(
+        name=name,
+        description=(f"the store's {truth.label} ground truth (experiment {experiment!r}): {data.P.shape[0]} models "
+                     f"x {data.P.shape[1]} tasks, {len(data.targets)} targets; history: "
+                     + ("the other tasks' ground truth" if same else f"the other tasks' {history.label} scores")),
+        P=data.P, model_meta=data.model_meta, task_meta=data.task_meta, targets=list(data.targets),
+        families=loaded.families, units=f"{truth.label} score", task_vector_source=vector,
+        history=None if same else data.histories[history.label], history_name=TRUTH if same else history.label,
+        task_proxy=data.task_proxy, notes=tuple(loaded.notes))

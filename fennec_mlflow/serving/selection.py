@@ -1,0 +1,511 @@
+"""Model selection for Fennec: the data it is validated on, the Optuna search, nested cross-validation.
+
+Shared by ``build`` (which tunes and validates on the store's own ground truth) and by the
+benchmarks (:mod:`fennec_mlflow.bench.tuning`, :mod:`fennec_mlflow.bench.store`); nothing here
+reads a public table.
+
+**Data** (:class:`TuningData`). ``P`` is the ground truth (models x tasks, NaN where unknown);
+``targets`` are the tasks held out in turn. The *history* a fit sees for target t is one of
+``histories``: :data:`TRUTH` (P without t's column, the public benchmarks' protocol) or another
+matrix of the store (FDA, an estimator's scores, another table) **without t's column**, so
+neither t's ground truth nor its own transferability scores are ever seen (leak-free: only the
+other tasks' columns of any matrix enter a fit). A fit's history drops the models and tasks it
+has no value for; a truth model the fit could not score gets 0, the average model.
+
+**Store data** (:func:`load_store_data`). Truth: the store's ``finetune`` runs, or an imported
+table (``external`` runs of one ``source``). Targets: every truth task with at least
+:data:`MIN_TARGET_MODELS` known models that the history covers. Model and task meta come from the
+facts the runs carry, through the knowledge helpers (:mod:`fennec_mlflow.store.knowledge`):
+log parameter count, archi2vec of the architecture (``arch`` of ``arch@source``) when the store
+has it, source domain; log class count, log sample count (``task_sample_count`` or
+``task_train_size``), domain one-hot. A table without informative facts gets ``None``: Fennec then
+ranks by popularity, which it says.
+
+**Search space** (:func:`suggest`). ``k`` in [1, k_max], ``alpha`` in [0, 1], ``nmf_l2`` in
+[1e-3, 10] (log), the shrinkage (``shrinkage_mode`` ``auto``, or ``fixed`` with ``shrinkage`` in
+[0, 1]) and, when several are given, the history source (``history``). The first trial of a
+study is Fennec's default, so "tuned" is never worse than "default" on the objective. The
+objective: mean leave-one-task-out Pearson over the targets.
+
+**Nested cross-validation** (:func:`nested_cross_validation`). For each outer target t: a fresh
+in-memory study tunes on the data without t (inner leave-one-task-out over the other targets),
+then Fennec with the inner best params is fitted on t's history and ranks t. The mean of those
+outer Pearsons is the honest figure: no choice behind it ever saw t.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import multiprocessing
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
+
+from fennec_mlflow import config
+from fennec_mlflow.core import evaluation as ev
+from fennec_mlflow.core.recommender import Fennec
+from fennec_mlflow.errors import InvalidInputError
+from fennec_mlflow.store import tracking
+from fennec_mlflow.store.archi2vec_runs import load_architectures
+from fennec_mlflow.store.knowledge import (
+    architecture_of,
+    load_task_proxies,
+    model_meta_table,
+    source_of,
+    task_meta_table,
+)
+
+TRUTH = "truth"
+MIN_TARGET_MODELS = 3  # a target needs this many known models to be ranked and scored
+MIN_TARGETS = 3  # evaluate / tune on the store
+DEFAULT_PARAMS = {**config.FENNEC_DEFAULTS, "shrinkage": "auto"}
+NMF_L2_RANGE = (1e-3, 10.0)
+SHRINKAGE_MODES = ("auto", "fixed")
+DEFAULT_INNER_TRIALS = 8
+
+
+# --------------------------------------------------------------------------- data
+
+def history_without(matrix: pd.DataFrame, target: str) -> pd.DataFrame:
+    """``matrix`` without ``target``'s column, and without the models and tasks left with no value."""
+    history = matrix.drop(columns=[target], errors="ignore")
+    known = history.notna()
+    return history.loc[known.any(axis=1), known.any(axis=0)].copy()
+
+
+def capped_k(k: int, history: pd.DataFrame) -> int:
+    """``k`` lowered to what a fit on ``history`` allows: below min(models, tasks)."""
+    return int(max(1, min(int(k), min(history.shape) - 1)))
+
+
+@dataclass(frozen=True)
+class TuningData:
+    """What Fennec is validated on: ground truth, histories, meta tables, targets (module docstring)."""
+
+    P: pd.DataFrame
+    model_meta: pd.DataFrame | None
+    task_meta: pd.DataFrame | None
+    targets: tuple[str, ...]
+    histories: Mapping[str, pd.DataFrame | None] = field(default_factory=lambda: {TRUTH: None})
+    task_proxy: pd.DataFrame | None = None
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(self.histories)
+
+    def history(self, target: str, source: str | None = None) -> pd.DataFrame:
+        """What a fit for ``target`` may see: the ``source`` matrix without ``target``'s column."""
+        matrix = self.histories[source or self.sources[0]]
+        return history_without(self.P if matrix is None else matrix, target)
+
+    def without(self, target: str) -> TuningData:
+        """The data of an outer fold: ``target``'s columns, facts and place among the targets removed."""
+        def drop_rows(table):
+            return None if table is None else table.drop(index=[target], errors="ignore")
+
+        return TuningData(self.P.drop(columns=[target]), self.model_meta, drop_rows(self.task_meta),
+                          tuple(t for t in self.targets if t != target),
+                          {name: None if m is None else m.drop(columns=[target], errors="ignore")
+                           for name, m in self.histories.items()},
+                          drop_rows(self.task_proxy))
+
+    @property
+    def k_max(self) -> int:
+        """Largest k a leave-one-task-out fit on any history allows (a fit sees its tasks but the target)."""
+        sizes = [(self.P if m is None else m).shape for m in self.histories.values()]
+        return max(1, max(min(rows, columns - 1) for rows, columns in sizes) - 1)
+
+
+def fit_fennec(history: pd.DataFrame, params: Mapping, data: TuningData, seed: int = 0) -> Fennec:
+    """Fennec with ``params`` (k capped to the history) fitted on ``history`` and the data's meta tables.
+
+    Warnings are the caller's business (a ``ConvergenceWarning`` says the NMF hit its cap).
+    """
+    settings = {key: value for key, value in params.items() if key != "history"}
+    settings["k"] = capped_k(settings.get("k", config.FENNEC_K), history)
+    task_meta, task_proxy = data.task_meta, data.task_proxy
+    if min(history.shape) < 2:  # nothing to factorise: rank by the history's popularity
+        task_meta = task_proxy = None
+        settings["formulation"] = "shrunk"
+    return Fennec(**settings, random_state=int(seed)).fit(history, data.model_meta, task_meta, task_proxy)
+
+
+def fennec_scores(model: Fennec, target: str, data: TuningData, models: pd.Index,
+                  known_scores: Mapping[str, float] | None = None) -> pd.Series:
+    """``model``'s score of each of ``models`` on ``target``; a model it was not fitted on gets 0 (average)."""
+    meta = None if model.task_meta_columns_ is None else data.task_meta.loc[target]
+    proxy = None if model.proxy_columns_ is None else data.task_proxy.loc[target]
+    ranking = model.rank(meta, proxy, known_scores=known_scores)
+    return ranking.set_index("model")["score"].reindex(models).fillna(0.0)
+
+
+def loto_evaluation(data: TuningData, params: Mapping, seed: int = 0) -> ev.EvaluationResult:
+    """Leave-one-task-out evaluation of cold-start Fennec with ``params`` on ``data``'s targets.
+
+    ``params["history"]`` picks the history source (default the first). The summary gains
+    ``nmf_not_converged``: fits whose NMF stopped at its iteration cap (small ``nmf_l2``
+    converges slowly; the fit is still used, as ``build`` would use it).
+    """
+    not_converged = 0
+    source = params.get("history")
+
+    def predict(truth_history: pd.DataFrame, target: str) -> pd.Series:
+        nonlocal not_converged
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model = fit_fennec(data.history(target, source), params, data, seed)
+        not_converged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        return fennec_scores(model, target, data, truth_history.index)
+    result = ev.leave_one_task_out(data.P, predict, list(data.targets))
+    result.summary["nmf_not_converged"] = float(not_converged)
+    return result
+
+
+def popularity_evaluation(data: TuningData) -> ev.EvaluationResult:
+    """Popularity (mean z-scored ground truth of the other tasks) on the same targets."""
+    return ev.leave_one_task_out(data.P, ev.popularity, list(data.targets))
+
+
+# --------------------------------------------------------------------------- search space and studies
+
+def suggest(trial: optuna.Trial, data: TuningData, fixed: Mapping | None = None) -> dict:
+    """Fennec params for one trial; ``fixed`` params are not searched (see the module docstring)."""
+    fixed = dict(fixed or {})
+    params = {}
+    params["k"] = int(fixed["k"]) if "k" in fixed else trial.suggest_int("k", 1, data.k_max)
+    params["alpha"] = float(fixed["alpha"]) if "alpha" in fixed else trial.suggest_float("alpha", 0.0, 1.0)
+    params["nmf_l2"] = (float(fixed["nmf_l2"]) if "nmf_l2" in fixed
+                        else trial.suggest_float("nmf_l2", *NMF_L2_RANGE, log=True))
+    if "shrinkage" in fixed:
+        params["shrinkage"] = fixed["shrinkage"]
+    elif trial.suggest_categorical("shrinkage_mode", SHRINKAGE_MODES) == "auto":
+        params["shrinkage"] = "auto"
+    else:
+        params["shrinkage"] = trial.suggest_float("shrinkage", 0.0, 1.0)
+    if len(data.sources) > 1:
+        params["history"] = fixed.get("history") or trial.suggest_categorical("history", data.sources)
+    return params
+
+
+def default_params(data: TuningData, fixed: Mapping | None = None) -> dict:
+    """The first trial of a study (Fennec's defaults), as Optuna params; ``fixed`` ones left out."""
+    fixed = fixed or {}
+    params = {"k": min(DEFAULT_PARAMS["k"], data.k_max), "alpha": DEFAULT_PARAMS["alpha"],
+              "nmf_l2": DEFAULT_PARAMS["nmf_l2"], "shrinkage_mode": "auto"}
+    if len(data.sources) > 1:
+        params["history"] = data.sources[0]
+    if "shrinkage" in fixed:
+        params.pop("shrinkage_mode")
+    return {k: v for k, v in params.items() if k not in fixed}
+
+
+def fennec_params(trial_params: Mapping, fixed: Mapping | None = None) -> dict:
+    """Optuna params (plus the ``fixed`` ones) as Fennec params: ``shrinkage_mode`` folded into ``shrinkage``."""
+    fixed = dict(fixed or {})
+    params = {**dict(trial_params), **fixed}
+    if "shrinkage" not in fixed and params.pop("shrinkage_mode", "auto") == "auto":
+        params["shrinkage"] = "auto"
+    result = {"k": int(params["k"]), "alpha": float(params["alpha"]), "nmf_l2": float(params["nmf_l2"]),
+              "shrinkage": params["shrinkage"] if params["shrinkage"] == "auto" else float(params["shrinkage"])}
+    if "history" in params:
+        result["history"] = str(params["history"])
+    return result
+
+
+def objective_value(result: ev.EvaluationResult) -> float:
+    value = result.summary["mean_pearson"]
+    return float(value) if np.isfinite(value) else -1.0
+
+
+def make_sampler(n_trials: int, seed: int | None) -> optuna.samplers.TPESampler:
+    """TPE, seeded, with a random start of a third of the trials (2 to 10)."""
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, n_trials // 3)))
+
+
+def tune_study(data: TuningData, n_trials: int, *, seed: int | None = 0, fennec_seed: int = 0,
+               fixed: Mapping | None = None) -> optuna.Study:
+    """An in-memory study of ``n_trials`` on ``data`` (Fennec's default first); nothing is logged."""
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(n_trials, seed))
+    study.enqueue_trial(default_params(data, fixed))
+    study.optimize(lambda trial: objective_value(loto_evaluation(data, suggest(trial, data, fixed), fennec_seed)),
+                   n_trials=n_trials)
+    return study
+
+
+# --------------------------------------------------------------------------- nested cross-validation
+
+@dataclass
+class NestedFold:
+    target: str
+    best_params: dict
+    inner_value: float
+    pearson: float
+    metrics: dict
+
+
+@dataclass
+class NestedCVResult:
+    folds: list[NestedFold]
+
+    def _pearsons(self) -> np.ndarray:
+        values = np.array([f.pearson for f in self.folds], dtype=float)
+        return values[np.isfinite(values)]
+
+    @property
+    def mean_pearson(self) -> float:
+        values = self._pearsons()
+        return float(values.mean()) if values.size else math.nan
+
+    @property
+    def std_pearson(self) -> float:
+        values = self._pearsons()
+        return float(values.std()) if values.size else math.nan
+
+    def table(self) -> pd.DataFrame:
+        rows = [{"target": f.target, **{f"best_{k}": v for k, v in f.best_params.items()},
+                 "inner_mean_pearson": f.inner_value, **f.metrics} for f in self.folds]
+        return pd.DataFrame(rows).set_index("target")
+
+
+def nested_fold(data: TuningData, target: str, inner_trials: int, seed: int | None = 0, fennec_seed: int = 0,
+                fixed: Mapping | None = None) -> NestedFold:
+    """Tune on the data without ``target`` only, then fit on ``target``'s history and score it."""
+    inner = data.without(target)
+    if not inner.targets:
+        raise InvalidInputError(f"nested cross-validation needs at least 2 targets; {target!r} is the only one")
+    study = tune_study(inner, inner_trials, seed=seed, fennec_seed=fennec_seed, fixed=fixed)
+    best = fennec_params(study.best_params, fixed)
+    # Outer step: fit on every history task but the target (the inner fits saw one fewer), rank the target.
+    result = loto_evaluation(dataclasses.replace(data, targets=(target,)), best, fennec_seed)
+    row = result.per_target.loc[target]
+    metrics = {m: float(row[m]) for m in result.metric_names}
+    return NestedFold(target, best, float(study.best_value), metrics["pearson"], metrics)
+
+
+def _nested_fold_job(args) -> NestedFold:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return nested_fold(*args)
+
+
+def nested_cross_validation(data: TuningData, *, inner_trials: int = DEFAULT_INNER_TRIALS, seed: int | None = 0,
+                            fennec_seed: int = 0, workers: int = 1, fixed: Mapping | None = None) -> NestedCVResult:
+    """Nested leave-one-task-out: the reported figure of a tuned Fennec (see the module docstring)."""
+    jobs = [(data, target, inner_trials, None if seed is None else seed + i, fennec_seed, fixed)
+            for i, target in enumerate(data.targets)]
+    if workers <= 1:
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # inner studies are internal: no per-trial lines
+        try:
+            return NestedCVResult([nested_fold(*job) for job in jobs])
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return NestedCVResult(list(pool.map(_nested_fold_job, jobs)))
+
+
+# --------------------------------------------------------------------------- validation (what build logs)
+
+@dataclass
+class Validation:
+    """The validated quality of a Fennec configuration on the store's ground truth."""
+
+    params: dict  # the Fennec params to fit with (history included when several were searched)
+    validated_mean_pearson: float  # nested CV when tuned, plain leave-one-task-out for fixed params
+    popularity_mean_pearson: float  # popularity on the same targets
+    method: str
+    targets: list[str]
+    n_trials: int = 0
+    best_mean_pearson: float | None = None  # optimistic: chosen and measured on the same targets
+    seconds: float = 0.0
+    trials: pd.DataFrame | None = None
+    folds: pd.DataFrame | None = None
+
+
+def validate(data: TuningData, *, tune: bool, params: Mapping | None = None, n_trials: int = config.TUNE_N_TRIALS,
+             inner_trials: int = DEFAULT_INNER_TRIALS, seed: int | None = 0) -> Validation:
+    """Tune (Optuna, ``params`` fixed) and measure by nested CV, or measure ``params`` as given.
+
+    Without ``tune`` the params are not chosen on the data, so their plain leave-one-task-out
+    figure is already honest.
+    """
+    start = time.perf_counter()
+    fixed = dict(params or {})
+    popularity = popularity_evaluation(data).summary["mean_pearson"]
+    if not tune:
+        chosen = fennec_params(default_params(data, fixed), fixed)
+        value = loto_evaluation(data, chosen).summary["mean_pearson"]
+        return Validation(chosen, float(value), float(popularity), "leave-one-task-out (parameters not tuned)",
+                          list(data.targets), seconds=time.perf_counter() - start)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = tune_study(data, n_trials, seed=seed, fixed=fixed)
+        nested = nested_cross_validation(data, inner_trials=inner_trials, seed=seed, fixed=fixed)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    trials = study.trials_dataframe(attrs=("number", "value", "params", "state"))
+    trials["state"] = trials["state"].astype(str)
+    return Validation(fennec_params(study.best_params, fixed), nested.mean_pearson, float(popularity),
+                      f"nested cross-validation ({n_trials} trials, {inner_trials} per inner study)",
+                      list(data.targets), n_trials, float(study.best_value), time.perf_counter() - start,
+                      trials, nested.table())
+
+
+# --------------------------------------------------------------------------- the store's own data
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    """Which runs of the store fill a matrix: a kind, and for some kinds an estimator or a source."""
+
+    kind: str
+    estimator: str | None = None
+    source: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in tracking.MATRIX_METRIC:
+            raise InvalidInputError(f"a matrix kind must be one of {sorted(tracking.MATRIX_METRIC)}, got {self.kind!r}")
+
+    @property
+    def label(self) -> str:
+        return ":".join(part for part in (self.kind, self.estimator, self.source) if part)
+
+    def load(self, experiment: str, mlflow_client=None) -> tracking.KnowledgeMatrix:
+        return tracking.load_matrix(self.kind, experiment=experiment, estimator=self.estimator, source=self.source,
+                                    mlflow_client=mlflow_client)
+
+
+@dataclass
+class StoreData:
+    """The store's ground truth and histories, ready for :class:`TuningData` (see :func:`load_store_data`)."""
+
+    truth: MatrixSpec
+    data: TuningData
+    families: pd.Series | None
+    notes: list[str]
+
+
+def _combined(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    combined = pd.DataFrame()
+    for table in tables:
+        combined = table if combined.empty else combined.combine_first(table)
+    return combined
+
+
+def informative(table: pd.DataFrame | None) -> pd.DataFrame | None:
+    """``table``'s columns that vary, unknown or infinite values (log of a zero count) filled with the
+    column mean; None when no column varies (Fennec then has no such meta)."""
+    if table is None or table.empty:
+        return None
+    table = table.astype(float).replace([np.inf, -np.inf], np.nan)
+    table = table.fillna(table.mean()).fillna(0.0)
+    varying = [c for c in table.columns if table[c].nunique() > 1]
+    return table[varying] if varying else None
+
+
+def store_task_meta(task_facts: pd.DataFrame, tasks: list[str]) -> pd.DataFrame | None:
+    """Task meta from the runs' ``task_*`` facts (class count, sample or train-set size, domain)."""
+    facts = task_facts.reindex(tasks)
+    domains = []
+    if "domain" in facts:
+        facts["domain"] = facts["domain"].map(lambda d: str(d) if pd.notna(d) else None)
+        domains = sorted(facts["domain"].dropna().unique())
+    return informative(task_meta_table(facts, domains))
+
+
+def store_families(models: list[str], model_facts: pd.DataFrame, architecture_meta: pd.DataFrame) -> pd.Series | None:
+    """model -> architecture family, from the facts (family, architecture, type), archi2vec, or ``arch@source`` names.
+
+    A model the first source that names families says nothing about is a family of its own. None
+    when no source gives two families or more, one of them shared by several models.
+    """
+    facts = model_facts.reindex(models)
+    candidates = [facts[c] for c in ("family", "architecture", "type") if c in facts]
+    archs = pd.Series([architecture_of(m) for m in models], index=models)
+    if "family" in architecture_meta:
+        candidates.append(archs.map(architecture_meta["family"]))
+    if any(source_of(m) is not None for m in models):
+        candidates.append(archs)
+    for labels in candidates:
+        labels = labels.astype(object).where(labels.notna(), pd.Series(models, index=models)).astype(str)
+        if labels.nunique() > 1 and labels.value_counts().max() > 1:
+            return labels.rename("family")
+    return None
+
+
+def load_store_data(truth: MatrixSpec, histories: Sequence[MatrixSpec] = (), *,
+                    experiment: str = tracking.DEFAULT_EXPERIMENT, encoder: str | None = None,
+                    min_targets: int = MIN_TARGETS, mlflow_client=None) -> StoreData:
+    """The store's ground truth with its histories and meta (module docstring); raises when too thin.
+
+    ``histories``: the matrices Fennec may learn from (default: the ground truth itself); one that
+    equals ``truth`` is the truth. ``encoder``: use the task proxies of that encoder when every
+    task has one (else the task vector comes from the task facts, and a note says so).
+    """
+    mlflow_client = mlflow_client or tracking.client()
+    if truth.kind == "external" and not truth.source:
+        raise InvalidInputError("an imported ground-truth table is chosen by its source: give --source NAME "
+                                "(the name given to `fennec import`)")
+    truth_km = truth.load(experiment, mlflow_client)
+    if truth_km.values.empty:
+        hint = ("fennec import TABLE --source NAME" if truth.kind == "external" else f"the {truth.kind} entry point")
+        raise InvalidInputError(f"no finished {truth.label} runs in experiment {experiment!r}: run {hint} first")
+    matrices, facts = {}, [truth_km]
+    for spec in histories or (truth,):
+        if spec == truth:
+            matrices[TRUTH] = None
+            continue
+        km = spec.load(experiment, mlflow_client)
+        if km.values.empty:
+            raise InvalidInputError(f"no finished {spec.label} runs in experiment {experiment!r} to learn from")
+        matrices[spec.label] = km.values
+        facts.append(km)
+    notes = []
+    P = truth_km.values
+    scored = set(P.index)
+    for name, matrix in matrices.items():
+        if matrix is not None:
+            scored &= set(matrix.index[matrix.notna().any(axis=1)])
+    if len(scored) < len(P.index):
+        notes.append(f"{len(P.index) - len(scored)} ground-truth model(s) have no history score and are not evaluated")
+        P = P.loc[[m for m in P.index if m in scored]]
+    P = P.loc[:, P.notna().any(axis=0)]
+    counts = P.notna().sum()
+    targets = [t for t in P.columns if counts[t] >= MIN_TARGET_MODELS]
+    if len(targets) < min_targets:
+        raise InvalidInputError(
+            f"the ground truth ({truth.label}) has {len(targets)} task(s) with at least {MIN_TARGET_MODELS} known "
+            f"models{' that the history also scores' if len(scored) < len(truth_km.values.index) else ''}; "
+            f"leave-one-task-out needs at least {min_targets}")
+    for name, matrix in matrices.items():
+        if matrix is not None and matrix.shape[1] < 2:
+            raise InvalidInputError(f"the history {name} has {matrix.shape[1]} task(s); a fit needs at least 2")
+    all_models = sorted(set(P.index).union(*(m.index for m in matrices.values() if m is not None)))
+    all_tasks = sorted(set(P.columns).union(*(m.columns for m in matrices.values() if m is not None)))
+    model_facts = _combined([km.model_facts for km in facts])
+    task_facts = _combined([km.task_facts for km in facts])
+    embeddings, architecture_meta = load_architectures(experiment=experiment, mlflow_client=mlflow_client)
+    parameters = pd.to_numeric(model_facts.get("parameters", pd.Series(dtype=float)), errors="coerce")
+    model_meta = informative(model_meta_table(all_models, embeddings, architecture_meta, parameters))
+    task_meta = store_task_meta(task_facts, all_tasks)
+    task_proxy = None
+    if encoder is not None:
+        proxies = load_task_proxies(encoder, experiment=experiment, mlflow_client=mlflow_client)
+        missing = [t for t in all_tasks if t not in proxies.index]
+        if missing:
+            notes.append(f"no {encoder} task proxy for {len(missing)} task(s): task vectors come from the task facts")
+        else:
+            task_proxy = proxies.loc[all_tasks]
+    if model_meta is None:
+        notes.append("no informative model facts: no meta phase")
+    if task_meta is None and task_proxy is None:
+        notes.append("no task facts or proxies: Fennec ranks by popularity (no task information)")
+    families = store_families(all_models, model_facts, architecture_meta)
+    data = TuningData(P, model_meta, task_meta, tuple(targets), matrices, task_proxy)
+    return StoreData(truth, data, families, notes)

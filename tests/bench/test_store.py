@@ -1,0 +1,153 @@
+"""``benchmark=store``: the user's own ground truth (an imported table) evaluated and tuned like a public table."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from fennec_mlflow.bench import evaluate as evaluation_runs
+from fennec_mlflow.bench import tuning
+from fennec_mlflow.bench.store import store_benchmark
+from fennec_mlflow.cli import main
+from fennec_mlflow.core import evaluation as ev
+from fennec_mlflow.core.recommender import Fennec
+from fennec_mlflow.errors import InvalidInputError
+from fennec_mlflow.store import tracking
+from fennec_mlflow.store.external import import_table
+from tests.helpers import runs_in
+from tests.planted import planted_long_table, write_table
+
+METRICS = ("mean_pearson", "mean_spearman", "mean_weighted_tau", "mean_top1_regret", "mean_top5_hit", "std_pearson",
+           "pearson.task0", "spearman.task3", "top1_regret.task5")
+
+
+def imported(tmp_path, table: pd.DataFrame, source: str) -> str:
+    import_table(write_table(table, tmp_path / f"{source}.csv"), source=source, progress=False)
+    return source
+
+
+def test_an_imported_table_with_facts_is_a_benchmark(store, tmp_path):
+    bench = store_benchmark(source=imported(tmp_path, planted_long_table(), "planted"))
+    assert bench.name == "store-planted" and evaluation_runs.experiment_name(bench.name) == "fennec-eval-store-planted"
+    assert bench.P.shape == (12, 6) and bench.targets == [f"task{j}" for j in range(6)]
+    assert int(bench.P.isna().sum().sum()) == 3 and bench.history is None
+    # task facts given as task_class_count / task_train_size / task_domain columns
+    assert {"log_class_count", "log_sample_count", "domain=medical"} <= set(bench.task_meta.columns)
+    assert list(bench.model_meta.columns) == ["log_parameters"]  # the only model fact that varies
+    assert bench.families.nunique() == 2 and not bench.notes
+
+
+def test_a_bare_table_evaluates_fennec_as_popularity_and_skips_what_needs_facts(store, tmp_path):
+    table = planted_long_table(facts=False, holes=6)
+    bench = store_benchmark(source=imported(tmp_path, table, "bare"))
+    assert bench.model_meta is None and bench.task_meta is None and bench.families is None
+    assert bench.summary()["model_meta_columns"] == 0 and bench.summary()["families"] == "unknown"
+    runs = evaluation_runs.run_evaluation(bench, seeds=(0,), progress=False)
+    assert set(runs.outcomes) == {"fennec", "fennec-warm-1", "fennec-warm-3", "fennec-warm-5", "popularity", "random"}
+    assert any("family-mean" in note for note in runs.notes) and any("no task information" in n for n in runs.notes)
+    assert any(note.startswith("skipped: fennec-no-transfer") for note in runs.notes)
+    fennec, popularity = (runs.outcomes[n].result.summary["mean_pearson"] for n in ("fennec", "popularity"))
+    assert fennec == pytest.approx(popularity, abs=1e-9)  # no task information: Fennec ranks by popularity
+    # asked for by name, a row the benchmark cannot support is refused, in one clear sentence
+    with pytest.raises(InvalidInputError, match="fennec-no-transfer .*no model facts"):
+        evaluation_runs.run_evaluation(bench, estimators="fennec,fennec-no-transfer", progress=False)
+    with pytest.raises(InvalidInputError, match="no model facts"):
+        evaluation_runs.evaluate_estimator(bench, "fennec-no-transfer", seeds=(0,))
+
+
+def test_targets_need_three_known_models_and_three_targets(store, tmp_path):
+    table = planted_long_table(n_models=6, n_tasks=4, holes=0)
+    table = table[~((table["task"] == "task3") & (table["model"] != "net00"))]  # task3: one known model
+    bench = store_benchmark(source=imported(tmp_path, table, "thin"))
+    assert bench.targets == ["task0", "task1", "task2"] and "task3" in bench.P.columns  # task3 stays history
+    too_few = table[table["task"].isin(["task0", "task1", "task3"])]
+    with pytest.raises(InvalidInputError, match="2 task\\(s\\) with at least 3 known models"):
+        store_benchmark(source=imported(tmp_path, too_few, "fewer"))
+    with pytest.raises(InvalidInputError, match="give --source"):
+        store_benchmark(truth_kind="external")
+    with pytest.raises(InvalidInputError, match="no finished finetune runs"):
+        store_benchmark()
+
+
+def test_scrambling_the_targets_own_columns_does_not_change_its_prediction(store, tmp_path, monkeypatch):
+    """History of another kind (here a second table standing for FDA scores): the target's own column of
+    the history, like its ground truth, is never seen."""
+    truth = planted_long_table(seed=1)
+    history = planted_long_table(seed=1).assign(score=lambda t: t["score"] / 100 + 0.01 * np.sin(t.index))
+    target = "task2"
+    rng = np.random.default_rng(0)
+
+    def scrambled(table: pd.DataFrame) -> pd.DataFrame:
+        table = table.copy()
+        rows = table.index[table["task"] == target]
+        table.loc[rows, "score"] = rng.permutation(table.loc[rows, "score"].to_numpy()) * 3 - 7
+        return table
+
+    for name, table in {"truth": truth, "fda-like": history, "truth-s": scrambled(truth),
+                        "fda-like-s": scrambled(history)}.items():
+        imported(tmp_path, table, name)
+    seen = []
+    real_fit = Fennec.fit
+
+    def spy_fit(self, P, *args, **kwargs):
+        seen.append(set(P.columns))
+        return real_fit(self, P, *args, **kwargs)
+
+    monkeypatch.setattr(Fennec, "fit", spy_fit)
+    predicted = {}
+    for suffix in ("", "-s"):
+        bench = store_benchmark(source=f"truth{suffix}", history_source=f"fda-like{suffix}")
+        assert bench.history_name == f"external:fda-like{suffix}" and target in bench.history.columns
+        assert bench.name == f"store-truth{suffix}-from-external-fda-like{suffix}"
+        seen.clear()
+        outcome = evaluation_runs.evaluate_estimator(bench, "fennec", seeds=(0,))
+        assert len(seen) == 6 and all(len(columns) == 5 for columns in seen)
+        cells = outcome.result.predictions
+        predicted[suffix] = cells[cells["target"] == target].set_index("model")["predicted"]
+    pd.testing.assert_series_equal(predicted[""], predicted["-s"])
+
+
+@pytest.mark.slow
+def test_evaluate_store_logs_one_run_per_estimator_with_the_standard_metrics(store, tmp_path):
+    bench = store_benchmark(source=imported(tmp_path, planted_long_table(), "planted"))
+    outcome = evaluation_runs.run_evaluation(bench, seeds=(0,), progress=False)
+    runs = runs_in(store, "fennec-eval-store-planted")
+    by_estimator = {run.data.params["estimator"]: run for run in runs}
+    assert len(runs) == len(evaluation_runs.ESTIMATORS) and set(by_estimator) == set(evaluation_runs.ESTIMATORS)
+    for name, run in by_estimator.items():
+        assert run.data.tags[tracking.KIND_TAG] == "evaluation" and run.data.params["benchmark"] == "store-planted"
+        assert set(METRICS) <= set(run.data.metrics), name
+        assert {"scatter.png", "predictions.csv", "per_target.csv"} <= {a.path for a in store.list_artifacts(run.info.run_id)}
+    popularity = ev.leave_one_task_out(bench.P, ev.popularity).summary["mean_pearson"]
+    assert by_estimator["popularity"].data.metrics["mean_pearson"] == pytest.approx(popularity)
+    # the planted re-ordering follows facts Fennec is given: it must beat popularity clearly
+    assert outcome.outcomes["fennec"].result.summary["mean_pearson"] > popularity + 0.2
+
+
+def test_cli_evaluate_store_after_import(store, tmp_path):
+    path = write_table(planted_long_table(), tmp_path / "mine.csv")
+    runner = CliRunner()
+    assert runner.invoke(main, ["import", str(path), "--source", "mine"]).exit_code == 0
+    result = runner.invoke(main, ["evaluate", "--benchmark", "store", "--source", "mine",
+                                  "--estimators", "popularity,family-mean"])  # Fennec's rows: the slow test
+    assert result.exit_code == 0, result.output
+    assert "experiment 'fennec-eval-store-mine'" in result.output
+    assert {"popularity", "family-mean"} <= {line.split()[0] for line in result.output.splitlines() if line.strip()}
+    assert len(runs_in(store, "fennec-eval-store-mine")) == 2
+    missing = runner.invoke(main, ["evaluate", "--benchmark", "store", "--source", "nothing-imported"])
+    assert missing.exit_code == 2 and missing.output.startswith("error: no finished external:nothing-imported runs")
+    wrong = runner.invoke(main, ["evaluate", "--benchmark", "parc", "--source", "mine"])
+    assert wrong.exit_code == 2 and "--benchmark store only" in wrong.output
+
+
+def test_tune_on_the_store_logs_best_params_with_shrinkage(store, tmp_path):
+    bench = store_benchmark(source=imported(tmp_path, planted_long_table(n_tasks=5), "planted"))
+    outcome = tuning.run_tuning(bench, n_trials=2, nested_cv=False, progress=False)
+    (parent,) = [r for r in runs_in(store, "fennec-tune-store-planted") if r.data.tags[tracking.KIND_TAG] == "tune"]
+    assert {"best_k", "best_alpha", "best_nmf_l2", "best_shrinkage"} <= set(parent.data.params)
+    assert parent.data.params["history"] == "truth" and parent.data.params["shrinkage_range"] == "auto or 0..1"
+    shrinkage = outcome.best_params["shrinkage"]
+    assert parent.data.params["best_shrinkage"] == str(shrinkage) and (shrinkage == "auto" or 0 <= shrinkage <= 1)
+    assert parent.data.metrics["popularity_mean_pearson"] == pytest.approx(
+        ev.leave_one_task_out(bench.P, ev.popularity).summary["mean_pearson"])

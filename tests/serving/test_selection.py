@@ -1,0 +1,96 @@
+"""Model selection shared by build and the benchmarks: leak-free histories, the search space, nested CV."""
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+import pandas as pd
+import pytest
+
+from fennec_mlflow.core.recommender import Fennec
+from fennec_mlflow.serving import selection
+from tests.helpers import planted_benchmark
+
+
+def test_nested_cv_never_lets_a_fold_see_its_target(monkeypatch):
+    data = planted_benchmark(n_models=10, n_tasks=5).tuning_data()
+    fold = {}
+    fits: list[tuple[str, frozenset]] = []
+    real_tune_study, real_fit = selection.tune_study, Fennec.fit
+
+    def spy_tune_study(inner, n_trials, **kwargs):
+        (missing,) = set(data.P.columns) - set(inner.P.columns)  # exactly the outer target is gone
+        assert missing not in inner.targets and missing not in inner.task_meta.index
+        fold["target"] = missing
+        return real_tune_study(inner, n_trials, **kwargs)
+
+    def spy_fit(self, P, *args, **kwargs):
+        fits.append((fold.get("target"), frozenset(P.columns)))
+        return real_fit(self, P, *args, **kwargs)
+
+    monkeypatch.setattr(selection, "tune_study", spy_tune_study)
+    monkeypatch.setattr(Fennec, "fit", spy_fit)
+    result = selection.nested_cross_validation(data, inner_trials=2)
+    assert [f.target for f in result.folds] == list(data.targets)
+    assert {target for target, _ in fits} == set(data.targets)
+    for target, columns in fits:
+        assert target not in columns  # neither inner tuning fits nor the outer fit ever see the target
+    assert -1 <= result.mean_pearson <= 1
+
+
+def test_nested_cv_outer_score_uses_the_inner_choice_on_the_full_history():
+    data = planted_benchmark(n_models=10, n_tasks=4).tuning_data()
+    fold = selection.nested_fold(data, "t2", inner_trials=2)
+    direct = selection.loto_evaluation(dataclasses.replace(data, targets=("t2",)), fold.best_params)
+    assert fold.pearson == pytest.approx(direct.per_target.at["t2", "pearson"])
+
+
+def test_a_history_of_another_kind_loses_the_targets_column_in_every_fold():
+    bench = planted_benchmark(n_models=8, n_tasks=4)
+    other = bench.P * 0.01 + 1  # stands for FDA scores of the same tasks
+    data = selection.TuningData(bench.P, bench.model_meta, bench.task_meta, ("t0", "t1"),
+                                {selection.TRUTH: None, "fda": other})
+    assert data.sources == ("truth", "fda")
+    assert "t0" not in data.history("t0", "fda").columns and "t1" in data.history("t0", "fda").columns
+    inner = data.without("t0")
+    assert "t0" not in inner.histories["fda"].columns and "t0" not in inner.P.columns
+    holes = other.copy()
+    holes.loc["m00", ["t1", "t2", "t3"]] = float("nan")  # m00 is known on t0 only
+    assert "m00" not in selection.history_without(holes, "t0").index
+
+
+def test_search_space_covers_shrinkage_and_history_and_honours_fixed_params():
+    bench = planted_benchmark(n_models=8, n_tasks=4)
+    data = selection.TuningData(bench.P, bench.model_meta, bench.task_meta, tuple(bench.targets),
+                                {selection.TRUTH: None, "fda": bench.P + 1})
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial(selection.default_params(data))
+    seen = []
+    study.optimize(lambda trial: seen.append(selection.suggest(trial, data)) or 0.0, n_trials=12)
+    assert seen[0] == {"k": min(4, data.k_max), "alpha": 0.5, "nmf_l2": 0.1, "shrinkage": "auto", "history": "truth"}
+    assert {p["history"] for p in seen} == {"truth", "fda"}
+    assert "auto" in {p["shrinkage"] for p in seen} and any(isinstance(p["shrinkage"], float) for p in seen)
+    fixed = {"k": 1, "shrinkage": 0.25}
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(selection.default_params(data, fixed))
+    trial_params = []
+    study.optimize(lambda trial: trial_params.append(selection.suggest(trial, data, fixed)) or 0.0, n_trials=3)
+    assert all(p["k"] == 1 and p["shrinkage"] == 0.25 for p in trial_params)
+    assert "k" not in study.best_params and "shrinkage_mode" not in study.best_params
+    assert selection.fennec_params(study.best_params, fixed)["shrinkage"] == 0.25
+
+
+def test_validate_measures_fixed_params_by_plain_leave_one_task_out_and_tuning_by_nested_cv():
+    data = planted_benchmark(n_models=8, n_tasks=4).tuning_data()
+    fixed = selection.validate(data, tune=False, params={"k": 2})
+    direct = selection.loto_evaluation(data, {"k": 2, "alpha": 0.5, "nmf_l2": 0.1, "shrinkage": "auto"})
+    assert fixed.params == {"k": 2, "alpha": 0.5, "nmf_l2": 0.1, "shrinkage": "auto"}
+    assert fixed.validated_mean_pearson == pytest.approx(direct.summary["mean_pearson"])
+    tuned = selection.validate(data, tune=True, n_trials=1, inner_trials=1)
+    assert tuned.method.startswith("nested cross-validation") and len(tuned.folds) == 4 and len(tuned.trials) == 1
+    # one trial is Fennec's default (k capped to what an inner fold allows: 1): the nested figure is then its
+    # plain leave-one-task-out
+    once = selection.validate(data, tune=False, params={"k": 1})
+    assert tuned.validated_mean_pearson == pytest.approx(once.validated_mean_pearson)
+    assert tuned.popularity_mean_pearson == fixed.popularity_mean_pearson
+    assert isinstance(tuned.trials, pd.DataFrame) and -1 <= tuned.validated_mean_pearson <= 1

@@ -1,0 +1,210 @@
+"""Import of external tables against a real sqlite store: idempotence, killed imports, read-back,
+bad rows, public task facts by alias, and the knowledge built from an imported table."""
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from fennec_mlflow.store import external, tracking
+from fennec_mlflow.store.knowledge import build_knowledge, task_meta_table
+from tests.helpers import runs_in
+
+
+def write_csv(path, rows: dict) -> str:
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+def imported(client, path, **kwargs):
+    kwargs.setdefault("source", "mine")
+    return external.import_table(path, mlflow_client=client, progress=False, **kwargs)
+
+
+def runs_per_cell(client) -> pd.Series:
+    """Active runs of kind external per (model, task), counted by status."""
+    runs = runs_in(client, tracking.DEFAULT_EXPERIMENT, max_results=5000)
+    return pd.Series([(r.data.tags[tracking.MODEL_TAG], r.data.tags[tracking.TASK_TAG], r.info.status)
+                      for r in runs]).value_counts()
+
+
+@pytest.fixture()
+def table(tmp_path):
+    """A 5 models x 4 tasks long table with a hole and a model fact."""
+    rng = np.random.default_rng(0)
+    rows = [(f"m{i}", f"t{j}", float(rng.random())) for i in range(5) for j in range(4) if (i, j) != (2, 3)]
+    frame = pd.DataFrame(rows, columns=["model", "task", "score"])
+    frame["model_parameters"] = frame["model"].str[1:].astype(int) * 1000 + 1
+    frame.to_csv(tmp_path / "mine.csv", index=False)
+    return tmp_path / "mine.csv", frame
+
+
+def test_import_reads_back_exactly_and_is_idempotent(store, table):
+    path, frame = table
+    assert imported(store, path) == (19, 0)
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    truth = frame.pivot(index="model", columns="task", values="score")
+    pd.testing.assert_frame_equal(km.values, truth, check_names=False)  # bit for bit
+    assert km.model_facts.loc["m3", "parameters"] == 3001
+    assert imported(store, path) == (0, 19)
+    counts = runs_per_cell(store)
+    assert len(counts) == 19 and (counts == 1).all()
+    assert {status for _, _, status in counts.index} == {"FINISHED"}
+
+
+def test_a_killed_import_is_redone_and_leaves_one_run_per_cell(store, table):
+    path, frame = table
+    # an import killed midway: its first cells committed, one run of the next left RUNNING
+    head = write_csv(path.parent / "head.csv", frame.head(7))
+    assert imported(store, head) == (7, 0)
+    record = external.cell_records(frame.iloc[[7]].reset_index(drop=True), source="mine", source_file="mine.csv")[0]
+    half_written = tracking.start_run(store, tracking.experiment_id(store), record)
+    assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.notna().sum().sum() == 7
+
+    assert imported(store, path) == (12, 7)
+    assert store.get_run(half_written).info.lifecycle_stage == "deleted"
+    counts = runs_per_cell(store)
+    assert len(counts) == 19 and (counts == 1).all()
+    assert {status for _, _, status in counts.index} == {"FINISHED"}
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    pd.testing.assert_frame_equal(km.values, frame.pivot(index="model", columns="task", values="score"),
+                                  check_names=False)
+
+
+def test_bad_rows_are_skipped_and_reported_with_their_lines(store, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("model,task,score\n"
+                    "a,x,0.5\n"       # line 2: superseded by line 7
+                    "a,y,nan\n"       # line 3
+                    "b,x,inf\n"       # line 4
+                    "b,y,\n"          # line 5
+                    "c,x,0.25\n"      # line 6
+                    "a,x,0.75\n"      # line 7: kept
+                    "\n"              # line 8: blank, ignored
+                    "c,y,-inf\n")     # line 9
+    lines = []
+    assert imported(store, path, report=lines.append) == (2, 0)
+    assert lines == ["bad.csv: 4 row(s) skipped, no finite score (empty, nan or inf): lines 3, 4, 5, 9",
+                     "bad.csv: 1 row(s) skipped, a (model, task) cell given again on a later line, which is kept: line 2"]
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    assert km.values.loc["a", "x"] == 0.75 and km.values.loc["c", "x"] == 0.25
+    assert int(km.values.notna().sum().sum()) == 2
+    with pytest.warns(external.SkippedRowsWarning) as warned:
+        external.read_table(path)
+    assert [str(w.message) for w in warned] == lines
+
+
+def test_parc_missing_marker_and_a_later_duplicate_are_reported(store, tmp_path):
+    path = tmp_path / "parc.csv"
+    path.write_text("Architecture,Source Dataset,Target Dataset,Oracle\n"
+                    "resnet50,imagenet,cifar10,90.5\n"
+                    "resnet50,imagenet,cub200,-1\n"
+                    "resnet50,imagenet,cifar10,91.5\n")
+    lines = []
+    assert imported(store, path, report=lines.append) == (1, 0)
+    assert lines == ["parc.csv: 1 row(s) skipped, negative Oracle (PARC's -1 marks a missing result): line 3",
+                     "parc.csv: 1 row(s) skipped, a (model, task) cell given again on a later line, which is kept: line 2"]
+    assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.loc[
+        "resnet50@imagenet", "cifar10"] == 91.5
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model,task,score\na,x,0.5\n,x,0.7\n", r"empty 'model' on line 3"),
+    ("model,task,score\na,x,0.5\nb,  ,0.7\nc,,0.1\n", r"empty 'task' on lines 3, 4"),
+    ("model,finetuned_dataset,eval_accuracy\n,x,0.5\n", r"empty 'model' on line 2"),
+    ("model,task,score\na,x,0.5\nb,x,high\n", r"'score' is not a number on line 3 \('high'\)"),
+    ("Architecture,Source Dataset,Target Dataset,Oracle\nr,,x,1\n", r"empty 'Source Dataset' on line 2"),
+    ("model,task,score,task_#labels\na,x,0.5,3\n", r"fact column 'task_#labels' is not a valid MLflow"),
+])
+def test_unusable_tables_are_clear_errors_naming_the_line(store, tmp_path, text, message):
+    path = tmp_path / "broken.csv"
+    path.write_text(text)
+    with pytest.raises(external.TableError, match=message):
+        imported(store, path)
+    assert store.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT) is None  # nothing written
+
+
+def test_names_are_stripped(store, tmp_path):
+    path = tmp_path / "spaces.csv"
+    path.write_text("model, task, score\n a , x ,0.5\n")
+    with pytest.raises(external.TableError, match="cannot tell the table layout"):
+        imported(store, path)  # column names are not stripped: a header must be exact
+    path.write_text("model,task,score\n a , x ,0.5\n")
+    imported(store, path)
+    assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.loc["a", "x"] == 0.5
+
+
+def test_tasks_named_like_public_datasets_get_their_facts(store, tmp_path):
+    path = write_csv(tmp_path / "aliases.csv", {
+        "model": ["m1", "m1", "m1", "m2"], "task": ["FGVC-Aircraft", "cars", "my-own-task", "Food-101"],
+        "score": [0.5, 0.6, 0.7, 0.8], "task_class_count": [None, None, 3, 99]})
+    imported(store, path)
+    facts = tracking.load_matrix("external", source="mine", mlflow_client=store).task_facts
+    assert facts.loc["FGVC-Aircraft", ["class_count", "train_size", "domain", "dataset"]].tolist() == [
+        100, 6667, "fine-grained", "FGVC-Aircraft"]
+    assert facts.loc["cars", ["class_count", "train_size", "dataset"]].tolist() == [196, 8144, "Stanford Cars"]
+    assert facts.loc["my-own-task", "class_count"] == 3 and np.isnan(facts.loc["my-own-task", "train_size"])
+    assert facts.loc["Food-101", "class_count"] == 99  # the table's own fact wins
+    assert facts.loc["Food-101", "train_size"] == 75750
+
+
+def test_knowledge_from_a_table_without_task_facts(store, tmp_path):
+    rng = np.random.default_rng(1)
+    path = write_csv(tmp_path / "bare.csv", {"model": [f"m{i}" for i in range(6) for _ in range(3)],
+                                             "task": ["alpha", "beta", "gamma"] * 6, "score": rng.random(18)})
+    imported(store, path)
+    knowledge = build_knowledge(kind="external", source="mine", mlflow_client=store)
+    assert list(knowledge.task_meta.columns) == ["log_class_count", "log_sample_count"]
+    assert (knowledge.task_meta == 0.0).all().all()  # unknown facts: NaN, then filled
+    assert knowledge.P.shape == (6, 3)
+
+
+def test_task_meta_table_takes_whatever_facts_there_are():
+    tasks = pd.Index(["a", "b"], name="task")
+    bare = task_meta_table(pd.DataFrame(index=tasks), ["natural"])
+    assert list(bare.columns) == ["log_class_count", "log_sample_count", "domain=natural"]
+    assert bare[["log_class_count", "log_sample_count"]].isna().all().all()
+    assert (bare["domain=natural"] == 0.0).all()
+    assert task_meta_table(pd.DataFrame(index=tasks[:0]), []).columns.tolist() == ["log_class_count", "log_sample_count"]
+    # train_size (imported tables) stands in for sample_count (cell jobs) where that is unknown
+    facts = pd.DataFrame({"class_count": [10, np.nan], "sample_count": [np.nan, 20.0], "train_size": [100, 50],
+                          "domain": ["natural", np.nan]}, index=tasks)
+    table = task_meta_table(facts, ["natural"])
+    np.testing.assert_allclose(table["log_sample_count"], np.log([100, 20]))
+    assert np.isnan(table.loc["b", "log_class_count"]) and table["domain=natural"].tolist() == [1.0, 0.0]
+
+
+@pytest.mark.slow
+def test_import_through_a_tracking_server(tmp_path, table):
+    """The REST path: runs written by the client on threads, same read-back and idempotence."""
+    path, frame = table
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--default-artifact-root", str(tmp_path / "artifacts")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        local = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP(S)_PROXY
+        for _ in range(180):
+            try:
+                local.open(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}")
+        assert tracking._sql_engine(client) is None
+        assert imported(client, path) == (19, 0)
+        assert imported(client, path) == (0, 19)
+        km = tracking.load_matrix("external", source="mine", mlflow_client=client)
+        pd.testing.assert_frame_equal(km.values, frame.pivot(index="model", columns="task", values="score"),
+                                      check_names=False)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
