@@ -30,7 +30,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import version
+from importlib.metadata import requires, version
 from pathlib import Path
 
 import mlflow
@@ -241,7 +241,7 @@ def _model_files(bundle: RankerBundle, encoder_file: Path | None) -> Iterator[di
         if encoder_file is not None:
             artifacts["proxy_encoder"] = str(encoder_file)
         yield {"python_model": str(MODEL_CODE), "artifacts": artifacts, "signature": signature(bundle),
-               "pip_requirements": _requirements()}
+               "pip_requirements": _requirements(), "code_paths": [str(PACKAGE_DIR)]}
 
 
 def save_model(bundle: RankerBundle, path: str | Path, *, encoder_file: Path | None = None,
@@ -269,9 +269,18 @@ def set_champion(version: str | int, mlflow_client: mlflow.MlflowClient | None =
     (mlflow_client or mlflow.MlflowClient()).set_registered_model_alias(REGISTERED_NAME, CHAMPION, str(version))
 
 
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the fennec_mlflow package, shipped inside every model
+
+
 def _requirements() -> list[str]:
-    return [f"{name}=={version(name)}" for name in
-            ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "torch", "torchvision", "pillow")] + ["fennec-mlflow"]
+    """This package's own requirements, pinned to the versions installed here.
+
+    The package itself is not on any index: its code travels in the model (``code_paths``), so
+    ``mlflow models serve`` with MLflow's default environment manager rebuilds it from PyPI alone.
+    """
+    wanted = [re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0] for line in requires("fennec-mlflow") or []
+              if "extra ==" not in line]
+    return sorted(f"{name}=={version(name)}" for name in wanted)
 
 
 def champion_exists(mlflow_client: mlflow.MlflowClient | None = None) -> bool:

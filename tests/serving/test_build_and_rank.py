@@ -1,5 +1,6 @@
 """Build, register, load, serve and rank with real components: sqlite store, torch models, the scoring server."""
 import json
+from pathlib import Path
 import os
 import socket
 import subprocess
@@ -65,6 +66,34 @@ def fast_request(result, task):
     frame["class_count"] = 4.0
     frame["sample_count"] = 120.0
     return frame
+
+
+def test_the_logged_model_carries_its_code_and_pinned_requirements(registered, tmp_path):
+    """Served without this checkout: the package code ships in the model, requirements are all on PyPI."""
+    import mlflow
+
+    result, _, uri, _ = registered
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/fennec@champion", dst_path=str(tmp_path),
+                                                     tracking_uri=uri))
+    assert (local / "code" / "fennec_mlflow" / "serving" / "flavor.py").is_file()
+    requirements = (local / "requirements.txt").read_text().split()
+    assert not [r for r in requirements if r.startswith("fennec")]
+    assert any(r.startswith("torch==") for r in requirements) and any(r.startswith("mlflow==") for r in requirements)
+    fast_request(result, "shapes-4").to_json(tmp_path / "frame.json", orient="split")
+    code = (
+        "import sys, json, pandas as pd\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]  # hide this checkout's install\n"
+        f"sys.path[:] = [p for p in sys.path if not p.startswith({str(Path.cwd())!r})]\n"
+        "import mlflow\n"
+        f"model = mlflow.pyfunc.load_model({str(local)!r})\n"
+        "import fennec_mlflow\n"
+        f"frame = pd.read_json({str(tmp_path / 'frame.json')!r}, orient='split').astype(float)\n"
+        "print(json.dumps([fennec_mlflow.__file__, len(model.predict(frame))]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    origin, rows = json.loads(done.stdout.strip().splitlines()[-1])
+    assert origin.startswith(str(local)) and rows > 0
 
 
 def test_pyfunc_ranks_with_params(registered):
