@@ -69,7 +69,10 @@ DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 WARM_KNOWN = (1, 3, 5)
 FENNEC_DEFAULTS = config.FENNEC_DEFAULTS
 ESTIMATORS = ("fennec", "fennec-no-transfer", "fennec-no-meta", "fennec-additive-meta", "fennec-paper",
-              *(f"fennec-warm-{n}" for n in WARM_KNOWN), "popularity", "family-mean", "random")
+              *(f"fennec-warm-{n}" for n in WARM_KNOWN), "popularity", "family-mean", "model-size",
+              "source-accuracy", "random")
+# Data-free baselines: a model fact that ranks every task's models alike (larger first).
+FACT_BASELINES = {"model-size": "log_parameters", "source-accuracy": "source_accuracy"}
 EVALUATION_TAG_BENCHMARK = "fennec.benchmark"
 CORRELATION_METRICS = ("pearson", "spearman", "weighted_tau", "top1_regret", "top5_hit")
 
@@ -126,7 +129,18 @@ def unavailable(benchmark: Benchmark, estimator: str) -> str | None:
         return f"{estimator} needs task facts or task proxies to place a new task; this benchmark has neither"
     if estimator == "family-mean" and benchmark.families is None:
         return "family-mean needs model families (a family, architecture or type fact, or arch@source names)"
+    if estimator in FACT_BASELINES:
+        column = FACT_BASELINES[estimator]
+        if benchmark.model_meta is None or column not in benchmark.model_meta or benchmark.model_meta[column].isna().all():
+            return f"{estimator} needs the model fact {column!r}, which this benchmark's models lack"
     return None
+
+
+def fact_baseline(values: pd.Series) -> ev.Predictor:
+    """A data-free predictor: every task ranks its models by one fact (e.g. size), larger first."""
+    def predict(history: pd.DataFrame, target: str) -> pd.Series:
+        return values.reindex(history.index).astype(float)
+    return predict
 
 
 def draw_known(true: pd.Series, n_known: int, seed: int, target: str) -> list[str]:
@@ -219,6 +233,11 @@ def evaluate_estimator(benchmark: Benchmark, estimator: str, *, seeds: Sequence[
                                 {**base, "families": benchmark.families.nunique()})
     if estimator == "random":
         return EstimatorOutcome(estimator, _over_seeds(table, ev.random_baseline, seeds, targets), base)
+    if estimator in FACT_BASELINES:
+        column = FACT_BASELINES[estimator]
+        result = ev.leave_one_task_out(table, fact_baseline(benchmark.model_meta[column]), targets,
+                                       missing_predictions="skip")
+        return EstimatorOutcome(estimator, result, {**base, "fact": column})
 
     fennec_params = {**fits.params, "history": benchmark.history_name,
                      "task_vector_source": ("task_proxy" if benchmark.task_proxy is not None

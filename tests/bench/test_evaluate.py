@@ -44,10 +44,14 @@ def test_public_benchmarks_have_the_documented_shapes_and_numeric_meta():
 @pytest.mark.slow
 def test_every_estimator_is_one_evaluation_run_in_one_experiment(store):
     outcome = evaluation_runs.run_evaluation("parc", seeds=(0,), progress=False)
+    outcome_bench = benchmarks.load_benchmark("parc")
     assert outcome.experiment == "fennec-eval-parc"
     runs = runs_in(store, "fennec-eval-parc")
     by_estimator = {run.data.params["estimator"]: run for run in runs}
-    assert len(runs) == len(evaluation_runs.ESTIMATORS) and set(by_estimator) == set(evaluation_runs.ESTIMATORS)
+    supported = {e for e in evaluation_runs.ESTIMATORS if not evaluation_runs.unavailable(outcome_bench, e)}
+    assert supported == set(evaluation_runs.ESTIMATORS) - {"source-accuracy"}  # PARC publishes no source accuracy
+    assert len(runs) == len(supported) and set(by_estimator) == supported
+    assert any("source-accuracy" in note for note in outcome.notes)
     for name, run in by_estimator.items():
         assert run.info.status == "FINISHED"
         assert run.data.tags[tracking.KIND_TAG] == "evaluation"
@@ -137,3 +141,17 @@ def test_unknown_estimator_is_refused_before_anything_is_logged(store):
     with pytest.raises(ValueError, match="unknown estimator"):
         evaluation_runs.run_evaluation(planted_benchmark(), estimators="fennec,logme", progress=False)
     assert store.get_experiment_by_name("fennec-eval-planted") is None
+
+
+def test_model_size_is_a_data_free_baseline_and_missing_facts_skip_it():
+    from fennec_mlflow.bench.public import load_benchmark
+
+    bench = load_benchmark("transfergraph")
+    outcome = evaluation_runs.evaluate_estimator(bench, "model-size", seeds=(0,))
+    larger_first = bench.model_meta["log_parameters"]
+    for target in bench.targets[:3]:
+        truth = bench.P[target].dropna()
+        expected = np.corrcoef(larger_first.reindex(truth.index), truth)[0, 1]
+        assert outcome.result.per_target.loc[target, "pearson"] == pytest.approx(expected)
+    reason = evaluation_runs.unavailable(bench, "source-accuracy")
+    assert "source_accuracy" in reason
