@@ -9,6 +9,10 @@ Input (a DataFrame), either
   (PNG/JPEG/...), optionally ``class_count``; the server encodes them with the proxy
   encoder saved inside the model.
 
+Limits (each answers HTTP 400 at once): at most 1,000 task rows or 2,000 images per request, images
+of at most 4096 x 4096 pixels; ``top_k`` in [0, 100,000], ``max_parameters`` >= 0, ``class_count``
+in [2, 10^6], ``sample_count`` in [1, 10^9].
+
 Params: ``top_k`` (default 10; 0 = all), ``include`` / ``exclude`` (regular expressions on
 model names), ``max_parameters`` (0 = no limit), ``known_scores`` (a JSON object
 ``{"model": score}`` of models already scored on the target: the warm start).
@@ -71,7 +75,37 @@ class RankerBundle:
     info: dict = field(default_factory=dict)
 
 
+# Request limits (documented in the module docstring): they answer 400 fast instead of working for minutes.
+MAX_TASK_ROWS = 1000  # fast-path rows (tasks) per request
+MAX_IMAGES = 2000  # images per request
+MAX_IMAGE_PIXELS = 4096 * 4096  # per image, checked from the header before decoding
+MAX_TOP_K = 100_000
+MAX_CLASS_COUNT = 1_000_000
+MAX_SAMPLE_COUNT = 1e9
+
+
+def check_request_params(params: dict) -> None:
+    """Range checks of the served params; a bad one is a RankRequestError (HTTP 400)."""
+    top_k = params.get("top_k")
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 0 <= top_k <= MAX_TOP_K:
+        raise RankRequestError(f"top_k must be an integer in [0, {MAX_TOP_K}] (0 = all), got {top_k!r}")
+    limit = params.get("max_parameters") or 0
+    if not isinstance(limit, (int, float, np.number)) or not 0 <= float(limit) < np.inf:
+        raise RankRequestError(f"max_parameters must be a finite number >= 0 (0 = no limit), got {limit!r}")
+
+
+def check_task_facts(class_count, sample_count) -> None:
+    """A task's facts, when given, must be plausible numbers."""
+    for name, value, upper, least in (("class_count", class_count, MAX_CLASS_COUNT, 2),
+                                      ("sample_count", sample_count, MAX_SAMPLE_COUNT, 1)):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            continue
+        if not isinstance(value, (int, float, np.number)) or not least <= float(value) <= upper:
+            raise RankRequestError(f"{name} must be a number in [{least}, {upper:g}] or missing, got {value!r}")
+
+
 def task_meta_row(class_count, sample_count, domain, bundle: RankerBundle) -> pd.Series:
+    check_task_facts(class_count, sample_count)
     return knowledge_row(class_count, sample_count, domain, bundle.domains, bundle.task_meta_fill)
 
 
@@ -79,14 +113,21 @@ def decode_images(encoded: pd.Series) -> np.ndarray:
     """base64 image files -> uint8 (n, H, W, 3) at the size of the first image."""
     from PIL import Image
 
+    if len(encoded) > MAX_IMAGES:
+        raise RankRequestError(f"{len(encoded)} images in one request; send at most {MAX_IMAGES}")
     images = []
     size = None
     for i, text in enumerate(encoded):
         try:
             with Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise RankRequestError(f"row {i}: a {img.width}x{img.height} image is over the limit of "
+                                           f"{MAX_IMAGE_PIXELS} pixels; downscale it first")
                 img = img.convert("RGB")
                 size = size or img.size
                 images.append(np.asarray(img.resize(size), dtype=np.uint8))
+        except RankRequestError:
+            raise
         except Exception as exc:
             raise RankRequestError(f"row {i}: 'image' is not a base64-encoded image file ({type(exc).__name__})") from exc
     if not images:
@@ -136,8 +177,11 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
 
     def _rank(self, model_input: pd.DataFrame, params: dict | None) -> pd.DataFrame:
         params = {**default_params(), **(params or {})}
+        check_request_params(params)
         bundle = self.bundle
         frame = pd.DataFrame(model_input)
+        if "image" not in frame.columns and len(frame) > MAX_TASK_ROWS:
+            raise RankRequestError(f"{len(frame)} task rows in one request; send at most {MAX_TASK_ROWS}")
         candidates = select_candidates(bundle, params)
         known = parse_known_scores(params.get("known_scores") or "", bundle)
         proxy_cols = [f"proxy_{i}" for i in range(bundle.proxy_dim)]

@@ -177,9 +177,75 @@ def test_mlflow_models_serve_answers_rest_requests(registered):
         # a project error is the client's fault: 400, our message at the top level, no traceback
         assert error.value.code == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE"
         assert "proxy features" in answer["message"] and "stack_trace" not in answer
+        for name, payload, content_type, expected in malformed_requests(frame):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=payload,
+                                             headers={"Content-Type": content_type})
+            start = time.time()
+            try:
+                status = local.open(request, timeout=30).status
+            except urllib.error.HTTPError as failure:
+                status = failure.code
+            assert status in expected, (name, status)
+            assert time.time() - start < 30, name
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def malformed_requests(frame: pd.DataFrame):
+    """(name, body, content type, acceptable statuses): never a 500, never a hang."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    def body(data: pd.DataFrame | dict, **params) -> bytes:
+        split = data.to_dict(orient="split") if isinstance(data, pd.DataFrame) else data
+        split.pop("index", None)
+        return json.dumps({"dataframe_split": split, "params": params}).encode()
+
+    def image_frame(*texts) -> dict:
+        return {"columns": ["image"], "data": [[t] for t in texts]}
+
+    huge = io.BytesIO()
+    Image.new("L", (5000, 5000)).save(huge, format="PNG")
+    ours = (400,)  # the project's own checks
+    cases = [
+        ("bad include regex", body(frame, include="("), ours),
+        ("bad exclude regex", body(frame, exclude="["), ours),
+        ("include matches nothing", body(frame, include="^zzz$"), ours),
+        ("known_scores not JSON", body(frame, known_scores="not json"), ours),
+        ("known_scores unknown model", body(frame, known_scores='{"nosuch": 1}'), ours),
+        ("known_scores a list", body(frame, known_scores="[1, 2]"), ours),
+        ("known_scores not a number", body(frame, known_scores='{"resnet20_cifar10": "x"}'), ours),
+        ("top_k negative", body(frame, top_k=-5), ours),
+        ("top_k huge", body(frame, top_k=10 ** 12), ours),
+        ("top_k text", body(frame, top_k="abc"), (400,)),
+        ("max_parameters negative", body(frame, max_parameters=-1.0), ours),
+        ("max_parameters text", body(frame, max_parameters="x"), (400,)),
+        ("class_count negative", body(frame.assign(class_count=-5.0)), ours),
+        ("class_count huge", body(frame.assign(class_count=1e308)), ours),
+        ("sample_count negative", body(frame.assign(sample_count=-1.0)), ours),
+        ("class_count text", body(frame.assign(class_count="many")), (400,)),
+        ("proxy infinite", body(frame.assign(proxy_0=1e309)), (400,)),
+        ("too many rows", body(pd.concat([frame] * 1001, ignore_index=True)), ours),
+        ("image not base64", body(image_frame("!!!")), ours),
+        ("image not an image", body(image_frame(base64.b64encode(b"hello").decode())), ours),
+        ("image too large", body(image_frame(base64.b64encode(huge.getvalue()).decode())), ours),
+        ("no proxy columns", body({"columns": ["class_count"], "data": [[3.0]]}), ours),
+        ("row of the wrong length", body({"columns": list(frame.columns), "data": [[1.0]]}), (400,)),
+        ("empty frame", body({"columns": list(frame.columns), "data": []}), (200, 400)),
+        ("unknown column only", body({"columns": ["banana"], "data": [[1.0]]}), (400,)),
+        ("domain a number", body(frame.assign(domain=5)), (200, 400)),
+        ("empty JSON object", b"{}", (400,)),
+        ("broken JSON", b"{", (400,)),
+        ("not JSON at all", b"\x00\xff garbage", (400,)),
+        ("plain text content type", body(frame), (400, 415)),
+        ("unknown param", body(frame, banana=1), (200, 400)),
+        ("instances of garbage", json.dumps({"instances": [[1, 2, 3]]}).encode(), (400,)),
+    ]
+    return [(name, payload, "text/plain" if name == "plain text content type" else "application/json", expected)
+            for name, payload, expected in cases]
 
 
 @pytest.mark.slow
