@@ -178,7 +178,7 @@ def benchmark_section(client, benchmark: str, img_dir: Path, rel: str) -> list[s
 
 
 def goals_section(client, chosen: list[str]) -> list[str]:
-    lines = ["## Goals of issue 5, checked", "",
+    lines = ["## Goals of issue 5 (the earlier quality goals), checked", "",
              "| benchmark | cold Fennec - popularity | nested-CV tuned - popularity | warm start (3) | "
              "cold Fennec top-1 regret (points) |", "|---|---:|---:|---:|---:|"]
     for benchmark in chosen:
