@@ -82,12 +82,26 @@ def client(tracking_uri: str | None = None) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+def artifact_location(mlflow_client: MlflowClient) -> str | None:
+    """For a sqlite store, ``mlruns/`` next to the database file, wherever the command runs from.
+
+    MLflow's default is ``./mlruns`` in the working directory, which under ``mlflow run <project>``
+    is the project's folder, not the user's. Other stores keep their server's default (None).
+    """
+    uri = mlflow_client.tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri[len("sqlite:///"):])
+    return (database.parent.resolve() / "mlruns").as_uri()
+
+
 def experiment_id(mlflow_client: MlflowClient, name: str = DEFAULT_EXPERIMENT) -> str:
     """The id of experiment ``name``, created when missing (a deleted one is restored)."""
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return mlflow_client.create_experiment(name, tags={MLFLOW_RUN_NOTE: experiment_description(name)})
+            return mlflow_client.create_experiment(name, artifact_location=artifact_location(mlflow_client),
+                                                   tags={MLFLOW_RUN_NOTE: experiment_description(name)})
         except mlflow.exceptions.MlflowException:  # another worker created it meanwhile
             experiment = mlflow_client.get_experiment_by_name(name)
             assert experiment is not None

@@ -1,4 +1,6 @@
 """The run schema against a real sqlite store: write, read back, import, idempotency."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -196,3 +198,14 @@ def test_experiments_the_project_creates_carry_a_description(store):
     with tracking.own_run("fennec-tune-parc", "a-run", {tracking.KIND_TAG: "tune"}):
         pass
     assert "Optuna" in client.get_experiment_by_name("fennec-tune-parc").tags["mlflow.note.content"]
+
+
+def test_artifacts_go_next_to_a_sqlite_store_whatever_the_working_directory(store, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # as under `mlflow run <project>`: the working directory is the project's
+    client = tracking.client()
+    experiment = client.get_experiment(tracking.experiment_id(client, "fennec-artifacts-here"))
+    database = Path(client.tracking_uri[len("sqlite:///"):]).resolve()
+    assert experiment.artifact_location == (database.parent / "mlruns").as_uri()
+    assert not (elsewhere / "mlruns").exists()
