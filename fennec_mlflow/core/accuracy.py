@@ -1,22 +1,24 @@
 """Predicted fine-tune accuracy with an interval, from a recommender's predicted per-task z-score.
 
 A Fennec score is a z-score on the new task: 0 = an average model of the history, 1 = one
-standard deviation better. A practitioner wants an accuracy. On the task's own scale
-``accuracy = task mean + task std x z``; for a new task both are unknown, so they are predicted
-from the history's tasks: the median task mean and the median task std (robust to a few odd
-tasks), or, given task facts, a ridge regression of the task mean (and log std) on them, used
-only when it predicted held-out history tasks clearly better (5 %) than the medians.
+standard deviation better. A practitioner wants an accuracy. Everything here works on the
+**logit scale** of the accuracy, ``l = logit(accuracy / scale)`` (clipped at 0.5 % and 99.5 %),
+where tasks near the ceiling and tasks in the middle spread alike: a model's logit accuracy is
+``task mean + task std x z``. For a new task both are unknown, so they are predicted from the
+history's tasks: the median task mean and the median task std (robust to a few odd tasks), or,
+given task facts, a ridge regression of the task mean and log std on them, used only when it
+predicted held-out history tasks clearly better (5 %) than the medians.
 
 **Interval: split conformal, leave one task out.** Every history task j is predicted from the
 others: its mean and std from the other tasks, each model's z-score from the other tasks (its
 mean z-score over them, i.e. popularity, by default; or the caller's out-of-fold predictions,
-``oof_z``). The residuals ``true - predicted`` of all known cells, on the logit scale of the
-accuracy (bounded by 0 and the scale's maximum), are the calibration set; the interval at level
-``1 - a`` adds their ``a/2`` and ``1 - a/2`` quantiles (finite-sample corrected) to the logit
-of the prediction. Back on the accuracy scale the interval is asymmetric and never leaves
-[0, 100] % (or [0, 1]). The guarantee is marginal over cells, assuming the new task is
-exchangeable with the history's tasks; an unusual task (e.g. far harder than every history
-task) falls outside.
+``oof_z``). The residuals ``true - predicted`` (logit scale) of all known cells are the
+calibration set; the interval at level ``1 - a`` adds their ``a/2`` and ``1 - a/2`` quantiles
+(finite-sample corrected) to the predicted logit. Back on the accuracy scale the interval is
+asymmetric and never leaves [0, 100] % (or [0, 1]). The guarantee is marginal over cells,
+assuming the new task is exchangeable with the history's tasks; most of the error is the task's
+level (its cells miss together), so with a handful of history tasks the realised coverage is
+coarse, and an unusual task (e.g. far harder than every history task) falls outside.
 
 **Only on an accuracy scale.** :func:`accuracy_scale` accepts a history whose values all lie in
 [0, 1] (fractions) or all in [0, 100] with every task above 1 (percent). Anything else (FDA
@@ -159,10 +161,12 @@ class AccuracyModel:
         if scale is None:
             self.note = f"{RELATIVE_NOTE}: {why}"
             return self
-        values = P.to_numpy(dtype=float)
+        self.scale = scale
+        values = self._logit(P.to_numpy(dtype=float))  # everything below works on the logit scale
         mean, std = _task_stats(values)
         usable = np.isfinite(std) & (np.isfinite(values).sum(axis=0) >= 2)
         if usable.sum() < _MIN_TASKS:
+            self.scale = None
             self.note = (f"predicted accuracy needs at least {_MIN_TASKS} history tasks with 2 or more distinct "
                          f"accuracies to calibrate its interval; the history has {int(usable.sum())}")
             return self
@@ -170,7 +174,6 @@ class AccuracyModel:
         values, mean, std = values[:, usable], mean[usable], std[usable]
         oof = loto_popularity_z(P) if oof_z is None else oof_z.reindex(index=P.index, columns=P.columns)
         oof = oof.to_numpy(dtype=float)
-        self.scale = scale
         self.tasks_ = [str(t) for t in P.columns]
         facts = self._facts(task_meta, P.columns)
         log_std = np.log(std)
@@ -186,8 +189,7 @@ class AccuracyModel:
                                self.task_facts_ridge)
             task_mean, task_std = level.predict(facts[j] if use_facts else None)
             cells = np.isfinite(values[:, j]) & np.isfinite(oof[:, j])
-            predicted = task_mean + task_std * oof[cells, j]
-            residuals.append(self._logit(values[cells, j]) - self._logit(predicted))
+            residuals.append(values[cells, j] - (task_mean + task_std * oof[cells, j]))
         residuals = np.concatenate(residuals) if residuals else np.array([])
         if residuals.size < _MIN_CELLS:
             self.scale = None
@@ -197,12 +199,12 @@ class AccuracyModel:
         self.residual_quantiles_ = (conformal_quantile(residuals, alpha / 2), conformal_quantile(residuals, 1 - alpha / 2))
         self.calibration_cells_ = int(residuals.size)
         self._level = _TaskLevel(mean, log_std, facts if use_facts else None, self.task_facts_ridge)
-        self.task_mean_, self.task_std_ = self._level.mean_median, float(np.exp(self._level.log_std_median))
+        self.task_mean_ = float(self._expit(self._level.mean_median))  # the median task, in accuracy units
         self.available = True
         unit = "%" if scale == 100.0 else " (fraction)"
         self.note = (f"predicted accuracy{unit} = task mean + task std x score, the new task's mean and std "
                      f"{'regressed on its facts' if use_facts else 'the median of the history tasks'} "
-                     f"(median {self.task_mean_:.3g} +- {self.task_std_:.2g}); {100 * self.level:.0f}% interval "
+                     f"(median task {self.task_mean_:.3g}); {100 * self.level:.0f}% interval "
                      f"by split conformal, leave-one-task-out over {len(self.tasks_)} history tasks "
                      f"({self.calibration_cells_} cells)")
         return self
@@ -226,7 +228,7 @@ class AccuracyModel:
             level = _TaskLevel(mean[others], log_std[others], None if facts is None else facts[others],
                                self.task_facts_ridge)
             predicted, _ = level.predict(None if facts is None else facts[j])
-            errors.append(abs(self._logit(np.array([mean[j]]))[0] - self._logit(np.array([predicted]))[0]))
+            errors.append(abs(mean[j] - predicted))
         return float(np.mean(errors))
 
     def _logit(self, accuracy: np.ndarray) -> np.ndarray:
@@ -239,7 +241,7 @@ class AccuracyModel:
 
     # ------------------------------------------------------------------ predict
     def task_level(self, task_meta_row=None) -> tuple[float, float]:
-        """(predicted mean, predicted std) of a new task's accuracies."""
+        """(predicted mean, predicted std) of a new task's logit accuracies (logit of accuracy / scale)."""
         self._check()
         facts = None
         if self.uses_task_facts_ and task_meta_row is not None:
@@ -253,9 +255,9 @@ class AccuracyModel:
         self._check()
         scores = np.asarray(z, dtype=float).reshape(-1)
         task_mean, task_std = self.task_level(task_meta_row)
-        predicted = np.clip(task_mean + task_std * scores, 0.0, self.scale)
-        centre = self._logit(predicted)
+        centre = task_mean + task_std * scores
         low, high = self.residual_quantiles_
+        predicted = self._expit(centre)
         index = z.index if isinstance(z, pd.Series) else None
         return pd.DataFrame({"predicted_accuracy": predicted,
                              "accuracy_low": np.minimum(self._expit(centre + low), predicted),
