@@ -10,6 +10,9 @@ params ``estimator`` and ``benchmark``) into one experiment per benchmark (defau
   ``mean_top5_hit``, their ``std_*`` over targets and ``seed_std_*`` over seeds, and per target
   ``pearson.<task>``, ``spearman.<task>``, ... (:meth:`EvaluationResult.as_metrics`); the
   correlations are fractions (x 100 for the paper's figures), the regret is in the table's units;
+  the ``fennec`` run also logs the calibration of its predicted-accuracy interval, leave one
+  target out (:func:`interval_metrics`: ``fennec_interval_coverage``, ``fennec_interval_width``,
+  ``fennec_accuracy_abs_error``, ``interval_level``, ``interval_coverage.<task>``);
 - artifacts: ``scatter.png`` (predicted score vs true accuracy per target, like the paper's
   Fig. 12/13), ``predictions.csv`` (target, model, predicted, true, repeat), ``per_target.csv``,
   and for warm starts ``known_entries.json`` (which models were given, per seed and target).
@@ -60,6 +63,11 @@ import pandas as pd
 from fennec_mlflow import config
 from fennec_mlflow.bench.public import Benchmark, load_benchmark
 from fennec_mlflow.core import evaluation as ev
+from fennec_mlflow.core.accuracy import (
+    DEFAULT_LEVEL,
+    coverage_summary,
+    interval_coverage,
+)
 from fennec_mlflow.core.recommender import Fennec
 from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.serving.selection import capped_k, fennec_scores, fit_fennec  # noqa: F401 (capped_k: bench.synthetic)
@@ -141,6 +149,30 @@ def fact_baseline(values: pd.Series) -> ev.Predictor:
     def predict(history: pd.DataFrame, target: str) -> pd.Series:
         return values.reindex(history.index).astype(float)
     return predict
+
+
+def interval_metrics(benchmark: Benchmark, fits: FennecFits, seeds: Sequence[int], alpha: float,
+                     level: float = DEFAULT_LEVEL) -> dict[str, float]:
+    """Calibration of Fennec's predicted-accuracy interval, leave one target out (issue 16).
+
+    Per target: the accuracy model (:class:`fennec_mlflow.core.accuracy.AccuracyModel`) is fitted
+    on the ground truth without the target, Fennec's scores (the same fits as the ranking, each
+    seed) become predicted accuracies with a ``level`` interval, and the target's known cells are
+    checked. Metrics: ``fennec_interval_coverage`` (share of held-out cells inside, pooled over
+    targets, mean over seeds), ``fennec_interval_width`` and ``fennec_accuracy_abs_error`` (table
+    units), ``interval_level``, ``interval_coverage.<task>``; none when the table is not on an
+    accuracy scale.
+    """
+    tables = [interval_coverage(benchmark.P, benchmark.targets, lambda h, t, s=seed: fits.rank(h, t, s, alpha),
+                                level=level, task_meta=benchmark.task_meta) for seed in seeds]
+    tables = [t for t in tables if not t.empty]
+    if not tables:
+        return {}
+    per_target = sum(tables) / len(tables)
+    summary = coverage_summary(per_target)
+    return {"fennec_interval_coverage": summary["interval_coverage"], "fennec_interval_width": summary["interval_width"],
+            "fennec_accuracy_abs_error": summary["accuracy_abs_error"], "interval_level": float(level),
+            **{f"interval_coverage.{target}": float(v) for target, v in per_target["coverage"].items()}}
 
 
 def draw_known(true: pd.Series, n_known: int, seed: int, target: str) -> list[str]:
@@ -246,7 +278,8 @@ def evaluate_estimator(benchmark: Benchmark, estimator: str, *, seeds: Sequence[
     if estimator in ("fennec", "fennec-no-transfer", "fennec-no-meta"):
         alpha = {"fennec": fits.params["alpha"], "fennec-no-transfer": 1.0, "fennec-no-meta": 0.0}[estimator]
         result = _over_seeds(table, lambda s: fennec_predictor(fits, s, alpha), seeds, targets)
-        return EstimatorOutcome(estimator, result, {**base, **fennec_params, "alpha": alpha})
+        extra = interval_metrics(benchmark, fits, seeds, alpha) if estimator == "fennec" else {}
+        return EstimatorOutcome(estimator, result, {**base, **fennec_params, "alpha": alpha}, extra_metrics=extra)
     if estimator == "fennec-paper":
         paper = FennecFits(benchmark, {**fits.params, "formulation": "paper"})
         result = _over_seeds(table, lambda s: fennec_predictor(paper, s, paper.params["alpha"]), seeds, targets)
