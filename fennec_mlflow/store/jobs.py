@@ -6,6 +6,7 @@ the cell in flight: finished cells are found in the store and skipped on the nex
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from fennec_mlflow.data.proxy import task_proxy_features
 from fennec_mlflow.data.tasks import DEFAULT_PROBE_SIZE, Probe, Task, sample_probe
 from fennec_mlflow.data.zoo import ZooModel, load_model
 from fennec_mlflow.errors import InvalidInputError
-from fennec_mlflow.store import tracking
+from fennec_mlflow.store import claims, tracking
 from fennec_mlflow.training.finetune import (
     FinetuneCallbacks,
     FinetuneConfig,
@@ -96,45 +97,66 @@ def score_cells(
     mlflow_client = mlflow_client or tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     done = tracking.finished_cells(mlflow_client, experiment, kind)
-    stale = tracking.unfinished_cells(mlflow_client, experiment, kind)
     cache = cache or FeatureCache()
     outcomes: list[CellOutcome] = []
-    cells = [(m, p) for m in models.values() for p in probes]
-    bar = tqdm(cells, desc=f"{estimator} cells", disable=not progress, unit="cell")
-    for model, probe in bar:
-        bar.set_postfix_str(f"{model.name} x {probe.task.name}")
-        key = score_cell_key(estimator, model, probe, scorer.get_params())
-        if key in done:
-            outcomes.append(CellOutcome(model.name, probe.task.name, done[key], None, True))
-            continue
-        feats = cache.get_or_compute(model, probe, device=device, batch_size=batch_size)
-        check_features(feats.features, model.name, probe.task.name)
-        start = time.perf_counter()
-        value = float(scorer.score(feats.features, probe.labels, source_logits=feats.logits))
-        score_seconds = time.perf_counter() - start
-        metrics = {metric: value, "feature_seconds": feats.seconds, "score_seconds": score_seconds}
-        if kind == "fda":
-            metrics["fda_score_sum"] = value * len(probe.indices)  # the paper's eq. 3 sums over the probe
-        facts = probe.task.facts()
-        record = tracking.RunRecord(
-            kind=kind, model=model.name, task=probe.task.name, cell=key,
-            params={
-                "estimator": estimator, "weights": model.weights, "probe_size": len(probe.indices),
-                "probe_seed": probe.seed, "feature_dim": feats.dim,
-                **{f"estimator_{k}": v for k, v in scorer.get_params().items()}, "feature_cache_hit": feats.cached,
-                "task_fingerprint": probe.task.fingerprint, "device": device,
-                "model_parameters": model.parameter_count, "model_source": model.source,
-                "model_input_size": model.input_size,
-                **{f"task_{k}": v for k, v in facts.items()},
-            },
-            metrics=metrics,
-            datasets=[tracking.probe_dataset(probe.task.name, probe.task.source, probe.indices, probe.labels)],
-        )
-        tracking.discard_runs(mlflow_client, stale.pop(key, ()))
-        run_id = tracking.write_run(mlflow_client, exp_id, record)
-        done[key] = run_id
-        outcomes.append(CellOutcome(model.name, probe.task.name, run_id, value, False))
+    work = []
+    for model in models.values():
+        for probe in probes:
+            key = score_cell_key(estimator, model, probe, scorer.get_params())
+            work.append(claims.Work((model, probe), tracking.RunRecord(
+                kind=kind, model=model.name, task=probe.task.name, cell=key)))
+    bar = tqdm(total=len(work), desc=f"{estimator} cells", disable=not progress, unit="cell")
+    with claims.Claimer(mlflow_client, exp_id) as claimer, bar:
+        waiting = functools.partial(_note_waiting, bar)
+        for unit, claim in claims.claim_each(claimer, work, known=done, on_wait=waiting):
+            model, probe = unit.item
+            bar.set_postfix_str(f"{model.name} x {probe.task.name}")
+            bar.update()
+            if claim.state == "done":
+                outcomes.append(CellOutcome(model.name, probe.task.name, claim.run_id, None, True))
+                continue
+            try:
+                tracking.discard_runs(mlflow_client, [run.run_id for run in claim.dead])
+                record = _score_record(scorer, estimator, kind, metric, model, probe, cache, device, batch_size)
+            except BaseException:  # nothing of value in the claim: gone, so bad input leaves no run
+                claimer.abandon(claim.run_id)
+                raise
+            run_id, ours = claimer.complete(claim, record)
+            value = record.metrics[metric]
+            outcomes.append(CellOutcome(model.name, probe.task.name, run_id, value if ours else None, not ours))
     return outcomes
+
+
+def _note_waiting(bar, count: int) -> None:
+    bar.set_postfix_str(f"waiting for {count} cell(s) another worker holds")
+
+
+def _score_record(scorer, estimator: str, kind: str, metric: str, model: ZooModel, probe: Probe,
+                  cache: FeatureCache, device: str, batch_size: int) -> tracking.RunRecord:
+    """The params, metrics and probe dataset of one scored cell (its tags are on the claim)."""
+    feats = cache.get_or_compute(model, probe, device=device, batch_size=batch_size)
+    check_features(feats.features, model.name, probe.task.name)
+    start = time.perf_counter()
+    value = float(scorer.score(feats.features, probe.labels, source_logits=feats.logits))
+    score_seconds = time.perf_counter() - start
+    metrics = {metric: value, "feature_seconds": feats.seconds, "score_seconds": score_seconds}
+    if kind == "fda":
+        metrics["fda_score_sum"] = value * len(probe.indices)  # the paper's eq. 3 sums over the probe
+    facts = probe.task.facts()
+    return tracking.RunRecord(
+        kind=kind,
+        params={
+            "estimator": estimator, "weights": model.weights, "probe_size": len(probe.indices),
+            "probe_seed": probe.seed, "feature_dim": feats.dim,
+            **{f"estimator_{k}": v for k, v in scorer.get_params().items()}, "feature_cache_hit": feats.cached,
+            "task_fingerprint": probe.task.fingerprint, "device": device,
+            "model_parameters": model.parameter_count, "model_source": model.source,
+            "model_input_size": model.input_size,
+            **{f"task_{k}": v for k, v in facts.items()},
+        },
+        metrics=metrics,
+        datasets=[tracking.probe_dataset(probe.task.name, probe.task.source, probe.indices, probe.labels)],
+    )
 
 
 # ----------------------------------------------------------------------------- fine-tunes
@@ -218,53 +240,76 @@ def finetune_cells(
     mlflow_client = mlflow_client or tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     done = tracking.finished_cells(mlflow_client, experiment, "finetune")
+    work = [claims.Work((model, task), _finetune_parent(model, task, config))
+            for model in models_ for task in tasks]
     outcomes: list[CellOutcome] = []
-    for model in models_:
-        for task in tasks:
-            key = finetune_cell_key(model, task, config)
-            if key in done:
-                outcomes.append(CellOutcome(model.name, task.name, done[key], None, True))
-                continue
-            outcomes.append(_finetune_cell(mlflow_client, exp_id, experiment, model, task, config, key))
+    with claims.Claimer(mlflow_client, exp_id) as claimer:
+        for unit, claim in claims.claim_each(claimer, work, known=done):
+            model, task = unit.item
+            if claim.state == "done":
+                outcomes.append(CellOutcome(model.name, task.name, claim.run_id, None, True))
+            else:
+                outcomes.append(_finetune_cell(mlflow_client, claimer, claim, experiment, model, task, config))
     return outcomes
 
 
-def _finetune_cell(mlflow_client: MlflowClient, exp_id: str, experiment: str, model: ZooModel, task: Task,
-                   config: FinetuneConfig, key: str) -> CellOutcome:
-    unfinished = tracking.runs_with_cell(mlflow_client, exp_id, key, statuses=("RUNNING", "FAILED", "KILLED"))
+def _finetune_parent(model: ZooModel, task: Task, config: FinetuneConfig) -> tracking.RunRecord:
     split = default_split(task, seed=config.seed)
-    if unfinished:
-        parent_id = unfinished[0].info.run_id
-        tracking.reopen_run(mlflow_client, parent_id)
-    else:
-        facts = task.facts()
-        parent_id = tracking.start_run(mlflow_client, exp_id, tracking.RunRecord(
-            kind="finetune", model=model.name, task=task.name, cell=key,
-            params={
-                "weights": model.weights, "learning_rates": ",".join(f"{v:g}" for v in config.learning_rates),
-                "weight_decays": ",".join(f"{v:g}" for v in config.weight_decays), "batch_size": config.batch_size,
-                "momentum": config.momentum, "max_epochs": config.max_epochs, "patience": config.patience,
-                "augment": config.augment, "seed": config.seed, "device": config.device,
-                "task_fingerprint": task.fingerprint, **split.sizes(),
-                "model_parameters": model.parameter_count, "model_source": model.source,
-                **{f"task_{k}": v for k, v in facts.items()},
-            }))
-    callbacks = _TrackedFinetune(mlflow_client, exp_id, parent_id, model.name, task.name,
-                                 _finished_trials(mlflow_client, experiment, parent_id))
+    return tracking.RunRecord(
+        kind="finetune", model=model.name, task=task.name, cell=finetune_cell_key(model, task, config),
+        params={
+            "weights": model.weights, "learning_rates": ",".join(f"{v:g}" for v in config.learning_rates),
+            "weight_decays": ",".join(f"{v:g}" for v in config.weight_decays), "batch_size": config.batch_size,
+            "momentum": config.momentum, "max_epochs": config.max_epochs, "patience": config.patience,
+            "augment": config.augment, "seed": config.seed, "device": config.device,
+            "task_fingerprint": task.fingerprint, **split.sizes(),
+            "model_parameters": model.parameter_count, "model_source": model.source,
+            **{f"task_{k}": v for k, v in task.facts().items()},
+        })
+
+
+def _adopt_trials(mlflow_client: MlflowClient, experiment: str, parent_id: str, dead: list[claims.CellRun]) -> None:
+    """Move the finished grid points of dead parents of the cell under ``parent_id``; delete the rest.
+
+    Only the worker that won the cell's claim adopts, so two live workers never share a parent
+    or its trials: a dead parent's finished trials are reused, its unfinished ones redone.
+    """
+    exp_id = tracking.experiment_id(mlflow_client, experiment)
+    for dead_parent in dead:
+        children = tracking.search_all(mlflow_client, [exp_id],
+                                       f"tags.`mlflow.parentRunId` = {tracking.quote(dead_parent.run_id)}")
+        for child in children:
+            if child.info.status == "FINISHED" and child.data.tags.get(tracking.KIND_TAG) == "finetune-trial":
+                mlflow_client.set_tag(child.info.run_id, "mlflow.parentRunId", parent_id)
+            else:
+                tracking.discard_runs(mlflow_client, [child.info.run_id])
+        tracking.discard_runs(mlflow_client, [dead_parent.run_id])
+
+
+def _finetune_cell(mlflow_client: MlflowClient, claimer: claims.Claimer, claim: claims.Claim, experiment: str,
+                   model: ZooModel, task: Task, config: FinetuneConfig) -> CellOutcome:
+    parent_id = claim.run_id
+    exp_id = claimer.experiment_id
+    callbacks = None
     try:
-        result = finetune(model, task, config, split=split, callbacks=callbacks)
-    except BaseException:  # Ctrl-C included: mark what was in flight as failed, resume later
-        for run_id in (callbacks.child_id, parent_id):
-            if run_id:
-                tracking.finish_run(mlflow_client, run_id, status="FAILED")
+        _adopt_trials(mlflow_client, experiment, parent_id, claim.dead)
+        callbacks = _TrackedFinetune(mlflow_client, exp_id, parent_id, model.name, task.name,
+                                     _finished_trials(mlflow_client, experiment, parent_id))
+        result = finetune(model, task, config, split=default_split(task, seed=config.seed), callbacks=callbacks)
+    except BaseException:  # Ctrl-C included: mark what was in flight as failed, resumed by the next claim
+        if callbacks is not None and callbacks.child_id:
+            tracking.finish_run(mlflow_client, callbacks.child_id, status="FAILED")
+        claimer.fail(claim)
         raise
-    mlflow_client.log_batch(parent_id, metrics=tracking.epoch_metrics({
+    run_id, ours = claimer.complete(claim, tracking.RunRecord(kind="finetune", metrics={
         "test_accuracy": result.test_accuracy, "best_val_accuracy": result.best.val_accuracy,
         "best_lr": result.best.lr, "best_weight_decay": result.best.weight_decay,
         "best_epoch": result.best.best_epoch, "trials_resumed": sum(t.resumed for t in result.trials),
-        "seconds": sum(t.seconds for t in result.trials if not t.resumed)}, 0))
-    tracking.finish_run(mlflow_client, parent_id)
-    return CellOutcome(model.name, task.name, parent_id, result.test_accuracy, False)
+        "seconds": sum(t.seconds for t in result.trials if not t.resumed)}))
+    if not ours:  # another worker finished the cell first: our trials go with our deleted parent
+        children = tracking.search_all(mlflow_client, [exp_id], f"tags.`mlflow.parentRunId` = {tracking.quote(parent_id)}")
+        tracking.discard_runs(mlflow_client, [child.info.run_id for child in children])
+    return CellOutcome(model.name, task.name, run_id, result.test_accuracy if ours else None, not ours)
 
 
 # ----------------------------------------------------------------------------- task proxies
@@ -285,22 +330,31 @@ def proxy_cells(
     mlflow_client = mlflow_client or tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     done = tracking.finished_cells(mlflow_client, experiment, "task-proxy")
-    stale = tracking.unfinished_cells(mlflow_client, experiment, "task-proxy")
+    work = [claims.Work(task, tracking.RunRecord(
+        kind="task-proxy", task=task.name, cell=tracking.cell_key(
+            "task-proxy", encoder=encoder.name, task=task.name, fingerprint=task.fingerprint,
+            sample_size=sample_size, seed=seed))) for task in tasks]
     outcomes = []
-    for task in tqdm(tasks, desc=f"proxy {encoder.name}", disable=not progress, unit="task"):
-        key = tracking.cell_key("task-proxy", encoder=encoder.name, task=task.name, fingerprint=task.fingerprint,
-                                sample_size=sample_size, seed=seed)
-        if key in done:
-            outcomes.append(CellOutcome("", task.name, done[key], None, True))
-            continue
-        start = time.perf_counter()
-        vector = task_proxy_features(encoder, task, sample_size=sample_size, seed=seed)
-        seconds = time.perf_counter() - start
-        tracking.discard_runs(mlflow_client, stale.pop(key, ()))
-        run_id = tracking.write_run(mlflow_client, exp_id, tracking.RunRecord(
-            kind="task-proxy", task=task.name, cell=key,
-            params={"encoder": encoder.name, "sample_size": sample_size, "seed": seed, "dim": len(vector),
-                    **{f"task_{k}": v for k, v in task.facts().items()}},
-            metrics={"seconds": seconds}, artifacts={"proxy.json": [float(v) for v in vector]}))
-        outcomes.append(CellOutcome("", task.name, run_id, None, False))
+    bar = tqdm(total=len(work), desc=f"proxy {encoder.name}", disable=not progress, unit="task")
+    with claims.Claimer(mlflow_client, exp_id) as claimer, bar:
+        for unit, claim in claims.claim_each(claimer, work, known=done):
+            task = unit.item
+            bar.update()
+            if claim.state == "done":
+                outcomes.append(CellOutcome("", task.name, claim.run_id, None, True))
+                continue
+            try:
+                tracking.discard_runs(mlflow_client, [run.run_id for run in claim.dead])
+                start = time.perf_counter()
+                vector = task_proxy_features(encoder, task, sample_size=sample_size, seed=seed)
+                seconds = time.perf_counter() - start
+            except BaseException:
+                claimer.abandon(claim.run_id)
+                raise
+            run_id, ours = claimer.complete(claim, tracking.RunRecord(
+                kind="task-proxy",
+                params={"encoder": encoder.name, "sample_size": sample_size, "seed": seed, "dim": len(vector),
+                        **{f"task_{k}": v for k, v in task.facts().items()}},
+                metrics={"seconds": seconds}, artifacts={"proxy.json": [float(v) for v in vector]}))
+            outcomes.append(CellOutcome("", task.name, run_id, None, not ours))
     return outcomes

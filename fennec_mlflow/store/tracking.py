@@ -78,8 +78,78 @@ class TrackingError(InvalidInputError):
 
 
 def client(tracking_uri: str | None = None) -> MlflowClient:
-    """A client on ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's default (sqlite ``mlflow.db``)."""
-    return MlflowClient(tracking_uri=tracking_uri)
+    """A client on ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's default (sqlite ``mlflow.db``).
+
+    A sqlite store is created and migrated once, under a lock (:func:`open_sqlite_store`), so
+    workers started together on a new file do not race through MLflow's schema migration.
+    """
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        open_sqlite_store(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+@functools.cache
+def open_sqlite_store(uri: str) -> None:
+    """Create or migrate the sqlite store at ``uri`` once per process, holding ``<file>.lock``.
+
+    MLflow creates (and migrates) a sqlite store's tables on first use in every process;
+    several processes doing that at once on a new file fail ("Online migration expected to
+    match one row", "duplicate column name"). Under an exclusive ``flock`` on a lock file next to
+    the database, only one process migrates; the others find the tables made. Tables left
+    behind by an interrupted migration (``_alembic_tmp_<table>`` next to an intact ``<table>``)
+    are dropped first. A store that cannot be opened is one :class:`TrackingError`.
+    """
+    import fcntl
+    import logging
+    import sqlite3
+
+    path = _sqlite_path(uri)
+    if path is None:
+        return
+    if not path.parent.is_dir():
+        raise TrackingError(f"cannot open the sqlite tracking store {uri!r}: folder {str(path.parent)!r} does not "
+                            "exist; create it or point MLFLOW_TRACKING_URI elsewhere")
+    lock = path.with_name(path.name + ".lock")
+    try:
+        handle = open(lock, "a")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise TrackingError(f"cannot open the sqlite tracking store {uri!r}: cannot write the lock file "
+                            f"{str(lock)!r} ({exc.strerror}); check the folder's permissions") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            if path.exists():
+                with contextlib.closing(sqlite3.connect(path)) as db:
+                    names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                    leftovers = sorted(n for n in names if n.startswith("_alembic_tmp_"))
+                    orphans = [n for n in leftovers if n[len("_alembic_tmp_"):] not in names]
+                    if orphans:
+                        raise TrackingError(
+                            f"the sqlite tracking store {str(path)!r} holds {', '.join(orphans)} without the "
+                            "table it copies: an interrupted schema migration lost data; restore the file from "
+                            "a backup or start a new store")
+                    for name in leftovers:
+                        db.execute(f'DROP TABLE "{name}"')
+                    db.commit()
+                    if leftovers:
+                        logging.getLogger(__name__).warning(
+                            "dropped %s, left in %s by an interrupted MLflow schema migration",
+                            ", ".join(leftovers), path)
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # creates and migrates the tables
+        except TrackingError:
+            raise
+        except (sqlite3.Error, mlflow.exceptions.MlflowException, sa.exc.SQLAlchemyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrackingError(f"cannot open the sqlite tracking store {uri!r}: {first}; if another MLflow "
+                                "version wrote it, run `mlflow db upgrade` on it, else start a new store") from None
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def artifact_location(mlflow_client: MlflowClient) -> str | None:
@@ -136,8 +206,32 @@ def cell_key(kind: str, **parts) -> str:
     return hashlib.sha1(payload.encode()).hexdigest()
 
 
-def _quote(value: str) -> str:
-    return "'" + str(value).replace("'", "\\'") + "'"
+def quote(value: str) -> str:
+    """``value`` as a string literal of MLflow's search filter.
+
+    The filter parser keeps backslashes and doubled quotes verbatim, so a value holding a single
+    quote is written in double quotes (and the other way round); a value holding both cannot be
+    written exactly: use :func:`equals`, which falls back on LIKE plus an exact check of the results.
+    """
+    value = str(value)
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise TrackingError(f"{value!r} holds both kinds of quote; MLflow's search filter cannot match it exactly")
+
+
+_quote = quote
+
+
+def equals(field_: str, value: str) -> tuple[str, bool]:
+    """A filter condition ``field_ = value``; True when the results still need an exact check
+    (``value`` holds both kinds of quote, matched with LIKE and ``_`` in their place)."""
+    value = str(value)
+    if "'" in value and '"' in value:
+        pattern = "".join("_" if c in "'\"" else c for c in value)  # % and _ only widen the match
+        return f"{field_} LIKE '{pattern}'", True
+    return f"{field_} = {quote(value)}", False
 
 
 def search_all(mlflow_client: MlflowClient, experiment_ids: list[str], filter_string: str,
@@ -254,14 +348,21 @@ def start_run(mlflow_client: MlflowClient, experiment_id_: str, record: RunRecor
                                    run_name=run_name)
     run_id = run.info.run_id
     try:
-        mlflow_client.log_batch(run_id, metrics=_metrics(record.metrics), params=_params(record.params))
-        if record.datasets:
-            mlflow_client.log_inputs(run_id, datasets=record.datasets)
-        log_artifacts(mlflow_client, run_id, record.artifacts)
+        log_record(mlflow_client, run_id, record)
     except Exception:
         mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
     return run_id
+
+
+def log_record(mlflow_client: MlflowClient, run_id: str, record: RunRecord) -> None:
+    """``record``'s params, metrics, dataset inputs and artifacts, into an open run (one ``log_batch``)."""
+    metrics, params = _metrics(record.metrics), _params(record.params)
+    if metrics or params:
+        mlflow_client.log_batch(run_id, metrics=metrics, params=params)
+    if record.datasets:
+        mlflow_client.log_inputs(run_id, datasets=record.datasets)
+    log_artifacts(mlflow_client, run_id, record.artifacts)
 
 
 def log_artifacts(mlflow_client: MlflowClient, run_id: str, artifacts: Mapping[str, object]) -> None:
@@ -536,12 +637,16 @@ def _cell_rows_search(mlflow_client: MlflowClient, experiment_ids: list[str], ki
                       estimator: str | None, source: str | None) -> Iterator[_CellRow]:
     conditions = [f"tags.`{KIND_TAG}` = {_quote(kind)}", "attributes.status = 'FINISHED'"]
     if estimator is not None:
-        conditions.append(f"params.estimator = {_quote(estimator)}")
+        conditions.append(equals("params.estimator", estimator)[0])
     if source is not None:
-        conditions.append(f"tags.`{SOURCE_TAG}` = {_quote(source)}")
+        conditions.append(equals(f"tags.`{SOURCE_TAG}`", source)[0])
     for run in search_all(mlflow_client, experiment_ids, " and ".join(conditions),
                           order_by=["attributes.start_time DESC"]):
         tags, data = run.data.tags, run.data
+        if estimator is not None and data.params.get("estimator") != estimator:
+            continue  # LIKE matched more than the name (a name with both kinds of quote)
+        if source is not None and tags.get(SOURCE_TAG) != source:
+            continue
         if MODEL_TAG in tags and TASK_TAG in tags and metric in data.metrics:
             yield _CellRow(tags[MODEL_TAG], tags[TASK_TAG], data.metrics[metric], run.info.run_id, data.params)
 
