@@ -1,0 +1,148 @@
+"""A real shared tracking server: PostgreSQL (Debian's package, a cluster of the test's own on
+127.0.0.1) behind ``mlflow server``, written by overlapping worker processes over HTTP, read back
+over HTTP and by SQL. The recipe is docs/scale-out.md's."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from fennec_mlflow.store import claims, external, tracking
+from tests.store.test_claims import MODELS, TASKS, outcomes_of, start_worker
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(versions[-1]).parent if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
+    for _ in range(600):
+        if process.poll() is not None:
+            pytest.fail(f"mlflow server exited with {process.returncode}: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"mlflow server did not answer at {url}: {log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def tracking_server():
+    """(HTTP URI, PostgreSQL URI) of an `mlflow server` on a fresh PostgreSQL cluster, both on 127.0.0.1."""
+    pg_bin = _postgres_bin()
+    if pg_bin is None:
+        pytest.skip("PostgreSQL is not installed (no initdb); on Debian: apt-get install postgresql")
+    pytest.importorskip("psycopg2", reason="psycopg2-binary is not installed (pip install -e '.[dev]')")
+    root = Path(tempfile.mkdtemp(prefix="fennec-pg-"))
+    # PostgreSQL refuses to run as root: the cluster then belongs to `nobody`
+    user = "nobody" if os.geteuid() == 0 else None
+    if user:
+        shutil.chown(root, user)
+    pg_port, http_port = _free_port(), _free_port()
+
+    def pg(tool: str, *args: str) -> None:
+        done = subprocess.run([str(pg_bin / tool), *args], user=user, cwd=root, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, f"{tool}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+
+    data = root / "data"
+    pg("initdb", "-D", str(data), "-U", "fennec", "--auth=trust", "-E", "UTF8")
+    pg("pg_ctl", "-D", str(data), "-l", str(root / "postgres.log"), "-w", "-o",
+       f"-h 127.0.0.1 -p {pg_port} -k {root}", "start")
+    server = None
+    try:
+        pg("createdb", "-h", "127.0.0.1", "-p", str(pg_port), "-U", "fennec", "mlflow")
+        sql_uri = f"postgresql+psycopg2://fennec@127.0.0.1:{pg_port}/mlflow"
+        log = root / "server.log"
+        with open(log, "w") as out:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", sql_uri,
+                 "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
+                 "--port", str(http_port), "--workers", "2"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        http_uri = f"http://127.0.0.1:{http_port}"
+        _wait_until_up(http_uri, server, log)
+        yield http_uri, sql_uri
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGKILL)  # the server and its workers; nothing to flush
+            server.wait(timeout=60)
+        pg("pg_ctl", "-D", str(data), "-m", "fast", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_overlapping_workers_through_a_postgresql_tracking_server(tracking_server, tmp_path):
+    http_uri, sql_uri = tracking_server
+    env = {"MLFLOW_TRACKING_URI": http_uri}
+    # a third worker is killed as soon as it holds a claim: its cell is redone by the others
+    (tmp_path / "victim").mkdir()
+    victim = start_worker(tmp_path / "victim", "fda", ",".join(MODELS), ",".join(TASKS), env=env)
+    http = tracking.client(http_uri)
+    while not _claims_of(http, victim.pid) and victim.poll() is None:
+        time.sleep(0.2)
+    victim.kill()
+    assert victim.wait() == -signal.SIGKILL, "the victim finished before it could be killed holding a claim"
+    workers = [start_worker(tmp_path, "fda", ",".join(m), ",".join(t), env=env)
+               for m, t in [(MODELS, TASKS), (MODELS[::-1], TASKS[::-1])]]
+    results = [outcomes_of(w) for w in workers]
+    exp = http.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    runs = http.search_runs([exp.experiment_id], "tags.`fennec.kind` = 'fda'")
+    cells = {(r.data.tags["fennec.model"], r.data.tags["fennec.task"]) for r in runs}
+    assert len(runs) == len(cells) == len(MODELS) * len(TASKS)  # one run per cell, none left RUNNING
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert all(len(result) == len(cells) for result in results)
+    over_http = tracking.load_matrix("fda", mlflow_client=http)
+    by_sql = tracking.load_matrix("fda", mlflow_client=tracking.client(sql_uri))
+    assert over_http.values.equals(by_sql.values) and over_http.run_ids.equals(by_sql.run_ids)
+    assert int(over_http.values.notna().sum().sum()) == len(cells)
+    computed = {(o["model"], o["task"]): o["score"] for result in results for o in result if not o["reused"]}
+    for (model, task), score in computed.items():
+        assert over_http.values.loc[model, task] == pytest.approx(score)
+
+
+def _claims_of(client, pid: int) -> list:
+    exp = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+    return [r for r in runs if r.data.tags.get(claims.OWNER_TAG, "").split(":")[1:2] == [str(pid)]]
+
+
+@pytest.mark.slow
+def test_names_with_quotes_read_the_same_over_http_and_sql(tracking_server, tmp_path):
+    http_uri, sql_uri = tracking_server
+    table = tmp_path / "table.csv"
+    table.write_text('model,task,score\nm1,t1,0.5\nm2,"it\'s ""t2""",0.6\nm3,t3,0.7\n')
+    http = tracking.client(http_uri)
+    for source in ("o'brien", 'say "hi"', 'o\'brien "x"'):
+        external.import_table(table, source=source, mlflow_client=http, progress=False)
+    for source in ("o'brien", 'say "hi"', 'o\'brien "x"'):
+        over_http = tracking.load_matrix("external", source=source, mlflow_client=http)
+        by_sql = tracking.load_matrix("external", source=source, mlflow_client=tracking.client(sql_uri))
+        assert over_http.shape == by_sql.shape == (3, 3), source
+        assert over_http.values.equals(by_sql.values)
+    assert tracking.load_matrix("external", source="o'brien", mlflow_client=http).values.loc[
+        "m2", 'it\'s "t2"'] == 0.6
