@@ -1,0 +1,185 @@
+"""The fast REST path: request parsing without MLflow's per-column schema, and batching many tasks per request.
+
+A small fitted recommender (no torch: random history with proxy features and facts) is logged
+like ``fennec build`` does and served by the real ``mlflow models serve`` in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from fennec_mlflow.core.recommender import Fennec
+from fennec_mlflow.serving import flavor
+from fennec_mlflow.store.knowledge import task_meta_row
+from tests.helpers import sqlite_store
+from tests.serving.test_build_and_rank import free_port
+
+PROXY_DIM = 6
+
+
+def small_bundle(seed: int = 0) -> flavor.RankerBundle:
+    rng = np.random.default_rng(seed)
+    models = [f"net{i:02d}" for i in range(20)]
+    tasks = [f"task{j}" for j in range(8)]
+    P = pd.DataFrame(rng.random((20, 3)) @ rng.random((3, 8)), index=models, columns=tasks)
+    model_meta = pd.DataFrame(rng.normal(size=(20, 3)), index=models, columns=["a", "b", "c"])
+    task_meta = pd.DataFrame({"log_class_count": np.log(rng.integers(2, 100, 8)),
+                              "log_sample_count": np.log(rng.integers(100, 10_000, 8)),
+                              "domain=medical": (np.arange(8) % 2).astype(float)}, index=tasks)
+    proxy = pd.DataFrame(rng.normal(size=(8, PROXY_DIM)), index=tasks,
+                         columns=[f"proxy_{i}" for i in range(PROXY_DIM)])
+    fennec = Fennec(k=2).fit(P, model_meta, task_meta, proxy)
+    return flavor.RankerBundle(fennec=fennec, model_meta=model_meta,
+                               model_parameters=pd.Series(np.arange(20) * 1e6, index=models),
+                               domains=["medical"], task_meta_fill=task_meta.mean(), proxy_dim=PROXY_DIM,
+                               encoder_spec="none")
+
+
+def task_frame(n: int, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(n, PROXY_DIM)), columns=[f"proxy_{i}" for i in range(PROXY_DIM)])
+    frame["class_count"] = rng.integers(2, 50, n).astype(float)
+    frame["sample_count"] = np.where(np.arange(n) % 3 == 0, np.nan, 1000.0)
+    frame["domain"] = np.where(np.arange(n) % 2 == 0, "medical", None)
+    return frame
+
+
+def test_vectorised_task_rows_equal_the_per_row_knowledge_rows():
+    bundle = small_bundle()
+    frame = task_frame(7)
+    rows = flavor.fast_path_tasks(frame, bundle)
+    for (proxy, meta), (_, row) in zip(rows, frame.iterrows()):
+        expected = task_meta_row(row["class_count"], row["sample_count"], row["domain"], bundle.domains,
+                                 bundle.task_meta_fill)
+        pd.testing.assert_series_equal(meta, expected, check_names=False)
+        np.testing.assert_array_equal(proxy, row[[f"proxy_{i}" for i in range(PROXY_DIM)]].to_numpy(dtype=float))
+
+
+def test_in_process_batch_equals_one_request_per_task_and_echoes_task_ids():
+    model = flavor.FennecRanker()
+    model.bundle = small_bundle()
+    frame = task_frame(5).assign(task_id=[f"t-{i}" for i in range(5)])
+    batch = model.predict(None, frame, {"top_k": 3})
+    assert list(batch.columns) == ["task_index", "task_id", *flavor.OUTPUT_COLUMNS[1:]]
+    assert list(batch["task_index"]) == [i for i in range(5) for _ in range(3)]
+    for i in range(5):
+        alone = model.predict(None, frame.drop(columns="task_id").iloc[[i]], {"top_k": 3})
+        assert list(alone.columns) == flavor.OUTPUT_COLUMNS
+        mine = batch[batch["task_id"] == f"t-{i}"].drop(columns=["task_index", "task_id"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, alone.drop(columns="task_index"), check_dtype=False)
+    # one list-valued 'proxy' column is the same request as proxy_0..proxy_5
+    packed = frame.drop(columns=[f"proxy_{i}" for i in range(PROXY_DIM)])
+    packed["proxy"] = frame[[f"proxy_{i}" for i in range(PROXY_DIM)]].to_numpy().tolist()
+    pd.testing.assert_frame_equal(model.predict(None, packed, {"top_k": 3}), batch)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f.assign(banana=1.0), "unknown column"),
+    (lambda f: f.assign(class_count="many"), "class_count must be a number"),
+    (lambda f: f.assign(class_count=1.0), r"class_count must be a number in \[2"),
+    (lambda f: f.assign(sample_count=True), "sample_count must be a number"),
+    (lambda f: f.assign(proxy_3="x"), "proxy_3 must be a number"),
+    (lambda f: f.assign(proxy_0=np.inf), "NaN or inf"),
+    (lambda f: f.drop(columns="proxy_5"), "missing"),
+    (lambda f: f.iloc[:0], "no task rows"),
+])
+def test_request_checks_answer_with_our_message(change, message):
+    model = flavor.FennecRanker()
+    model.bundle = small_bundle()
+    with pytest.raises(mlflow.exceptions.MlflowException, match=message) as error:
+        model.predict(None, change(task_frame(3)), {"top_k": 3})
+    assert error.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The small recommender registered in a temp store and served by `mlflow models serve`."""
+    root = tmp_path_factory.mktemp("rest")
+    with pytest.MonkeyPatch.context() as mp, sqlite_store(root, mp):
+        uri = os.environ["MLFLOW_TRACKING_URI"]
+        with mlflow.start_run():
+            info = flavor.log_model(small_bundle(), registered_model_name=flavor.REGISTERED_NAME,
+                                    input_example=task_frame(1).drop(columns="domain"))
+        flavor.set_champion(info.registered_model_version)
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/fennec@champion",
+                                   "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"],
+                                  env={**os.environ, "MLFLOW_TRACKING_URI": uri}, cwd=root,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            deadline = time.time() + 180
+            while True:
+                try:
+                    opener.open(f"http://127.0.0.1:{port}/ping", timeout=2)
+                    break
+                except OSError:
+                    assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                    assert time.time() < deadline, "the scoring server did not answer /ping within 180 s"
+                    time.sleep(0.5)
+
+            def post(payload: dict) -> tuple[int, dict]:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                                 data=json.dumps(payload).encode(),
+                                                 headers={"Content-Type": "application/json"})
+                try:
+                    with opener.open(request, timeout=60) as answer:
+                        return answer.status, json.loads(answer.read())
+                except urllib.error.HTTPError as failure:
+                    return failure.code, json.loads(failure.read())
+
+            yield post
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def split(frame: pd.DataFrame) -> dict:
+    body = json.loads(frame.to_json(orient="split"))
+    body.pop("index", None)
+    return body
+
+
+@pytest.mark.slow
+def test_one_rest_request_ranks_many_tasks_tagged_by_task_id(served):
+    frame = task_frame(12).assign(task_id=[f"target-{i}" for i in range(12)])
+    status, answer = served({"dataframe_split": split(frame), "params": {"top_k": 4}})
+    assert status == 200, answer
+    rows = pd.DataFrame(answer["predictions"])
+    assert len(rows) == 12 * 4 and list(rows.columns[:3]) == ["task_index", "task_id", "rank"]
+    assert (rows.groupby("task_id")["rank"].apply(list) == [[1, 2, 3, 4]] * 12).all()
+    assert (rows["task_id"] == rows["task_index"].map(lambda i: f"target-{i}")).all()
+    # each task's rows are what a request of that task alone answers
+    for i in (0, 5, 11):
+        status, alone = served({"dataframe_split": split(frame.drop(columns="task_id").iloc[[i]]),
+                                "params": {"top_k": 4}})
+        assert status == 200
+        mine = rows[rows["task_index"] == i]
+        assert list(mine["model"]) == [r["model"] for r in alone["predictions"]]
+        np.testing.assert_allclose(mine["score"], [r["score"] for r in alone["predictions"]])
+    # records with one list-valued 'proxy' column, facts left out: the same format as a batch
+    records = [{"task_id": "x", "proxy": [0.1] * PROXY_DIM}, {"task_id": "y", "proxy": [0.2] * PROXY_DIM}]
+    status, answer = served({"dataframe_records": records, "params": {"top_k": 2}})
+    assert status == 200 and [r["task_id"] for r in answer["predictions"]] == ["x", "x", "y", "y"]
+
+
+@pytest.mark.slow
+def test_rest_without_an_input_schema_still_answers_bad_input_with_400(served):
+    frame = task_frame(2)
+    cases = [(frame.assign(class_count="many"), "class_count must be a number"),
+             (frame.assign(banana=1.0), "unknown column"),
+             (frame.drop(columns="proxy_0"), "proxy features"),
+             (frame.iloc[:0], "no task rows")]
+    for bad, message in cases:
+        status, answer = served({"dataframe_split": split(bad)})
+        assert status == 400 and message in answer["message"], answer
+        assert answer["error_code"] == "INVALID_PARAMETER_VALUE" and "stack_trace" not in answer
+    status, answer = served({"dataframe_split": split(frame), "params": {"top_k": "ten"}})
+    assert status == 400  # params keep MLflow's schema checks
