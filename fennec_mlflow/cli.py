@@ -96,7 +96,7 @@ def _require_tracking_server() -> None:
                             "MLFLOW_TRACKING_URI to a reachable store (unset: sqlite mlflow.db here)"))
 
 
-TORCH_COMMANDS = {"fda", "finetune", "archi2vec", "build", "rank", "evaluate"}
+TORCH_COMMANDS = {"fda", "finetune", "archi2vec", "build", "rank", "evaluate", "profile"}
 
 
 @click.group()
@@ -310,8 +310,15 @@ def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok
 @click.option("--exclude", default="", help="drop models whose name matches this regular expression")
 @click.option("--max-parameters", default=0.0, type=click.FloatRange(min=0), help="drop models with more parameters (0 = no limit)")
 @click.option("--known-scores", default="", help='warm start: JSON {"model": score} of models already scored on the target')
+@click.option("--max-latency-ms", default=0.0, type=click.FloatRange(min=0),
+              help="drop models slower than this per image, as measured by `fennec profile` (0 = no limit)")
+@click.option("--max-memory-mb", default=0.0, type=click.FloatRange(min=0),
+              help="drop models whose measured peak memory is above this (0 = no limit)")
+@click.option("--licence", default="", help="comma-separated licences to accept, matched at the start of the "
+              "model's licence, e.g. MIT,Apache,BSD (models of unknown licence are dropped)")
 @experiment_option
-def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters, known_scores, experiment):
+def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters, known_scores, max_latency_ms,
+         max_memory_mb, licence, experiment):
     """Recommend which model to fine-tune for a target task (bootstraps the offline demo when nothing is registered)."""
     import pandas as pd
 
@@ -328,7 +335,8 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
         ranking = rank_task(task, model_uri=model_uri, top_k=top_k, labels_known=labels_known,
                             class_count_hint=class_count, experiment=experiment,
                             params={"include": include, "exclude": exclude, "max_parameters": max_parameters,
-                                    "known_scores": known_scores})
+                                    "known_scores": known_scores, "max_latency_ms": max_latency_ms,
+                                    "max_memory_mb": max_memory_mb, "licence": licence})
         seconds = time.perf_counter() - start
     except FennecError as exc:
         _fail(exc)
@@ -343,10 +351,46 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
         click.echo(ranking.to_string(index=False))
     if len(ranking):
         click.echo(f"Fine-tune {ranking['model'].iloc[0]!r} first. Ranking basis: {ranking.attrs.get('basis')}.")
+        first = ranking.iloc[0]
+        if "predicted_accuracy" in ranking and pd.notna(first["predicted_accuracy"]):
+            click.echo(f"Predicted fine-tune accuracy of {first['model']!r}: {first['predicted_accuracy']:.3g} "
+                       f"(interval {first['accuracy_low']:.3g} to {first['accuracy_high']:.3g}).")
     click.echo(SCORE_UNITS)
     uri = tracking.client().tracking_uri
     click.echo(f"Logged as run {run_id} ('rank-{task.name}') in experiment {experiment!r}; to see it: "
                f"mlflow ui --backend-store-uri {uri}")
+
+
+@main.command()
+@click.option("--models", default="default", show_default=True,
+              help="comma-separated model names (pytorchcv, torchvision:NAME, real:NAME); 'default' = small CIFAR-size zoo")
+@click.option("--input-size", default=None, type=click.IntRange(min=1),
+              help="image side in pixels (default: each model's own input size)")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--weights", type=click.Choice(["auto", "pretrained", "random"]), default="auto", show_default=True,
+              help="weights do not change the cost; auto never downloads")
+@click.option("--repeats", default=10, show_default=True, type=click.IntRange(min=1), help="timed forward passes")
+@click.option("--force", is_flag=True, help="measure again even when the store has a profile")
+@device_option
+@experiment_option
+def profile(models, input_size, batch_size, weights, repeats, force, device, experiment):
+    """Measure each model's inference latency and peak memory on this machine, once (logged as `profile` runs).
+
+    `fennec build` bundles the newest profiles (and the zoo's licences) into the recommender, so
+    `fennec rank --max-latency-ms/--max-memory-mb/--licence` filter on them."""
+    import pandas as pd
+
+    from fennec_mlflow.serving.profiles import profile_models
+
+    try:
+        table = profile_models(_models(models), input_size=input_size, batch_size=batch_size, device=device,
+                               weights=weights, experiment=experiment, force=force, repeats=repeats)
+    except FennecError as exc:
+        _fail(exc)
+    with pd.option_context("display.width", 200, "display.precision", 2):
+        click.echo(table.drop(columns=["run_id"]).to_string(index=False))
+    click.echo(f"{int((~table['reused']).sum())} measured, {int(table['reused'].sum())} reused from experiment "
+               f"{experiment!r}; rebuild (`fennec build`) to serve them.")
 
 
 STORE_OPTIONS = (

@@ -142,6 +142,13 @@ class AccuracyModel:
     note: str = field(default="not fitted", init=False)
     scale: float | None = field(default=None, init=False)
 
+    @classmethod
+    def unavailable(cls, why: str, level: float = DEFAULT_LEVEL) -> AccuracyModel:
+        """A model that predicts no accuracy, saying why (e.g. the history is FDA scores)."""
+        model = cls(level=level)
+        model.note = f"{RELATIVE_NOTE}: {why}"
+        return model
+
     # ------------------------------------------------------------------ fit
     def fit(self, P: pd.DataFrame, oof_z: pd.DataFrame | None = None,
             task_meta: pd.DataFrame | None = None) -> AccuracyModel:

@@ -104,6 +104,29 @@ def _split_name(name: str) -> tuple[str, str]:
     raise ZooError(f"unknown model {name!r} (not in pytorchcv or torchvision).{_suggest(name)}")
 
 
+# Licences the zoo knows: each hub's code and published weights (the real zoo's entries carry their own).
+HUB_LICENCES = {
+    "pytorchcv": "MIT",  # pytorchcv (osmr/imgclsmob): code and pretrained weights
+    "torchvision": "BSD-3-Clause",  # torchvision's code and weights; the training data keep their own terms
+}
+
+
+def licence_of(name: str) -> str | None:
+    """The licence of a zoo model's weights, when the zoo knows it (None for other names)."""
+    if name.startswith("real:"):
+        from fennec_mlflow.data.real_zoo import real_model_spec
+
+        try:
+            return real_model_spec(name).licence
+        except InvalidInputError:
+            return None
+    try:
+        hub, _ = _split_name(name)
+    except (ZooError, ImportError):
+        return None
+    return HUB_LICENCES.get(hub)
+
+
 # ----------------------------------------------------------------------------- loading
 
 

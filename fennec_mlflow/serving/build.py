@@ -28,9 +28,11 @@ import numpy as np
 import pandas as pd
 
 from fennec_mlflow import config
+from fennec_mlflow.core.accuracy import AccuracyModel
 from fennec_mlflow.core.recommender import Fennec
 from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.serving import flavor as pyfunc
+from fennec_mlflow.serving.profiles import candidate_constraints
 from fennec_mlflow.serving.selection import (
     TRUTH,
     MatrixSpec,
@@ -117,6 +119,18 @@ class BuildResult:
     quality: Quality | None = None
     alias: str | None = None
     alias_reason: str = ""
+
+
+ACCURACY_KINDS = ("finetune", "external")  # histories that can hold fine-tune accuracies
+
+
+def accuracy_model(spec: MatrixSpec, knowledge: Knowledge) -> AccuracyModel:
+    """The predicted-accuracy model served with the recommender (issue 16): fitted on the history
+    when it holds accuracies (finetune runs, or an imported table on an accuracy scale), else one
+    that says the scores are relative."""
+    if spec.kind not in ACCURACY_KINDS:
+        return AccuracyModel.unavailable(f"the history is {spec.label} scores, not fine-tune accuracies")
+    return AccuracyModel().fit(knowledge.P, task_meta=knowledge.task_meta)
 
 
 def _truth_spec(truth_source: str | None) -> MatrixSpec:
@@ -228,13 +242,16 @@ def build(
     start = time.perf_counter()
     fennec = Fennec(**settings).fit(knowledge.P, knowledge.model_meta, knowledge.task_meta, knowledge.task_proxy)
     fit_seconds = time.perf_counter() - start
+    accuracy = accuracy_model(chosen, knowledge)
+    constraints = candidate_constraints(knowledge.P.index, experiment=experiment)
     bundle = pyfunc.RankerBundle(
         fennec=fennec, model_meta=knowledge.model_meta, model_parameters=knowledge.model_parameters,
         domains=knowledge.domains, task_meta_fill=knowledge.task_meta_fill,
         proxy_dim=0 if knowledge.task_proxy is None else knowledge.task_proxy.shape[1],
         encoder_spec=pyfunc.BUNDLED_ENCODER if encoder_file else (encoder_spec or "none"),
         info={"kind": chosen.kind, "matrix": chosen.label, "encoder": encoder_name,
-              "models": list(knowledge.P.index), "tasks": list(knowledge.P.columns)})
+              "models": list(knowledge.P.index), "tasks": list(knowledge.P.columns)},
+        accuracy=accuracy, constraints=constraints)
     example = None
     if knowledge.task_proxy is not None:
         first = knowledge.P.columns[0]
@@ -246,7 +263,8 @@ def build(
         mlflow.log_params({"matrix_kind": chosen.kind, "matrix_estimator": chosen.estimator, "matrix": chosen.label,
                            "encoder": encoder_name, "models": knowledge.P.shape[0], "tasks": knowledge.P.shape[1],
                            "tuned": bool(tuned) or (quality.measured and tune), "validation": quality.reason[:500],
-                           "truth": quality.truth, **settings})
+                           "truth": quality.truth, "predicted_accuracy": accuracy.note[:500],
+                           "profiled_models": int(constraints["latency_ms"].notna().sum()), **settings})
         mlflow.log_metrics({"fit_seconds": fit_seconds, "known_cells": float(knowledge.P.notna().sum().sum()),
                             **({"nmf_iterations": float(fennec.n_iter_),
                                 "nmf_objective": float(fennec.objective_history_[-1])} if fennec.has_transfer_ else {}),

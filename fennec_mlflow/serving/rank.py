@@ -17,7 +17,12 @@ from fennec_mlflow.store import tracking
 
 SCORE_UNITS = ("score = predicted z-score of the model's fine-tuned accuracy on the target (0 = an average "
                "model of the history, +1 = one standard deviation better) = bias (popularity) + transfer + meta "
-               "(task-specific adjustments, shrunk by how well they predicted held-out history tasks).")
+               "(task-specific adjustments, shrunk by how well they predicted held-out history tasks). "
+               "predicted_accuracy [accuracy_low, accuracy_high]: the fine-tune accuracy it predicts on the history's "
+               "scale, with a conformal interval learned leave-one-task-out (empty when the history holds no "
+               "accuracies: the scores are then relative). latency_ms / peak_memory_mb: measured by `fennec profile` "
+               "on this machine at profile_input_size pixels.")
+NO_ENCODER = (None, "", "none")
 
 
 def rank_task(
@@ -47,14 +52,22 @@ def rank_task(
     ranker: pyfunc.FennecRanker = model.unwrap_python_model()
     bundle = ranker.bundle
     start = time.perf_counter()
-    proxy = task_proxy_features(ranker.encoder(), target, sample_size=bundle.proxy_sample_size)
+    if bundle.encoder_spec in NO_ENCODER:  # built without task proxies: the target is placed by its facts
+        request = pd.DataFrame(index=[0])
+    else:
+        proxy = task_proxy_features(ranker.encoder(), target, sample_size=bundle.proxy_sample_size)
+        request = pd.DataFrame([proxy], columns=[f"proxy_{i}" for i in range(len(proxy))])
     proxy_seconds = time.perf_counter() - start
-    request = pd.DataFrame([proxy], columns=[f"proxy_{i}" for i in range(len(proxy))])
     request["class_count"] = float(target.num_classes if labels_known else (class_count_hint or np.nan))
     request["sample_count"] = float(target.num_samples)
     request["domain"] = target.domain if target.domain != "unknown" else None
     start = time.perf_counter()
-    ranking = model.predict(request, params={**pyfunc.default_params(), **(params or {}), "top_k": top_k})
+    try:
+        ranking = model.predict(request, params={**pyfunc.default_params(), **(params or {}), "top_k": top_k})
+    except MlflowException as exc:  # the served model's 400s (bad params, no candidate left) are the user's to fix
+        if exc.error_code != "INVALID_PARAMETER_VALUE":
+            raise
+        raise InvalidInputError(exc.message) from None
     rank_seconds = time.perf_counter() - start
     basis = str(ranking["basis"].iloc[0]) if len(ranking) else ""
     ranking = ranking.drop(columns=["task_index", "basis"])
@@ -67,7 +80,9 @@ def rank_task(
                                   f"Basis: {basis}. {SCORE_UNITS}"),
                 **tracking.project_run_link()}
         with tracking.own_run(experiment, f"rank-{target.name}", tags) as run:
-            mlflow.log_params({"model_uri": model_uri, "top_k": top_k, "target_source": target.source,
+            constraints = {k: v for k, v in (params or {}).items() if k in ("max_latency_ms", "max_memory_mb", "licence")
+                           and v}
+            mlflow.log_params({"model_uri": model_uri, "top_k": top_k, "target_source": target.source, **constraints,
                                "labels_used": labels_known, "class_count_hint": class_count_hint or "none",
                                "encoder": bundle.info.get("encoder"), "basis": basis})
             mlflow.log_metrics({"rank_seconds": rank_seconds, "proxy_seconds": proxy_seconds,

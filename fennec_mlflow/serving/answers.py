@@ -1,0 +1,122 @@
+"""What the served ranking adds to Fennec's scores: predicted accuracy with an interval, and constraints.
+
+Kept apart from the pyfunc wrapper (:mod:`fennec_mlflow.serving.flavor`), which calls
+:func:`constrain` on the candidates and :func:`annotate` on each task's ranking.
+
+Output columns (:data:`ANSWER_COLUMNS`): ``predicted_accuracy``, ``accuracy_low``,
+``accuracy_high`` (the fine-tune accuracy the model is predicted to reach on the task, on the
+history's scale, and its interval; :mod:`fennec_mlflow.core.accuracy`; NaN when the history is
+not on an accuracy scale, and ``basis`` then says the scores are relative), ``latency_ms`` and
+``peak_memory_mb`` (measured by ``fennec profile`` on the user's machine, at
+``profile_input_size`` pixels; NaN when never measured) and ``licence`` (the zoo's; empty when
+unknown).
+
+Params: ``max_latency_ms`` and ``max_memory_mb`` (0 = no limit; a model never profiled is left
+out under a limit), ``licence`` (comma-separated licence names; a model passes when its licence
+starts with one of them, case-insensitively, e.g. ``MIT,Apache,BSD``; unknown licences are left
+out).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from mlflow.types import ColSpec, ParamSpec
+
+from fennec_mlflow.core.accuracy import ACCURACY_COLUMNS
+from fennec_mlflow.errors import InvalidInputError
+
+CONSTRAINT_PARAMS = {"max_latency_ms": 0.0, "max_memory_mb": 0.0, "licence": ""}
+ANSWER_COLUMNS = [*ACCURACY_COLUMNS, "latency_ms", "peak_memory_mb", "licence"]
+
+
+class ConstraintError(InvalidInputError):
+    """A constraint param is malformed, or leaves no candidate."""
+
+
+def default_params() -> dict:
+    return dict(CONSTRAINT_PARAMS)
+
+
+def param_specs() -> list[ParamSpec]:
+    return [ParamSpec("max_latency_ms", "double", 0.0), ParamSpec("max_memory_mb", "double", 0.0),
+            ParamSpec("licence", "string", "")]
+
+
+def output_specs() -> list[ColSpec]:
+    return [*(ColSpec("double", c, required=False) for c in ACCURACY_COLUMNS),
+            ColSpec("double", "latency_ms", required=False), ColSpec("double", "peak_memory_mb", required=False),
+            ColSpec("string", "licence", required=False)]
+
+
+def _limit(params: dict, name: str) -> float:
+    value = params.get(name) or 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= float(value) < np.inf:
+        raise ConstraintError(f"{name} must be a finite number >= 0 (0 = no limit), got {value!r}")
+    return float(value)
+
+
+def _licences(params: dict) -> list[str]:
+    text = params.get("licence") or ""
+    if not isinstance(text, str):
+        raise ConstraintError(f"licence must be a comma-separated string of licence names, got {text!r}")
+    return [part.strip().lower() for part in text.split(",") if part.strip()]
+
+
+def constraints_of(bundle) -> pd.DataFrame | None:
+    """The bundle's per-model constraints table (None for bundles built before constraints existed)."""
+    return getattr(bundle, "constraints", None)
+
+
+def constrain(bundle, params: dict, candidates: list[str] | None) -> list[str] | None:
+    """``candidates`` (None: every model) after the latency, memory and licence filters."""
+    max_latency, max_memory, licences = _limit(params, "max_latency_ms"), _limit(params, "max_memory_mb"), _licences(params)
+    if not (max_latency or max_memory or licences):
+        return candidates
+    names = list(bundle.model_meta.index) if candidates is None else list(candidates)
+    table = constraints_of(bundle)
+    if table is None:
+        table = pd.DataFrame(index=pd.Index(names), columns=["latency_ms", "peak_memory_mb", "licence"], dtype=float)
+    table = table.reindex(names)
+    keep = pd.Series(True, index=names)
+    if max_latency:
+        keep &= pd.to_numeric(table["latency_ms"], errors="coerce").le(max_latency).fillna(False).astype(bool)
+    if max_memory:
+        keep &= pd.to_numeric(table["peak_memory_mb"], errors="coerce").le(max_memory).fillna(False).astype(bool)
+    if licences:
+        known = table["licence"].map(lambda v: str(v).lower() if isinstance(v, str) and v else "")
+        keep &= known.map(lambda v: bool(v) and any(v.startswith(name) for name in licences)).astype(bool)
+    chosen = [n for n in names if keep[n]]
+    if not chosen:
+        measured = int(pd.to_numeric(table["latency_ms"], errors="coerce").notna().sum())
+        raise ConstraintError(
+            f"no candidate model meets max_latency_ms={max_latency:g}, max_memory_mb={max_memory:g}, "
+            f"licence={params.get('licence') or 'any'!r} ({measured} of {len(names)} candidates have a measured "
+            "profile; measure them with `fennec profile` and rebuild, or relax the limits)")
+    return chosen
+
+
+def annotate(bundle, table: pd.DataFrame, task_meta_row=None) -> pd.DataFrame:
+    """One task's ranking with :data:`ANSWER_COLUMNS`; ``attrs["basis"]`` says whether scores are relative."""
+    accuracy = getattr(bundle, "accuracy", None)
+    basis = table.attrs.get("basis", "")
+    if accuracy is not None and accuracy.available:
+        out = accuracy.annotate(table, task_meta_row)
+        basis += f"; predicted accuracy with a {100 * accuracy.level:.0f}% conformal interval"
+    else:
+        out = table.copy()
+        for column in ACCURACY_COLUMNS:
+            out[column] = np.nan
+        basis += "; scores are relative (no predicted accuracy: " + (
+            accuracy.note.split(": ", 1)[-1] if accuracy is not None else "the recommender was built without one") + ")"
+    constraints = constraints_of(bundle)
+    if constraints is not None:
+        rows = constraints.reindex(out["model"].astype(str))
+        out["latency_ms"] = pd.to_numeric(rows["latency_ms"], errors="coerce").to_numpy(dtype=float)
+        out["peak_memory_mb"] = pd.to_numeric(rows["peak_memory_mb"], errors="coerce").to_numpy(dtype=float)
+        out["licence"] = rows["licence"].map(lambda v: v if isinstance(v, str) else "").to_numpy(dtype=object)
+    else:
+        out["latency_ms"] = np.nan
+        out["peak_memory_mb"] = np.nan
+        out["licence"] = ""
+    out.attrs = {**table.attrs, "basis": basis}
+    return out

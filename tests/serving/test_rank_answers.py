@@ -1,0 +1,166 @@
+"""Issue 16 end to end: predicted accuracy with an interval, and latency / memory / licence filters.
+
+Real sqlite store, real torch models from the zoo (profiled on this machine), a real build.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from fennec_mlflow.serving import flavor as pyfunc
+from fennec_mlflow.serving.answers import ANSWER_COLUMNS
+from fennec_mlflow.serving.build import build
+from fennec_mlflow.serving.profiles import PROFILE_KIND, candidate_constraints, profile_models
+from fennec_mlflow.store import tracking
+from fennec_mlflow.store.external import import_table
+from tests.helpers import sqlite_store
+from tests.planted import planted_long_table, write_table
+
+PROFILED = ["resnet20_cifar10", "nin_cifar10"]  # real pytorchcv networks, measured at their 32 px
+ZOO_NAMES = {"net00": "resnet20_cifar10", "net01": "nin_cifar10", "net02": "preresnet20_cifar10"}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Profiles of two real models, a percent-scale accuracy table with zoo names, one registered build."""
+    root = tmp_path_factory.mktemp("answers")
+    with pytest.MonkeyPatch.context() as mp, sqlite_store(root, mp) as client:
+        first = profile_models(PROFILED, input_size=32, weights="random", repeats=2, warmup=1)
+        again = profile_models(PROFILED, input_size=32, weights="random", repeats=2, warmup=1)
+        table = planted_long_table(n_models=12, n_tasks=6)
+        table["model"] = table["model"].replace(ZOO_NAMES)
+        import_table(write_table(table, root / "planted.csv"), source="planted", experiment=tracking.DEFAULT_EXPERIMENT)
+        result = build(kind="external", source="planted", truth_source="planted", tune=False)
+        yield {"client": client, "root": root, "first": first, "again": again, "result": result, "table": table}
+
+
+def request(class_count=40.0) -> pd.DataFrame:
+    return pd.DataFrame({"class_count": [class_count], "sample_count": [4000.0]})
+
+
+def test_profiles_are_measured_once_then_reused(served):
+    first, again, client = served["first"], served["again"], served["client"]
+    assert not first["reused"].any() and again["reused"].all()
+    assert list(again["run_id"]) == list(first["run_id"])
+    assert len(tracking.runs_of_kind(PROFILE_KIND, mlflow_client=client)) == 2
+    run = client.get_run(first["run_id"].iloc[0])
+    assert run.data.tags[tracking.MODEL_TAG] == "resnet20_cifar10" and run.data.tags["fennec.input_size"] == "32"
+    assert run.data.params["licence"] == "MIT"
+    assert run.data.metrics["latency_ms"] > 0
+    # weights (0.27 M float32 parameters ~ 1.04 MB) plus live activations
+    assert 1.0 < run.data.metrics["peak_memory_mb"] < 50 and run.data.metrics["weights_mb"] == pytest.approx(1.04, abs=0.05)
+    constraints = candidate_constraints(["resnet20_cifar10", "preresnet20_cifar10", "net05"])
+    assert constraints.loc["resnet20_cifar10", "latency_ms"] > 0
+    assert np.isnan(constraints.loc["preresnet20_cifar10", "latency_ms"])  # never profiled
+    assert constraints.loc["preresnet20_cifar10", "licence"] == "MIT" and constraints.loc["net05", "licence"] is None
+
+
+def test_served_ranking_predicts_accuracy_with_an_interval(served):
+    model = mlflow.pyfunc.load_model(served["result"].model_uri)
+    ranking = model.predict(request(), params={"top_k": 0})
+    assert list(ranking.columns) == pyfunc.OUTPUT_COLUMNS and set(ANSWER_COLUMNS) <= set(ranking.columns)
+    assert ranking["predicted_accuracy"].notna().all()
+    assert (ranking["accuracy_low"] <= ranking["predicted_accuracy"]).all()
+    assert (ranking["predicted_accuracy"] <= ranking["accuracy_high"]).all()
+    assert ranking[["accuracy_low", "accuracy_high"]].to_numpy().min() >= 0
+    assert ranking[["accuracy_low", "accuracy_high"]].to_numpy().max() <= 100
+    # ranked by score, so the predicted accuracy falls down the list
+    assert ranking["predicted_accuracy"].is_monotonic_decreasing
+    assert "80% conformal interval" in ranking["basis"].iloc[0]
+    run = served["client"].get_run(served["result"].run_id)
+    assert "split conformal" in run.data.params["predicted_accuracy"]
+    # the values shown beside the rank: measured latency and memory, the zoo's licence
+    shown = ranking.set_index("model")
+    assert shown.loc["resnet20_cifar10", "latency_ms"] > 0 and shown.loc["nin_cifar10", "peak_memory_mb"] > 0
+    assert shown.loc["preresnet20_cifar10", "licence"] == "MIT" and shown.loc["net05", "licence"] == ""
+
+
+def test_latency_memory_and_licence_filters(served):
+    model = mlflow.pyfunc.load_model(served["result"].model_uri)
+    fast = model.predict(request(), params={"top_k": 0, "max_latency_ms": 1e9})
+    assert set(fast["model"]) == set(PROFILED)  # a model never profiled is left out under a limit
+    memory = served["first"].set_index("model")["peak_memory_mb"]
+    small = model.predict(request(), params={"top_k": 0, "max_memory_mb": float(memory.min()) + 1e-6})
+    assert list(small["model"]) == [memory.idxmin()]
+    mit = model.predict(request(), params={"top_k": 0, "licence": "mit, apache"})
+    assert set(mit["model"]) == set(ZOO_NAMES.values())
+    with pytest.raises(Exception, match="no candidate model meets"):
+        model.predict(request(), params={"licence": "GPL"})
+    with pytest.raises(Exception, match="max_latency_ms must be a finite number"):
+        model.predict(request(), params={"max_latency_ms": -1.0})
+
+
+def test_a_history_without_accuracies_gives_relative_scores(served, tmp_path):
+    table = served["table"].copy()
+    table["score"] = table["score"] * 10  # up to ~1000: not an accuracy
+    import_table(write_table(table, tmp_path / "relative.csv"), source="relative", experiment=tracking.DEFAULT_EXPERIMENT)
+    result = build(kind="external", source="relative", truth_source="relative", tune=False, register=False)
+    ranking = mlflow.pyfunc.load_model(result.model_uri).predict(request(), params={"top_k": 3})
+    assert ranking["predicted_accuracy"].isna().all() and ranking["accuracy_high"].isna().all()
+    assert "scores are relative" in ranking["basis"].iloc[0]
+
+
+def test_cli_rank_filters_and_shows_the_answers(served):
+    from fennec_mlflow.cli import main
+
+    uri = served["result"].model_uri
+    done = CliRunner().invoke(main, ["rank", "--target", "shapes-4", "--model-uri", uri, "--top-k", "0",
+                                     "--max-latency-ms", "1e9"])
+    assert done.exit_code == 0, done.output
+    assert "latency_ms" in done.output and "predicted_accuracy" in done.output
+    assert "Predicted fine-tune accuracy of" in done.output
+    listed = {name for name in [*ZOO_NAMES.values(), "net05"] if f" {name} " in done.output}
+    assert listed == set(PROFILED)
+    refused = CliRunner().invoke(main, ["rank", "--target", "shapes-4", "--model-uri", uri, "--licence", "GPL"])
+    assert refused.exit_code == 2 and "no candidate model meets" in refused.output
+    profiled = CliRunner().invoke(main, ["profile", "--models", "resnet20_cifar10", "--input-size", "32"])
+    assert profiled.exit_code == 0 and "0 measured, 1 reused" in profiled.output
+
+
+@pytest.mark.slow
+def test_rest_requests_filter_on_constraints(served):
+    """`mlflow models serve` of the build: the filters and the answer columns over HTTP."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", served["result"].model_uri,
+                               "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=served["root"])
+    local = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                local.open(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.time() < deadline, "the scoring server did not answer /ping within 180 s"
+                time.sleep(1)
+
+        def ask(**params):
+            body = json.dumps({"dataframe_split": request().to_dict(orient="split"), "params": params}).encode()
+            call = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                          headers={"Content-Type": "application/json"})
+            return local.open(call, timeout=60)
+
+        rows = json.loads(ask(top_k=0, max_latency_ms=1e9).read())["predictions"]
+        assert {row["model"] for row in rows} == set(PROFILED)
+        assert all(row["latency_ms"] > 0 and row["accuracy_low"] <= row["predicted_accuracy"] for row in rows)
+        with pytest.raises(urllib.error.HTTPError) as error:
+            ask(licence="GPL")
+        assert error.value.code == 400 and "no candidate model meets" in json.loads(error.value.read())["message"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
