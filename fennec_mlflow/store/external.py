@@ -11,14 +11,16 @@ Supported layouts (``layout="auto"`` detects them from the header):
 
 Scores are stored as published (no rescaling). Names are stripped of surrounding spaces; an
 empty model or task name, or a score that is not a number, is an error naming the lines. Rows
-that cannot be a cell are skipped and reported (:class:`SkippedRows`, with their line numbers):
-a missing or non-finite score (empty, nan, inf; PARC's -1), and every row but the last of a
-(model, task) cell given more than once. Tasks named like a public dataset (its task name or an
+that cannot be a cell are not written and are reported (:class:`SkippedRows`: count, line numbers
+and the first rows): a missing score (empty, nan; PARC's -1), an infinite one (inf, or 1e309, beyond
+a float's range), and every row but the last of a (model, task) cell given more than once. Tasks named like a public dataset (its task name or an
 alias in the task facts, :func:`~fennec_mlflow.core.evaluation.find_task_facts`) get its class
 count, training-set size, domain and dataset name as ``task_*`` facts, unless the table gives them.
 
-Re-importing a table adds nothing for cells already imported from the same source; a cell whose
-earlier import was killed midway (an unfinished run) is written again and its unfinished run
+Re-importing a table adds nothing for cells already imported from the same source with the same
+value; a cell whose value changed (a corrected table), or whose earlier run holds no score, is
+written again and its earlier run deleted (after the new one is written, and reported); a cell
+whose earlier import was killed midway (an unfinished run) is written again and its unfinished run
 deleted, so a cell never has two runs.
 """
 from __future__ import annotations
@@ -59,9 +61,18 @@ class SkippedRows:
 
     reason: str
     lines: tuple[int, ...]
+    examples: tuple[str, ...] = ()  # the first few rows, as ``model x task = score``
 
     def __str__(self) -> str:
-        return f"{len(self.lines)} row(s) skipped, {self.reason}: {_lines(self.lines)}"
+        shown = f" (e.g. {'; '.join(self.examples)})" if self.examples else ""
+        return f"{len(self.lines)} row(s) skipped, {self.reason}: {_lines(self.lines)}{shown}"
+
+
+_EXAMPLES = 3
+
+
+def _examples(rows: pd.DataFrame) -> tuple[str, ...]:
+    return tuple(f"{r.model} x {r.task} = {r.score}" for r in rows.head(_EXAMPLES).itertuples())
 
 
 def _lines(lines) -> str:
@@ -172,14 +183,20 @@ def _numbers(raw: pd.DataFrame, column: str, path: Path) -> pd.Series:
 def _cells(long: pd.DataFrame) -> tuple[pd.DataFrame, list[SkippedRows]]:
     """One row per (model, task): rows without a finite score dropped, then the last row of each cell kept."""
     skipped = []
-    finite = np.isfinite(long["score"].to_numpy())
-    if not finite.all():
-        skipped.append(SkippedRows("no finite score (empty, nan or inf)", tuple(long.index[~finite])))
-    long = long[finite]
+    scores = long["score"].to_numpy()
+    missing = np.isnan(scores)
+    infinite = np.isinf(scores)  # inf, -inf, and numbers too large for a float (1e309)
+    if missing.any():
+        skipped.append(SkippedRows("no score (empty or nan)", tuple(long.index[missing]), _examples(long[missing])))
+    if infinite.any():
+        skipped.append(SkippedRows("an infinite score (inf, or a number beyond a float's range such as 1e309); "
+                                   "fix these rows and import again", tuple(long.index[infinite]),
+                                   _examples(long[infinite])))
+    long = long[~(missing | infinite)]
     repeated = long.duplicated(subset=["model", "task"], keep="last")
     if repeated.any():
         skipped.append(SkippedRows("a (model, task) cell given again on a later line, which is kept",
-                                   tuple(long.index[repeated])))
+                                   tuple(long.index[repeated]), _examples(long[repeated])))
     return long[~repeated], skipped
 
 
@@ -239,13 +256,32 @@ def import_table(
     mlflow_client = mlflow_client or tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     done = tracking.finished_cells(mlflow_client, experiment, "external")
-    records = [r for r in cell_records(table, source=source, source_file=path.name) if r.cell not in done]
+    stored = tracking.load_matrix("external", source=source, experiment=experiment, mlflow_client=mlflow_client)
+    records, replaced = [], []
+    for record in cell_records(table, source=source, source_file=path.name):
+        if record.cell not in done:
+            records.append(record)
+        elif _stored_value(stored, record.model, record.task) != record.metrics["score"]:
+            records.append(record)  # a changed value, or a run without a score (an older import): replaced
+            replaced.append(done[record.cell])
     # runs of these cells left unfinished by a killed import: deleted, the cells written again below
     stale = tracking.unfinished_cells(mlflow_client, experiment, "external")
     tracking.discard_runs(mlflow_client, [run_id for r in records for run_id in stale.get(r.cell, [])])
     with tqdm(total=len(records), desc=f"import {source}", disable=not progress) as bar:
         tracking.write_runs(mlflow_client, exp_id, records, on_written=bar.update)
+    tracking.discard_runs(mlflow_client, replaced)  # after the new values are in: a killed import loses none
+    if replaced:
+        (report or _warn)(f"{path.name}: {len(replaced)} cell(s) imported before with another value (or none) "
+                          "replaced by this table's")
     return len(records), len(table) - len(records)
+
+
+def _stored_value(stored: tracking.KnowledgeMatrix, model: str, task: str) -> float | None:
+    try:
+        value = stored.values.loc[model, task]
+    except KeyError:
+        return None
+    return None if pd.isna(value) else float(value)
 
 
 BUNDLED_TABLES = {

@@ -89,8 +89,11 @@ def test_bad_rows_are_skipped_and_reported_with_their_lines(store, tmp_path):
                     "c,y,-inf\n")     # line 9
     lines = []
     assert imported(store, path, report=lines.append) == (2, 0)
-    assert lines == ["bad.csv: 4 row(s) skipped, no finite score (empty, nan or inf): lines 3, 4, 5, 9",
-                     "bad.csv: 1 row(s) skipped, a (model, task) cell given again on a later line, which is kept: line 2"]
+    assert lines == ["bad.csv: 2 row(s) skipped, no score (empty or nan): lines 3, 5 (e.g. a x y = nan; b x y = nan)",
+                     "bad.csv: 2 row(s) skipped, an infinite score (inf, or a number beyond a float's range such as "
+                     "1e309); fix these rows and import again: lines 4, 9 (e.g. b x x = inf; c x y = -inf)",
+                     "bad.csv: 1 row(s) skipped, a (model, task) cell given again on a later line, which is kept: "
+                     "line 2 (e.g. a x x = 0.5)"]
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
     assert km.values.loc["a", "x"] == 0.75 and km.values.loc["c", "x"] == 0.25
     assert int(km.values.notna().sum().sum()) == 2
@@ -108,9 +111,34 @@ def test_parc_missing_marker_and_a_later_duplicate_are_reported(store, tmp_path)
     lines = []
     assert imported(store, path, report=lines.append) == (1, 0)
     assert lines == ["parc.csv: 1 row(s) skipped, negative Oracle (PARC's -1 marks a missing result): line 3",
-                     "parc.csv: 1 row(s) skipped, a (model, task) cell given again on a later line, which is kept: line 2"]
+                     "parc.csv: 1 row(s) skipped, a (model, task) cell given again on a later line, which is kept: "
+                     "line 2 (e.g. resnet50@imagenet x cifar10 = 90.5)"]
     assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.loc[
         "resnet50@imagenet", "cifar10"] == 91.5
+
+
+def test_infinite_rows_are_refused_and_a_corrected_table_replaces_values(store, tmp_path):
+    path = tmp_path / "inf.csv"
+    path.write_text("model,task,score\na,x,1e309\na,y,0.5\nb,x,-1e400\nb,y,0.25\n")
+    lines = []
+    assert imported(store, path, report=lines.append) == (2, 0)
+    assert lines == ["inf.csv: 2 row(s) skipped, an infinite score (inf, or a number beyond a float's range such "
+                     "as 1e309); fix these rows and import again: lines 2, 4 (e.g. a x x = inf; b x x = -inf)"]
+    exp_id = tracking.experiment_id(store)
+    # a run without a score, as an older version wrote for such rows
+    record = external.cell_records(pd.DataFrame({"model": ["b"], "task": ["x"], "score": [np.nan]}),
+                                   source="mine", source_file="inf.csv")[0]
+    scoreless = tracking.write_run(store, exp_id, record)
+    path.write_text("model,task,score\na,x,0.75\na,y,0.5\nb,x,0.125\nb,y,0.3\n")  # corrected, one value changed
+    lines = []
+    assert imported(store, path, report=lines.append) == (3, 1)
+    assert lines == ["inf.csv: 2 cell(s) imported before with another value (or none) replaced by this table's"]
+    assert store.get_run(scoreless).info.lifecycle_stage == "deleted"
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    assert km.values.to_dict() == {"x": {"a": 0.75, "b": 0.125}, "y": {"a": 0.5, "b": 0.3}}
+    counts = runs_per_cell(store)
+    assert len(counts) == 4 and (counts == 1).all()
+    assert imported(store, path) == (0, 4)
 
 
 @pytest.mark.parametrize("text, message", [
