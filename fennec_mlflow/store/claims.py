@@ -164,7 +164,7 @@ class Claimer:
             for run_id in held:
                 try:
                     self.client.set_tag(run_id, HEARTBEAT_TAG, str(_now_ms()))
-                except MlflowException as exc:  # a run deleted meanwhile, a server hiccup: the next beat retries
+                except Exception as exc:  # noqa: BLE001 (a deleted run, a busy sqlite file, a server hiccup: the next beat retries)
                     _log.debug("heartbeat of %s failed: %s", run_id, exc)
 
     def _hold(self, run_id: str) -> None:

@@ -1,8 +1,11 @@
 """Batch jobs over (model, task) cells: each cell computed once, written as one run.
 
 Validation happens before any run is written (unknown models, bad tasks, probes that cannot
-cover the classes), so bad input never leaves a half-written run. A killed job loses at most
-the cell in flight: finished cells are found in the store and skipped on the next start.
+cover the classes), so bad input never leaves a half-written run. Every cell is claimed before
+it is computed (:mod:`fennec_mlflow.store.claims`): any number of jobs over overlapping slices,
+on one sqlite file or a tracking server, leave exactly one finished run per cell, and a job
+returns once each of its cells is in the store (cells another live job holds are waited for).
+A killed job loses at most the cells in flight: their claims die with it and are redone.
 """
 from __future__ import annotations
 
