@@ -40,6 +40,7 @@ from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
+from fennec_mlflow.config import env_override
 from fennec_mlflow.store import tracking
 
 OWNER_TAG = "fennec.owner"
@@ -248,7 +249,8 @@ class Claimer:
             state, other = self._state(cell_runs(self.client, self.experiment_id, claim.cell), run_id)
             finished = state == "won"
             if finished:
-                self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+                with env_override(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true"):  # no line per cell
+                    self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
         if finished:
             return run_id, True
         _delete(self.client, run_id)
@@ -259,7 +261,8 @@ class Claimer:
         """The computation broke: the claim's run is marked FAILED (a dead claim, redone later)."""
         self.release(claim.run_id)
         try:
-            self.client.set_terminated(claim.run_id, RunStatus.to_string(RunStatus.FAILED))
+            with env_override(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true"):
+                self.client.set_terminated(claim.run_id, RunStatus.to_string(RunStatus.FAILED))
         except MlflowException as exc:  # the store is gone too: the claim dies with its heartbeat
             _log.warning("could not mark the claim %s failed: %s", claim.run_id, exc)
 

@@ -640,8 +640,7 @@ def _cell_rows_search(mlflow_client: MlflowClient, experiment_ids: list[str], ki
         conditions.append(equals("params.estimator", estimator)[0])
     if source is not None:
         conditions.append(equals(f"tags.`{SOURCE_TAG}`", source)[0])
-    for run in search_all(mlflow_client, experiment_ids, " and ".join(conditions),
-                          order_by=["attributes.start_time DESC"]):
+    for run in _search_sliced(mlflow_client, experiment_ids, " and ".join(conditions)):
         tags, data = run.data.tags, run.data
         if estimator is not None and data.params.get("estimator") != estimator:
             continue  # LIKE matched more than the name (a name with both kinds of quote)
@@ -649,6 +648,38 @@ def _cell_rows_search(mlflow_client: MlflowClient, experiment_ids: list[str], ki
             continue
         if MODEL_TAG in tags and TASK_TAG in tags and metric in data.metrics:
             yield _CellRow(tags[MODEL_TAG], tags[TASK_TAG], data.metrics[metric], run.info.run_id, data.params)
+
+
+_READER_THREADS = 4  # concurrent searches when reading a matrix through a tracking server
+
+
+def _search_sliced(mlflow_client: MlflowClient, experiment_ids: list[str], filter_string: str,
+                   threads: int | None = None) -> list[Run]:
+    """Every run matching ``filter_string``, newest first (run id breaking ties, as the SQL reader does).
+
+    A server answers one page after another; the runs are split into ``threads`` start-time
+    ranges (two one-run searches find the range) searched at once, so a server with several
+    workers materialises them in parallel.
+    """
+    def edge(direction: str) -> int | None:
+        page = mlflow_client.search_runs(experiment_ids, filter_string, max_results=1,
+                                         order_by=[f"attributes.start_time {direction}"])
+        return int(page[0].info.start_time) if page else None
+
+    threads = threads or _READER_THREADS
+    first, last = edge("ASC"), edge("DESC")
+    if first is None:
+        return []
+    step = max(1, -(-(last - first + 1) // threads))
+    ranges = [(low, min(low + step, last + 1)) for low in range(first, last + 1, step)]
+
+    def search(bounds: tuple[int, int]) -> list[Run]:
+        window = f"attributes.start_time >= {bounds[0]} and attributes.start_time < {bounds[1]}"
+        return list(search_all(mlflow_client, experiment_ids, f"{filter_string} and {window}"))
+
+    with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
+        runs = [run for part in pool.map(search, ranges) for run in part]
+    return sorted(runs, key=lambda run: (-int(run.info.start_time), run.info.run_id))
 
 
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
