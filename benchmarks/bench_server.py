@@ -7,7 +7,7 @@ The server is an ``mlflow server`` on PostgreSQL (docs/scale-out.md has the reci
 is the same database. Read: N FDA cell runs (the FDA job's tags, params and metrics) are inserted
 by SQL into a fresh experiment, then ``load_matrix`` is timed over HTTP and by SQL (median of
 --repeats) and the two matrices compared. Write: ``--writers`` processes each take every cell of one
-grid of ``--cells`` cells (maximal overlap, a trivial value per cell) through the claim protocol
+grid of ``--cells`` cells (a disjoint slice each, then every cell each; a trivial value per cell) through the claim protocol
 the FDA job uses (claims.claim_each + Claimer.complete) over HTTP; the report gives cells/s
 (distinct cells finished per second of wall time) and checks one finished run per cell.
 """
@@ -65,12 +65,12 @@ def bench_read(http_uri: str, sql_uri: str, n_runs: int, repeats: int) -> None:
           f"{timings['SQL'][0]:.2f} | {'x'.join(map(str, timings['HTTP'][1].shape))} | {equal} |", flush=True)
 
 
-def _writer(http_uri: str, experiment: str, n_cells: int, barrier) -> None:
+def _writer(http_uri: str, experiment: str, cells: list[int], barrier) -> None:
     os.environ["FENNEC_CLAIM_POLL_S"] = "0.2"
     client = tracking.client(http_uri)
     exp_id = tracking.experiment_id(client, experiment)
     work = [claims.Work(i, tracking.RunRecord(kind="fda", model=r.model, task=r.task, cell=r.cell))
-            for i, r in ((i, fda_record(i)) for i in range(n_cells))]
+            for i, r in ((i, fda_record(i)) for i in cells)]
     barrier.wait()
     with claims.Claimer(client, exp_id) as claimer:
         for unit, claim in claims.claim_each(claimer, work):
@@ -79,14 +79,14 @@ def _writer(http_uri: str, experiment: str, n_cells: int, barrier) -> None:
                 claimer.complete(claim, tracking.RunRecord(kind="fda", params=record.params, metrics=record.metrics))
 
 
-def bench_write(http_uri: str, writers: int, n_cells: int) -> None:
+def bench_write(http_uri: str, writers: int, n_cells: int, overlap: bool) -> None:
     client = tracking.client(http_uri)
     experiment = f"bench-write-{uuid.uuid4().hex[:6]}"
     exp_id = tracking.experiment_id(client, experiment)
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(writers + 1)
-    processes = [context.Process(target=_writer, args=(http_uri, experiment, n_cells, barrier))
-                 for _ in range(writers)]
+    slices = [list(range(n_cells)) if overlap else list(range(k, n_cells, writers)) for k in range(writers)]
+    processes = [context.Process(target=_writer, args=(http_uri, experiment, cells, barrier)) for cells in slices]
     for process in processes:
         process.start()
     barrier.wait()
@@ -97,7 +97,7 @@ def bench_write(http_uri: str, writers: int, n_cells: int) -> None:
     runs = list(tracking.search_all(client, [exp_id], "tags.`fennec.kind` = 'fda'"))
     cells = {r.data.tags["fennec.cell"] for r in runs}
     finished = sum(r.info.status == "FINISHED" for r in runs)
-    print(f"| {writers} | {n_cells} | {seconds:.1f} | {n_cells / seconds:.1f} | {len(runs)} runs, "
+    print(f"| {writers} | {'every cell' if overlap else 'a disjoint slice'} | {n_cells} | {seconds:.1f} | {n_cells / seconds:.1f} | {len(runs)} runs, "
           f"{finished} finished, {len(cells)} cells |", flush=True)
 
 
@@ -118,10 +118,11 @@ def main() -> None:
         for n_runs in args.runs:
             bench_read(args.http_uri, args.sql_uri, n_runs, args.repeats)
     if args.writers:
-        print("| writers | cells | wall (s) | cells/s | store |")
-        print("|---:|---:|---:|---:|---|")
+        print("| writers | each writer takes | cells | wall (s) | cells/s | store |")
+        print("|---:|---|---:|---:|---:|---|")
         for writers in args.writers:
-            bench_write(args.http_uri, writers, args.cells)
+            for overlap in (False, True):
+                bench_write(args.http_uri, writers, args.cells, overlap)
 
 
 if __name__ == "__main__":

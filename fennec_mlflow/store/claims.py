@@ -246,8 +246,10 @@ class Claimer:
         if engine is not None:
             finished = _finish_sql(engine, self.experiment_id, claim.cell, run_id)
         else:
-            state, other = self._state(cell_runs(self.client, self.experiment_id, claim.cell), run_id)
-            finished = state == "won"
+            runs = cell_runs(self.client, self.experiment_id, claim.cell)
+            state, other = self._state(runs, run_id)
+            # lost if another run finished, an earlier live claim exists, or ours was deleted as dead
+            finished = state == "won" and any(r.run_id == run_id for r in runs)
             if finished:
                 with env_override(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true"):  # no line per cell
                     self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
@@ -280,7 +282,7 @@ def _finish_sql(engine, experiment_id: str, cell: str, run_id: str) -> bool:
                       "AND c.value = :cell WHERE o.experiment_id = :experiment AND o.status = 'FINISHED' "
                       "AND o.lifecycle_stage = 'active' AND o.run_uuid <> :run_id")
     update = (f"UPDATE runs SET status = 'FINISHED', end_time = :now WHERE run_uuid = :run_id "
-              f"AND status = 'RUNNING' AND NOT EXISTS ({other_finished})")
+              f"AND status = 'RUNNING' AND lifecycle_stage = 'active' AND NOT EXISTS ({other_finished})")
     bind = {"cell_tag": tracking.CELL_TAG, "cell": cell, "experiment": int(experiment_id), "run_id": run_id,
             "now": _now_ms()}
     with engine.begin() as connection:

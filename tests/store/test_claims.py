@@ -176,3 +176,23 @@ def test_leftovers_of_an_interrupted_migration_are_dropped_or_refused(tmp_path, 
     tracking.open_sqlite_store.cache_clear()
     with pytest.raises(tracking.TrackingError, match="folder .* does not exist"):
         tracking.client(f"sqlite:///{tmp_path / 'nope' / 'mlflow.db'}")
+
+
+@pytest.mark.parametrize("reader", ["sql", "search"])
+def test_a_claim_finishes_only_when_no_other_run_of_its_cell_did(store, monkeypatch, reader):
+    if reader == "search":  # the path taken through a tracking server: search, then set_terminated
+        monkeypatch.setattr(tracking, "_sql_engine", lambda client: None)
+    exp_id = tracking.experiment_id(store)
+    with claims.Claimer(store, exp_id) as claimer:
+        claim = claimer.claim(tracking.RunRecord(kind="fda", model="m", task="t", cell="c1"))
+        assert claim.state == "won" and store.get_run(claim.run_id).info.status == "RUNNING"
+        assert claimer.claim(tracking.RunRecord(kind="fda", model="m", task="t", cell="c1")).state == "busy"
+        other = tracking.write_run(store, exp_id, tracking.RunRecord(kind="fda", model="m", task="t", cell="c1",
+                                                                     metrics={"fda_score": 0.1}))
+        assert claimer.complete(claim, tracking.RunRecord(kind="fda", metrics={"fda_score": 0.9})) == (other, False)
+        assert store.get_run(claim.run_id).info.lifecycle_stage == "deleted"
+        mine = claimer.claim(tracking.RunRecord(kind="fda", model="m", task="u", cell="c2"))
+        assert claimer.complete(mine, tracking.RunRecord(kind="fda", metrics={"fda_score": 0.5})) == (mine.run_id, True)
+        assert claimer.claim(tracking.RunRecord(kind="fda", model="m", task="u", cell="c2")).state == "done"
+    km = tracking.load_matrix("fda", mlflow_client=store)
+    assert km.values.to_dict() == {"t": {"m": 0.1}, "u": {"m": 0.5}}
