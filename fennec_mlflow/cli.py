@@ -457,23 +457,33 @@ def evaluate(benchmark, estimators, experiment, workdir, **store):
             chosen = None if estimators is None else [e.strip() for e in estimators.split(",") if e.strip()]
             run = run_benchmark(benchmark, workdir=workdir or None, experiment=experiment or None,
                                 estimators=chosen, say=click.echo)
-            table, where = run.table(), run.experiment
+            table, where, leaderboard = run.table(), run.experiment, None
+            for column in ("pearson", "spearman", "weighted_tau", "top1_regret"):  # as the runs log them
+                table[column] = table[column] / 100
             summary = {**{f"{name}.mean_pearson": row["pearson"] for name, row in table.iterrows()},
                        **{f"{stage}_seconds": s for stage, s in run.stage_seconds.items()}}
         else:
             runs = run_evaluation(_benchmark(benchmark, **store), experiment=experiment or None, estimators=estimators)
-            table, where, notes = runs.table().drop(columns="run_id"), runs.experiment, runs.notes
-            benchmark = runs.benchmark
+            table, where, notes = runs.leaderboard().drop(columns="run_id"), runs.experiment, runs.notes
+            benchmark, leaderboard = runs.benchmark, runs.leaderboard_run_id
             summary = {f"{name}.mean_pearson": row["mean_pearson"] for name, row in table.iterrows()}
     except FennecError as exc:
         _fail(exc)
-    tracking.annotate_project_run("evaluate", summary)
-    click.echo(f"benchmark {benchmark}: {len(table)} evaluation run(s) in experiment {where!r} "
-               "(correlations x 100)")
+    from fennec_mlflow.bench.evaluate import UNITS
+
+    tracking.annotate_project_run("evaluate", summary, result_run_id=leaderboard)
+    click.echo(f"benchmark {benchmark}: {len(table)} evaluation run(s) in experiment {where!r}")
     for note in notes:
         click.echo(f"note: {note}")
-    with pd.option_context("display.width", 200, "display.precision", 2):
+    with pd.option_context("display.width", 200, "display.precision", 3):
         click.echo(table.to_string())
+    click.echo(UNITS)
+    uri = tracking.client().tracking_uri
+    if leaderboard:
+        click.echo(f"Leaderboard: run {leaderboard} ('leaderboard-{benchmark}', the estimator runs are its children) "
+                   f"in experiment {where!r}; to see it: mlflow ui --backend-store-uri {uri}")
+    else:
+        click.echo(f"To see the runs: mlflow ui --backend-store-uri {uri} (experiment {where!r})")
 
 
 @main.command()

@@ -4,12 +4,19 @@ One call of :func:`run_evaluation` evaluates the estimators under test on one be
 table, :mod:`fennec_mlflow.bench.public`, or the store's own ground truth,
 :mod:`fennec_mlflow.bench.store`) and writes ONE run per estimator (``fennec.kind=evaluation``,
 params ``estimator`` and ``benchmark``) into one experiment per benchmark (default
-``fennec-eval-<benchmark>``), so the MLflow UI compares them column by column. Each run holds:
+``fennec-eval-<benchmark>``), so the MLflow UI compares them column by column. The estimator runs
+are the children of one parent run, ``leaderboard-<benchmark>`` (``fennec.kind=leaderboard``):
+one metric per estimator (``mean_pearson.<estimator>``, ``mean_spearman.<estimator>``,
+``mean_top1_regret.<estimator>``), the table ``leaderboard.csv`` / ``leaderboard.json`` (best
+first, with each estimator's run id) and the figure ``leaderboard.png``.
+
+Units, the same in the terminal and in MLflow: correlations (Pearson, Spearman, weighted tau) are
+fractions in [-1, 1] (x 100 gives the paper's figures); ``top1_regret`` is in the table's units
+(e.g. accuracy points); ``top5_hit`` is a fraction of targets. Each run holds:
 
 - metrics: ``mean_pearson``, ``mean_spearman``, ``mean_weighted_tau``, ``mean_top1_regret``,
   ``mean_top5_hit``, their ``std_*`` over targets and ``seed_std_*`` over seeds, and per target
-  ``pearson.<task>``, ``spearman.<task>``, ... (:meth:`EvaluationResult.as_metrics`); the
-  correlations are fractions (x 100 for the paper's figures), the regret is in the table's units;
+  ``pearson.<task>``, ``spearman.<task>``, ... (:meth:`EvaluationResult.as_metrics`);
   the ``fennec`` run also logs the calibration of its predicted-accuracy interval, leave one
   target out (:func:`interval_metrics`: ``fennec_interval_coverage``, ``fennec_interval_width``,
   ``fennec_accuracy_abs_error``, ``interval_level``, ``interval_coverage.<task>``);
@@ -52,6 +59,7 @@ Under ``mlflow run`` (``MLFLOW_RUN_ID`` set) the runs are still new runs of thei
 from __future__ import annotations
 
 import json
+import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -353,7 +361,9 @@ def log_outcome(outcome: EstimatorOutcome, benchmark: Benchmark, experiment: str
     from mlflow.data.http_dataset_source import HTTPDatasetSource
 
 
-    tags = {tracking.KIND_TAG: "evaluation", EVALUATION_TAG_BENCHMARK: benchmark.name, **(tags or {})}
+    tags = {tracking.KIND_TAG: "evaluation", EVALUATION_TAG_BENCHMARK: benchmark.name,
+            tracking.MLFLOW_RUN_NOTE: (f"Leave-one-task-out evaluation of {outcome.estimator} on {benchmark.name}. "
+                                       f"{UNITS}"), **(tags or {})}
     mean = outcome.result.summary["mean_pearson"]
     with tracking.own_run(experiment, outcome.estimator, tags) as run:
         mlflow.log_params({**benchmark.summary(), **outcome.params})
@@ -364,7 +374,7 @@ def log_outcome(outcome: EstimatorOutcome, benchmark: Benchmark, experiment: str
                                           source=source)
         mlflow.log_input(dataset, context="evaluation")
         figure = scatter_figure(outcome.result, f"{benchmark.name}: {outcome.estimator} "
-                                f"(mean Pearson {100 * mean:.1f})", benchmark.units)
+                                f"(mean Pearson {mean:.3f})", benchmark.units)
         mlflow.log_figure(figure, "scatter.png")
         plt.close(figure)
         mlflow.log_text(outcome.result.predictions.to_csv(index=False), "predictions.csv")
@@ -375,24 +385,78 @@ def log_outcome(outcome: EstimatorOutcome, benchmark: Benchmark, experiment: str
     return outcome.run_id
 
 
+UNITS = ("Correlations (pearson, spearman, weighted_tau) are fractions in [-1, 1], averaged over targets "
+         "(x 100 gives the paper's figures); top1_regret is in the table's units; top5_hit is a fraction of targets.")
+LEADERBOARD_METRICS = ("mean_pearson", "mean_spearman", "mean_weighted_tau", "mean_top1_regret", "mean_top5_hit")
+
+
 @dataclass
 class EvaluationRuns:
-    """What :func:`run_evaluation` did: the experiment and one outcome (with its run id) per estimator."""
+    """What :func:`run_evaluation` did: the experiment, one outcome (with its run id) per estimator
+    and the parent ``leaderboard`` run."""
 
     benchmark: str
     experiment: str
     outcomes: dict[str, EstimatorOutcome]
     notes: list[str] = field(default_factory=list)  # estimators skipped and why, what the benchmark lacks
+    leaderboard_run_id: str | None = None
 
     def table(self) -> pd.DataFrame:
-        """Estimators x mean metrics (correlations x 100), the order they were run in."""
+        """Estimators x mean metrics, the order they were run in; units as logged (:data:`UNITS`)."""
         rows = {}
         for name, outcome in self.outcomes.items():
             s = outcome.metrics()
-            rows[name] = {"mean_pearson": 100 * s["mean_pearson"], "mean_spearman": 100 * s["mean_spearman"],
-                          "mean_weighted_tau": 100 * s["mean_weighted_tau"], "mean_top1_regret": s["mean_top1_regret"],
-                          "mean_top5_hit": s["mean_top5_hit"], "run_id": outcome.run_id}
+            rows[name] = {**{m: s.get(m, np.nan) for m in LEADERBOARD_METRICS}, "run_id": outcome.run_id}
         return pd.DataFrame.from_dict(rows, orient="index")
+
+    def leaderboard(self) -> pd.DataFrame:
+        """:meth:`table`, best mean Pearson first, with a rank column."""
+        table = self.table().sort_values("mean_pearson", ascending=False, kind="stable")
+        table.insert(0, "rank", np.arange(1, len(table) + 1))
+        return table.rename_axis("estimator")
+
+
+def leaderboard_figure(table: pd.DataFrame, title: str):
+    """Mean Pearson per estimator (fractions), best on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = table.iloc[::-1]
+    figure, axes = plt.subplots(figsize=(7, 0.35 * len(shown) + 1.4))
+    colours = ["#C44E52" if name.startswith("fennec") else "#8C8C8C" for name in shown.index]
+    axes.barh(list(shown.index), shown["mean_pearson"], color=colours)
+    axes.axvline(0, color="black", linewidth=0.8)
+    axes.set_xlabel("mean Pearson over targets (fraction, -1 to 1)")
+    axes.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def log_leaderboard(runs: EvaluationRuns, bench: Benchmark, mlflow_client, run_id: str, seeds: Sequence[int]) -> None:
+    """The parent run's content: one metric per estimator and metric, the table and its figure."""
+    import matplotlib.pyplot as plt
+    from mlflow.entities import Metric, Param
+
+    table = runs.leaderboard()
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"{metric}.{name}", float(row[metric]), now, 0) for name, row in table.iterrows()
+               for metric in ("mean_pearson", "mean_spearman", "mean_top1_regret") if np.isfinite(row[metric])]
+    params = [Param(k, str(v)[:6000]) for k, v in {**bench.summary(), "estimators": ",".join(table.index),
+                                                    "seeds": ",".join(map(str, seeds))}.items()]
+    mlflow_client.log_batch(run_id, metrics=metrics, params=params)
+    best = table.index[0] if len(table) else "none"
+    mlflow_client.set_tag(run_id, tracking.MLFLOW_RUN_NOTE,
+                          f"Leaderboard of {len(table)} estimators on {bench.name} ({bench.P.shape[0]} models, "
+                          f"{len(bench.targets)} targets, leave one task out, seeds {list(seeds)}); best: {best}. "
+                          f"Each estimator is a child run with per-target metrics, scatter.png and predictions.csv. "
+                          f"{UNITS}" + (" Notes: " + "; ".join(runs.notes) if runs.notes else ""))
+    mlflow_client.log_text(run_id, table.to_csv(), "leaderboard.csv")
+    mlflow_client.log_table(run_id, table.reset_index(), "leaderboard.json")
+    figure = leaderboard_figure(table, f"{bench.name}: leave-one-task-out leaderboard")
+    mlflow_client.log_figure(run_id, figure, "leaderboard.png")
+    plt.close(figure)
 
 
 def _estimator_list(estimators: str | Iterable[str] | None) -> list[str]:
@@ -437,12 +501,23 @@ def run_evaluation(benchmark: str | Benchmark, *, experiment: str | None = None,
     experiment = experiment or experiment_name(bench.name)
     fits = FennecFits(bench, fennec_params)
     outcomes: dict[str, EstimatorOutcome] = {}
-    for name in tqdm([n for n in chosen if n not in refused], desc=f"evaluate {bench.name}", unit="estimator",
-                     disable=not progress):
-        outcome = evaluate_estimator(bench, name, seeds=seeds, fits=fits)
-        log_outcome(outcome, bench, experiment)
-        outcomes[name] = outcome
-    runs = EvaluationRuns(bench.name, experiment, outcomes, notes)
+    mlflow_client = tracking.client()
+    parent = mlflow_client.create_run(
+        tracking.experiment_id(mlflow_client, experiment), run_name=f"leaderboard-{bench.name}",
+        tags={tracking.KIND_TAG: "leaderboard", EVALUATION_TAG_BENCHMARK: bench.name, **tracking.project_run_link()})
+    parent_id = parent.info.run_id
+    try:
+        for name in tqdm([n for n in chosen if n not in refused], desc=f"evaluate {bench.name}", unit="estimator",
+                         disable=not progress):
+            outcome = evaluate_estimator(bench, name, seeds=seeds, fits=fits)
+            log_outcome(outcome, bench, experiment, tags={tracking.MLFLOW_PARENT_RUN_ID: parent_id})
+            outcomes[name] = outcome
+        runs = EvaluationRuns(bench.name, experiment, outcomes, notes, leaderboard_run_id=parent_id)
+        log_leaderboard(runs, bench, mlflow_client, parent_id, seeds)
+    except BaseException:
+        mlflow_client.set_terminated(parent_id, "FAILED")
+        raise
+    mlflow_client.set_terminated(parent_id)
     summary = {f"{name}.mean_pearson": o.result.summary["mean_pearson"] for name, o in outcomes.items()}
-    tracking.annotate_project_run("evaluate", summary)
+    tracking.annotate_project_run("evaluate", summary, result_run_id=parent_id)
     return runs

@@ -5,11 +5,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fennec_mlflow.bench import public as benchmarks
 from fennec_mlflow.bench import evaluate as evaluation_runs
-from fennec_mlflow.store import tracking
+from fennec_mlflow.bench import public as benchmarks
 from fennec_mlflow.core import evaluation as ev
+from fennec_mlflow.store import tracking
 from tests.helpers import planted_benchmark, runs_in
+
+
+def estimator_runs(store, experiment: str):
+    """The per-estimator evaluation runs of an experiment (not their leaderboard parent)."""
+    return [r for r in runs_in(store, experiment) if r.data.tags[tracking.KIND_TAG] == "evaluation"]
+
 
 PARC_TARGETS = ["caltech101", "cifar10", "cub200", "nabird", "oxford_pets", "stanford_dogs", "voc2007"]
 
@@ -46,7 +52,7 @@ def test_every_estimator_is_one_evaluation_run_in_one_experiment(store):
     outcome = evaluation_runs.run_evaluation("parc", seeds=(0,), progress=False)
     outcome_bench = benchmarks.load_benchmark("parc")
     assert outcome.experiment == "fennec-eval-parc"
-    runs = runs_in(store, "fennec-eval-parc")
+    runs = estimator_runs(store, "fennec-eval-parc")
     by_estimator = {run.data.params["estimator"]: run for run in runs}
     supported = {e for e in evaluation_runs.ESTIMATORS if not evaluation_runs.unavailable(outcome_bench, e)}
     assert supported == set(evaluation_runs.ESTIMATORS) - {"source-accuracy"}  # PARC publishes no source accuracy
@@ -77,7 +83,7 @@ def test_every_estimator_is_one_evaluation_run_in_one_experiment(store):
 def test_warm_start_known_entries_are_given_and_not_judged(store):
     bench = planted_benchmark()
     evaluation_runs.run_evaluation(bench, estimators="fennec,fennec-warm-3", seeds=(0, 1), progress=False)
-    runs = {r.data.params["estimator"]: r for r in runs_in(store, "fennec-eval-planted")}
+    runs = {r.data.params["estimator"]: r for r in estimator_runs(store, "fennec-eval-planted")}
     warm = runs["fennec-warm-3"]
     assert warm.data.params["known_entries_in_metric"] == "False"
     for metric in ("paired_cold_mean_pearson", "paired_popularity_mean_pearson", "seed_std_pearson"):
@@ -131,7 +137,7 @@ def test_evaluation_under_mlflow_run_writes_runs_of_its_own(store, monkeypatch):
     project = store.create_run(tracking.experiment_id(store, "project"))
     monkeypatch.setenv("MLFLOW_RUN_ID", project.info.run_id)
     evaluation_runs.run_evaluation(planted_benchmark(), estimators=["popularity"], experiment="evals", progress=False)
-    (run,) = runs_in(store, "evals")
+    (run,) = estimator_runs(store, "evals")
     assert run.info.run_id != project.info.run_id
     annotated = store.get_run(project.info.run_id).data
     assert annotated.tags["fennec.job"] == "evaluate" and "popularity.mean_pearson" in annotated.metrics
@@ -155,3 +161,45 @@ def test_model_size_is_a_data_free_baseline_and_missing_facts_skip_it():
         assert outcome.result.per_target.loc[target, "pearson"] == pytest.approx(expected)
     reason = evaluation_runs.unavailable(bench, "source-accuracy")
     assert "source_accuracy" in reason
+
+
+def test_an_evaluation_is_a_leaderboard_parent_with_one_child_run_per_estimator(store):
+    runs = evaluation_runs.run_evaluation(planted_benchmark(), estimators="fennec,popularity,random", seeds=(0,),
+                                          progress=False)
+    (parent,) = [r for r in runs_in(store, "fennec-eval-planted") if r.data.tags[tracking.KIND_TAG] == "leaderboard"]
+    assert parent.info.run_id == runs.leaderboard_run_id and parent.info.status == "FINISHED"
+    assert parent.info.run_name == "leaderboard-planted"
+    children = estimator_runs(store, "fennec-eval-planted")
+    assert len(children) == 3
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    for child in children:  # one metric per estimator, on the children's own scale (fractions)
+        name = child.data.params["estimator"]
+        assert parent.data.metrics[f"mean_pearson.{name}"] == pytest.approx(child.data.metrics["mean_pearson"])
+        assert "fractions in [-1, 1]" in child.data.tags["mlflow.note.content"]
+    assert {"leaderboard.csv", "leaderboard.json", "leaderboard.png"} <= {
+        a.path for a in store.list_artifacts(parent.info.run_id)}
+    note = parent.data.tags["mlflow.note.content"]
+    assert "Leaderboard of 3 estimators on planted" in note and "fractions in [-1, 1]" in note
+    board = runs.leaderboard()
+    assert list(board["rank"]) == [1, 2, 3] and board["mean_pearson"].is_monotonic_decreasing
+    assert board["mean_pearson"].between(-1, 1).all()  # fractions, as logged
+    assert parent.data.params["estimators"] == ",".join(board.index)
+
+
+def test_cli_evaluate_prints_the_logged_units_and_where_the_leaderboard_is(store, tmp_path):
+    from click.testing import CliRunner
+
+    from fennec_mlflow.cli import main
+    from fennec_mlflow.store.external import import_table
+    from tests.planted import planted_long_table, write_table
+
+    import_table(write_table(planted_long_table(), tmp_path / "planted.csv"), source="planted", progress=False)
+    result = CliRunner().invoke(main, ["evaluate", "--benchmark", "store", "--source", "planted",
+                                       "--estimators", "popularity,random"])
+    assert result.exit_code == 0, result.output
+    (parent,) = [r for r in runs_in(store, "fennec-eval-store-planted")
+                 if r.data.tags[tracking.KIND_TAG] == "leaderboard"]
+    assert f"Leaderboard: run {parent.info.run_id} ('leaderboard-store-planted'" in result.output
+    assert evaluation_runs.UNITS in result.output and "mlflow ui --backend-store-uri sqlite:///" in result.output
+    printed = float(next(line for line in result.output.splitlines() if line.startswith("popularity")).split()[2])
+    assert printed == pytest.approx(parent.data.metrics["mean_pearson.popularity"], abs=1e-3)

@@ -112,7 +112,7 @@ def test_scrambling_the_targets_own_columns_does_not_change_its_prediction(store
 def test_evaluate_store_logs_one_run_per_estimator_with_the_standard_metrics(store, tmp_path):
     bench = store_benchmark(source=imported(tmp_path, planted_long_table(), "planted"))
     outcome = evaluation_runs.run_evaluation(bench, seeds=(0,), progress=False)
-    runs = runs_in(store, "fennec-eval-store-planted")
+    runs = [r for r in runs_in(store, "fennec-eval-store-planted") if r.data.tags[tracking.KIND_TAG] == "evaluation"]
     by_estimator = {run.data.params["estimator"]: run for run in runs}
     supported = {e for e in evaluation_runs.ESTIMATORS if not evaluation_runs.unavailable(bench, e)}
     assert len(runs) == len(supported) and set(by_estimator) == supported
@@ -136,7 +136,8 @@ def test_cli_evaluate_store_after_import(store, tmp_path):
     assert result.exit_code == 0, result.output
     assert "experiment 'fennec-eval-store-mine'" in result.output
     assert {"popularity", "family-mean"} <= {line.split()[0] for line in result.output.splitlines() if line.strip()}
-    assert len(runs_in(store, "fennec-eval-store-mine")) == 2
+    assert sorted(r.data.tags[tracking.KIND_TAG] for r in runs_in(store, "fennec-eval-store-mine")) == [
+        "evaluation", "evaluation", "leaderboard"]
     missing = runner.invoke(main, ["evaluate", "--benchmark", "store", "--source", "nothing-imported"])
     assert missing.exit_code == 2 and missing.output.startswith("error: no finished external:nothing-imported runs")
     wrong = runner.invoke(main, ["evaluate", "--benchmark", "parc", "--source", "mine"])
