@@ -18,7 +18,11 @@ from click.testing import CliRunner
 from fennec_mlflow.serving import flavor as pyfunc
 from fennec_mlflow.serving.answers import ANSWER_COLUMNS
 from fennec_mlflow.serving.build import build
-from fennec_mlflow.serving.profiles import PROFILE_KIND, candidate_constraints, profile_models
+from fennec_mlflow.serving.profiles import (
+    PROFILE_KIND,
+    candidate_constraints,
+    profile_models,
+)
 from fennec_mlflow.store import tracking
 from fennec_mlflow.store.external import import_table
 from tests.helpers import sqlite_store
