@@ -95,7 +95,7 @@ def tracking_server():
 
 
 @pytest.mark.slow
-def test_overlapping_workers_through_a_postgresql_tracking_server(tracking_server, tmp_path):
+def test_overlapping_workers_and_finetunes_through_a_postgresql_tracking_server(tracking_server, tmp_path):
     http_uri, sql_uri = tracking_server
     env = {"MLFLOW_TRACKING_URI": http_uri, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
     # a third worker is killed as soon as it holds a claim: its cell is redone by the others
@@ -108,13 +108,22 @@ def test_overlapping_workers_through_a_postgresql_tracking_server(tracking_serve
     assert victim.wait() == -signal.SIGKILL, "the victim finished before it could be killed holding a claim"
     workers = [start_worker(tmp_path, "fda", ",".join(m), ",".join(t), env=env)
                for m, t in [(MODELS, TASKS), (MODELS[::-1], TASKS[::-1])]]
+    finetunes = [start_worker(tmp_path, "finetune", MODELS[0], TASKS[0], env=env) for _ in range(2)]
     results = [outcomes_of(w) for w in workers]
+    tuned = [o for w in finetunes for o in outcomes_of(w)]
     exp = http.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
     runs = http.search_runs([exp.experiment_id], "tags.`fennec.kind` = 'fda'")
     cells = {(r.data.tags["fennec.model"], r.data.tags["fennec.task"]) for r in runs}
     assert len(runs) == len(cells) == len(MODELS) * len(TASKS)  # one run per cell, none left RUNNING
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert all(len(result) == len(cells) for result in results)
+    # two concurrent fine-tunes of one cell: one parent, trained once, reported by both
+    [parent] = http.search_runs([exp.experiment_id], "tags.`fennec.kind` = 'finetune'")
+    trials = http.search_runs([exp.experiment_id], "tags.`fennec.kind` = 'finetune-trial'")
+    assert parent.info.status == "FINISHED" and len(trials) == 2
+    assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {parent.info.run_id}
+    assert sorted(o["reused"] for o in tuned) == [False, True]
+    assert {o["run_id"] for o in tuned} == {parent.info.run_id}
     over_http = tracking.load_matrix("fda", mlflow_client=http)
     by_sql = tracking.load_matrix("fda", mlflow_client=tracking.client(sql_uri))
     assert over_http.values.equals(by_sql.values) and over_http.run_ids.equals(by_sql.run_ids)
