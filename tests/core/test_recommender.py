@@ -357,7 +357,7 @@ def test_shrunk_score_is_bias_plus_weighted_interactions(problem):
 
 
 def test_an_informative_proxy_earns_a_large_weight_and_beats_popularity(problem):
-    """The planted history is well sampled (60 tasks): the out-of-bag slope speaks, the prior hardly matters."""
+    """The planted history is well sampled (60 tasks): the out-of-bag slope is large and certain."""
     P, model_meta, task_meta, task_proxy = problem
     model = Fennec(k=3, alpha=0.0, n_estimators=50).fit(*training_part(*problem))
     assert model.transfer_weight_ > 0.8
@@ -371,6 +371,18 @@ def test_an_uninformative_proxy_earns_a_small_weight():
     model = Fennec(k=3, alpha=0.0, n_estimators=50).fit(*training_part(P, model_meta, task_meta, task_proxy))
     informative = Fennec(k=3, alpha=0.0, n_estimators=50).fit(*training_part(*planted(seed=2)))
     assert model.transfer_weight_ < informative.transfer_weight_ - 0.3
+
+
+def test_noise_task_facts_on_a_small_history_give_exactly_popularity():
+    """7 tasks whose facts say nothing: the interactions cannot prove themselves, the answer is popularity."""
+    P, model_meta, task_meta, task_proxy = planted(seed=3, informative_proxy=False)
+    tasks = P.columns[:7]
+    noise = pd.DataFrame(np.random.default_rng(0).normal(size=(len(tasks), 3)), index=tasks, columns=["a", "b", "c"])
+    model = Fennec(k=2, n_estimators=50).fit(P[tasks], model_meta, noise)
+    assert model.transfer_weight_ == 0.0 and model.meta_weight_ == 0.0
+    ranking = model.rank(noise.iloc[0])
+    assert ranking["model"].tolist() == popularity(P[tasks]).sort_values(ascending=False).index.tolist()
+    assert "did not predict held-out history tasks" in ranking.attrs["basis"]
 
 
 def test_posterior_warm_start_helps_and_more_known_scores_help_more():
