@@ -29,6 +29,14 @@ def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+NOT_GIVEN = ("", "none", "default")  # MLproject's defaults for "not given" (MLflow would log '' as the literal '')
+
+
+def _given(value):
+    """An optional text option's value, or None when it says "not given"."""
+    return None if value is None or str(value).strip().lower() in NOT_GIVEN else value
+
+
 def _models(value: str) -> list[str]:
     from fennec_mlflow.data.zoo import DEFAULT_ZOO
 
@@ -270,13 +278,13 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, trut
             file = Path(encoder_spec[5:]) if encoder_spec.startswith("file:") else None
             chosen = demo.DemoEncoder(encoder, encoder_spec, file, encoder_spec)
         if chosen is not None:
-            km = tracking.load_matrix(kind, estimator=estimator, source=source or None, experiment=experiment)
+            km = tracking.load_matrix(kind, estimator=estimator, source=_given(source), experiment=experiment)
             specs = _split(tasks) if tasks else list(km.values.columns)
             proxy_cells(chosen.encoder, [load_task_spec(s) for s in specs], experiment=experiment)
-        result = build_model(kind=kind, estimator=estimator, source=source or None,
+        result = build_model(kind=kind, estimator=estimator, source=_given(source),
                              encoder_spec=chosen and chosen.spec, encoder_name=chosen and chosen.encoder.name,
                              encoder_file=chosen and chosen.file, k=k, alpha=alpha, shrinkage=_shrinkage(shrinkage),
-                             tune=tune, truth_source=truth_source or None, n_trials=n_trials, experiment=experiment)
+                             tune=tune, truth_source=_given(truth_source), n_trials=n_trials, experiment=experiment)
     except FennecError as exc:
         _fail(exc)
     quality = result.quality
@@ -327,6 +335,7 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
     from fennec_mlflow.serving.rank import rank_task
 
     try:
+        target = _given(target)  # MLproject: default
         task = load_task_spec(target or demo.DEFAULT_TARGET, unlabelled_ok=True)  # bad targets fail first
         if model_uri == "models:/fennec@champion" and not pyfunc.champion_exists():
             demo.bootstrap(experiment)
@@ -415,17 +424,18 @@ def store_options(command):
 
 
 def _benchmark(name: str, source, truth_kind, history_kind, history_source, history_estimator, store_experiment):
-    """A public benchmark's name, or the store's Benchmark; MLproject's empty strings mean "not given"."""
-    given = {"--source": source, "--truth-kind": truth_kind, "--history-kind": history_kind,
-             "--history-source": history_source, "--history-estimator": history_estimator}
+    """A public benchmark's name, or the store's Benchmark; empty, 'none' or 'default' mean "not given"."""
+    given = {"--source": _given(source), "--truth-kind": _given(truth_kind), "--history-kind": _given(history_kind),
+             "--history-source": _given(history_source), "--history-estimator": _given(history_estimator)}
     if name != "store":
         if any(given.values()):
             raise InvalidInputError(f"{', '.join(k for k, v in given.items() if v)} apply to --benchmark store only")
         return name
     from fennec_mlflow.bench.store import store_benchmark
 
-    return store_benchmark(source=source or None, truth_kind=truth_kind or None, history_kind=history_kind or None,
-                           history_source=history_source or None, history_estimator=history_estimator or None,
+    return store_benchmark(source=given["--source"], truth_kind=given["--truth-kind"],
+                           history_kind=given["--history-kind"], history_source=given["--history-source"],
+                           history_estimator=given["--history-estimator"],
                            experiment=store_experiment or config.DEFAULT_EXPERIMENT)
 
 
@@ -447,7 +457,7 @@ def evaluate(benchmark, estimators, experiment, workdir, **store):
     from fennec_mlflow.bench.public import BENCHMARK_NAMES
     from fennec_mlflow.bench.synthetic import SYNTHETIC_BENCHMARKS, run_benchmark
 
-    estimators = estimators or None  # empty strings come from MLproject defaults: "not given"
+    estimators = None if _given(estimators) in (None, "all") else estimators  # MLproject: all
     names = (*BENCHMARK_NAMES, "store", *SYNTHETIC_BENCHMARKS)
     if benchmark not in names:
         _fail(InvalidInputError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(names)}"))
@@ -504,14 +514,14 @@ def tune(benchmark, n_trials, storage, study_name, workers, nested_cv, experimen
 
     try:
         # empty strings come from MLproject defaults: they mean "not given"
-        outcome = run_tuning(_benchmark(benchmark, **store), n_trials=n_trials, storage=storage or None,
-                             study_name=study_name or None, nested_cv=nested_cv, experiment=experiment or None,
+        outcome = run_tuning(_benchmark(benchmark, **store), n_trials=n_trials, storage=_given(storage),
+                             study_name=_given(study_name), nested_cv=nested_cv, experiment=_given(experiment),
                              workers=workers)
     except FennecError as exc:
         _fail(exc)
     tracking.annotate_project_run("tune", {"best_mean_pearson": outcome.best_value})
     click.echo(f"study {outcome.study_name!r}: {outcome.n_trials} trial(s); best mean Pearson "
-               f"{100 * outcome.best_value:.1f} with {outcome.best_params} (parent run {outcome.parent_run_id})")
+               f"{outcome.best_value:.3f} (a fraction, as logged) with {outcome.best_params} (parent run {outcome.parent_run_id})")
     if outcome.nested is not None:
         click.echo(f"nested cross-validated mean Pearson (the honest figure): {100 * outcome.nested_mean_pearson:.1f}")
     click.echo(f"popularity on the same targets: {100 * outcome.popularity_value:.1f}")
@@ -535,7 +545,7 @@ def matrix(kind, estimator, source, output, experiment):
     click.echo(f"{kind} matrix: {km.shape[0]} models x {km.shape[1]} tasks, {filled} cells known")
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.precision", 4):
         click.echo(km.values.to_string() if filled else "(empty)")
-    if output:
+    if _given(output):
         km.values.to_csv(output)
         click.echo(f"written to {output}")
 

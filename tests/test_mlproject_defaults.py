@@ -13,8 +13,8 @@ ENTRY_POINTS = MLPROJECT["entry_points"]
 
 
 def _same(mlproject_default, cli_default) -> bool:
-    if mlproject_default in ("", None):  # MLproject's empty string means "not given"
-        return cli_default in ("", None)
+    if mlproject_default in ("", None, "none", "default", "all"):  # MLproject's words for "not given"
+        return cli_default in ("", None) or str(cli_default) == str(mlproject_default)
     try:
         return float(mlproject_default) == float(cli_default)
     except (TypeError, ValueError):
@@ -46,3 +46,33 @@ def test_every_mlproject_default_equals_the_cli_default(entry_point):
             f"{entry_point}.{name}: MLproject default {parameter.get('default')!r} != CLI default {cli_param.default!r}")
         checked += 1
     assert checked or not spec.get("parameters")
+
+
+def test_no_mlproject_parameter_defaults_to_an_empty_string():
+    """MLflow logs each parameter's shell-quoted value on the project run: "" would show as the literal ''."""
+    empty = [f"{entry}.{name}" for entry, spec in ENTRY_POINTS.items()
+             for name, parameter in spec.get("parameters", {}).items() if parameter.get("default") == ""]
+    assert not empty
+
+
+@pytest.mark.slow
+def test_mlflow_run_logs_real_parameter_values_on_the_project_run(tmp_path):
+    """`mlflow run . -e matrix` with its defaults: the project run's params are words, never ''."""
+    import os
+
+    import mlflow
+
+    from fennec_mlflow.store.external import import_table
+    from tests.helpers import run_entry_point, sqlite_store
+    from tests.planted import planted_long_table, write_table
+
+    with pytest.MonkeyPatch.context() as mp, sqlite_store(tmp_path, mp) as client:
+        import_table(write_table(planted_long_table(), tmp_path / "planted.csv"), source="planted", progress=False)
+        done = run_entry_point("matrix", {"kind": "external"}, cwd=tmp_path, env=dict(os.environ))
+        assert "12 models x 6 tasks" in done.stdout
+        default = client.get_experiment_by_name("Default")
+        (project_run,) = client.search_runs([default.experiment_id])
+        params = project_run.data.params
+        assert params == {"kind": "external", "experiment": "fennec", "output": "none"}
+        assert "''" not in params.values()
+        mlflow.set_tracking_uri(None)
