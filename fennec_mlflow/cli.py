@@ -345,7 +345,8 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
                             class_count_hint=class_count, experiment=experiment,
                             params={"include": include, "exclude": exclude, "max_parameters": max_parameters,
                                     "known_scores": known_scores, "max_latency_ms": max_latency_ms,
-                                    "max_memory_mb": max_memory_mb, "licence": licence})
+                                    "max_memory_mb": max_memory_mb,
+                                    "licence": "" if _given(licence) in (None, "any") else licence})
         seconds = time.perf_counter() - start
     except FennecError as exc:
         _fail(exc)

@@ -13,7 +13,7 @@ ENTRY_POINTS = MLPROJECT["entry_points"]
 
 
 def _same(mlproject_default, cli_default) -> bool:
-    if mlproject_default in ("", None, "none", "default", "all"):  # MLproject's words for "not given"
+    if mlproject_default in ("", None, "none", "default", "all", "any"):  # MLproject's words for "not given"
         return cli_default in ("", None) or str(cli_default) == str(mlproject_default)
     try:
         return float(mlproject_default) == float(cli_default)
