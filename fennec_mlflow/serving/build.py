@@ -266,6 +266,8 @@ def build(
                            "truth": quality.truth, "predicted_accuracy": accuracy.note[:500],
                            "profiled_models": int(constraints["latency_ms"].notna().sum()), **settings})
         mlflow.log_metrics({"fit_seconds": fit_seconds, "known_cells": float(knowledge.P.notna().sum().sum()),
+                            **({"accuracy_calibration_cells": float(accuracy.calibration_cells_),
+                                "accuracy_median_task": accuracy.task_mean_} if accuracy.available else {}),
                             **({"nmf_iterations": float(fennec.n_iter_),
                                 "nmf_objective": float(fennec.objective_history_[-1])} if fennec.has_transfer_ else {}),
                             **{k: v for k, v in quality.metrics().items() if np.isfinite(v)}})

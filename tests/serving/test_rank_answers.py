@@ -81,6 +81,7 @@ def test_served_ranking_predicts_accuracy_with_an_interval(served):
     assert "80% conformal interval" in ranking["basis"].iloc[0]
     run = served["client"].get_run(served["result"].run_id)
     assert "split conformal" in run.data.params["predicted_accuracy"]
+    assert run.data.metrics["accuracy_calibration_cells"] > 30 and 0 < run.data.metrics["accuracy_median_task"] < 100
     # the values shown beside the rank: measured latency and memory, the zoo's licence
     shown = ranking.set_index("model")
     assert shown.loc["resnet20_cifar10", "latency_ms"] > 0 and shown.loc["nin_cifar10", "peak_memory_mb"] > 0
