@@ -127,7 +127,7 @@ def load_task_proxies(encoder: str, *, experiment: str = tracking.DEFAULT_EXPERI
     """tasks x proxy features of every task-proxy run made with ``encoder`` (newest per task)."""
     mlflow_client = mlflow_client or tracking.client()
     runs = tracking.runs_of_kind("task-proxy", experiment=experiment, mlflow_client=mlflow_client,
-                                 extra_filter=f"params.encoder = '{encoder}'")
+                                 extra_filter=f"params.encoder = {tracking.quote(encoder)}")
     vectors = {}
     for run in runs:
         task = run.data.tags[tracking.TASK_TAG]

@@ -84,8 +84,9 @@ def client(tracking_uri: str | None = None) -> MlflowClient:
     workers started together on a new file do not race through MLflow's schema migration.
     """
     uri = tracking_uri or mlflow.get_tracking_uri()
-    if uri.startswith("sqlite:///"):
-        open_sqlite_store(uri)
+    path = _sqlite_path(uri) if uri.startswith("sqlite:///") else None
+    if path is not None:
+        open_sqlite_store(uri, str(path.resolve()))  # once per file and process, wherever the working directory
     return MlflowClient(tracking_uri=uri)
 
 
@@ -95,7 +96,7 @@ def _sqlite_path(uri: str) -> Path | None:
 
 
 @functools.cache
-def open_sqlite_store(uri: str) -> None:
+def open_sqlite_store(uri: str, _resolved: str = "") -> None:
     """Create or migrate the sqlite store at ``uri`` once per process, holding ``<file>.lock``.
 
     MLflow creates (and migrates) a sqlite store's tables on first use in every process;
