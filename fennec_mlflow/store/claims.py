@@ -41,6 +41,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
 from fennec_mlflow.config import env_override
+from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.store import tracking
 
 OWNER_TAG = "fennec.owner"
@@ -53,12 +54,28 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def _seconds(variable: str, default: float) -> float:
+    text = os.environ.get(variable)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise InvalidInputError(f"{variable}={text!r} is not a positive number of seconds; unset it for "
+                                f"the default ({default:g} s)")
+    return value
+
+
 def lease_seconds() -> float:
-    return float(os.environ.get("FENNEC_CLAIM_LEASE_S", DEFAULT_LEASE_S))
+    """How long a claim lives without a heartbeat (``FENNEC_CLAIM_LEASE_S``)."""
+    return _seconds("FENNEC_CLAIM_LEASE_S", DEFAULT_LEASE_S)
 
 
 def poll_seconds() -> float:
-    return float(os.environ.get("FENNEC_CLAIM_POLL_S", DEFAULT_POLL_S))
+    """How often a job looks again at cells another worker holds (``FENNEC_CLAIM_POLL_S``)."""
+    return _seconds("FENNEC_CLAIM_POLL_S", DEFAULT_POLL_S)
 
 
 def _now_ms() -> int:
@@ -151,6 +168,7 @@ class Claimer:
     def __init__(self, mlflow_client: MlflowClient, experiment_id: str, lease_s: float | None = None):
         self.client, self.experiment_id = mlflow_client, experiment_id
         self.lease_s = lease_seconds() if lease_s is None else lease_s
+        poll_seconds()  # a bad setting fails here, before any claim
         self.owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._held: set[str] = set()
         self._lock = threading.Lock()
