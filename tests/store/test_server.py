@@ -156,3 +156,21 @@ def test_names_with_quotes_read_the_same_over_http_and_sql(tracking_server, tmp_
         assert over_http.values.equals(by_sql.values)
     assert tracking.load_matrix("external", source="o'brien", mlflow_client=http).values.loc[
         "m2", 'it\'s "t2"'] == 0.6
+
+
+@pytest.mark.slow
+def test_claims_straight_on_postgresql(tracking_server):
+    """A worker given the database URI itself: the finish is one UPDATE under a per-cell advisory lock."""
+    _, sql_uri = tracking_server
+    sql = tracking.client(sql_uri)
+    exp_id = tracking.experiment_id(sql, "claims-on-postgresql")
+    with claims.Claimer(sql, exp_id) as claimer:
+        claim = claimer.claim(tracking.RunRecord(kind="fda", model="m", task="t", cell="pg1"))
+        assert claim.state == "won"
+        other = tracking.write_run(sql, exp_id, tracking.RunRecord(kind="fda", model="m", task="t", cell="pg1",
+                                                                   metrics={"fda_score": 0.1}))
+        assert claimer.complete(claim, tracking.RunRecord(kind="fda", metrics={"fda_score": 0.9})) == (other, False)
+        mine = claimer.claim(tracking.RunRecord(kind="fda", model="m", task="u", cell="pg2"))
+        assert claimer.complete(mine, tracking.RunRecord(kind="fda", metrics={"fda_score": 0.5})) == (mine.run_id, True)
+    km = tracking.load_matrix("fda", experiment="claims-on-postgresql", mlflow_client=sql)
+    assert km.values.to_dict() == {"t": {"m": 0.1}, "u": {"m": 0.5}}
