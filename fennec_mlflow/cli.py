@@ -107,7 +107,39 @@ def _require_tracking_server() -> None:
 TORCH_COMMANDS = {"fda", "finetune", "archi2vec", "build", "rank", "evaluate", "profile"}
 
 
-@click.group()
+def _refused_write(exc: BaseException) -> str | None:
+    """What a store or folder that refuses writes said, anywhere in ``exc``'s chain (else None)."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        if "readonly database" in text:
+            return "the sqlite file or its folder is read-only"
+        if isinstance(exc, OSError) and (exc.errno == errno.EROFS or isinstance(exc, PermissionError)):
+            return f"cannot write {exc.filename or 'a file'}: {exc.strerror}"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class _Fennec(click.Group):
+    """The ``fennec`` group: a store the user cannot write to is one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            why = _refused_write(exc)
+            if why is None or os.environ.get("FENNEC_DEBUG"):
+                raise
+            import mlflow
+
+            _fail(TrackingError(f"the tracking store {mlflow.get_tracking_uri()} refuses writes ({why}); make it "
+                                "writable or point MLFLOW_TRACKING_URI at a store you can write to"))
+
+
+@click.group(cls=_Fennec)
 @click.version_option(package_name="fennec-mlflow")
 @click.pass_context
 def main(ctx: click.Context) -> None:

@@ -72,3 +72,49 @@ def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path):
     assert time.perf_counter() - start < 10
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "http://127.0.0.1:9" in done.stderr
+
+
+def test_import_with_the_wrong_layout_names_the_files_layout_and_the_fix(store, tmp_path):
+    from tests.planted import planted_long_table, write_table
+
+    path = write_table(planted_long_table(), tmp_path / "long.csv")
+    result = CliRunner().invoke(main, ["import", str(path), "--layout", "parc"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "is a long table (model, task, score), not the parc layout" in result.output
+    assert "--layout long or --layout auto" in result.output
+
+
+def test_a_store_that_refuses_writes_is_one_line(store, tmp_path):
+    """A read-only sqlite file (chmod for a user; the immutable flag for root, where chattr works)."""
+    import os
+    import shutil
+
+    import pytest
+
+    from tests.planted import planted_long_table, write_table
+
+    path = write_table(planted_long_table(), tmp_path / "long.csv")
+    assert CliRunner().invoke(main, ["import", str(path), "--source", "first"]).exit_code == 0
+    database = tmp_path / "mlflow.db"
+    locked = False
+    if os.geteuid() != 0:
+        database.chmod(0o444)
+        locked = True
+    elif shutil.which("chattr") and subprocess.run(["chattr", "+i", str(database)], check=False, capture_output=True).returncode == 0:
+        locked = True
+    if not locked:
+        pytest.skip("cannot make the sqlite file read-only here")
+    try:  # a fresh process, as a user runs it (this one holds the file open already)
+        command = [sys.executable, "-m", "fennec_mlflow.cli"]
+        done = subprocess.run([*command, "import", str(path), "--source", "second"], check=False, capture_output=True,
+                              text=True, cwd=tmp_path, timeout=120)
+        reading = subprocess.run([*command, "matrix", "--kind", "external"], check=False, capture_output=True,
+                                 text=True, cwd=tmp_path, timeout=120)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(database)], check=False, capture_output=True)
+        database.chmod(0o644)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: the tracking store sqlite:///") and "refuses writes" in line
+    assert reading.returncode == 0, reading.stderr[-2000:]  # reading never needed writes

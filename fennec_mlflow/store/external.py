@@ -81,6 +81,10 @@ def _lines(lines) -> str:
     return f"line{'s' if len(lines) > 1 else ''} {shown}{more}"
 
 
+LAYOUT_COLUMNS = {"parc": "Architecture, Source Dataset, Target Dataset, Oracle",
+                  "transfergraph": "model, finetuned_dataset, eval_accuracy", "long": "model, task, score"}
+
+
 def detect_layout(columns: list[str]) -> str:
     cols = set(columns)
     if {"Architecture", "Source Dataset", "Target Dataset", "Oracle"} <= cols:
@@ -126,7 +130,15 @@ def read_rows(path: str | Path, layout: str = "auto",
                    "transfergraph": ["model", "finetuned_dataset", "eval_accuracy"],
                    "long": ["model", "task", "score"]}[layout]) - set(raw.columns)
     if missing:
-        raise TableError(f"{layout} table {str(path)!r} lacks column(s) {sorted(missing)}")
+        try:
+            actual = detect_layout(list(raw.columns))
+        except TableError:
+            actual = None
+        if actual and actual != layout:  # the layout asked for is not the file's: say which it is
+            raise TableError(f"{str(path)!r} is a {actual} table ({LAYOUT_COLUMNS[actual]}), not the {layout} layout "
+                             f"({LAYOUT_COLUMNS[layout]}); import it with --layout {actual} or --layout auto")
+        raise TableError(f"{layout} table {str(path)!r} lacks column(s) {sorted(missing)} "
+                         f"(the {layout} layout: {LAYOUT_COLUMNS[layout]})")
     skipped: list[SkippedRows] = []
     if layout == "parc":
         oracle = _numbers(raw, "Oracle", path)
