@@ -14,7 +14,7 @@ unknown).
 Params: ``max_latency_ms`` and ``max_memory_mb`` (0 = no limit; a model never profiled is left
 out under a limit), ``licence`` (comma-separated licence names; a model passes when its licence
 starts with one of them, case-insensitively, e.g. ``MIT,Apache,BSD``; unknown licences are left
-out).
+out; empty or ``any``: no licence filter).
 """
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def _licences(params: dict) -> list[str]:
     text = params.get("licence") or ""
     if not isinstance(text, str):
         raise ConstraintError(f"licence must be a comma-separated string of licence names, got {text!r}")
-    return [part.strip().lower() for part in text.split(",") if part.strip()]
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    return [] if names == ["any"] else names
 
 
 def constraints_of(bundle) -> pd.DataFrame | None:

@@ -97,6 +97,7 @@ def test_latency_memory_and_licence_filters(served):
     assert list(small["model"]) == [memory.idxmin()]
     mit = model.predict(request(), params={"top_k": 0, "licence": "mit, apache"})
     assert set(mit["model"]) == set(ZOO_NAMES.values())
+    assert len(model.predict(request(), params={"top_k": 0, "licence": "any"})) == 12  # no filter
     with pytest.raises(Exception, match="no candidate model meets"):
         model.predict(request(), params={"licence": "GPL"})
     with pytest.raises(Exception, match="max_latency_ms must be a finite number"):
