@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import click
 
 from fennec_mlflow import config
-from fennec_mlflow.data.checkpoints import load_pretrained
+from fennec_mlflow.data.checkpoints import load_pretrained, read_pretrained_info
 from fennec_mlflow.data.proxy import ProxyUnavailable, load_encoder
 from fennec_mlflow.data.synthetic import synthetic_task
 from fennec_mlflow.data.zoo import DEFAULT_ZOO
@@ -44,7 +44,11 @@ from fennec_mlflow.serving.build import build
 from fennec_mlflow.store import tracking
 from fennec_mlflow.store.archi2vec_runs import embed_architectures
 from fennec_mlflow.store.jobs import proxy_cells, score_cells
-from fennec_mlflow.training.pretrain import DEMO_ARCHS, pretrain_demo_zoo, pretrain_proxy
+from fennec_mlflow.training.pretrain import (
+    DEMO_ARCHS,
+    pretrain_demo_zoo,
+    pretrain_proxy,
+)
 
 # ----------------------------------------------------------------------------- the real default
 
@@ -224,6 +228,7 @@ def synthetic_bootstrap(experiment: str = tracking.DEFAULT_EXPERIMENT, *, progre
         f"(once; cached in {demo_dir()}).")
     say("1/5 pre-training the demo zoo on synthetic source domains ...")
     paths = pretrain_demo_zoo(demo_dir() / "zoo", progress=progress)
+    log_pretraining(paths, experiment=experiment)
     models = [load_pretrained(p).model for p in paths]
     history = [synthetic_task(name) for name in DEMO_HISTORY]
     say(f"2/5 FDA of {len(models)} models on {len(history)} historical tasks ...")
@@ -233,6 +238,8 @@ def synthetic_bootstrap(experiment: str = tracking.DEFAULT_EXPERIMENT, *, progre
     say("4/5 task proxies ...")
     encoder = demo_encoder(progress=progress)
     say(f"    proxy encoder: {encoder.description}")
+    if encoder.file is not None:  # pre-trained here: a run like the zoo's
+        log_pretraining([encoder.file], experiment=experiment)
     proxy_cells(encoder.encoder, history, experiment=experiment, progress=progress)
     say("5/5 fitting and registering fennec@champion ...")
     result = build(kind="fda", encoder_spec=encoder.spec, encoder_name=encoder.encoder.name,
@@ -242,3 +249,42 @@ def synthetic_bootstrap(experiment: str = tracking.DEFAULT_EXPERIMENT, *, progre
     say(f"Built in {time.perf_counter() - started:.0f} s: {result.knowledge.P.shape[0]} models x "
         f"{result.knowledge.P.shape[1]} tasks, registered {result.model_uri} (version {result.version}).")
     return result
+
+
+WEIGHTS_TAG = "fennec.weights"
+
+
+def log_pretraining(paths: Sequence[Path], *, experiment: str = tracking.DEFAULT_EXPERIMENT) -> list[str]:
+    """One run per pre-trained model file (``fennec.kind=pretrain``, named ``pretrain-<arch>@<source>``):
+    the recipe as params, how well the source was learned as metrics, the weights tag.
+
+    A model whose weights tag already has a finished run is not logged again (a re-run of the demo
+    reuses its cached checkpoints); returns the ids of the runs written.
+    """
+    import mlflow
+
+    mlflow_client = tracking.client()
+    logged = {run.data.tags.get(WEIGHTS_TAG) for run in
+              tracking.runs_of_kind("pretrain", experiment=experiment, mlflow_client=mlflow_client)}
+    written = []
+    for path in paths:
+        info = read_pretrained_info(path)
+        if info.weights in logged:
+            continue
+        note = (f"Pre-training of {info.arch} from a seeded random init on the synthetic source {info.source} "
+                f"({info.source_samples} images, {info.source_classes} classes; split 70/15/15): source test "
+                f"accuracy {info.source_test_accuracy:.3f} (chance {info.chance_accuracy:.3f}, a fraction). "
+                f"Checkpoint: {path}.")
+        tags = {tracking.KIND_TAG: "pretrain", tracking.MODEL_TAG: info.name, WEIGHTS_TAG: info.weights,
+                tracking.MLFLOW_RUN_NOTE: note}
+        recipe = {k: v for k, v in info.recipe.items() if k not in ("source_build", "split")}
+        with tracking.own_run(experiment, f"pretrain-{info.name}", tags) as run:
+            mlflow.log_params({**recipe, "source_classes": info.source_classes, "source_samples": info.source_samples,
+                               "input_size": info.input_size, "checkpoint": str(path)})
+            mlflow.log_metrics({"source_test_accuracy": info.source_test_accuracy,
+                                "source_val_accuracy": info.source_val_accuracy, "best_epoch": info.best_epoch,
+                                "pretrain_seconds": info.seconds})
+            mlflow.log_dict(info.recipe, "recipe.json")
+        logged.add(info.weights)
+        written.append(run.info.run_id)
+    return written

@@ -76,3 +76,24 @@ def test_real_bootstrap_registers_a_champion_that_ranks_the_default_target(store
     again = kinds(store)
     for kind in ("fda", "archi2vec", "task-proxy"):
         assert again[kind] == first[kind], kind
+
+
+def test_pretraining_is_a_run_per_model_and_a_rerun_adds_none(store, tmp_path):
+    from fennec_mlflow.data.checkpoints import save_pretrained
+    from fennec_mlflow.data.synthetic import synthetic_task
+    from fennec_mlflow.training import pretrain as pt
+
+    source = synthetic_task("gratings-orient-8", samples_per_class=8, seed=pt.SOURCE_RENDER_SEED)
+    made = pt.pretrain("resnet20_cifar10", source, epochs=1, lr=0.05, seed=0, source_label="gratings-orient-8")
+    path = tmp_path / "resnet20_cifar10@gratings-orient-8.pt"
+    save_pretrained(made, path)
+    [run_id] = demo.log_pretraining([path])
+    assert demo.log_pretraining([path]) == []  # the same weights: logged once
+    run = store.get_run(run_id)
+    assert run.info.run_name == "pretrain-resnet20_cifar10@gratings-orient-8"
+    assert run.data.tags[tracking.KIND_TAG] == "pretrain" and run.data.tags[demo.WEIGHTS_TAG] == made.info.weights
+    assert run.data.tags[tracking.MODEL_TAG] == "resnet20_cifar10@gratings-orient-8"
+    assert run.data.params["arch"] == "resnet20_cifar10" and run.data.params["epochs"] == "1"
+    assert run.data.metrics["source_test_accuracy"] == pytest.approx(made.info.source_test_accuracy)
+    assert "chance 0.125" in run.data.tags["mlflow.note.content"]
+    assert "recipe.json" in {a.path for a in store.list_artifacts(run_id)}
