@@ -313,13 +313,14 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
         parts: dict[str, list] = {c: [] for c in ["task_index", *scored, "basis"]}
         for index, (proxy, meta) in enumerate(requests):
             table = bundle.fennec.rank(meta, proxy, known_scores=known or None, models=candidates)
-            table = answers.annotate(bundle, table, meta)
             shown = len(table) if top_k == 0 else min(top_k, len(table))
             head = table.iloc[:shown]  # before to_numpy: the model names are not converted for every model
+            head.attrs = dict(table.attrs)
+            head = answers.annotate(bundle, head, meta)  # row by row: only the rows answered (1 ms at 1,000 models)
             for column in scored:
                 parts[column].append(head[column].to_numpy())
             parts["task_index"].append(np.full(shown, index))
-            parts["basis"].append(np.full(shown, table.attrs.get("basis", ""), dtype=object))
+            parts["basis"].append(np.full(shown, head.attrs.get("basis", ""), dtype=object))
         ranking = pd.DataFrame({c: np.concatenate(v) for c, v in parts.items()})
         if task_ids is not None:  # the caller's own task names, next to task_index
             ranking.insert(1, ID_COLUMN, np.repeat(np.asarray(task_ids, dtype=object),
