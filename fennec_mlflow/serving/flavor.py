@@ -386,7 +386,7 @@ def signature(bundle: RankerBundle) -> ModelSignature:
     """Outputs and params; no input schema, on purpose.
 
     MLflow casts and checks every column of an input schema one by one on every request: with the
-    138 optional ``proxy_*`` columns that was 60-70% of a fast-path request's time over REST
+    138 optional ``proxy_*`` columns that was ~85% of a fast-path request's time over REST
     (docs/benchmarks.md, REST). The model checks its input itself instead (:func:`fast_path_tasks`:
     types, ranges, unknown columns, all answered with HTTP 400), and the logged input example shows
     the request format.
