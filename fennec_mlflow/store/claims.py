@@ -290,8 +290,14 @@ class Claimer:
 def _delete(mlflow_client: MlflowClient, run_id: str) -> None:
     try:
         mlflow_client.delete_run(run_id)
-    except MlflowException:  # already deleted by another worker
-        pass
+    except MlflowException as exc:  # already deleted by another worker
+        _log.debug("run %s not deleted: %s", run_id, exc)
+
+
+def delete_runs(mlflow_client: MlflowClient, run_ids) -> None:
+    """Delete runs (soft delete), tolerating runs another worker deleted first."""
+    for run_id in run_ids:
+        _delete(mlflow_client, run_id)
 
 
 def _finish_sql(engine, experiment_id: str, cell: str, run_id: str) -> bool:

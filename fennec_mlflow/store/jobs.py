@@ -119,7 +119,7 @@ def score_cells(
                 outcomes.append(CellOutcome(model.name, probe.task.name, claim.run_id, None, True))
                 continue
             try:
-                tracking.discard_runs(mlflow_client, [run.run_id for run in claim.dead])
+                claims.delete_runs(mlflow_client, [run.run_id for run in claim.dead])
                 record = _score_record(scorer, estimator, kind, metric, model, probe, cache, device, batch_size)
             except BaseException:  # nothing of value in the claim: gone, so bad input leaves no run
                 claimer.abandon(claim.run_id)
@@ -285,8 +285,8 @@ def _adopt_trials(mlflow_client: MlflowClient, experiment: str, parent_id: str, 
             if child.info.status == "FINISHED" and child.data.tags.get(tracking.KIND_TAG) == "finetune-trial":
                 mlflow_client.set_tag(child.info.run_id, "mlflow.parentRunId", parent_id)
             else:
-                tracking.discard_runs(mlflow_client, [child.info.run_id])
-        tracking.discard_runs(mlflow_client, [dead_parent.run_id])
+                claims.delete_runs(mlflow_client, [child.info.run_id])
+        claims.delete_runs(mlflow_client, [dead_parent.run_id])
 
 
 def _finetune_cell(mlflow_client: MlflowClient, claimer: claims.Claimer, claim: claims.Claim, experiment: str,
@@ -347,7 +347,7 @@ def proxy_cells(
                 outcomes.append(CellOutcome("", task.name, claim.run_id, None, True))
                 continue
             try:
-                tracking.discard_runs(mlflow_client, [run.run_id for run in claim.dead])
+                claims.delete_runs(mlflow_client, [run.run_id for run in claim.dead])
                 start = time.perf_counter()
                 vector = task_proxy_features(encoder, task, sample_size=sample_size, seed=seed)
                 seconds = time.perf_counter() - start

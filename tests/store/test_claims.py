@@ -14,6 +14,7 @@ import pytest
 
 from fennec_mlflow.core.estimators import get_estimator
 from fennec_mlflow.data import zoo
+from fennec_mlflow.data.features import FeatureCache
 from fennec_mlflow.data.synthetic import synthetic_task
 from fennec_mlflow.data.tasks import sample_probe
 from fennec_mlflow.store import claims, tracking
@@ -64,6 +65,14 @@ def test_overlapping_workers_on_a_new_store_compute_each_cell_once(tmp_path):
     for o in computed:
         assert km.values.loc[o["model"], o["task"]] == pytest.approx(o["score"])
     assert not (tmp_path / "mlflow.db").read_bytes().count(b"_alembic_tmp_")
+    # the same grid by one worker, in this process, with its own store and an empty feature cache
+    (tmp_path / "single").mkdir()
+    single = tracking.client(store_env(tmp_path / "single")["MLFLOW_TRACKING_URI"])
+    score_cells(list(MODELS), [synthetic_task(t, samples_per_class=20) for t in TASKS], probe_size=40,
+                weights="random", mlflow_client=single, cache=FeatureCache(tmp_path / "single" / "cache"),
+                progress=False)
+    alone = tracking.load_matrix("fda", mlflow_client=single)
+    assert alone.values.equals(km.values)  # exactly: every cell is seeded from its own identity
 
 
 @pytest.fixture()
