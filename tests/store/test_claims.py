@@ -205,3 +205,29 @@ def test_a_claim_finishes_only_when_no_other_run_of_its_cell_did(store, monkeypa
         assert claimer.claim(tracking.RunRecord(kind="fda", model="m", task="u", cell="c2")).state == "done"
     km = tracking.load_matrix("fda", mlflow_client=store)
     assert km.values.to_dict() == {"t": {"m": 0.1}, "u": {"m": 0.5}}
+
+
+def test_which_claims_are_live():
+    now = int(time.time() * 1000)
+    me = f"{claims._HOST}:{os.getpid()}:t"
+    live = claims.CellRun("a", "RUNNING", now, me, now)
+    assert claims.is_live(live, now, 300)
+    assert not claims.is_live(claims.CellRun("a", "FAILED", now, me, now), now, 300)
+    assert not claims.is_live(claims.CellRun("a", "RUNNING", now), now, 300)  # no owner: an older version's
+    assert claims.is_live(claims.CellRun("a", "RUNNING", now, "elsewhere:1:t", now - 299_000), now, 300)
+    assert not claims.is_live(claims.CellRun("a", "RUNNING", now, "elsewhere:1:t", now - 301_000), now, 300)
+    assert not claims.is_live(claims.CellRun("a", "RUNNING", now - 301_000, "elsewhere:1:t"), now, 300)
+
+
+def test_a_held_claim_keeps_its_heartbeat_going(store):
+    exp_id = tracking.experiment_id(store)
+    with claims.Claimer(store, exp_id, lease_s=0.4) as claimer:  # a beat every 0.1 s
+        claim = claimer.claim(tracking.RunRecord(kind="fda", model="m", task="t", cell="beat"))
+        first = store.get_run(claim.run_id).data.tags[claims.HEARTBEAT_TAG]
+        for _ in range(600):
+            if store.get_run(claim.run_id).data.tags[claims.HEARTBEAT_TAG] != first:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the heartbeat tag never changed")
+        claimer.release(claim.run_id)
