@@ -9,7 +9,9 @@ Every piece of evidence is one run tagged ``fennec.kind`` (plus ``fennec.model``
 ``fennec.task`` for a cell of the performance matrix). A cell run also carries
 ``fennec.cell``, a hash of everything that determines its value (model, weights, task
 content, probe, estimator, ...): writing a cell whose finished run exists is a no-op, a
-crashed or killed run (status FAILED or left RUNNING) is ignored by readers and redone.
+crashed or killed run (status FAILED or left RUNNING) is ignored by readers and redone. Cell jobs
+claim a cell before computing it (:mod:`fennec_mlflow.store.claims`), so overlapping workers
+leave one finished run per cell.
 
 Facts travel as params: ``model_*`` params describe the model (``model_parameters``,
 ``model_source``, ...), ``task_*`` params the task (``task_class_count``, ...). Readers turn
@@ -291,8 +293,9 @@ def unfinished_cells(mlflow_client: MlflowClient, experiment: str, kind: str) ->
     """cell key -> ids of the active runs of ``kind`` in ``experiment`` that never finished.
 
     A job killed while writing a cell leaves such a run (RUNNING, or FAILED after an exception).
-    Jobs whose runs are written in one go discard it (:func:`discard_runs`) just before
-    writing the cell again, so a cell never has two runs; fine-tunes resume theirs instead.
+    Writers that are not claimed (imports, evaluations) discard it (:func:`discard_runs`) just
+    before writing the cell again, so a cell never has two runs; cell jobs go through claims
+    (:mod:`fennec_mlflow.store.claims`), which tell a dead worker's run from a live one's.
     """
     stale: dict[str, list[str]] = {}
     for cell, run_id in _cell_runs(mlflow_client, experiment, kind, finished=False):
