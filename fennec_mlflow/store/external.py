@@ -144,7 +144,9 @@ def read_rows(path: str | Path, layout: str = "auto",
         oracle = _numbers(raw, "Oracle", path)
         marked = raw.index[oracle < 0]
         if len(marked):
-            skipped.append(SkippedRows("negative Oracle (PARC's -1 marks a missing result)", tuple(marked)))
+            skipped.append(SkippedRows("negative Oracle (PARC's -1 marks a missing result)", tuple(marked), tuple(
+                f"{raw.at[i, 'Architecture']}@{raw.at[i, 'Source Dataset']} x {raw.at[i, 'Target Dataset']} "
+                f"= {oracle.at[i]:g}" for i in marked[:_EXAMPLES])))
         rows = raw.loc[~(oracle < 0)]
         architecture, source = _names(rows, "Architecture", path), _names(rows, "Source Dataset", path)
         long = pd.DataFrame({"model": architecture + "@" + source, "task": _names(rows, "Target Dataset", path),

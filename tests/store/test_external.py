@@ -110,7 +110,8 @@ def test_parc_missing_marker_and_a_later_duplicate_are_reported(store, tmp_path)
                     "resnet50,imagenet,cifar10,91.5\n")
     lines = []
     assert imported(store, path, report=lines.append) == (1, 0)
-    assert lines == ["parc.csv: 1 row(s) skipped, negative Oracle (PARC's -1 marks a missing result): line 3",
+    assert lines == ["parc.csv: 1 row(s) skipped, negative Oracle (PARC's -1 marks a missing result): line 3 "
+                     "(e.g. resnet50@imagenet x cub200 = -1)",
                      "parc.csv: 1 row(s) skipped, a (model, task) cell given again on a later line, which is kept: "
                      "line 2 (e.g. resnet50@imagenet x cifar10 = 90.5)"]
     assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.loc[
