@@ -518,7 +518,7 @@ def evaluate(benchmark, estimators, experiment, workdir, **store):
     click.echo(f"benchmark {benchmark}: {len(table)} evaluation run(s) in experiment {where!r}")
     for note in notes:
         click.echo(f"note: {note}")
-    with pd.option_context("display.width", 200, "display.precision", 3):
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         click.echo(table.to_string())
     click.echo(UNITS)
     uri = tracking.client().tracking_uri
