@@ -39,12 +39,12 @@ BASELINE_LABELS = {"popularity": "popularity (fine-tune history)", "family-mean"
                    "random": "random"}
 
 
-def replace_block(text: str, block: str) -> str:
-    """``text`` with the marked block replaced by ``block`` (appended when there is none)."""
-    wrapped = f"{BEGIN}\n{block.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        return head + wrapped + rest.split(END, 1)[1]
+def replace_block(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:
+    """``text`` with the block between ``begin`` and ``end`` replaced by ``block`` (appended when there is none)."""
+    wrapped = f"{begin}\n{block.rstrip()}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        return head + wrapped + rest.split(end, 1)[1]
     return text.rstrip() + "\n\n" + wrapped + "\n"
 
 

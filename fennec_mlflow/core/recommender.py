@@ -18,11 +18,12 @@ Online, two formulations (``Fennec(formulation=...)``):
   so that a task is never predicted by a fit that saw it, and only as far as the history proves
   them: on each history task ``j`` the forest's out-of-bag interaction (trees that never saw ``j``)
   is compared with what popularity *without* ``j`` misses there, ``z_j − b_{−j}``; ``w_T`` is the
-  lower confidence bound (pooled slope − 1.5 standard errors over tasks) of that slope, clipped to
+  lower confidence bound (one-sided ~98%, Student's t over tasks) of that slope, clipped to
   [0, 1]. ``w_M`` is the same bound for a leave-one-task-out ridge's interaction against what the
-  transfer part still misses. A handful of tasks, noise facts or a lucky task give weight 0 and
-  the popularity ranking; a history where the task information truly predicts the pattern earns
-  its weight. No task information at all is valid and ranks by ``b`` (popularity), said so.
+  transfer part still misses. A weight is kept only if it raises the per-task Pearson on the
+  history tasks at the same confidence (the ranking must improve, not only the fit).
+  A handful of tasks, noise facts or a lucky task give weight 0 and the popularity ranking; a
+  history where the task information truly predicts the pattern earns its weight. No task information at all is valid and ranks by ``b`` (popularity), said so.
   ``score`` is the predicted z-score on the new task (0 = an average model, 1 = one std better).
 - ``"paper"``: eq. 10, ``score_i = (1 − alpha)·z(m_i·d̂_t) + alpha·z(meta_it)``, z-scored across
   candidates, and the fold-in warm start below.
@@ -55,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
+from scipy.stats import norm, t as student_t
 from sklearn.base import BaseEstimator
 from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.ensemble import RandomForestRegressor
@@ -250,10 +252,12 @@ def _feature_row(row, columns: list[str], name: str) -> np.ndarray:
 
 
 FORMULATIONS = ("shrunk", "paper")
-# How many standard errors an interaction's slope must clear before it gets weight: a one-sided
-# ~93% bound. Measured on 20 random sub-tables of the public tables (10-42 models, 7-11 tasks),
-# 1.0 lost up to 0.6 Pearson points to popularity on two, 1.5 at most 0.1 (docs/evaluation.md).
-SLOPE_CONFIDENCE_Z = 1.5
+# The confidence an interaction must clear before it gets weight, as a normal quantile (one-sided
+# ~98%); with G history tasks the bound uses Student's t with G - 1 degrees of freedom and the
+# small-sample factor sqrt(G / (G - 1)), as cluster-robust inference with few clusters must. On
+# random small sub-tables of the public tables (benchmarks/heldout_tables.py) looser bounds let
+# chance weights through that lost up to 1 Pearson point to popularity.
+SLOPE_CONFIDENCE_Z = 2.0
 
 
 def bias_scores(standardised: np.ndarray) -> np.ndarray:
@@ -329,8 +333,8 @@ def slope_lower_bound(predicted: np.ndarray, true: np.ndarray, z: float = SLOPE_
     """Lower confidence bound of the slope of ``true`` on ``predicted`` (tasks x models), clipped to [0, 1].
 
     The slope is pooled over tasks (each task's own slope weighted by its ``x·x``) and its
-    standard error is the sandwich estimate over tasks, the units of replication: cells of one
-    task share its noise. NaN in ``true`` = unobserved. Fewer than two informative tasks give 0.
+    standard error is the sandwich estimate over tasks, the units of replication (cells of one
+    task share its noise), with the few-cluster corrections of :data:`SLOPE_CONFIDENCE_Z`. NaN in ``true`` = unobserved. Fewer than two informative tasks give 0.
     """
     observed = np.isfinite(true)
     x = np.where(observed, predicted, 0.0)
@@ -342,8 +346,38 @@ def slope_lower_bound(predicted: np.ndarray, true: np.ndarray, z: float = SLOPE_
     x, y, weights = x[informative], y[informative], weights[informative]
     per_task = np.einsum("ij,ij->i", x, y) / weights
     pooled = float(weights @ per_task / weights.sum())
-    standard_error = float(np.sqrt(np.sum(weights ** 2 * (per_task - pooled) ** 2)) / weights.sum())
-    return float(np.clip(pooled - z * standard_error, 0.0, 1.0))
+    n_tasks = per_task.size
+    standard_error = (float(np.sqrt(np.sum(weights ** 2 * (per_task - pooled) ** 2)) / weights.sum())
+                      * np.sqrt(n_tasks / (n_tasks - 1)))
+    return float(np.clip(pooled - _critical_value(z, n_tasks) * standard_error, 0.0, 1.0))
+
+
+def _critical_value(z: float, n_tasks: int) -> float:
+    """Student's t quantile with ``n_tasks - 1`` degrees of freedom at the normal ``z``'s level."""
+    return float(student_t.ppf(norm.cdf(z), df=n_tasks - 1))
+
+
+def _pearson_rows(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row pair over its observed (finite) entries; NaN when undefined."""
+    result = np.full(len(true), np.nan)
+    for row, (x, y) in enumerate(zip(predicted, true)):
+        observed = np.isfinite(y)
+        if observed.sum() >= 3 and np.ptp(x[observed]) > 0 and np.ptp(y[observed]) > 0:
+            result[row] = np.corrcoef(x[observed], y[observed])[0, 1]
+    return result
+
+
+def gain_is_certain(base: np.ndarray, addition: np.ndarray, true: np.ndarray, z: float = SLOPE_CONFIDENCE_Z) -> bool:
+    """Whether adding ``addition`` to ``base`` raises the per-task Pearson with ``true`` beyond doubt.
+
+    All (tasks, models); the mean per-task gain must clear ``z`` standard errors over tasks. The
+    slope bound alone let small meta weights through that lost to popularity on held-out tables.
+    """
+    gains = _pearson_rows(base + addition, true) - _pearson_rows(base, true)
+    gains = gains[np.isfinite(gains)]
+    if gains.size < 2:
+        return False
+    return bool(gains.mean() - _critical_value(z, gains.size) * gains.std(ddof=1) / np.sqrt(gains.size) > 0)
 
 
 def leave_one_out_bias(standardised: np.ndarray) -> np.ndarray:
@@ -550,7 +584,9 @@ class Fennec(BaseEstimator):
         forest's out-of-bag task vector, a leave-one-task-out ridge. ``w_T`` is the lower
         confidence bound (:func:`slope_lower_bound`) of the slope of what ``b_{−j}`` misses on the
         out-of-bag transfer interaction; ``w_M`` the same for the ridge's interaction against what
-        is still missed. An interaction the history cannot vouch for gets weight 0: popularity.
+        is still missed. Each weight is kept only if it raises the per-task Pearson on the history
+        beyond doubt (:func:`gain_is_certain`). An interaction the history cannot vouch for gets
+        weight 0: popularity.
         """
         n_models, n_tasks = normalised.shape
         use_transfer = self.has_transfer_ and self.alpha < 1.0
@@ -558,7 +594,8 @@ class Fennec(BaseEstimator):
         self.transfer_weight_ = self.meta_weight_ = 0.0
         predicted_transfer = np.zeros((n_tasks, n_models))
         predicted_meta = np.zeros((n_tasks, n_models))
-        missed = standardised.T - leave_one_out_bias(standardised)  # NaN where unobserved
+        loo_bias = leave_one_out_bias(standardised)
+        missed = standardised.T - loo_bias  # NaN where unobserved
         if use_transfer and n_tasks >= 3:
             forest = RandomForestRegressor(n_estimators=self.n_estimators, random_state=self.random_state,
                                            oob_score=True)
@@ -569,7 +606,9 @@ class Fennec(BaseEstimator):
             seen = np.isfinite(oob).all(axis=1)
             predicted_transfer[seen] = (oob[seen] - self.mean_task_vector_) @ self.model_vectors_.T
             if self.shrinkage == "auto":
-                self.transfer_weight_ = slope_lower_bound(predicted_transfer[seen], missed[seen])
+                weight = slope_lower_bound(predicted_transfer[seen], missed[seen])
+                certain = gain_is_certain(loo_bias, weight * predicted_transfer, standardised.T)
+                self.transfer_weight_ = weight if certain else 0.0
         if use_meta and n_tasks >= 3:
             for j in range(n_tasks):
                 train = np.arange(n_tasks) != j
@@ -577,8 +616,9 @@ class Fennec(BaseEstimator):
                                  l2=self.meta_l2, interactions=self.meta_interactions)
                 predicted_meta[j] = part.interaction(self.model_meta_rows_, task_rows[[j]])[:, 0]
             if self.shrinkage == "auto":
-                self.meta_weight_ = slope_lower_bound(predicted_meta,
-                                                      missed - self.transfer_weight_ * predicted_transfer)
+                cold = loo_bias + self.transfer_weight_ * predicted_transfer
+                weight = slope_lower_bound(predicted_meta, standardised.T - cold)
+                self.meta_weight_ = weight if gain_is_certain(cold, weight * predicted_meta, standardised.T) else 0.0
         if self.shrinkage != "auto":
             self.transfer_weight_ = float(self.shrinkage) * (1 - float(self.alpha)) * use_transfer
             self.meta_weight_ = float(self.shrinkage) * float(self.alpha) * use_meta
