@@ -322,10 +322,12 @@ def main() -> None:
         "be ordered (two distinct values are needed), so warm-1 ranks like cold start.",
         "",
         "Fennec's default is the **shrunk formulation** (`fennec_mlflow/core/recommender.py`): popularity "
-        "(each model's mean z-score) plus the transfer and meta interactions, each weighted by how well it "
-        "predicted held-out history tasks (out-of-bag forest / leave-one-task-out ridge slope, pooled with a "
-        "prior worth 10 tasks: 0.5 for transfer, 0 for meta); its warm start is a Gaussian posterior over "
-        "the history's residuals. `fennec-paper` is the paper's eq. 10 merge with its fold-in warm start.",
+        "(each model's mean z-score) plus the transfer and meta interactions, each weighted by what the history "
+        "can vouch for: on every history task treated as new, the slope of what popularity without that task "
+        "misses on the out-of-bag forest / leave-one-task-out ridge interaction, taken at its lower confidence "
+        "bound (one-sided ~98%, Student's t over tasks, clipped to [0, 1]) and kept only if it raises the "
+        "per-task Pearson on the history at the same confidence; its warm start is a Gaussian "
+        "posterior over the history's out-of-fold residuals. `fennec-paper` is the paper's eq. 10 merge with its fold-in warm start.",
         "",
         "Model meta: PARC: architecture one-hot, archi2vec of the torchvision architecture (graph2vec on the 4 "
         "autograd graphs, PCA to 3 dims), log parameters and layers, source dataset one-hot and the source's "
