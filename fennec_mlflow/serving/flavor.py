@@ -276,6 +276,9 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
         return self._encoder
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        if not getattr(self, "_threads_checked", False):
+            self._threads_checked = True
+            serving_blas_threads()
         try:
             return self._rank(model_input, params)
         except FennecError as exc:
@@ -331,6 +334,30 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
             ranking.insert(1, ID_COLUMN, np.repeat(np.asarray(task_ids, dtype=object),
                                                    [len(v) for v in parts["task_index"]]))
         return ranking
+
+
+def serving_blas_threads() -> None:
+    """In the scoring server, BLAS on one thread (``FENNEC_SERVING_BLAS_THREADS``, default 1; 0 leaves it).
+
+    The server runs requests on a thread pool beside its event loop; OpenBLAS's own threads spin
+    after each call, and on a small machine they take the cores the server needs, while the
+    fast path's products (1,000 x 4 and the like) gain nothing from them (paired runs on the shared
+    2-core machine: 158-192 requests/s with it, 115-178 without; within that machine's noise, see
+    docs/benchmarks.md, REST). Only in the server process
+    (MLflow's scoring app is loaded): ``fennec rank``, ``mlflow models predict``, a notebook and the
+    input-example check at logging time keep BLAS as it is. Torch's threads (image path) are not BLAS's.
+    """
+    import os
+    import sys
+
+    threads = int(os.environ.get("FENNEC_SERVING_BLAS_THREADS", "1") or 0)
+    if threads <= 0 or "mlflow.pyfunc.scoring_server.app" not in sys.modules:  # not `mlflow models serve`
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn brings it; without it, BLAS keeps its default
+        return
+    threadpool_limits(limits=threads, user_api="blas")
 
 
 def _first(frame: pd.DataFrame, column: str):

@@ -183,3 +183,13 @@ def test_rest_without_an_input_schema_still_answers_bad_input_with_400(served):
         assert answer["error_code"] == "INVALID_PARAMETER_VALUE" and "stack_trace" not in answer
     status, answer = served({"dataframe_split": split(frame), "params": {"top_k": "ten"}})
     assert status == 400  # params keep MLflow's schema checks
+
+
+def test_blas_threads_are_left_alone_outside_the_scoring_server():
+    from threadpoolctl import threadpool_info
+
+    before = [(pool["internal_api"], pool["num_threads"]) for pool in threadpool_info()]
+    model = flavor.FennecRanker()
+    model.bundle = small_bundle()
+    model.predict(None, task_frame(1), {"top_k": 2})  # in process: no scoring app loaded
+    assert [(pool["internal_api"], pool["num_threads"]) for pool in threadpool_info()] == before
