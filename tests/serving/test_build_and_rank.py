@@ -272,7 +272,7 @@ def planted_build(**kwargs):
 
 
 def test_champion_moves_only_to_a_version_validated_at_least_as_well(store, tmp_path):
-    import_planted(tmp_path)
+    import_planted(tmp_path, n_tasks=8)  # enough history tasks for the facts' interaction to prove itself
     unmeasured = build(kind="external", source="planted", truth_source="not-imported")
     assert unmeasured.alias == "champion" and not unmeasured.quality.measured
     assert "not-imported" in unmeasured.quality.reason
@@ -291,7 +291,7 @@ def test_champion_moves_only_to_a_version_validated_at_least_as_well(store, tmp_
     assert str(champion.version) == good.version and champion.tags["fennec.quality"] == "validated"
     assert float(champion.tags["fennec.validated_mean_pearson"]) == pytest.approx(
         good.quality.validation.validated_mean_pearson, abs=1e-6)
-    assert "Validated on the store's external:planted ground truth (5 targets" in champion.description
+    assert "Validated on the store's external:planted ground truth (8 targets" in champion.description
     # without images the registered model ranks a new task from its facts
     ranking = mlflow.pyfunc.load_model("models:/fennec@champion").predict(
         pd.DataFrame({"class_count": [50.0], "sample_count": [5000.0]}), params={"top_k": 3})
