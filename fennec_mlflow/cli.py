@@ -206,26 +206,29 @@ def _floats(value: str) -> tuple[float, ...]:
               help="maximum epochs per grid point")
 @click.option("--patience", default=config.FINETUNE_PATIENCE, show_default=True, type=click.IntRange(min=1),
               help="early-stopping patience (epochs)")
+@click.option("--regime", type=click.Choice(config.FINETUNE_REGIMES), default=config.FINETUNE_REGIME,
+              show_default=True, help="full: train every weight; linear-probe: frozen backbone, train the new head only")
 @batch_size_option
 @click.option("--seed", default=0, show_default=True, help="seed of the 6:2:2 split and of training")
 @click.option("--image-size", default=config.IMAGE_SIZE, show_default=True, help="render size of synthetic tasks")
 @device_option
 @experiment_option
-def finetune(models, tasks, weights, lrs, wds, epochs, patience, batch_size, seed, image_size, device, experiment):
-    """Fully fine-tune each model on each task over an lr x wd grid; the best grid point's test accuracy."""
+def finetune(models, tasks, weights, lrs, wds, epochs, patience, regime, batch_size, seed, image_size, device,
+             experiment):
+    """Fine-tune each model on each task (fully, or as a linear probe) over an lr x wd grid; the best grid point's test accuracy."""
     from fennec_mlflow.store.jobs import finetune_cells
     from fennec_mlflow.training.finetune import FinetuneConfig
 
     try:
         config = FinetuneConfig(learning_rates=_floats(lrs), weight_decays=_floats(wds), max_epochs=epochs,
-                                patience=patience, batch_size=batch_size, seed=seed, device=device)
+                                patience=patience, batch_size=batch_size, seed=seed, device=device, regime=regime)
         outcomes = finetune_cells(_models(models), _tasks(tasks, image_size, seed), config=config,
                                   weights=weights, experiment=experiment)
     except FennecError as exc:
         _fail(exc)
     new = [o for o in outcomes if not o.reused]
     tracking.annotate_project_run("finetune", {"cells_new": len(new), "cells_reused": len(outcomes) - len(new)})
-    click.echo(f"{len(new)} new fine-tune(s), {len(outcomes) - len(new)} already in the store")
+    click.echo(f"{len(new)} new {regime} fine-tune(s), {len(outcomes) - len(new)} already in the store")
     for o in new:
         click.echo(f"  {o.model:32s} {o.task:24s} test accuracy {o.score:.4f}")
 
@@ -288,10 +291,14 @@ def _shrinkage(value: str | None):
               help="tune on the store's ground truth when it covers at least 4 tasks (always measured when it does)")
 @click.option("--truth-source", default=None,
               help="an imported table (its --source name) as ground truth, instead of the finetune runs")
+@click.option("--regime", type=click.Choice(config.FINETUNE_REGIMES), default=config.FINETUNE_REGIME,
+              show_default=True, help="which fine-tune regime's runs are the ground truth (and the history with "
+                                      "--kind finetune): the regime the recommender predicts")
 @click.option("--n-trials", default=config.TUNE_N_TRIALS, show_default=True, help="Optuna trials when tuning")
 @click.option("--tasks", default=None, help="re-compute task proxies for these task specs first (default: the demo history)")
 @experiment_option
-def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, truth_source, n_trials, tasks, experiment):
+def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, truth_source, regime, n_trials, tasks,
+          experiment):
     """Rebuild the knowledge base, fit Fennec, validate it on the store's ground truth, register it.
 
     The new version becomes fennec@champion unless the champion's validated figure is higher
@@ -310,13 +317,15 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, trut
             file = Path(encoder_spec[5:]) if encoder_spec.startswith("file:") else None
             chosen = demo.DemoEncoder(encoder, encoder_spec, file, encoder_spec)
         if chosen is not None:
-            km = tracking.load_matrix(kind, estimator=estimator, source=_given(source), experiment=experiment)
+            km = tracking.load_matrix(kind, estimator=estimator, source=_given(source), experiment=experiment,
+                                      regime=regime if kind == "finetune" else None)
             specs = _split(tasks) if tasks else list(km.values.columns)
             proxy_cells(chosen.encoder, [load_task_spec(s) for s in specs], experiment=experiment)
         result = build_model(kind=kind, estimator=estimator, source=_given(source),
                              encoder_spec=chosen and chosen.spec, encoder_name=chosen and chosen.encoder.name,
                              encoder_file=chosen and chosen.file, k=k, alpha=alpha, shrinkage=_shrinkage(shrinkage),
-                             tune=tune, truth_source=_given(truth_source), n_trials=n_trials, experiment=experiment)
+                             tune=tune, truth_source=_given(truth_source), n_trials=n_trials, experiment=experiment,
+                             regime=regime)
     except FennecError as exc:
         _fail(exc)
     quality = result.quality
@@ -324,6 +333,10 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, trut
                f"{quality.history or kind} (k={result.fennec.k}, alpha={result.fennec.alpha}, "
                f"shrinkage={result.fennec.shrinkage}); registered {result.model_uri} version {result.version} "
                f"({result.alias_reason}); run {result.run_id}")
+    if result.regime:
+        from fennec_mlflow.serving.answers import REGIME_WORDS
+
+        click.echo(f"it predicts {REGIME_WORDS.get(result.regime, result.regime)}")
     if quality.measured:
         v = quality.validation
         click.echo(f"validated on the store's {quality.truth} ground truth, {len(v.targets)} targets, {v.method}, "
@@ -356,9 +369,11 @@ def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok
               help="drop models whose measured peak memory is above this (0 = no limit)")
 @click.option("--licence", default="", help="comma-separated licences to accept, matched at the start of the "
               "model's licence, e.g. MIT,Apache,BSD (models of unknown licence are dropped)")
+@click.option("--regime", type=click.Choice(["any", *config.FINETUNE_REGIMES]), default="any", show_default=True,
+              help="the fine-tune regime the ranking must predict (as `fennec build --regime` chose); any: the model's own")
 @experiment_option
 def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters, known_scores, max_latency_ms,
-         max_memory_mb, licence, experiment):
+         max_memory_mb, licence, regime, experiment):
     """Recommend which model to fine-tune for a target task (bootstraps the offline demo when nothing is registered)."""
     import pandas as pd
 
@@ -375,6 +390,7 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
         start = time.perf_counter()
         ranking = rank_task(task, model_uri=model_uri, top_k=top_k, labels_known=labels_known,
                             class_count_hint=class_count, experiment=experiment,
+                            regime=None if regime == "any" else regime,
                             params={"include": include, "exclude": exclude, "max_parameters": max_parameters,
                                     "known_scores": known_scores, "max_latency_ms": max_latency_ms,
                                     "max_memory_mb": max_memory_mb,

@@ -15,6 +15,10 @@ Params: ``max_latency_ms`` and ``max_memory_mb`` (0 = no limit; a model never pr
 out under a limit), ``licence`` (comma-separated licence names; a model passes when its licence
 starts with one of them, case-insensitively, e.g. ``MIT,Apache,BSD``; unknown licences are left
 out; empty or ``any``: no licence filter).
+
+The basis also says which fine-tune regime the recommender predicts (issue 16, "recipe"): the
+build's ``info["regime"]``, e.g. "predicts full fine-tune accuracy" or "predicts linear-probe
+accuracy" (older bundles, which do not record it, say nothing of it).
 """
 from __future__ import annotations
 
@@ -27,6 +31,12 @@ from fennec_mlflow.errors import InvalidInputError
 
 CONSTRAINT_PARAMS = {"max_latency_ms": 0.0, "max_memory_mb": 0.0, "licence": ""}
 ANSWER_COLUMNS = [*ACCURACY_COLUMNS, "latency_ms", "peak_memory_mb", "licence"]
+REGIME_WORDS = {"full": "full fine-tune accuracy", "linear-probe": "linear-probe accuracy"}
+
+
+def predicted_regime(bundle) -> str | None:
+    """The fine-tune regime ``bundle`` was built to predict, or None when it does not say."""
+    return (getattr(bundle, "info", None) or {}).get("regime") or None
 
 
 class ConstraintError(InvalidInputError):
@@ -100,6 +110,9 @@ def annotate(bundle, table: pd.DataFrame, task_meta_row=None) -> pd.DataFrame:
     """One task's ranking with :data:`ANSWER_COLUMNS`; ``attrs["basis"]`` says whether scores are relative."""
     accuracy = getattr(bundle, "accuracy", None)
     basis = table.attrs.get("basis", "")
+    regime = predicted_regime(bundle)
+    if regime:
+        basis += f"; predicts {REGIME_WORDS.get(regime, f'{regime} accuracy')}"
     if accuracy is not None and accuracy.available:
         out = accuracy.annotate(table, task_meta_row)
         basis += f"; predicted accuracy with a {100 * accuracy.level:.0f}% conformal interval"

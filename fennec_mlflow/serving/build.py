@@ -1,7 +1,9 @@
 """Build: rebuild the knowledge from the store, fit Fennec, validate it, log a ``fennec-fit`` run, register it.
 
 **Validation on the store's own ground truth.** Ground truth is the experiment's ``finetune``
-runs, or the imported table named by ``truth_source``. When it covers at least
+runs of one regime (``regime``: ``"full"``, the default, or ``"linear-probe"``), or the imported
+table named by ``truth_source``. The regime also picks the finetune history when ``kind="finetune"``,
+and the served model says which regime it predicts (``info["regime"]``, shown in the rank basis). When it covers at least
 :data:`BUILD_MIN_TARGETS` tasks (each with 3 known models or more), ``build`` tunes Fennec by default
 (Optuna over ``k``, ``alpha``, ``nmf_l2``, the shrinkage and the history source: the build's own
 matrix or the ground truth itself; :mod:`fennec_mlflow.serving.selection`) and measures the
@@ -119,6 +121,7 @@ class BuildResult:
     quality: Quality | None = None
     alias: str | None = None
     alias_reason: str = ""
+    regime: str | None = None  # the fine-tune regime the recommender predicts (None: not a fine-tune's)
 
 
 ACCURACY_KINDS = ("finetune", "external")  # histories that can hold fine-tune accuracies
@@ -133,18 +136,26 @@ def accuracy_model(spec: MatrixSpec, knowledge: Knowledge) -> AccuracyModel:
     return AccuracyModel().fit(knowledge.P, task_meta=knowledge.task_meta)
 
 
-def _truth_spec(truth_source: str | None) -> MatrixSpec:
-    return MatrixSpec("external", source=truth_source) if truth_source else MatrixSpec("finetune")
+def _truth_spec(truth_source: str | None, regime: str | None = None) -> MatrixSpec:
+    return MatrixSpec("external", source=truth_source) if truth_source else MatrixSpec("finetune", regime=regime)
+
+
+def predicted_regime(chosen: MatrixSpec, truth_source: str | None, regime: str) -> str | None:
+    """The fine-tune regime a build's scores predict: its finetune history's, else its finetune ground
+    truth's; None when both are other evidence (an imported table as history and as truth)."""
+    if chosen.kind == "finetune":
+        return chosen.regime
+    return None if truth_source else regime
 
 
 def assess(spec: MatrixSpec, *, truth_source: str | None, encoder: str | None, experiment: str, tune: bool,
-           fixed: dict, n_trials: int, inner_trials: int) -> tuple[Quality, MatrixSpec, dict]:
+           fixed: dict, n_trials: int, inner_trials: int, regime: str | None = None) -> tuple[Quality, MatrixSpec, dict]:
     """(quality, the matrix to fit on, the Fennec params) from the store's ground truth, if it has enough.
 
     The history candidates are ``spec`` (what the build was asked to learn from) and the ground
     truth itself when a fit on it can be served (its tasks have task proxies, or no encoder is used).
     """
-    truth = _truth_spec(truth_source)
+    truth = _truth_spec(truth_source, regime)
     candidates = [spec]
     if truth != spec:
         km = truth.load(experiment)
@@ -212,6 +223,7 @@ def build(
     truth_source: str | None = None,
     n_trials: int = BUILD_N_TRIALS,
     inner_trials: int = BUILD_INNER_TRIALS,
+    regime: str = tracking.DEFAULT_REGIME,
 ) -> BuildResult:
     """Rebuild the knowledge from the store, fit Fennec, validate it, log it (``fennec.kind=fennec-fit``), register it.
 
@@ -220,17 +232,21 @@ def build(
     restrict the knowledge to those rows / columns of the matrix. ``k`` / ``alpha`` / ``shrinkage``:
     fixed (else tuned on the ground truth when there is enough, else from a ``tune`` run, else
     defaults). ``tune``: tune when the ground truth allows. ``truth_source``: an imported table
-    as ground truth instead of the ``finetune`` runs. See the module docstring.
+    as ground truth instead of the ``finetune`` runs. ``regime``: which fine-tune regime's runs are the
+    ground truth (and the history, with ``kind="finetune"``): ``"full"`` or ``"linear-probe"``.
+    See the module docstring.
     """
-    spec = MatrixSpec(kind, estimator, source)
+    spec = MatrixSpec(kind, estimator, source, regime=regime if kind == "finetune" else None)
+    _truth_spec(None, regime)  # an unknown regime fails here, before anything is read
     fixed = {name: value for name, value in (("k", k), ("alpha", alpha), ("shrinkage", shrinkage)) if value is not None}
     quality, chosen, settings = assess(spec, truth_source=truth_source, encoder=encoder_name, experiment=experiment,
-                                       tune=tune, fixed=fixed, n_trials=n_trials, inner_trials=inner_trials)
+                                       tune=tune, fixed=fixed, n_trials=n_trials, inner_trials=inner_trials,
+                                       regime=regime)
     tuned = {}
     if chosen != spec:  # validation found the ground truth a better history than the asked matrix
         models = tasks = None
     knowledge = build_knowledge(kind=chosen.kind, estimator=chosen.estimator, source=chosen.source,
-                                encoder=encoder_name, models=models, tasks=tasks, experiment=experiment)
+                                regime=chosen.regime, encoder=encoder_name, models=models, tasks=tasks, experiment=experiment)
     if not quality.measured:
         tuned = tuned_parameters(experiment)
         settings = {"k": k or tuned.get("k") or default_k(knowledge.P),
@@ -250,6 +266,7 @@ def build(
         proxy_dim=0 if knowledge.task_proxy is None else knowledge.task_proxy.shape[1],
         encoder_spec=pyfunc.BUNDLED_ENCODER if encoder_file else (encoder_spec or "none"),
         info={"kind": chosen.kind, "matrix": chosen.label, "encoder": encoder_name,
+              "regime": predicted_regime(chosen, truth_source, regime),
               "models": list(knowledge.P.index), "tasks": list(knowledge.P.columns)},
         accuracy=accuracy, constraints=constraints)
     example = None
@@ -258,12 +275,15 @@ def build(
         example = knowledge.task_proxy.loc[[first]].reset_index(drop=True)
         example["class_count"] = float(np.exp(knowledge.task_meta.loc[first, "log_class_count"]))
         example["sample_count"] = float(np.exp(knowledge.task_meta.loc[first, "log_sample_count"]))
-    tags = {tracking.KIND_TAG: "fennec-fit", **quality.tags(), "mlflow.note.content": quality.description()}
+    predicts = bundle.info["regime"]
+    tags = {tracking.KIND_TAG: "fennec-fit", **quality.tags(), "mlflow.note.content": quality.description(),
+            **({tracking.REGIME_TAG: predicts} if predicts else {})}
     with tracking.own_run(experiment, "fennec-fit", tags) as run:
         mlflow.log_params({"matrix_kind": chosen.kind, "matrix_estimator": chosen.estimator, "matrix": chosen.label,
                            "encoder": encoder_name, "models": knowledge.P.shape[0], "tasks": knowledge.P.shape[1],
                            "tuned": bool(tuned) or (quality.measured and tune), "validation": quality.reason[:500],
                            "truth": quality.truth, "predicted_accuracy": accuracy.note[:500],
+                           "regime": predicts or "unknown",
                            "profiled_models": int(constraints["latency_ms"].notna().sum()), **settings})
         mlflow.log_metrics({"fit_seconds": fit_seconds, "known_cells": float(knowledge.P.notna().sum().sum()),
                             **({"accuracy_calibration_cells": float(accuracy.calibration_cells_),
@@ -286,6 +306,9 @@ def build(
         if register:
             mlflow.set_tags({"fennec.alias": alias, "fennec.alias_reason": why})
             _register(str(info.registered_model_version), quality, alias)
+            if predicts:
+                mlflow.MlflowClient().set_model_version_tag(pyfunc.REGISTERED_NAME, str(info.registered_model_version),
+                                                            tracking.REGIME_TAG, predicts)
     version = str(info.registered_model_version) if register else None
     uri = f"models:/{pyfunc.REGISTERED_NAME}@{alias}" if register else info.model_uri
-    return BuildResult(run.info.run_id, uri, version, fennec, knowledge, quality, alias, why)
+    return BuildResult(run.info.run_id, uri, version, fennec, knowledge, quality, alias, why, predicts)

@@ -13,6 +13,7 @@ from fennec_mlflow.data.proxy import task_proxy_features
 from fennec_mlflow.data.tasks import Task
 from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.serving import flavor as pyfunc
+from fennec_mlflow.serving.answers import predicted_regime
 from fennec_mlflow.store import tracking
 
 SCORE_UNITS = ("score = predicted z-score of the model's fine-tuned accuracy on the target (0 = an average "
@@ -35,12 +36,14 @@ def rank_task(
     params: dict | None = None,
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     log: bool = True,
+    regime: str | None = None,
 ) -> pd.DataFrame:
     """Rank the registered model's candidates for ``target``; log the ranking (``fennec.kind=rank``).
 
     Only the target's images are used (its labels only when ``labels_known``, for the class count).
     ``attrs`` of the returned table: ``basis`` (what the ranking rests on) and, when logged,
-    ``run_id`` and ``experiment`` of the rank run.
+    ``run_id`` and ``experiment`` of the rank run. ``regime`` (``"full"``, ``"linear-probe"``; None: any):
+    the fine-tune regime the ranking must predict; a recommender built for another one is refused.
     """
     load_start = time.perf_counter()
     try:
@@ -51,6 +54,12 @@ def rank_task(
     load_seconds = time.perf_counter() - load_start
     ranker: pyfunc.FennecRanker = model.unwrap_python_model()
     bundle = ranker.bundle
+    predicts = predicted_regime(bundle)
+    if regime is not None and predicts != regime:
+        raise InvalidInputError(
+            f"the recommender {model_uri!r} predicts {predicts or 'an unrecorded'} regime accuracy, not {regime!r}: "
+            f"build one on that regime's fine-tunes with `fennec build --regime {regime}` and rank with its "
+            "--model-uri (e.g. models:/fennec/VERSION)")
     start = time.perf_counter()
     if bundle.encoder_spec in NO_ENCODER:  # built without task proxies: the target is placed by its facts
         request = pd.DataFrame(index=[0])
@@ -84,7 +93,8 @@ def rank_task(
                            and v}
             mlflow.log_params({"model_uri": model_uri, "top_k": top_k, "target_source": target.source, **constraints,
                                "labels_used": labels_known, "class_count_hint": class_count_hint or "none",
-                               "encoder": bundle.info.get("encoder"), "basis": basis})
+                               "encoder": bundle.info.get("encoder"), "regime": predicts or "unknown",
+                               "basis": basis})
             mlflow.log_metrics({"rank_seconds": rank_seconds, "proxy_seconds": proxy_seconds,
                                 "model_load_seconds": load_seconds})
             mlflow.log_table(ranking, "ranking.json")

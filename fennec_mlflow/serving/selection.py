@@ -362,23 +362,28 @@ def validate(data: TuningData, *, tune: bool, params: Mapping | None = None, n_t
 
 @dataclass(frozen=True)
 class MatrixSpec:
-    """Which runs of the store fill a matrix: a kind, and for some kinds an estimator or a source."""
+    """Which runs of the store fill a matrix: a kind, and for some kinds an estimator, a source or
+    (finetune runs) a regime: ``"full"`` unless given, ``None`` for the other kinds."""
 
     kind: str
     estimator: str | None = None
     source: str | None = None
+    regime: str | None = None
 
     def __post_init__(self):
         if self.kind not in tracking.MATRIX_METRIC:
             raise InvalidInputError(f"a matrix kind must be one of {sorted(tracking.MATRIX_METRIC)}, got {self.kind!r}")
+        object.__setattr__(self, "regime", tracking.checked_regime(self.kind, self.regime))
 
     @property
     def label(self) -> str:
-        return ":".join(part for part in (self.kind, self.estimator, self.source) if part)
+        """``kind[:estimator][:source]``; a finetune matrix of another regime than full adds it (``finetune:linear-probe``)."""
+        regime = None if self.regime == tracking.DEFAULT_REGIME else self.regime
+        return ":".join(part for part in (self.kind, self.estimator, self.source, regime) if part)
 
     def load(self, experiment: str, mlflow_client=None) -> tracking.KnowledgeMatrix:
         return tracking.load_matrix(self.kind, experiment=experiment, estimator=self.estimator, source=self.source,
-                                    mlflow_client=mlflow_client)
+                                    regime=self.regime, mlflow_client=mlflow_client)
 
 
 @dataclass

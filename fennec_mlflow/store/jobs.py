@@ -168,11 +168,17 @@ TRIAL_RESULT_METRICS = ("best_epoch", "epochs_run", "val_accuracy", "test_accura
 
 
 def finetune_cell_key(model: ZooModel, task: Task, config: FinetuneConfig) -> str:
+    """The cell's identity: everything that determines its accuracy, the regime included.
+
+    A full fine-tune's key leaves the regime out, so it equals the key written before regimes
+    existed (stores of that time resume and reuse their cells); any other regime is hashed in.
+    """
+    regime = {} if config.regime == tracking.DEFAULT_REGIME else {"regime": config.regime}
     return tracking.cell_key(
         "finetune", model=model.name, weights=model.weights, task=task.name, task_fingerprint=task.fingerprint,
         learning_rates=list(config.learning_rates), weight_decays=list(config.weight_decays),
         batch_size=config.batch_size, momentum=config.momentum, max_epochs=config.max_epochs,
-        patience=config.patience, augment=config.augment, seed=config.seed,
+        patience=config.patience, augment=config.augment, seed=config.seed, **regime,
     )
 
 
@@ -180,9 +186,9 @@ class _TrackedFinetune(FinetuneCallbacks):
     """Writes each grid point as a ``finetune-trial`` child run; reuses finished ones on resume."""
 
     def __init__(self, mlflow_client: MlflowClient, exp_id: str, parent_id: str, model: str, task: str,
-                 finished: dict[tuple[float, float], TrialResult]):
+                 finished: dict[tuple[float, float], TrialResult], regime: str = tracking.DEFAULT_REGIME):
         self.client, self.exp_id, self.parent_id = mlflow_client, exp_id, parent_id
-        self.model, self.task, self.finished = model, task, finished
+        self.model, self.task, self.finished, self.regime = model, task, finished, regime
         self.child_id: str | None = None
 
     def skip_trial(self, params: TrialParams) -> TrialResult | None:
@@ -191,6 +197,7 @@ class _TrackedFinetune(FinetuneCallbacks):
     def on_trial_start(self, params: TrialParams) -> None:
         self.child_id = tracking.start_run(self.client, self.exp_id, tracking.RunRecord(
             kind="finetune-trial", model=self.model, task=self.task, parent_run_id=self.parent_id,
+            tags={tracking.REGIME_TAG: self.regime},
             name=f"lr={params.lr:g} wd={params.weight_decay:g}",
             params={**params.as_dict(), "grid_index": params.index, "grid_size": params.grid_size}))
 
@@ -232,7 +239,9 @@ def finetune_cells(
 ) -> list[CellOutcome]:
     """Fine-tune every model on every task; one ``finetune`` run per cell, one child run per grid point.
 
-    A finished cell is skipped. A cell whose earlier run was killed midway is resumed in that
+    ``config.regime`` (``"full"`` or ``"linear-probe"``) is part of each cell's identity and is
+    written as param ``regime`` and tag ``fennec.regime``: a probe and a full fine-tune of the same
+    (model, task) are two cells, each finished or resumed on its own. A finished cell is skipped. A cell whose earlier run was killed midway is resumed in that
     same run: its finished grid points are reused, the rest are trained.
     """
     config = config or FinetuneConfig(progress=progress)
@@ -260,7 +269,8 @@ def _finetune_parent(model: ZooModel, task: Task, config: FinetuneConfig) -> tra
     split = default_split(task, seed=config.seed)
     return tracking.RunRecord(
         kind="finetune", model=model.name, task=task.name, cell=finetune_cell_key(model, task, config),
-        params={
+        tags={tracking.REGIME_TAG: config.regime},
+        params={"regime": config.regime,
             "weights": model.weights, "learning_rates": ",".join(f"{v:g}" for v in config.learning_rates),
             "weight_decays": ",".join(f"{v:g}" for v in config.weight_decays), "batch_size": config.batch_size,
             "momentum": config.momentum, "max_epochs": config.max_epochs, "patience": config.patience,
@@ -297,7 +307,7 @@ def _finetune_cell(mlflow_client: MlflowClient, claimer: claims.Claimer, claim: 
     try:
         _adopt_trials(mlflow_client, experiment, parent_id, claim.dead)
         callbacks = _TrackedFinetune(mlflow_client, exp_id, parent_id, model.name, task.name,
-                                     _finished_trials(mlflow_client, experiment, parent_id))
+                                     _finished_trials(mlflow_client, experiment, parent_id), config.regime)
         result = finetune(model, task, config, split=default_split(task, seed=config.seed), callbacks=callbacks)
     except BaseException:  # Ctrl-C included: mark what was in flight as failed, resumed by the next claim
         if callbacks is not None and callbacks.child_id:

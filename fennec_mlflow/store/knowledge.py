@@ -143,6 +143,7 @@ def build_knowledge(
     kind: str = "fda",
     estimator: str | None = None,
     source: str | None = None,
+    regime: str | None = None,
     encoder: str | None = None,
     models: list[str] | None = None,
     tasks: list[str] | None = None,
@@ -152,10 +153,11 @@ def build_knowledge(
     """Everything :class:`~fennec_mlflow.core.recommender.Fennec` fits on, read from the store.
 
     ``models`` / ``tasks`` restrict the matrix to those rows / columns (default: all in the store).
+    ``regime``: with ``kind="finetune"``, which fine-tune regime's runs (default ``"full"``).
     """
 
     mlflow_client = mlflow_client or tracking.client()
-    km = tracking.load_matrix(kind, estimator=estimator, source=source, experiment=experiment,
+    km = tracking.load_matrix(kind, estimator=estimator, source=source, regime=regime, experiment=experiment,
                               mlflow_client=mlflow_client)
     if km.values.empty:
         raise tracking.TrackingError(f"no finished {kind} runs in experiment {experiment!r}: run the "

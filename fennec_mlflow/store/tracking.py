@@ -53,6 +53,10 @@ MODEL_TAG = "fennec.model"
 TASK_TAG = "fennec.task"
 CELL_TAG = "fennec.cell"
 SOURCE_TAG = "fennec.source"
+# A fine-tune's regime ("full", "linear-probe"); finetune runs without the tag are "full".
+REGIME_TAG = "fennec.regime"
+REGIMES = config.FINETUNE_REGIMES
+DEFAULT_REGIME = config.FINETUNE_REGIME
 KINDS = (
     "finetune", "finetune-trial", "fda", "estimator", "external", "archi2vec", "archi2vec-corpus",
     "task-proxy", "fennec-fit", "rank", "tune", "tune-trial", "evaluation",
@@ -585,13 +589,16 @@ def load_matrix(
     metric: str | None = None,
     estimator: str | None = None,
     source: str | None = None,
+    regime: str | None = None,
     mlflow_client: MlflowClient | None = None,
 ) -> KnowledgeMatrix:
     """Rebuild the models x tasks matrix of ``kind`` runs from the store.
 
     Reads finished, active runs only, keeps the latest run (by start time) per (model, task)
     and ignores failed or unfinished ones. ``estimator`` filters on the ``estimator`` param
-    (estimator runs), ``source`` on the ``fennec.source`` tag (imported tables).
+    (estimator runs), ``source`` on the ``fennec.source`` tag (imported tables), ``regime`` on
+    the ``fennec.regime`` tag of finetune runs (default ``"full"``; a run without the tag is a
+    full fine-tune), so the finetune matrix is one regime's.
 
     On SQL-backed stores (sqlite, PostgreSQL, MySQL) the cells are read with one SQL query per
     table, because MLflow's ORM search spends ~2 ms per run materialising every param and tag
@@ -601,6 +608,7 @@ def load_matrix(
     if kind not in MATRIX_METRIC and metric is None:
         raise TrackingError(f"runs of kind {kind!r} do not fill a matrix; use one of {sorted(MATRIX_METRIC)}")
     metric = metric or MATRIX_METRIC[kind]
+    regime = checked_regime(kind, regime)
     mlflow_client = mlflow_client or client()
     names = [experiment] if isinstance(experiment, str) else list(experiment)
     experiments = [mlflow_client.get_experiment_by_name(name) for name in names]
@@ -611,10 +619,22 @@ def load_matrix(
     experiment_ids = [e.experiment_id for e in experiments]
     engine = _sql_engine(mlflow_client)
     if engine is not None:
-        rows = _cell_rows_sql(engine, experiment_ids, kind, metric, estimator, source)
+        rows = _cell_rows_sql(engine, experiment_ids, kind, metric, estimator, source, regime)
     else:
-        rows = _cell_rows_search(mlflow_client, experiment_ids, kind, metric, estimator, source)
+        rows = _cell_rows_search(mlflow_client, experiment_ids, kind, metric, estimator, source, regime)
     return _assemble(rows)
+
+
+def checked_regime(kind: str, regime: str | None) -> str | None:
+    """The regime a matrix of ``kind`` is read for: finetune runs default to ``"full"``; other kinds have none."""
+    if kind != "finetune":
+        if regime not in (None, DEFAULT_REGIME):
+            raise TrackingError(f"regime {regime!r} applies to finetune runs only, not to {kind!r} runs")
+        return None
+    regime = regime or DEFAULT_REGIME
+    if regime not in REGIMES:
+        raise TrackingError(f"unknown fine-tune regime {regime!r}; use one of {', '.join(REGIMES)}")
+    return regime
 
 
 def _assemble(rows: Iterator[_CellRow]) -> KnowledgeMatrix:
@@ -642,8 +662,10 @@ def _assemble(rows: Iterator[_CellRow]) -> KnowledgeMatrix:
 
 
 def _cell_rows_search(mlflow_client: MlflowClient, experiment_ids: list[str], kind: str, metric: str,
-                      estimator: str | None, source: str | None) -> Iterator[_CellRow]:
+                      estimator: str | None, source: str | None, regime: str | None = None) -> Iterator[_CellRow]:
     conditions = [f"tags.`{KIND_TAG}` = {_quote(kind)}", "attributes.status = 'FINISHED'"]
+    if regime not in (None, DEFAULT_REGIME):  # "full" also means "no tag": checked below
+        conditions.append(f"tags.`{REGIME_TAG}` = {_quote(regime)}")
     if estimator is not None:
         conditions.append(equals("params.estimator", estimator)[0])
     if source is not None:
@@ -653,6 +675,8 @@ def _cell_rows_search(mlflow_client: MlflowClient, experiment_ids: list[str], ki
         if estimator is not None and data.params.get("estimator") != estimator:
             continue  # LIKE matched more than the name (a name with both kinds of quote)
         if source is not None and tags.get(SOURCE_TAG) != source:
+            continue
+        if regime is not None and tags.get(REGIME_TAG, DEFAULT_REGIME) != regime:
             continue
         if MODEL_TAG in tags and TASK_TAG in tags and metric in data.metrics:
             yield _CellRow(tags[MODEL_TAG], tags[TASK_TAG], data.metrics[metric], run.info.run_id, data.params)
@@ -709,7 +733,7 @@ def _engine_for(uri: str):
 
 
 def _cell_rows_sql(engine, experiment_ids: list[str], kind: str, metric: str,
-                   estimator: str | None, source: str | None) -> Iterator[_CellRow]:
+                   estimator: str | None, source: str | None, regime: str | None = None) -> Iterator[_CellRow]:
     """The same rows as ``_cell_rows_search``, straight from MLflow's tables (runs, tags, params, latest_metrics)."""
     joins = ["JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = :kind_tag AND k.value = :kind",
              "JOIN tags tm ON tm.run_uuid = r.run_uuid AND tm.key = :model_tag",
@@ -722,10 +746,15 @@ def _cell_rows_sql(engine, experiment_ids: list[str], kind: str, metric: str,
     if source is not None:
         joins.append("JOIN tags ts ON ts.run_uuid = r.run_uuid AND ts.key = :source_tag AND ts.value = :source")
         bind.update(source_tag=SOURCE_TAG, source=source)
+    wheres = ""
+    if regime is not None:  # a finetune run without the tag is a full fine-tune
+        joins.append("LEFT JOIN tags tr ON tr.run_uuid = r.run_uuid AND tr.key = :regime_tag")
+        wheres = " AND COALESCE(tr.value, :default_regime) = :regime"
+        bind.update(regime_tag=REGIME_TAG, regime=regime, default_regime=DEFAULT_REGIME)
     experiments = ", ".join(f":e{i}" for i in range(len(experiment_ids)))
     bind.update({f"e{i}": int(e) for i, e in enumerate(experiment_ids)})
     selected = (f"FROM runs r {' '.join(joins)} WHERE r.experiment_id IN ({experiments}) "
-                "AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'")
+                f"AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'{wheres}")
     cells_sql = (f"SELECT r.run_uuid, r.start_time, tm.value AS model, tt.value AS task, m.value AS value, "
                  f"m.is_nan AS is_nan {selected}")
     facts_sql = (f"SELECT p.run_uuid, p.key, p.value FROM params p WHERE p.run_uuid IN (SELECT r.run_uuid {selected}) "

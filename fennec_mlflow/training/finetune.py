@@ -10,6 +10,11 @@ source body plus one fresh head) and the same random stream. A trial stops when 
 accuracy has not improved for ``patience`` epochs and keeps its best-validation weights. The
 task is split 6:2:2 (train/validation/test, stratified) unless a split is given.
 
+Regimes (``regime``): ``"full"`` is the protocol above. ``"linear-probe"`` trains only the fresh
+head: every backbone weight is frozen and the backbone runs in eval mode throughout (BatchNorm
+keeps its source statistics, dropout is off), so the probe fits a linear classifier on the
+source model's fixed penultimate features, over the same grid, split and early stopping.
+
 Augmentation is off by default. Several built-in domains make flips label-changing (oriented
 gratings, glyphs, digits), and the matrix should measure transfer, not an augmentation
 policy. ``augment="crop"`` adds random crops with zero padding of 1/8 of the image side
@@ -33,14 +38,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from fennec_mlflow.config import FINETUNE_REGIME, FINETUNE_REGIMES
 from fennec_mlflow.data.tasks import Task, split_indices
-from fennec_mlflow.data.zoo import ZooModel, primary_output, replace_head
+from fennec_mlflow.data.zoo import ZooModel, find_head, primary_output, replace_head
 from fennec_mlflow.errors import InvalidInputError
 
 DEFAULT_LEARNING_RATES = (0.1, 0.01, 0.001, 0.0001)
 DEFAULT_WEIGHT_DECAYS = (0.01, 0.001, 0.0001, 0.00001)
 DEFAULT_SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 AUGMENTATIONS = ("none", "crop", "crop+flip")
+REGIMES = FINETUNE_REGIMES  # "full", "linear-probe" (module docstring)
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 # Images are resized to the model's input size once, in chunks of this many, to bound the
 # float buffers at 224 px.
@@ -70,6 +77,7 @@ class FinetuneConfig:
     max_epochs: int = 30
     patience: int = 5
     augment: str = "none"
+    regime: str = FINETUNE_REGIME
     device: str = "cpu"
     seed: int = 0
     eval_batch_size: int = 256
@@ -86,6 +94,8 @@ class FinetuneConfig:
             raise FinetuneError(f"momentum must lie in [0, 1), got {self.momentum!r}")
         if self.augment not in AUGMENTATIONS:
             raise FinetuneError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        if self.regime not in REGIMES:
+            raise FinetuneError(f"regime must be one of {REGIMES}, got {self.regime!r}")
 
     def grid(self) -> list["TrialParams"]:
         """Grid points in run order: learning rate major, weight decay minor."""
@@ -332,9 +342,16 @@ def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _train_epoch(module: nn.Module, optimizer: torch.optim.Optimizer, data: _Data, normalise: _Normaliser,
-                 config: FinetuneConfig, generator: torch.Generator) -> tuple[float, float]:
-    """One pass over the shuffled training data: mean loss and accuracy seen while training."""
-    module.train()
+                 config: FinetuneConfig, generator: torch.Generator, head: nn.Module | None = None) -> tuple[float, float]:
+    """One pass over the shuffled training data: mean loss and accuracy seen while training.
+
+    ``head``: a linear probe's head, the only part in train mode (the frozen backbone stays in eval mode).
+    """
+    if head is None:
+        module.train()
+    else:
+        module.eval()
+        head.train()
     order = torch.randperm(len(data), generator=generator).to(data.labels.device)
     loss_sum = torch.zeros((), device=data.labels.device)
     correct = torch.zeros((), dtype=torch.long, device=data.labels.device)
@@ -385,6 +402,10 @@ class _Trainer:
     config: FinetuneConfig
     callbacks: FinetuneCallbacks
     progress_label: str
+    head: nn.Module | None = None  # linear probe: the one trained part
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        return list((self.module if self.head is None else self.head).parameters())
 
     def run_trial(self, params: TrialParams) -> tuple[TrialResult, dict[str, torch.Tensor] | None]:
         """Train one grid point from the shared initial weights; its result and best weights."""
@@ -394,7 +415,7 @@ class _Trainer:
         # Same random stream for every grid point: only lr and weight decay differ between them.
         torch.manual_seed(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
-        optimizer = torch.optim.SGD(module.parameters(), lr=params.lr, momentum=config.momentum,
+        optimizer = torch.optim.SGD(self.trained_parameters(), lr=params.lr, momentum=config.momentum,
                                     weight_decay=params.weight_decay)
         self.callbacks.on_trial_start(params)
         history: list[dict[str, float]] = []
@@ -403,7 +424,8 @@ class _Trainer:
         epochs = tqdm(range(1, config.max_epochs + 1), desc=f"{self.progress_label} lr={params.lr:g} wd={params.weight_decay:g}",
                       disable=not config.progress, leave=False)
         for epoch in epochs:
-            train_loss, train_accuracy = _train_epoch(module, optimizer, self.train, self.normalise, config, generator)
+            train_loss, train_accuracy = _train_epoch(module, optimizer, self.train, self.normalise, config, generator,
+                                                      self.head)
             val_loss, val_accuracy = _evaluate(module, self.val, self.normalise, config.eval_batch_size)
             metrics = {"train_loss": train_loss, "train_accuracy": train_accuracy,
                        "val_loss": val_loss, "val_accuracy": val_accuracy}
@@ -465,6 +487,7 @@ def finetune(
     ``split``: explicit (train, val, test) indices into the task; default: the stratified
     6:2:2 :func:`default_split` with seed 0, the same for every model. ``model`` is left
     untouched: training happens on a copy whose head is replaced by a ``task.num_classes`` one.
+    ``config.regime="linear-probe"`` trains that head alone on the frozen backbone (module docstring).
     """
     config = config or FinetuneConfig()
     callbacks = callbacks or FinetuneCallbacks()
@@ -475,7 +498,15 @@ def finetune(
     with torch.random.fork_rng(devices=fork_devices):  # seed locally, leave the caller's RNG alone
         torch.manual_seed(config.seed)
         work = replace(model, module=copy.deepcopy(model.module))
+        head_path = find_head(work) if config.regime == "linear-probe" else None
         module = replace_head(work, task.num_classes).to(device)
+        head = None
+        if head_path is not None:
+            head = module.get_submodule(head_path)
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)  # the backbone: no gradients, no weight decay, no momentum
+            for parameter in head.parameters():
+                parameter.requires_grad_(True)
         trainer = _Trainer(
             module=module,
             initial_state=_clone_state(module),
@@ -485,7 +516,8 @@ def finetune(
             normalise=_Normaliser(model, device),
             config=config,
             callbacks=callbacks,
-            progress_label=f"{model.name}/{task.name}",
+            progress_label=f"{model.name}/{task.name}" + ("" if head is None else " (linear probe)"),
+            head=head,
         )
         trials: list[TrialResult] = []
         best_state, best_state_trial = None, None

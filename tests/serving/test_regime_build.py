@@ -1,0 +1,62 @@
+"""Build and rank for one fine-tune regime (issue 16, "recipe"): the recommender learns from, is
+validated on, and says it predicts the regime asked for. Real sqlite store, real pyfunc model."""
+import mlflow
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from fennec_mlflow.cli import main
+from fennec_mlflow.data.synthetic import synthetic_task
+from fennec_mlflow.errors import InvalidInputError
+from fennec_mlflow.serving.build import build
+from fennec_mlflow.serving.rank import rank_task
+from fennec_mlflow.store import tracking
+from tests.planted import planted_long_table
+
+
+def write_finetunes(client, table: pd.DataFrame, regime: str | None) -> None:
+    """``table``'s scores as finished finetune runs of ``regime`` (None: no tag, as before regimes existed)."""
+    facts = [c for c in table.columns if c.startswith(("model_", "task_"))]
+    records = [tracking.RunRecord(
+        kind="finetune", model=row.model, task=row.task, cell=f"{regime}-{row.model}-{row.task}",
+        tags={tracking.REGIME_TAG: regime} if regime else {},
+        params={"regime": regime or "full", **{c: getattr(row, c) for c in facts}},
+        metrics={"test_accuracy": row.score / 100}) for row in table.itertuples()]
+    tracking.write_runs(client, tracking.experiment_id(client), records)
+
+
+def test_build_on_probe_history_predicts_the_probe_and_says_so(store):
+    probe_table = planted_long_table(n_models=8, n_tasks=5, seed=0)
+    full_table = planted_long_table(n_models=8, n_tasks=5, seed=1)  # other accuracies for the same cells
+    write_finetunes(store, probe_table, "linear-probe")
+    write_finetunes(store, full_table, None)  # written before regimes existed: full fine-tunes
+
+    common = ["build", "--kind", "finetune", "--encoder", "none", "--no-tune"]
+    done = CliRunner().invoke(main, [*common, "--regime", "linear-probe"])
+    assert done.exit_code == 0, done.output
+    assert "it predicts linear-probe accuracy" in done.output
+    assert "validated on the store's finetune:linear-probe ground truth, 5 targets" in done.output
+    probe_version = store.get_model_version("fennec", "1")
+    assert probe_version.tags["fennec.regime"] == "linear-probe"
+    assert store.get_run(probe_version.run_id).data.params["regime"] == "linear-probe"
+    training = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=probe_version.run_id,
+                                                               artifact_path="training_matrix.csv"), index_col=0)
+    expected = probe_table.pivot(index="model", columns="task", values="score") / 100
+    pd.testing.assert_frame_equal(training, expected, check_names=False)  # the probe runs, not the full ones
+
+    full = build(kind="finetune", encoder_spec="none", tune=False)  # the default regime: full
+    assert full.regime == "full" and full.quality.truth == "finetune"
+    assert full.knowledge.P.loc["net00", "task0"] == pytest.approx(
+        full_table.set_index(["model", "task"]).loc[("net00", "task0"), "score"] / 100)
+
+    target = synthetic_task("shapes-4", samples_per_class=5)
+    probe_ranking = rank_task(target, model_uri="models:/fennec/1", top_k=3, log=False, regime="linear-probe")
+    assert "predicts linear-probe accuracy" in probe_ranking.attrs["basis"]
+    assert probe_ranking["predicted_accuracy"].notna().all()  # finetune history: on an accuracy scale
+    full_ranking = rank_task(target, model_uri=f"models:/fennec/{full.version}", top_k=3, log=False)
+    assert "predicts full fine-tune accuracy" in full_ranking.attrs["basis"]
+    with pytest.raises(InvalidInputError, match="predicts full regime accuracy, not 'linear-probe'"):
+        rank_task(target, model_uri=f"models:/fennec/{full.version}", log=False, regime="linear-probe")
+    refused = CliRunner().invoke(main, ["rank", "--target", "shapes-4", "--model-uri", "models:/fennec/1",
+                                        "--regime", "full"])
+    assert refused.exit_code == 2 and "fennec build --regime full" in refused.output
