@@ -17,7 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from fennec_mlflow.data.features import FeatureCache
+from fennec_mlflow.data.synthetic import synthetic_task
 from fennec_mlflow.store import claims, external, tracking
+from fennec_mlflow.store.jobs import score_cells
+from tests.helpers import planted_benchmark, sqlite_store
 from tests.store.test_claims import MODELS, TASKS, outcomes_of, start_worker
 
 
@@ -94,11 +98,16 @@ def tracking_server():
         shutil.rmtree(root, ignore_errors=True)
 
 
+FDA_SLICES = [(MODELS, TASKS), (MODELS[::-1], TASKS[::-1]), (MODELS[:1], TASKS), (MODELS[1:], TASKS[::-1]),
+              (MODELS, TASKS[:1]), (MODELS[::-1], TASKS[1:]), (MODELS[:1], TASKS[::-1])]
+
+
 @pytest.mark.slow
-def test_overlapping_workers_and_finetunes_through_a_postgresql_tracking_server(tracking_server, tmp_path):
+def test_overlapping_workers_and_finetunes_through_a_postgresql_tracking_server(tracking_server, tmp_path,
+                                                                                   monkeypatch):
     http_uri, sql_uri = tracking_server
     env = {"MLFLOW_TRACKING_URI": http_uri, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-    # a third worker is killed as soon as it holds a claim: its cell is redone by the others
+    # a first worker is killed as soon as it holds a claim: its cell is redone by the others
     (tmp_path / "victim").mkdir()
     victim = start_worker(tmp_path / "victim", "fda", ",".join(MODELS), ",".join(TASKS), env=env)
     http = tracking.client(http_uri)
@@ -106,8 +115,8 @@ def test_overlapping_workers_and_finetunes_through_a_postgresql_tracking_server(
         time.sleep(0.2)
     victim.kill()
     assert victim.wait() == -signal.SIGKILL, "the victim finished before it could be killed holding a claim"
-    workers = [start_worker(tmp_path, "fda", ",".join(m), ",".join(t), env=env)
-               for m, t in [(MODELS, TASKS), (MODELS[::-1], TASKS[::-1])]]
+    # with the victim, eight FDA workers over overlapping slices in different orders
+    workers = [start_worker(tmp_path, "fda", ",".join(m), ",".join(t), env=env) for m, t in FDA_SLICES]
     finetunes = [start_worker(tmp_path, "finetune", MODELS[0], TASKS[0], env=env) for _ in range(2)]
     results = [outcomes_of(w) for w in workers]
     tuned = [o for w in finetunes for o in outcomes_of(w)]
@@ -116,7 +125,8 @@ def test_overlapping_workers_and_finetunes_through_a_postgresql_tracking_server(
     cells = {(r.data.tags["fennec.model"], r.data.tags["fennec.task"]) for r in runs}
     assert len(runs) == len(cells) == len(MODELS) * len(TASKS)  # one run per cell, none left RUNNING
     assert {r.info.status for r in runs} == {"FINISHED"}
-    assert all(len(result) == len(cells) for result in results)
+    assert [len(result) for result in results] == [len(m) * len(t) for m, t in FDA_SLICES]
+    assert len([o for result in results for o in result if not o["reused"]]) == len(cells)  # each computed once
     # two concurrent fine-tunes of one cell: one parent, trained once, reported by both
     [parent] = http.search_runs([exp.experiment_id], "tags.`fennec.kind` = 'finetune'")
     trials = http.search_runs([exp.experiment_id], "tags.`fennec.kind` = 'finetune-trial'")
@@ -131,6 +141,13 @@ def test_overlapping_workers_and_finetunes_through_a_postgresql_tracking_server(
     computed = {(o["model"], o["task"]): o["score"] for result in results for o in result if not o["reused"]}
     for (model, task), score in computed.items():
         assert over_http.values.loc[model, task] == pytest.approx(score)
+    # the same grid by one worker, in this process, on its own sqlite store with an empty feature cache
+    (tmp_path / "single").mkdir()
+    with sqlite_store(tmp_path / "single", monkeypatch) as single:
+        score_cells(list(MODELS), [synthetic_task(t, samples_per_class=20) for t in TASKS], probe_size=40,
+                    weights="random", mlflow_client=single, cache=FeatureCache(tmp_path / "single" / "cache"),
+                    progress=False)
+        assert tracking.load_matrix("fda", mlflow_client=single).values.equals(over_http.values)
 
 
 def _claims_of(client, pid: int) -> list:
@@ -174,3 +191,62 @@ def test_claims_straight_on_postgresql(tracking_server):
         assert claimer.complete(mine, tracking.RunRecord(kind="fda", metrics={"fda_score": 0.5})) == (mine.run_id, True)
     km = tracking.load_matrix("fda", experiment="claims-on-postgresql", mlflow_client=sql)
     assert km.values.to_dict() == {"t": {"m": 0.1}, "u": {"m": 0.5}}
+
+
+def _create_database(sql_uri: str, name: str) -> str:
+    """A new database on the fixture's PostgreSQL cluster; its SQLAlchemy URI."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(sql_uri)
+    connection = psycopg2.connect(host=url.host, port=url.port, user=url.username, dbname=url.database)
+    try:
+        connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        connection.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.mark.slow
+def test_optuna_workers_on_postgresql_log_each_trial_once_through_the_server(tracking_server, monkeypatch):
+    """docs/scale-out.md section 4: Optuna's study in its own PostgreSQL database, MLflow's runs through
+    `mlflow server`; two worker processes sample into one study, then a second session resumes it."""
+    import optuna
+
+    from fennec_mlflow.bench import tuning
+
+    http_uri, sql_uri = tracking_server
+    optuna_uri = _create_database(sql_uri, "optuna")
+    for name, value in {"MLFLOW_TRACKING_URI": http_uri, "NO_PROXY": "127.0.0.1,localhost",
+                        "no_proxy": "127.0.0.1,localhost"}.items():
+        monkeypatch.setenv(name, value)  # the spawned workers inherit them
+    outcome = tuning.run_tuning(planted_benchmark(), n_trials=4, workers=2, storage=optuna_uri, study_name="pg-shared",
+                                nested_cv=False, progress=False)
+    again = tuning.run_tuning(planted_benchmark(), n_trials=1, storage=optuna_uri, study_name="pg-shared",
+                              nested_cv=False, progress=False)
+    study = optuna.load_study(study_name="pg-shared", storage=optuna_uri)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 5
+    assert outcome.n_trials == 4 and again.n_trials == 5 and again.parent_run_id != outcome.parent_run_id
+    http = tracking.client(http_uri)
+    exp = http.get_experiment_by_name(tuning.experiment_name("planted"))
+    runs = http.search_runs([exp.experiment_id], "", max_results=1000)
+    assert {r.info.status for r in runs} == {"FINISHED"}  # nothing left RUNNING
+    parents = {r.info.run_id: r for r in runs if r.data.tags[tracking.KIND_TAG] == "tune"}
+    trials = [r for r in runs if r.data.tags[tracking.KIND_TAG] == "tune-trial"]
+    assert set(parents) == {outcome.parent_run_id, again.parent_run_id}
+    # every Optuna trial is exactly one MLflow run, and each run is one trial
+    by_number = {int(r.data.params["trial_number"]): r for r in trials}
+    assert len(trials) == len(by_number) == len(study.trials)
+    for trial in study.trials:
+        run = by_number[trial.number]
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert run.data.metrics["mean_pearson"] == pytest.approx(trial.value)
+    first_session = {r.data.tags["mlflow.parentRunId"] for r in trials if int(r.data.params["trial_number"]) < 4}
+    assert first_session == {outcome.parent_run_id}  # both workers log under one parent
+    assert parents[outcome.parent_run_id].data.params["workers"] == "2"
+    # the storage is logged without credentials, and the resumed session's best is the whole study's
+    assert parents[outcome.parent_run_id].data.params["optuna_storage"].endswith(optuna_uri.split("@", 1)[1])
+    assert parents[again.parent_run_id].data.params["best_k"] == str(again.best_params["k"])
+    assert parents[again.parent_run_id].data.metrics["best_mean_pearson"] == pytest.approx(study.best_value)
