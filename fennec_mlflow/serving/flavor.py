@@ -189,8 +189,10 @@ def fast_path_tasks(frame: pd.DataFrame, bundle: RankerBundle) -> list[tuple[np.
     _, allowed = _proxy_columns(bundle.proxy_dim)
     unknown = [c for c in names if c not in allowed]
     if unknown:
-        raise RankRequestError(f"unknown column(s) {unknown[:5]}; send proxy_0..proxy_{bundle.proxy_dim - 1} "
-                               f"(or 'proxy'), {', '.join(FACT_COLUMNS)}, {ID_COLUMN} or 'image'")
+        proxy = (f"proxy_0..proxy_{bundle.proxy_dim - 1} (or 'proxy'), " if bundle.proxy_dim
+                 else "")  # a model built without an image encoder takes task facts only
+        raise RankRequestError(f"unknown column(s) {unknown[:5]}; send {proxy}{', '.join(FACT_COLUMNS)}, "
+                               f"{ID_COLUMN}" + (" or 'image'" if bundle.proxy_dim else ""))
     proxy = (_proxy_matrix(frame, names, kinds, bundle.proxy_dim) if bundle.proxy_dim
              else np.zeros((len(frame), 0)))
     bad = ~np.isfinite(proxy).all(axis=1)
