@@ -74,12 +74,13 @@ _WRITER_THREADS = 8  # concurrent writers when writing many runs to a tracking s
 def own_run(experiment: str, run_name: str, tags: dict):
     """A new run of our own, even under `mlflow run` (whose MLFLOW_RUN_ID would otherwise be resumed).
 
-    ``mlflow.set_experiment`` also exports ``MLFLOW_EXPERIMENT_ID`` to the process environment;
-    it is restored afterwards, so a later subprocess (``mlflow run``) does not inherit our experiment.
+    The experiment is passed to ``start_run`` rather than made the active one (``set_experiment``
+    would leave it active for the caller's later ``mlflow.start_run()`` and export
+    ``MLFLOW_EXPERIMENT_ID`` to subprocesses).
     """
     with env_override(MLFLOW_RUN_ID=None, MLFLOW_EXPERIMENT_ID=os.environ.get("MLFLOW_EXPERIMENT_ID")):
-        mlflow.set_experiment(experiment_id=experiment_id(client(), experiment))
-        with mlflow.start_run(run_name=run_name, tags=tags) as run:
+        with mlflow.start_run(experiment_id=experiment_id(client(), experiment), run_name=run_name,
+                              tags=tags) as run:
             yield run
 
 

@@ -300,7 +300,7 @@ def test_champion_moves_only_to_a_version_validated_at_least_as_well(store, tmp_
 
 @pytest.mark.slow
 def test_build_tunes_on_enough_ground_truth_and_logs_the_honest_figures(store, tmp_path):
-    import_planted(tmp_path)
+    import_planted(tmp_path, n_tasks=8)  # enough history tasks for the facts' interaction to prove itself
     result = planted_build(n_trials=3, inner_trials=2)
     validation = result.quality.validation
     assert validation.method.startswith("nested cross-validation") and validation.n_trials == 3
@@ -308,7 +308,7 @@ def test_build_tunes_on_enough_ground_truth_and_logs_the_honest_figures(store, t
     metrics = run.data.metrics
     assert metrics["validated_mean_pearson"] == pytest.approx(validation.validated_mean_pearson)
     assert metrics["popularity_mean_pearson"] == pytest.approx(validation.popularity_mean_pearson)
-    assert metrics["validated_targets"] == 5 and metrics["tuning_seconds"] > 0
+    assert metrics["validated_targets"] == 8 and metrics["tuning_seconds"] > 0
     assert run.data.params["tuned"] == "True" and run.data.params["shrinkage"] == str(validation.params["shrinkage"])
     assert run.data.tags["fennec.quality"] == "validated" and "Validated" in run.data.tags["mlflow.note.content"]
     assert {"validation_trials.csv", "validation_folds.csv"} <= {a.path for a in store.list_artifacts(result.run_id)}
