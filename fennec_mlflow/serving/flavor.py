@@ -76,6 +76,24 @@ class RankRequestError(InvalidInputError):
     """A ranking request the model cannot answer; the message says what to send instead."""
 
 
+class RejectedRequest(MlflowException):
+    """Our one-line HTTP 400. MLflow's scoring server rewrites a model's error message to
+    ``Failed to predict data '<the whole request table>'. Error: ...``, which can run to megabytes
+    and buries the line; this exception keeps its own message."""
+
+    def __init__(self, message: str):
+        self._line = message
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._line
+
+    @message.setter
+    def message(self, value: str) -> None:
+        pass  # the scoring server's prefixed copy is dropped on purpose
+
+
 @dataclass
 class RankerBundle:
     """Everything the served model needs, independent of MLflow (pickled into one artifact)."""
@@ -286,7 +304,7 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
         except FennecError as exc:
             # The scoring server answers an MlflowException with its own HTTP status (400 here)
             # and message at the top level; anything else is a bug and stays a 500 with a trace.
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+            raise RejectedRequest(str(exc)) from None
 
     def _rank(self, model_input: pd.DataFrame, params: dict | None) -> pd.DataFrame:
         params = {**default_params(), **(params or {})}
