@@ -95,3 +95,18 @@ def planted_benchmark(n_models: int = 12, n_tasks: int = 5, seed: int = 0):
                               "domain=x": (np.arange(n_tasks) % 2).astype(float)}, index=tasks)
     return Benchmark(name="planted", description="planted", P=P, model_meta=model_meta, task_meta=task_meta,
                      targets=tasks, families=pd.Series(family, index=models), units="accuracy (%)")
+
+
+def wait_for_scoring_server(server, port: int, opener, timeout: float = 180) -> None:
+    """Block until the `mlflow models serve` process ``server`` answers /ping on ``port``; fail with its stderr if it dies."""
+    import time
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            opener.open(f"http://127.0.0.1:{port}/ping", timeout=2)
+            return
+        except OSError:
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, f"the scoring server did not answer /ping within {timeout:.0f} s"
+            time.sleep(0.5)

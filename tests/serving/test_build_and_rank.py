@@ -21,7 +21,7 @@ from fennec_mlflow.data.proxy import load_encoder
 from fennec_mlflow.serving.build import build
 from fennec_mlflow.serving.rank import rank_task
 from fennec_mlflow.data.synthetic import synthetic_task
-from tests.helpers import run_entry_point, sqlite_store
+from tests.helpers import run_entry_point, sqlite_store, wait_for_scoring_server
 from tests.planted import planted_long_table, write_table
 
 MODELS = ["resnet20_cifar10", "preresnet20_cifar10", "diaresnet20_cifar10", "nin_cifar10"]
@@ -152,15 +152,7 @@ def test_mlflow_models_serve_answers_rest_requests(registered):
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=root)
     local = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP(S)_PROXY
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                local.open(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]
-                assert time.time() < deadline, "the scoring server did not answer /ping within 180 s"
-                time.sleep(1)
+        wait_for_scoring_server(server, port, local)
         frame = fast_request(result, "gratings-orient-4")
         body = json.dumps({"dataframe_split": frame.to_dict(orient="split"), "params": {"top_k": 2}}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,

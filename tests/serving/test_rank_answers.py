@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 
 import mlflow
@@ -25,7 +24,7 @@ from fennec_mlflow.serving.profiles import (
 )
 from fennec_mlflow.store import tracking
 from fennec_mlflow.store.external import import_table
-from tests.helpers import sqlite_store
+from tests.helpers import sqlite_store, wait_for_scoring_server
 from tests.planted import planted_long_table, write_table
 
 PROFILED = ["resnet20_cifar10", "nin_cifar10"]  # real pytorchcv networks, measured at their 32 px
@@ -145,15 +144,7 @@ def test_rest_requests_filter_on_constraints(served):
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=served["root"])
     local = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                local.open(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]
-                assert time.time() < deadline, "the scoring server did not answer /ping within 180 s"
-                time.sleep(1)
+        wait_for_scoring_server(server, port, local)
 
         def ask(**params):
             body = json.dumps({"dataframe_split": request().to_dict(orient="split"), "params": params}).encode()

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -18,7 +17,7 @@ import pytest
 from fennec_mlflow.core.recommender import Fennec
 from fennec_mlflow.serving import flavor
 from fennec_mlflow.store.knowledge import task_meta_row
-from tests.helpers import sqlite_store
+from tests.helpers import sqlite_store, wait_for_scoring_server
 from tests.serving.test_build_and_rank import free_port
 
 PROXY_DIM = 6
@@ -115,15 +114,7 @@ def served(tmp_path_factory):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
-            deadline = time.time() + 180
-            while True:
-                try:
-                    opener.open(f"http://127.0.0.1:{port}/ping", timeout=2)
-                    break
-                except OSError:
-                    assert server.poll() is None, server.stderr.read().decode()[-2000:]
-                    assert time.time() < deadline, "the scoring server did not answer /ping within 180 s"
-                    time.sleep(0.5)
+            wait_for_scoring_server(server, port, opener)
 
             def post(payload: dict) -> tuple[int, dict]:
                 request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
