@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from make_synthetic_report import replace_block  # this script's folder is on sys.path when run as a script
+from make_end_to_end_report import replace_block  # this script's folder is on sys.path when run as a script
 from tqdm import tqdm
 
 from fennec_mlflow.bench.public import Benchmark, load_benchmark, task_meta_table

@@ -17,13 +17,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from fennec_mlflow.bench import evaluate as evaluation_runs
 from fennec_mlflow.store import tracking
 from fennec_mlflow.bench import tuning
 from fennec_mlflow.bench.public import load_benchmark
-from make_synthetic_report import BEGIN, END, copy_artifact  # this script's folder is on sys.path when run as a script
+from make_end_to_end_report import copy_artifact, markers  # this script's folder is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("parc", "parc6", "transfergraph")
@@ -343,8 +342,10 @@ def main() -> None:
         lines += benchmark_section(client, benchmark, img_dir, rel)
     output.parent.mkdir(parents=True, exist_ok=True)
     previous = output.read_text() if output.exists() else ""
-    if BEGIN in previous and END in previous:  # keep the synthetic benchmark's section (its own script writes it)
-        lines += ["", previous[previous.index(BEGIN):previous.index(END) + len(END)]]
+    for kind in ("real", "synthetic"):  # keep the end-to-end benchmarks' sections (their own script writes them)
+        begin, end = markers(kind)
+        if begin in previous and end in previous:
+            lines += ["", previous[previous.index(begin):previous.index(end) + len(end)]]
     output.write_text("\n".join(lines).rstrip() + "\n")
     print(f"wrote {output}")
 

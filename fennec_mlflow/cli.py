@@ -491,11 +491,12 @@ def _benchmark(name: str, source, truth_kind, history_kind, history_source, hist
 @main.command()
 @click.option("--benchmark", default="parc", show_default=True,
               help="parc, parc6 or transfergraph (public tables); store (the store's own ground truth: see --source); "
-                   "synthetic (end to end with real fine-tunes, about 30 min on 2 cores) or synthetic-smoke (its "
-                   "1-minute reduced configuration)")
+                   "real (real pre-trained models and real images, end to end with real fine-tunes, about an hour "
+                   "on 2 cores) or real-smoke (its 1-minute reduced configuration); synthetic (the same on synthetic "
+                   "images and a zoo the project pre-trains, about 30 min) or synthetic-smoke")
 @click.option("--estimators", default=None, help="comma-separated estimators under test (default: all)")
 @click.option("--experiment", default=None, help="default: fennec-eval-<benchmark>")
-@click.option("--workdir", default=None, help="synthetic benchmarks: where pre-trained models and features are kept "
+@click.option("--workdir", default=None, help="real and synthetic benchmarks: where pre-trained models and features are kept "
               "(default: $FENNEC_CACHE_DIR/bench/<benchmark>)")
 @store_options
 def evaluate(benchmark, estimators, experiment, workdir, **store):
@@ -504,18 +505,20 @@ def evaluate(benchmark, estimators, experiment, workdir, **store):
 
     from fennec_mlflow.bench.evaluate import run_evaluation
     from fennec_mlflow.bench.public import BENCHMARK_NAMES
+    from fennec_mlflow.bench.real import REAL_BENCHMARKS, run_real_benchmark
     from fennec_mlflow.bench.synthetic import SYNTHETIC_BENCHMARKS, run_benchmark
 
     estimators = None if _given(estimators) in (None, "all") else estimators  # MLproject: all
-    names = (*BENCHMARK_NAMES, "store", *SYNTHETIC_BENCHMARKS)
+    names = (*BENCHMARK_NAMES, "store", *REAL_BENCHMARKS, *SYNTHETIC_BENCHMARKS)
     if benchmark not in names:
         _fail(InvalidInputError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(names)}"))
     notes = []
     try:
-        if benchmark in SYNTHETIC_BENCHMARKS:
+        if benchmark in SYNTHETIC_BENCHMARKS or benchmark in REAL_BENCHMARKS:
             chosen = None if estimators is None else [e.strip() for e in estimators.split(",") if e.strip()]
-            run = run_benchmark(benchmark, workdir=workdir or None, experiment=experiment or None,
-                                estimators=chosen, say=click.echo)
+            build = run_real_benchmark if benchmark in REAL_BENCHMARKS else run_benchmark
+            run = build(benchmark, workdir=workdir or None, experiment=experiment or None,
+                        estimators=chosen, say=click.echo)
             table, where, leaderboard = run.table(), run.experiment, None
             for column in ("pearson", "spearman", "weighted_tau", "top1_regret"):  # as the runs log them
                 table[column] = table[column] / 100

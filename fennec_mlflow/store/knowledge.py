@@ -5,7 +5,7 @@
   model's architecture (``arch`` of ``arch@source`` names) reduced by PCA to a few dimensions
   (the meta regression is fitted on a few dozen models: 128 raw dimensions would be noise),
   plus graph depth and learnable-layer count; the source domain one-hot where a model name
-  says where it was pre-trained (``arch@source``).
+  says where it was pre-trained (``arch@source``) or the real zoo knows it (``real:NAME``).
 - task meta: log class count, log sample count, task domain one-hot (the helper that builds a
   target's row is :func:`task_meta_row`, shared with the served model).
 - task proxy: the proxy features of each task, from ``task-proxy`` runs.
@@ -23,6 +23,7 @@ from fennec_mlflow.store import tracking
 from fennec_mlflow.store.archi2vec_runs import load_architectures
 
 ARCHITECTURE_DIMS = 4
+REAL_PREFIX = "real:"
 
 
 @dataclass
@@ -42,6 +43,18 @@ def architecture_of(model: str) -> str:
 
 def source_of(model: str) -> str | None:
     return model.split("@", 1)[1] if "@" in model else None
+
+
+def model_source_domain(model: str) -> str:
+    """Where ``model`` was pre-trained: a real-zoo entry's source domain group, else what an
+    ``arch@source`` name says (:func:`source_domain`)."""
+    if model.startswith(REAL_PREFIX):
+        from fennec_mlflow.data.real_zoo import REAL_MODELS  # lazily: it imports torch
+
+        spec = REAL_MODELS.get(model.removeprefix(REAL_PREFIX))
+        if spec is not None:
+            return spec.domain_group
+    return source_domain(source_of(model))
 
 
 def source_domain(source: str | None) -> str:
@@ -67,7 +80,7 @@ def model_meta_table(models: list[str], embeddings: pd.DataFrame, architecture_m
         vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
         arch_features.loc[known, arch_features.columns[:dims]] = PCA(dims, random_state=0).fit_transform(vectors)
     rows = {}
-    domains = sorted({source_domain(source_of(m)) for m in models})
+    domains = sorted({model_source_domain(m) for m in models})
     for model in models:
         arch = architecture_of(model)
         row = {"log_parameters": np.log(float(parameters.get(model, np.nan))) if model in parameters else np.nan,
@@ -77,7 +90,7 @@ def model_meta_table(models: list[str], embeddings: pd.DataFrame, architecture_m
             row[f"log_{column}"] = np.log1p(float(value)) if pd.notna(value) else np.nan
         if len(domains) > 1:
             for d in domains:
-                row[f"source={d}"] = float(source_domain(source_of(model)) == d)
+                row[f"source={d}"] = float(model_source_domain(model) == d)
         rows[model] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     return table.fillna(table.mean()).fillna(0.0)

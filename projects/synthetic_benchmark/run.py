@@ -4,7 +4,7 @@
     python projects/synthetic_benchmark/run.py --benchmark synthetic-smoke   # the CI-size copy (about 1 min)
 
 The same as ``mlflow run . -e evaluate --env-manager local -P benchmark=synthetic`` followed by
-``python benchmarks/make_synthetic_report.py``; the wall time of the whole build and evaluation
+``python benchmarks/make_end_to_end_report.py``; the wall time of the whole build and evaluation
 is printed at the end (what docs/benchmarks.md reports). Runs land in the store of
 MLFLOW_TRACKING_URI (default: sqlite mlflow.db in the working directory). Kill it at any point
 and start it again: finished cells are reused.
@@ -31,7 +31,7 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "fennec_mlflow.cli", "evaluate", "--benchmark", args.benchmark], check=True)
     print(f"{args.benchmark}: built and evaluated in {time.perf_counter() - start:.0f} s", flush=True)
     if not args.no_report:
-        subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_synthetic_report.py"),
+        subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_end_to_end_report.py"),
                         "--benchmark", args.benchmark, "--output", args.output], check=True)
 
 

