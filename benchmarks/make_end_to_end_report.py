@@ -46,6 +46,7 @@ FENNEC_LABELS = {
     "fennec-nested-cv": "Fennec, history source and alpha chosen by nested CV (honest)",
 }
 BASELINE_LABELS = {"popularity": "popularity (fine-tune history)", "family-mean": "architecture-family mean",
+                   "archi2vec-family-mean": "archi2vec nearest-family mean (own + nearest architecture)",
                    "model-size": "model size (parameters, larger first)",
                    "source-accuracy": "source accuracy (published ImageNet top-1, larger first)", "random": "random"}
 
@@ -350,6 +351,14 @@ def section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
             f"Its candidates are the histories {runs['fennec-nested-cv'].data.params['history'].split(': ', 1)[1]} "
             "and alpha in {0, 0.25, 0.5, 0.75, 1}; a LogME history was among them only after the first full run "
             "(see the findings)."]),
+        *([] if "fennec_interval_coverage" not in m_f else [
+            f"- Predicted fine-tune accuracy: Fennec's {100 * m_f['interval_level']:.0f}% interval "
+            f"(`fennec_mlflow/core/accuracy.py`, fitted without the held-out target) holds "
+            f"**{100 * m_f['fennec_interval_coverage']:.1f}%** of the held-out cells (goal: within 5 points of "
+            f"{100 * m_f['interval_level']:.0f}%: **"
+            f"{'met' if abs(m_f['fennec_interval_coverage'] - m_f['interval_level']) <= 0.05 else 'not met'}**); "
+            f"mean width {100 * m_f['fennec_interval_width']:.1f} points, mean absolute error of the predicted "
+            f"accuracy {100 * m_f['fennec_accuracy_abs_error']:.1f} points."]),
         f"- feature extraction per target: Fennec {_seconds(m_f['feature_seconds'])} s, {best} "
         f"{_seconds(m_b['feature_seconds'])} s: **{m_b['feature_seconds'] / m_f['feature_seconds']:.0f}x less** "
         f"(goal 20x: **{'met' if m_b['feature_seconds'] >= 20 * m_f['feature_seconds'] else 'not met'}**).",

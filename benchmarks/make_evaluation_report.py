@@ -39,6 +39,7 @@ LABELS = {
     "fennec-warm-5": "Fennec warm start, 5 known entries",
     "popularity": "popularity",
     "family-mean": "architecture-family mean",
+    "archi2vec-family-mean": "archi2vec nearest-family mean (own + nearest architecture)",
     "model-size": "model size (parameter count, larger first; no data)",
     "source-accuracy": "source accuracy (e.g. ImageNet top-1; no data)",
     "random": "random",

@@ -85,7 +85,7 @@ DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 WARM_KNOWN = (1, 3, 5)
 FENNEC_DEFAULTS = config.FENNEC_DEFAULTS
 ESTIMATORS = ("fennec", "fennec-no-transfer", "fennec-no-meta", "fennec-additive-meta", "fennec-paper",
-              *(f"fennec-warm-{n}" for n in WARM_KNOWN), "popularity", "family-mean", "model-size",
+              *(f"fennec-warm-{n}" for n in WARM_KNOWN), "popularity", "family-mean", "archi2vec-family-mean", "model-size",
               "source-accuracy", "random")
 # Data-free baselines: a model fact that ranks every task's models alike (larger first).
 FACT_BASELINES = {"model-size": "log_parameters", "source-accuracy": "source_accuracy"}
@@ -143,6 +143,8 @@ def unavailable(benchmark: Benchmark, estimator: str) -> str | None:
                 f"this benchmark has no {'model' if benchmark.model_meta is None else 'task'} facts")
     if estimator in ("fennec-no-meta", "fennec-paper") and not has_vector:
         return f"{estimator} needs task facts or task proxies to place a new task; this benchmark has neither"
+    if estimator == "archi2vec-family-mean" and ev.architecture_vectors(benchmark.model_meta) is None:
+        return "archi2vec-family-mean needs the models' archi2vec vectors (a2v_* or arch_* model facts)"
     if estimator == "family-mean" and benchmark.families is None:
         return "family-mean needs model families (a family, architecture or type fact, or arch@source names)"
     if estimator in FACT_BASELINES:
@@ -166,13 +168,19 @@ def interval_metrics(benchmark: Benchmark, fits: FennecFits, seeds: Sequence[int
     Per target: the accuracy model (:class:`fennec_mlflow.core.accuracy.AccuracyModel`) is fitted
     on the ground truth without the target, Fennec's scores (the same fits as the ranking, each
     seed) become predicted accuracies with a ``level`` interval, and the target's known cells are
-    checked. Metrics: ``fennec_interval_coverage`` (share of held-out cells inside, pooled over
-    targets, mean over seeds), ``fennec_interval_width`` and ``fennec_accuracy_abs_error`` (table
-    units), ``interval_level``, ``interval_coverage.<task>``; none when the table is not on an
-    accuracy scale.
+    checked. Metrics as :func:`calibration_metrics`.
     """
-    tables = [interval_coverage(benchmark.P, benchmark.targets, lambda h, t, s=seed: fits.rank(h, t, s, alpha),
-                                level=level, task_meta=benchmark.task_meta) for seed in seeds]
+    rankers = [lambda h, t, s=seed: fits.rank(h, t, s, alpha) for seed in seeds]
+    return calibration_metrics(benchmark.P, benchmark.targets, rankers, benchmark.task_meta, level)
+
+
+def calibration_metrics(truth: pd.DataFrame, targets: Sequence[str], rankers: Sequence[ev.Predictor],
+                        task_meta: pd.DataFrame | None, level: float = DEFAULT_LEVEL) -> dict[str, float]:
+    """``fennec_interval_coverage`` (share of held-out cells inside their interval, pooled over
+    targets, mean over ``rankers``, one per seed), ``fennec_interval_width`` and
+    ``fennec_accuracy_abs_error`` (table units), ``interval_level``, ``interval_coverage.<task>``;
+    none when the truth is not on an accuracy scale."""
+    tables = [interval_coverage(truth, targets, rank, level=level, task_meta=task_meta) for rank in rankers]
     tables = [t for t in tables if not t.empty]
     if not tables:
         return {}
@@ -268,6 +276,10 @@ def evaluate_estimator(benchmark: Benchmark, estimator: str, *, seeds: Sequence[
     base = {"estimator": estimator, "seeds": ",".join(map(str, seeds))}
     if estimator == "popularity":
         return EstimatorOutcome(estimator, ev.leave_one_task_out(table, ev.popularity, targets), base)
+    if estimator == "archi2vec-family-mean":
+        vectors = ev.architecture_vectors(benchmark.model_meta)
+        return EstimatorOutcome(estimator, ev.leave_one_task_out(table, ev.neighbour_family_mean(vectors), targets),
+                                {**base, "architectures_per_family": 2})
     if estimator == "family-mean":
         return EstimatorOutcome(estimator, ev.leave_one_task_out(table, ev.family_mean(benchmark.families), targets),
                                 {**base, "families": benchmark.families.nunique()})

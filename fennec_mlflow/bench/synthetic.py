@@ -54,6 +54,7 @@ from fennec_mlflow.bench.evaluate import (
     FACT_BASELINES,
     FENNEC_DEFAULTS,
     EstimatorOutcome,
+    calibration_metrics,
     fact_baseline,
     capped_k,
     draw_known,
@@ -79,7 +80,7 @@ from fennec_mlflow.training.finetune import FinetuneConfig
 from fennec_mlflow.training.pretrain import PretrainBudget, pretrain_demo_zoo
 
 SYNTHETIC_BENCHMARKS = ("synthetic", "synthetic-smoke")
-BASELINES = ("popularity", "family-mean", "random")
+BASELINES = ("popularity", "family-mean", "archi2vec-family-mean", "random")
 COMBINED = {"etran": ("etran_energy", "etran_lda"), "ncti": ("ncti_ncc", "ncti_seli", "ncti_vc")}
 
 
@@ -538,6 +539,9 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
             params["known_fda_entries"] = n_known
             artifacts["known_entries.json"] = known
         extra = {"offline_fit_seconds": float(np.mean(list(fits.fit_seconds.values())))}
+        if name == "fennec":  # the predicted-accuracy interval, checked on each held-out target's fine-tunes
+            rankers = [lambda h, t, s=seed: fits.rank(t, s, alpha)[0].reindex(h.index) for seed in seeds]
+            extra.update(calibration_metrics(truth, list(truth.columns), rankers, data.knowledge.task_meta))
     elif other_history(name, data) is not None:
         matrix, description = other_history(name, data)
         other = TargetFennecFits(data, fits.params, history=matrix)
@@ -557,7 +561,9 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
         artifacts["choices.json"] = choices
         extra = {"offline_fit_seconds": float(np.mean(list(fits.fit_seconds.values())))}
     elif name in BASELINES:
+        vectors = ev.architecture_vectors(data.knowledge.model_meta)
         make = {"popularity": lambda seed: ev.popularity, "family-mean": lambda seed: ev.family_mean(bench.families),
+                "archi2vec-family-mean": lambda seed: ev.neighbour_family_mean(vectors),
                 "random": ev.random_baseline}[name]
         used = seeds if name == "random" else seeds[:1]  # only random depends on the seed
         result = _repeat(truth, lambda seed: baseline_costs(make(seed), costs), used)

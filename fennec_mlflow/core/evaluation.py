@@ -396,6 +396,42 @@ def family_mean(families: Mapping[str, str] | pd.Series) -> Predictor:
     return predict
 
 
+def architecture_vectors(model_meta: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The archi2vec columns of a model meta table (``a2v_*`` or ``arch_*``), None when it has none."""
+    if model_meta is None:
+        return None
+    columns = [c for c in model_meta.columns if str(c).startswith(("a2v_", "arch_"))]
+    return model_meta[columns].astype(float) if columns else None
+
+
+def neighbour_family_mean(vectors: pd.DataFrame, architectures: int = 2) -> Predictor:
+    """:func:`family_mean` with families found by archi2vec instead of a name: each model is scored
+    by the mean popularity of the models whose architecture vector is among the ``architectures``
+    nearest distinct vectors to its own (its own included), so an architecture's graph-similar
+    neighbour lends it its record.
+
+    vectors: model -> archi2vec vector (models of one architecture share a vector).
+    """
+    if architectures < 1:
+        raise InvalidInputError(f"architectures must be at least 1, got {architectures}")
+
+    def predict(history: pd.DataFrame, target: str) -> pd.Series:
+        missing = history.index.difference(vectors.index)
+        if len(missing):
+            raise InvalidInputError(f"{len(missing)} model(s) have no archi2vec vector, e.g. {sorted(map(str, missing))[:3]}")
+        X = vectors.reindex(history.index).to_numpy(dtype=float)
+        distinct, kind = np.unique(np.round(X, 9), axis=0, return_inverse=True)
+        kind = kind.ravel()
+        popularity_z = _mean_z_per_model(history).reindex(history.index).to_numpy(dtype=float)
+        distances = np.linalg.norm(distinct[:, None, :] - distinct[None, :, :], axis=-1)
+        scores = np.empty(len(distinct))
+        for i, row in enumerate(distances):
+            members = np.isin(kind, np.argsort(row, kind="stable")[:architectures])
+            scores[i] = np.nanmean(popularity_z[members]) if np.isfinite(popularity_z[members]).any() else 0.0
+        return pd.Series(scores[kind], index=history.index, name="archi2vec_family_mean")
+    return predict
+
+
 def oracle(table: pd.DataFrame) -> Predictor:
     """A predictor that reads the held-out true values: a sanity check of the protocol only
     (Pearson 1, regret 0, hit 1); it deliberately breaks the no-leak rule."""

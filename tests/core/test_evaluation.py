@@ -306,6 +306,24 @@ def test_family_mean_and_oracle_on_a_planted_matrix():
     assert oracle.summary["mean_top1_regret"] == 0.0 and oracle.summary["mean_top5_hit"] == 1.0
 
 
+def test_archi2vec_family_mean_pools_an_architecture_with_its_nearest_neighbour():
+    # Two models per architecture; A and B have nearby graphs, C is far from both.
+    vectors = pd.DataFrame({"a2v_0": [0.0, 0.0, 0.1, 0.1, 5.0, 5.0], "a2v_1": 0.0},
+                           index=["a@x", "a@y", "b@x", "b@y", "c@x", "c@y"])
+    history = pd.DataFrame({"t1": [90, 80, 70, 60, 50, 40], "t2": [91, 81, 71, 61, 51, 41]}, index=vectors.index,
+                           dtype=float)
+    popularity = ev.popularity(history, "t0")
+    scores = ev.neighbour_family_mean(vectors, architectures=2)(history, "t0")
+    assert scores["a@x"] == scores["a@y"] == pytest.approx(popularity[:4].mean())  # A with B
+    assert scores["c@x"] == pytest.approx(popularity[["c@x", "c@y", "b@x", "b@y"]].mean())  # C with its nearest, B
+    alone = ev.neighbour_family_mean(vectors, architectures=1)(history, "t0")
+    assert alone["b@x"] == pytest.approx(popularity[["b@x", "b@y"]].mean())  # the name-free family mean
+    with pytest.raises(ValueError, match="no archi2vec vector"):
+        ev.neighbour_family_mean(vectors.iloc[:2])(history, "t0")
+    assert ev.architecture_vectors(pd.DataFrame({"log_parameters": [1.0]})) is None
+    assert list(ev.architecture_vectors(pd.DataFrame({"arch_0": [1.0], "x": 2.0})).columns) == ["arch_0"]
+
+
 # --------------------------------------------------------------------------- public tables
 
 def test_parc_controlled_table_has_the_documented_shape(parc_matrix):
