@@ -40,6 +40,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 
 from fennec_mlflow import config
 from fennec_mlflow.data.checkpoints import load_pretrained
@@ -423,7 +424,10 @@ def embedding_statistics(embeddings: np.ndarray) -> np.ndarray:
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     mean = x.mean(axis=0)
     std = x.std(axis=0)
-    variances = np.linalg.svd(x - mean, compute_uv=False) ** 2
+    # One BLAS thread: right after a torch forward pass, OpenMP workers still spin on the cores
+    # and a multi-threaded OpenBLAS SVD then takes seconds instead of tens of milliseconds.
+    with threadpool_limits(limits=1, user_api="blas"):
+        variances = np.linalg.svd(x - mean, compute_uv=False) ** 2
     total = variances.sum()
     shares = variances / total if total > 1e-12 else np.zeros_like(variances)
     spectrum = np.zeros(SPECTRUM_COMPONENTS)
