@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from make_end_to_end_report import replace_block  # this script's folder is on sys.path when run as a script
+from make_end_to_end_report import markers, replace_block  # this script's folder is on sys.path when run as a script
 from tqdm import tqdm
 
 from fennec_mlflow.bench.public import Benchmark, load_benchmark, task_meta_table
@@ -29,7 +29,7 @@ from fennec_mlflow.serving.selection import fennec_scores, fit_fennec
 from fennec_mlflow.store import external
 
 REPO = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- heldout-tables:begin -->", "<!-- heldout-tables:end -->"
+BEGIN, END = markers("heldout-tables")
 
 
 def parc_all() -> Benchmark:

@@ -31,9 +31,10 @@ from fennec_mlflow.bench.synthetic import COMBINED, cells_experiment, get_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def markers(kind: str) -> tuple[str, str]:
-    """The comments around an end-to-end benchmark's section (kind: real or synthetic)."""
-    return f"<!-- {kind}-benchmark:begin -->", f"<!-- {kind}-benchmark:end -->"
+def markers(block: str) -> tuple[str, str]:
+    """The comments around a generated block of docs/evaluation.md (``real-benchmark``,
+    ``synthetic-benchmark``: this script; ``heldout-tables``: heldout_tables.py)."""
+    return f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
 
 
 def benchmark_config(benchmark: str):
@@ -400,7 +401,7 @@ def main() -> None:
     rel = Path(os.path.relpath(img_dir.resolve(), output.parent.resolve())).as_posix()
     block = "\n".join(section(tracking.client(), args.benchmark, img_dir, rel))
     text = output.read_text() if output.exists() else ""
-    output.write_text(replace_block(text, block, *markers(benchmark_config(args.benchmark).kind)))
+    output.write_text(replace_block(text, block, *markers(f"{benchmark_config(args.benchmark).kind}-benchmark")))
     print(f"wrote the {args.benchmark} section of {output}")
 
 

@@ -160,6 +160,9 @@ def benchmark_section(client, benchmark: str, img_dir: Path, rel: str) -> list[s
     if benchmark in PAPER:
         out += [PAPER[benchmark], ""]
     out += ["### Mean over targets", "", mean_table(runs, bench.units), ""]
+    missing = {name: evaluation_runs.unavailable(bench, name) for name in evaluation_runs.ESTIMATORS if name not in runs}
+    out += [f"Not evaluated on {benchmark}: " + "; ".join(f"{name} ({reason})" if reason else name
+                                                         for name, reason in missing.items()) + ".", ""] if missing else []
     chart = img_dir / f"evaluation-{benchmark}-mean.png"
     bar_chart(runs, benchmark, chart)
     out += [f"![mean Pearson per estimator on {benchmark}]({rel}/{chart.name})", ""]
@@ -343,8 +346,8 @@ def main() -> None:
         lines += benchmark_section(client, benchmark, img_dir, rel)
     output.parent.mkdir(parents=True, exist_ok=True)
     previous = output.read_text() if output.exists() else ""
-    for kind in ("real", "synthetic"):  # keep the end-to-end benchmarks' sections (their own script writes them)
-        begin, end = markers(kind)
+    # Keep the sections other scripts write: heldout_tables.py, and make_end_to_end_report.py's two.
+    for begin, end in map(markers, ("heldout-tables", "real-benchmark", "synthetic-benchmark")):
         if begin in previous and end in previous:
             lines += ["", previous[previous.index(begin):previous.index(end) + len(end)]]
     output.write_text("\n".join(lines).rstrip() + "\n")
