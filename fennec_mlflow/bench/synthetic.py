@@ -120,7 +120,7 @@ class BenchmarkConfig:
     history_estimators: tuple[str, ...] = ()
 
     kind = "synthetic"
-    fact_baselines = ("model-size",)  # the models' source accuracy is not recorded
+    fact_baselines = ("model-size", "source-accuracy")  # source accuracy: on the pre-training source's test split
 
     @property
     def zoo(self) -> tuple[tuple[str, str], ...]:
@@ -150,6 +150,7 @@ class BenchmarkConfig:
         return {m: architecture_of(m) for m in self.model_names}
 
     def model_facts(self) -> pd.DataFrame:
+        """Unknown here: the source accuracies are in the pre-trained checkpoints (run_benchmark reads them)."""
         return pd.DataFrame({"source_accuracy": pd.Series(np.nan, index=self.model_names)})
 
     def finetune_config(self, progress: bool = False):
@@ -289,7 +290,7 @@ def _matrix(kind: str, experiment: str, models: list[str], tasks: list[str], *, 
 
 
 def load_benchmark_data(config: BenchmarkConfig, encoder: str, estimators: Sequence[str],
-                        experiment: str | None = None) -> BenchmarkData:
+                        experiment: str | None = None, source_accuracy: pd.Series | None = None) -> BenchmarkData:
     experiment = experiment or cells_experiment(config.name)
     models, targets = config.model_names, config.target_names
     knowledge = build_knowledge(kind="fda", encoder=encoder, models=models, tasks=config.task_names,
@@ -308,7 +309,8 @@ def load_benchmark_data(config: BenchmarkConfig, encoder: str, estimators: Seque
     history_scores = {name: _matrix("estimator", experiment, models, config.task_names, estimator=name)
                       for name in config.history_estimators if name in estimators}
     return BenchmarkData(
-        history_scores=history_scores, source_accuracy=config.model_facts()["source_accuracy"].reindex(models),
+        history_scores=history_scores,
+        source_accuracy=(config.model_facts()["source_accuracy"] if source_accuracy is None else source_accuracy).reindex(models),
         truth=_matrix("finetune", experiment, models, targets),
         knowledge=knowledge, scores=scores,
         feature_seconds=_matrix("fda", experiment, models, targets, metric="feature_seconds"),
@@ -699,7 +701,10 @@ def run_benchmark(config: str | BenchmarkConfig, *, workdir: str | Path | None =
 
     with _stage(stages, "pretrain", f"pre-train {models_n} models on {len(config.sources)} synthetic sources", say):
         paths = pretrain_demo_zoo(workdir / "zoo", budget=config.pretrain, models=config.zoo, progress=progress)
-        models = [load_pretrained(p).model for p in paths]
+        pretrained = [load_pretrained(p) for p in paths]
+        models = [p.model for p in pretrained]
+        # The analogue of a published ImageNet top-1 (%): accuracy on the source's held-out test split.
+        source_accuracy = pd.Series({p.model.name: 100 * p.info.source_test_accuracy for p in pretrained})
     history = [spec.task() for spec in config.history]
     targets = [spec.task() for spec in config.targets]
     with _stage(stages, "finetune", f"fine-tune {models_n} models x {targets_n} targets (ground truth)", say):
@@ -720,7 +725,7 @@ def run_benchmark(config: str | BenchmarkConfig, *, workdir: str | Path | None =
         proxy_cells(encoder.encoder, history + targets, sample_size=config.proxy_sample_size, experiment=cells,
                     progress=progress)
     with _stage(stages, "evaluation", "leave-one-target-out evaluation", say):
-        data = load_benchmark_data(config, encoder.encoder.name, chosen, cells)
+        data = load_benchmark_data(config, encoder.encoder.name, chosen, cells, source_accuracy)
         experiment = experiment or experiment_name(config.name)
         rows = run_evaluation(config, data, chosen, experiment=experiment, progress=progress)
     stages["total"] = time.perf_counter() - started

@@ -62,7 +62,7 @@ def test_the_smoke_configuration_is_a_small_copy_of_the_same_pipeline():
     assert smoke.fingerprint() != full.fingerprint()
     assert evaluation_names(smoke, ["fda", "etran_energy", "etran_lda"]) == [
         "fennec", "fennec-no-transfer", "fennec-no-meta", f"fennec-warm-{smoke.warm_known[0]}",
-        "fennec-finetune-history", "fennec-nested-cv", "fda", "etran_energy", "etran_lda", "etran", "popularity", "family-mean", "archi2vec-family-mean", "model-size", "random"]
+        "fennec-finetune-history", "fennec-nested-cv", "fda", "etran_energy", "etran_lda", "etran", "popularity", "family-mean", "archi2vec-family-mean", "model-size", "source-accuracy", "random"]
 
 
 # --------------------------------------------------------------------------- the protocol, on made-up data
