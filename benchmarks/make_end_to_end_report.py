@@ -49,7 +49,8 @@ FENNEC_LABELS = {
 BASELINE_LABELS = {"popularity": "popularity (fine-tune history)", "family-mean": "architecture-family mean",
                    "archi2vec-family-mean": "archi2vec nearest-family mean (own + nearest architecture)",
                    "model-size": "model size (parameters, larger first)",
-                   "source-accuracy": "source accuracy (published ImageNet top-1, larger first)", "random": "random"}
+                   "source-accuracy": "source accuracy (on the model's pre-training task, larger first)",
+                   "random": "random"}
 
 
 def replace_block(text: str, block: str, begin: str, end: str) -> str:
@@ -157,8 +158,7 @@ def stage_seconds(client, benchmark: str) -> dict[str, float]:
     cells = cells_experiment(benchmark)
     return {"fine-tunes (ground truth)": total("finetune", cells), "FDA (history and targets)": total("fda", cells),
             "other estimators (targets; LogME also on the history)": total("estimator", cells),
-            "archi2vec": total("archi2vec", cells), "task proxies": total("task-proxy", cells),
-            "evaluation (leave one target out, every row)": total("evaluation", experiment_name(benchmark))}
+            "archi2vec": total("archi2vec", cells), "task proxies": total("task-proxy", cells)}
 
 
 def describe(config, p: dict, targets: list[str]) -> list[str]:
@@ -213,14 +213,14 @@ def findings(runs: dict, truth: pd.DataFrame) -> list[str]:
             source = name[len("fennec-"):-len("-history")]
             if source in pearson:
                 out.append(f"- With {source} scores as history instead of FDA, Fennec reaches {pearson[name]:.1f} "
-                           f"against {pearson[source]:.1f} for {source} with labels. This row was added after the "
-                           "first full run, as an ablation of the history source, not as a tuned default.")
+                           f"against {pearson[source]:.1f} for {source} with labels (an ablation of the history "
+                           "source, not a tuned default).")
     if {"fennec", "fennec-no-meta"} <= pearson.keys():
-        out.append(f"- The default merge (alpha=0.5) adds the meta regression's vote: mean Pearson "
-                   f"{pearson['fennec']:.1f} vs {pearson['fennec-no-meta']:.1f} without it, but the top-1 regret is "
-                   f"{regret['fennec']:.1f} vs {regret['fennec-no-meta']:.1f} points: the meta regression sees "
-                   f"only coarse facts of the {truth.shape[0]} models (architecture, source domain) and of the "
-                   "tasks.")
+        meta_only = pearson.get("fennec-no-transfer", float("nan"))
+        out.append(f"- Both phases (the default) {pearson['fennec']:.1f}, top-1 regret {regret['fennec']:.1f} points; "
+                   f"transfer phase alone {pearson['fennec-no-meta']:.1f} ({regret['fennec-no-meta']:.1f}); meta "
+                   f"phase alone {meta_only:.1f}. The meta regression sees only coarse facts of the "
+                   f"{truth.shape[0]} models (archi2vec, size, source domain) and of the tasks.")
     if "popularity" in pearson:
         best_counts = truth.idxmax().value_counts()
         strongest = "the strongest ranker here" if pearson["popularity"] == max(pearson.values()) else "a strong baseline"
@@ -350,13 +350,15 @@ def section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
             f"(**{'met' if runs['fennec-nested-cv'].data.metrics['mean_pearson'] >= m_b['mean_pearson'] else 'not met'}**, "
             f"{100 * (runs['fennec-nested-cv'].data.metrics['mean_pearson'] - m_b['mean_pearson']):+.1f}). "
             f"Its candidates are the histories {runs['fennec-nested-cv'].data.params['history'].split(': ', 1)[1]} "
-            "and alpha in {0, 0.25, 0.5, 0.75, 1}."]),
+            f"and alpha in {{{runs['fennec-nested-cv'].data.params['alpha'].split(': ', 1)[1]}}} (under learned "
+            "shrinkage alpha only switches a phase off; the learned weights already do that where a phase "
+            "does not help)."]),
         *([] if "fennec_interval_coverage" not in m_f else [
             f"- Predicted fine-tune accuracy: Fennec's {100 * m_f['interval_level']:.0f}% interval "
             f"(`fennec_mlflow/core/accuracy.py`, fitted without the held-out target) holds "
             f"**{100 * m_f['fennec_interval_coverage']:.1f}%** of the held-out cells (goal: within 5 points of "
             f"{100 * m_f['interval_level']:.0f}%: **"
-            f"{'met' if abs(m_f['fennec_interval_coverage'] - m_f['interval_level']) <= 0.05 else 'not met'}**); "
+            f"{'met' if round(abs(m_f['fennec_interval_coverage'] - m_f['interval_level']), 6) <= 0.05 else 'not met'}**); "
             f"mean width {100 * m_f['fennec_interval_width']:.1f} points, mean absolute error of the predicted "
             f"accuracy {100 * m_f['fennec_accuracy_abs_error']:.1f} points."]),
         f"- feature extraction per target: Fennec {_seconds(m_f['feature_seconds'])} s, {best} "
@@ -374,7 +376,8 @@ def section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
     out += [f"![mean Pearson vs feature extraction time]({rel}/{image.name})", "",
             "### Time per stage", "",
             "Summed wall time of each stage's cell runs (a build resumed over several sittings counts each cell "
-            "once), on this 2-core CPU machine:", "",
+            "once), on this 2-core CPU machine shared with other jobs; the leave-one-target-out evaluation of "
+            "every row is timed by the command itself (docs/benchmarks.md):", "",
             "| stage | seconds | minutes |", "|---|---:|---:|",
             *(f"| {stage} | {seconds:.0f} | {seconds / 60:.1f} |" for stage, seconds in stages.items()),
             f"| **total** | {sum(stages.values()):.0f} | {sum(stages.values()) / 60:.1f} |", "",
