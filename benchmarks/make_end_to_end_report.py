@@ -149,6 +149,15 @@ def truth_table(P: pd.DataFrame, benchmark: str, targets: list[str]) -> list[str
     return lines
 
 
+def test_sizes(config) -> list[int]:
+    """Test-split size of each target (the fine-tune split is 6:2:2)."""
+    if config.kind == "real":
+        images = real.truth_facts(config)["images"].tolist()
+    else:
+        images = [SYNTHETIC_TASKS[s.name].num_classes * s.samples_per_class for s in config.targets]
+    return [round(0.2 * n) for n in images]
+
+
 def stage_seconds(client, benchmark: str) -> dict[str, float]:
     """Summed wall time of each stage's finished cell runs (they may span several sittings)."""
     def total(kind: str, experiment: str) -> float:
@@ -179,6 +188,10 @@ def describe(config, p: dict, targets: list[str]) -> list[str]:
             f"({', '.join(sorted(facts['source'].unique()))}), {facts['classes'].min()} to {facts['classes'].max()} "
             f"classes, {facts['images'].min()} to {facts['images'].max()} images (table below); history: "
             f"{len(config.history)} other real tasks with FDA scores only ({', '.join(config.history)});",
+            f"- proxy encoder: `{config.encoder}` at its native input size, on {config.proxy_sample_size} unlabelled "
+            f"images per task; the candidates' forward passes run at <= {config.max_input_size} px, so the proxy's "
+            "pass costs about as much as all candidates' here (with candidates at their native 224-320 px it "
+            "would be about 12x cheaper than theirs);",
             f"- ground truth: a full fine-tune of every model on every target (all layers, SGD with momentum), "
             f"split 6:2:2, grid {p['finetune_grid']}; the test accuracy of the grid point with the best validation "
             "accuracy;",
@@ -199,7 +212,7 @@ def describe(config, p: dict, targets: list[str]) -> list[str]:
     ]
 
 
-def findings(runs: dict, truth: pd.DataFrame) -> list[str]:
+def findings(runs: dict, truth: pd.DataFrame, test_sizes: list[int]) -> list[str]:
     """What the table says, computed from the runs so it cannot go stale."""
     pearson = {name: 100 * run.data.metrics["mean_pearson"] for name, run in runs.items()}
     regret = {name: 100 * run.data.metrics["mean_top1_regret"] for name, run in runs.items()}
@@ -242,9 +255,20 @@ def findings(runs: dict, truth: pd.DataFrame) -> list[str]:
         out.append(f"- {name}: {pearson[name]:.1f} against {pearson['fennec']:.1f} cold. Being told "
                    f"{name.rsplit('-', 1)[1]} FDA scores of the target moves a ranking that already approximates "
                    f"the target's FDA column by {pearson[name] - pearson['fennec']:+.1f}.")
-    out.append("- Ground-truth noise: each target's test split holds 60–100 images, so one accuracy has a "
-               "standard error of about 5 points. Models closer than that are ordered by chance, whatever the "
-               "method.")
+    labelled = [n for n, r in runs.items() if r.data.params.get("needs_target_labels") == "True"
+                and not n.startswith("fennec")]
+    if labelled and "popularity" in runs:
+        for metric, words in (("mean_spearman", "Spearman"), ("mean_weighted_tau", "weighted τ")):
+            values = {n: 100 * runs[n].data.metrics.get(metric, np.nan) for n in runs}
+            best = max(labelled, key=lambda n: values[n])
+            out.append(f"- On {words} (ranks, not values): best label-based estimator {best} {values[best]:.1f}, "
+                       f"popularity {values['popularity']:.1f}, Fennec {values.get('fennec', np.nan):.1f}, nested-CV "
+                       f"Fennec {values.get('fennec-nested-cv', np.nan):.1f}. Pearson weighs a model that fails "
+                       "everywhere heavily; the rank metrics do not.")
+    smallest, largest = int(min(test_sizes)), int(max(test_sizes))
+    out.append(f"- Ground-truth noise: each target's test split holds {smallest}–{largest} images, so one accuracy "
+               f"has a standard error of up to {100 * np.sqrt(0.25 / smallest):.0f} points (at 50% accuracy). Models "
+               "closer than that are ordered by chance, whatever the method.")
     return out
 
 
@@ -381,7 +405,7 @@ def section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
             "| stage | seconds | minutes |", "|---|---:|---:|",
             *(f"| {stage} | {seconds:.0f} | {seconds / 60:.1f} |" for stage, seconds in stages.items()),
             f"| **total** | {sum(stages.values()):.0f} | {sum(stages.values()) / 60:.1f} |", "",
-            "### Findings", "", *findings(runs, truth), "",
+            "### Findings", "", *findings(runs, truth, test_sizes(config)), "",
             "### Pearson per target (x 100)", "", *per_target_table(runs, targets), "",
             "### The ground truth", "", *truth_table(truth, benchmark, targets), "",
             "### Predicted vs fine-tuned accuracy", ""]
