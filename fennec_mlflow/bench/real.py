@@ -126,7 +126,7 @@ ALL_REAL_MODELS = (
 )
 
 CONFIGS: dict[str, RealBenchmarkConfig] = {
-    # 11 models x 12 targets from 3 image sources; about an hour on 2 CPU cores (docs/benchmarks.md).
+    # 11 models x 12 targets from 3 image sources; about 70 min on 2 CPU cores (docs/benchmarks.md).
     "real": RealBenchmarkConfig(
         name="real",
         models=ALL_REAL_MODELS,

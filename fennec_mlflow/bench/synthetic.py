@@ -268,7 +268,7 @@ class BenchmarkData:
     proxy_seconds: pd.Series
     encoder: str
     history_scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # estimator -> models x all tasks
-    source_accuracy: pd.Series | None = None  # published source accuracy per model, NaN where unknown
+    source_accuracy: pd.Series | None = None  # each model's accuracy (%) on its pre-training task, NaN where unknown
 
     def fact(self, baseline: str) -> pd.Series:
         """The model fact a data-free baseline ranks by (larger first)."""
@@ -442,6 +442,8 @@ def nested_alphas(params: dict) -> tuple[float, ...]:
     if params.get("formulation", "shrunk") == "shrunk" and params.get("shrinkage", "auto") == "auto":
         return (float(params["alpha"]),)
     return NESTED_ALPHAS
+
+
 # An inner fit on the fine-tune history leaves out two targets (outer and inner); below this
 # many targets too few tasks would remain to fit on.
 MIN_TARGETS_FOR_FINETUNE_HISTORY = 5
