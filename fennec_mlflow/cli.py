@@ -519,7 +519,7 @@ def evaluate(benchmark, estimators, experiment, workdir, **store):
             build = run_real_benchmark if benchmark in REAL_BENCHMARKS else run_benchmark
             run = build(benchmark, workdir=workdir or None, experiment=experiment or None,
                         estimators=chosen, say=click.echo)
-            table, where, leaderboard = run.table(), run.experiment, None
+            table, where, leaderboard = run.table(), run.experiment, run.leaderboard_run_id
             for column in ("pearson", "spearman", "weighted_tau", "top1_regret"):  # as the runs log them
                 table[column] = table[column] / 100
             summary = {**{f"{name}.mean_pearson": row["pearson"] for name, row in table.iterrows()},

@@ -446,12 +446,13 @@ def leaderboard_figure(table: pd.DataFrame, title: str):
     return figure
 
 
-def log_leaderboard(runs: EvaluationRuns, bench: Benchmark, mlflow_client, run_id: str, seeds: Sequence[int]) -> None:
-    """The parent run's content: one metric per estimator and metric, the table and its figure."""
+def log_leaderboard(table: pd.DataFrame, notes: Sequence[str], bench: Benchmark, mlflow_client, run_id: str,
+                    seeds: Sequence[int]) -> None:
+    """The parent run's content: one metric per estimator and metric, the table (best first, as
+    :meth:`EvaluationRuns.leaderboard`) and its figure."""
     import matplotlib.pyplot as plt
     from mlflow.entities import Metric, Param
 
-    table = runs.leaderboard()
     now = int(time.time() * 1000)
     metrics = [Metric(f"{metric}.{name}", float(row[metric]), now, 0) for name, row in table.iterrows()
                for metric in ("mean_pearson", "mean_spearman", "mean_top1_regret") if np.isfinite(row[metric])]
@@ -463,7 +464,7 @@ def log_leaderboard(runs: EvaluationRuns, bench: Benchmark, mlflow_client, run_i
                           f"Leaderboard of {len(table)} estimators on {bench.name} ({bench.P.shape[0]} models, "
                           f"{len(bench.targets)} targets, leave one task out, seeds {list(seeds)}); best: {best}. "
                           f"Each estimator is a child run with per-target metrics, scatter.png and predictions.csv. "
-                          f"{UNITS}" + (" Notes: " + "; ".join(runs.notes) if runs.notes else ""))
+                          f"{UNITS}" + (" Notes: " + "; ".join(notes) if notes else ""))
     mlflow_client.log_text(run_id, table.to_csv(), "leaderboard.csv")
     mlflow_client.log_table(run_id, table.reset_index(), "leaderboard.json")
     figure = leaderboard_figure(table, f"{bench.name}: leave-one-task-out leaderboard")
@@ -525,7 +526,7 @@ def run_evaluation(benchmark: str | Benchmark, *, experiment: str | None = None,
             log_outcome(outcome, bench, experiment, tags={tracking.MLFLOW_PARENT_RUN_ID: parent_id})
             outcomes[name] = outcome
         runs = EvaluationRuns(bench.name, experiment, outcomes, notes, leaderboard_run_id=parent_id)
-        log_leaderboard(runs, bench, mlflow_client, parent_id, seeds)
+        log_leaderboard(runs.leaderboard(), runs.notes, bench, mlflow_client, parent_id, seeds)
     except BaseException:
         mlflow_client.set_terminated(parent_id, "FAILED")
         raise

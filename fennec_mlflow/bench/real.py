@@ -38,7 +38,8 @@ import pandas as pd
 
 from fennec_mlflow import config
 from fennec_mlflow.bench.evaluate import experiment_name
-from fennec_mlflow.bench.synthetic import BenchmarkRun, _stage, cells_experiment, load_benchmark_data, run_evaluation
+from fennec_mlflow.bench.synthetic import (BenchmarkRun, _stage, cells_experiment, leaderboard_run, load_benchmark_data,
+                                           run_evaluation)
 from fennec_mlflow.core.estimators import available_estimators
 from fennec_mlflow.data.features import FeatureCache
 from fennec_mlflow.errors import InvalidInputError
@@ -245,8 +246,9 @@ def run_real_benchmark(config: str | RealBenchmarkConfig, *, workdir: str | Path
         data = load_benchmark_data(config, encoder.name, chosen, cells)
         experiment = experiment or experiment_name(config.name)
         rows = run_evaluation(config, data, chosen, experiment=experiment, progress=progress)
+        leaderboard = leaderboard_run(config, data, rows, experiment)
     stages["total"] = time.perf_counter() - started
-    return BenchmarkRun(config, experiment, rows, stages)
+    return BenchmarkRun(config, experiment, rows, stages, leaderboard)
 
 
 def truth_facts(config: RealBenchmarkConfig) -> pd.DataFrame:

@@ -51,14 +51,17 @@ import pandas as pd
 
 from fennec_mlflow import config
 from fennec_mlflow.bench.evaluate import (
+    EVALUATION_TAG_BENCHMARK,
     FACT_BASELINES,
     FENNEC_DEFAULTS,
+    LEADERBOARD_METRICS,
     EstimatorOutcome,
     calibration_metrics,
     fact_baseline,
     capped_k,
     draw_known,
     experiment_name,
+    log_leaderboard,
     log_outcome,
 )
 from fennec_mlflow.bench.public import Benchmark
@@ -646,6 +649,32 @@ def run_evaluation(config: BenchmarkConfig, data: BenchmarkData, estimators: Seq
     return rows
 
 
+def leaderboard_run(config: BenchmarkConfig, data: BenchmarkData, rows: dict[str, TableRow], experiment: str) -> str:
+    """The ``leaderboard-<name>`` parent run of the evaluated rows (each row's run becomes its child),
+    as for the public tables; reused while the same row runs stand, so a rerun logs nothing."""
+    mlflow_client = tracking.client()
+    key = tracking.cell_key("leaderboard", benchmark=config.fingerprint(),
+                            rows=sorted((name, row.run_id) for name, row in rows.items()))
+    done = tracking.finished_cells(mlflow_client, experiment, "leaderboard")
+    if key in done:
+        return done[key]
+    tracking.discard_runs(mlflow_client, tracking.unfinished_cells(mlflow_client, experiment, "leaderboard").get(key, ()))
+    bench = as_benchmark(config, data)
+    parent_id = mlflow_client.create_run(
+        tracking.experiment_id(mlflow_client, experiment), run_name=f"leaderboard-{config.name}",
+        tags={tracking.KIND_TAG: "leaderboard", tracking.CELL_TAG: key, EVALUATION_TAG_BENCHMARK: config.name,
+              **tracking.project_run_link()}).info.run_id
+    for row in rows.values():
+        mlflow_client.set_tag(row.run_id, tracking.MLFLOW_PARENT_RUN_ID, parent_id)
+    table = pd.DataFrame.from_dict({name: {**{m: row.metrics.get(m, np.nan) for m in LEADERBOARD_METRICS},
+                                           "run_id": row.run_id} for name, row in rows.items()}, orient="index")
+    table = table.sort_values("mean_pearson", ascending=False, kind="stable")
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    log_leaderboard(table.rename_axis("estimator"), [], bench, mlflow_client, parent_id, config.seeds)
+    mlflow_client.set_terminated(parent_id)
+    return parent_id
+
+
 # --------------------------------------------------------------------------- the whole pipeline
 
 @dataclass
@@ -654,6 +683,7 @@ class BenchmarkRun:
     experiment: str
     rows: dict[str, TableRow]
     stage_seconds: dict[str, float]
+    leaderboard_run_id: str | None = None
 
     def table(self) -> pd.DataFrame:
         """One row per estimator: correlations x 100, regret in accuracy points, seconds per target."""
@@ -730,5 +760,6 @@ def run_benchmark(config: str | BenchmarkConfig, *, workdir: str | Path | None =
         data = load_benchmark_data(config, encoder.encoder.name, chosen, cells, source_accuracy)
         experiment = experiment or experiment_name(config.name)
         rows = run_evaluation(config, data, chosen, experiment=experiment, progress=progress)
+        leaderboard = leaderboard_run(config, data, rows, experiment)
     stages["total"] = time.perf_counter() - started
-    return BenchmarkRun(config, experiment, rows, stages)
+    return BenchmarkRun(config, experiment, rows, stages, leaderboard)

@@ -95,7 +95,14 @@ def test_the_smoke_benchmark_runs_from_the_cli_reruns_without_new_cells_and_repo
     assert finetuned == {(m, t) for m in config.models for t in config.targets}
 
     evaluation = client.get_experiment_by_name(f"fennec-eval-{config.name}").experiment_id
-    rows = {r.data.params["estimator"]: r for r in client.search_runs([evaluation], max_results=1000)}
+    rows = {r.data.params["estimator"]: r
+            for r in client.search_runs([evaluation], "tags.`fennec.kind` = 'evaluation'", max_results=1000)}
+    # one leaderboard parent, as for the public tables: every row is its child, and the CLI names it
+    (leaderboard,) = client.search_runs([evaluation], "tags.`fennec.kind` = 'leaderboard'")
+    assert {r.data.tags["mlflow.parentRunId"] for r in rows.values()} == {leaderboard.info.run_id}
+    assert leaderboard.info.run_name == "leaderboard-real-smoke" and leaderboard.info.status == "FINISHED"
+    assert f"Leaderboard: run {leaderboard.info.run_id}" in first.stdout
+    assert leaderboard.data.metrics["mean_pearson.fennec"] == rows["fennec"].data.metrics["mean_pearson"]
     assert len(rows) == len(evaluation_names(config, ["fda", *sorted({r.data.params["estimator"]
                                                                        for r in by_kind["estimator"]})]))
     for name in ("fennec", "popularity", "model-size", "logme"):
@@ -106,7 +113,7 @@ def test_the_smoke_benchmark_runs_from_the_cli_reruns_without_new_cells_and_repo
     count = len(runs) + len(rows)
     second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert len(client.search_runs([cells], max_results=5000)) + len(client.search_runs([evaluation])) == count
+    assert len(client.search_runs([cells], max_results=5000)) + len(client.search_runs([evaluation])) == count + 1
 
     report = tmp_path / "docs" / "evaluation.md"
     report.parent.mkdir()

@@ -231,7 +231,7 @@ def test_the_smoke_benchmark_survives_kills_without_redoing_or_duplicating_a_cel
     assert len(trials) == models * targets and max(trials.values()) == 1
 
     evaluation = client.get_experiment_by_name(f"fennec-eval-{config.name}").experiment_id
-    rows = client.search_runs([evaluation], max_results=1000)
+    rows = client.search_runs([evaluation], "tags.`fennec.kind` = 'evaluation'", max_results=1000)
     names = Counter(r.data.params["estimator"] for r in rows)
     assert set(names) == set(evaluation_names(config, sorted({r.data.params["estimator"]
                                                                for r in by_kind["estimator"]} | {"fda"})))
@@ -245,7 +245,9 @@ def test_the_smoke_benchmark_survives_kills_without_redoing_or_duplicating_a_cel
         assert {f"top1_regret.{t.name}" for t in config.targets} <= set(metrics)
     assert {a.path for a in client.list_artifacts(rows[0].info.run_id)} >= {"scatter.png", "per_target.csv"}
 
-    count = len(active_runs()) + len(rows)
+    (leaderboard,) = client.search_runs([evaluation], "tags.`fennec.kind` = 'leaderboard'")  # the rows' parent
+    assert {r.data.tags["mlflow.parentRunId"] for r in rows} == {leaderboard.info.run_id}
+    count = len(active_runs()) + len(rows) + 1
     _run_smoke(tmp_path, env)  # a finished benchmark run again writes nothing new
     assert len(active_runs()) + len(client.search_runs([evaluation], max_results=1000)) == count
 
