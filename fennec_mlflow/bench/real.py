@@ -36,14 +36,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from fennec_mlflow import config
-from fennec_mlflow.bench.evaluate import experiment_name
-from fennec_mlflow.bench.synthetic import (BenchmarkRun, _stage, cells_experiment, leaderboard_run, load_benchmark_data,
-                                           run_evaluation)
-from fennec_mlflow.core.estimators import available_estimators
-from fennec_mlflow.data.features import FeatureCache
+from fennec_mlflow.bench.synthetic import (BenchmarkRun, _stage, cells_experiment, chosen_estimators, default_workdir,
+                                           evaluate_stage, finetune_and_score)
 from fennec_mlflow.errors import InvalidInputError
-from fennec_mlflow.store.jobs import finetune_cells, proxy_cells, score_cells
+from fennec_mlflow.store.jobs import proxy_cells
 from fennec_mlflow.training.finetune import FinetuneConfig
 
 REAL_BENCHMARKS = ("real", "real-smoke")
@@ -179,10 +175,6 @@ def get_config(name: str) -> RealBenchmarkConfig:
     return CONFIGS[name]
 
 
-def default_workdir(name: str) -> Path:
-    return config.cache_dir("bench", name)
-
-
 def load_real_models(config: RealBenchmarkConfig):
     """The zoo, each model at min(native, ``max_input_size``) px; a missing package says how to install it."""
     from fennec_mlflow.data.zoo import load_model
@@ -211,42 +203,27 @@ def run_real_benchmark(config: str | RealBenchmarkConfig, *, workdir: str | Path
     from fennec_mlflow.serving.demo import embed_real_architectures
 
     config = get_config(config) if isinstance(config, str) else config
-    registered = available_estimators()
-    chosen = list(dict.fromkeys(["fda", *(registered if estimators is None else estimators)]))
-    unknown = [e for e in chosen if e not in registered]
-    if unknown:
-        raise InvalidInputError(f"unknown estimator(s) {unknown}; registered: {registered}")
+    chosen = chosen_estimators(estimators)
     workdir = Path(workdir).expanduser() if workdir else default_workdir(config.name)
     cells = cells_experiment(config.name)
     stages: dict[str, float] = {}
     started = time.perf_counter()
-    models_n, targets_n = len(config.models), len(config.targets)
 
-    with _stage(stages, "load", f"load {models_n} real models and {len(config.history) + targets_n} real tasks", say):
+    with _stage(stages, "load", f"load {len(config.models)} real models and "
+                f"{len(config.history) + len(config.targets)} real tasks", say):
         models = load_real_models(config)
         history = load_real_tasks(config.history, config.max_samples)
         targets = load_real_tasks(config.targets, config.max_samples)
-    with _stage(stages, "finetune", f"fine-tune {models_n} models x {targets_n} targets (ground truth)", say):
-        finetune_cells(models, targets, config=config.finetune_config(progress), experiment=cells, progress=progress)
-    cache = FeatureCache(workdir / "features")
-    probe = {"probe_size": config.probe_size, "experiment": cells, "cache": cache, "progress": progress}
-    with _stage(stages, "fda", f"FDA of {models_n} models on {len(history) + targets_n} tasks", say):
-        score_cells(models, history + targets, estimator="fda", **probe)
-    with _stage(stages, "estimators", f"{len(chosen) - 1} other estimators on the targets", say):
-        for name in chosen[1:]:
-            scored = history + targets if name in config.history_estimators else targets
-            score_cells(models, scored, estimator=name, **probe)
+    finetune_and_score(config, models, history, targets, chosen, workdir=workdir, stages=stages, say=say,
+                       progress=progress)
     with _stage(stages, "archi2vec", "archi2vec of the architectures", say):
         embed_real_architectures(config.models, experiment=cells, progress=progress)
     with _stage(stages, "proxy", f"task proxies (no labels) through {config.encoder}", say):
         encoder = load_encoder(config.encoder)
         proxy_cells(encoder, history + targets, sample_size=config.proxy_sample_size, experiment=cells,
                     progress=progress)
-    with _stage(stages, "evaluation", "leave-one-target-out evaluation", say):
-        data = load_benchmark_data(config, encoder.name, chosen, cells)
-        experiment = experiment or experiment_name(config.name)
-        rows = run_evaluation(config, data, chosen, experiment=experiment, progress=progress)
-        leaderboard = leaderboard_run(config, data, rows, experiment)
+    experiment, rows, leaderboard = evaluate_stage(config, encoder.name, chosen, experiment=experiment, stages=stages,
+                                                   say=say, progress=progress)
     stages["total"] = time.perf_counter() - started
     return BenchmarkRun(config, experiment, rows, stages, leaderboard)
 

@@ -708,6 +708,46 @@ def _stage(seconds: dict, key: str, label: str, say: Callable[[str], None]):
     say(f"[{key}] done in {seconds[key]:.0f} s")
 
 
+def chosen_estimators(estimators: Iterable[str] | None) -> list[str]:
+    """FDA (Fennec's history, always computed) and the registered estimators asked for (default all)."""
+    registered = available_estimators()
+    chosen = list(dict.fromkeys(["fda", *(registered if estimators is None else estimators)]))
+    unknown = [e for e in chosen if e not in registered]
+    if unknown:
+        raise InvalidInputError(f"unknown estimator(s) {unknown}; registered: {registered}")
+    return chosen
+
+
+def finetune_and_score(config: BenchmarkConfig, models: list, history: list, targets: list, chosen: list[str], *,
+                       workdir: Path, stages: dict, say: Callable[[str], None], progress: bool) -> None:
+    """The stages every end-to-end benchmark shares: the ground-truth fine-tunes, FDA on every
+    task, the other estimators on the targets (and on the history for ``history_estimators``)."""
+    cells = cells_experiment(config.name)
+    with _stage(stages, "finetune", f"fine-tune {len(models)} models x {len(targets)} targets (ground truth)", say):
+        finetune_cells(models, targets, config=config.finetune_config(progress), experiment=cells, progress=progress)
+    probe = {"probe_size": config.probe_size, "experiment": cells, "cache": FeatureCache(workdir / "features"),
+             "progress": progress}
+    with _stage(stages, "fda", f"FDA of {len(models)} models on {len(history) + len(targets)} tasks", say):
+        score_cells(models, history + targets, estimator="fda", **probe)
+    with _stage(stages, "estimators", f"{len(chosen) - 1} other estimators on the targets", say):
+        for name in chosen[1:]:
+            scored = history + targets if name in config.history_estimators else targets
+            score_cells(models, scored, estimator=name, **probe)
+
+
+def evaluate_stage(config: BenchmarkConfig, encoder: str, chosen: list[str], *, experiment: str | None, stages: dict,
+                   say: Callable[[str], None], progress: bool,
+                   source_accuracy: pd.Series | None = None) -> tuple[str, dict[str, TableRow], str]:
+    """Read the cells back, evaluate every row not logged yet and log the leaderboard:
+    (experiment, rows, leaderboard run id)."""
+    with _stage(stages, "evaluation", "leave-one-target-out evaluation", say):
+        data = load_benchmark_data(config, encoder, chosen, cells_experiment(config.name), source_accuracy)
+        experiment = experiment or experiment_name(config.name)
+        rows = run_evaluation(config, data, chosen, experiment=experiment, progress=progress)
+        leaderboard = leaderboard_run(config, data, rows, experiment)
+    return experiment, rows, leaderboard
+
+
 def run_benchmark(config: str | BenchmarkConfig, *, workdir: str | Path | None = None,
                   experiment: str | None = None, estimators: Iterable[str] | None = None,
                   progress: bool = True, say: Callable[[str], None] = print) -> BenchmarkRun:
@@ -720,18 +760,13 @@ def run_benchmark(config: str | BenchmarkConfig, *, workdir: str | Path | None =
     """
 
     config = get_config(config) if isinstance(config, str) else config
-    registered = available_estimators()
-    chosen = list(dict.fromkeys(["fda", *(registered if estimators is None else estimators)]))
-    unknown = [e for e in chosen if e not in registered]
-    if unknown:
-        raise InvalidInputError(f"unknown estimator(s) {unknown}; registered: {registered}")
+    chosen = chosen_estimators(estimators)
     workdir = Path(workdir).expanduser() if workdir else default_workdir(config.name)
     cells = cells_experiment(config.name)
     stages: dict[str, float] = {}
     started = time.perf_counter()
-    models_n, targets_n = len(config.zoo), len(config.targets)
 
-    with _stage(stages, "pretrain", f"pre-train {models_n} models on {len(config.sources)} synthetic sources", say):
+    with _stage(stages, "pretrain", f"pre-train {len(config.zoo)} models on {len(config.sources)} synthetic sources", say):
         paths = pretrain_demo_zoo(workdir / "zoo", budget=config.pretrain, models=config.zoo, progress=progress)
         pretrained = [load_pretrained(p) for p in paths]
         models = [p.model for p in pretrained]
@@ -739,16 +774,8 @@ def run_benchmark(config: str | BenchmarkConfig, *, workdir: str | Path | None =
         source_accuracy = pd.Series({p.model.name: 100 * p.info.source_test_accuracy for p in pretrained})
     history = [spec.task() for spec in config.history]
     targets = [spec.task() for spec in config.targets]
-    with _stage(stages, "finetune", f"fine-tune {models_n} models x {targets_n} targets (ground truth)", say):
-        finetune_cells(models, targets, config=config.finetune_config(progress), experiment=cells, progress=progress)
-    cache = FeatureCache(workdir / "features")
-    probe = {"probe_size": config.probe_size, "experiment": cells, "cache": cache, "progress": progress}
-    with _stage(stages, "fda", f"FDA of {models_n} models on {len(history) + targets_n} tasks", say):
-        score_cells(models, history + targets, estimator="fda", **probe)
-    with _stage(stages, "estimators", f"{len(chosen) - 1} other estimators on the targets", say):
-        for name in chosen[1:]:
-            scored = history + targets if name in config.history_estimators else targets
-            score_cells(models, scored, estimator=name, **probe)
+    finetune_and_score(config, models, history, targets, chosen, workdir=workdir, stages=stages, say=say,
+                       progress=progress)
     with _stage(stages, "archi2vec", "archi2vec of the architectures", say):
         embed_architectures(sorted(set(config.archs)), experiment=cells, progress=progress)
     with _stage(stages, "proxy", "task proxies (no labels)", say):
@@ -756,10 +783,8 @@ def run_benchmark(config: str | BenchmarkConfig, *, workdir: str | Path | None =
         say(f"    proxy encoder: {encoder.description}")
         proxy_cells(encoder.encoder, history + targets, sample_size=config.proxy_sample_size, experiment=cells,
                     progress=progress)
-    with _stage(stages, "evaluation", "leave-one-target-out evaluation", say):
-        data = load_benchmark_data(config, encoder.encoder.name, chosen, cells, source_accuracy)
-        experiment = experiment or experiment_name(config.name)
-        rows = run_evaluation(config, data, chosen, experiment=experiment, progress=progress)
-        leaderboard = leaderboard_run(config, data, rows, experiment)
+    experiment, rows, leaderboard = evaluate_stage(config, encoder.encoder.name, chosen, experiment=experiment,
+                                                   stages=stages, say=say, progress=progress,
+                                                   source_accuracy=source_accuracy)
     stages["total"] = time.perf_counter() - started
     return BenchmarkRun(config, experiment, rows, stages, leaderboard)
