@@ -27,26 +27,23 @@ Every cell is a run in ``fennec-bench-<name>``; a killed build restarts where it
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from fennec_mlflow.bench.synthetic import (BenchmarkRun, _stage, cells_experiment, chosen_estimators, default_workdir,
-                                           evaluate_stage, finetune_and_score)
+from fennec_mlflow.bench.synthetic import (BenchmarkRun, EndToEndConfig, _stage, cells_experiment, chosen_estimators,
+                                           default_workdir, evaluate_stage, finetune_and_score)
 from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.store.jobs import proxy_cells
-from fennec_mlflow.training.finetune import FinetuneConfig
 
 REAL_BENCHMARKS = ("real", "real-smoke")
 
 
 @dataclass(frozen=True)
-class RealBenchmarkConfig:
+class RealBenchmarkConfig(EndToEndConfig):
     """Everything that defines one real benchmark (its hash keys the evaluation runs)."""
 
     name: str
@@ -94,25 +91,11 @@ class RealBenchmarkConfig:
         top1 = {m: real_model_spec(m).imagenet_top1 for m in self.models}
         return pd.DataFrame({"source_accuracy": pd.Series(top1, dtype=float)})
 
-    def finetune_config(self, progress: bool = False) -> FinetuneConfig:
-        return FinetuneConfig(learning_rates=self.finetune_lrs, weight_decays=self.finetune_wds,
-                              batch_size=self.finetune_batch_size, max_epochs=self.finetune_epochs,
-                              patience=self.finetune_patience, seed=0, progress=progress)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def fingerprint(self) -> str:
-        return hashlib.sha1(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
     def describe(self) -> dict[str, object]:
         """Run params describing the benchmark."""
         return {"benchmark_fingerprint": self.fingerprint(), "zoo": ",".join(self.models),
                 "max_input_size": self.max_input_size, "history_tasks": ",".join(self.history),
-                "images_per_task": self.max_samples,
-                "finetune_grid": (f"lr {','.join(f'{v:g}' for v in self.finetune_lrs)}; wd "
-                                  f"{','.join(f'{v:g}' for v in self.finetune_wds)}; batch {self.finetune_batch_size}; "
-                                  f"<= {self.finetune_epochs} epochs, patience {self.finetune_patience}"),
+                "images_per_task": self.max_samples, "finetune_grid": self.finetune_grid(),
                 "probe_size": self.probe_size, "proxy_sample_size": self.proxy_sample_size}
 
 

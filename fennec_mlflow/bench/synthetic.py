@@ -98,8 +98,29 @@ class TaskSpec:
         return synthetic_task(self.name, samples_per_class=self.samples_per_class)
 
 
+class EndToEndConfig:
+    """What every end-to-end benchmark configuration (synthetic here, real in
+    :mod:`fennec_mlflow.bench.real`) derives from its dataclass fields."""
+
+    def finetune_config(self, progress: bool = False) -> FinetuneConfig:
+        return FinetuneConfig(learning_rates=self.finetune_lrs, weight_decays=self.finetune_wds,
+                              batch_size=self.finetune_batch_size, max_epochs=self.finetune_epochs,
+                              patience=self.finetune_patience, seed=0, progress=progress)
+
+    def finetune_grid(self) -> str:
+        return (f"lr {','.join(f'{v:g}' for v in self.finetune_lrs)}; wd {','.join(f'{v:g}' for v in self.finetune_wds)}; "
+                f"batch {self.finetune_batch_size}; <= {self.finetune_epochs} epochs, patience {self.finetune_patience}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of every field: it keys the evaluation runs."""
+        return hashlib.sha1(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
-class BenchmarkConfig:
+class BenchmarkConfig(EndToEndConfig):
     """Everything that defines one synthetic benchmark (its hash keys the evaluation runs)."""
 
     name: str
@@ -156,25 +177,12 @@ class BenchmarkConfig:
         """Unknown here: the source accuracies are in the pre-trained checkpoints (run_benchmark reads them)."""
         return pd.DataFrame({"source_accuracy": pd.Series(np.nan, index=self.model_names)})
 
-    def finetune_config(self, progress: bool = False):
-        return FinetuneConfig(learning_rates=self.finetune_lrs, weight_decays=self.finetune_wds,
-                              batch_size=self.finetune_batch_size, max_epochs=self.finetune_epochs,
-                              patience=self.finetune_patience, seed=0, progress=progress)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def fingerprint(self) -> str:
-        return hashlib.sha1(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
     def describe(self) -> dict[str, object]:
         """Run params describing the benchmark."""
         return {"benchmark_fingerprint": self.fingerprint(), "zoo_archs": ",".join(self.archs),
                 "zoo_sources": ",".join(self.sources), "history_tasks": ",".join(s.name for s in self.history),
-                "finetune_grid": (f"lr {','.join(f'{v:g}' for v in self.finetune_lrs)}; wd "
-                                  f"{','.join(f'{v:g}' for v in self.finetune_wds)}; batch {self.finetune_batch_size}; "
-                                  f"<= {self.finetune_epochs} epochs, patience {self.finetune_patience}"),
-                "probe_size": self.probe_size, "proxy_sample_size": self.proxy_sample_size}
+                "finetune_grid": self.finetune_grid(), "probe_size": self.probe_size,
+                "proxy_sample_size": self.proxy_sample_size}
 
 
 # Eight pytorchcv CIFAR families, the cheapest to train on a CPU (training throughput within
