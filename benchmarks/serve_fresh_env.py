@@ -42,10 +42,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the planted table generator the tests use
+from tests.planted import planted_long_table  # noqa: E402
 MODEL_URI = "models:/fennec@champion"
 TOP_K = 5
 REQUEST = {"dataframe_split": {"columns": ["task_id", "class_count", "sample_count", "domain"],
@@ -63,22 +64,6 @@ MALFORMED = [  # (body, a piece of the project's own message)
 MARKERS = {"pyenv/venv": re.compile(r"Creating a new environment in"),
            "pip install": re.compile(r"Installing dependencies"),
            "server start": re.compile(r"=== Running command|Uvicorn running|Listening at|Started server process")}
-
-
-def planted_table(n_models: int = 12, n_tasks: int = 8, seed: int = 0) -> pd.DataFrame:
-    """A low-rank ``model,task,score`` table whose per-task ranking follows a task fact (class count)."""
-    rng = np.random.default_rng(seed)
-    models = [f"net{i:02d}" for i in range(n_models)]
-    tasks = [f"task{j}" for j in range(n_tasks)]
-    classes = np.geomspace(4, 400, n_tasks).round().astype(int)[rng.permutation(n_tasks)]
-    c = np.log(classes)
-    c = (c - c.mean()) / c.std()
-    quality, size = rng.normal(size=n_models), rng.normal(size=n_models)
-    score = 60 + 3 * quality[:, None] + 8 * size[:, None] * c[None, :] + rng.normal(0, 0.5, (n_models, n_tasks))
-    return pd.DataFrame([{"model": m, "task": t, "score": score[i, j], "model_parameters": np.exp(14 + size[i]),
-                          "model_family": "even" if i % 2 == 0 else "odd", "task_class_count": classes[j],
-                          "task_train_size": 100 * classes[j], "task_domain": "natural" if j % 2 == 0 else "medical"}
-                         for i, m in enumerate(models) for j, t in enumerate(tasks)])
 
 
 def free_port() -> int:
@@ -180,7 +165,7 @@ def main(argv=None) -> int:
 
     # 1. a small registered champion, built as a user would
     csv = tmp / "planted.csv"
-    planted_table().to_csv(csv, index=False)
+    planted_long_table(12, 8, seed=0, holes=0).to_csv(csv, index=False)
     timings["fennec import"], _ = run([*fennec_cli, "import", str(csv), "--source", "planted"], env, tmp,
                                       tmp / "import.log", 900)
     timings["fennec build"], _ = run([*fennec_cli, "build", "--kind", "external", "--source", "planted",

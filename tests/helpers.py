@@ -110,3 +110,19 @@ def wait_for_scoring_server(server, port: int, opener, timeout: float = 180) -> 
             assert server.poll() is None, server.stderr.read().decode()[-2000:]
             assert time.time() < deadline, f"the scoring server did not answer /ping within {timeout:.0f} s"
             time.sleep(0.5)
+
+
+def crash_on_second_trial(monkeypatch):
+    """Make every fine-tune raise when its second grid point starts (a job killed mid-cell); returns
+    the function that undoes it."""
+    from fennec_mlflow.store import jobs
+
+    original = jobs._TrackedFinetune.on_trial_start
+
+    def crash(self, params):
+        if params.index == 1:
+            raise RuntimeError("simulated kill")
+        original(self, params)
+
+    monkeypatch.setattr(jobs._TrackedFinetune, "on_trial_start", crash)
+    return lambda: monkeypatch.setattr(jobs._TrackedFinetune, "on_trial_start", original)

@@ -9,24 +9,13 @@ from fennec_mlflow.data.synthetic import synthetic_task
 from fennec_mlflow.data.zoo import load_model
 from fennec_mlflow.store import jobs, tracking
 from fennec_mlflow.training.finetune import FinetuneConfig
+from tests.helpers import crash_on_second_trial
 
 MODEL = "resnet20_cifar10"
 
 
 def finetune_runs(client, kind="finetune"):
     return tracking.runs_of_kind(kind, mlflow_client=client)
-
-
-def crash_on_second_trial(monkeypatch):
-    original = jobs._TrackedFinetune.on_trial_start
-
-    def crash(self, params):
-        if params.index == 1:
-            raise RuntimeError("simulated kill")
-        original(self, params)
-
-    monkeypatch.setattr(jobs._TrackedFinetune, "on_trial_start", crash)
-    return lambda: monkeypatch.setattr(jobs._TrackedFinetune, "on_trial_start", original)
 
 
 def test_probe_and_full_cells_coexist_and_each_resumes(store, monkeypatch):

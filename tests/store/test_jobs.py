@@ -12,7 +12,7 @@ from fennec_mlflow.core.estimators import get_estimator
 from fennec_mlflow.store.jobs import FeatureError, score_cells, score_cell_key
 from fennec_mlflow.data.synthetic import synthetic_task
 from fennec_mlflow.data.tasks import TaskError, from_arrays, sample_probe
-from tests.helpers import blob_images, run_entry_point
+from tests.helpers import blob_images, crash_on_second_trial, run_entry_point
 
 
 @pytest.fixture(scope="module")
@@ -103,17 +103,10 @@ def test_finetune_job_logs_parent_and_trials_and_resumes_after_a_crash(store, mo
     task = synthetic_task("gratings-orient-4", samples_per_class=25)
     config = FinetuneConfig(learning_rates=(0.05, 0.01), weight_decays=(1e-4,), max_epochs=2, patience=1,
                             progress=False)
-    original = jobs._TrackedFinetune.on_trial_start
-
-    def crash_on_second_trial(self, params):
-        if params.index == 1:
-            raise RuntimeError("simulated kill")
-        original(self, params)
-
-    monkeypatch.setattr(jobs._TrackedFinetune, "on_trial_start", crash_on_second_trial)
+    restore = crash_on_second_trial(monkeypatch)
     with pytest.raises(RuntimeError, match="simulated kill"):
         jobs.finetune_cells(["resnet20_cifar10"], [task], config=config, mlflow_client=store)
-    monkeypatch.setattr(jobs._TrackedFinetune, "on_trial_start", original)
+    restore()
     assert count_runs(store, "finetune") == 0 and count_runs(store, "finetune-trial") == 1
 
     [outcome] = jobs.finetune_cells(["resnet20_cifar10"], [task], config=config, mlflow_client=store)
