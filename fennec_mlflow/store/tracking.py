@@ -374,8 +374,23 @@ def log_record(mlflow_client: MlflowClient, run_id: str, record: RunRecord) -> N
     if metrics or params:
         mlflow_client.log_batch(run_id, metrics=metrics, params=params)
     if record.datasets:
-        mlflow_client.log_inputs(run_id, datasets=record.datasets)
+        _log_inputs(mlflow_client, run_id, record.datasets)
     log_artifacts(mlflow_client, run_id, record.artifacts)
+
+
+def _log_inputs(mlflow_client: MlflowClient, run_id: str, datasets: list[DatasetInput]) -> None:
+    """``log_inputs``, once more when another worker inserted the same dataset meanwhile.
+
+    MLflow looks a dataset up and then inserts it, so two workers logging one probe at the same
+    moment collide on the datasets table's key; the second attempt finds the row and links to it.
+    """
+    try:
+        mlflow_client.log_inputs(run_id, datasets=datasets)
+    except mlflow.exceptions.MlflowException as exc:
+        if not any(word in str(exc) for word in ("UniqueViolation", "UNIQUE constraint", "dataset_pk",
+                                                  "Duplicate entry")):
+            raise
+        mlflow_client.log_inputs(run_id, datasets=datasets)
 
 
 def log_artifacts(mlflow_client: MlflowClient, run_id: str, artifacts: Mapping[str, object]) -> None:

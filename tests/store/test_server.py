@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -191,6 +192,39 @@ def test_claims_straight_on_postgresql(tracking_server):
         assert claimer.complete(mine, tracking.RunRecord(kind="fda", metrics={"fda_score": 0.5})) == (mine.run_id, True)
     km = tracking.load_matrix("fda", experiment="claims-on-postgresql", mlflow_client=sql)
     assert km.values.to_dict() == {"t": {"m": 0.1}, "u": {"m": 0.5}}
+
+
+@pytest.mark.slow
+def test_workers_logging_one_new_probe_dataset_at_once_all_succeed(tracking_server):
+    """MLflow looks a dataset up, then inserts it: workers that log one new probe at the same moment
+    collide on the datasets key; each must still finish with the probe linked to its run."""
+    import numpy as np
+
+    http_uri, _ = tracking_server
+    http = tracking.client(http_uri)
+    exp_id = tracking.experiment_id(http, "one-probe-many-workers")
+    probe = tracking.probe_dataset("race", "synthetic:race", np.arange(7), np.arange(7) % 2)
+    barrier, errors, run_ids = threading.Barrier(8), [], []
+
+    def worker():
+        client = tracking.client(http_uri)
+        run_id = client.create_run(exp_id).info.run_id
+        barrier.wait()
+        try:
+            tracking.log_record(client, run_id, tracking.RunRecord(kind="fda", datasets=[probe]))
+            run_ids.append(run_id)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
+    assert len(run_ids) == 8
+    for run_id in run_ids:
+        assert [d.dataset.name for d in http.get_run(run_id).inputs.dataset_inputs] == ["race-probe"]
 
 
 def _create_database(sql_uri: str, name: str) -> str:
