@@ -30,6 +30,9 @@ FENNEC_ALPHA = 0.5
 FENNEC_NMF_L2 = 0.1
 # "shrunk": popularity plus interactions shrunk by out-of-fold fit; "paper": the paper's eq. 10 merge.
 FENNEC_FORMULATION = "shrunk"
+# Bandwidth of similar-task popularity, in standardised task-fact units (None: plain popularity);
+# see fennec_mlflow.core.recommender.SIMILAR_TASK_FLOOR for how it was chosen.
+FENNEC_TASK_BANDWIDTH = 1.0
 FENNEC_DEFAULTS = {"k": FENNEC_K, "alpha": FENNEC_ALPHA, "nmf_l2": FENNEC_NMF_L2}
 
 # The fine-tune grid of the `finetune` entry point (CLI and MLproject).

@@ -4,11 +4,13 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import pearsonr
+from scipy.stats import pearsonr, spearmanr
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
-from fennec_mlflow.core.recommender import RANKING_COLUMNS, Fennec, masked_nmf, normalize_tasks
+from fennec_mlflow.core.recommender import (RANKING_COLUMNS, Fennec, leave_one_out_bias, masked_nmf,
+                                           normalize_tasks)
+from fennec_mlflow.errors import InvalidInputError
 
 HELD_OUT = ["new_a", "new_b", "new_c"]
 
@@ -202,7 +204,7 @@ def test_meta_interactions_let_task_facts_reorder_models():
     train = tasks[:-2]
     rankings = {}
     for interactions in (True, False):
-        model = Fennec.meta_only(k=2, n_estimators=10, meta_interactions=interactions)
+        model = Fennec.meta_only(k=2, n_estimators=10, meta_interactions=interactions, task_bandwidth=None)
         model.fit(P[train], model_meta, task_meta.loc[train])
         rankings[interactions] = [model.rank(task_meta.loc[t]) for t in tasks[-2:]]
     assert all(pearson(ranking, P[t]) > 0.95 for ranking, t in zip(rankings[True], tasks[-2:]))
@@ -348,12 +350,17 @@ def test_without_task_information_the_ranking_is_popularity(problem):
 
 def test_shrunk_score_is_bias_plus_weighted_interactions(problem):
     P, model_meta, task_meta, task_proxy = training_part(*problem)
-    model = Fennec(k=3, n_estimators=50).fit(P, model_meta, task_meta, task_proxy)
+    model = Fennec(k=3, n_estimators=50, task_bandwidth=None).fit(P, model_meta, task_meta, task_proxy)
     assert 0 <= model.transfer_weight_ <= 1 and 0 <= model.meta_weight_ <= 1
     ranking = model.rank(problem[2].loc["new_a"], problem[3].loc["new_a"])
     np.testing.assert_allclose(ranking["score"], ranking["bias_score"] + ranking["transfer_score"] + ranking["meta_score"])
     np.testing.assert_allclose(ranking.set_index("model")["bias_score"], popularity(P).loc[ranking["model"]])
     assert ranking.attrs["basis"].startswith("popularity + ")
+    # The default bias is popularity among tasks with similar facts: the same sum, another bias.
+    similar = Fennec(k=3, n_estimators=50).fit(P, model_meta, task_meta, task_proxy)
+    ranking = similar.rank(problem[2].loc["new_a"], problem[3].loc["new_a"])
+    np.testing.assert_allclose(ranking["score"], ranking["bias_score"] + ranking["transfer_score"] + ranking["meta_score"])
+    assert ranking.attrs["basis"].startswith("popularity among similar tasks")
 
 
 def test_an_informative_proxy_earns_a_large_weight_and_beats_popularity(problem):
@@ -378,11 +385,16 @@ def test_noise_task_facts_on_a_small_history_give_exactly_popularity():
     P, model_meta, task_meta, task_proxy = planted(seed=3, informative_proxy=False)
     tasks = P.columns[:7]
     noise = pd.DataFrame(np.random.default_rng(0).normal(size=(len(tasks), 3)), index=tasks, columns=["a", "b", "c"])
-    model = Fennec(k=2, n_estimators=50).fit(P[tasks], model_meta, noise)
+    model = Fennec(k=2, n_estimators=50, task_bandwidth=None).fit(P[tasks], model_meta, noise)
     assert model.transfer_weight_ == 0.0 and model.meta_weight_ == 0.0
     ranking = model.rank(noise.iloc[0])
     assert ranking["model"].tolist() == popularity(P[tasks]).sort_values(ascending=False).index.tolist()
     assert "did not predict held-out history tasks" in ranking.attrs["basis"]
+    # By default the noise facts reweigh the history tasks, within the kernel's floor: near popularity.
+    similar = Fennec(k=2, n_estimators=50).fit(P[tasks], model_meta, noise)
+    assert similar.transfer_weight_ == 0.0 and similar.meta_weight_ == 0.0
+    scores = similar.rank(noise.iloc[0]).set_index("model")["score"]
+    assert spearmanr(scores.loc[P.index], popularity(P[tasks]).loc[P.index])[0] > 0.9
 
 
 def test_posterior_warm_start_helps_and_more_known_scores_help_more():
@@ -412,3 +424,62 @@ def test_warm_start_is_unit_free(problem):
     first = model.rank(task_proxy_row=task_proxy.loc["new_b"], known_scores=known)["model"].tolist()
     second = model.rank(task_proxy_row=task_proxy.loc["new_b"], known_scores=scaled)["model"].tolist()
     assert first[:10] == second[:10]
+
+
+def two_task_clusters(seed=4):
+    """p_ij = x_i * sign(y_j): tasks with y < 0 rank the models backwards; a noise fact rides along."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, 25)
+    y = np.concatenate([rng.uniform(0.3, 1, 14), rng.uniform(-1, -0.3, 6), [-0.7, 0.7]])
+    models, tasks = [f"m{i}" for i in range(25)], [f"t{j}" for j in range(22)]
+    P = pd.DataFrame(np.outer(x, np.sign(y)) + 0.05 * rng.normal(size=(25, 22)), index=models, columns=tasks)
+    task_meta = pd.DataFrame({"y": y, "noise": rng.normal(size=22)}, index=tasks)
+    return P, task_meta, tasks[:-2], tasks[-2:]
+
+
+def test_similar_task_popularity_follows_the_tasks_with_close_facts():
+    """Popularity follows the majority (y > 0); among similar tasks, the minority's own order."""
+    P, task_meta, train, (minority, majority) = two_task_clusters()
+    fitted = Fennec(n_estimators=20).fit(P[train], task_meta=task_meta.loc[train])
+    plain = Fennec(n_estimators=20, task_bandwidth=None).fit(P[train], task_meta=task_meta.loc[train])
+    def bias(model, task):
+        return model.rank(task_meta.loc[task]).set_index("model")["bias_score"].loc[P.index]
+
+    assert pearsonr(bias(fitted, minority), P[minority])[0] > 0.8
+    assert pearsonr(bias(plain, minority), P[minority])[0] < -0.5
+    assert pearsonr(bias(fitted, majority), P[majority])[0] > 0.9
+    ranking = fitted.rank(task_meta.loc[minority])
+    assert ranking.attrs["basis"].startswith("popularity among similar tasks")
+    # Without the task's facts there is nothing to be similar to: plain popularity, said so.
+    cold = fitted.rank()
+    np.testing.assert_allclose(cold.set_index("model")["bias_score"], plain.rank().set_index("model")["bias_score"])
+    assert cold.attrs["basis"] == "popularity (no task information)"
+
+
+def test_a_task_unlike_the_whole_history_gets_plain_popularity():
+    P, task_meta, train, (minority, _) = two_task_clusters()
+    fitted = Fennec(n_estimators=20).fit(P[train], task_meta=task_meta.loc[train])
+    far = task_meta.loc[minority] + 50.0
+    bias = fitted.rank(far).set_index("model")["bias_score"]
+    popularity = P[train].sub(P[train].mean()).div(P[train].std(ddof=0)).mean(axis=1)
+    assert pearsonr(bias.loc[popularity.index], popularity)[0] > 0.999
+
+
+def test_leave_one_out_bias_never_reads_the_task_it_predicts():
+    rng = np.random.default_rng(0)
+    standardised = rng.normal(size=(6, 5))
+    weights = rng.uniform(0.2, 1.2, size=(5, 5))
+    before = leave_one_out_bias(standardised, weights)
+    changed = standardised.copy()
+    changed[:, 2] += 100.0
+    after = leave_one_out_bias(changed, weights)
+    np.testing.assert_allclose(before[2], after[2])  # task 2's own prediction ignores its column
+    assert not np.allclose(before[0], after[0])  # the others read it
+    plain = leave_one_out_bias(standardised)
+    np.testing.assert_allclose(plain[1], np.delete(standardised, 1, axis=1).mean(axis=1))
+
+
+def test_task_bandwidth_must_be_positive():
+    P, task_meta, train, _ = two_task_clusters()
+    with pytest.raises(InvalidInputError, match="task_bandwidth"):
+        Fennec(task_bandwidth=0).fit(P[train], task_meta=task_meta.loc[train])
