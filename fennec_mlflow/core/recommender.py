@@ -423,22 +423,23 @@ def leave_one_out_bias(standardised: np.ndarray, task_weights: np.ndarray | None
 
 
 def posterior_mean(prior: np.ndarray, residuals: np.ndarray, shrinkage: float, known: np.ndarray,
-                   known_z: np.ndarray) -> np.ndarray:
+                   known_z: np.ndarray, noise: float = 1.0) -> np.ndarray:
     """Gaussian conditional mean of every model's score given a few known ones, up to the task's offset.
 
     The prior covariance is the Ledoit-Wolf estimate from the history's out-of-fold residual
     vectors (one row per task): ``(1 − ρ)·RᵀR/N + ρ·μ·I``. The new task's offset is unknown (a flat
     prior), so only the known scores' deviations from their mean inform the others. A known score
-    is one noisy fine-tune, not the model's true level: it carries observation noise of variance μ
-    (the mean residual variance). Without it, 3 known scores made PARC's ranking of the other
-    models 1.7 points worse than cold; with it 0.3 (and +1.9 on PARC's full table).
+    is one noisy fine-tune, not the model's true level: it carries observation noise of variance
+    ``noise``·μ (μ the mean residual variance). Without it, 3 known scores made PARC's ranking of
+    the other models 1.7 points worse than cold; with it 0.3 (and +1.9 on PARC's full table);
+    0.1x to 3x moved the figure by under half a point (benchmarks/warm_start_variants.py).
     """
     n_tasks = residuals.shape[0]
     scale = float(np.mean(residuals ** 2)) if residuals.size else 1.0
     scale = scale if scale > 0 else 1.0
     known_residuals = residuals[:, known]
     cov_known = ((1 - shrinkage) * known_residuals.T @ known_residuals / n_tasks
-                 + (shrinkage + 1.0) * scale * np.eye(known.size))  # prior diagonal + observation noise
+                 + (shrinkage + noise) * scale * np.eye(known.size))  # prior diagonal + observation noise
     cov_all_known = (1 - shrinkage) * residuals.T @ known_residuals / n_tasks
     cov_all_known[known, np.arange(known.size)] += shrinkage * scale
     centre = np.eye(known.size) - 1.0 / known.size

@@ -27,7 +27,8 @@ Output: one row per recommended model and task: ``task_index`` (the request row)
 (when sent), ``rank``, ``model``, ``score``,
 ``bias_score``, ``transfer_score``, ``meta_score``: ``score`` is the predicted per-task z-score
 (0 = an average model of the history, 1 = one standard deviation better) = ``bias_score``
-(popularity) + the shrunk ``transfer_score`` and ``meta_score`` (+ the warm start's update);
+(popularity; among similar history tasks when the task's facts are given) + the shrunk
+``transfer_score`` and ``meta_score`` (+ the warm start's update);
 ``basis`` says in words what the ranking rests on (e.g. "popularity + 0.31 x transfer").
 Also (issue 16, :mod:`fennec_mlflow.serving.answers`): ``predicted_accuracy``, ``accuracy_low``,
 ``accuracy_high`` (NaN when the history is not on an accuracy scale: ``basis`` then says the scores

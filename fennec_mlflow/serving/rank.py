@@ -17,7 +17,8 @@ from fennec_mlflow.serving.answers import predicted_regime
 from fennec_mlflow.store import tracking
 
 SCORE_UNITS = ("score = predicted z-score of the model's fine-tuned accuracy on the target (0 = an average "
-               "model of the history, +1 = one standard deviation better) = bias (popularity) + transfer + meta "
+               "model of the history, +1 = one standard deviation better) = bias (popularity, among history tasks "
+               "with similar facts when the task's facts are known) + transfer + meta "
                "(task-specific adjustments, shrunk by how well they predicted held-out history tasks). "
                "predicted_accuracy [accuracy_low, accuracy_high]: the fine-tune accuracy it predicts on the history's "
                "scale, with a conformal interval learned leave-one-task-out (empty when the history holds no "
