@@ -63,23 +63,32 @@ def draw_tables(sources: dict[str, Benchmark], count: int, seed: int) -> list[Be
 def evaluate(table: Benchmark) -> dict[str, float]:
     data = table.tuning_data()
     fennec, popularity, transfer_weights, meta_weights = [], [], [], []
+    fennec_regret, popularity_regret = [], []
+    points = 1.0 if "%" in table.units else 100.0
     for target in table.targets:
         history = table.history_for(target)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = fit_fennec(history, dict(FENNEC_DEFAULTS), data, seed=0)
         true = table.P[target].dropna()
-        fennec.append(ev.pearson(fennec_scores(model, target, data, true.index), true))
-        popularity.append(ev.pearson(ev.popularity(history, target).reindex(true.index), true))
+        scores = fennec_scores(model, target, data, true.index)
+        baseline = ev.popularity(history, target).reindex(true.index)
+        fennec.append(ev.pearson(scores, true))
+        popularity.append(ev.pearson(baseline, true))
+        fennec_regret.append(points * ev.top1_regret(scores, true))
+        popularity_regret.append(points * ev.top1_regret(baseline, true))
         transfer_weights.append(model.transfer_weight_)
         meta_weights.append(model.meta_weight_)
     return {"table": table.name, "models": table.P.shape[0], "targets": len(table.targets),
             "fennec": 100 * np.nanmean(fennec), "popularity": 100 * np.nanmean(popularity),
-            "transfer_weight": float(np.mean(transfer_weights)), "meta_weight": float(np.mean(meta_weights))}
+            "transfer_weight": float(np.mean(transfer_weights)), "meta_weight": float(np.mean(meta_weights)),
+            "fennec_regrets": fennec_regret, "popularity_regrets": popularity_regret}
 
 
 def report(results: pd.DataFrame, count: int, seed: int) -> str:
     difference = results["fennec"] - results["popularity"]
+    fennec_regret = np.concatenate(results["fennec_regrets"].to_list())
+    popularity_regret = np.concatenate(results["popularity_regrets"].to_list())
     lines = [
         "## The default on small tables it was not built on",
         "",
@@ -97,6 +106,11 @@ def report(results: pd.DataFrame, count: int, seed: int) -> str:
         f"Fennec - popularity: mean {difference.mean():+.2f}, worst {difference.min():+.2f}, best "
         f"{difference.max():+.2f}; Fennec ahead on {(difference > 0.05).sum()}, level on "
         f"{(difference.abs() <= 0.05).sum()}, behind on {(difference < -0.05).sum()} of {len(results)}.",
+        "",
+        f"Top-1 regret (accuracy points, mean over all {len(fennec_regret)} targets): Fennec "
+        f"{np.mean(fennec_regret):.2f}, popularity {np.mean(popularity_regret):.2f}; Fennec's top pick is worse "
+        f"on {int((fennec_regret > popularity_regret + 1e-9).sum())} targets, better on "
+        f"{int((fennec_regret < popularity_regret - 1e-9).sum())}, as good on the rest.",
         "",
         "| table | models | targets | Fennec | popularity | difference | transfer weight | meta weight |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -68,13 +68,14 @@ from fennec_mlflow.serving.selection import (
     NMF_L2_RANGE,
     NestedCVResult,
     TuningData,
+    chosen_trial,
     default_params,
     fennec_params,
     loto_evaluation,
     make_sampler,
     nested_cross_validation,
-    objective_value,
     popularity_evaluation,
+    record_per_target,
     suggest,
 )
 from fennec_mlflow.store import tracking
@@ -178,7 +179,7 @@ def _trial_objective(data: TuningData, mlflow_client, experiment_id: str, parent
             raise
         tracking.finish_run(mlflow_client, run_id)
         trial.set_user_attr("mlflow_run_id", run_id)
-        return objective_value(result)
+        return record_per_target(trial, result)
     return objective
 
 
@@ -268,8 +269,8 @@ def _finalise(study: optuna.Study, data: TuningData, mlflow_client, parent_run_i
     if not complete:
         tracking.finish_run(mlflow_client, parent_run_id, "FAILED")
         raise FennecError(f"study {study.study_name!r} has no complete trial; see the failed tune-trial runs")
-    best = study.best_trial
     defaults = default_params(data)
+    best = chosen_trial(study, defaults)
     default_trials = [t for t in complete if t.params == defaults]
     default_value = default_trials[0].value if default_trials else None
     popularity = popularity_evaluation(data).summary["mean_pearson"]

@@ -376,10 +376,10 @@ def slope_lower_bound(predicted: np.ndarray, true: np.ndarray, z: float = SLOPE_
     n_tasks = per_task.size
     standard_error = (float(np.sqrt(np.sum(weights ** 2 * (per_task - pooled) ** 2)) / weights.sum())
                       * np.sqrt(n_tasks / (n_tasks - 1)))
-    return float(np.clip(pooled - _critical_value(z, n_tasks) * standard_error, 0.0, 1.0))
+    return float(np.clip(pooled - critical_value(z, n_tasks) * standard_error, 0.0, 1.0))
 
 
-def _critical_value(z: float, n_tasks: int) -> float:
+def critical_value(z: float, n_tasks: int) -> float:
     """Student's t quantile with ``n_tasks - 1`` degrees of freedom at the normal ``z``'s level."""
     return float(student_t.ppf(norm.cdf(z), df=n_tasks - 1))
 
@@ -404,7 +404,7 @@ def gain_is_certain(base: np.ndarray, addition: np.ndarray, true: np.ndarray, z:
     gains = gains[np.isfinite(gains)]
     if gains.size < 2:
         return False
-    return bool(gains.mean() - _critical_value(z, gains.size) * gains.std(ddof=1) / np.sqrt(gains.size) > 0)
+    return bool(gains.mean() - critical_value(z, gains.size) * gains.std(ddof=1) / np.sqrt(gains.size) > 0)
 
 
 def leave_one_out_bias(standardised: np.ndarray, task_weights: np.ndarray | None = None) -> np.ndarray:

@@ -94,3 +94,31 @@ def test_validate_measures_fixed_params_by_plain_leave_one_task_out_and_tuning_b
     assert tuned.validated_mean_pearson == pytest.approx(once.validated_mean_pearson)
     assert tuned.popularity_mean_pearson == fixed.popularity_mean_pearson
     assert isinstance(tuned.trials, pd.DataFrame) and -1 <= tuned.validated_mean_pearson <= 1
+
+
+def _study_with(trials: list[tuple[dict, dict[str, float]]]) -> optuna.Study:
+    """A study of finished trials: (params, per-target Pearson); the first one is the default."""
+    study = optuna.create_study(direction="maximize")
+    distributions = {"k": optuna.distributions.IntDistribution(1, 9)}
+    for params, per_target in trials:
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=distributions, value=sum(per_target.values()) / len(per_target),
+            user_attrs={selection.PER_TARGET_ATTR: per_target}))
+    return study
+
+
+def test_a_trial_replaces_the_default_only_when_its_gain_is_beyond_doubt():
+    targets = [f"t{i}" for i in range(8)]
+    default = {t: 0.5 for t in targets}
+    lucky = {t: 0.5 + (0.3 if i == 0 else -0.01) for i, t in enumerate(targets)}  # higher mean, one target
+    steady = {t: 0.52 + 0.002 * i for i, t in enumerate(targets)}  # a little better everywhere
+    study = _study_with([({"k": 4}, default), ({"k": 2}, lucky)])
+    assert study.best_trial.params == {"k": 2}  # Optuna's plain best is the lucky one
+    assert selection.chosen_trial(study, {"k": 4}).params == {"k": 4}
+    study = _study_with([({"k": 4}, default), ({"k": 2}, lucky), ({"k": 7}, steady)])
+    assert selection.chosen_trial(study, {"k": 4}).params == {"k": 7}
+    # without per-target figures there is nothing to test: Optuna's best
+    plain = optuna.create_study(direction="maximize")
+    plain.add_trial(optuna.trial.create_trial(params={"k": 4}, value=0.1,
+                                              distributions={"k": optuna.distributions.IntDistribution(1, 9)}))
+    assert selection.chosen_trial(plain, {"k": 4}).params == {"k": 4}
