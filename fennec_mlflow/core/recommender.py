@@ -400,7 +400,11 @@ def gain_is_certain(base: np.ndarray, addition: np.ndarray, true: np.ndarray, z:
     All (tasks, models); the mean per-task gain must clear ``z`` standard errors over tasks. The
     slope bound alone let small meta weights through that lost to popularity on held-out tables.
     """
-    gains = _pearson_rows(base + addition, true) - _pearson_rows(base, true)
+    return mean_gain_is_certain(_pearson_rows(base + addition, true) - _pearson_rows(base, true), z)
+
+
+def mean_gain_is_certain(gains: np.ndarray, z: float = SLOPE_CONFIDENCE_Z) -> bool:
+    """Whether the mean of per-task ``gains`` (NaN skipped) clears ``z`` standard errors (Student's t)."""
     gains = gains[np.isfinite(gains)]
     if gains.size < 2:
         return False

@@ -54,7 +54,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from fennec_mlflow import config
 from fennec_mlflow.core import evaluation as ev
-from fennec_mlflow.core.recommender import SLOPE_CONFIDENCE_Z, Fennec, critical_value
+from fennec_mlflow.core.recommender import Fennec, mean_gain_is_certain
 from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.store import tracking
 from fennec_mlflow.store.archi2vec_runs import load_architectures
@@ -246,8 +246,8 @@ def record_per_target(trial: optuna.Trial, result: ev.EvaluationResult) -> float
 def chosen_trial(study: optuna.Study, defaults: Mapping) -> optuna.trial.FrozenTrial:
     """The best trial whose gain over the default (the trial with params ``defaults``) is beyond doubt, else the default.
 
-    The gain is paired over targets: per-target Pearson minus the default's; it must have a lower
-    confidence bound (``SLOPE_CONFIDENCE_Z``, Student's t) above 0. Trials without per-target
+    The gain is paired over targets: per-target Pearson minus the default's; its mean must clear
+    the recommender's own bar (:func:`mean_gain_is_certain`). Trials without per-target
     figures (other objectives) fall back to Optuna's best.
     """
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -259,10 +259,7 @@ def chosen_trial(study: optuna.Study, defaults: Mapping) -> optuna.trial.FrozenT
     for trial in complete:
         per_target = trial.user_attrs.get(PER_TARGET_ATTR, {})
         gains = np.array([per_target[t] - baseline[t] for t in baseline if t in per_target])
-        if gains.size < 3 or trial.value <= best.value:
-            continue
-        bound = gains.mean() - critical_value(SLOPE_CONFIDENCE_Z, gains.size) * gains.std(ddof=1) / np.sqrt(gains.size)
-        if bound > 0:
+        if trial.value > best.value and mean_gain_is_certain(gains):
             best = trial
     return best
 
