@@ -522,6 +522,11 @@ class Fennec(BaseEstimator):
         self.shrinkage = shrinkage
         self.task_bandwidth = task_bandwidth
 
+    def __setstate__(self, state):
+        # Models pickled before similar-task popularity (registered versions) keep ranking by plain popularity.
+        state.setdefault("task_bandwidth", None)
+        super().__setstate__(state)
+
     @classmethod
     def transfer_only(cls, **params) -> "Fennec":
         """Fennec without the meta phase's vote (alpha = 0)."""

@@ -483,3 +483,14 @@ def test_task_bandwidth_must_be_positive():
     P, task_meta, train, _ = two_task_clusters()
     with pytest.raises(InvalidInputError, match="task_bandwidth"):
         Fennec(task_bandwidth=0).fit(P[train], task_meta=task_meta.loc[train])
+
+
+def test_a_model_pickled_before_similar_task_popularity_still_loads_and_ranks_by_plain_popularity():
+    P, task_meta, train, (minority, _) = two_task_clusters()
+    plain = Fennec(n_estimators=20, task_bandwidth=None).fit(P[train], task_meta=task_meta.loc[train])
+    state = plain.__getstate__()
+    del state["task_bandwidth"], state["similar_tasks_"]  # what an older version pickled
+    old = Fennec.__new__(Fennec)
+    old.__setstate__(state)
+    assert old.get_params()["task_bandwidth"] is None
+    pd.testing.assert_frame_equal(old.rank(task_meta.loc[minority]), plain.rank(task_meta.loc[minority]))
