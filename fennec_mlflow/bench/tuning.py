@@ -377,8 +377,9 @@ def run_tuning(benchmark, *, n_trials: int = DEFAULT_N_TRIALS, storage: str | No
             raise
         running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
         if running:  # other machines still work on this study: the last one to finish finalises
-            return TuningOutcome(benchmark, experiment, study_name, parent_run_id, fennec_params(study.best_params),
-                                 float(study.best_value), None, math.nan, len(study.trials))
+            chosen = chosen_trial(study, default_params(data))
+            return TuningOutcome(benchmark, experiment, study_name, parent_run_id, fennec_params(chosen.params),
+                                 float(chosen.value), None, math.nan, len(study.trials))
         outcome = _finalise(study, data, client, parent_run_id, nested_cv=nested_cv, inner_trials=inner_trials,
                             seed=seed, fennec_seed=fennec_seed, workers=workers, benchmark=benchmark,
                             experiment=experiment)

@@ -20,6 +20,7 @@ import pytest
 
 from fennec_mlflow.data.features import FeatureCache
 from fennec_mlflow.data.synthetic import synthetic_task
+from fennec_mlflow.serving import selection
 from fennec_mlflow.store import claims, external, tracking
 from fennec_mlflow.store.jobs import score_cells
 from tests.helpers import planted_benchmark, sqlite_store
@@ -280,7 +281,9 @@ def test_optuna_workers_on_postgresql_log_each_trial_once_through_the_server(tra
     first_session = {r.data.tags["mlflow.parentRunId"] for r in trials if int(r.data.params["trial_number"]) < 4}
     assert first_session == {outcome.parent_run_id}  # both workers log under one parent
     assert parents[outcome.parent_run_id].data.params["workers"] == "2"
-    # the storage is logged without credentials, and the resumed session's best is the whole study's
+    # the storage is logged without credentials, and the resumed session's choice is over the whole study
     assert parents[outcome.parent_run_id].data.params["optuna_storage"].endswith(optuna_uri.split("@", 1)[1])
     assert parents[again.parent_run_id].data.params["best_k"] == str(again.best_params["k"])
-    assert parents[again.parent_run_id].data.metrics["best_mean_pearson"] == pytest.approx(study.best_value)
+    chosen = selection.chosen_trial(study, selection.default_params(planted_benchmark().tuning_data()))
+    assert parents[again.parent_run_id].data.metrics["best_mean_pearson"] == pytest.approx(chosen.value)
+    assert again.best_params == selection.fennec_params(chosen.params)
