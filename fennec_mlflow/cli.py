@@ -277,8 +277,10 @@ def _shrinkage(value: str | None):
 
 
 @main.command()
-@click.option("--kind", default="fda", show_default=True, type=click.Choice(sorted(tracking.MATRIX_METRIC)),
-              help="which performance matrix to learn from")
+@click.option("--kind", default=tracking.BEST_EVIDENCE, show_default=True,
+              type=click.Choice(tracking.MATRIX_KINDS),
+              help="which performance matrix to learn from; 'best': each task's fine-tunes where the store has "
+                   "them, else its FDA scores")
 @click.option("--estimator", default=None, help="with --kind estimator: which estimator's scores (e.g. logme)")
 @click.option("--source", default=None, help="with --kind external: which imported table (its --source name)")
 @click.option("--encoder", "encoder_spec", default="demo", show_default=True,
@@ -318,7 +320,7 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, trut
             chosen = demo.DemoEncoder(encoder, encoder_spec, file, encoder_spec)
         if chosen is not None:
             km = tracking.load_matrix(kind, estimator=estimator, source=_given(source), experiment=experiment,
-                                      regime=regime if kind == "finetune" else None)
+                                      regime=regime if kind in ("finetune", tracking.BEST_EVIDENCE) else None)
             specs = _split(tasks) if tasks else list(km.values.columns)
             proxy_cells(chosen.encoder, [load_task_spec(s) for s in specs], experiment=experiment)
         result = build_model(kind=kind, estimator=estimator, source=_given(source),
@@ -580,7 +582,7 @@ def tune(benchmark, n_trials, storage, study_name, workers, nested_cv, experimen
 
 
 @main.command()
-@click.option("--kind", default="fda", show_default=True, type=click.Choice(sorted(tracking.MATRIX_METRIC)))
+@click.option("--kind", default="fda", show_default=True, type=click.Choice(tracking.MATRIX_KINDS))
 @click.option("--estimator", default=None, help="only runs with this estimator param")
 @click.option("--source", default=None, help="only imported runs from this source (e.g. parc_controlled)")
 @click.option("--output", default=None, type=click.Path(dir_okay=False), help="also write the matrix as CSV")

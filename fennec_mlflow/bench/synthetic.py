@@ -281,6 +281,16 @@ class BenchmarkData:
     history_scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # estimator -> models x all tasks
     source_accuracy: pd.Series | None = None  # each model's accuracy (%) on its pre-training task, NaN where unknown
 
+    def best_evidence(self) -> tuple[pd.DataFrame, pd.Series]:
+        """Every task's best evidence (the default history): the targets' fine-tune accuracies, the
+        other tasks' FDA scores; and the tasks' popularity weights (``config.SCORE_ONLY_TASK_WEIGHT``
+        for the FDA-only ones). A fit for a target drops its column, so its fine-tunes never reach it."""
+        matrix = self.knowledge.P.copy()
+        matrix[self.truth.columns] = self.truth
+        weights = pd.Series(config.SCORE_ONLY_TASK_WEIGHT, index=matrix.columns)
+        weights[self.truth.columns] = 1.0
+        return matrix, weights
+
     def fact(self, baseline: str) -> pd.Series:
         """The model fact a data-free baseline ranks by (larger first)."""
         if baseline == "model-size":
@@ -374,14 +384,17 @@ def estimator_predictor(data: BenchmarkData, name: str, costs: Costs) -> ev.Pred
 class TargetFennecFits:
     """Fennec fitted per (target, seed) on a history matrix without the target's column.
 
-    ``history``: models x tasks (the targets among them), by default the FDA knowledge.
+    ``history``: models x tasks (the targets among them), by default the FDA knowledge;
+    ``task_weights``: each task's weight in the popularity part (default 1 each).
     ``alpha`` enters the shrunk formulation's fit (it switches phases off), so fits are kept per
     (target, seed, alpha); a warm start shares its cold fit.
     """
 
-    def __init__(self, data: BenchmarkData, params: dict | None = None, history: pd.DataFrame | None = None):
+    def __init__(self, data: BenchmarkData, params: dict | None = None, history: pd.DataFrame | None = None,
+                 task_weights: pd.Series | None = None):
         self.data = data
         self.history = data.knowledge.P if history is None else history
+        self.task_weights = task_weights
         self.params = {**FENNEC_DEFAULTS, **(params or {})}
         self._fits: dict[tuple[str, int], object] = {}
         self.fit_seconds: dict[str, float] = {}
@@ -400,7 +413,7 @@ class TargetFennecFits:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=UserWarning)
                 self._fits[key] = Fennec(**params, random_state=int(seed)).fit(
-                    P, k.model_meta, k.task_meta.loc[tasks], k.task_proxy.loc[tasks])
+                    P, k.model_meta, k.task_meta.loc[tasks], k.task_proxy.loc[tasks], task_weights=self.task_weights)
             if not hidden:
                 self.fit_seconds[target] = time.perf_counter() - start
         return self._fits[key]
@@ -418,8 +431,7 @@ class TargetFennecFits:
 
 def fennec_predictor(fits: TargetFennecFits, seed: int, alpha: float, costs: Costs, n_known: int = 0,
                      record: dict | None = None) -> ev.Predictor:
-    """Fennec from its fits' history and the target's proxy; with ``n_known`` > 0 (FDA history
-    only) also told the FDA scores of that many random models on the target (their forward
+    """Fennec from its fits' history and the target's proxy; with ``n_known`` > 0 also told the FDA scores of that many random models on the target (their forward
     passes and FDA are costs)."""
     data = fits.data
 
@@ -499,7 +511,13 @@ def baseline_costs(predict: ev.Predictor, costs: Costs) -> ev.Predictor:
 
 # --------------------------------------------------------------------------- the evaluation
 
+# The default and its phase ablations learn from every task's best evidence (BenchmarkData.best_evidence).
 FENNEC_VARIANTS = {"fennec": None, "fennec-no-transfer": 1.0, "fennec-no-meta": 0.0}
+# The paper's history: FDA scores of every task, the other targets included. The warm-start rows
+# use it too (they are told FDA scores of the target, comparable with this history's columns).
+FDA_HISTORY = "fennec-fda-history"
+BEST_EVIDENCE = ("fine-tunes of the other targets (popularity weight 1), FDA of the history tasks "
+                 f"(weight {config.SCORE_ONLY_TASK_WEIGHT:g})")
 # Fennec whose history is the fine-tuned accuracies of the other targets instead of FDA scores
 # (the performance matrix the design allows besides FDA); the target still gives no label.
 FINETUNE_HISTORY = "fennec-finetune-history"
@@ -516,6 +534,8 @@ def other_history(name: str, data: BenchmarkData) -> tuple[pd.DataFrame, str] | 
     """The history matrix (and its description) of a Fennec row that does not learn from FDA."""
     if name == FINETUNE_HISTORY:
         return data.truth, "fine-tune accuracies of the other targets"
+    if name == FDA_HISTORY:
+        return data.knowledge.P, "fda (history tasks + the other targets)"
     for estimator, scores in data.history_scores.items():
         if name == history_row(estimator):
             return scores, f"{estimator} (history tasks + the other targets)"
@@ -525,7 +545,7 @@ def other_history(name: str, data: BenchmarkData) -> tuple[pd.DataFrame, str] | 
 def evaluation_names(config: BenchmarkConfig, estimators: Sequence[str]) -> list[str]:
     """Every row of the benchmark's table, in table order."""
     combined = [name for name, parts in COMBINED.items() if all(p in estimators for p in parts)]
-    return [*FENNEC_VARIANTS, *(f"fennec-warm-{n}" for n in config.warm_known), FINETUNE_HISTORY,
+    return [*FENNEC_VARIANTS, FDA_HISTORY, *(f"fennec-warm-{n}" for n in config.warm_known), FINETUNE_HISTORY,
             *(history_row(name) for name in config.history_estimators if name in estimators), NESTED_CV,
             *estimators, *combined, *BASELINES[:-1], *config.fact_baselines, BASELINES[-1]]
 
@@ -550,8 +570,9 @@ def _repeat(table: pd.DataFrame, make: Callable[[int], ev.Predictor], seeds: Seq
 
 
 def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark, name: str,
-                 fits: TargetFennecFits) -> EstimatorOutcome:
-    """Leave-one-target-out evaluation of one row of the table (nothing is logged)."""
+                 fits: TargetFennecFits, fda_fits: TargetFennecFits) -> EstimatorOutcome:
+    """Leave-one-target-out evaluation of one row of the table (nothing is logged). ``fits``: on
+    the best evidence (the default's history); ``fda_fits``: on the FDA history."""
     costs = Costs()
     truth, seeds = data.truth, list(config.seeds)
     needs_labels = True
@@ -562,9 +583,12 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
         alpha = FENNEC_VARIANTS.get(name)
         alpha = fits.params["alpha"] if alpha is None else alpha
         known: dict = {}
+        if n_known:
+            fits = fda_fits
         result = _repeat(truth, lambda s: fennec_predictor(fits, s, alpha, costs, n_known, known), seeds)
         needs_labels = n_known > 0
-        params = {**fits.params, "alpha": alpha, "history": "fda (history tasks + the other targets)",
+        params = {**fits.params, "alpha": alpha,
+                  "history": "fda (history tasks + the other targets)" if n_known else BEST_EVIDENCE,
                   "encoder": data.encoder, "seeds": ",".join(map(str, seeds))}
         if n_known:
             params["known_fda_entries"] = n_known
@@ -575,7 +599,7 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
             extra.update(calibration_metrics(truth, list(truth.columns), rankers, data.knowledge.task_meta))
     elif other_history(name, data) is not None:
         matrix, description = other_history(name, data)
-        other = TargetFennecFits(data, fits.params, history=matrix)
+        other = fda_fits if name == FDA_HISTORY else TargetFennecFits(data, fits.params, history=matrix)
         result = _repeat(truth, lambda s: fennec_predictor(other, s, other.params["alpha"], costs), seeds)
         needs_labels = False
         params = {**other.params, "encoder": data.encoder, "seeds": ",".join(map(str, seeds)), "history": description}
@@ -583,7 +607,7 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
     elif name == NESTED_CV:
         # Every history the benchmark has, the other targets' fine-tunes included (leak-free: an
         # inner fit drops the outer target's column as well as its own).
-        histories = {"fda": fits, **{source: TargetFennecFits(data, fits.params, history=scores)
+        histories = {"best": fits, "fda": fda_fits, **{source: TargetFennecFits(data, fits.params, history=scores)
                                      for source, scores in data.history_scores.items()}}
         if truth.shape[1] >= MIN_TARGETS_FOR_FINETUNE_HISTORY:
             histories["finetune"] = TargetFennecFits(data, fits.params, history=truth)
@@ -635,7 +659,8 @@ def run_evaluation(config: BenchmarkConfig, data: BenchmarkData, estimators: Seq
 
     experiment = experiment or experiment_name(config.name)
     bench = as_benchmark(config, data)
-    fits = TargetFennecFits(data)
+    fits = TargetFennecFits(data, None, *data.best_evidence())
+    fda_fits = TargetFennecFits(data)
     mlflow_client = tracking.client()
     logged = tracking.finished_cells(mlflow_client, experiment, "evaluation")
     stale = tracking.unfinished_cells(mlflow_client, experiment, "evaluation")
@@ -649,7 +674,7 @@ def run_evaluation(config: BenchmarkConfig, data: BenchmarkData, estimators: Seq
             rows[name] = TableRow(run.data.metrics, run.data.params.get("needs_target_labels") == "True",
                                   run.info.run_id)
             continue
-        outcome = evaluate_one(config, data, bench, name, fits)
+        outcome = evaluate_one(config, data, bench, name, fits, fda_fits)
         outcome.params.update(config.describe())
         tracking.discard_runs(mlflow_client, stale.pop(key, ()))
         log_outcome(outcome, bench, experiment, tags={tracking.CELL_TAG: key})

@@ -544,7 +544,7 @@ class Fennec(BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def fit(self, P: pd.DataFrame, model_meta: pd.DataFrame | None = None, task_meta: pd.DataFrame | None = None,
-            task_proxy: pd.DataFrame | None = None) -> "Fennec":
+            task_proxy: pd.DataFrame | None = None, task_weights=None) -> "Fennec":
         """Learn from a models x tasks score matrix ``P`` (NaN = not measured) and the meta/proxy tables.
 
         ``model_meta`` is indexed by model, ``task_meta`` and ``task_proxy`` by task (extra rows are
@@ -553,10 +553,14 @@ class Fennec(BaseEstimator):
         neither, the shrunk formulation ranks every new task by popularity (the paper's refuses).
         The meta regression's design has one row per observed cell and (p + q + p·q) columns for p model
         and q task facts: compact model facts keep it small (e.g. 25,000 cells x 500 columns = 100 MB).
+        ``task_weights`` (by task, default 1 each): how much each history task counts in the popularity
+        part, e.g. less for a task known only through a label-based score than for a fine-tuned one
+        (``config.SCORE_ONLY_TASK_WEIGHT``); the transfer and meta phases use every task alike.
         """
         # Validate everything before touching any fitted attribute: a failed fit leaves no half state.
         self._check_params()
         values = self._check_matrix(P)
+        evidence_weights = self._check_task_weights(task_weights, P.columns)
         observed = ~np.isnan(values)
         n_models, n_tasks = values.shape
         proxy_features = proxy_columns = task_features = task_columns = model_features = model_columns = None
@@ -582,7 +586,8 @@ class Fennec(BaseEstimator):
         self.task_names_ = np.asarray(P.columns.map(str), dtype=object)
         normalised, self.task_mean_, self.task_std_, self.shift_ = normalize_tasks(values)
         standardised = np.where(observed, normalised - self.shift_, np.nan)
-        self.bias_ = bias_scores(standardised)
+        self.evidence_weights_ = evidence_weights
+        self.bias_ = bias_scores(standardised, self.evidence_weights_)
         # Similar-task popularity needs the history's z-scores and standardised task facts at rank time.
         self.similar_tasks_ = (self.formulation == "shrunk" and task_features is not None
                                and self.task_bandwidth is not None)
@@ -653,7 +658,7 @@ class Fennec(BaseEstimator):
         predicted_transfer = np.zeros((n_tasks, n_models))
         predicted_meta = np.zeros((n_tasks, n_models))
         loo_bias = leave_one_out_bias(standardised, self._similar_task_weights(self.task_fact_rows_)
-                                      if self.similar_tasks_ else None)
+                                      if self.similar_tasks_ else np.tile(self.evidence_weights_, (n_tasks, 1)))
         missed = standardised.T - loo_bias  # NaN where unobserved
         if use_transfer and n_tasks >= 3:
             forest = RandomForestRegressor(n_estimators=self.n_estimators, random_state=self.random_state,
@@ -706,6 +711,19 @@ class Fennec(BaseEstimator):
         if self.shrinkage != "auto" and not (isinstance(self.shrinkage, (int, float, np.number))
                                              and 0.0 <= float(self.shrinkage) <= 1.0):
             raise InvalidInputError(f"shrinkage must be 'auto' or a number in [0, 1], got {self.shrinkage!r}")
+
+    @staticmethod
+    def _check_task_weights(task_weights, tasks: pd.Index) -> np.ndarray:
+        if task_weights is None:
+            return np.ones(len(tasks))
+        weights = pd.Series(task_weights, dtype=float)
+        missing = [t for t in tasks if t not in weights.index]
+        if missing:
+            raise InvalidInputError(f"task_weights has no weight for task(s) {missing[:5]}: give one per column of P")
+        weights = weights.loc[tasks].to_numpy()
+        if not (np.all(np.isfinite(weights)) and np.all(weights > 0)):
+            raise InvalidInputError("task_weights must be positive and finite")
+        return weights
 
     @staticmethod
     def _check_matrix(P) -> np.ndarray:
@@ -763,7 +781,7 @@ class Fennec(BaseEstimator):
     def _similar_task_weights(self, standardised_rows: np.ndarray) -> np.ndarray:
         """(rows, history tasks): the bias weights of the history tasks for tasks with these facts."""
         return similar_task_weights(task_fact_distances(standardised_rows, self.task_fact_rows_),
-                                    float(self.task_bandwidth))
+                                    float(self.task_bandwidth)) * getattr(self, "evidence_weights_", 1.0)
 
     def bias(self, task_meta_row=None) -> np.ndarray:
         """Every model's bias on a task: popularity, among similar tasks when the facts allow."""

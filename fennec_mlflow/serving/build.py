@@ -131,9 +131,15 @@ def accuracy_model(spec: MatrixSpec, knowledge: Knowledge) -> AccuracyModel:
     """The predicted-accuracy model served with the recommender (issue 16): fitted on the history
     when it holds accuracies (finetune runs, or an imported table on an accuracy scale), else one
     that says the scores are relative."""
-    if spec.kind not in ACCURACY_KINDS:
+    P = knowledge.P
+    if spec.kind == tracking.BEST_EVIDENCE:  # only its fine-tuned tasks hold accuracies
+        P = P.loc[:, knowledge.task_weights == 1.0]
+        if P.shape[1] < 2:
+            return AccuracyModel.unavailable(f"the store has fine-tunes of {P.shape[1]} task(s); the predicted "
+                                             "accuracy needs at least 2")
+    elif spec.kind not in ACCURACY_KINDS:
         return AccuracyModel.unavailable(f"the history is {spec.label} scores, not fine-tune accuracies")
-    return AccuracyModel().fit(knowledge.P, task_meta=knowledge.task_meta)
+    return AccuracyModel().fit(P, task_meta=knowledge.task_meta)
 
 
 def _truth_spec(truth_source: str | None, regime: str | None = None) -> MatrixSpec:
@@ -205,7 +211,7 @@ def _register(version: str, quality: Quality, alias: str, mlflow_client=None) ->
 
 def build(
     *,
-    kind: str = "fda",
+    kind: str = tracking.BEST_EVIDENCE,
     estimator: str | None = None,
     source: str | None = None,
     encoder_spec: str | None = None,
@@ -236,7 +242,7 @@ def build(
     ground truth (and the history, with ``kind="finetune"``): ``"full"`` or ``"linear-probe"``.
     See the module docstring.
     """
-    spec = MatrixSpec(kind, estimator, source, regime=regime if kind == "finetune" else None)
+    spec = MatrixSpec(kind, estimator, source, regime=regime if kind in ("finetune", tracking.BEST_EVIDENCE) else None)
     _truth_spec(None, regime)  # an unknown regime fails here, before anything is read
     fixed = {name: value for name, value in (("k", k), ("alpha", alpha), ("shrinkage", shrinkage)) if value is not None}
     quality, chosen, settings = assess(spec, truth_source=truth_source, encoder=encoder_name, experiment=experiment,
@@ -256,7 +262,8 @@ def build(
                 settings[name] = fixed.get(name, tuned.get(name))
     settings["k"] = int(max(1, min(settings["k"], min(knowledge.P.shape) - 1)))
     start = time.perf_counter()
-    fennec = Fennec(**settings).fit(knowledge.P, knowledge.model_meta, knowledge.task_meta, knowledge.task_proxy)
+    fennec = Fennec(**settings).fit(knowledge.P, knowledge.model_meta, knowledge.task_meta, knowledge.task_proxy,
+                                    task_weights=knowledge.task_weights)
     fit_seconds = time.perf_counter() - start
     accuracy = accuracy_model(chosen, knowledge)
     constraints = candidate_constraints(knowledge.P.index, experiment=experiment)

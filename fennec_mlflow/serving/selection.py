@@ -99,6 +99,7 @@ class TuningData:
     targets: tuple[str, ...]
     histories: Mapping[str, pd.DataFrame | None] = field(default_factory=lambda: {TRUTH: None})
     task_proxy: pd.DataFrame | None = None
+    history_weights: Mapping[str, pd.Series] = field(default_factory=dict)  # a history's task weights, if any
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -118,7 +119,7 @@ class TuningData:
                           tuple(t for t in self.targets if t != target),
                           {name: None if m is None else m.drop(columns=[target], errors="ignore")
                            for name, m in self.histories.items()},
-                          drop_rows(self.task_proxy))
+                          drop_rows(self.task_proxy), self.history_weights)
 
     @property
     def k_max(self) -> int:
@@ -138,7 +139,9 @@ def fit_fennec(history: pd.DataFrame, params: Mapping, data: TuningData, seed: i
     if min(history.shape) < 2:  # nothing to factorise: rank by the history's popularity
         task_meta = task_proxy = None
         settings["formulation"] = "shrunk"
-    return Fennec(**settings, random_state=int(seed)).fit(history, data.model_meta, task_meta, task_proxy)
+    weights = data.history_weights.get(params.get("history") or data.sources[0])
+    return Fennec(**settings, random_state=int(seed)).fit(history, data.model_meta, task_meta, task_proxy,
+                                                          task_weights=weights)
 
 
 def fennec_scores(model: Fennec, target: str, data: TuningData, models: pd.Index,
@@ -409,8 +412,8 @@ class MatrixSpec:
     regime: str | None = None
 
     def __post_init__(self):
-        if self.kind not in tracking.MATRIX_METRIC:
-            raise InvalidInputError(f"a matrix kind must be one of {sorted(tracking.MATRIX_METRIC)}, got {self.kind!r}")
+        if self.kind not in tracking.MATRIX_KINDS:
+            raise InvalidInputError(f"a matrix kind must be one of {sorted(tracking.MATRIX_KINDS)}, got {self.kind!r}")
         object.__setattr__(self, "regime", tracking.checked_regime(self.kind, self.regime))
 
     @property
@@ -499,7 +502,7 @@ def load_store_data(truth: MatrixSpec, histories: Sequence[MatrixSpec] = (), *,
     if truth_km.values.empty:
         hint = ("fennec import TABLE --source NAME" if truth.kind == "external" else f"the {truth.kind} entry point")
         raise InvalidInputError(f"no finished {truth.label} runs in experiment {experiment!r}: run {hint} first")
-    matrices, facts = {}, [truth_km]
+    matrices, weights, facts = {}, {}, [truth_km]
     for spec in histories or (truth,):
         if spec == truth:
             matrices[TRUTH] = None
@@ -508,6 +511,8 @@ def load_store_data(truth: MatrixSpec, histories: Sequence[MatrixSpec] = (), *,
         if km.values.empty:
             raise InvalidInputError(f"no finished {spec.label} runs in experiment {experiment!r} to learn from")
         matrices[spec.label] = km.values
+        if km.task_weights is not None:
+            weights[spec.label] = km.task_weights
         facts.append(km)
     notes = []
     P = truth_km.values
@@ -550,5 +555,5 @@ def load_store_data(truth: MatrixSpec, histories: Sequence[MatrixSpec] = (), *,
     if task_meta is None and task_proxy is None:
         notes.append("no task facts or proxies: Fennec ranks by popularity (no task information)")
     families = store_families(all_models, model_facts, architecture_meta)
-    data = TuningData(P, model_meta, task_meta, tuple(targets), matrices, task_proxy)
+    data = TuningData(P, model_meta, task_meta, tuple(targets), matrices, task_proxy, weights)
     return StoreData(truth, data, families, notes)

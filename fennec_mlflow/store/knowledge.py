@@ -35,6 +35,7 @@ class Knowledge:
     task_proxy: pd.DataFrame | None
     domains: list[str]
     task_meta_fill: pd.Series  # column means, used for unknown values of a target task
+    task_weights: pd.Series | None = None  # each task's weight in Fennec's popularity part (None: alike)
 
 
 def architecture_of(model: str) -> str:
@@ -166,15 +167,18 @@ def build_knowledge(
     """Everything :class:`~fennec_mlflow.core.recommender.Fennec` fits on, read from the store.
 
     ``models`` / ``tasks`` restrict the matrix to those rows / columns (default: all in the store).
-    ``regime``: with ``kind="finetune"``, which fine-tune regime's runs (default ``"full"``).
+    ``regime``: with ``kind="finetune"`` or ``"best"`` (every task's best evidence,
+    :func:`~fennec_mlflow.store.tracking.load_best_evidence`), which fine-tune regime's runs
+    (default ``"full"``).
     """
 
     mlflow_client = mlflow_client or tracking.client()
     km = tracking.load_matrix(kind, estimator=estimator, source=source, regime=regime, experiment=experiment,
                               mlflow_client=mlflow_client)
     if km.values.empty:
-        raise tracking.TrackingError(f"no finished {kind} runs in experiment {experiment!r}: run the "
-                                     f"{'fda' if kind == 'fda' else kind} entry point first")
+        entry_point = "fda or finetune" if kind == tracking.BEST_EVIDENCE else kind
+        raise tracking.TrackingError(f"no finished {entry_point} runs in experiment {experiment!r}: run the "
+                                     f"{entry_point} entry point first")
     P = km.values
     for axis, wanted in ((0, models), (1, tasks)):
         if wanted is not None:
@@ -198,4 +202,5 @@ def build_knowledge(
             raise tracking.TrackingError(f"no task-proxy run with encoder {encoder!r} for task(s) {missing}")
         task_proxy = proxies.loc[P.columns]
     return Knowledge(P=P, model_meta=model_meta, model_parameters=parameters.reindex(models),
-                     task_meta=task_meta, task_proxy=task_proxy, domains=domains, task_meta_fill=fill.fillna(0.0))
+                     task_meta=task_meta, task_proxy=task_proxy, domains=domains, task_meta_fill=fill.fillna(0.0),
+                     task_weights=None if km.task_weights is None else km.task_weights.reindex(P.columns))

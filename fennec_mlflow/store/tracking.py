@@ -63,6 +63,9 @@ KINDS = (
 )
 # The metric that fills the performance matrix, per kind of cell run.
 MATRIX_METRIC = {"fda": "fda_score", "finetune": "test_accuracy", "estimator": "score", "external": "score"}
+# Every task's best evidence: its fine-tunes where it has them, else its FDA scores (load_best_evidence).
+BEST_EVIDENCE = "best"
+MATRIX_KINDS = (BEST_EVIDENCE, *MATRIX_METRIC)
 DEFAULT_EXPERIMENT = config.DEFAULT_EXPERIMENT
 _PAGE = 5000
 _MAX_PARAM_LENGTH = 6000
@@ -568,6 +571,8 @@ class KnowledgeMatrix:
     model_facts: pd.DataFrame  # one row per model, columns from model_* params
     task_facts: pd.DataFrame  # one row per task, columns from task_* params
     run_ids: pd.DataFrame  # models x tasks, the run behind each value
+    # each task's weight in Fennec's popularity part (None: all alike); see load_best_evidence
+    task_weights: pd.Series | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -621,6 +626,8 @@ def load_matrix(
     (20 s for 10,000 runs); any other store (an MLflow server over REST) is read with paged
     ``search_runs``. Both readers return the same matrix (tests/test_tracking.py).
     """
+    if kind == BEST_EVIDENCE:
+        return load_best_evidence(experiment=experiment, regime=regime, mlflow_client=mlflow_client)
     if kind not in MATRIX_METRIC and metric is None:
         raise TrackingError(f"runs of kind {kind!r} do not fill a matrix; use one of {sorted(MATRIX_METRIC)}")
     metric = metric or MATRIX_METRIC[kind]
@@ -641,9 +648,43 @@ def load_matrix(
     return _assemble(rows)
 
 
+# A task's fine-tunes replace its FDA scores in the best-evidence matrix from this many models on.
+MIN_FINETUNED_MODELS = 3
+
+
+def load_best_evidence(*, experiment: str | list[str] = DEFAULT_EXPERIMENT, regime: str | None = None,
+                       mlflow_client: MlflowClient | None = None) -> KnowledgeMatrix:
+    """Every task's best evidence: its fine-tune accuracies (``regime``) where at least
+    :data:`MIN_FINETUNED_MODELS` models were fine-tuned on it, else its FDA scores.
+
+    ``task_weights``: 1 for a fine-tuned task, ``config.SCORE_ONLY_TASK_WEIGHT`` for one known only
+    through FDA, so Fennec's popularity follows what fine-tuning showed. Each column keeps one
+    kind of value (Fennec standardises per task, so accuracies and FDA scores never mix in one).
+    """
+    mlflow_client = mlflow_client or client()
+    finetune = load_matrix("finetune", experiment=experiment, regime=regime, mlflow_client=mlflow_client)
+    fda = load_matrix("fda", experiment=experiment, mlflow_client=mlflow_client)
+    tuned = [t for t in finetune.values.columns if finetune.values[t].notna().sum() >= MIN_FINETUNED_MODELS]
+    scored = [t for t in fda.values.columns if t not in tuned]
+    models = sorted(set(finetune.values.index[finetune.values[tuned].notna().any(axis=1)])
+                    | set(fda.values.index[fda.values[scored].notna().any(axis=1)]))
+    tasks = sorted(tuned + scored)
+
+    def joined(part: str) -> pd.DataFrame:
+        tables = [getattr(finetune, part)[tuned], getattr(fda, part)[scored]]
+        return pd.concat([t.reindex(models) for t in tables], axis=1).reindex(columns=tasks)
+
+    weights = pd.Series(config.SCORE_ONLY_TASK_WEIGHT, index=tasks, dtype=float)
+    weights[tuned] = 1.0
+    return KnowledgeMatrix(values=joined("values"), run_ids=joined("run_ids"),
+                           model_facts=finetune.model_facts.combine_first(fda.model_facts),
+                           task_facts=finetune.task_facts.combine_first(fda.task_facts), task_weights=weights)
+
+
 def checked_regime(kind: str, regime: str | None) -> str | None:
-    """The regime a matrix of ``kind`` is read for: finetune runs default to ``"full"``; other kinds have none."""
-    if kind != "finetune":
+    """The regime a matrix of ``kind`` is read for: finetune runs (and the best evidence, which
+    reads them) default to ``"full"``; other kinds have none."""
+    if kind not in ("finetune", BEST_EVIDENCE):
         if regime not in (None, DEFAULT_REGIME):
             raise TrackingError(f"regime {regime!r} applies to finetune runs only, not to {kind!r} runs")
         return None

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fennec_mlflow import config
+
 from fennec_mlflow.core.estimators import available_estimators
 from fennec_mlflow.core.estimators.etran import etran_combine
 from fennec_mlflow.core.evaluation import leave_one_task_out
@@ -61,7 +63,7 @@ def test_the_smoke_configuration_is_a_small_copy_of_the_same_pipeline():
     assert len(smoke.zoo) * len(smoke.targets) < len(full.zoo) * len(full.targets) / 8
     assert smoke.fingerprint() != full.fingerprint()
     assert evaluation_names(smoke, ["fda", "etran_energy", "etran_lda"]) == [
-        "fennec", "fennec-no-transfer", "fennec-no-meta", f"fennec-warm-{smoke.warm_known[0]}",
+        "fennec", "fennec-no-transfer", "fennec-no-meta", "fennec-fda-history", f"fennec-warm-{smoke.warm_known[0]}",
         "fennec-finetune-history", "fennec-nested-cv", "fda", "etran_energy", "etran_lda", "etran", "popularity", "family-mean", "archi2vec-family-mean", "model-size", "source-accuracy", "random"]
 
 
@@ -105,6 +107,32 @@ def test_cold_fennec_never_reads_the_targets_own_scores(made_up_data, history):
         matrix[target] = np.random.default_rng(1).random(len(matrix)) * 100
         pd.testing.assert_series_equal(before, predictions(target))
         matrix[target] = original
+
+
+def test_default_history_uses_the_other_targets_fine_tunes_but_never_the_targets_own(made_up_data):
+    data = made_up_data
+
+    def predictions(target):
+        fits = TargetFennecFits(data, {"k": 2}, *data.best_evidence())
+        cells = leave_one_task_out(data.truth, fennec_predictor(fits, 0, 0.5, Costs()), [target]).predictions
+        return cells.set_index("model")["predicted"]
+
+    matrix, weights = data.best_evidence()
+    pd.testing.assert_frame_equal(matrix[data.truth.columns], data.truth)  # the targets' columns: fine-tunes
+    assert set(weights[data.truth.columns]) == {1.0}
+    assert set(weights.drop(data.truth.columns)) == {config.SCORE_ONLY_TASK_WEIGHT}
+    for target in data.truth.columns:
+        before = predictions(target)
+        saved = [(table, table[target].copy()) for table in (data.knowledge.P, data.truth)]
+        for table, _ in saved:  # its FDA scores and its fine-tunes
+            table[target] = np.random.default_rng(4).random(len(table)) * 100
+        pd.testing.assert_series_equal(before, predictions(target))
+        other = next(t for t in data.truth.columns if t != target)
+        data.truth[other] = data.truth[other].to_numpy()[::-1]  # another target's fine-tunes do count
+        assert not before.equals(predictions(target))
+        for table, column in saved:
+            table[target] = column
+        data.truth[other] = data.truth[other].to_numpy()[::-1]
 
 
 def test_nested_cv_chooses_without_reading_the_outer_target(made_up_data):

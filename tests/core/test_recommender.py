@@ -479,6 +479,32 @@ def test_leave_one_out_bias_never_reads_the_task_it_predicts():
     np.testing.assert_allclose(plain[1], np.delete(standardised, 1, axis=1).mean(axis=1))
 
 
+@pytest.mark.parametrize("bandwidth", [None, 1.0])
+def test_task_weights_let_trusted_history_tasks_lead_the_popularity(bandwidth):
+    """Majority tasks (y > 0) outnumber the minority; weighted down, the minority's order leads."""
+    P, task_meta, train, _ = two_task_clusters()
+    minority = [t for t in train if task_meta.loc[t, "y"] < 0]
+    weights = pd.Series(0.01, index=train)
+    weights[minority] = 1.0
+    weighted = Fennec(n_estimators=20, task_bandwidth=bandwidth).fit(P[train], task_meta=task_meta.loc[train],
+                                                                     task_weights=weights)
+    equal = Fennec(n_estimators=20, task_bandwidth=bandwidth).fit(P[train], task_meta=task_meta.loc[train],
+                                                                  task_weights=pd.Series(3.0, index=train))
+    plain = Fennec(n_estimators=20, task_bandwidth=bandwidth).fit(P[train], task_meta=task_meta.loc[train])
+    x = P[minority].mean(axis=1)  # the minority's own order
+    assert pearsonr(weighted.rank().set_index("model")["bias_score"].loc[P.index], x)[0] > 0.9
+    assert pearsonr(plain.rank().set_index("model")["bias_score"].loc[P.index], x)[0] < -0.5
+    pd.testing.assert_frame_equal(equal.rank(), plain.rank())  # only relative weights matter
+
+
+def test_task_weights_must_cover_every_history_task_and_be_positive():
+    P, task_meta, train, _ = two_task_clusters()
+    with pytest.raises(InvalidInputError, match="no weight for task"):
+        Fennec().fit(P[train], task_weights=pd.Series(1.0, index=train[1:]))
+    with pytest.raises(InvalidInputError, match="positive and finite"):
+        Fennec().fit(P[train], task_weights=pd.Series(0.0, index=train))
+
+
 def test_task_bandwidth_must_be_positive():
     P, task_meta, train, _ = two_task_clusters()
     with pytest.raises(InvalidInputError, match="task_bandwidth"):

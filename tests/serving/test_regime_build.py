@@ -1,10 +1,12 @@
 """Build and rank for one fine-tune regime (issue 16, "recipe"): the recommender learns from, is
 validated on, and says it predicts the regime asked for. Real sqlite store, real pyfunc model."""
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from fennec_mlflow import config
 from fennec_mlflow.cli import main
 from fennec_mlflow.data.synthetic import synthetic_task
 from fennec_mlflow.errors import InvalidInputError
@@ -60,3 +62,30 @@ def test_build_on_probe_history_predicts_the_probe_and_says_so(store):
     refused = CliRunner().invoke(main, ["rank", "--target", "shapes-4", "--model-uri", "models:/fennec/1",
                                         "--regime", "full"])
     assert refused.exit_code == 2 and "fennec build --regime full" in refused.output
+
+
+def test_default_build_learns_from_each_tasks_fine_tunes_and_the_other_tasks_fda_scores(store):
+    table = planted_long_table(n_models=8, n_tasks=6, seed=2, holes=0)
+    tuned = ["task0", "task1", "task2"]
+    write_finetunes(store, table[table["task"].isin(tuned)], None)
+    facts = [c for c in table.columns if c.startswith(("model_", "task_"))]
+    fda = table.assign(score=-table["score"])  # FDA ranks every task backwards: it must not lead
+    tracking.write_runs(store, tracking.experiment_id(store), [tracking.RunRecord(
+        kind="fda", model=row.model, task=row.task, cell=f"fda-{row.model}-{row.task}",
+        params={c: getattr(row, c) for c in facts}, metrics={"fda_score": row.score}) for row in fda.itertuples()])
+
+    result = build(encoder_spec="none", tune=False)  # kind "best" by default
+    P = result.knowledge.P
+    pd.testing.assert_frame_equal(P[tuned], table.pivot(index="model", columns="task", values="score")[tuned] / 100,
+                                  check_names=False)
+    assert (P.drop(columns=tuned) < 0).all().all()  # the FDA scores of the others
+    weights = result.knowledge.task_weights
+    assert set(weights[tuned]) == {1.0} and set(weights.drop(tuned)) == {config.SCORE_ONLY_TASK_WEIGHT}
+    run = store.get_run(result.run_id)
+    assert run.data.params["matrix"] == "best"
+    np.testing.assert_allclose(result.fennec.evidence_weights_, weights.loc[P.columns])
+    # Its popularity follows the fine-tuned tasks, not the backwards FDA majority of the others.
+    fine_tuned = (P[tuned] - P[tuned].mean()) / P[tuned].std(ddof=0)
+    assert np.corrcoef(result.fennec.bias_, fine_tuned.mean(axis=1))[0, 1] > 0.9
+    ranking = rank_task(synthetic_task("shapes-4", samples_per_class=5), model_uri=result.model_uri, log=False)
+    assert ranking["predicted_accuracy"].notna().all()  # the accuracy model reads the fine-tuned tasks

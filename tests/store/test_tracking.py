@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from mlflow.entities import RunStatus
 
+from fennec_mlflow import config
 from fennec_mlflow.store import external
 from fennec_mlflow.store import tracking
 
@@ -42,6 +43,31 @@ def test_matrix_read_back_equals_what_was_logged(store):
     assert km.model_facts.loc["m2", "parameters"] == 1002
     assert km.task_facts.loc["tbb", "class_count"] == 3
     assert km.run_ids.notna().sum().sum() == 11
+
+
+def test_best_evidence_takes_each_tasks_fine_tunes_where_it_has_enough_else_its_fda_scores(store):
+    exp_id = tracking.experiment_id(store)
+    models = [f"m{i}" for i in range(4)]
+    for i, model in enumerate(models):
+        for task in ("tuned", "scored", "thin"):
+            write_cell(store, exp_id, model, task, 10.0 + i)  # FDA of every cell
+        write_cell(store, exp_id, model, "tuned", 0.5 + 0.1 * i, kind="finetune")
+    write_cell(store, exp_id, "m0", "thin", 0.9, kind="finetune")  # one fine-tuned model: too few
+    write_cell(store, exp_id, "m9", "only-tuned", 0.3, kind="finetune")  # a model and a task without FDA
+    for model in models[:2]:
+        write_cell(store, exp_id, model, "only-tuned", 0.4, kind="finetune")
+    km = tracking.load_matrix("best", mlflow_client=store)
+    assert list(km.values.columns) == ["only-tuned", "scored", "thin", "tuned"]
+    assert list(km.values.index) == ["m0", "m1", "m2", "m3", "m9"]
+    np.testing.assert_allclose(km.values.loc[models, "tuned"], [0.5, 0.6, 0.7, 0.8])
+    np.testing.assert_allclose(km.values.loc[models, "thin"], [10, 11, 12, 13])
+    assert km.values.loc["m9", "only-tuned"] == 0.3 and np.isnan(km.values.loc["m9", "scored"])
+    assert km.task_weights.to_dict() == {"only-tuned": 1.0, "scored": config.SCORE_ONLY_TASK_WEIGHT,
+                                         "thin": config.SCORE_ONLY_TASK_WEIGHT, "tuned": 1.0}
+    assert km.run_ids.notna().sum().sum() == km.values.notna().sum().sum()
+    assert km.task_facts.loc["only-tuned", "class_count"] == len("only-tuned")
+    with pytest.raises(tracking.TrackingError, match="unknown fine-tune regime"):
+        tracking.load_matrix("best", regime="partial", mlflow_client=store)
 
 
 def test_unknown_experiment_and_kind_are_clear_errors(store):
