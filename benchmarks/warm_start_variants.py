@@ -9,11 +9,16 @@ judged by Pearson x 100 on the other models only, averaged over targets and seed
 - ``cold``: no known scores;
 - ``posterior``: Fennec's warm start (Gaussian posterior, observation noise 1x the residual variance);
 - ``noise-<c>``: the same posterior with observation noise c x the residual variance;
+- ``shrink-<s>``: the same posterior with the prior covariance shrunk by s toward its diagonal instead
+  of the history's Ledoit-Wolf value (about 0.5 on these tables);
 - ``mixture-<tau>``: history tasks weighted by exp(-r/2tau), r the residual of the best non-negative
   fit of the target's known z-scores by the task's (centred); the ranking is the weighted mean of
-  the history tasks' z-scores; ``+cold``: averaged with the cold score.
+  the history tasks' z-scores; ``+cold``: averaged with the cold score;
+- ``hindsight-task``: not a method but a bound: the single history task whose z-scores correlate best
+  with the target on the judged models, picked with the target's truth. What picking one similar task
+  could give at best.
 
-Prints one row per benchmark; takes about 3 minutes on 2 cores. docs/evaluation.md quotes it.
+Prints one row per benchmark; takes about 1-3 minutes on 2 cores. docs/evaluation.md quotes it.
 """
 from __future__ import annotations
 
@@ -32,8 +37,9 @@ from fennec_mlflow.core.recommender import posterior_mean
 from fennec_mlflow.serving.selection import fennec_scores
 
 NOISES = (0.1, 0.3, 3.0)
+SHRINKS = (0.0, 0.2)
 TAUS = (0.5, 1.0, 2.0)
-VARIANTS = ("posterior", *(f"noise-{noise}" for noise in NOISES),
+VARIANTS = ("posterior", *(f"noise-{noise}" for noise in NOISES), *(f"shrink-{shrink}" for shrink in SHRINKS),
             *(f"mixture-{tau}{suffix}" for tau in TAUS for suffix in ("", "+cold")))
 
 
@@ -75,6 +81,8 @@ def variants(benchmark: str, seeds: int, n_known: int) -> dict[str, float]:
                 known_z = model._known_z(cold, known, values)
                 ranked["posterior"] = posterior_mean(cold, model.residuals_, model.residual_shrinkage_, known,
                                                      known_z)
+                for shrink in SHRINKS:
+                    ranked[f"shrink-{shrink}"] = posterior_mean(cold, model.residuals_, shrink, known, known_z)
                 for noise in NOISES:
                     ranked[f"noise-{noise}"] = posterior_mean(cold, model.residuals_, model.residual_shrinkage_,
                                                               known, known_z, noise=noise)
@@ -85,6 +93,10 @@ def variants(benchmark: str, seeds: int, n_known: int) -> dict[str, float]:
                     ranked[f"mixture-{tau}+cold"] = 0.5 * (mixture + cold)
             for name, score in ranked.items():
                 scores.setdefault(name, []).append(pearson(score[judged], truth[judged]))
+            columns = history_z.reindex(names).to_numpy(float)[judged]
+            seen = np.isfinite(truth[judged])
+            per_task = [pd.Series(column[seen]).corr(pd.Series(truth[judged][seen])) for column in columns.T]
+            scores.setdefault("hindsight-task", []).append(float(np.nanmax(per_task)))
     return {name: 100 * float(np.nanmean(values)) for name, values in scores.items()}
 
 
