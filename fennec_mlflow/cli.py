@@ -459,7 +459,8 @@ STORE_OPTIONS = (
     click.option("--truth-kind", default=None, help="benchmark store: external (an imported table; the default with "
                  "--source) or finetune (the store's fine-tunes)"),
     click.option("--history-kind", default=None, help="benchmark store: what Fennec learns from: external, fda, "
-                 "estimator or finetune (default: the ground truth); a target's own column is never seen"),
+                 "estimator, finetune or best (default: best with fine-tune ground truth, else the ground truth); "
+                 "a target's own column is never seen"),
     click.option("--history-source", default=None, help="benchmark store, history kind external: which imported table"),
     click.option("--history-estimator", default=None, help="benchmark store, history kind estimator: which estimator"),
     click.option("--store-experiment", default=config.DEFAULT_EXPERIMENT, show_default=True,

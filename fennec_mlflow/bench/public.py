@@ -100,6 +100,7 @@ class Benchmark:
     task_vector_source: str = "task_meta (no images: no proxy features)"
     history: pd.DataFrame | None = None
     history_name: str = TRUTH
+    history_weights: pd.Series | None = None  # the history's task weights in Fennec's popularity part
     task_proxy: pd.DataFrame | None = None
     notes: tuple[str, ...] = ()
 
@@ -114,7 +115,8 @@ class Benchmark:
     def tuning_data(self) -> TuningData:
         """The benchmark as :class:`~fennec_mlflow.serving.selection.TuningData` (one history source)."""
         return TuningData(self.P, self.model_meta, self.task_meta, tuple(self.targets),
-                          {self.history_name: self.history}, self.task_proxy)
+                          {self.history_name: self.history}, self.task_proxy,
+                          {} if self.history_weights is None else {self.history_name: self.history_weights})
 
     def summary(self) -> dict[str, object]:
         """What an evaluation run logs as params about the benchmark."""

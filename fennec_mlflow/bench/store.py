@@ -2,9 +2,11 @@
 
 Ground truth: the store's ``finetune`` runs (test accuracy), or a table imported with
 ``fennec import TABLE --source NAME`` (``external`` runs of that source). History, what Fennec
-learns from: the ground truth itself (default: for each target, the other tasks' columns, as on
-the public tables) or another matrix of the store (FDA, an estimator's scores, another imported
-table), always **without the target's own column**. Targets: every ground-truth task with at
+learns from: the ground truth itself (for each target, the other tasks' columns, as on the public
+tables; the default for an imported table), every task's best evidence (the default for the
+``finetune`` ground truth: fine-tunes where a task has them, else FDA, as ``fennec build`` learns
+by default; :func:`~fennec_mlflow.store.tracking.load_best_evidence`) or another matrix of the store
+(FDA, an estimator's scores, another imported table), always **without the target's own column**. Targets: every ground-truth task with at
 least :data:`~fennec_mlflow.serving.selection.MIN_TARGET_MODELS` known models (among the models
 the history scores); at least :data:`~fennec_mlflow.serving.selection.MIN_TARGETS` are needed.
 
@@ -23,7 +25,7 @@ from fennec_mlflow.serving.selection import TRUTH, MatrixSpec, load_store_data
 from fennec_mlflow.store import tracking
 
 TRUTH_KINDS = ("external", "finetune")
-HISTORY_KINDS = ("external", "fda", "estimator", "finetune")
+HISTORY_KINDS = ("external", "fda", "estimator", "finetune", tracking.BEST_EVIDENCE)
 
 
 def matrix_specs(*, source: str | None = None, truth_kind: str | None = None, history_kind: str | None = None,
@@ -38,7 +40,7 @@ def matrix_specs(*, source: str | None = None, truth_kind: str | None = None, hi
                                 "drop --truth-kind finetune or --source")
     truth = MatrixSpec(truth_kind, source=source if truth_kind == "external" else None)
     history_kind = history_kind or ("external" if history_source else "estimator" if history_estimator
-                                    else truth_kind)
+                                    else tracking.BEST_EVIDENCE if truth_kind == "finetune" else truth_kind)
     if history_kind not in HISTORY_KINDS:
         raise InvalidInputError(f"history kind must be one of {HISTORY_KINDS}, got {history_kind!r}")
     if history_kind == "estimator" and not history_estimator:
@@ -56,7 +58,8 @@ def store_benchmark(*, source: str | None = None, truth_kind: str | None = None,
 
     source: the imported table that is the ground truth (else the ``finetune`` runs). truth_kind:
     ``external`` or ``finetune`` (default from ``source``). history_kind / history_source /
-    history_estimator: what Fennec learns from (default: the ground truth). experiment: where the
+    history_estimator: what Fennec learns from (default: the best evidence for fine-tune ground truth,
+    else the ground truth). experiment: where the
     store's runs are. encoder: use that encoder's task proxies when every task has one.
     """
     truth, history = matrix_specs(source=source, truth_kind=truth_kind, history_kind=history_kind,
@@ -74,8 +77,11 @@ def store_benchmark(*, source: str | None = None, truth_kind: str | None = None,
         name=name,
         description=(f"the store's {truth.label} ground truth (experiment {experiment!r}): {data.P.shape[0]} models "
                      f"x {data.P.shape[1]} tasks, {len(data.targets)} targets; history: "
-                     + ("the other tasks' ground truth" if same else f"the other tasks' {history.label} scores")),
+                     + ("the other tasks' ground truth" if same else f"the other tasks' {history.label} scores"
+                        + (" (fine-tunes where a task has them, else FDA)" if history.kind == tracking.BEST_EVIDENCE
+                           else ""))),
         P=data.P, model_meta=data.model_meta, task_meta=data.task_meta, targets=list(data.targets),
         families=loaded.families, units=f"{truth.label} score", task_vector_source=vector,
         history=None if same else data.histories[history.label], history_name=TRUTH if same else history.label,
+        history_weights=data.history_weights.get(history.label),
         task_proxy=data.task_proxy, notes=tuple(loaded.notes))

@@ -108,6 +108,39 @@ def test_scrambling_the_targets_own_columns_does_not_change_its_prediction(store
     pd.testing.assert_series_equal(predicted[""], predicted["-s"])
 
 
+def _write_cells(client, table: pd.DataFrame, kind: str) -> None:
+    facts = [c for c in table.columns if c.startswith(("model_", "task_"))]
+    metric = tracking.MATRIX_METRIC[kind]
+    tracking.write_runs(client, tracking.experiment_id(client), [tracking.RunRecord(
+        kind=kind, model=row.model, task=row.task, cell=f"{kind}-{row.model}-{row.task}",
+        params={c: getattr(row, c) for c in facts}, metrics={metric: row.score}) for row in table.itertuples()])
+
+
+def test_fine_tune_ground_truth_is_evaluated_on_the_best_evidence_without_the_targets_own_cells(store, monkeypatch):
+    table = planted_long_table(n_models=8, n_tasks=8, seed=3, holes=0)
+    tuned = [f"task{j}" for j in range(5)]
+    _write_cells(store, table[table["task"].isin(tuned)].assign(score=lambda t: t["score"] / 100), "finetune")
+    _write_cells(store, table.assign(score=lambda t: -t["score"]), "fda")  # every task, the fine-tuned ones too
+    bench = store_benchmark()
+    assert bench.history_name == "best" and bench.targets == tuned
+    assert (bench.history[tuned] > 0).all().all() and (bench.history.drop(columns=tuned) < 0).all().all()
+    assert bench.history_weights[tuned].eq(1.0).all() and bench.history_weights.drop(tuned).lt(1.0).all()
+    seen = []
+    real_fit = Fennec.fit
+
+    def spy_fit(self, P, *args, task_weights=None, **kwargs):
+        seen.append((set(P.columns), task_weights))
+        return real_fit(self, P, *args, task_weights=task_weights, **kwargs)
+
+    monkeypatch.setattr(Fennec, "fit", spy_fit)
+    outcome = evaluation_runs.evaluate_estimator(bench, "fennec", seeds=(0,))
+    assert len(seen) == len(tuned)
+    for target, (columns, weights) in zip(tuned, seen):
+        assert target not in columns and len(columns) == 7  # the other 4 fine-tuned tasks + 3 FDA-only ones
+        assert weights is not None and weights[target] == 1.0
+    assert outcome.result.summary["mean_pearson"] > 0.5
+
+
 @pytest.mark.slow
 def test_evaluate_store_logs_one_run_per_estimator_with_the_standard_metrics(store, tmp_path):
     # 8 tasks: with fewer, Fennec's confidence bounds (rightly) keep it near popularity
