@@ -123,5 +123,5 @@ def test_the_smoke_benchmark_runs_from_the_cli_reruns_without_new_cells_and_repo
     text = report.read_text()
     assert text.startswith("# Kept") and text.rstrip().endswith("tail kept") and "stale" not in text
     assert "## Real models, real images, real fine-tunes: `real-smoke`" in text
-    assert "| **Fennec** (FDA history + proxy; defaults) | no |" in text and "### Time per stage" in text
+    assert "| **Fennec** (defaults: each task's best evidence + proxy) | no |" in text and "### Time per stage" in text
     assert "| model size (parameters, larger first) | no |" in text

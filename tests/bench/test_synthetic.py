@@ -290,5 +290,5 @@ def test_the_smoke_benchmark_survives_kills_without_redoing_or_duplicating_a_cel
     text = report.read_text()
     assert text.startswith("# Public tables\n\nkept") and text.rstrip().endswith("tail kept")
     assert "stale" not in text and text.count("synthetic-benchmark:begin") == 1
-    assert "| **Fennec** (FDA history + proxy; defaults) | no |" in text
+    assert "| **Fennec** (defaults: each task's best evidence + proxy) | no |" in text
     assert (report.parent / "img" / f"evaluation-{config.name}-cost.png").stat().st_size > 0
