@@ -520,3 +520,13 @@ def test_a_model_pickled_before_similar_task_popularity_still_loads_and_ranks_by
     old.__setstate__(state)
     assert old.get_params()["task_bandwidth"] is None
     pd.testing.assert_frame_equal(old.rank(task_meta.loc[minority]), plain.rank(task_meta.loc[minority]))
+
+
+def test_a_model_pickled_before_task_weights_ranks_as_it_did():
+    P, task_meta, train, (minority, _) = two_task_clusters()
+    fitted = Fennec(n_estimators=20).fit(P[train], task_meta=task_meta.loc[train])
+    state = fitted.__getstate__()
+    del state["evidence_weights_"]  # what the previous version pickled (similar-task popularity, no weights)
+    old = Fennec.__new__(Fennec)
+    old.__setstate__(state)
+    pd.testing.assert_frame_equal(old.rank(task_meta.loc[minority]), fitted.rank(task_meta.loc[minority]))
