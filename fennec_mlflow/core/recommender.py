@@ -780,8 +780,9 @@ class Fennec(BaseEstimator):
 
     def _similar_task_weights(self, standardised_rows: np.ndarray) -> np.ndarray:
         """(rows, history tasks): the bias weights of the history tasks for tasks with these facts."""
+        evidence = getattr(self, "evidence_weights_", 1.0)  # older pickles have no task weights: 1
         return similar_task_weights(task_fact_distances(standardised_rows, self.task_fact_rows_),
-                                    float(self.task_bandwidth)) * getattr(self, "evidence_weights_", 1.0)  # older pickles: 1
+                                    float(self.task_bandwidth)) * evidence
 
     def bias(self, task_meta_row=None) -> np.ndarray:
         """Every model's bias on a task: popularity, among similar tasks when the facts allow."""
