@@ -323,6 +323,34 @@ def copy_artifact(client, run_id: str, artifact: str, destination: Path) -> bool
         return False
 
 
+def issue_13_goals(runs: dict) -> list[str]:
+    """Issue 13's goals where images give a proxy, from the runs: Fennec vs popularity (+3), top-1
+    regret (<= popularity's), warm start with 3 known scores (>= cold + 5, on the same history)."""
+    if not {"fennec", "popularity"} <= runs.keys():
+        return []
+    metric = {name: run.data.metrics for name, run in runs.items()}
+    popularity = metric["popularity"]
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "missed"
+
+    gains = [f"{label} {100 * (metric[name]['mean_pearson'] - popularity['mean_pearson']):+.1f}"
+             for name, label in (("fennec", "default"), ("fennec-nested-cv", "nested CV")) if name in metric]
+    nested = metric.get("fennec-nested-cv", metric["fennec"])["mean_pearson"]
+    lines = [f"- Issue 13, Fennec over popularity (goal +3 where images give a proxy): {', '.join(gains)} "
+             f"(**{verdict(nested - popularity['mean_pearson'] >= 0.03)}**); top-1 regret, default / popularity: "
+             f"{100 * metric['fennec']['mean_top1_regret']:.2f} / {100 * popularity['mean_top1_regret']:.2f} points "
+             f"(goal <=: **{verdict(metric['fennec']['mean_top1_regret'] <= popularity['mean_top1_regret'])}**)."]
+    cold = metric.get("fennec-fda-history")
+    for name in sorted(n for n in metric if n.startswith("fennec-warm-")):
+        if cold is not None:
+            gain = metric[name]["mean_pearson"] - cold["mean_pearson"]
+            lines.append(f"- Issue 13, warm start ({name}: told {name.rsplit('-', 1)[1]} FDA scores, FDA history) "
+                         f"against cold from the same history: {100 * gain:+.1f} (goal +5: "
+                         f"**{verdict(gain >= 0.05)}**).")
+    return lines
+
+
 def section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
     runs = newest_evaluations(client, benchmark)
     kind = benchmark_config(benchmark).kind
@@ -394,6 +422,7 @@ def section(client, benchmark: str, img_dir: Path, rel: str) -> list[str]:
             f"{'met' if round(abs(m_f['fennec_interval_coverage'] - m_f['interval_level']), 6) <= 0.05 else 'not met'}**); "
             f"mean width {100 * m_f['fennec_interval_width']:.1f} points, mean absolute error of the predicted "
             f"accuracy {100 * m_f['fennec_accuracy_abs_error']:.1f} points."]),
+        *issue_13_goals(runs),
         f"- feature extraction per target: Fennec {_seconds(m_f['feature_seconds'])} s, {best} "
         f"{_seconds(m_b['feature_seconds'])} s: **{m_b['feature_seconds'] / m_f['feature_seconds']:.0f}x less** "
         f"(goal 20x: **{'met' if m_b['feature_seconds'] >= 20 * m_f['feature_seconds'] else 'not met'}**).",
