@@ -320,7 +320,7 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, trut
             chosen = demo.DemoEncoder(encoder, encoder_spec, file, encoder_spec)
         if chosen is not None:
             km = tracking.load_matrix(kind, estimator=estimator, source=_given(source), experiment=experiment,
-                                      regime=regime if kind in ("finetune", tracking.BEST_EVIDENCE) else None)
+                                      regime=regime if kind in tracking.REGIME_KINDS else None)
             specs = _split(tasks) if tasks else list(km.values.columns)
             proxy_cells(chosen.encoder, [load_task_spec(s) for s in specs], experiment=experiment)
         result = build_model(kind=kind, estimator=estimator, source=_given(source),

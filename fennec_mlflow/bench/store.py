@@ -5,10 +5,11 @@ Ground truth: the store's ``finetune`` runs (test accuracy), or a table imported
 learns from: the ground truth itself (for each target, the other tasks' columns, as on the public
 tables; the default for an imported table), every task's best evidence (the default for the
 ``finetune`` ground truth: fine-tunes where a task has them, else FDA, as ``fennec build`` learns
-by default; :func:`~fennec_mlflow.store.tracking.load_best_evidence`) or another matrix of the store
-(FDA, an estimator's scores, another imported table), always **without the target's own column**. Targets: every ground-truth task with at
-least :data:`~fennec_mlflow.serving.selection.MIN_TARGET_MODELS` known models (among the models
-the history scores); at least :data:`~fennec_mlflow.serving.selection.MIN_TARGETS` are needed.
+by default; :func:`~fennec_mlflow.store.tracking.load_best_evidence`) or another matrix of the
+store (FDA, an estimator's scores, another imported table), always **without the target's own
+column**. Targets: every ground-truth task with at least
+:data:`~fennec_mlflow.serving.selection.MIN_TARGET_MODELS` known models (among the models the
+history scores); at least :data:`~fennec_mlflow.serving.selection.MIN_TARGETS` are needed.
 
 Meta tables come from the facts the runs carry (``model_*`` / ``task_*`` params, e.g. the
 ``task_class_count``, ``task_train_size``, ``task_domain`` columns of an imported long table) and

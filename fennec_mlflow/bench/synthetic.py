@@ -287,9 +287,7 @@ class BenchmarkData:
         for the FDA-only ones). A fit for a target drops its column, so its fine-tunes never reach it."""
         matrix = self.knowledge.P.copy()
         matrix[self.truth.columns] = self.truth
-        weights = pd.Series(config.SCORE_ONLY_TASK_WEIGHT, index=matrix.columns)
-        weights[self.truth.columns] = 1.0
-        return matrix, weights
+        return matrix, tracking.evidence_weights(matrix.columns, self.truth.columns)
 
     def fact(self, baseline: str) -> pd.Series:
         """The model fact a data-free baseline ranks by (larger first)."""
@@ -431,8 +429,8 @@ class TargetFennecFits:
 
 def fennec_predictor(fits: TargetFennecFits, seed: int, alpha: float, costs: Costs, n_known: int = 0,
                      record: dict | None = None) -> ev.Predictor:
-    """Fennec from its fits' history and the target's proxy; with ``n_known`` > 0 also told the FDA scores of that many random models on the target (their forward
-    passes and FDA are costs)."""
+    """Fennec from its fits' history and the target's proxy; with ``n_known`` > 0 also told the FDA
+    scores of that many random models on the target (their forward passes and FDA are costs)."""
     data = fits.data
 
     def predict(history: pd.DataFrame, target: str) -> pd.Series:
@@ -516,6 +514,7 @@ FENNEC_VARIANTS = {"fennec": None, "fennec-no-transfer": 1.0, "fennec-no-meta": 
 # The paper's history: FDA scores of every task, the other targets included. The warm-start rows
 # use it too (they are told FDA scores of the target, comparable with this history's columns).
 FDA_HISTORY = "fennec-fda-history"
+FDA_HISTORY_DESCRIPTION = "fda (history tasks + the other targets)"
 BEST_EVIDENCE = ("fine-tunes of the other targets (popularity weight 1), FDA of the history tasks "
                  f"(weight {config.SCORE_ONLY_TASK_WEIGHT:g})")
 # Fennec whose history is the fine-tuned accuracies of the other targets instead of FDA scores
@@ -535,7 +534,7 @@ def other_history(name: str, data: BenchmarkData) -> tuple[pd.DataFrame, str] | 
     if name == FINETUNE_HISTORY:
         return data.truth, "fine-tune accuracies of the other targets"
     if name == FDA_HISTORY:
-        return data.knowledge.P, "fda (history tasks + the other targets)"
+        return data.knowledge.P, FDA_HISTORY_DESCRIPTION
     for estimator, scores in data.history_scores.items():
         if name == history_row(estimator):
             return scores, f"{estimator} (history tasks + the other targets)"
@@ -588,7 +587,7 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
         result = _repeat(truth, lambda s: fennec_predictor(fits, s, alpha, costs, n_known, known), seeds)
         needs_labels = n_known > 0
         params = {**fits.params, "alpha": alpha,
-                  "history": "fda (history tasks + the other targets)" if n_known else BEST_EVIDENCE,
+                  "history": FDA_HISTORY_DESCRIPTION if n_known else BEST_EVIDENCE,
                   "encoder": data.encoder, "seeds": ",".join(map(str, seeds))}
         if n_known:
             params["known_fda_entries"] = n_known

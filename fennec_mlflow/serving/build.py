@@ -242,7 +242,7 @@ def build(
     ground truth (and the history, with ``kind="finetune"``): ``"full"`` or ``"linear-probe"``.
     See the module docstring.
     """
-    spec = MatrixSpec(kind, estimator, source, regime=regime if kind in ("finetune", tracking.BEST_EVIDENCE) else None)
+    spec = MatrixSpec(kind, estimator, source, regime=regime if kind in tracking.REGIME_KINDS else None)
     _truth_spec(None, regime)  # an unknown regime fails here, before anything is read
     fixed = {name: value for name, value in (("k", k), ("alpha", alpha), ("shrinkage", shrinkage)) if value is not None}
     quality, chosen, settings = assess(spec, truth_source=truth_source, encoder=encoder_name, experiment=experiment,

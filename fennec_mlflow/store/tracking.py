@@ -66,6 +66,7 @@ MATRIX_METRIC = {"fda": "fda_score", "finetune": "test_accuracy", "estimator": "
 # Every task's best evidence: its fine-tunes where it has them, else its FDA scores (load_best_evidence).
 BEST_EVIDENCE = "best"
 MATRIX_KINDS = (BEST_EVIDENCE, *MATRIX_METRIC)
+REGIME_KINDS = ("finetune", BEST_EVIDENCE)  # the matrix kinds read for one fine-tune regime
 DEFAULT_EXPERIMENT = config.DEFAULT_EXPERIMENT
 _PAGE = 5000
 _MAX_PARAM_LENGTH = 6000
@@ -674,17 +675,23 @@ def load_best_evidence(*, experiment: str | list[str] = DEFAULT_EXPERIMENT, regi
         tables = [getattr(finetune, part)[tuned], getattr(fda, part)[scored]]
         return pd.concat([t.reindex(models) for t in tables], axis=1).reindex(columns=tasks)
 
-    weights = pd.Series(config.SCORE_ONLY_TASK_WEIGHT, index=tasks, dtype=float)
-    weights[tuned] = 1.0
     return KnowledgeMatrix(values=joined("values"), run_ids=joined("run_ids"),
                            model_facts=finetune.model_facts.combine_first(fda.model_facts),
-                           task_facts=finetune.task_facts.combine_first(fda.task_facts), task_weights=weights)
+                           task_facts=finetune.task_facts.combine_first(fda.task_facts),
+                           task_weights=evidence_weights(tasks, tuned))
+
+
+def evidence_weights(tasks: Iterable[str], fine_tuned: Iterable[str]) -> pd.Series:
+    """Each task's weight in Fennec's popularity part: 1 when fine-tuned, else ``config.SCORE_ONLY_TASK_WEIGHT``."""
+    weights = pd.Series(config.SCORE_ONLY_TASK_WEIGHT, index=list(tasks), dtype=float)
+    weights[list(fine_tuned)] = 1.0
+    return weights
 
 
 def checked_regime(kind: str, regime: str | None) -> str | None:
     """The regime a matrix of ``kind`` is read for: finetune runs (and the best evidence, which
     reads them) default to ``"full"``; other kinds have none."""
-    if kind not in ("finetune", BEST_EVIDENCE):
+    if kind not in REGIME_KINDS:
         if regime not in (None, DEFAULT_REGIME):
             raise TrackingError(f"regime {regime!r} applies to finetune runs only, not to {kind!r} runs")
         return None
