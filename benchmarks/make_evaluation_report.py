@@ -226,7 +226,11 @@ def recommender_goals_section(client, chosen: list[str]) -> list[str]:
             f"| {benchmark} | {100 * (cold['mean_pearson'] - pop['mean_pearson']):+.1f} | {nested_gap} | "
             f"{warm_text} | {_fmt(regret, points, 2)} / {_fmt(pop_regret, points, 2)} "
             f"({'met' if regret <= pop_regret + 1e-12 else 'missed'}) |")
-    lines += ["", WARM_START_TRIED]
+    lines += ["", WARM_START_TRIED, "",
+              "The end-to-end benchmarks with images (`real`, `synthetic`, below) check the same goals from "
+              "their runs, with the stricter one where a proxy exists (Fennec at least popularity + 3), and "
+              "the synthetic goal (the default without labels at least the best label-based estimator, for "
+              "20x less feature time): see the issue-13 lines of their first list."]
     return lines
 
 
