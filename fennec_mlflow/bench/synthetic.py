@@ -582,17 +582,16 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
         alpha = FENNEC_VARIANTS.get(name)
         alpha = fits.params["alpha"] if alpha is None else alpha
         known: dict = {}
-        if n_known:
-            fits = fda_fits
-        result = _repeat(truth, lambda s: fennec_predictor(fits, s, alpha, costs, n_known, known), seeds)
+        ranker = fda_fits if n_known else fits  # told FDA scores: the history they compare with
+        result = _repeat(truth, lambda s: fennec_predictor(ranker, s, alpha, costs, n_known, known), seeds)
         needs_labels = n_known > 0
-        params = {**fits.params, "alpha": alpha,
+        params = {**ranker.params, "alpha": alpha,
                   "history": FDA_HISTORY_DESCRIPTION if n_known else BEST_EVIDENCE,
                   "encoder": data.encoder, "seeds": ",".join(map(str, seeds))}
         if n_known:
             params["known_fda_entries"] = n_known
             artifacts["known_entries.json"] = known
-        extra = {"offline_fit_seconds": float(np.mean(list(fits.fit_seconds.values())))}
+        extra = {"offline_fit_seconds": float(np.mean(list(ranker.fit_seconds.values())))}
         if name == "fennec":  # the predicted-accuracy interval, checked on each held-out target's fine-tunes
             rankers = [lambda h, t, s=seed: fits.rank(t, s, alpha)[0].reindex(h.index) for seed in seeds]
             extra.update(calibration_metrics(truth, list(truth.columns), rankers, data.knowledge.task_meta))
