@@ -32,12 +32,20 @@ Online, two formulations (``Fennec(formulation=...)``):
 
 Warm start (``known_scores``: a few models' scores on the new task, on P's raw scale).
 
-- Shrunk: a Gaussian posterior. The prior mean is the cold prediction; the prior covariance of
+- Shrunk, first step: the bias becomes popularity among the history tasks whose raw scores on the
+  known models lie close to the known scores (kernel ``exp(−d²/2h²)`` on their root-mean-square
+  difference), when the history vouches for it at these known models: each history task in turn
+  plays the new task, told its own scores of them, and a bandwidth is used only if it raises the
+  per-task Pearson beyond doubt (the interaction weights' rule; at least
+  ``KNOWN_LEVEL_MIN_TASKS`` history tasks). The level says which tasks are alike (a fine-grained
+  task's low accuracies) where three centred scores cannot.
+- Shrunk, then: a Gaussian posterior. The prior mean is the cold prediction; the prior covariance of
   the new task's scores is the Ledoit-Wolf estimate from the history's residual vectors (what the
   cold prediction left unexplained, one vector per task): ``(1 − ρ)·RᵀR/N + ρ·μ·I``. The task's offset
   is unknown (flat prior): only the known scores' deviations from their mean inform the others.
   Their scale is what their own spread implies under the prior (three or more scores; two get the
-  history's typical task spread), so % and fractions give the same ranking.
+  history's typical task spread), so the posterior ranks % and fractions alike; the first step
+  reads P's raw scale, and known scores matching no history task's level skip it.
 - Paper: the task is folded into the transfer space by ridge NNLS on the known models' vectors
   (standardised values, centred vectors: the direction of the task vector, not its offset) and
   mixed with the proxy's estimate with weight ``n / (n + warm_start_prior)``.
@@ -294,6 +302,36 @@ def task_fact_distances(rows: np.ndarray, others: np.ndarray) -> np.ndarray:
     return np.sqrt(((rows[:, None, :] - others[None, :, :]) ** 2).mean(axis=-1))
 
 
+# Warm start, first step: popularity among the history tasks whose raw scores on the known models
+# lie close to the new task's known scores. The level says as much as the pattern (a fine-grained
+# task's low accuracies, a near-saturated one's high ones), and the posterior (flat prior on the
+# task's offset) discards it. Bandwidths are in units of the history's median task spread; one, or
+# none, is chosen per query by the history itself (``Fennec._known_level_bandwidth``). That check
+# needs enough history tasks: on 20 random sub-tables of 7-11 tasks (benchmarks/heldout_tables.py
+# draws, seed 3) it let the step through at 3-6 history tasks' word on 8-10 tables, which then
+# lost up to 1.4 Pearson points to the posterior alone; from 10 tasks on it never fired there,
+# while TransferGraph (12 history tasks, 180 models) gained +1.1 with 3 known scores.
+KNOWN_LEVEL_BANDWIDTHS = (0.5, 1.0, 2.0, 4.0)
+KNOWN_LEVEL_MIN_TASKS = 10
+# Known scores farther than 3 bandwidths from every history task's (e.g. fractions told to a
+# history in %) match none of them: the step is skipped rather than following the least far one.
+KNOWN_LEVEL_MIN_WEIGHT = float(np.exp(-0.5 * 3.0 ** 2))
+
+
+def known_level_kernel(known_history: np.ndarray, known_values: np.ndarray, bandwidth: float) -> np.ndarray:
+    """(tasks,) kernel weights ``exp(−d²/2h²)`` of history tasks by their scores of the known models.
+
+    ``known_history`` (known models, tasks) holds the history's raw scores of the known models
+    (NaN = not measured); d is the root-mean-square difference to ``known_values`` over the
+    measured ones; a task with none gets 0.
+    """
+    differences = known_history - known_values[:, None]
+    measured = np.isfinite(differences)
+    counts = measured.sum(axis=0)
+    squared = np.where(measured, differences ** 2, 0.0).sum(axis=0) / np.maximum(counts, 1)
+    return np.where(counts > 0, np.exp(-squared / (2.0 * bandwidth ** 2)), 0.0)
+
+
 @dataclass
 class _TransferPart:
     """One fit of the transfer phase on some history tasks: model vectors, a regressor to task vectors."""
@@ -480,8 +518,9 @@ class Fennec(BaseEstimator):
         ``formulation="paper"`` only: how many known entries the cold estimate is worth.
     formulation : {"shrunk", "paper"}
         ``"shrunk"``: score = popularity + λ_T·transfer interaction + λ_M·meta interaction, the λ
-        learned out of fold on the history, and a Gaussian posterior warm start. ``"paper"``:
-        the paper's z-scored merge of the transfer and meta scores (eq. 10) and its fold-in.
+        learned out of fold on the history; the warm start weighs history tasks by their
+        known-model scores, then takes a Gaussian posterior. ``"paper"``: the paper's z-scored
+        merge of the transfer and meta scores (eq. 10) and its fold-in.
     shrinkage : "auto" or float in [0, 1]
         ``"auto"``: each interaction's weight is the lower confidence bound of the slope of what
         popularity misses on each history task on its out-of-bag (transfer) or
@@ -591,8 +630,9 @@ class Fennec(BaseEstimator):
         # Similar-task popularity needs the history's z-scores and standardised task facts at rank time.
         self.similar_tasks_ = (self.formulation == "shrunk" and task_features is not None
                                and self.task_bandwidth is not None)
-        if self.similar_tasks_:
+        if self.formulation == "shrunk":  # similar-task popularity and the warm start read the history
             self.standardised_ = standardised
+        if self.similar_tasks_:
             self.task_fact_mean_, self.task_fact_std_ = _standardise_columns(task_features)
             self.task_fact_rows_ = (task_features - self.task_fact_mean_) / self.task_fact_std_
         self.proxy_columns_ = proxy_columns
@@ -789,9 +829,75 @@ class Fennec(BaseEstimator):
         self._check_fitted()
         if task_meta_row is None or not getattr(self, "similar_tasks_", False):  # older pickles: plain
             return self.bias_
+        return bias_scores(self.standardised_, self._bias_task_weights(task_meta_row))
+
+    def _bias_task_weights(self, task_meta_row) -> np.ndarray:
+        """The history tasks' weights in the bias of a task with these facts (evidence x similarity)."""
+        if task_meta_row is None or not getattr(self, "similar_tasks_", False):
+            return getattr(self, "evidence_weights_", np.ones(len(self.task_names_)))
         facts = _feature_row(task_meta_row, self.task_meta_columns_, "task_meta_row")
-        weights = self._similar_task_weights(((facts - self.task_fact_mean_) / self.task_fact_std_)[None])[0]
-        return bias_scores(self.standardised_, weights)
+        return self._similar_task_weights(((facts - self.task_fact_mean_) / self.task_fact_std_)[None])[0]
+
+    def _known_level_bias(self, task_meta_row, known: np.ndarray, values: np.ndarray):
+        """(bias, bandwidth): popularity among the history tasks whose known-model scores match.
+
+        (None, None) when the history does not vouch for it at these known models (see
+        :meth:`_known_level_bandwidth`), when the known scores match no history task, or for
+        models pickled before the history was kept.
+        """
+        if getattr(self, "standardised_", None) is None:
+            return None, None
+        known_history = self.standardised_[known] * self.task_std_ + self.task_mean_
+        spread = float(np.median(self.task_std_))
+        n_tasks = len(self.task_names_)
+        history_weights = (self._similar_task_weights(self.task_fact_rows_)
+                           if getattr(self, "similar_tasks_", False) and task_meta_row is not None
+                           else np.tile(self._bias_task_weights(None), (n_tasks, 1)))
+        bandwidth = self._known_level_bandwidth(known, known_history, spread, history_weights)
+        if bandwidth is None:
+            return None, None
+        kernel = known_level_kernel(known_history, values, bandwidth * spread)
+        if kernel.max() < KNOWN_LEVEL_MIN_WEIGHT:
+            return None, None
+        return bias_scores(self.standardised_, self._bias_task_weights(task_meta_row) * kernel), bandwidth
+
+    def _known_level_bandwidth(self, known: np.ndarray, known_history: np.ndarray, spread: float,
+                               history_weights: np.ndarray) -> float | None:
+        """The bandwidth (in task spreads) of :data:`KNOWN_LEVEL_BANDWIDTHS` the history vouches for, or None.
+
+        Each history task in turn plays the new task, told its own scores of the same known
+        models: popularity over the other tasks, weighted as for that task, with and without the
+        kernel, judged by Pearson on the models not told. A bandwidth is eligible when its mean
+        per-task gain is beyond doubt (:func:`mean_gain_is_certain`, the interaction weights'
+        rule); the eligible one with the largest mean gain is chosen. A user's known models are
+        thus checked where they are, not on a random draw.
+        """
+        n_models, n_tasks = self.standardised_.shape
+        judged = np.ones(n_models, bool)
+        judged[known] = False
+        playable = [j for j in range(n_tasks)
+                    if np.all(np.isfinite(known_history[:, j])) and np.ptp(known_history[:, j]) > 0]
+        if len(playable) < KNOWN_LEVEL_MIN_TASKS or judged.sum() < 3:
+            return None
+        truth = self.standardised_[judged][:, playable].T
+        reference = np.empty_like(truth)
+        levelled = {bandwidth: np.empty_like(truth) for bandwidth in KNOWN_LEVEL_BANDWIDTHS}
+        for row, task in enumerate(playable):
+            others = np.arange(n_tasks) != task
+            history, weights = self.standardised_[:, others], history_weights[task, others]
+            reference[row] = bias_scores(history, weights)[judged]
+            for bandwidth, scores in levelled.items():
+                kernel = known_level_kernel(known_history[:, others], known_history[:, task], bandwidth * spread)
+                if kernel.max() < KNOWN_LEVEL_MIN_WEIGHT:  # as at rank time: no match, no step
+                    kernel = np.ones_like(kernel)
+                scores[row] = bias_scores(history, weights * kernel)[judged]
+        base = _pearson_rows(reference, truth)
+        chosen, chosen_gain = None, 0.0
+        for bandwidth, scores in levelled.items():
+            gains = _pearson_rows(scores, truth) - base
+            if mean_gain_is_certain(gains) and np.nanmean(gains) > chosen_gain:
+                chosen, chosen_gain = bandwidth, float(np.nanmean(gains))
+        return chosen
 
     def _task_meta(self, task_meta_row) -> np.ndarray:
         return (_feature_row(task_meta_row, self.task_meta_columns_, "task_meta_row")
@@ -914,8 +1020,14 @@ class Fennec(BaseEstimator):
         bias = self.bias(task_meta_row)
         if getattr(self, "similar_tasks_", False) and task_meta_row is not None:
             parts[0] = "popularity among similar tasks"
+        warm = known is not None and known[0].size >= 2 and np.ptp(known[1]) > 0
+        if warm:
+            level_bias, bandwidth = self._known_level_bias(task_meta_row, *known)
+            if bandwidth is not None:
+                bias = level_bias
+                parts[0] += f", weighted toward tasks whose scores on the known models match (bandwidth {bandwidth:g})"
         score = bias + transfer + meta
-        if known is not None and known[0].size >= 2 and np.ptp(known[1]) > 0:
+        if warm:
             score = posterior_mean(score, self.residuals_, self.residual_shrinkage_, known[0],
                                    self._known_z(score, *known))
             parts.append(f"warm start from {known[0].size} known scores")

@@ -415,15 +415,56 @@ def test_posterior_warm_start_helps_and_more_known_scores_help_more():
     assert "warm start from 2 known scores" in ranking.attrs["basis"]
 
 
-def test_warm_start_is_unit_free(problem):
-    """Known scores in % or as fractions give the same ranking: only their relative spread matters."""
+def test_warm_start_posterior_is_unit_free_and_unmatched_levels_are_ignored(problem):
+    """Known scores in another unit than the history's (fractions told to a history in %) match no
+    history task's level, so they move the ranking only through the posterior, which reads their
+    relative spread: any offset and scale give the same ranking."""
     P, model_meta, task_meta, task_proxy = planted(seed=4, informative_proxy=False)
     model = Fennec(k=3, alpha=0.0, n_estimators=20).fit(*training_part(P, model_meta, task_meta, task_proxy))
     known = {m: float(P.loc[m, "new_b"]) for m in ["model_0", "model_5", "model_9", "model_12"]}
-    scaled = {m: v / 100 + 3 for m, v in known.items()}
-    first = model.rank(task_proxy_row=task_proxy.loc["new_b"], known_scores=known)["model"].tolist()
-    second = model.rank(task_proxy_row=task_proxy.loc["new_b"], known_scores=scaled)["model"].tolist()
-    assert first[:10] == second[:10]
+    rankings = [model.rank(task_proxy_row=task_proxy.loc["new_b"],
+                           known_scores={m: v / 100 + offset for m, v in known.items()})
+                for offset in (0.0, 3.0)]
+    assert rankings[0]["model"].tolist()[:10] == rankings[1]["model"].tolist()[:10]
+    assert all("known models match" not in ranking.attrs["basis"] for ranking in rankings)
+
+
+def level_clusters(n_easy: int, n_hard: int, seed: int = 0):
+    """Two kinds of task, each with its own accuracy level and model order: easy ones (~90 %) rank
+    the models by u, hard ones (~50 %) by an unrelated w. Easy tasks are the majority, so
+    popularity ranks by u; the held-out task ``hard_new`` is a hard one."""
+    rng = np.random.default_rng(seed)
+    n_models = 30
+    u, w = rng.uniform(0, 1, n_models), rng.uniform(0, 1, n_models)
+    easy = 85 + 10 * u[:, None] + 0.5 * rng.normal(size=(n_models, n_easy))
+    hard = 45 + 10 * w[:, None] + 0.5 * rng.normal(size=(n_models, n_hard + 1))
+    columns = [f"easy_{j}" for j in range(n_easy)] + [f"hard_{j}" for j in range(n_hard)] + ["hard_new"]
+    P = pd.DataFrame(np.hstack([easy, hard]), index=[f"m{i}" for i in range(n_models)], columns=columns)
+    return P, pd.Series(w, index=P.index)
+
+
+def test_warm_start_follows_the_history_tasks_whose_known_scores_match():
+    """Three known scores at the hard tasks' level make the ranking follow the hard tasks (w),
+    though popularity follows the easy majority (u) and no task information is given."""
+    P, w = level_clusters(n_easy=14, n_hard=8)
+    model = Fennec().fit(P.drop(columns="hard_new"))
+    known_models = ["m0", "m1", "m2"]
+    warm = model.rank(known_scores={m: float(P.at[m, "hard_new"]) for m in known_models}).set_index("model")
+    cold = model.rank().set_index("model")
+    rest = w.index.drop(known_models)
+    assert "known models match" in warm.attrs["basis"]
+    assert spearmanr(warm.loc[rest, "score"], w[rest])[0] > 0.9
+    assert spearmanr(cold.loc[rest, "score"], w[rest])[0] < 0.5
+
+
+def test_warm_start_level_step_needs_enough_history_tasks():
+    """With fewer history tasks than KNOWN_LEVEL_MIN_TASKS the history cannot vouch for the step:
+    the warm start is the posterior alone."""
+    P, _ = level_clusters(n_easy=5, n_hard=3)
+    model = Fennec().fit(P.drop(columns="hard_new"))
+    ranking = model.rank(known_scores={m: float(P.at[m, "hard_new"]) for m in ["m0", "m1", "m2"]})
+    assert "known models match" not in ranking.attrs["basis"]
+    assert "warm start from 3 known scores" in ranking.attrs["basis"]
 
 
 def two_task_clusters(seed=4):
@@ -520,6 +561,19 @@ def test_a_model_pickled_before_similar_task_popularity_still_loads_and_ranks_by
     old.__setstate__(state)
     assert old.get_params()["task_bandwidth"] is None
     pd.testing.assert_frame_equal(old.rank(task_meta.loc[minority]), plain.rank(task_meta.loc[minority]))
+
+
+def test_a_model_pickled_before_the_history_was_kept_warm_starts_with_the_posterior_alone():
+    P, _ = level_clusters(n_easy=14, n_hard=8)
+    fitted = Fennec().fit(P.drop(columns="hard_new"))
+    state = fitted.__getstate__()
+    del state["standardised_"]  # plain-popularity fits kept no history before the level step
+    old = Fennec.__new__(Fennec)
+    old.__setstate__(state)
+    known = {m: float(P.at[m, "hard_new"]) for m in ["m0", "m1", "m2"]}
+    ranking = old.rank(known_scores=known)
+    assert "known models match" not in ranking.attrs["basis"]
+    assert "warm start from 3 known scores" in ranking.attrs["basis"]
 
 
 def test_a_model_pickled_before_task_weights_ranks_as_it_did():
