@@ -27,7 +27,7 @@ from fennec_mlflow.store import tracking
 from fennec_mlflow.bench.evaluate import experiment_name
 from fennec_mlflow.data.synthetic import SYNTHETIC_TASKS
 from fennec_mlflow.bench import real
-from fennec_mlflow.bench.synthetic import COMBINED, cells_experiment, get_config
+from fennec_mlflow.bench.synthetic import COMBINED, FINETUNED_PREFIX, cells_experiment, get_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,6 +80,9 @@ def label(name: str) -> str:
         return f"Fennec from {name[len('fennec-'):-len('-history')]} history + proxy"
     if name.startswith("fennec-warm-"):
         return f"Fennec (FDA history) warm start: FDA of {name.rsplit('-', 1)[1]} models on the target"
+    if name.startswith(FINETUNED_PREFIX):
+        return (f"Fennec warm start: told the fine-tune accuracies of {name[len(FINETUNED_PREFIX):]} models on the "
+                "target (judged on the others)")
     if name in COMBINED:
         return f"{name.upper() if name == 'ncti' else 'ETran'} (published combination of {' + '.join(COMBINED[name])})"
     return BASELINE_LABELS.get(name, name)
@@ -98,9 +101,11 @@ def _seconds(value: float) -> str:
 def order(runs: dict) -> list[str]:
     """Fennec rows first, then label-based estimators by mean Pearson, then the baselines."""
     warm = sorted((n for n in runs if n.startswith("fennec-warm-")), key=lambda n: int(n.rsplit("-", 1)[1]))
+    finetuned = sorted((n for n in runs if n.startswith(FINETUNED_PREFIX)), key=lambda n: int(n.rsplit("-", 1)[1]))
     histories = sorted(n for n in runs if n.endswith("-history") and n not in ("fennec-finetune-history",
                                                                                "fennec-fda-history"))
-    fennec = [n for n in ("fennec", "fennec-no-transfer", "fennec-no-meta", "fennec-fda-history", *warm, *histories,
+    fennec = [n for n in ("fennec", "fennec-no-transfer", "fennec-no-meta", *finetuned, "fennec-fda-history", *warm,
+                          *histories,
                           "fennec-nested-cv", "fennec-finetune-history") if n in runs]
     baselines = [n for n in BASELINE_LABELS if n in runs]  # table order
     others = sorted((n for n in runs if n not in fennec and n not in baselines),
@@ -256,6 +261,12 @@ def findings(runs: dict, truth: pd.DataFrame, test_sizes: list[int]) -> list[str
                    "leave-one-target-out over the other targets, whose fits never see it) gives "
                    f"{pearson['fennec-nested-cv']:.1f}, top-1 regret {regret['fennec-nested-cv']:.1f} points. "
                    f"Choices over targets and seeds (the run's `choices.json`): {choices}.")
+    for name in (n for n in runs if n.startswith(FINETUNED_PREFIX)):
+        m = runs[name].data.metrics
+        out.append(f"- {name}: {pearson[name]:.1f} on the models not told, against cold Fennec "
+                   f"{100 * m['paired_cold_mean_pearson']:.1f} and popularity {100 * m['paired_popularity_mean_pearson']:.1f} "
+                   f"on the same models: being told {name[len(FINETUNED_PREFIX):]} fine-tune accuracies of the target "
+                   f"moves the default by {pearson[name] - 100 * m['paired_cold_mean_pearson']:+.1f}.")
     warm = [n for n in runs if n.startswith("fennec-warm-")]
     cold = pearson.get("fennec-fda-history", float("nan"))
     for name in warm:
@@ -341,6 +352,11 @@ def issue_13_goals(runs: dict) -> list[str]:
              f"(**{verdict(nested - popularity['mean_pearson'] >= 0.03)}**); top-1 regret, default / popularity: "
              f"{100 * metric['fennec']['mean_top1_regret']:.2f} / {100 * popularity['mean_top1_regret']:.2f} points "
              f"(goal <=: **{verdict(metric['fennec']['mean_top1_regret'] <= popularity['mean_top1_regret'])}**)."]
+    for name in sorted(n for n in metric if n.startswith(FINETUNED_PREFIX)):
+        gain = metric[name]["mean_pearson"] - metric[name]["paired_cold_mean_pearson"]
+        lines.append(f"- Issue 13, warm start ({name}: told {name[len(FINETUNED_PREFIX):]} fine-tune accuracies, the "
+                     f"default's history) against cold on the same models: {100 * gain:+.1f} (goal +5: "
+                     f"**{verdict(gain >= 0.05)}**).")
     cold = metric.get("fennec-fda-history")
     for name in sorted(n for n in metric if n.startswith("fennec-warm-")):
         if cold is not None:

@@ -255,7 +255,7 @@ def _over_seeds(table: pd.DataFrame, make: Callable[[int], ev.Predictor], seeds:
     return results[0] if len(results) == 1 else ev.aggregate(results)
 
 
-def _paired_metrics(prefix: str, result: ev.EvaluationResult) -> dict[str, float]:
+def paired_metrics(prefix: str, result: ev.EvaluationResult) -> dict[str, float]:
     return {f"{prefix}_mean_{m}": result.summary[f"mean_{m}"] for m in CORRELATION_METRICS
             if f"mean_{m}" in result.summary}
 
@@ -324,7 +324,7 @@ def evaluate_estimator(benchmark: Benchmark, estimator: str, *, seeds: Sequence[
     return EstimatorOutcome(
         estimator, result,
         {**base, **fennec_params, "alpha": alpha, "known_entries": n_known, "known_entries_in_metric": False},
-        extra_metrics={**_paired_metrics("paired_cold", cold), **_paired_metrics("paired_popularity", popular)},
+        extra_metrics={**paired_metrics("paired_cold", cold), **paired_metrics("paired_popularity", popular)},
         artifacts={"known_entries.json": known})
 
 

@@ -19,7 +19,10 @@ Evaluation is leave-one-target-out. For target ``t``:
   targets* (past tasks too), never on anything of ``t``; ``t`` enters only through its proxy
   features (a label-free sample of its images through the proxy encoder) and its public facts
   (class count, image count, domain). ``fennec-warm-<n>``: also told the FDA scores of ``n``
-  random models on ``t`` (which needs ``t``'s labels and ``n`` forward passes, counted as such);
+  random models on ``t`` (which needs ``t``'s labels and ``n`` forward passes, counted as such).
+  ``fennec-finetuned-<n>``: the default told the true fine-tune accuracies of ``n`` random models
+  on ``t``, what a user who already fine-tuned them knows; judged on the other models only, with
+  cold Fennec and popularity on the same models beside it (as ``fennec-warm-<n>`` on the public tables);
 - each registered estimator (and ETran's and NCTI's published combinations of their parts)
   scores every model on ``t``'s labelled probe;
 - ``popularity``, ``family-mean`` (by architecture) and ``random`` use the true fine-tune
@@ -57,12 +60,14 @@ from fennec_mlflow.bench.evaluate import (
     LEADERBOARD_METRICS,
     EstimatorOutcome,
     calibration_metrics,
-    fact_baseline,
     capped_k,
     draw_known,
+    excluding_known,
     experiment_name,
+    fact_baseline,
     log_leaderboard,
     log_outcome,
+    paired_metrics,
 )
 from fennec_mlflow.bench.public import Benchmark
 from fennec_mlflow.core import evaluation as ev
@@ -451,6 +456,29 @@ def fennec_predictor(fits: TargetFennecFits, seed: int, alpha: float, costs: Cos
     return predict
 
 
+def finetuned_predictor(fits: TargetFennecFits, truth: pd.DataFrame, seed: int, alpha: float, costs: Costs,
+                        n_known: int, record: dict | None = None) -> ev.Predictor:
+    """Fennec told the fine-tune accuracies of ``n_known`` random models of the target; those are left unscored.
+
+    Deliberately reads ``n_known`` cells of the target's column of ``truth`` (that is what this
+    warm start is) and nothing else of it; ``record`` collects what it read. The fine-tunes are
+    the user's past work: only the proxy is counted as feature time.
+    """
+    data = fits.data
+
+    def predict(history: pd.DataFrame, target: str) -> pd.Series:
+        known = draw_known(truth[target], n_known, seed, target)
+        known_scores = {m: float(truth.at[m, target]) for m in known}
+        if record is not None:
+            record.setdefault(str(seed), {})[target] = known_scores
+        scores, seconds = fits.rank(target, seed, alpha, known_scores)
+        costs.add(target, float(data.proxy_seconds[target]), seconds)
+        scores = scores.reindex(history.index).copy()
+        scores[known] = np.nan  # known entries are not judged
+        return scores
+    return predict
+
+
 NESTED_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -517,6 +545,8 @@ FDA_HISTORY = "fennec-fda-history"
 FDA_HISTORY_DESCRIPTION = "fda (history tasks + the other targets)"
 BEST_EVIDENCE = ("fine-tunes of the other targets (popularity weight 1), FDA of the history tasks "
                  f"(weight {config.SCORE_ONLY_TASK_WEIGHT:g})")
+# The user's warm start: the default told the fine-tune accuracies of n models of the target.
+FINETUNED_PREFIX = "fennec-finetuned-"
 # Fennec whose history is the fine-tuned accuracies of the other targets instead of FDA scores
 # (the performance matrix the design allows besides FDA); the target still gives no label.
 FINETUNE_HISTORY = "fennec-finetune-history"
@@ -544,7 +574,8 @@ def other_history(name: str, data: BenchmarkData) -> tuple[pd.DataFrame, str] | 
 def evaluation_names(config: BenchmarkConfig, estimators: Sequence[str]) -> list[str]:
     """Every row of the benchmark's table, in table order."""
     combined = [name for name, parts in COMBINED.items() if all(p in estimators for p in parts)]
-    return [*FENNEC_VARIANTS, FDA_HISTORY, *(f"fennec-warm-{n}" for n in config.warm_known), FINETUNE_HISTORY,
+    return [*FENNEC_VARIANTS, *(f"{FINETUNED_PREFIX}{n}" for n in config.warm_known), FDA_HISTORY,
+            *(f"fennec-warm-{n}" for n in config.warm_known), FINETUNE_HISTORY,
             *(history_row(name) for name in config.history_estimators if name in estimators), NESTED_CV,
             *estimators, *combined, *BASELINES[:-1], *config.fact_baselines, BASELINES[-1]]
 
@@ -563,8 +594,9 @@ def as_benchmark(config: BenchmarkConfig, data: BenchmarkData) -> Benchmark:
         task_vector_source=f"proxy features of a label-free sample ({data.encoder}) + task facts")
 
 
-def _repeat(table: pd.DataFrame, make: Callable[[int], ev.Predictor], seeds: Sequence[int]) -> ev.EvaluationResult:
-    results = [ev.leave_one_task_out(table, make(seed)) for seed in seeds]
+def _repeat(table: pd.DataFrame, make: Callable[[int], ev.Predictor], seeds: Sequence[int],
+            missing: str = "raise") -> ev.EvaluationResult:
+    results = [ev.leave_one_task_out(table, make(seed), missing_predictions=missing) for seed in seeds]
     return results[0] if len(results) == 1 else ev.aggregate(results)
 
 
@@ -595,6 +627,21 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
         if name == "fennec":  # the predicted-accuracy interval, checked on each held-out target's fine-tunes
             rankers = [lambda h, t, s=seed: fits.rank(t, s, alpha)[0].reindex(h.index) for seed in seeds]
             extra.update(calibration_metrics(truth, list(truth.columns), rankers, data.knowledge.task_meta))
+    elif name.startswith(FINETUNED_PREFIX):
+        n_known = int(name[len(FINETUNED_PREFIX):])
+        alpha = fits.params["alpha"]
+        known = {}
+        result = _repeat(truth, lambda s: finetuned_predictor(fits, truth, s, alpha, costs, n_known, known), seeds,
+                         missing="skip")
+        cold = _repeat(truth, lambda s: excluding_known(fennec_predictor(fits, s, alpha, Costs()), truth, n_known, s),
+                       seeds, missing="skip")
+        popular = _repeat(truth, lambda s: excluding_known(ev.popularity, truth, n_known, s), seeds, missing="skip")
+        params = {**fits.params, "alpha": alpha, "history": BEST_EVIDENCE, "encoder": data.encoder,
+                  "seeds": ",".join(map(str, seeds)), "known_finetune_entries": n_known,
+                  "known_entries_in_metric": False}
+        artifacts["known_entries.json"] = known
+        extra = {"offline_fit_seconds": float(np.mean(list(fits.fit_seconds.values()))),
+                 **paired_metrics("paired_cold", cold), **paired_metrics("paired_popularity", popular)}
     elif other_history(name, data) is not None:
         matrix, description = other_history(name, data)
         other = fda_fits if name == FDA_HISTORY else TargetFennecFits(data, fits.params, history=matrix)

@@ -23,7 +23,7 @@ from fennec_mlflow.store.knowledge import Knowledge
 from fennec_mlflow.data.synthetic import SYNTHETIC_TASKS
 from fennec_mlflow.bench.synthetic import (CONFIGS, BenchmarkData, Costs, TargetFennecFits, cells_experiment,
                                            estimator_predictor, evaluation_names, fennec_predictor,
-                                           nested_cv_predictor)
+                                           finetuned_predictor, nested_cv_predictor)
 from tests.helpers import REPO, store_env
 
 
@@ -63,7 +63,8 @@ def test_the_smoke_configuration_is_a_small_copy_of_the_same_pipeline():
     assert len(smoke.zoo) * len(smoke.targets) < len(full.zoo) * len(full.targets) / 8
     assert smoke.fingerprint() != full.fingerprint()
     assert evaluation_names(smoke, ["fda", "etran_energy", "etran_lda"]) == [
-        "fennec", "fennec-no-transfer", "fennec-no-meta", "fennec-fda-history", f"fennec-warm-{smoke.warm_known[0]}",
+        "fennec", "fennec-no-transfer", "fennec-no-meta", f"fennec-finetuned-{smoke.warm_known[0]}",
+        "fennec-fda-history", f"fennec-warm-{smoke.warm_known[0]}",
         "fennec-finetune-history", "fennec-nested-cv", "fda", "etran_energy", "etran_lda", "etran", "popularity", "family-mean", "archi2vec-family-mean", "model-size", "source-accuracy", "random"]
 
 
@@ -133,6 +134,33 @@ def test_default_history_uses_the_other_targets_fine_tunes_but_never_the_targets
         for table, column in saved:
             table[target] = column
         data.truth[other] = data.truth[other].to_numpy()[::-1]
+
+
+def test_the_finetuned_warm_start_reads_only_the_known_cells_of_the_target_and_leaves_them_unjudged(made_up_data):
+    data = made_up_data
+    truth = data.truth
+    target, n_known = "t1", 2
+
+    def predictions():
+        fits = TargetFennecFits(data, {"k": 2}, *data.best_evidence())
+        record = {}
+        cells = leave_one_task_out(truth, finetuned_predictor(fits, truth, 0, 0.5, Costs(), n_known, record), [target],
+                                   missing_predictions="skip").predictions
+        return cells.set_index("model")["predicted"], record["0"][target]
+
+    before, told = predictions()
+    assert len(told) == n_known and set(told) <= set(truth.index)
+    assert set(before.index) == set(truth.index) - set(told)  # the told models are not judged
+    saved = [(table, table[target].copy()) for table in (data.knowledge.P, truth)]
+    unknown = truth.index.difference(list(told))
+    data.knowledge.P[target] = np.random.default_rng(5).random(len(truth)) * 100  # its FDA scores
+    truth.loc[unknown, target] = np.random.default_rng(6).random(len(unknown))  # its other fine-tunes
+    after, _ = predictions()
+    pd.testing.assert_series_equal(before, after)
+    truth.loc[list(told), target] = truth.loc[list(told), target].to_numpy()[::-1]  # what it is told does count
+    assert not predictions()[0].equals(before)
+    for table, column in saved:
+        table[target] = column
 
 
 def test_nested_cv_chooses_without_reading_the_outer_target(made_up_data):
