@@ -274,10 +274,11 @@ SLOPE_CONFIDENCE_Z = 2.0
 def bias_scores(standardised: np.ndarray, task_weights: np.ndarray | None = None) -> np.ndarray:
     """Each model's mean per-task z-score over its observed tasks: the popularity baseline (0 when unseen).
 
-    ``task_weights`` (one per task) makes it a weighted mean: popularity among similar tasks.
+    ``task_weights`` (one per task) makes it a weighted mean: popularity among similar tasks;
+    (tasks, k) gives k weightings at once, (models, k).
     """
     weights = np.ones(standardised.shape[1]) if task_weights is None else task_weights
-    observed = ~np.isnan(standardised)
+    observed = (~np.isnan(standardised)).astype(float)  # float: a boolean matrix product skips BLAS
     counts = observed @ weights
     sums = np.where(observed, standardised, 0.0) @ weights
     return np.where(counts > 0, sums / np.where(counts > 0, counts, 1.0), 0.0)
@@ -307,30 +308,38 @@ def task_fact_distances(rows: np.ndarray, others: np.ndarray) -> np.ndarray:
 # task's low accuracies, a near-saturated one's high ones), and the posterior (flat prior on the
 # task's offset) discards it. Bandwidths are in units of the history's median task spread; one, or
 # none, is chosen per query by the history itself (``Fennec._known_level_bandwidth``). That check
-# needs enough history tasks: on 20 random sub-tables of 7-11 tasks (benchmarks/heldout_tables.py
-# draws, seed 3) it let the step through at 3-6 history tasks' word on 8-10 tables, which then
-# lost up to 1.4 Pearson points to the posterior alone; from 10 tasks on it never fired there,
-# while TransferGraph (12 history tasks, 180 models) gained +1.1 with 3 known scores.
+# needs enough history tasks: on 20 random sub-tables of 7-11 tasks each (seeds 3 and 4 of
+# benchmarks/heldout_tables.py's draws) it let the step through from 3 history tasks on 10 and 9
+# tables, which then trailed the posterior alone on 10 and 6 of them (worst -0.9 Pearson points);
+# from 10 tasks on it never fired there, while TransferGraph (12 history tasks, 180 models) gained
+# +1.0 with 3 known scores (`python benchmarks/warm_start_variants.py [--subtables 20 --seed 3]`).
 KNOWN_LEVEL_BANDWIDTHS = (0.5, 1.0, 2.0, 4.0)
 KNOWN_LEVEL_MIN_TASKS = 10
 
 
 def known_level_distances(known_history: np.ndarray, known_values: np.ndarray) -> np.ndarray:
-    """(tasks,) root-mean-square difference between each history task's raw scores of the known
-    models (``known_history``: known models x tasks, NaN = not measured) and ``known_values``, over
-    the measured ones; inf for a task with none."""
-    differences = known_history - known_values[:, None]
+    """Root-mean-square difference between each history task's raw scores of the known models and
+    the known values, over the measured ones (inf for a task with none).
+
+    ``known_history``: (known models, tasks), NaN = not measured. ``known_values``: (known models,)
+    for one new task, giving (tasks,), or (known models, rows) for several, giving (rows, tasks).
+    """
+    values = known_values[:, None] if known_values.ndim == 1 else known_values
+    differences = known_history[:, None, :] - values[:, :, None]
     measured = np.isfinite(differences)
     counts = measured.sum(axis=0)
     squared = np.where(measured, differences ** 2, 0.0).sum(axis=0) / np.maximum(counts, 1)
-    return np.where(counts > 0, np.sqrt(squared), np.inf)
+    distances = np.where(counts > 0, np.sqrt(squared), np.inf)
+    return distances[0] if known_values.ndim == 1 else distances
 
 
 def known_level_kernel(distances: np.ndarray, bandwidth: float) -> np.ndarray:
-    """Kernel weights ``exp(−(d² − d²_min)/2h²)``: the nearest task gets 1 (no underflow), inf gets 0."""
-    nearest = distances.min()
-    return np.exp(-(distances ** 2 - nearest ** 2) / (2.0 * bandwidth ** 2)) if np.isfinite(nearest) \
-        else np.zeros_like(distances)
+    """Kernel weights ``exp(−(d² − d²_min)/2h²)`` along the last axis: the nearest task gets 1 (no
+    underflow), an unmeasured one (inf) 0; a row with no measured task is all 0."""
+    nearest = distances.min(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        kernel = np.exp(-(distances ** 2 - nearest ** 2) / (2.0 * bandwidth ** 2))
+    return np.where(np.isfinite(nearest), np.nan_to_num(kernel, nan=0.0), 0.0)
 
 
 @dataclass
@@ -424,13 +433,22 @@ def critical_value(z: float, n_tasks: int) -> float:
 
 
 def _pearson_rows(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each row pair over its observed (finite) entries; NaN when undefined."""
-    result = np.full(len(true), np.nan)
-    for row, (x, y) in enumerate(zip(predicted, true)):
-        observed = np.isfinite(y)
-        if observed.sum() >= 3 and np.ptp(x[observed]) > 0 and np.ptp(y[observed]) > 0:
-            result[row] = np.corrcoef(x[observed], y[observed])[0, 1]
-    return result
+    """Pearson correlation of each row pair over its observed (finite) entries; NaN when undefined
+    (fewer than 3 observed entries, or either row constant there)."""
+    observed = np.isfinite(true)
+    counts = observed.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x_centred = np.where(observed, predicted - np.where(observed, predicted, 0.0).sum(axis=1, keepdims=True)
+                             / counts[:, None], 0.0)
+        y_centred = np.where(observed, true - np.where(observed, true, 0.0).sum(axis=1, keepdims=True)
+                             / counts[:, None], 0.0)
+        correlation = (x_centred * y_centred).sum(axis=1) / np.sqrt((x_centred ** 2).sum(axis=1)
+                                                                    * (y_centred ** 2).sum(axis=1))
+
+    def varies(values: np.ndarray) -> np.ndarray:
+        return np.where(observed, values, -np.inf).max(axis=1) > np.where(observed, values, np.inf).min(axis=1)
+
+    return np.where((counts >= 3) & varies(predicted) & varies(true), correlation, np.nan)
 
 
 def gain_is_certain(base: np.ndarray, addition: np.ndarray, true: np.ndarray, z: float = SLOPE_CONFIDENCE_Z) -> bool:
@@ -880,26 +898,21 @@ class Fennec(BaseEstimator):
         n_models, n_tasks = self.standardised_.shape
         judged = np.ones(n_models, bool)
         judged[known] = False
-        playable = [j for j in range(n_tasks)
-                    if np.all(np.isfinite(known_history[:, j])) and np.ptp(known_history[:, j]) > 0]
-        if len(playable) < KNOWN_LEVEL_MIN_TASKS or judged.sum() < 3:
+        playable = np.flatnonzero(np.all(np.isfinite(known_history), axis=0) & (np.ptp(known_history, axis=0) > 0))
+        if playable.size < KNOWN_LEVEL_MIN_TASKS or judged.sum() < 3:
             return None, 0.0
+        rows = np.arange(playable.size)
+        weights = history_weights[playable].copy()
+        weights[rows, playable] = 0.0  # a task never predicts itself
+        distances = known_level_distances(known_history, known_history[:, playable])
+        distances[rows, playable] = np.inf
+        reach = float(distances.min(axis=1).max())
         truth = self.standardised_[judged][:, playable].T
-        reach = 0.0
-        reference = np.empty_like(truth)
-        levelled = {bandwidth: np.empty_like(truth) for bandwidth in KNOWN_LEVEL_BANDWIDTHS}
-        for row, task in enumerate(playable):
-            others = np.arange(n_tasks) != task
-            history, weights = self.standardised_[:, others], history_weights[task, others]
-            reference[row] = bias_scores(history, weights)[judged]
-            distances = known_level_distances(known_history[:, others], known_history[:, task])
-            reach = max(reach, float(distances.min()))
-            for bandwidth, scores in levelled.items():
-                scores[row] = bias_scores(history, weights * known_level_kernel(distances, bandwidth * spread))[judged]
-        base = _pearson_rows(reference, truth)
+        base = _pearson_rows(bias_scores(self.standardised_, weights.T)[judged].T, truth)
         chosen, chosen_gain = None, 0.0
-        for bandwidth, scores in levelled.items():
-            gains = _pearson_rows(scores, truth) - base
+        for bandwidth in KNOWN_LEVEL_BANDWIDTHS:
+            levelled = bias_scores(self.standardised_, (weights * known_level_kernel(distances, bandwidth * spread)).T)
+            gains = _pearson_rows(levelled[judged].T, truth) - base
             if mean_gain_is_certain(gains) and np.nanmean(gains) > chosen_gain:
                 chosen, chosen_gain = bandwidth, float(np.nanmean(gains))
         return chosen, reach
