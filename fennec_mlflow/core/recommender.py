@@ -309,8 +309,8 @@ def task_fact_distances(rows: np.ndarray, others: np.ndarray) -> np.ndarray:
 # task's offset) discards it. Bandwidths are in units of the history's median task spread; one, or
 # none, is chosen per query by the history itself (``Fennec._known_level_bandwidth``). That check
 # needs enough history tasks: on 20 random sub-tables of 7-11 tasks each (seeds 3 and 4 of
-# benchmarks/heldout_tables.py's draws) it let the step through from 3 history tasks on 10 and 9
-# tables, which then trailed the posterior alone on 10 and 6 of them (worst -0.9 Pearson points);
+# benchmarks/heldout_tables.py's draws), allowed from 3 history tasks, it changed the result on 11
+# and 9 tables and trailed the posterior alone on 10 and 6 of them (worst -0.9 Pearson points);
 # from 10 tasks on it never fired there, while TransferGraph (12 history tasks, 180 models) gained
 # +1.0 with 3 known scores (`python benchmarks/warm_start_variants.py [--subtables 20 --seed 3]`).
 KNOWN_LEVEL_BANDWIDTHS = (0.5, 1.0, 2.0, 4.0)
