@@ -10,6 +10,10 @@
    fast path, top_k=10) and requests per second with 4 concurrent clients, on 127.0.0.1.
 3. ``ranking.rank_task`` on a 500-image synthetic task with the demo proxy (a random-init
    resnet20 here, same cost as the demo's pre-trained one): proxy encoding vs scoring.
+4. The warm start: ``Fennec.rank`` with 3 known scores against cold, 1,000 models, as the history
+   grows (``--warm-tasks``); its level step checks itself on every history task (O(tasks² x models)).
+
+``--only warm`` runs part 4 alone.
 """
 from __future__ import annotations
 
@@ -37,17 +41,18 @@ N_TASKS = 30
 PROXY_DIM = 138  # a 64-d encoder's proxy statistics (2 * 64 + 10)
 
 
-def synthetic_recommender(n_models: int, seed: int = 0) -> tuple[Fennec, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def synthetic_recommender(n_models: int, seed: int = 0, n_tasks: int = N_TASKS
+                          ) -> tuple[Fennec, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     models = [f"model{i:05d}" for i in range(n_models)]
-    tasks = [f"task{j:02d}" for j in range(N_TASKS)]
-    P = pd.DataFrame(rng.random((n_models, 4)) @ rng.random((4, N_TASKS)), index=models, columns=tasks)
+    tasks = [f"task{j:03d}" for j in range(n_tasks)]
+    P = pd.DataFrame(rng.random((n_models, 4)) @ rng.random((4, n_tasks)), index=models, columns=tasks)
     P = P.mask(rng.random(P.shape) < 0.1)
     model_meta = pd.DataFrame(rng.normal(size=(n_models, 12)), index=models,
                               columns=[f"m{i}" for i in range(12)])
-    task_meta = pd.DataFrame(rng.normal(size=(N_TASKS, 3)), index=tasks,
+    task_meta = pd.DataFrame(rng.normal(size=(n_tasks, 3)), index=tasks,
                              columns=["log_class_count", "log_sample_count", "domain=x"])
-    proxy = pd.DataFrame(rng.normal(size=(N_TASKS, PROXY_DIM)), index=tasks,
+    proxy = pd.DataFrame(rng.normal(size=(n_tasks, PROXY_DIM)), index=tasks,
                          columns=[f"proxy_{i}" for i in range(PROXY_DIM)])
     fennec = Fennec(k=4, nmf_max_iter=300).fit(P, model_meta, task_meta, proxy)
     return fennec, model_meta, task_meta, proxy
@@ -73,6 +78,20 @@ def bench_in_process(sizes: list[int]) -> list[dict]:
         product = time_calls(lambda: fennec.model_vectors_ @ vector, 200)
         rows.append({"models": n_models, "rank() total (ms)": total * 1e3,
                      "transfer score M·d (ms)": product * 1e3})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def bench_warm(task_counts: list[int], n_models: int = 1000) -> list[dict]:
+    rows = []
+    for n_tasks in task_counts:
+        fennec, _, task_meta, proxy = synthetic_recommender(n_models, n_tasks=n_tasks)
+        meta_row, proxy_row = task_meta.iloc[0], proxy.iloc[0]
+        known = {name: float(value) for name, value in zip(fennec.model_names_[:3], (0.2, 0.5, 0.9))}
+        cold = time_calls(lambda: fennec.rank(meta_row, proxy_row), 20)
+        warm = time_calls(lambda: fennec.rank(meta_row, proxy_row, known_scores=known), 20)
+        rows.append({"models": n_models, "history tasks": n_tasks, "cold rank() (ms)": cold * 1e3,
+                     "rank() with 3 known scores (ms)": warm * 1e3})
         print(rows[-1], flush=True)
     return rows
 
@@ -166,12 +185,17 @@ def main() -> None:
     parser.add_argument("--models", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--server-models", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--warm-tasks", type=int, nargs="+", default=[30, 100, 400])
+    parser.add_argument("--only", choices=["warm"], default=None)
     args = parser.parse_args()
+    tables = {}
     with tempfile.TemporaryDirectory() as tmp:
-        in_process = pd.DataFrame(bench_in_process(args.models))
-        served = pd.DataFrame([bench_server(args.server_models, args.requests, Path(tmp))])
-        end_to_end = pd.DataFrame([bench_end_to_end(Path(tmp))])
-    for title, table in (("in-process", in_process), ("server", served), ("end to end", end_to_end)):
+        if args.only is None:
+            tables["in-process"] = pd.DataFrame(bench_in_process(args.models))
+            tables["server"] = pd.DataFrame([bench_server(args.server_models, args.requests, Path(tmp))])
+            tables["end to end"] = pd.DataFrame([bench_end_to_end(Path(tmp))])
+        tables["warm start"] = pd.DataFrame(bench_warm(args.warm_tasks))
+    for title, table in tables.items():
         header = "| " + " | ".join(table.columns) + " |\n|" + "---:|" * len(table.columns)
         rows = ["| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row) + " |"
                 for row in table.itertuples(index=False)]
