@@ -873,12 +873,14 @@ class Fennec(BaseEstimator):
                            if getattr(self, "similar_tasks_", False) and task_meta_row is not None
                            else np.tile(self._bias_task_weights(None), (n_tasks, 1)))
         bandwidth, reach = self._known_level_bandwidth(known, known_history, spread, history_weights)
+        if bandwidth is None:
+            return None, None
         distances = known_level_distances(known_history, values)
         # Known scores more than twice as far from every history task as any history task is from
         # its nearest (e.g. fractions told to a history in %) match none of them: no step, rather
         # than following whichever task happens to be least far. (On the real benchmark a target
         # at 1.6x that reach was helped by the step.)
-        if bandwidth is None or distances.min() > 2.0 * reach:
+        if distances.min() > 2.0 * reach:
             return None, None
         kernel = known_level_kernel(distances, bandwidth * spread)
         return bias_scores(self.standardised_, self._bias_task_weights(task_meta_row) * kernel), bandwidth
