@@ -214,22 +214,30 @@ def excluding_known(predict: ev.Predictor, table: pd.DataFrame, n_known: int, se
     return masked
 
 
-def warm_start_predictor(fits: FennecFits, table: pd.DataFrame, seed: int, n_known: int, alpha: float,
-                         record: dict | None = None) -> ev.Predictor:
-    """Fennec told the true accuracy of ``n_known`` random models of the target; those are left unscored.
+def told_known_predictor(rank: Callable[[pd.DataFrame, str, dict[str, float]], pd.Series], table: pd.DataFrame,
+                         seed: int, n_known: int, record: dict | None = None) -> ev.Predictor:
+    """A warm start: ``rank(history, target, known_scores)`` told ``table``'s values of ``n_known``
+    random models of the target; those models are left unscored (a warm start is judged on the others).
 
-    This predictor deliberately reads ``n_known`` cells of the target's column from ``table``
-    (that is what a warm start is) and nothing else of it; ``record`` collects what it read.
+    Reads ``n_known`` cells of the target's column of ``table`` (that is what a warm start is) and
+    nothing else of it; ``record`` collects what it read.
     """
     def predict(history: pd.DataFrame, target: str) -> pd.Series:
         known = draw_known(table[target], n_known, seed, target)
         known_scores = {model: float(table.at[model, target]) for model in known}
         if record is not None:
             record.setdefault(str(seed), {})[str(target)] = known_scores
-        scores = fits.rank(history, target, seed, alpha, known_scores=known_scores).copy()
+        scores = rank(history, target, known_scores).copy()
         scores[known] = np.nan  # known entries are not judged
         return scores
     return predict
+
+
+def warm_start_predictor(fits: FennecFits, table: pd.DataFrame, seed: int, n_known: int, alpha: float,
+                         record: dict | None = None) -> ev.Predictor:
+    """Fennec told the true accuracy of ``n_known`` random models of the target (:func:`told_known_predictor`)."""
+    return told_known_predictor(lambda history, target, known: fits.rank(history, target, seed, alpha, known),
+                                table, seed, n_known, record)
 
 
 # --------------------------------------------------------------------------- evaluation (no MLflow)

@@ -68,6 +68,7 @@ from fennec_mlflow.bench.evaluate import (
     log_leaderboard,
     log_outcome,
     paired_metrics,
+    told_known_predictor,
 )
 from fennec_mlflow.bench.public import Benchmark
 from fennec_mlflow.core import evaluation as ev
@@ -458,25 +459,14 @@ def fennec_predictor(fits: TargetFennecFits, seed: int, alpha: float, costs: Cos
 
 def finetuned_predictor(fits: TargetFennecFits, truth: pd.DataFrame, seed: int, alpha: float, costs: Costs,
                         n_known: int, record: dict | None = None) -> ev.Predictor:
-    """Fennec told the fine-tune accuracies of ``n_known`` random models of the target; those are left unscored.
-
-    Deliberately reads ``n_known`` cells of the target's column of ``truth`` (that is what this
-    warm start is) and nothing else of it; ``record`` collects what it read. The fine-tunes are
-    the user's past work: only the proxy is counted as feature time.
-    """
-    data = fits.data
-
-    def predict(history: pd.DataFrame, target: str) -> pd.Series:
-        known = draw_known(truth[target], n_known, seed, target)
-        known_scores = {m: float(truth.at[m, target]) for m in known}
-        if record is not None:
-            record.setdefault(str(seed), {})[target] = known_scores
+    """Fennec told the fine-tune accuracies of ``n_known`` random models of the target
+    (:func:`told_known_predictor`). The fine-tunes are the user's past work: only the proxy is
+    counted as feature time."""
+    def rank(history: pd.DataFrame, target: str, known_scores: dict[str, float]) -> pd.Series:
         scores, seconds = fits.rank(target, seed, alpha, known_scores)
-        costs.add(target, float(data.proxy_seconds[target]), seconds)
-        scores = scores.reindex(history.index).copy()
-        scores[known] = np.nan  # known entries are not judged
-        return scores
-    return predict
+        costs.add(target, float(fits.data.proxy_seconds[target]), seconds)
+        return scores.reindex(history.index)
+    return told_known_predictor(rank, truth, seed, n_known, record)
 
 
 NESTED_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
