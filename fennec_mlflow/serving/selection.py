@@ -539,8 +539,7 @@ def load_store_data(truth: MatrixSpec, histories: Sequence[MatrixSpec] = (), *,
     model_facts = _combined([km.model_facts for km in facts])
     task_facts = _combined([km.task_facts for km in facts])
     embeddings, architecture_meta = load_architectures(experiment=experiment, mlflow_client=mlflow_client)
-    parameters = pd.to_numeric(model_facts.get("parameters", pd.Series(dtype=float)), errors="coerce")
-    model_meta = informative(model_meta_table(all_models, embeddings, architecture_meta, parameters))
+    model_meta = informative(model_meta_table(all_models, embeddings, architecture_meta, model_facts))
     task_meta = store_task_meta(task_facts, all_tasks)
     task_proxy = None
     if encoder is not None:

@@ -5,7 +5,9 @@
   model's architecture (``arch`` of ``arch@source`` names) reduced by PCA to a few dimensions
   (the meta regression is fitted on a few dozen models: 128 raw dimensions would be noise),
   plus graph depth and learnable-layer count; the source domain one-hot where a model name
-  says where it was pre-trained (``arch@source``) or the real zoo knows it (``real:NAME``).
+  says where it was pre-trained (``arch@source``) or the real zoo knows it (``real:NAME``);
+  and every other numeric ``model_*`` fact a user imported (e.g. ``model_source_accuracy``,
+  ``model_flops``): see :func:`user_model_facts`.
 - task meta: log class count, log sample count, task domain one-hot (the helper that builds a
   target's row is :func:`task_meta_row`, shared with the served model).
 - task proxy: the proxy features of each task, from ``task-proxy`` runs.
@@ -67,10 +69,48 @@ def source_domain(source: str | None) -> str:
     return spec.family if spec is not None else source
 
 
+# Model facts the cell jobs log about every model, which the meta already holds in another form
+# (parameters as log_parameters, source as the source domain) or which describe the input
+# pipeline rather than what the model learnt (input_size).
+JOB_MODEL_FACTS = ("parameters", "source", "input_size")
+LOG_SPAN = 100.0  # a positive fact spanning more than this ratio (sizes, FLOPs) enters as its log
+
+
+def model_parameters(model_facts: pd.DataFrame) -> pd.Series:
+    """Each model's parameter count from its ``model_parameters`` fact (NaN where unknown)."""
+    return pd.to_numeric(model_facts.get("parameters", pd.Series(dtype=float)), errors="coerce")
+
+
+def user_model_facts(model_facts: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    """The numeric model facts beyond :data:`JOB_MODEL_FACTS`, one column each, by model.
+
+    A fact whose positive values span more than :data:`LOG_SPAN` (a size, a FLOP count) enters as
+    ``log_<name>``; any other as ``<name>`` (an ImageNet accuracy stays linear). Text facts (a
+    family, an architecture) are not meta; the family baselines read them.
+    """
+    facts = model_facts.reindex(models)
+    columns = {}
+    for name in facts.columns:
+        if name in JOB_MODEL_FACTS or not pd.api.types.is_numeric_dtype(facts[name]):
+            continue
+        values = facts[name].astype(float).replace([np.inf, -np.inf], np.nan)
+        known = values.dropna()
+        if known.nunique() < 2:
+            continue
+        if known.min() > 0 and known.max() / known.min() > LOG_SPAN:
+            columns[f"log_{name}"] = np.log(values)
+        else:
+            columns[str(name)] = values
+    return pd.DataFrame(columns, index=models)
+
+
 def model_meta_table(models: list[str], embeddings: pd.DataFrame, architecture_meta: pd.DataFrame,
-                     parameters: pd.Series) -> pd.DataFrame:
-    """One row per model (see the module docstring); architectures without an embedding get zeros."""
+                     model_facts: pd.DataFrame) -> pd.DataFrame:
+    """One row per model (see the module docstring); architectures without an embedding get zeros,
+    unknown facts the mean of the known ones."""
     from sklearn.decomposition import PCA
+
+    parameters = model_parameters(model_facts)
 
     archs = sorted({architecture_of(m) for m in models})
     known = [a for a in archs if a in embeddings.index]
@@ -94,6 +134,8 @@ def model_meta_table(models: list[str], embeddings: pd.DataFrame, architecture_m
                 row[f"source={d}"] = float(model_source_domain(model) == d)
         rows[model] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
+    user = user_model_facts(model_facts, models)
+    table = table.join(user[[c for c in user.columns if c not in table.columns]])
     return table.fillna(table.mean()).fillna(0.0)
 
 
@@ -187,9 +229,9 @@ def build_knowledge(
                 raise tracking.TrackingError(f"no {kind} runs for {'model' if axis == 0 else 'task'}(s) {missing[:5]}")
             P = P.loc[wanted] if axis == 0 else P[wanted]
     models = list(P.index)
-    parameters = pd.to_numeric(km.model_facts.get("parameters", pd.Series(dtype=float)), errors="coerce")
+    parameters = model_parameters(km.model_facts)
     embeddings, architecture_meta = load_architectures(experiment=experiment, mlflow_client=mlflow_client)
-    model_meta = model_meta_table(models, embeddings, architecture_meta, parameters)
+    model_meta = model_meta_table(models, embeddings, architecture_meta, km.model_facts)
     domains = sorted(str(d) for d in km.task_facts.get("domain", pd.Series(dtype=str)).dropna().unique())
     task_meta = task_meta_table(km.task_facts.reindex(P.columns), domains)
     fill = task_meta.mean()

@@ -59,7 +59,7 @@ def test_real_models_carry_their_source_domain_into_the_model_meta():
     assert model_source_domain("real:efficientnet_lite0") == "natural photos"
     assert model_source_domain("resnet20_cifar10") == "imagenet"  # pytorchcv names keep their meaning
     models = ["real:mnist_cnn", "real:efficientnet_lite0", "real:orinet"]
-    meta = model_meta_table(models, pd.DataFrame(), pd.DataFrame(), pd.Series(1e6, index=models))
+    meta = model_meta_table(models, pd.DataFrame(), pd.DataFrame(), pd.DataFrame({"parameters": 1e6}, index=models))
     assert meta.loc["real:orinet", "source=document images"] == 1.0
     assert meta.loc["real:mnist_cnn", "source=document images"] == 0.0
 

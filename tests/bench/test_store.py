@@ -38,6 +38,20 @@ def test_an_imported_table_with_facts_is_a_benchmark(store, tmp_path):
     assert bench.families.nunique() == 2 and not bench.notes
 
 
+def test_numeric_model_facts_a_user_imports_enter_the_meta_regression(store, tmp_path):
+    table = planted_long_table()
+    size = np.log(table.pop("model_parameters")) - 14  # the planted model fact the scores depend on
+    table["model_imagenet_top1"] = 75 + 2 * size  # an accuracy: stays linear
+    table["model_flops"] = np.exp(20 + 3 * size)  # positive and spanning far more than 100x: its log
+    bench = store_benchmark(source=imported(tmp_path, table, "facts"))
+    assert sorted(bench.model_meta.columns) == ["imagenet_top1", "log_flops"]  # model_family is text: not meta
+    np.testing.assert_allclose(bench.model_meta["log_flops"], 20 + 3 * (bench.model_meta["imagenet_top1"] - 75) / 2)
+    runs = evaluation_runs.run_evaluation(bench, estimators="fennec-no-transfer,popularity", seeds=(0,),
+                                          progress=False)
+    meta, popularity = (runs.outcomes[n].result.summary["mean_pearson"] for n in ("fennec-no-transfer", "popularity"))
+    assert meta > popularity + 0.2  # the scores follow the imported fact times the task's class count
+
+
 def test_a_bare_table_evaluates_fennec_as_popularity_and_skips_what_needs_facts(store, tmp_path):
     table = planted_long_table(facts=False, holes=6)
     bench = store_benchmark(source=imported(tmp_path, table, "bare"))
