@@ -608,7 +608,7 @@ def matrix(kind, estimator, source, output, experiment):
 @main.command(name="import")
 @click.argument("table", type=click.Path(exists=True, dir_okay=False))
 @click.option("--source", default=None, help="name of the table's source (default: file name)")
-@click.option("--layout", default="auto", type=click.Choice(["auto", "parc", "transfergraph", "long"]), show_default=True)
+@click.option("--layout", default="auto", type=click.Choice(["auto", "parc", "transfergraph", "long", "wide"]), show_default=True)
 @click.option("--model-facts", default=None, type=click.Path(exists=True, dir_okay=False),
               help="TransferGraph's model_config_dataset.csv, for model facts")
 @experiment_option

@@ -8,6 +8,9 @@ Supported layouts (``layout="auto"`` detects them from the header):
   score = eval_accuracy in [0, 1]; a cell fine-tuned several times keeps its last record.
   Model facts come from ``model_config_dataset.csv`` when given (``model_facts_csv``).
 - ``long``: ``model,task,score`` plus optional ``model_*`` / ``task_*`` fact columns.
+- ``wide``: the matrix as most papers print it: a ``model`` column, then one column per task
+  (the header names the task), empty = not measured; ``model_*`` columns are model facts. Task
+  facts need the long layout (or come from the public task facts, below).
 
 Scores are stored as published (no rescaling). Names are stripped of surrounding spaces; an
 empty model or task name, or a score that is not a number, is an error naming the lines. Rows
@@ -40,7 +43,7 @@ from fennec_mlflow.core.evaluation import find_task_facts, load_task_facts
 from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.store import tracking
 
-LAYOUTS = ("auto", "parc", "transfergraph", "long")
+LAYOUTS = ("auto", "parc", "transfergraph", "long", "wide")
 # fact params an imported task gets from the public task facts, and the facts column behind each
 PUBLIC_TASK_FACTS = {"task_class_count": "class_count", "task_train_size": "train_size",
                      "task_domain": "domain", "task_dataset": "dataset"}
@@ -82,7 +85,11 @@ def _lines(lines) -> str:
 
 
 LAYOUT_COLUMNS = {"parc": "Architecture, Source Dataset, Target Dataset, Oracle",
-                  "transfergraph": "model, finetuned_dataset, eval_accuracy", "long": "model, task, score"}
+                  "transfergraph": "model, finetuned_dataset, eval_accuracy", "long": "model, task, score",
+                  "wide": "model, then one column per task"}
+# Column names that belong to another layout: a header with one of them (after stripping, in any
+# case) is never read as wide, so a long table with a typo in its header is an error, not tasks.
+_NOT_WIDE = {"task", "score", "finetuned_dataset", "eval_accuracy"}
 
 
 def detect_layout(columns: list[str]) -> str:
@@ -93,11 +100,19 @@ def detect_layout(columns: list[str]) -> str:
         return "transfergraph"
     if {"model", "task", "score"} <= cols:
         return "long"
+    if "model" in cols and not {str(c).strip().lower() for c in cols} & _NOT_WIDE and _wide_tasks(columns):
+        return "wide"
     raise TableError(
         f"cannot tell the table layout from its columns {sorted(cols)}; expected PARC's "
         "(Architecture, Source Dataset, Target Dataset, Oracle), TransferGraph's records "
-        "(model, finetuned_dataset, eval_accuracy) or a long table (model, task, score)"
+        "(model, finetuned_dataset, eval_accuracy), a long table (model, task, score) or a wide one "
+        "(model, then one column per task)"
     )
+
+
+def _wide_tasks(columns) -> list[str]:
+    """A wide table's task columns: all but ``model`` and the ``model_*`` facts."""
+    return [c for c in columns if c != "model" and not str(c).startswith("model_")]
 
 
 def read_table(path: str | Path, layout: str = "auto", model_facts_csv: str | Path | None = None) -> pd.DataFrame:
@@ -128,7 +143,7 @@ def read_rows(path: str | Path, layout: str = "auto",
     layout = detect_layout(list(raw.columns)) if layout == "auto" else layout
     missing = set({"parc": ["Architecture", "Source Dataset", "Target Dataset", "Oracle"],
                    "transfergraph": ["model", "finetuned_dataset", "eval_accuracy"],
-                   "long": ["model", "task", "score"]}[layout]) - set(raw.columns)
+                   "long": ["model", "task", "score"], "wide": ["model"]}[layout]) - set(raw.columns)
     if missing:
         try:
             actual = detect_layout(list(raw.columns))
@@ -155,13 +170,10 @@ def read_rows(path: str | Path, layout: str = "auto",
     elif layout == "transfergraph":
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "finetuned_dataset", path),
                              "score": _numbers(raw, "eval_accuracy", path)})
+    elif layout == "wide":
+        long = _wide_rows(raw, path)
     else:
-        facts = [c for c in raw.columns if c.startswith(("model_", "task_"))]
-        for column in facts:
-            try:
-                tracking.checked_name(column)
-            except tracking.TrackingError as exc:
-                raise TableError(f"{str(path)!r}: fact column {exc}") from None
+        facts = _fact_columns(raw, ("model_", "task_"), path)
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "task", path),
                              "score": _numbers(raw, "score", path)}).join(raw[facts])
     long, skipped_here = _cells(long)
@@ -173,6 +185,32 @@ def read_rows(path: str | Path, layout: str = "auto",
             "dataset": "model_source_dataset", "#labels": "model_source_classes"})
         long = long.merge(facts, on="model", how="left")
     return long.reset_index(drop=True), skipped
+
+
+def _fact_columns(raw: pd.DataFrame, prefixes: tuple[str, ...], path: Path) -> list[str]:
+    """The fact columns (names starting with ``prefixes``), each checked to be a valid param name."""
+    facts = [c for c in raw.columns if c.startswith(prefixes)]
+    for column in facts:
+        try:
+            tracking.checked_name(column)
+        except tracking.TrackingError as exc:
+            raise TableError(f"{str(path)!r}: fact column {exc}") from None
+    return facts
+
+
+def _wide_rows(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A wide table (``model``, one column per task, ``model_*`` facts) as long rows; index = line."""
+    tasks = _wide_tasks(raw.columns)
+    unnamed = [c for c in tasks if str(c).startswith("Unnamed:") or not str(c).strip()]
+    if unnamed:
+        raise TableError(f"{str(path)!r}: a task column has no name in the header (column "
+                         f"{list(raw.columns).index(unnamed[0]) + 1}); every column after model needs one")
+    if not tasks:
+        raise TableError(f"wide table {str(path)!r} has no task column: after model, one column per task")
+    facts = _fact_columns(raw, ("model_",), path)
+    models = _names(raw, "model", path)
+    return pd.concat([pd.DataFrame({"model": models, "task": str(task).strip(), "score": _numbers(raw, task, path)})
+                      .join(raw[facts]) for task in tasks])
 
 
 def _names(raw: pd.DataFrame, column: str, path: Path) -> pd.Series:

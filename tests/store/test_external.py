@@ -76,6 +76,30 @@ def test_a_killed_import_is_redone_and_leaves_one_run_per_cell(store, table):
                                   check_names=False)
 
 
+def test_a_wide_table_imports_as_the_same_cells_as_its_long_form(store, tmp_path, table):
+    long_path, frame = table
+    wide = frame.pivot(index="model", columns="task", values="score")
+    wide.insert(0, "model_parameters", frame.groupby("model")["model_parameters"].first())
+    wide_path = tmp_path / "wide.csv"
+    wide.reset_index().to_csv(wide_path, index=False)  # m2 x t3 is an empty cell: not measured
+    lines = []
+    assert imported(store, wide_path, source="wide", report=lines.append) == (len(frame), 0)
+    assert lines == ["wide.csv: 1 row(s) skipped, no score (empty or nan): line 4 (e.g. m2 x t3 = nan)"]
+    imported(store, long_path, source="long")
+    as_wide, as_long = (tracking.load_matrix("external", source=name, mlflow_client=store) for name in ("wide", "long"))
+    pd.testing.assert_frame_equal(as_wide.values, as_long.values)
+    assert as_wide.model_facts["parameters"].to_dict() == as_long.model_facts["parameters"].to_dict()
+    assert imported(store, wide_path, source="wide") == (0, len(frame))  # idempotent like any layout
+    assert external.detect_layout(["model", "model_family", "aircraft", "dtd"]) == "wide"
+
+
+def test_the_cli_offers_every_layout():
+    from fennec_mlflow.cli import import_
+
+    layout = next(option for option in import_.params if option.name == "layout")
+    assert list(layout.type.choices) == list(external.LAYOUTS)
+
+
 def test_bad_rows_are_skipped_and_reported_with_their_lines(store, tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("model,task,score\n"
@@ -149,6 +173,9 @@ def test_infinite_rows_are_refused_and_a_corrected_table_replaces_values(store, 
     ("model,task,score\na,x,0.5\nb,x,high\n", r"'score' is not a number on line 3 \('high'\)"),
     ("Architecture,Source Dataset,Target Dataset,Oracle\nr,,x,1\n", r"empty 'Source Dataset' on line 2"),
     ("model,task,score,task_#labels\na,x,0.5,3\n", r"fact column 'task_#labels' is not a valid MLflow"),
+    ("model,aircraft,dtd\na,0.5,0.7\nb,0.6,high\n", r"'dtd' is not a number on line 3 \('high'\)"),
+    ("model,aircraft,,dtd\na,0.5,0.1,0.7\n", r"a task column has no name in the header \(column 3\)"),
+    ("model,Task,Score\na,x,0.5\n", r"cannot tell the table layout"),  # a long table's header, miscased
 ])
 def test_unusable_tables_are_clear_errors_naming_the_line(store, tmp_path, text, message):
     path = tmp_path / "broken.csv"
