@@ -509,6 +509,53 @@ def posterior_mean(prior: np.ndarray, residuals: np.ndarray, shrinkage: float, k
     return prior + cov_all_known @ centre @ weights
 
 
+# Warm start, second step: the posterior propagates the known scores to the other models through
+# the history's residual covariance. Where the history's models have little shared structure
+# beyond popularity (e.g. a zoo of ImageNet models), that covariance is mostly noise, and 5 known
+# scores made the ranking of the other models worse than cold. So the posterior is used only
+# where the history expects it to help at the user's known models (``Fennec._posterior_expected_gain``).
+POSTERIOR_CHECK_MIN_TASKS = 3
+POSTERIOR_CHECK_MAX_TASKS = 40  # an evenly spaced subset of a larger history: the check stays in milliseconds
+
+
+def posterior_check_gains(standardised: np.ndarray, residuals: np.ndarray, loo_weights: np.ndarray,
+                          shrinkage: float, known: np.ndarray, players: np.ndarray) -> np.ndarray:
+    """Per player task: Pearson gain on its judged models of the posterior over the cold prior.
+
+    Each task j of ``players`` plays the new task: its cold prior is its out-of-fold prediction
+    (its z-scores minus its residuals), it is told its own z-scores of the ``known`` models, and
+    the posterior's covariance comes from the *other* tasks' residuals, recomputed with j left out
+    of their popularity too (their out-of-fold bias had seen j, which would flatter the check).
+    ``standardised``: (models, tasks), NaN = unobserved; ``residuals``: (tasks, models), 0 where
+    unobserved; ``loo_weights``: (tasks, tasks), row i = the history weights when i is new.
+    """
+    truth = standardised.T
+    observed = np.isfinite(truth)
+    values = np.where(observed, truth, 0.0)
+    weights = loo_weights.copy()
+    np.fill_diagonal(weights, 0.0)
+    sums = weights @ values
+    counts = weights @ observed.astype(float)
+    full = np.where(counts > 0, sums / np.where(counts > 0, counts, 1.0), 0.0)
+    judged = np.ones(truth.shape[1], bool)
+    judged[known] = False
+    measured = observed.astype(float)
+    gains = np.full(players.size, np.nan)
+    for index, j in enumerate(players):
+        others = np.arange(truth.shape[0]) != j
+        w = weights[others, j][:, None]
+        counts_j = counts[others] - w * measured[j]
+        without_j = np.where(counts_j > _EPS, (sums[others] - w * values[j]) / np.maximum(counts_j, _EPS), 0.0)
+        other_residuals = (residuals[others] + full[others] - without_j) * measured[others]
+        prior = np.where(observed[j], truth[j] - residuals[j], 0.0)
+        posterior = posterior_mean(prior, other_residuals, shrinkage, known, truth[j, known])
+        scored = judged & observed[j]
+        rows = np.stack([posterior[scored], prior[scored]])
+        pearsons = _pearson_rows(rows, np.tile(truth[j, scored], (2, 1)))
+        gains[index] = pearsons[0] - pearsons[1]
+    return gains
+
+
 class Fennec(BaseEstimator):
     """The Fennec recommender: a popularity bias plus shrunk transfer and meta interactions.
 
@@ -919,6 +966,36 @@ class Fennec(BaseEstimator):
                 chosen, chosen_gain = bandwidth, float(np.nanmean(gains))
         return chosen, reach
 
+    def _posterior_expected_gain(self, known: np.ndarray) -> float | None:
+        """The posterior's mean Pearson gain over the cold ranking on the history, at these known
+        models (:func:`posterior_check_gains`); None when the history cannot say.
+
+        The players are the history tasks with the most evidence (e.g. fine-tuned, not only
+        FDA-scored: the new task's known scores are fine-tunes too) that measured every known model,
+        at least 3 of the others, and not all alike on the known ones; at most
+        :data:`POSTERIOR_CHECK_MAX_TASKS` of them, evenly spaced. Fewer than
+        :data:`POSTERIOR_CHECK_MIN_TASKS`, or a model pickled before the history was kept: None.
+        """
+        standardised = getattr(self, "standardised_", None)
+        if standardised is None:
+            return None
+        evidence = self._bias_task_weights(None)
+        known_z = standardised[known]
+        judged = np.ones(standardised.shape[0], bool)
+        judged[known] = False
+        players = np.flatnonzero((evidence >= evidence.max()) & np.all(np.isfinite(known_z), axis=0)
+                                 & (np.ptp(known_z, axis=0) > 0) & (np.isfinite(standardised[judged]).sum(axis=0) >= 3))
+        if players.size < POSTERIOR_CHECK_MIN_TASKS:
+            return None
+        if players.size > POSTERIOR_CHECK_MAX_TASKS:
+            players = players[np.linspace(0, players.size - 1, POSTERIOR_CHECK_MAX_TASKS).round().astype(int)]
+        n_tasks = len(self.task_names_)
+        loo_weights = (self._similar_task_weights(self.task_fact_rows_) if getattr(self, "similar_tasks_", False)
+                       else np.tile(evidence, (n_tasks, 1)))  # as the fit's out-of-fold bias
+        gains = posterior_check_gains(standardised, self.residuals_, loo_weights, self.residual_shrinkage_,
+                                      known, players)
+        return float(np.nanmean(gains)) if np.isfinite(gains).any() else None
+
     def _task_meta(self, task_meta_row) -> np.ndarray:
         return (_feature_row(task_meta_row, self.task_meta_columns_, "task_meta_row")
                 - self.task_meta_mean_) / self.task_meta_std_
@@ -1048,9 +1125,14 @@ class Fennec(BaseEstimator):
                 parts[0] += f", weighted toward tasks whose scores on the known models match (bandwidth {bandwidth:g})"
         score = bias + transfer + meta
         if warm:
-            score = posterior_mean(score, self.residuals_, self.residual_shrinkage_, known[0],
-                                   self._known_z(score, *known))
-            parts.append(f"warm start from {known[0].size} known scores")
+            expected_gain = self._posterior_expected_gain(known[0])
+            if expected_gain is None or expected_gain > 0:
+                score = posterior_mean(score, self.residuals_, self.residual_shrinkage_, known[0],
+                                       self._known_z(score, *known))
+                parts.append(f"warm start from {known[0].size} known scores")
+            else:
+                parts.append(f"{known[0].size} known scores not propagated to the other models (on the history "
+                             f"it lowered their per-task Pearson by {-100 * expected_gain:.1f} points)")
         elif known is not None:
             warnings.warn("known_scores need at least two different values to inform the ranking; "
                           "ranking cold", stacklevel=3)

@@ -8,8 +8,15 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
-from fennec_mlflow.core.recommender import (RANKING_COLUMNS, Fennec, leave_one_out_bias, masked_nmf,
-                                           normalize_tasks)
+from fennec_mlflow.core.recommender import (
+    RANKING_COLUMNS,
+    Fennec,
+    leave_one_out_bias,
+    masked_nmf,
+    normalize_tasks,
+    posterior_check_gains,
+    posterior_mean,
+)
 from fennec_mlflow.errors import InvalidInputError
 
 HELD_OUT = ["new_a", "new_b", "new_c"]
@@ -463,8 +470,62 @@ def test_warm_start_level_step_needs_enough_history_tasks():
     P, _ = level_clusters(n_easy=5, n_hard=3)
     model = Fennec().fit(P.drop(columns="hard_new"))
     ranking = model.rank(known_scores={m: float(P.at[m, "hard_new"]) for m in ["m0", "m1", "m2"]})
-    assert "known models match" not in ranking.attrs["basis"]
-    assert "warm start from 3 known scores" in ranking.attrs["basis"]
+    assert "known models match" not in ranking.attrs["basis"] and "3 known scores" in ranking.attrs["basis"]
+
+
+def test_the_posterior_check_recomputes_each_players_neighbours_without_it():
+    """posterior_check_gains' downdate equals recomputing the other tasks' out-of-fold residuals
+    from the history without the player (no task information: the residuals are z - popularity)."""
+    rng = np.random.default_rng(3)
+    standardised = rng.normal(size=(12, 7)) + rng.normal(size=(12, 1))
+    standardised[2, 4] = standardised[7, 1] = np.nan
+    weights = rng.uniform(0.2, 1.0, size=(7, 7))
+    residuals = np.nan_to_num(standardised.T - leave_one_out_bias(standardised, weights))
+    known = np.array([0, 3, 5])
+    players = np.array([0, 2, 4, 6])
+    gains = posterior_check_gains(standardised, residuals, weights, 0.4, known, players)
+    judged = np.setdiff1d(np.arange(12), known)
+    for gain, j in zip(gains, players):
+        others = np.delete(np.arange(7), j)
+        without = standardised[:, others]
+        other_residuals = np.nan_to_num(without.T - leave_one_out_bias(without, weights[np.ix_(others, others)]))
+        truth = standardised[:, j]
+        prior = np.nan_to_num(truth - residuals[j])
+        posterior = posterior_mean(prior, other_residuals, 0.4, known, truth[known])
+        scored = judged[np.isfinite(truth[judged])]
+        expected = pearsonr(posterior[scored], truth[scored])[0] - pearsonr(prior[scored], truth[scored])[0]
+        assert gain == pytest.approx(expected, abs=1e-10)
+
+
+def test_known_scores_are_propagated_only_where_the_history_check_expects_a_gain():
+    """Tasks that share only popularity: on this table the history check (each history task plays
+    the new task at the same known models) finds that propagating the 5 known scores would lower the
+    other models' Pearson, so they stay cold and the basis says by how much; on a table whose tasks
+    share a second factor the check finds a gain and the posterior runs."""
+    rng = np.random.default_rng(0)
+    quality = rng.normal(size=11)
+    P = pd.DataFrame(80 + 4 * quality[:, None] + rng.normal(size=(11, 11)),
+                     index=[f"m{i}" for i in range(11)], columns=[f"t{j}" for j in range(11)])
+    model = Fennec().fit(P.drop(columns="t10"))
+    known_models = ["m0", "m3", "m5", "m7", "m9"]
+    gain = model._posterior_expected_gain(P.index.get_indexer(known_models))
+    assert gain < 0
+    warm = model.rank(known_scores={m: float(P.at[m, "t10"]) for m in known_models}).set_index("model")
+    cold = model.rank().set_index("model")
+    assert (f"5 known scores not propagated to the other models (on the history it lowered their per-task "
+            f"Pearson by {-100 * gain:.1f} points)") in warm.attrs["basis"]
+    rest = P.index.drop(known_models)
+    np.testing.assert_allclose(warm.loc[rest, "score"], cold.loc[rest, "score"])
+
+    factor = rng.normal(size=11)
+    shared = P + 6 * np.outer(factor, rng.choice([-1.0, 1.0], size=11))  # half the tasks up, half down
+    model = Fennec().fit(shared.drop(columns="t10"))
+    assert model._posterior_expected_gain(P.index.get_indexer(known_models)) > 0.05
+    warm = model.rank(known_scores={m: float(shared.at[m, "t10"]) for m in known_models}).set_index("model")
+    cold = model.rank().set_index("model")
+    assert "warm start from 5 known scores" in warm.attrs["basis"]
+    assert pearsonr(warm.loc[rest, "score"], shared.loc[rest, "t10"])[0] > pearsonr(
+        cold.loc[rest, "score"], shared.loc[rest, "t10"])[0] + 0.2
 
 
 def two_task_clusters(seed=4):
@@ -572,8 +633,47 @@ def test_a_model_pickled_before_the_history_was_kept_warm_starts_with_the_poster
     old.__setstate__(state)
     known = {m: float(P.at[m, "hard_new"]) for m in ["m0", "m1", "m2"]}
     ranking = old.rank(known_scores=known)
-    assert "known models match" not in ranking.attrs["basis"]
-    assert "warm start from 3 known scores" in ranking.attrs["basis"]
+    assert "known models match" not in ranking.attrs["basis"] and "3 known scores" in ranking.attrs["basis"]
+
+
+def test_the_posterior_check_recomputes_each_players_neighbours_without_it():
+    """posterior_check_gains' downdate equals recomputing the other tasks' out-of-fold residuals
+    from the history without the player (no task information: the residuals are z - popularity)."""
+    rng = np.random.default_rng(3)
+    standardised = rng.normal(size=(12, 7)) + rng.normal(size=(12, 1))
+    standardised[2, 4] = standardised[7, 1] = np.nan
+    weights = rng.uniform(0.2, 1.0, size=(7, 7))
+    residuals = np.nan_to_num(standardised.T - leave_one_out_bias(standardised, weights))
+    known = np.array([0, 3, 5])
+    players = np.array([0, 2, 4, 6])
+    gains = posterior_check_gains(standardised, residuals, weights, 0.4, known, players)
+    judged = np.setdiff1d(np.arange(12), known)
+    for gain, j in zip(gains, players):
+        others = np.delete(np.arange(7), j)
+        without = standardised[:, others]
+        other_residuals = np.nan_to_num(without.T - leave_one_out_bias(without, weights[np.ix_(others, others)]))
+        truth = standardised[:, j]
+        prior = np.nan_to_num(truth - residuals[j])
+        posterior = posterior_mean(prior, other_residuals, 0.4, known, truth[known])
+        scored = judged[np.isfinite(truth[judged])]
+        expected = pearsonr(posterior[scored], truth[scored])[0] - pearsonr(prior[scored], truth[scored])[0]
+        assert gain == pytest.approx(expected, abs=1e-10)
+
+
+def test_known_scores_are_not_propagated_where_the_history_says_it_would_hurt():
+    """Tasks that share nothing but popularity: the residual covariance is noise, so the history
+    check keeps the known scores from reshuffling the other models (the ranking stays cold)."""
+    rng = np.random.default_rng(0)
+    quality = rng.normal(size=11)
+    P = pd.DataFrame(80 + 4 * quality[:, None] + rng.normal(size=(11, 11)),
+                     index=[f"m{i}" for i in range(11)], columns=[f"t{j}" for j in range(11)])
+    model = Fennec().fit(P.drop(columns="t10"))
+    known = {m: float(P.at[m, "t10"]) for m in ["m0", "m3", "m5", "m7", "m9"]}
+    warm = model.rank(known_scores=known).set_index("model")
+    cold = model.rank().set_index("model")
+    assert "5 known scores not propagated to the other models" in warm.attrs["basis"]
+    rest = P.index.drop(list(known))
+    np.testing.assert_allclose(warm.loc[rest, "score"], cold.loc[rest, "score"])
 
 
 def test_a_model_pickled_before_task_weights_ranks_as_it_did():
