@@ -11,7 +11,8 @@
 3. ``ranking.rank_task`` on a 500-image synthetic task with the demo proxy (a random-init
    resnet20 here, same cost as the demo's pre-trained one): proxy encoding vs scoring.
 4. The warm start: ``Fennec.rank`` with 3 known scores against cold, 1,000 models, as the history
-   grows (``--warm-tasks``); its level step checks itself on every history task (O(tasks² x models)).
+   grows (``--warm-tasks``); its level step checks itself on every history task (O(tasks² x models)),
+   its posterior on up to 40 of them (O(tasks x models) each).
 
 ``--only warm`` runs part 4 alone.
 """

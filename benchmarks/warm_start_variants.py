@@ -8,9 +8,10 @@ judged by Pearson x 100 on the other models only, averaged over targets and seed
 
 - ``cold``: no known scores;
 - ``fennec``: Fennec's warm start (``rank(known_scores=...)``): history tasks weighted by their scores
-  of the known models where the history vouches for it, then the Gaussian posterior;
-- ``posterior``: the Gaussian posterior alone (observation noise 1x the residual variance), the
-  warm start before the level step; the variants below modify it;
+  of the known models where the history vouches for it, then the Gaussian posterior where the
+  history expects it to help at those known models;
+- ``posterior``: the Gaussian posterior alone, always applied (observation noise 1x the residual
+  variance), the warm start before the level step and the check; the variants below modify it;
 - ``noise-<c>``: the same posterior with observation noise c x the residual variance;
 - ``shrink-<s>``: the same posterior with the prior covariance shrunk by s toward its diagonal instead
   of the history's Ledoit-Wolf value (about 0.5 on these tables);
@@ -25,7 +26,8 @@ Prints one row per benchmark; takes about 1-3 minutes on 2 cores. docs/evaluatio
 
 ``--subtables N --seed S`` instead draws N random small sub-tables (``heldout_tables.py``'s draws:
 10-42 models, 7-11 targets) and compares cold, the posterior alone and Fennec's warm start on each,
-leave-one-target-out with 3 draws of known models per target: does the level step ever cost?
+leave-one-target-out with 3 draws of known models per target: what do the level step and the
+posterior's check cost or gain?
 ``--min-tasks`` overrides ``KNOWN_LEVEL_MIN_TASKS`` for that study (how it was chosen).
 """
 from __future__ import annotations
@@ -166,6 +168,10 @@ def main() -> None:
             print(f"mean: {results[['cold', 'posterior', 'fennec']].mean().round(2).to_dict()}; Fennec's warm "
                   f"start vs the posterior alone: behind on {(gain < -0.05).sum()}, ahead on {(gain > 0.05).sum()} "
                   f"of {len(results)} (worst {gain.min():+.2f}, best {gain.max():+.2f})")
+            for name in ("posterior", "fennec"):
+                over_cold = results[name] - results["cold"]
+                print(f"{name} vs cold: behind on {(over_cold < -0.05).sum()}, ahead on {(over_cold > 0.05).sum()} "
+                      f"of {len(results)} (worst {over_cold.min():+.2f})")
             return
         rows = {name: variants(name, args.seeds, args.known) for name in args.benchmarks.split(",")}
     table = pd.DataFrame(rows).T
