@@ -591,8 +591,8 @@ class Fennec(BaseEstimator):
     formulation : {"shrunk", "paper"}
         ``"shrunk"``: score = popularity + λ_T·transfer interaction + λ_M·meta interaction, the λ
         learned out of fold on the history; the warm start weighs history tasks by their
-        known-model scores, then takes a Gaussian posterior where the history expects it to help. ``"paper"``: the paper's z-scored
-        merge of the transfer and meta scores (eq. 10) and its fold-in.
+        known-model scores, then takes a Gaussian posterior where the history expects it to help.
+        ``"paper"``: the paper's z-scored merge of the transfer and meta scores (eq. 10) and its fold-in.
     shrinkage : "auto" or float in [0, 1]
         ``"auto"``: each interaction's weight is the lower confidence bound of the slope of what
         popularity misses on each history task on its out-of-bag (transfer) or
