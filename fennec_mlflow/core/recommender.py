@@ -481,12 +481,17 @@ def leave_one_out_bias(standardised: np.ndarray, task_weights: np.ndarray | None
     (tasks x tasks, row j = the weights of the history tasks when j is new) weighs the others.
     """
     n_tasks = standardised.shape[1]
-    weights = np.ones((n_tasks, n_tasks)) if task_weights is None else task_weights.copy()
+    sums, counts = _out_of_fold_sums(standardised, np.ones((n_tasks, n_tasks)) if task_weights is None
+                                     else task_weights)
+    return np.where(counts > 0, sums / np.where(counts > 0, counts, 1.0), 0.0)
+
+
+def _out_of_fold_sums(standardised: np.ndarray, task_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tasks, models) weighted sums of the other tasks' z-scores, and their weighted counts."""
+    weights = task_weights.copy()
     np.fill_diagonal(weights, 0.0)
     observed = ~np.isnan(standardised)
-    sums = weights @ np.where(observed, standardised, 0.0).T
-    counts = weights @ observed.T.astype(float)
-    return np.where(counts > 0, sums / np.where(counts > 0, counts, 1.0), 0.0)
+    return weights @ np.where(observed, standardised, 0.0).T, weights @ observed.T.astype(float)
 
 
 def posterior_mean(prior: np.ndarray, residuals: np.ndarray, shrinkage: float, known: np.ndarray,
@@ -540,8 +545,7 @@ def posterior_check_gains(standardised: np.ndarray, residuals: np.ndarray, loo_w
     values = np.where(observed, truth, 0.0)
     weights = loo_weights.copy()
     np.fill_diagonal(weights, 0.0)
-    sums = weights @ values
-    counts = weights @ observed.astype(float)
+    sums, counts = _out_of_fold_sums(standardised, weights)
     full = np.where(counts > 0, sums / np.where(counts > 0, counts, 1.0), 0.0)
     judged = np.ones(truth.shape[1], bool)
     judged[known] = False
@@ -769,8 +773,7 @@ class Fennec(BaseEstimator):
         self.transfer_weight_ = self.meta_weight_ = 0.0
         predicted_transfer = np.zeros((n_tasks, n_models))
         predicted_meta = np.zeros((n_tasks, n_models))
-        loo_bias = leave_one_out_bias(standardised, self._similar_task_weights(self.task_fact_rows_)
-                                      if self.similar_tasks_ else np.tile(self.evidence_weights_, (n_tasks, 1)))
+        loo_bias = leave_one_out_bias(standardised, self._out_of_fold_weights())
         missed = standardised.T - loo_bias  # NaN where unobserved
         if use_transfer and n_tasks >= 3:
             forest = RandomForestRegressor(n_estimators=self.n_estimators, random_state=self.random_state,
@@ -972,6 +975,13 @@ class Fennec(BaseEstimator):
                 chosen, chosen_gain = bandwidth, float(np.nanmean(gains))
         return chosen, reach
 
+    def _out_of_fold_weights(self) -> np.ndarray:
+        """(tasks, tasks): row i = the history tasks' weights in the bias when task i is new, as the
+        fit's out-of-fold residuals were computed (similar-task weights, else the evidence weights)."""
+        if getattr(self, "similar_tasks_", False):
+            return self._similar_task_weights(self.task_fact_rows_)
+        return np.tile(self._bias_task_weights(None), (len(self.task_names_), 1))
+
     def _posterior_expected_gain(self, known: np.ndarray) -> float | None:
         """The posterior's mean Pearson gain over the cold ranking on the history, at these known
         models (:func:`posterior_check_gains`); None when the history cannot say.
@@ -995,11 +1005,8 @@ class Fennec(BaseEstimator):
             return None
         if players.size > POSTERIOR_CHECK_MAX_TASKS:
             players = players[np.linspace(0, players.size - 1, POSTERIOR_CHECK_MAX_TASKS).round().astype(int)]
-        n_tasks = len(self.task_names_)
-        loo_weights = (self._similar_task_weights(self.task_fact_rows_) if getattr(self, "similar_tasks_", False)
-                       else np.tile(evidence, (n_tasks, 1)))  # as the fit's out-of-fold bias
-        gains = posterior_check_gains(standardised, self.residuals_, loo_weights, self.residual_shrinkage_,
-                                      known, players)
+        gains = posterior_check_gains(standardised, self.residuals_, self._out_of_fold_weights(),
+                                      self.residual_shrinkage_, known, players)
         return float(np.nanmean(gains)) if np.isfinite(gains).any() else None
 
     def _task_meta(self, task_meta_row) -> np.ndarray:
