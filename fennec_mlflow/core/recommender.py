@@ -543,9 +543,7 @@ def posterior_check_gains(standardised: np.ndarray, residuals: np.ndarray, loo_w
     truth = standardised.T
     observed = np.isfinite(truth)
     values = np.where(observed, truth, 0.0)
-    weights = loo_weights.copy()
-    np.fill_diagonal(weights, 0.0)
-    sums, counts = _out_of_fold_sums(standardised, weights)
+    sums, counts = _out_of_fold_sums(standardised, loo_weights)
     full = np.where(counts > 0, sums / np.where(counts > 0, counts, 1.0), 0.0)
     judged = np.ones(truth.shape[1], bool)
     judged[known] = False
@@ -553,7 +551,7 @@ def posterior_check_gains(standardised: np.ndarray, residuals: np.ndarray, loo_w
     gains = np.full(players.size, np.nan)
     for index, j in enumerate(players):
         others = np.arange(truth.shape[0]) != j
-        w = weights[others, j][:, None]
+        w = loo_weights[others, j][:, None]  # never the diagonal: j is not among the others
         counts_j = counts[others] - w * measured[j]
         without_j = np.where(counts_j > _EPS, (sums[others] - w * values[j]) / np.maximum(counts_j, _EPS), 0.0)
         other_residuals = (residuals[others] + full[others] - without_j) * measured[others]
@@ -924,10 +922,8 @@ class Fennec(BaseEstimator):
             return None, None
         known_history = self.standardised_[known] * self.task_std_ + self.task_mean_
         spread = float(np.median(self.task_std_))
-        n_tasks = len(self.task_names_)
-        history_weights = (self._similar_task_weights(self.task_fact_rows_)
-                           if getattr(self, "similar_tasks_", False) and task_meta_row is not None
-                           else np.tile(self._bias_task_weights(None), (n_tasks, 1)))
+        history_weights = (self._out_of_fold_weights() if task_meta_row is not None
+                           else np.tile(self._bias_task_weights(None), (len(self.task_names_), 1)))
         bandwidth, reach = self._known_level_bandwidth(known, known_history, spread, history_weights)
         if bandwidth is None:
             return None, None
