@@ -9,6 +9,7 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
 from fennec_mlflow.core.recommender import (
+    POSTERIOR_CHECK_MIN_TASKS,
     RANKING_COLUMNS,
     Fennec,
     leave_one_out_bias,
@@ -622,6 +623,24 @@ def test_a_model_pickled_before_similar_task_popularity_still_loads_and_ranks_by
     old.__setstate__(state)
     assert old.get_params()["task_bandwidth"] is None
     pd.testing.assert_frame_equal(old.rank(task_meta.loc[minority]), plain.rank(task_meta.loc[minority]))
+
+
+def test_known_scores_are_not_propagated_when_too_few_history_tasks_can_check_it():
+    """Two history tasks cannot vouch for the posterior (its covariance would come from one task):
+    the known scores are not propagated, the other models keep their cold order, and the basis
+    says why."""
+    rng = np.random.default_rng(1)
+    P = pd.DataFrame(80 + 4 * rng.normal(size=(11, 1)) + rng.normal(size=(11, 3)),
+                     index=[f"m{i}" for i in range(11)], columns=["t0", "t1", "new"])
+    model = Fennec().fit(P.drop(columns="new"))
+    known_models = ["m0", "m3", "m5", "m7", "m9"]
+    assert model._posterior_expected_gain(P.index.get_indexer(known_models)) is None
+    warm = model.rank(known_scores={m: float(P.at[m, "new"]) for m in known_models}).set_index("model")
+    cold = model.rank().set_index("model")
+    assert (f"5 known scores not propagated to the other models (fewer than {POSTERIOR_CHECK_MIN_TASKS} "
+            "history tasks measured them all") in warm.attrs["basis"]
+    rest = P.index.drop(known_models)
+    np.testing.assert_allclose(warm.loc[rest, "score"], cold.loc[rest, "score"])
 
 
 def test_a_model_pickled_before_the_history_was_kept_warm_starts_with_the_posterior_alone():
