@@ -12,7 +12,8 @@ Supported layouts (``layout="auto"`` detects them from the header):
   (the header names the task), empty = not measured; ``model_*`` columns are model facts. Task
   facts need the long layout (or come from the public task facts, below).
 
-Scores are stored as published (no rescaling). Names are stripped of surrounding spaces; an
+Scores are stored as published (no rescaling; a trailing % or a ± spread copied from a paper is
+dropped: "84.1 ± 0.3%" is 84.1). Names are stripped of surrounding spaces; an
 empty model or task name, or a score that is not a number, is an error naming the lines. Rows
 that cannot be a cell are not written and are reported (:class:`SkippedRows`: count, line numbers
 and the first rows): a missing score (empty, nan; PARC's -1), an infinite one (inf, or 1e309, beyond
@@ -48,6 +49,7 @@ LAYOUTS = ("auto", "parc", "transfergraph", "long", "wide")
 PUBLIC_TASK_FACTS = {"task_class_count": "class_count", "task_train_size": "train_size",
                      "task_domain": "domain", "task_dataset": "dataset"}
 _SHOWN_LINES = 20
+_PAPER_DECORATION = r"\s*(?:%\s*)?(?:(?:±|\+/?-)\s*[0-9.]+\s*%?\s*)?$"  # 84.1%, 84.1 ± 0.3, 84.1+-0.3%
 
 
 class TableError(InvalidInputError):
@@ -223,8 +225,15 @@ def _names(raw: pd.DataFrame, column: str, path: Path) -> pd.Series:
 
 
 def _numbers(raw: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    """A score column as floats (empty = NaN); text that is not a number is an error naming its lines."""
-    values = pd.to_numeric(raw[column], errors="coerce").astype(float)
+    """A score column as floats (empty = NaN); text that is not a number is an error naming its lines.
+
+    Cells copied from a paper keep their number: a trailing ``%`` ("84.1%") and a spread after it
+    ("84.1 ± 0.3", "84.1+-0.3") are dropped; the number is stored as written (84.1, not 0.841).
+    """
+    text = raw[column]
+    if not pd.api.types.is_numeric_dtype(text):
+        text = text.str.replace(_PAPER_DECORATION, "", regex=True)
+    values = pd.to_numeric(text, errors="coerce").astype(float)
     bad = raw.index[values.isna() & raw[column].notna()]
     if len(bad):
         examples = ", ".join(repr(str(v)) for v in raw.loc[bad[:3], column])

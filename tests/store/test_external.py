@@ -195,6 +195,16 @@ def test_names_are_stripped(store, tmp_path):
     assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.loc["a", "x"] == 0.5
 
 
+def test_scores_copied_from_a_paper_keep_their_number(store, tmp_path):
+    """A trailing % and a spread (± or +-) are dropped; the number is stored as written."""
+    path = tmp_path / "paper.csv"
+    path.write_text("model,aircraft,dtd\na,84.1%,70.2 ± 0.3\nb, 80 % ,71.5+-1.2%\nc,79.5,\n")
+    imported(store, path)
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    assert km.values.stack().dropna().to_dict() == {("a", "aircraft"): 84.1, ("b", "aircraft"): 80.0,
+                                                    ("c", "aircraft"): 79.5, ("a", "dtd"): 70.2, ("b", "dtd"): 71.5}
+
+
 def test_tasks_named_like_public_datasets_get_their_facts(store, tmp_path):
     path = write_csv(tmp_path / "aliases.csv", {
         "model": ["m1", "m1", "m1", "m2"], "task": ["FGVC-Aircraft", "cars", "my-own-task", "Food-101"],
