@@ -412,14 +412,19 @@ def test_common_dataset_names_resolve_to_their_task_facts():
         "Caltech-101": "caltech101", "voc2007": "voc2007", "cub": "cub200", "CUB_200_2011": "cub200",
         "nabirds": "nabird", "stanford_dogs": "stanford_dogs", "dogs": "stanford_dogs", "svhn": "svhn",
         "mnist": "mnist", "EuroSAT": "eurosat", "resisc45": "resisc45", "ImageNet-1k": "imagenet",
+        "Oxford-IIIT Pets": "oxford_pets", "Oxford 102 Flowers": "flowers", "Cars196": "stanfordcars",
+        "Birdsnap": "birdsnap", "STL-10": "stl10", "Fashion-MNIST": "fashion_mnist", "USPS": "usps",
+        "GTSRB": "gtsrb", "FER2013": "fer2013", "PCam": "patch_camelyon", "PatchCamelyon": "patch_camelyon",
+        "Country211": "country211", "Places365": "places365",
     }
     for name, task in expected.items():
         row = ev.find_task_facts(name, facts)
         assert row is not None and row.name == task, name
-    for unknown in ("cifar", "my-task", "", "voc"):
+    for unknown in ("cifar", "my-task", "", "voc", "caltech"):  # which year, which Caltech: not guessed
         assert ev.find_task_facts(unknown, facts) is None
     published = {"aircraft": (100, 6667), "sun397": (397, 19850), "mnist": (10, 60000), "resisc45": (45, 31500),
-                 "imagenet": (1000, 1281167)}
+                 "imagenet": (1000, 1281167), "birdsnap": (500, 47386), "stl10": (10, 5000),
+                 "patch_camelyon": (2, 262144), "gtsrb": (43, 39209)}
     for task, (classes, train) in published.items():
         assert (facts.loc[task, "class_count"], facts.loc[task, "train_size"]) == (classes, train), task
     assert ev.task_name_key(" Food-101 ") == ev.task_name_key("food_101") == "food101"
