@@ -611,14 +611,17 @@ def matrix(kind, estimator, source, output, experiment):
 @click.option("--layout", default="auto", type=click.Choice(["auto", "parc", "transfergraph", "long", "wide"]), show_default=True)
 @click.option("--model-facts", default=None, type=click.Path(exists=True, dir_okay=False),
               help="TransferGraph's model_config_dataset.csv, for model facts")
+@click.option("--repeats", default="last", type=click.Choice(["last", "mean", "max"]), show_default=True,
+              help="a (model, task) cell given on several lines: keep the last line, or import the mean "
+                   "(seeds) or the max (a hyperparameter grid)")
 @experiment_option
-def import_(table, source, layout, model_facts, experiment):
+def import_(table, source, layout, model_facts, repeats, experiment):
     """Import an external model x task table as `external` runs (idempotent; skipped rows are reported)."""
     from fennec_mlflow.store.external import import_table
 
     try:
         created, skipped = import_table(table, source=source, layout=layout, model_facts_csv=model_facts,
-                                        experiment=experiment,
+                                        repeats=repeats, experiment=experiment,
                                         report=lambda line: click.echo(f"warning: {line}", err=True))
     except FennecError as exc:
         _fail(exc)

@@ -17,7 +17,9 @@ dropped: "84.1 ± 0.3%" is 84.1). Names are stripped of surrounding spaces; an
 empty model or task name, or a score that is not a number, is an error naming the lines. Rows
 that cannot be a cell are not written and are reported (:class:`SkippedRows`: count, line numbers
 and the first rows): a missing score (empty, nan; PARC's -1), an infinite one (inf, or 1e309, beyond
-a float's range), and every row but the last of a (model, task) cell given more than once. Tasks named like a public dataset (its task name or an
+a float's range), and every row but the last of a (model, task) cell given more than once (or,
+with ``repeats="mean"`` / ``"max"``, the rows of such a cell are combined into their mean or max,
+and reported). Tasks named like a public dataset (its task name or an
 alias in the task facts, :func:`~fennec_mlflow.core.evaluation.find_task_facts`) get its class
 count, training-set size, domain and dataset name as ``task_*`` facts, unless the table gives them.
 
@@ -45,6 +47,10 @@ from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.store import tracking
 
 LAYOUTS = ("auto", "parc", "transfergraph", "long", "wide")
+# What a (model, task) cell given on several lines becomes: the last line (a corrected re-run,
+# TransferGraph's records), the mean (seeds) or the max (a hyperparameter grid: the fine-tune
+# accuracy is the best configuration's).
+REPEATS = ("last", "mean", "max")
 # fact params an imported task gets from the public task facts, and the facts column behind each
 PUBLIC_TASK_FACTS = {"task_class_count": "class_count", "task_train_size": "train_size",
                      "task_domain": "domain", "task_dataset": "dataset"}
@@ -67,10 +73,12 @@ class SkippedRows:
     reason: str
     lines: tuple[int, ...]
     examples: tuple[str, ...] = ()  # the first few rows, as ``model x task = score``
+    combined: bool = False  # the rows were not dropped but combined into one cell (``repeats``)
 
     def __str__(self) -> str:
         shown = f" (e.g. {'; '.join(self.examples)})" if self.examples else ""
-        return f"{len(self.lines)} row(s) skipped, {self.reason}: {_lines(self.lines)}{shown}"
+        return f"{len(self.lines)} row(s) {'combined' if self.combined else 'skipped'}, {self.reason}: " \
+               f"{_lines(self.lines)}{shown}"
 
 
 _EXAMPLES = 3
@@ -117,23 +125,26 @@ def _wide_tasks(columns) -> list[str]:
     return [c for c in columns if c != "model" and not str(c).startswith("model_")]
 
 
-def read_table(path: str | Path, layout: str = "auto", model_facts_csv: str | Path | None = None) -> pd.DataFrame:
+def read_table(path: str | Path, layout: str = "auto", model_facts_csv: str | Path | None = None,
+               repeats: str = "last") -> pd.DataFrame:
     """The table as long rows: model, task, score, and model_* / task_* fact columns.
 
     Skipped rows are reported with a :class:`SkippedRowsWarning` each reason.
     """
-    table, skipped = read_rows(path, layout, model_facts_csv)
+    table, skipped = read_rows(path, layout, model_facts_csv, repeats)
     for rows in skipped:
         warnings.warn(f"{Path(path).name}: {rows}", SkippedRowsWarning, stacklevel=2)
     return table
 
 
-def read_rows(path: str | Path, layout: str = "auto",
-              model_facts_csv: str | Path | None = None) -> tuple[pd.DataFrame, list[SkippedRows]]:
-    """:func:`read_table`'s rows, and the rows it skipped, by reason."""
+def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Path | None = None,
+              repeats: str = "last") -> tuple[pd.DataFrame, list[SkippedRows]]:
+    """:func:`read_table`'s rows, and the rows it skipped (or combined), by reason."""
     path = Path(path)
     if layout not in LAYOUTS:
         raise TableError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if repeats not in REPEATS:
+        raise TableError(f"repeats must be one of {REPEATS}, got {repeats!r}")
     if not path.is_file():
         raise TableError(f"table {str(path)!r} does not exist")
     try:
@@ -178,7 +189,7 @@ def read_rows(path: str | Path, layout: str = "auto",
         facts = _fact_columns(raw, ("model_", "task_"), path)
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "task", path),
                              "score": _numbers(raw, "score", path)}).join(raw[facts])
-    long, skipped_here = _cells(long)
+    long, skipped_here = _cells(long, repeats)
     skipped += skipped_here
     if layout == "transfergraph" and model_facts_csv is not None:
         facts = pd.read_csv(model_facts_csv).drop_duplicates(subset=["model"])
@@ -241,8 +252,9 @@ def _numbers(raw: pd.DataFrame, column: str, path: Path) -> pd.Series:
     return values
 
 
-def _cells(long: pd.DataFrame) -> tuple[pd.DataFrame, list[SkippedRows]]:
-    """One row per (model, task): rows without a finite score dropped, then the last row of each cell kept."""
+def _cells(long: pd.DataFrame, repeats: str = "last") -> tuple[pd.DataFrame, list[SkippedRows]]:
+    """One row per (model, task): rows without a finite score dropped, then each cell given on
+    several lines reduced to one by ``repeats`` (:data:`REPEATS`); its facts are its last line's."""
     skipped = []
     scores = long["score"].to_numpy()
     missing = np.isnan(scores)
@@ -255,10 +267,18 @@ def _cells(long: pd.DataFrame) -> tuple[pd.DataFrame, list[SkippedRows]]:
                                    _examples(long[infinite])))
     long = long[~(missing | infinite)]
     repeated = long.duplicated(subset=["model", "task"], keep="last")
-    if repeated.any():
-        skipped.append(SkippedRows("a (model, task) cell given again on a later line, which is kept",
+    if not repeated.any():
+        return long, skipped
+    if repeats == "last":
+        skipped.append(SkippedRows("a (model, task) cell given again on a later line, which is kept "
+                                   "(--repeats mean or max combines them instead)",
                                    tuple(long.index[repeated]), _examples(long[repeated])))
-    return long[~repeated], skipped
+        return long[~repeated], skipped
+    combined = long.duplicated(subset=["model", "task"], keep=False)
+    skipped.append(SkippedRows(f"a (model, task) cell given on several lines, imported as their {repeats}",
+                               tuple(long.index[combined]), _examples(long[combined]), combined=True))
+    scores = long.groupby(["model", "task"], sort=False)["score"].transform(repeats)
+    return long.assign(score=scores)[~repeated], skipped
 
 
 def _warn(message: str) -> None:
@@ -298,6 +318,7 @@ def import_table(
     source: str | None = None,
     layout: str = "auto",
     model_facts_csv: str | Path | None = None,
+    repeats: str = "last",
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     mlflow_client: MlflowClient | None = None,
     progress: bool = True,
@@ -311,7 +332,7 @@ def import_table(
     """
     path = Path(path)
     source = source or path.stem
-    table, skipped = read_rows(path, layout, model_facts_csv)
+    table, skipped = read_rows(path, layout, model_facts_csv, repeats)
     for rows in skipped:
         (report or _warn)(f"{path.name}: {rows}")
     mlflow_client = mlflow_client or tracking.client()

@@ -93,11 +93,27 @@ def test_a_wide_table_imports_as_the_same_cells_as_its_long_form(store, tmp_path
     assert external.detect_layout(["model", "model_family", "aircraft", "dtd"]) == "wide"
 
 
-def test_the_cli_offers_every_layout():
+def test_the_cli_offers_every_layout_and_every_way_to_combine_repeats():
     from fennec_mlflow.cli import import_
 
-    layout = next(option for option in import_.params if option.name == "layout")
-    assert list(layout.type.choices) == list(external.LAYOUTS)
+    options = {option.name: option for option in import_.params}
+    assert list(options["layout"].type.choices) == list(external.LAYOUTS)
+    assert list(options["repeats"].type.choices) == list(external.REPEATS)
+
+
+@pytest.mark.parametrize("repeats, expected", [("mean", 0.6), ("max", 0.8), ("last", 0.4)])
+def test_a_cell_given_on_several_lines_is_combined_as_asked(store, tmp_path, repeats, expected):
+    """Seeds (mean) or a hyperparameter grid (max): the cell's rows become one cell, reported by line."""
+    path = tmp_path / "seeds.csv"
+    path.write_text("model,task,score,seed\na,x,0.6,0\nb,x,0.5,0\na,x,0.8,1\na,x,0.4,2\n")
+    lines = []
+    assert imported(store, path, repeats=repeats, report=lines.append) == (2, 0)
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    assert km.values.loc["a", "x"] == pytest.approx(expected) and km.values.loc["b", "x"] == 0.5
+    if repeats != "last":
+        assert lines == [f"seeds.csv: 3 row(s) combined, a (model, task) cell given on several lines, imported as "
+                         f"their {repeats}: lines 2, 4, 5 (e.g. a x x = 0.6; a x x = 0.8; a x x = 0.4)"]
+    assert imported(store, path, repeats=repeats) == (0, 2)  # idempotent
 
 
 def test_bad_rows_are_skipped_and_reported_with_their_lines(store, tmp_path):
@@ -116,8 +132,8 @@ def test_bad_rows_are_skipped_and_reported_with_their_lines(store, tmp_path):
     assert lines == ["bad.csv: 2 row(s) skipped, no score (empty or nan): lines 3, 5 (e.g. a x y = nan; b x y = nan)",
                      "bad.csv: 2 row(s) skipped, an infinite score (inf, or a number beyond a float's range such as "
                      "1e309); fix these rows and import again: lines 4, 9 (e.g. b x x = inf; c x y = -inf)",
-                     "bad.csv: 1 row(s) skipped, a (model, task) cell given again on a later line, which is kept: "
-                     "line 2 (e.g. a x x = 0.5)"]
+                     "bad.csv: 1 row(s) skipped, a (model, task) cell given again on a later line, which is kept "
+                     "(--repeats mean or max combines them instead): line 2 (e.g. a x x = 0.5)"]
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
     assert km.values.loc["a", "x"] == 0.75 and km.values.loc["c", "x"] == 0.25
     assert int(km.values.notna().sum().sum()) == 2
@@ -136,8 +152,8 @@ def test_parc_missing_marker_and_a_later_duplicate_are_reported(store, tmp_path)
     assert imported(store, path, report=lines.append) == (1, 0)
     assert lines == ["parc.csv: 1 row(s) skipped, negative Oracle (PARC's -1 marks a missing result): line 3 "
                      "(e.g. resnet50@imagenet x cub200 = -1)",
-                     "parc.csv: 1 row(s) skipped, a (model, task) cell given again on a later line, which is kept: "
-                     "line 2 (e.g. resnet50@imagenet x cifar10 = 90.5)"]
+                     "parc.csv: 1 row(s) skipped, a (model, task) cell given again on a later line, which is kept "
+                     "(--repeats mean or max combines them instead): line 2 (e.g. resnet50@imagenet x cifar10 = 90.5)"]
     assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.loc[
         "resnet50@imagenet", "cifar10"] == 91.5
 
