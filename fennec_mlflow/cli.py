@@ -297,7 +297,9 @@ def _shrinkage(value: str | None):
               show_default=True, help="which fine-tune regime's runs are the ground truth (and the history with "
                                       "--kind finetune): the regime the recommender predicts")
 @click.option("--n-trials", default=config.TUNE_N_TRIALS, show_default=True, help="Optuna trials when tuning")
-@click.option("--tasks", default=None, help="re-compute task proxies for these task specs first (default: the demo history)")
+@click.option("--tasks", default=None,
+              help="task specs whose proxies to compute besides the store's own tasks (found by the folder their "
+                   "runs logged, else by name)")
 @experiment_option
 def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, truth_source, regime, n_trials, tasks,
           experiment):
@@ -321,8 +323,10 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, trut
         if chosen is not None:
             km = tracking.load_matrix(kind, estimator=estimator, source=_given(source), experiment=experiment,
                                       regime=regime if kind in tracking.REGIME_KINDS else None)
-            specs = _split(tasks) if tasks else list(km.values.columns)
-            proxy_cells(chosen.encoder, [load_task_spec(s) for s in specs], experiment=experiment)
+            given = [load_task_spec(s) for s in _split(tasks)] if tasks else []
+            named = {task.name for task in given}
+            stored = [load_task_spec(spec) for task, spec in store_task_specs(km).items() if task not in named]
+            proxy_cells(chosen.encoder, given + stored, experiment=experiment)
         result = build_model(kind=kind, estimator=estimator, source=_given(source),
                              encoder_spec=chosen and chosen.spec, encoder_name=chosen and chosen.encoder.name,
                              encoder_file=chosen and chosen.file, k=k, alpha=alpha, shrinkage=_shrinkage(shrinkage),
@@ -346,6 +350,13 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, trut
                    f"same targets {100 * v.popularity_mean_pearson:.1f}")
     else:
         click.echo(f"ranking quality unmeasured: {quality.reason}")
+
+
+def store_task_specs(km: tracking.KnowledgeMatrix) -> dict[str, str]:
+    """task -> how to load it: the folder its runs logged (``folder:PATH``), else its name."""
+    sources = km.task_facts["source"].to_dict() if "source" in km.task_facts else {}
+    return {task: str(sources[task]) if str(sources.get(task, "")).startswith("folder:") else task
+            for task in km.values.columns}
 
 
 def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok: bool = False):

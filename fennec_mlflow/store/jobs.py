@@ -98,6 +98,7 @@ def score_cells(
     # unknown names fail here, before any run is written
     models = {m.name: m for m in (m if isinstance(m, ZooModel) else load_model(m, weights) for m in models)}
     mlflow_client = mlflow_client or tracking.client()
+    tracking.check_task_folders(mlflow_client, experiment, tasks)
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     done = tracking.finished_cells(mlflow_client, experiment, kind)
     cache = cache or FeatureCache()
@@ -250,6 +251,7 @@ def finetune_cells(
     for task in tasks:
         check_split(task, default_split(task, seed=config.seed))
     mlflow_client = mlflow_client or tracking.client()
+    tracking.check_task_folders(mlflow_client, experiment, tasks)
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     done = tracking.finished_cells(mlflow_client, experiment, "finetune")
     work = [claims.Work((model, task), _finetune_parent(model, task, config))
@@ -341,6 +343,7 @@ def proxy_cells(
     """Proxy features (paper eq. 6 input) of each task, one ``task-proxy`` run per (encoder, task); reused when present."""
 
     mlflow_client = mlflow_client or tracking.client()
+    tracking.check_task_folders(mlflow_client, experiment, tasks)
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     done = tracking.finished_cells(mlflow_client, experiment, "task-proxy")
     work = [claims.Work(task, tracking.RunRecord(

@@ -290,6 +290,36 @@ def _cell_runs(mlflow_client: MlflowClient, experiment: str, kind: str, finished
     return [(cell, run_id) for cell, run_id in rows]
 
 
+def check_task_folders(mlflow_client: MlflowClient, experiment: str, tasks) -> None:
+    """Refuse a folder task whose name the store already gives to another folder's cells.
+
+    A folder task is named by its folder, so ``/a/train`` and ``/b/train`` would both be task
+    ``train``, and the newer cells would silently replace the older in every matrix. ``tasks``:
+    :class:`~fennec_mlflow.data.tasks.Task` objects; one search per folder task.
+    """
+    sources: dict[str, str] = {}
+    for task in tasks:
+        if sources.setdefault(task.name, task.source) != task.source:
+            raise TrackingError(f"two tasks are named {task.name!r} ({sources[task.name].removeprefix('folder:')} and "
+                                f"{task.source.removeprefix('folder:')}); tasks are named by their folder, so rename "
+                                "one (or link it under another name)")
+    exp = mlflow_client.get_experiment_by_name(experiment)
+    if exp is None:
+        return
+    for task in tasks:
+        if not task.source.startswith("folder:"):
+            continue
+        clash = mlflow_client.search_runs(
+            [exp.experiment_id], f"tags.`{TASK_TAG}` = {_quote(task.name)} and params.task_source != "
+                                 f"{_quote(task.source)}", max_results=1)
+        if clash:
+            other = clash[0].data.params["task_source"].removeprefix("folder:")
+            raise TrackingError(
+                f"task {task.name!r}: experiment {experiment!r} already holds cells of another task of that name, "
+                f"from {other}; tasks are named by their folder, so rename {task.source.removeprefix('folder:')} "
+                f"(or link it under another name), or use another --experiment")
+
+
 def finished_cells(mlflow_client: MlflowClient, experiment: str, kind: str) -> dict[str, str]:
     """cell key -> run id of every finished cell run of ``kind`` in ``experiment`` (the newest per cell)."""
     cells: dict[str, str] = {}

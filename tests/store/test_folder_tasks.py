@@ -1,0 +1,50 @@
+"""A user's own image folders as tasks: named by their folder, never confused, rebuilt from the store."""
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from fennec_mlflow.cli import main
+from fennec_mlflow.data.task_specs import load_task
+from fennec_mlflow.store import tracking
+from fennec_mlflow.store.jobs import score_cells
+from fennec_mlflow.store.tracking import TrackingError
+
+MODELS = ["resnet20_cifar10", "nin_cifar10"]
+
+
+def image_folder(root, seed, classes=("a", "b", "c"), per_class=12):
+    rng = np.random.default_rng(seed)
+    for index, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(60 + 60 * index, 30, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def fda(client, *folders):
+    return score_cells(MODELS, [load_task(f"folder:{folder}") for folder in folders], weights="random",
+                       probe_size=30, mlflow_client=client, progress=False)
+
+
+def test_two_folders_with_one_name_are_refused_before_anything_is_written(store, tmp_path):
+    """/a/train and /b/train would both be task 'train': the newer cells would replace the older."""
+    first, second = image_folder(tmp_path / "a" / "train", 0), image_folder(tmp_path / "b" / "train", 1)
+    fda(store, first)
+    with pytest.raises(TrackingError, match=f"already holds cells of another task of that name, from {first}"):
+        fda(store, second)
+    with pytest.raises(TrackingError, match="two tasks are named 'train'"):
+        fda(store, first, second)
+    assert len(tracking.runs_of_kind("fda", mlflow_client=store)) == 2
+    assert [o.reused for o in fda(store, first)] == [True, True]  # the same folder again is the same task
+
+
+def test_build_finds_the_stores_folder_tasks_by_the_folder_their_runs_logged(store, tmp_path):
+    folders = [image_folder(tmp_path / "data" / name, seed) for seed, name in enumerate(["pets", "leaves", "cells"])]
+    fda(store, *folders)
+    result = CliRunner().invoke(main, ["build", "--kind", "fda", "--encoder", f"zoo:{MODELS[0]}:random", "--k", "1",
+                                       "--no-tune"])
+    assert result.exit_code == 0, result.output
+    proxies = tracking.runs_of_kind("task-proxy", mlflow_client=store)
+    assert sorted(run.data.params["task_source"] for run in proxies) == sorted(f"folder:{f}" for f in folders)
