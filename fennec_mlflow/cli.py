@@ -418,11 +418,21 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
     why = f"the demo's default target: {demo.DEFAULT_TARGET_REASON}" if not target else "the target you gave"
     click.echo(f"Top {len(ranking)} models to fine-tune for {task.name!r} ({why}; {task.num_samples} images, "
                f"labels {'used for the class count only' if labels_known else 'not used'}; ranked in {seconds:.2f} s):")
+    told = ranking["known_score"].notna() if "known_score" in ranking else pd.Series(False, index=ranking.index)
+    shown = ranking if told.any() else ranking.drop(columns="known_score", errors="ignore")
     with pd.option_context("display.width", 200, "display.precision", 3):
-        click.echo(ranking.to_string(index=False))
-    if len(ranking):
+        click.echo(shown.to_string(index=False))
+    untried = ranking[~told]
+    if told.any():  # a model the user already scored is no recommendation: the best untried one is
+        best = ranking[told].sort_values("known_score").iloc[-1]
+        advice = (f"Of the models not yet scored, fine-tune {untried['model'].iloc[0]!r} next" if len(untried)
+                  else "Every model shown is already scored")
+        click.echo(f"{advice} (your best so far: {best['model']!r}, known score {best['known_score']:.3g}). "
+                   f"Ranking basis: {ranking.attrs.get('basis')}.")
+    elif len(ranking):
         click.echo(f"Fine-tune {ranking['model'].iloc[0]!r} first. Ranking basis: {ranking.attrs.get('basis')}.")
-        first = ranking.iloc[0]
+    if len(untried):
+        first = untried.iloc[0]
         if "predicted_accuracy" in ranking and pd.notna(first["predicted_accuracy"]):
             click.echo(f"Predicted fine-tune accuracy of {first['model']!r}: {first['predicted_accuracy']:.3g} "
                        f"(interval {first['accuracy_low']:.3g} to {first['accuracy_high']:.3g}).")

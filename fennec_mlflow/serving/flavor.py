@@ -70,7 +70,7 @@ REGISTERED_NAME = config.REGISTERED_MODEL
 BUNDLED_ENCODER = "bundled"
 CHAMPION = config.CHAMPION_ALIAS
 OUTPUT_COLUMNS = ["task_index", "rank", "model", "score", "bias_score", "transfer_score", "meta_score",
-                  *ANSWER_COLUMNS, "basis"]
+                  "known_score", *ANSWER_COLUMNS, "basis"]
 
 
 class RankRequestError(InvalidInputError):

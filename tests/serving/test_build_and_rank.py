@@ -110,6 +110,7 @@ def test_pyfunc_ranks_with_params(registered):
     warm = model.predict(fast_request(result, "shapes-4"),
                          params={"known_scores": json.dumps({"nin_cifar10": 0.9, "resnet20_cifar10": 0.2}), "top_k": 0})
     assert len(warm) == 4
+    assert warm.set_index("model")["known_score"].dropna().to_dict() == {"nin_cifar10": 0.9, "resnet20_cifar10": 0.2}
     with pytest.raises(Exception, match="proxy features"):
         model.predict(pd.DataFrame({"class_count": [3.0]}))
     with pytest.raises(Exception, match="known_scores names models"):
@@ -134,6 +135,23 @@ def test_rank_task_logs_a_rank_run(registered):
     [run] = tracking.runs_of_kind("rank", mlflow_client=client)
     assert run.data.tags["fennec.task"] == "shapes-outline-6"
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"ranking.csv", "ranking.png", "ranking.json"}
+
+
+def test_cli_rank_with_known_scores_recommends_the_best_model_not_yet_scored(registered):
+    """A model the user already fine-tuned is no recommendation, even when it ranks first."""
+    from click.testing import CliRunner
+
+    from fennec_mlflow.cli import main
+
+    known = {"nin_cifar10": 0.9, "resnet20_cifar10": 0.2}
+    result = CliRunner().invoke(main, ["rank", "--target", "shapes-outline-6", "--top-k", "0",
+                                       "--known-scores", json.dumps(known)])
+    assert result.exit_code == 0, result.output
+    advice = next(line for line in result.output.splitlines() if line.startswith("Of the models not yet scored"))
+    untried = [m for m in MODELS if m not in known]
+    assert any(f"fine-tune {m!r} next" in advice for m in untried)
+    assert "(your best so far: 'nin_cifar10', known score 0.9)" in advice
+    assert "known_score" in result.output and "first." not in result.output
 
 
 def free_port() -> int:
