@@ -406,7 +406,9 @@ def log_outcome(outcome: EstimatorOutcome, benchmark: Benchmark, experiment: str
 
 
 UNITS = ("Correlations (pearson, spearman, weighted_tau) are fractions in [-1, 1], averaged over targets "
-         "(x 100 gives the paper's figures); top1_regret is in the table's units; top5_hit is a fraction of targets.")
+         "(x 100 gives the paper's figures); top1_regret is in the table's units; top5_hit is a fraction of targets. "
+         "Warm starts (fennec-warm-n) are judged on the models they were not told: cold_same_models_pearson is "
+         "cold Fennec on those same models, their fair comparison.")
 LEADERBOARD_METRICS = ("mean_pearson", "mean_spearman", "mean_weighted_tau", "mean_top1_regret", "mean_top5_hit")
 
 
@@ -427,12 +429,17 @@ class EvaluationRuns:
         for name, outcome in self.outcomes.items():
             s = outcome.metrics()
             rows[name] = {**{m: s.get(m, np.nan) for m in LEADERBOARD_METRICS}, "run_id": outcome.run_id}
+            if any("paired_cold_mean_pearson" in o.extra_metrics for o in self.outcomes.values()):
+                rows[name]["cold_same_models_pearson"] = s.get("paired_cold_mean_pearson", np.nan)
         return pd.DataFrame.from_dict(rows, orient="index")
 
     def leaderboard(self) -> pd.DataFrame:
-        """:meth:`table`, best mean Pearson first, with a rank column."""
-        table = self.table().sort_values("mean_pearson", ascending=False, kind="stable")
-        table.insert(0, "rank", np.arange(1, len(table) + 1))
+        """:meth:`table`, best mean Pearson first, with a rank column; rows without a mean Pearson
+        (a warm start on a table with too few models left to judge it) come last, unranked."""
+        table = self.table().sort_values("mean_pearson", ascending=False, kind="stable", na_position="last")
+        ranked = table["mean_pearson"].notna().to_numpy()
+        table.insert(0, "rank", pd.array(np.where(ranked, np.cumsum(ranked), 0), dtype="Int64"))
+        table.loc[~ranked, "rank"] = pd.NA
         return table.rename_axis("estimator")
 
 

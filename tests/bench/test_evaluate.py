@@ -103,6 +103,20 @@ def test_warm_start_known_entries_are_given_and_not_judged(store):
                 assert value == pytest.approx(bench.P.at[model, target])
 
 
+def test_the_leaderboard_shows_the_warm_starts_fair_comparison_and_leaves_unjudgeable_rows_unranked(store):
+    """With 6 models, 5 known leave too few to correlate: that row comes last, unranked, not first."""
+    bench = planted_benchmark(n_models=6)
+    runs = evaluation_runs.run_evaluation(bench, estimators="fennec,fennec-warm-3,fennec-warm-5", seeds=(0,),
+                                          progress=False)
+    board = runs.leaderboard()
+    assert board.index[-1] == "fennec-warm-5" and pd.isna(board.loc["fennec-warm-5", "rank"])
+    assert list(board["rank"].dropna()) == [1, 2]
+    warm = {r.data.params["estimator"]: r for r in estimator_runs(store, "fennec-eval-planted")}["fennec-warm-3"]
+    assert board.loc["fennec-warm-3", "cold_same_models_pearson"] == pytest.approx(
+        warm.data.metrics["paired_cold_mean_pearson"])
+    assert pd.isna(board.loc["fennec", "cold_same_models_pearson"])
+
+
 def test_warm_start_leaves_exactly_the_known_entries_unscored():
     bench = planted_benchmark()
     fits = evaluation_runs.FennecFits(bench)
