@@ -331,7 +331,7 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, trut
                              encoder_spec=chosen and chosen.spec, encoder_name=chosen and chosen.encoder.name,
                              encoder_file=chosen and chosen.file, k=k, alpha=alpha, shrinkage=_shrinkage(shrinkage),
                              tune=tune, truth_source=_given(truth_source), n_trials=n_trials, experiment=experiment,
-                             regime=regime)
+                             regime=regime, progress=True)
     except FennecError as exc:
         _fail(exc)
     quality = result.quality

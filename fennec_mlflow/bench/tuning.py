@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
+from tqdm.auto import tqdm
 
 from fennec_mlflow import config
 from fennec_mlflow.bench.public import Benchmark, load_benchmark
@@ -260,7 +261,7 @@ class TuningOutcome:
 
 def _finalise(study: optuna.Study, data: TuningData, mlflow_client, parent_run_id: str, *, nested_cv: bool,
               inner_trials: int, seed: int | None, fennec_seed: int, workers: int, benchmark: str,
-              experiment: str) -> TuningOutcome:
+              experiment: str, progress: bool = False) -> TuningOutcome:
     import matplotlib.pyplot as plt
     from mlflow.entities import Param
 
@@ -276,8 +277,10 @@ def _finalise(study: optuna.Study, data: TuningData, mlflow_client, parent_run_i
     popularity = popularity_evaluation(data).summary["mean_pearson"]
     nested = None
     if nested_cv:
-        nested = nested_cross_validation(data, inner_trials=inner_trials, seed=seed, fennec_seed=fennec_seed,
-                                         workers=workers)
+        with tqdm(total=len(data.targets), desc=f"nested CV ({inner_trials} trials per target)", unit="target",
+                  disable=not progress) as bar:
+            nested = nested_cross_validation(data, inner_trials=inner_trials, seed=seed, fennec_seed=fennec_seed,
+                                             workers=workers, on_fold=bar.update)
     metrics = {"best_mean_pearson": best.value, "popularity_mean_pearson": popularity,
                "n_trials_complete": len(complete), "n_trials": len(study.trials), "best_trial_number": best.number}
     if default_value is not None:
@@ -382,7 +385,7 @@ def run_tuning(benchmark, *, n_trials: int = DEFAULT_N_TRIALS, storage: str | No
                                  float(chosen.value), None, math.nan, len(study.trials))
         outcome = _finalise(study, data, client, parent_run_id, nested_cv=nested_cv, inner_trials=inner_trials,
                             seed=seed, fennec_seed=fennec_seed, workers=workers, benchmark=benchmark,
-                            experiment=experiment)
+                            experiment=experiment, progress=progress)
     tracking.annotate_project_run("tune", {"best_mean_pearson": outcome.best_value,
                                            **({"nested_cv_mean_pearson": outcome.nested_mean_pearson}
                                               if outcome.nested is not None else {})})

@@ -155,7 +155,8 @@ def predicted_regime(chosen: MatrixSpec, truth_source: str | None, regime: str) 
 
 
 def assess(spec: MatrixSpec, *, truth_source: str | None, encoder: str | None, experiment: str, tune: bool,
-           fixed: dict, n_trials: int, inner_trials: int, regime: str | None = None) -> tuple[Quality, MatrixSpec, dict]:
+           fixed: dict, n_trials: int, inner_trials: int, regime: str | None = None,
+           progress: bool = False) -> tuple[Quality, MatrixSpec, dict]:
     """(quality, the matrix to fit on, the Fennec params) from the store's ground truth, if it has enough.
 
     The history candidates are ``spec`` (what the build was asked to learn from) and the ground
@@ -173,7 +174,8 @@ def assess(spec: MatrixSpec, *, truth_source: str | None, encoder: str | None, e
                                  min_targets=BUILD_MIN_TARGETS)
     except InvalidInputError as exc:
         return Quality(None, f"no usable ground truth in the store: {exc}"), spec, {}
-    validation = validate(loaded.data, tune=tune, params=fixed, n_trials=n_trials, inner_trials=inner_trials)
+    validation = validate(loaded.data, tune=tune, params=fixed, n_trials=n_trials, inner_trials=inner_trials,
+                          progress=progress)
     params = dict(validation.params)
     label = params.pop("history", loaded.data.sources[0])
     chosen = truth if label == TRUTH else next(c for c in candidates if c.label == label)
@@ -230,6 +232,7 @@ def build(
     n_trials: int = BUILD_N_TRIALS,
     inner_trials: int = BUILD_INNER_TRIALS,
     regime: str = tracking.DEFAULT_REGIME,
+    progress: bool = False,
 ) -> BuildResult:
     """Rebuild the knowledge from the store, fit Fennec, validate it, log it (``fennec.kind=fennec-fit``), register it.
 
@@ -240,14 +243,14 @@ def build(
     defaults). ``tune``: tune when the ground truth allows. ``truth_source``: an imported table
     as ground truth instead of the ``finetune`` runs. ``regime``: which fine-tune regime's runs are the
     ground truth (and the history, with ``kind="finetune"``): ``"full"`` or ``"linear-probe"``.
-    See the module docstring.
+    ``progress``: a bar over the validation's trials and folds. See the module docstring.
     """
     spec = MatrixSpec(kind, estimator, source, regime=regime if kind in tracking.REGIME_KINDS else None)
     _truth_spec(None, regime)  # an unknown regime fails here, before anything is read
     fixed = {name: value for name, value in (("k", k), ("alpha", alpha), ("shrinkage", shrinkage)) if value is not None}
     quality, chosen, settings = assess(spec, truth_source=truth_source, encoder=encoder_name, experiment=experiment,
                                        tune=tune, fixed=fixed, n_trials=n_trials, inner_trials=inner_trials,
-                                       regime=regime)
+                                       regime=regime, progress=progress)
     tuned = {}
     if chosen != spec:  # validation found the ground truth a better history than the asked matrix
         models = tasks = None

@@ -43,7 +43,7 @@ import math
 import multiprocessing
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -51,6 +51,7 @@ import numpy as np
 import optuna
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
+from tqdm.auto import tqdm
 
 from fennec_mlflow import config
 from fennec_mlflow.core import evaluation as ev
@@ -268,13 +269,14 @@ def chosen_trial(study: optuna.Study, defaults: Mapping) -> optuna.trial.FrozenT
 
 
 def tune_study(data: TuningData, n_trials: int, *, seed: int | None = 0, fennec_seed: int = 0,
-               fixed: Mapping | None = None) -> optuna.Study:
-    """An in-memory study of ``n_trials`` on ``data`` (Fennec's default first); nothing is logged."""
+               fixed: Mapping | None = None, on_trial: Callable[[], None] | None = None) -> optuna.Study:
+    """An in-memory study of ``n_trials`` on ``data`` (Fennec's default first); nothing is logged.
+    ``on_trial`` is called after each trial (progress)."""
     study = optuna.create_study(direction="maximize", sampler=make_sampler(n_trials, seed))
     study.enqueue_trial(default_params(data, fixed))
     study.optimize(lambda trial: record_per_target(trial, loto_evaluation(data, suggest(trial, data, fixed),
                                                                            fennec_seed)),
-                   n_trials=n_trials)
+                   n_trials=n_trials, callbacks=[lambda study, trial: on_trial()] if on_trial else None)
     return study
 
 
@@ -335,19 +337,28 @@ def _nested_fold_job(args) -> NestedFold:
 
 
 def nested_cross_validation(data: TuningData, *, inner_trials: int = DEFAULT_INNER_TRIALS, seed: int | None = 0,
-                            fennec_seed: int = 0, workers: int = 1, fixed: Mapping | None = None) -> NestedCVResult:
-    """Nested leave-one-task-out: the reported figure of a tuned Fennec (see the module docstring)."""
+                            fennec_seed: int = 0, workers: int = 1, fixed: Mapping | None = None,
+                            on_fold: Callable[[], None] | None = None) -> NestedCVResult:
+    """Nested leave-one-task-out: the reported figure of a tuned Fennec (see the module docstring).
+    ``on_fold`` is called after each outer fold (progress)."""
     jobs = [(data, target, inner_trials, None if seed is None else seed + i, fennec_seed, fixed)
             for i, target in enumerate(data.targets)]
+
+    def counted(folds):
+        for fold in folds:
+            if on_fold:
+                on_fold()
+            yield fold
+
     if workers <= 1:
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # inner studies are internal: no per-trial lines
         try:
-            return NestedCVResult([nested_fold(*job) for job in jobs])
+            return NestedCVResult(list(counted(nested_fold(*job) for job in jobs)))
         finally:
             optuna.logging.set_verbosity(verbosity)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return NestedCVResult(list(pool.map(_nested_fold_job, jobs)))
+        return NestedCVResult(list(counted(pool.map(_nested_fold_job, jobs))))
 
 
 # --------------------------------------------------------------------------- validation (what build logs)
@@ -369,11 +380,11 @@ class Validation:
 
 
 def validate(data: TuningData, *, tune: bool, params: Mapping | None = None, n_trials: int = config.TUNE_N_TRIALS,
-             inner_trials: int = DEFAULT_INNER_TRIALS, seed: int | None = 0) -> Validation:
+             inner_trials: int = DEFAULT_INNER_TRIALS, seed: int | None = 0, progress: bool = False) -> Validation:
     """Tune (Optuna, ``params`` fixed) and measure by nested CV, or measure ``params`` as given.
 
     Without ``tune`` the params are not chosen on the data, so their plain leave-one-task-out
-    figure is already honest.
+    figure is already honest. ``progress``: one bar over the trials, then the outer folds.
     """
     start = time.perf_counter()
     fixed = dict(params or {})
@@ -385,9 +396,13 @@ def validate(data: TuningData, *, tune: bool, params: Mapping | None = None, n_t
                           list(data.targets), seconds=time.perf_counter() - start)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    bar = tqdm(total=n_trials + len(data.targets), desc=f"validate: {n_trials} Optuna trials, then nested CV over "
+               f"{len(data.targets)} targets", unit="step", disable=not progress)
     try:
-        study = tune_study(data, n_trials, seed=seed, fixed=fixed)
-        nested = nested_cross_validation(data, inner_trials=inner_trials, seed=seed, fixed=fixed)
+        with bar:
+            study = tune_study(data, n_trials, seed=seed, fixed=fixed, on_trial=bar.update)
+            nested = nested_cross_validation(data, inner_trials=inner_trials, seed=seed, fixed=fixed,
+                                             on_fold=bar.update)
     finally:
         optuna.logging.set_verbosity(verbosity)
     trials = study.trials_dataframe(attrs=("number", "value", "params", "state"))
