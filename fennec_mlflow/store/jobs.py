@@ -257,13 +257,16 @@ def finetune_cells(
     work = [claims.Work((model, task), _finetune_parent(model, task, config))
             for model in models_ for task in tasks]
     outcomes: list[CellOutcome] = []
-    with claims.Claimer(mlflow_client, exp_id) as claimer:
-        for unit, claim in claims.claim_each(claimer, work, known=done):
+    bar = tqdm(total=len(work), desc="finetune cells", disable=not progress, unit="cell")
+    with claims.Claimer(mlflow_client, exp_id) as claimer, bar:
+        for unit, claim in claims.claim_each(claimer, work, known=done, on_wait=functools.partial(_note_waiting, bar)):
             model, task = unit.item
+            bar.set_postfix_str(f"{model.name} x {task.name}" + (" (done before)" if claim.state == "done" else ""))
             if claim.state == "done":
                 outcomes.append(CellOutcome(model.name, task.name, claim.run_id, None, True))
             else:
                 outcomes.append(_finetune_cell(mlflow_client, claimer, claim, experiment, model, task, config))
+            bar.update()
     return outcomes
 
 
