@@ -211,6 +211,10 @@ def from_folder(root: str | Path, *, name: str | None = None, image_size: int = 
             f"image folder {str(root)!r} contains no readable images "
             f"(looked for {', '.join(IMAGE_SUFFIXES)} under {len(class_dirs)} class folder(s))"
         )
+    empty = [d.name for label, d in enumerate(class_dirs) if label not in set(labels)]
+    if empty and not flat:  # as torchvision's ImageFolder: a class without images is a mistake, not a class
+        raise TaskError(f"class folder(s) {', '.join(map(repr, empty))} of {str(root)!r} hold no readable images; "
+                        "add images or remove the folder(s)")
     path_array = np.array([str(p) for p in paths])
 
     def read(idx: np.ndarray) -> np.ndarray:

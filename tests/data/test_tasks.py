@@ -44,6 +44,10 @@ def test_empty_folder_is_a_clear_error(tmp_path):
         from_folder(tmp_path / "noimg")
     with pytest.raises(TaskError, match="does not exist"):
         from_folder(tmp_path / "missing")
+    root = make_folder(tmp_path / "one_empty", classes=("cat", "dog"))
+    (root / "eel").mkdir()
+    with pytest.raises(TaskError, match="class folder\\(s\\) 'eel' of .* hold no readable images"):
+        from_folder(root)
 
 
 def test_single_class_task_is_rejected():
