@@ -300,9 +300,12 @@ def _shrinkage(value: str | None):
 @click.option("--tasks", default=None,
               help="task specs whose proxies to compute besides the store's own tasks (found by the folder their "
                    "runs logged, else by name)")
+@click.option("--registered-model", default=config.REGISTERED_MODEL, show_default=True,
+              help="the registered model's name; one per experiment keeps their champions apart "
+                   "(rank it with --model-uri models:/NAME@champion)")
 @experiment_option
 def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, truth_source, regime, n_trials, tasks,
-          experiment):
+          registered_model, experiment):
     """Rebuild the knowledge base, fit Fennec, validate it on the store's ground truth, register it.
 
     The new version becomes fennec@champion unless the champion's validated figure is higher
@@ -331,7 +334,7 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, trut
                              encoder_spec=chosen and chosen.spec, encoder_name=chosen and chosen.encoder.name,
                              encoder_file=chosen and chosen.file, k=k, alpha=alpha, shrinkage=_shrinkage(shrinkage),
                              tune=tune, truth_source=_given(truth_source), n_trials=n_trials, experiment=experiment,
-                             regime=regime, progress=True)
+                             regime=regime, progress=True, registered_model=registered_model)
     except FennecError as exc:
         _fail(exc)
     quality = result.quality

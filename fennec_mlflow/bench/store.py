@@ -72,6 +72,8 @@ def store_benchmark(*, source: str | None = None, truth_kind: str | None = None,
     data = loaded.data
     same = history == truth
     name = "store-" + (truth.source or truth.kind) + ("" if same else "-from-" + history.label.replace(":", "-"))
+    if experiment != tracking.DEFAULT_EXPERIMENT:  # another experiment's evaluations are kept apart
+        name += f"-in-{experiment}"
     vector = ("task_proxy" if data.task_proxy is not None else "task_meta" if data.task_meta is not None
               else "none (no task facts: popularity)")
     return Benchmark(

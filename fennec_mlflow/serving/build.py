@@ -182,13 +182,21 @@ def assess(spec: MatrixSpec, *, truth_source: str | None, encoder: str | None, e
     return Quality(validation, validation.method, truth.label, chosen.label), chosen, params
 
 
-def choose_alias(quality: Quality, mlflow_client=None) -> tuple[str, str]:
-    """(alias, why) for a new version of the given quality (see the module docstring)."""
+def choose_alias(quality: Quality, mlflow_client=None, name: str = pyfunc.REGISTERED_NAME,
+                 experiment: str | None = None) -> tuple[str, str]:
+    """(alias, why) for a new version of the given quality (see the module docstring), built from
+    ``experiment``: a champion built from another experiment is never compared with (its figure
+    comes from another ground truth), so the new version is its challenger."""
     mlflow_client = mlflow_client or mlflow.MlflowClient()
     try:
-        champion = mlflow_client.get_model_version_by_alias(pyfunc.REGISTERED_NAME, pyfunc.CHAMPION)
+        champion = mlflow_client.get_model_version_by_alias(name, pyfunc.CHAMPION)
     except mlflow.exceptions.MlflowException:
         return pyfunc.CHAMPION, "no champion yet"
+    champion_experiment = _experiment_of(mlflow_client, champion.run_id)
+    if experiment is not None and champion_experiment not in (None, experiment):
+        return CHALLENGER, (f"the champion (version {champion.version}) was built from experiment "
+                            f"{champion_experiment!r}, not {experiment!r}, so their figures are not comparable; "
+                            f"build with --registered-model to keep this experiment's models apart")
     current = champion.tags.get(VALIDATED_TAG)
     if current is None:
         return pyfunc.CHAMPION, f"the champion (version {champion.version}) was unmeasured"
@@ -200,15 +208,24 @@ def choose_alias(quality: Quality, mlflow_client=None) -> tuple[str, str]:
     return (pyfunc.CHAMPION, verdict) if new >= float(current) else (CHALLENGER, verdict)
 
 
-def _register(version: str, quality: Quality, alias: str, mlflow_client=None) -> None:
+def _experiment_of(mlflow_client, run_id: str | None) -> str | None:
+    """The name of the experiment holding ``run_id``; None when the run is gone."""
+    try:
+        return mlflow_client.get_experiment(mlflow_client.get_run(run_id).info.experiment_id).name
+    except (mlflow.exceptions.MlflowException, TypeError):
+        return None
+
+
+def _register(version: str, quality: Quality, alias: str, mlflow_client=None,
+              name: str = pyfunc.REGISTERED_NAME) -> None:
     mlflow_client = mlflow_client or mlflow.MlflowClient()
     for key, value in quality.tags().items():
-        mlflow_client.set_model_version_tag(pyfunc.REGISTERED_NAME, version, key, value)
-    mlflow_client.update_model_version(pyfunc.REGISTERED_NAME, version, description=quality.description())
+        mlflow_client.set_model_version_tag(name, version, key, value)
+    mlflow_client.update_model_version(name, version, description=quality.description())
     if alias == pyfunc.CHAMPION:
-        pyfunc.set_champion(version, mlflow_client)
+        pyfunc.set_champion(version, mlflow_client, name)
     else:
-        mlflow_client.set_registered_model_alias(pyfunc.REGISTERED_NAME, alias, version)
+        mlflow_client.set_registered_model_alias(name, alias, version)
 
 
 def build(
@@ -233,6 +250,7 @@ def build(
     inner_trials: int = BUILD_INNER_TRIALS,
     regime: str = tracking.DEFAULT_REGIME,
     progress: bool = False,
+    registered_model: str = pyfunc.REGISTERED_NAME,
 ) -> BuildResult:
     """Rebuild the knowledge from the store, fit Fennec, validate it, log it (``fennec.kind=fennec-fit``), register it.
 
@@ -243,7 +261,8 @@ def build(
     defaults). ``tune``: tune when the ground truth allows. ``truth_source``: an imported table
     as ground truth instead of the ``finetune`` runs. ``regime``: which fine-tune regime's runs are the
     ground truth (and the history, with ``kind="finetune"``): ``"full"`` or ``"linear-probe"``.
-    ``progress``: a bar over the validation's trials and folds. See the module docstring.
+    ``progress``: a bar over the validation's trials and folds. ``registered_model``: the name it is
+    registered under (one per experiment keeps their champions apart). See the module docstring.
     """
     spec = MatrixSpec(kind, estimator, source, regime=regime if kind in tracking.REGIME_KINDS else None)
     _truth_spec(None, regime)  # an unknown regime fails here, before anything is read
@@ -310,15 +329,15 @@ def build(
                      **(extra_artifacts or {})}
         tracking.log_artifacts(mlflow.MlflowClient(), run.info.run_id,
                                {name: value for name, value in artifacts.items() if value is not None})
-        alias, why = choose_alias(quality) if register else (None, "")
+        alias, why = choose_alias(quality, name=registered_model, experiment=experiment) if register else (None, "")
         info = pyfunc.log_model(bundle, encoder_file=encoder_file, input_example=example,
-                                registered_model_name=pyfunc.REGISTERED_NAME if register else None)
+                                registered_model_name=registered_model if register else None)
         if register:
             mlflow.set_tags({"fennec.alias": alias, "fennec.alias_reason": why})
-            _register(str(info.registered_model_version), quality, alias)
+            _register(str(info.registered_model_version), quality, alias, name=registered_model)
             if predicts:
-                mlflow.MlflowClient().set_model_version_tag(pyfunc.REGISTERED_NAME, str(info.registered_model_version),
+                mlflow.MlflowClient().set_model_version_tag(registered_model, str(info.registered_model_version),
                                                             tracking.REGIME_TAG, predicts)
     version = str(info.registered_model_version) if register else None
-    uri = f"models:/{pyfunc.REGISTERED_NAME}@{alias}" if register else info.model_uri
+    uri = f"models:/{registered_model}@{alias}" if register else info.model_uri
     return BuildResult(run.info.run_id, uri, version, fennec, knowledge, quality, alias, why, predicts)

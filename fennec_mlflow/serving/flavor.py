@@ -493,9 +493,10 @@ def load_model(model_uri: str) -> FennecRanker:
     return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
 
 
-def set_champion(version: str | int, mlflow_client: mlflow.MlflowClient | None = None) -> None:
-    """Point the alias ``champion`` of the registered model at ``version``."""
-    (mlflow_client or mlflow.MlflowClient()).set_registered_model_alias(REGISTERED_NAME, CHAMPION, str(version))
+def set_champion(version: str | int, mlflow_client: mlflow.MlflowClient | None = None,
+                 name: str = REGISTERED_NAME) -> None:
+    """Point the alias ``champion`` of the registered model ``name`` at ``version``."""
+    (mlflow_client or mlflow.MlflowClient()).set_registered_model_alias(name, CHAMPION, str(version))
 
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the fennec_mlflow package, shipped inside every model

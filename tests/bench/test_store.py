@@ -36,6 +36,9 @@ def test_an_imported_table_with_facts_is_a_benchmark(store, tmp_path):
     assert {"log_class_count", "log_sample_count", "domain=medical"} <= set(bench.task_meta.columns)
     assert list(bench.model_meta.columns) == ["log_parameters"]  # the only model fact that varies
     assert bench.families.nunique() == 2 and not bench.notes
+    import_table(write_table(planted_long_table(), tmp_path / "again.csv"), source="planted", experiment="other",
+                 progress=False)
+    assert store_benchmark(source="planted", experiment="other").name == "store-planted-in-other"  # kept apart
 
 
 def test_numeric_model_facts_a_user_imports_enter_the_meta_regression(store, tmp_path):

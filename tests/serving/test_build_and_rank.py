@@ -306,6 +306,23 @@ def test_champion_moves_only_to_a_version_validated_at_least_as_well(store, tmp_
     assert len(ranking) == 3 and ranking["model"].str.startswith("net").all()
 
 
+def test_a_build_from_another_experiment_never_takes_over_the_champion(store, tmp_path):
+    """Registered models are global in MLflow; a figure validated on another experiment's ground
+    truth is not comparable, so that build is a challenger until it gets a name of its own."""
+    from fennec_mlflow.store.external import import_table
+
+    import_planted(tmp_path)
+    ours = planted_build(tune=False)
+    import_table(write_table(planted_long_table(n_tasks=5, seed=1), tmp_path / "other.csv"), source="planted",
+                 experiment="other", progress=False)
+    other = planted_build(tune=False, experiment="other")
+    assert other.alias == "challenger" and "built from experiment 'fennec', not 'other'" in other.alias_reason
+    assert str(store.get_model_version_by_alias("fennec", "champion").version) == ours.version
+    apart = planted_build(tune=False, experiment="other", registered_model="fennec-other")
+    assert apart.alias == "champion" and apart.model_uri == "models:/fennec-other@champion"
+    assert str(store.get_model_version_by_alias("fennec", "champion").version) == ours.version
+
+
 @pytest.mark.slow
 def test_build_tunes_on_enough_ground_truth_and_logs_the_honest_figures(store, tmp_path):
     import_planted(tmp_path, n_tasks=8)  # enough history tasks for the facts' interaction to prove itself
