@@ -439,6 +439,10 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
         if "predicted_accuracy" in ranking and pd.notna(first["predicted_accuracy"]):
             click.echo(f"Predicted fine-tune accuracy of {first['model']!r}: {first['predicted_accuracy']:.3g} "
                        f"(interval {first['accuracy_low']:.3g} to {first['accuracy_high']:.3g}).")
+    if ranking.attrs.get("in_history"):
+        click.echo(f"note: {task.name!r} is one of this recommender's history tasks: its measured results are in the "
+                   f"store (`fennec matrix --kind best`) and were learned from; the ranking above is what Fennec "
+                   f"predicts for it, not those results.")
     click.echo(SCORE_UNITS)
     uri = tracking.client().tracking_uri
     click.echo(f"Logged as run {run_id} ('rank-{task.name}') in experiment {experiment!r}; to see it: "

@@ -44,8 +44,9 @@ def rank_task(
     """Rank the registered model's candidates for ``target``; log the ranking (``fennec.kind=rank``).
 
     Only the target's images are used (its labels only when ``labels_known``, for the class count).
-    ``attrs`` of the returned table: ``basis`` (what the ranking rests on) and, when logged,
-    ``run_id`` and ``experiment`` of the rank run. ``regime`` (``"full"``, ``"linear-probe"``; None: any):
+    ``attrs`` of the returned table: ``basis`` (what the ranking rests on), ``in_history`` (a
+    history task of the recommender has the target's name) and, when logged, ``run_id`` and
+    ``experiment`` of the rank run. ``regime`` (``"full"``, ``"linear-probe"``; None: any):
     the fine-tune regime the ranking must predict; a recommender built for another one is refused.
     """
     load_start = time.perf_counter()
@@ -84,6 +85,7 @@ def rank_task(
     basis = str(ranking["basis"].iloc[0]) if len(ranking) else ""
     ranking = ranking.drop(columns=["task_index", "basis"])
     ranking.attrs["basis"] = basis
+    ranking.attrs["in_history"] = target.name in set(map(str, getattr(bundle.fennec, "task_names_", ())))
     if log:
         tags = {tracking.KIND_TAG: "rank", tracking.TASK_TAG: target.name,
                 MLFLOW_RUN_NOTE: (f"Ranking of {len(ranking)} candidate models for target {target.name!r} "

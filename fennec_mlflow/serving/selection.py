@@ -545,7 +545,7 @@ def load_store_data(truth: MatrixSpec, histories: Sequence[MatrixSpec] = (), *,
         raise InvalidInputError(
             f"the ground truth ({truth.label}) has {len(targets)} task(s) with at least {MIN_TARGET_MODELS} known "
             f"models{' that the history also scores' if len(scored) < len(truth_km.values.index) else ''}; "
-            f"leave-one-task-out needs at least {min_targets}")
+            f"this needs at least {min_targets} such tasks (fine-tune or import results for more tasks)")
     for name, matrix in matrices.items():
         if matrix is not None and matrix.shape[1] < 2:
             raise InvalidInputError(f"the history {name} has {matrix.shape[1]} task(s); a fit needs at least 2")

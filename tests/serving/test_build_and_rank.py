@@ -131,7 +131,8 @@ def test_rank_task_logs_a_rank_run(registered):
     _, client, _, _ = registered
     target = synthetic_task("shapes-outline-6", samples_per_class=20)
     ranking = rank_task(target, top_k=4)
-    assert len(ranking) == 4
+    assert len(ranking) == 4 and not ranking.attrs["in_history"]
+    assert rank_task(synthetic_task(HISTORY[0], samples_per_class=20), top_k=1, log=False).attrs["in_history"]
     [run] = tracking.runs_of_kind("rank", mlflow_client=client)
     assert run.data.tags["fennec.task"] == "shapes-outline-6"
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"ranking.csv", "ranking.png", "ranking.json"}
