@@ -154,6 +154,14 @@ def unavailable(benchmark: Benchmark, estimator: str) -> str | None:
     return None
 
 
+def own_scores(scores: pd.DataFrame) -> ev.Predictor:
+    """A label-based estimator as a ranker: each target ranked by its own column of ``scores``."""
+    def predict(history: pd.DataFrame, target: str) -> pd.Series:
+        column = scores[target] if target in scores else pd.Series(dtype=float)
+        return column.reindex(history.index).astype(float)
+    return predict
+
+
 def fact_baseline(values: pd.Series) -> ev.Predictor:
     """A data-free predictor: every task ranks its models by one fact (e.g. size), larger first."""
     def predict(history: pd.DataFrame, target: str) -> pd.Series:
@@ -270,9 +278,11 @@ def paired_metrics(prefix: str, result: ev.EvaluationResult) -> dict[str, float]
 
 def evaluate_estimator(benchmark: Benchmark, estimator: str, *, seeds: Sequence[int] = DEFAULT_SEEDS,
                        fits: FennecFits | None = None) -> EstimatorOutcome:
-    """Leave-one-task-out evaluation of one estimator of :data:`ESTIMATORS` (nothing is logged)."""
-    if estimator not in ESTIMATORS:
-        raise InvalidInputError(f"unknown estimator {estimator!r}; choose among {list(ESTIMATORS)}")
+    """Leave-one-task-out evaluation of one estimator of :data:`ESTIMATORS` or of the benchmark's
+    ``target_scores`` (nothing is logged)."""
+    if estimator not in (*ESTIMATORS, *benchmark.target_scores):
+        raise InvalidInputError(f"unknown estimator {estimator!r}; choose among "
+                                f"{[*ESTIMATORS, *benchmark.target_scores]}")
     reason = unavailable(benchmark, estimator)
     if reason:
         raise InvalidInputError(f"cannot evaluate {estimator} on {benchmark.name}: {reason}")
@@ -293,6 +303,10 @@ def evaluate_estimator(benchmark: Benchmark, estimator: str, *, seeds: Sequence[
                                 {**base, "families": benchmark.families.nunique()})
     if estimator == "random":
         return EstimatorOutcome(estimator, _over_seeds(table, ev.random_baseline, seeds, targets), base)
+    if estimator in benchmark.target_scores:  # a label-based estimator: the target's own scores rank it
+        result = ev.leave_one_task_out(table, own_scores(benchmark.target_scores[estimator]), targets,
+                                       missing_predictions="skip")
+        return EstimatorOutcome(estimator, result, {**base, "labels": "the target's own (label-based estimator)"})
     if estimator in FACT_BASELINES:
         column = FACT_BASELINES[estimator]
         result = ev.leave_one_task_out(table, fact_baseline(benchmark.model_meta[column]), targets,
@@ -487,22 +501,25 @@ def log_leaderboard(table: pd.DataFrame, notes: Sequence[str], bench: Benchmark,
     plt.close(figure)
 
 
-def _estimator_list(estimators: str | Iterable[str] | None) -> list[str]:
+def _estimator_list(estimators: str | Iterable[str] | None, bench: Benchmark) -> list[str]:
+    known = [*ESTIMATORS, *bench.target_scores]
     if estimators is None:
-        return list(ESTIMATORS)
+        return known
     if isinstance(estimators, str):
         estimators = [e.strip() for e in estimators.split(",") if e.strip()]
     chosen = list(dict.fromkeys(estimators))
-    unknown = [e for e in chosen if e not in ESTIMATORS]
+    unknown = [e for e in chosen if e not in known]
     if unknown or not chosen:
-        raise InvalidInputError(f"unknown estimator(s) {unknown}; choose among {list(ESTIMATORS)}")
+        raise InvalidInputError(f"unknown estimator(s) {unknown}; choose among {known}"
+                                + ("" if bench.target_scores else " (label-based ones such as fda or logme are "
+                                   "evaluated where the store scored the targets with them: fennec fda)"))
     return chosen
 
 
 def run_evaluation(benchmark: str | Benchmark, *, experiment: str | None = None, estimators: str | Iterable[str] | None = None,
                    seeds: Sequence[int] = DEFAULT_SEEDS, progress: bool = True,
                    fennec_params: dict | None = None) -> EvaluationRuns:
-    """Evaluate ``estimators`` (default: all of :data:`ESTIMATORS`) on ``benchmark`` leave-one-task-out
+    """Evaluate ``estimators`` (default: all of :data:`ESTIMATORS` and the benchmark's ``target_scores``) on ``benchmark`` leave-one-task-out
     and log one run per estimator in ``experiment`` (default ``fennec-eval-<benchmark>``).
 
     ``benchmark``: a name of :data:`fennec_mlflow.bench.public.BENCHMARK_NAMES` or a
@@ -519,8 +536,8 @@ def run_evaluation(benchmark: str | Benchmark, *, experiment: str | None = None,
     from tqdm.auto import tqdm
 
 
-    chosen = _estimator_list(estimators)
     bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)
+    chosen = _estimator_list(estimators, bench)
     reasons = {name: unavailable(bench, name) for name in chosen}
     refused = {name: reason for name, reason in reasons.items() if reason}
     if refused and estimators is not None:

@@ -86,6 +86,7 @@ class Benchmark:
     accuracy scale (top-1 regret is in these units). history: what Fennec learns from, when it is
     not the ground truth itself (e.g. the store's FDA matrix); a target's own column is never seen
     (:meth:`history_for`). task_proxy: tasks x proxy features, when the tasks have images.
+    target_scores: label-based estimators' scores of the targets themselves, by estimator name.
     """
 
     name: str
@@ -103,6 +104,9 @@ class Benchmark:
     history_weights: pd.Series | None = None  # the history's task weights in Fennec's popularity part
     task_proxy: pd.DataFrame | None = None
     notes: tuple[str, ...] = ()
+    # label-based scores computed on the targets themselves (e.g. "fda", "logme": models x tasks), each
+    # evaluated as a ranker of its own target: what Fennec, without the target's labels, is measured against
+    target_scores: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int]:

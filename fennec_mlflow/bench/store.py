@@ -16,13 +16,15 @@ Meta tables come from the facts the runs carry (``model_*`` / ``task_*`` params,
 the store's archi2vec runs; a table without facts still evaluates (Fennec then ranks by
 popularity, and the rows that need facts are skipped with a note). The baselines (popularity,
 family-mean) rank from the ground truth of the other tasks, as on the public tables, whatever
-Fennec's history. See :mod:`fennec_mlflow.serving.selection` for the details.
+Fennec's history. Label-based estimators the store computed on the targets themselves (``fennec
+fda``, ``fennec fda --estimator logme``, ...) are rows too, each ranking a target by its own scores
+of it: the comparison a user makes before trusting Fennec without labels. See :mod:`fennec_mlflow.serving.selection` for the details.
 """
 from __future__ import annotations
 
 from fennec_mlflow.bench.public import Benchmark
 from fennec_mlflow.errors import InvalidInputError
-from fennec_mlflow.serving.selection import TRUTH, MatrixSpec, load_store_data
+from fennec_mlflow.serving.selection import MIN_TARGET_MODELS, TRUTH, MatrixSpec, load_store_data
 from fennec_mlflow.store import tracking
 
 TRUTH_KINDS = ("external", "finetune")
@@ -87,4 +89,23 @@ def store_benchmark(*, source: str | None = None, truth_kind: str | None = None,
         families=loaded.families, units=f"{truth.label} score", task_vector_source=vector,
         history=None if same else data.histories[history.label], history_name=TRUTH if same else history.label,
         history_weights=data.history_weights.get(history.label),
-        task_proxy=data.task_proxy, notes=tuple(loaded.notes))
+        task_proxy=data.task_proxy, notes=tuple(loaded.notes),
+        target_scores=label_based_scores(data.P, list(data.targets), experiment, mlflow_client))
+
+
+def label_based_scores(truth, targets: list[str], experiment: str = tracking.DEFAULT_EXPERIMENT,
+                       mlflow_client=None) -> dict:
+    """The store's label-based scores of the targets themselves, by estimator name: FDA (``fda``
+    runs) and each registered estimator (``estimator`` runs), kept where they score at least
+    :data:`~fennec_mlflow.serving.selection.MIN_TARGET_MODELS` of a target's models."""
+    from fennec_mlflow.core.estimators import available_estimators
+
+    specs = {"fda": ("fda", None), **{name: ("estimator", name) for name in available_estimators() if name != "fda"}}
+    found = {}
+    for name, (kind, estimator) in specs.items():
+        scores = tracking.load_matrix(kind, estimator=estimator, experiment=experiment,
+                                      mlflow_client=mlflow_client).values
+        scores = scores.reindex(index=truth.index, columns=[t for t in targets if t in scores.columns])
+        if (scores.notna().sum() >= MIN_TARGET_MODELS).any():
+            found[name] = scores
+    return found

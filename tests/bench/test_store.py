@@ -158,6 +158,29 @@ def test_fine_tune_ground_truth_is_evaluated_on_the_best_evidence_without_the_ta
     assert outcome.result.summary["mean_pearson"] > 0.5
 
 
+def test_label_based_scores_of_the_targets_are_evaluated_as_rankers_of_their_own_target(store):
+    """`fennec fda` (or another estimator) run on the targets themselves: each ranks its own target,
+    beside Fennec, which never sees them."""
+    table = planted_long_table(n_models=8, n_tasks=6, seed=3, holes=0)
+    tuned = [f"task{j}" for j in range(4)]
+    _write_cells(store, table[table["task"].isin(tuned)].assign(score=lambda t: t["score"] / 100), "finetune")
+    _write_cells(store, table.assign(score=lambda t: -t["score"]), "fda")  # a perfectly wrong estimator
+    logme = table[table["task"].isin(tuned[:2])]
+    tracking.write_runs(store, tracking.experiment_id(store), [tracking.RunRecord(
+        kind="estimator", model=row.model, task=row.task, cell=f"logme-{row.model}-{row.task}",
+        params={"estimator": "logme"}, metrics={"score": row.score}) for row in logme.itertuples()])
+    bench = store_benchmark()
+    assert sorted(bench.target_scores) == ["fda", "logme"]
+    assert list(bench.target_scores["logme"].dropna(axis=1, how="all").columns) == tuned[:2]
+    runs = evaluation_runs.run_evaluation(bench, estimators="fda,logme,popularity", seeds=(0,), progress=False)
+    pearson = runs.outcomes["fda"].result.per_target["pearson"]
+    assert pearson.to_dict() == pytest.approx({t: -1.0 for t in tuned})
+    logme_pearson = runs.outcomes["logme"].result.per_target["pearson"]
+    assert logme_pearson[tuned[:2]].tolist() == pytest.approx([1.0, 1.0]) and logme_pearson[tuned[2:]].isna().all()
+    with pytest.raises(InvalidInputError, match="unknown estimator.*'leep'"):
+        evaluation_runs.run_evaluation(bench, estimators="leep", progress=False)
+
+
 @pytest.mark.slow
 def test_evaluate_store_logs_one_run_per_estimator_with_the_standard_metrics(store, tmp_path):
     # 8 tasks: with fewer, Fennec's confidence bounds (rightly) keep it near popularity
