@@ -222,15 +222,28 @@ def finetune(models, tasks, weights, lrs, wds, epochs, patience, regime, batch_s
     try:
         config = FinetuneConfig(learning_rates=_floats(lrs), weight_decays=_floats(wds), max_epochs=epochs,
                                 patience=patience, batch_size=batch_size, seed=seed, device=device, regime=regime)
-        outcomes = finetune_cells(_models(models), _tasks(tasks, image_size, seed), config=config,
-                                  weights=weights, experiment=experiment)
+        task_list = _tasks(tasks, image_size, seed)
+        before = (tracking.load_matrix("finetune", experiment=experiment, regime=regime).values
+                  if tracking.client().get_experiment_by_name(experiment) else None)
+        outcomes = finetune_cells(_models(models), task_list, config=config, weights=weights, experiment=experiment)
     except FennecError as exc:
         _fail(exc)
     new = [o for o in outcomes if not o.reused]
     tracking.annotate_project_run("finetune", {"cells_new": len(new), "cells_reused": len(outcomes) - len(new)})
     click.echo(f"{len(new)} new {regime} fine-tune(s), {len(outcomes) - len(new)} already in the store")
+    classes = {task.name: task.num_classes for task in task_list}
     for o in new:
-        click.echo(f"  {o.model:32s} {o.task:24s} test accuracy {o.score:.4f}")
+        chance = o.score <= 1.0 / classes[o.task] + 0.05  # no better than guessing: the budget was too small
+        click.echo(f"  {o.model:32s} {o.task:24s} test accuracy {o.score:.4f}"
+                   + (f"  (chance is {1.0 / classes[o.task]:.3f})" if chance else ""))
+    if any(o.score <= 1.0 / classes[o.task] + 0.05 for o in new):
+        click.echo("warning: some fine-tunes did no better than chance; more epochs, a smaller --batch-size or "
+                   "another learning rate give them enough optimiser steps to be ground truth")
+    replaced = [o for o in new if before is not None and o.model in before.index and o.task in before.columns
+                and not math.isnan(before.at[o.model, o.task])]
+    if replaced:
+        click.echo(f"note: {len(replaced)} (model, task) pair(s) already had a {regime} fine-tune with another "
+                   "configuration; the matrix now reads these newer ones (`fennec matrix --kind finetune`)")
 
 
 @main.command()

@@ -48,3 +48,16 @@ def test_build_finds_the_stores_folder_tasks_by_the_folder_their_runs_logged(sto
     assert result.exit_code == 0, result.output
     proxies = tracking.runs_of_kind("task-proxy", mlflow_client=store)
     assert sorted(run.data.params["task_source"] for run in proxies) == sorted(f"folder:{f}" for f in folders)
+
+
+def test_cli_finetune_flags_chance_level_cells_and_says_when_newer_cells_replace_older(store, tmp_path):
+    folder = image_folder(tmp_path / "data" / "pets", 0)
+    common = ["finetune", "--models", MODELS[0], "--tasks", f"folder:{folder}", "--wds", "0", "--epochs", "1",
+              "--patience", "1", "--weights", "random"]
+    stalled = CliRunner().invoke(main, [*common, "--lrs", "1e-9"])  # no step moves the weights
+    assert stalled.exit_code == 0, stalled.output
+    assert "(chance is 0.333)" in stalled.output and "did no better than chance" in stalled.output
+    assert "already had" not in stalled.output
+    again = CliRunner().invoke(main, [*common, "--lrs", "0.05"])
+    assert again.exit_code == 0, again.output
+    assert "1 (model, task) pair(s) already had a full fine-tune with another configuration" in again.output
