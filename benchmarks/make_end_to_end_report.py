@@ -354,9 +354,14 @@ def issue_13_goals(runs: dict) -> list[str]:
              f"(goal <=: **{verdict(metric['fennec']['mean_top1_regret'] <= popularity['mean_top1_regret'])}**)."]
     for name in sorted(n for n in metric if n.startswith(FINETUNED_PREFIX)):
         gain = metric[name]["mean_pearson"] - metric[name]["paired_cold_mean_pearson"]
+        regret = ""
+        if "paired_popularity_mean_top1_regret" in metric[name]:
+            ours, theirs = metric[name]["mean_top1_regret"], metric[name]["paired_popularity_mean_top1_regret"]
+            regret = (f"; its top-1 regret / popularity's on the same models: {100 * ours:.2f} / {100 * theirs:.2f} "
+                      f"points (goal <=: **{verdict(ours <= theirs)}**)")
         lines.append(f"- Issue 13, warm start ({name}: told {name[len(FINETUNED_PREFIX):]} fine-tune accuracies, the "
                      f"default's history) against cold on the same models: {100 * gain:+.1f} (goal +5: "
-                     f"**{verdict(gain >= 0.05)}**).")
+                     f"**{verdict(gain >= 0.05)}**){regret}.")
     cold = metric.get("fennec-fda-history")
     for name in sorted(n for n in metric if n.startswith("fennec-warm-")):
         if cold is not None:

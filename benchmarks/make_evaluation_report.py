@@ -206,8 +206,9 @@ def recommender_goals_section(client, chosen: list[str]) -> list[str]:
     """Issue 13's goals on the public tables, from the evaluation and tuning runs."""
     lines = ["## Goals of issue 13 (a recommender that earns its place), checked", "",
              "| benchmark | cold Fennec - popularity (goal >= 0) | nested-CV tuned - popularity (goal >= 0) | "
-             "warm start (3) - cold, same models (goal >= +5) | top-1 regret, Fennec / popularity (goal <=) |",
-             "|---|---:|---:|---:|---:|"]
+             "warm start (3) - cold, same models (goal >= +5) | top-1 regret, cold Fennec / popularity (goal <=) | "
+             "top-1 regret, warm start (3) / popularity on the same models (goal <=) |",
+             "|---|---:|---:|---:|---:|---:|"]
     for benchmark in chosen:
         runs = evaluation_runs_by_estimator(client, benchmark)
         if "fennec" not in runs or "popularity" not in runs:
@@ -222,11 +223,18 @@ def recommender_goals_section(client, chosen: list[str]) -> list[str]:
         regret, pop_regret = cold["mean_top1_regret"], pop["mean_top1_regret"]
         nested_gap = "–" if nested is None else f"{100 * (nested - pop['mean_pearson']):+.1f}"
         warm_text = "–" if warm_gain is None else f"{100 * warm_gain:+.1f}"
+        warm_regret = "–"
+        if warm is not None and "paired_popularity_mean_top1_regret" in warm.data.metrics:
+            ours, theirs = warm.data.metrics["mean_top1_regret"], warm.data.metrics["paired_popularity_mean_top1_regret"]
+            warm_regret = (f"{_fmt(ours, points, 2)} / {_fmt(theirs, points, 2)} "
+                           f"({'met' if ours <= theirs + 1e-12 else 'missed'})")
         lines.append(
             f"| {benchmark} | {100 * (cold['mean_pearson'] - pop['mean_pearson']):+.1f} | {nested_gap} | "
             f"{warm_text} | {_fmt(regret, points, 2)} / {_fmt(pop_regret, points, 2)} "
-            f"({'met' if regret <= pop_regret + 1e-12 else 'missed'}) |")
-    lines += ["", WARM_START_TRIED, "",
+            f"({'met' if regret <= pop_regret + 1e-12 else 'missed'}) | {warm_regret} |")
+    lines += ["", "The goal's top-1 clause stands beside the warm start, so both readings are shown: cold "
+              "Fennec's top pick against popularity's (all targets), and the warm start's against popularity's on "
+              "the models it was not told (the runs' paired figures).", "", WARM_START_TRIED, "",
               "The end-to-end benchmarks with images (`real`, `synthetic`, below) check the same goals from "
               "their runs, with the stricter one where a proxy exists (Fennec at least popularity + 3), and "
               "the synthetic goal (the default without labels at least the best label-based estimator, for "
