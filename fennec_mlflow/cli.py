@@ -231,12 +231,13 @@ def finetune(models, tasks, weights, lrs, wds, epochs, patience, regime, batch_s
     new = [o for o in outcomes if not o.reused]
     tracking.annotate_project_run("finetune", {"cells_new": len(new), "cells_reused": len(outcomes) - len(new)})
     click.echo(f"{len(new)} new {regime} fine-tune(s), {len(outcomes) - len(new)} already in the store")
-    classes = {task.name: task.num_classes for task in task_list}
+    chance = {task.name: 1.0 / task.num_classes for task in task_list}
+    # within 5 points of guessing: too few optimiser steps to be ground truth
+    at_chance = [o for o in new if o.score <= chance[o.task] + 0.05]
     for o in new:
-        chance = o.score <= 1.0 / classes[o.task] + 0.05  # no better than guessing: the budget was too small
         click.echo(f"  {o.model:32s} {o.task:24s} test accuracy {o.score:.4f}"
-                   + (f"  (chance is {1.0 / classes[o.task]:.3f})" if chance else ""))
-    if any(o.score <= 1.0 / classes[o.task] + 0.05 for o in new):
+                   + (f"  (chance is {chance[o.task]:.3f})" if o in at_chance else ""))
+    if at_chance:
         click.echo("warning: some fine-tunes did no better than chance; more epochs, a smaller --batch-size or "
                    "another learning rate give them enough optimiser steps to be ground truth")
     replaced = [o for o in new if before is not None and o.model in before.index and o.task in before.columns

@@ -519,8 +519,9 @@ def _estimator_list(estimators: str | Iterable[str] | None, bench: Benchmark) ->
 def run_evaluation(benchmark: str | Benchmark, *, experiment: str | None = None, estimators: str | Iterable[str] | None = None,
                    seeds: Sequence[int] = DEFAULT_SEEDS, progress: bool = True,
                    fennec_params: dict | None = None) -> EvaluationRuns:
-    """Evaluate ``estimators`` (default: all of :data:`ESTIMATORS` and the benchmark's ``target_scores``) on ``benchmark`` leave-one-task-out
-    and log one run per estimator in ``experiment`` (default ``fennec-eval-<benchmark>``).
+    """Evaluate ``estimators`` (default: all of :data:`ESTIMATORS` and the benchmark's
+    ``target_scores``) on ``benchmark`` leave-one-task-out and log one run per estimator in
+    ``experiment`` (default ``fennec-eval-<benchmark>``).
 
     ``benchmark``: a name of :data:`fennec_mlflow.bench.public.BENCHMARK_NAMES` or a
     :class:`~fennec_mlflow.bench.public.Benchmark` of your own (e.g. the store's,

@@ -18,7 +18,8 @@ popularity, and the rows that need facts are skipped with a note). The baselines
 family-mean) rank from the ground truth of the other tasks, as on the public tables, whatever
 Fennec's history. Label-based estimators the store computed on the targets themselves (``fennec
 fda``, ``fennec fda --estimator logme``, ...) are rows too, each ranking a target by its own scores
-of it: the comparison a user makes before trusting Fennec without labels. See :mod:`fennec_mlflow.serving.selection` for the details.
+of it: the comparison a user makes before trusting Fennec without labels. See
+:mod:`fennec_mlflow.serving.selection` for the details.
 """
 from __future__ import annotations
 
