@@ -12,9 +12,11 @@ Supported layouts (``layout="auto"`` detects them from the header):
   (the header names the task), empty = not measured; ``model_*`` columns are model facts. Task
   facts need the long layout (or come from the public task facts, below).
 
-Scores are stored as published (no rescaling; a trailing % or a ± spread copied from a paper is
-dropped: "84.1 ± 0.3%" is 84.1). Names are stripped of surrounding spaces; an
-empty model or task name, or a score that is not a number, is an error naming the lines. Rows
+Fields may be separated by commas, tabs or semicolons (then with decimal commas, as a
+spreadsheet saves them). Scores are stored as published (no rescaling; a trailing % or a ±
+spread copied from a paper is dropped: "84.1 ± 0.3%" is 84.1). Names are stripped of
+surrounding spaces; an empty model or task name, or a score that is not a number, is an error
+naming the lines. Rows
 that cannot be a cell are not written and are reported (:class:`SkippedRows`: count, line numbers
 and the first rows): a missing score (empty, nan; PARC's -1), an infinite one (inf, or 1e309, beyond
 a float's range), and every row but the last of a (model, task) cell given more than once (or,
@@ -31,6 +33,7 @@ deleted, so a cell never has two runs.
 """
 from __future__ import annotations
 
+import csv
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,7 +151,9 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     if not path.is_file():
         raise TableError(f"table {str(path)!r} does not exist")
     try:
-        raw = pd.read_csv(path, skip_blank_lines=False)
+        delimiter = _delimiter(path)
+        # a table saved by a spreadsheet in a comma-decimal locale separates its fields with ';'
+        raw = pd.read_csv(path, sep=delimiter, decimal="," if delimiter == ";" else ".", skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise TableError(f"cannot read {str(path)!r} as a CSV table: {exc}") from exc
     raw.index = raw.index + 2  # line numbers in the file: the header is line 1
@@ -198,6 +203,16 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
             "dataset": "model_source_dataset", "#labels": "model_source_classes"})
         long = long.merge(facts, on="model", how="left")
     return long.reset_index(drop=True), skipped
+
+
+def _delimiter(path: Path) -> str:
+    """The table's field separator: comma, tab (a spreadsheet's copy) or semicolon, from its first lines."""
+    with path.open(newline="", errors="replace") as handle:
+        sample = handle.read(16384)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",\t;").delimiter
+    except csv.Error:  # one column, or too little to tell: a CSV
+        return ","
 
 
 def _fact_columns(raw: pd.DataFrame, prefixes: tuple[str, ...], path: Path) -> list[str]:

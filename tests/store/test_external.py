@@ -221,6 +221,19 @@ def test_scores_copied_from_a_paper_keep_their_number(store, tmp_path):
                                                     ("c", "aircraft"): 79.5, ("a", "dtd"): 70.2, ("b", "dtd"): 71.5}
 
 
+@pytest.mark.parametrize("name, text", [
+    ("tabs.tsv", "model\taircraft\tdtd\na\t84.1\t70.2\nb\t80\t71.5\n"),  # copied from a spreadsheet
+    ("semicolons.csv", "model;aircraft;dtd\na;84,1;70,2\nb;80;71,5\n"),  # saved in a comma-decimal locale
+])
+def test_tab_and_semicolon_separated_tables_read_like_csv(store, tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    imported(store, path)
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    assert km.values.stack().dropna().to_dict() == {("a", "aircraft"): 84.1, ("a", "dtd"): 70.2,
+                                                    ("b", "aircraft"): 80.0, ("b", "dtd"): 71.5}
+
+
 def test_tasks_named_like_public_datasets_get_their_facts(store, tmp_path):
     path = write_csv(tmp_path / "aliases.csv", {
         "model": ["m1", "m1", "m1", "m2"], "task": ["FGVC-Aircraft", "cars", "my-own-task", "Food-101"],
