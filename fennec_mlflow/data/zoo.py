@@ -96,8 +96,13 @@ def torchvision_models() -> list[str]:
 
 
 def _suggest(name: str) -> str:
+    from fennec_mlflow.data.real_zoo import real_model_names
+
+    real = real_model_names()  # the weights that ship in this install: offered first
+    bare = {n.split(":", 1)[1]: n for n in real}
+    close_real = [bare[n] for n in difflib.get_close_matches(name.split(":")[-1], list(bare), n=3, cutoff=0.65)]
     candidates = pytorchcv_models() + [f"torchvision:{n}" for n in torchvision_models()]
-    close = difflib.get_close_matches(name.split(":")[-1], candidates, n=5, cutoff=0.5)
+    close = close_real + difflib.get_close_matches(name.split(":")[-1], candidates, n=5 - len(close_real), cutoff=0.5)
     return f" Did you mean: {', '.join(close)}?" if close else ""
 
 
@@ -111,7 +116,8 @@ def _split_name(name: str) -> tuple[str, str]:
         return "pytorchcv", name.lower()
     if name in torchvision_models():
         return "torchvision", name
-    raise ZooError(f"unknown model {name!r} (not in pytorchcv or torchvision).{_suggest(name)}")
+    raise ZooError(f"unknown model {name!r} (not in pytorchcv or torchvision, nor a real:NAME of the real zoo)."
+                   f"{_suggest(name)}")
 
 
 # Licences the zoo knows: each hub's code and published weights (the real zoo's entries carry their own).

@@ -13,6 +13,8 @@ from tests.helpers import blob_images
 def test_unknown_model_suggests_close_names():
     with pytest.raises(zoo.ZooError, match="Did you mean: resnet18"):
         zoo.load_model("resnet19")
+    with pytest.raises(zoo.ZooError, match="Did you mean: real:mnist_cnn"):  # the weights this install ships first
+        zoo.load_model("mnist_cnn")
     with pytest.raises(zoo.ZooError, match="unknown model hub"):
         zoo.load_model("timm:resnet18")
 
