@@ -159,7 +159,8 @@ experiment_option = click.option("--experiment", default=config.DEFAULT_EXPERIME
 
 @main.command()
 @click.option("--models", default="default", show_default=True,
-              help="comma-separated model names (pytorchcv or torchvision:NAME); 'default' = small CIFAR-size zoo")
+              help="comma-separated model names (pytorchcv, torchvision:NAME, or real:NAME: weights that ship with "
+                   "the install, e.g. real:mnist_cnn); 'default' = small CIFAR-size zoo")
 @click.option("--tasks", default="default", show_default=True, help=DEFAULT_TASKS_HELP)
 @click.option("--estimator", default="fda", show_default=True, help="transferability estimator to compute")
 @click.option("--weights", type=click.Choice(["auto", "pretrained", "random"]), default="auto", show_default=True,
@@ -197,7 +198,9 @@ def _floats(value: str) -> tuple[float, ...]:
 
 
 @main.command()
-@click.option("--models", default="resnet20_cifar10", show_default=True, help="comma-separated model names")
+@click.option("--models", default="resnet20_cifar10", show_default=True,
+              help="comma-separated model names: pytorchcv, torchvision:NAME, or real:NAME (weights that ship "
+                   "with the install, e.g. real:mnist_cnn)")
 @click.option("--tasks", default="digits-color", show_default=True, help=DEFAULT_TASKS_HELP)
 @click.option("--weights", type=click.Choice(["auto", "pretrained", "random"]), default="auto", show_default=True)
 @click.option("--lrs", default=_csv(config.FINETUNE_LRS), show_default=True, help="learning-rate grid")
@@ -298,8 +301,9 @@ def _shrinkage(value: str | None):
 @click.option("--estimator", default=None, help="with --kind estimator: which estimator's scores (e.g. logme)")
 @click.option("--source", default=None, help="with --kind external: which imported table (its --source name)")
 @click.option("--encoder", "encoder_spec", default="demo", show_default=True,
-              help="proxy encoder: clip:MODEL:TAG_OR_PATH, zoo:NAME, file:PATH, 'demo' (CLIP if on disk, else the "
-                   "synthetic-mix proxy) or 'none' (no images: a new task is placed by its facts)")
+              help="proxy encoder: clip:MODEL:TAG_OR_PATH, zoo:NAME, file:PATH, 'demo' (the embedded default's: "
+                   "the real zoo's SVHN CNN when installed, else CLIP if on disk, else the synthetic-mix proxy) or "
+                   "'none' (no images: a new task is placed by its facts)")
 @click.option("--k", default=None, type=int, help="transfer-space dimension (default: tuned, else min(4, min(M, N) - 1))")
 @click.option("--alpha", default=None, type=float, help="weight of the meta score (default: tuned, else 0.5)")
 @click.option("--shrinkage", default=None, help="'auto' or a number in [0, 1] (default: tuned, else auto)")
