@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -65,6 +66,21 @@ def _fail(exc: FennecError) -> None:
         raise exc
     click.echo(f"error: {exc}", err=True)
     sys.exit(2)
+
+
+def _one_line_warnings() -> None:
+    """This package's warnings as one line (``warning: ...``), like its errors; other libraries'
+    keep Python's format, source line included."""
+    package = str(Path(__file__).resolve().parent)
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(filename).startswith(package) or category.__module__.startswith("fennec_mlflow"):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def _device(ctx, param, value: str) -> str:
@@ -146,6 +162,7 @@ def main(ctx: click.Context) -> None:
     """Recommend which pre-trained model to fine-tune, from evidence in an MLflow tracking store."""
     if {"--help", "-h"} & set(sys.argv[1:]):
         return
+    _one_line_warnings()
     _require_tracking_server()
     if ctx.invoked_subcommand in TORCH_COMMANDS:
         from fennec_mlflow.data.threads import use_fair_share_threads

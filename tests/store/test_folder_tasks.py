@@ -61,3 +61,13 @@ def test_cli_finetune_flags_chance_level_cells_and_says_when_newer_cells_replace
     again = CliRunner().invoke(main, [*common, "--lrs", "0.05"])
     assert again.exit_code == 0, again.output
     assert "1 (model, task) pair(s) already had a full fine-tune with another configuration" in again.output
+
+
+def test_cli_reports_an_unreadable_image_as_one_warning_line(store, tmp_path):
+    folder = image_folder(tmp_path / "data" / "pets", 0)
+    (folder / "a" / "broken.png").write_bytes(b"not a png")
+    result = CliRunner().invoke(main, ["fda", "--models", ",".join(MODELS), "--tasks", f"folder:{folder}",
+                                       "--weights", "random", "--probe-size", "30"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "broken.png" in line]
+    assert lines == [f"warning: skipped 1 unreadable image(s) in {folder}: a/broken.png (UnidentifiedImageError)"]
