@@ -528,6 +528,9 @@ STORE_OPTIONS = (
     click.option("--history-estimator", default=None, help="benchmark store, history kind estimator: which estimator"),
     click.option("--store-experiment", default=config.DEFAULT_EXPERIMENT, show_default=True,
                  help="benchmark store: the experiment holding the store's runs"),
+    click.option("--encoder", "store_encoder", default="auto", show_default=True,
+                 help="benchmark store: whose task proxies place a target (auto: the encoder `fennec build` "
+                      "computed them with, the one covering the most tasks; none: the task facts only)"),
 )
 
 
@@ -538,10 +541,12 @@ def store_options(command):
     return command
 
 
-def _benchmark(name: str, source, truth_kind, history_kind, history_source, history_estimator, store_experiment):
+def _benchmark(name: str, source, truth_kind, history_kind, history_source, history_estimator, store_experiment,
+               store_encoder="auto"):
     """A public benchmark's name, or the store's Benchmark; empty, 'none' or 'default' mean "not given"."""
     given = {"--source": _given(source), "--truth-kind": _given(truth_kind), "--history-kind": _given(history_kind),
-             "--history-source": _given(history_source), "--history-estimator": _given(history_estimator)}
+             "--history-source": _given(history_source), "--history-estimator": _given(history_estimator),
+             "--encoder": None if store_encoder == "auto" else store_encoder}
     if name != "store":
         if any(given.values()):
             raise InvalidInputError(f"{', '.join(k for k, v in given.items() if v)} apply to --benchmark store only")
@@ -551,7 +556,8 @@ def _benchmark(name: str, source, truth_kind, history_kind, history_source, hist
     return store_benchmark(source=given["--source"], truth_kind=given["--truth-kind"],
                            history_kind=given["--history-kind"], history_source=given["--history-source"],
                            history_estimator=given["--history-estimator"],
-                           experiment=store_experiment or config.DEFAULT_EXPERIMENT)
+                           experiment=store_experiment or config.DEFAULT_EXPERIMENT,
+                           encoder=None if store_encoder in ("none", "") else store_encoder)
 
 
 @main.command()

@@ -56,7 +56,7 @@ def matrix_specs(*, source: str | None = None, truth_kind: str | None = None, hi
 
 def store_benchmark(*, source: str | None = None, truth_kind: str | None = None, history_kind: str | None = None,
                     history_source: str | None = None, history_estimator: str | None = None,
-                    experiment: str = tracking.DEFAULT_EXPERIMENT, encoder: str | None = None,
+                    experiment: str = tracking.DEFAULT_EXPERIMENT, encoder: str | None = "auto",
                     mlflow_client=None) -> Benchmark:
     """The store's ground truth as a :class:`Benchmark` for ``run_evaluation`` and ``run_tuning``.
 
@@ -64,13 +64,17 @@ def store_benchmark(*, source: str | None = None, truth_kind: str | None = None,
     ``external`` or ``finetune`` (default from ``source``). history_kind / history_source /
     history_estimator: what Fennec learns from (default: the best evidence for fine-tune ground truth,
     else the ground truth). experiment: where the
-    store's runs are. encoder: use that encoder's task proxies when every task has one.
+    store's runs are. encoder: use that encoder's task proxies when every task has one; ``"auto"``:
+    the encoder whose task-proxy runs cover the most tasks (what ``fennec build`` computed, so the
+    evaluation measures the Fennec it serves); None: task facts only.
     """
     truth, history = matrix_specs(source=source, truth_kind=truth_kind, history_kind=history_kind,
                                   history_source=history_source, history_estimator=history_estimator)
     if truth.kind == "external" and not truth.source:
         raise InvalidInputError("--benchmark store reads an imported table by its name: give --source NAME "
                                 "(the name given to `fennec import`), or --truth-kind finetune")
+    if encoder == "auto":
+        encoder = widest_proxy_encoder(experiment, mlflow_client)
     loaded = load_store_data(truth, [history], experiment=experiment, encoder=encoder, mlflow_client=mlflow_client)
     data = loaded.data
     same = history == truth
@@ -92,6 +96,16 @@ def store_benchmark(*, source: str | None = None, truth_kind: str | None = None,
         history_weights=data.history_weights.get(history.label),
         task_proxy=data.task_proxy, notes=tuple(loaded.notes),
         target_scores=label_based_scores(data.P, list(data.targets), experiment, mlflow_client))
+
+
+def widest_proxy_encoder(experiment: str = tracking.DEFAULT_EXPERIMENT, mlflow_client=None) -> str | None:
+    """The encoder whose finished task-proxy runs cover the most tasks (the newest on a tie); None without any."""
+    runs = tracking.runs_of_kind("task-proxy", experiment=experiment, mlflow_client=mlflow_client)
+    tasks: dict[str, set] = {}
+    for run in runs:  # newest first: on a tie, the encoder seen first wins
+        tasks.setdefault(run.data.params.get("encoder", ""), set()).add(run.data.tags.get(tracking.TASK_TAG))
+    tasks.pop("", None)
+    return max(tasks, key=lambda encoder: len(tasks[encoder])) if tasks else None
 
 
 def label_based_scores(truth, targets: list[str], experiment: str = tracking.DEFAULT_EXPERIMENT,

@@ -181,6 +181,20 @@ def test_label_based_scores_of_the_targets_are_evaluated_as_rankers_of_their_own
         evaluation_runs.run_evaluation(bench, estimators="leep", progress=False)
 
 
+def test_the_store_benchmark_places_targets_by_the_task_proxies_build_computed(store):
+    """What `fennec build` serves (task vectors from an encoder's proxies) is what `evaluate` measures."""
+    table = planted_long_table(n_models=8, n_tasks=5, seed=3, holes=0)
+    _write_cells(store, table.assign(score=lambda t: t["score"] / 100), "finetune")
+    rng = np.random.default_rng(0)
+    tracking.write_runs(store, tracking.experiment_id(store), [tracking.RunRecord(
+        kind="task-proxy", task=task, cell=f"proxy-{encoder}-{task}", params={"encoder": encoder},
+        artifacts={"proxy.json": rng.normal(size=6).tolist()})
+        for encoder, tasks in (("zoo:wide", sorted(set(table["task"]))), ("zoo:narrow", ["task0"])) for task in tasks])
+    bench = store_benchmark()
+    assert bench.task_vector_source == "task_proxy" and bench.task_proxy.shape == (5, 6)
+    assert store_benchmark(encoder=None).task_proxy is None
+
+
 @pytest.mark.slow
 def test_evaluate_store_logs_one_run_per_estimator_with_the_standard_metrics(store, tmp_path):
     # 8 tasks: with fewer, Fennec's confidence bounds (rightly) keep it near popularity
