@@ -546,7 +546,7 @@ def _benchmark(name: str, source, truth_kind, history_kind, history_source, hist
     """A public benchmark's name, or the store's Benchmark; empty, 'none' or 'default' mean "not given"."""
     given = {"--source": _given(source), "--truth-kind": _given(truth_kind), "--history-kind": _given(history_kind),
              "--history-source": _given(history_source), "--history-estimator": _given(history_estimator),
-             "--encoder": None if store_encoder == "auto" else store_encoder}
+             "--encoder": None if store_encoder in ("auto", *NOT_GIVEN) else store_encoder}
     if name != "store":
         if any(given.values()):
             raise InvalidInputError(f"{', '.join(k for k, v in given.items() if v)} apply to --benchmark store only")
@@ -557,7 +557,7 @@ def _benchmark(name: str, source, truth_kind, history_kind, history_source, hist
                            history_kind=given["--history-kind"], history_source=given["--history-source"],
                            history_estimator=given["--history-estimator"],
                            experiment=store_experiment or config.DEFAULT_EXPERIMENT,
-                           encoder=None if store_encoder in ("none", "") else store_encoder)
+                           encoder=None if store_encoder in NOT_GIVEN else store_encoder)
 
 
 @main.command()
