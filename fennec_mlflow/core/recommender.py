@@ -51,8 +51,8 @@ Warm start (``known_scores``: a few models' scores on the new task, on P's raw s
   the known models, the covariance from the other tasks' residuals recomputed without it), and
   the mean gain in Pearson on its other models must be positive, and at least 3 history tasks
   must have measured the known models to say so; otherwise the known scores are not propagated,
-  and the basis says so. (On a zoo of ImageNet models whose tasks share little
-  beyond popularity, 5 known scores otherwise made the others' ranking worse than cold.)
+  and the basis says so. (On a zoo of ImageNet models whose tasks share little beyond
+  popularity, 5 known scores otherwise made the others' ranking worse than cold.)
 - Paper: the task is folded into the transfer space by ridge NNLS on the known models' vectors
   (standardised values, centred vectors: the direction of the task vector, not its offset) and
   mixed with the proxy's estimate with weight ``n / (n + warm_start_prior)``.
