@@ -13,7 +13,7 @@ Supported layouts (``layout="auto"`` detects them from the header):
   facts need the long layout (or come from the public task facts, below).
 
 Fields may be separated by commas, tabs or semicolons (then with decimal commas, as a spreadsheet
-saves them). Scores are stored as published (no rescaling; a trailing % or a ± spread copied from a
+saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"). Scores are stored as published (no rescaling; a trailing % or a ± spread copied from a
 paper is dropped: "84.1 ± 0.3%" is 84.1). Names are stripped of surrounding spaces; an empty model
 or task name, or a score that is not a number, is an error naming the lines. Rows that cannot be a
 cell are not written and are reported (:class:`SkippedRows`: count, line numbers and the first
@@ -150,9 +150,11 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     if not path.is_file():
         raise TableError(f"table {str(path)!r} does not exist")
     try:
-        delimiter = _delimiter(path)
+        encoding = _encoding(path)
+        delimiter = _delimiter(path, encoding)
         # a table saved by a spreadsheet in a comma-decimal locale separates its fields with ';'
-        raw = pd.read_csv(path, sep=delimiter, decimal="," if delimiter == ";" else ".", skip_blank_lines=False)
+        raw = pd.read_csv(path, sep=delimiter, decimal="," if delimiter == ";" else ".", encoding=encoding,
+                          skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise TableError(f"cannot read {str(path)!r} as a CSV table: {exc}") from exc
     raw.index = raw.index + 2  # line numbers in the file: the header is line 1
@@ -204,9 +206,17 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     return long.reset_index(drop=True), skipped
 
 
-def _delimiter(path: Path) -> str:
+def _encoding(path: Path) -> str:
+    """UTF-16 where the file starts with its byte-order mark (a spreadsheet's "Unicode text"), else UTF-8
+    (with or without its mark)."""
+    with path.open("rb") as handle:
+        start = handle.read(2)
+    return "utf-16" if start in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+
+
+def _delimiter(path: Path, encoding: str = "utf-8-sig") -> str:
     """The table's field separator: comma, tab (a spreadsheet's copy) or semicolon, from its first lines."""
-    with path.open(newline="", errors="replace") as handle:
+    with path.open(newline="", encoding=encoding, errors="replace") as handle:
         sample = handle.read(16384)
     try:
         return csv.Sniffer().sniff(sample, delimiters=",\t;").delimiter

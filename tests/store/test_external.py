@@ -221,13 +221,15 @@ def test_scores_copied_from_a_paper_keep_their_number(store, tmp_path):
                                                     ("c", "aircraft"): 79.5, ("a", "dtd"): 70.2, ("b", "dtd"): 71.5}
 
 
-@pytest.mark.parametrize("name, text", [
-    ("tabs.tsv", "model\taircraft\tdtd\na\t84.1\t70.2\nb\t80\t71.5\n"),  # copied from a spreadsheet
-    ("semicolons.csv", "model;aircraft;dtd\na;84,1;70,2\nb;80;71,5\n"),  # saved in a comma-decimal locale
+@pytest.mark.parametrize("name, text, encoding", [
+    ("tabs.tsv", "model\taircraft\tdtd\na\t84.1\t70.2\nb\t80\t71.5\n", "utf-8"),  # copied from a spreadsheet
+    ("semicolons.csv", "model;aircraft;dtd\na;84,1;70,2\nb;80;71,5\n", "utf-8"),  # saved in a comma-decimal locale
+    ("unicode.txt", "model\taircraft\tdtd\r\na\t84.1\t70.2\r\nb\t80\t71.5\r\n", "utf-16"),  # "Unicode text"
+    ("bom.csv", "\ufeffmodel,aircraft,dtd\r\na,84.1,70.2\r\nb,80,71.5\r\n", "utf-8"),  # "CSV UTF-8"
 ])
-def test_tab_and_semicolon_separated_tables_read_like_csv(store, tmp_path, name, text):
+def test_tab_and_semicolon_separated_tables_read_like_csv(store, tmp_path, name, text, encoding):
     path = tmp_path / name
-    path.write_text(text)
+    path.write_bytes(text.encode(encoding))
     imported(store, path)
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
     assert km.values.stack().dropna().to_dict() == {("a", "aircraft"): 84.1, ("a", "dtd"): 70.2,
