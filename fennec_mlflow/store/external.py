@@ -13,16 +13,17 @@ Supported layouts (``layout="auto"`` detects them from the header):
   facts need the long layout (or come from the public task facts, below).
 
 Fields may be separated by commas, tabs or semicolons (then with decimal commas, as a spreadsheet
-saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"). Scores are stored as published (no rescaling; a trailing % or a ± spread copied from a
-paper is dropped: "84.1 ± 0.3%" is 84.1). Names are stripped of surrounding spaces; an empty model
-or task name, or a score that is not a number, is an error naming the lines. Rows that cannot be a
-cell are not written and are reported (:class:`SkippedRows`: count, line numbers and the first
-rows): a missing score (empty, nan; PARC's -1), an infinite one (inf, or 1e309, beyond a float's
-range), and every row but the last of a (model, task) cell given more than once (or, with
-``repeats="mean"`` / ``"max"``, the rows of such a cell are combined into their mean or max, and
-reported). Tasks named like a public dataset (its task name or an alias in the task facts,
-:func:`~fennec_mlflow.core.evaluation.find_task_facts`) get its class count, training-set size,
-domain and dataset name as ``task_*`` facts, unless the table gives them.
+saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"). Scores are stored as published (no
+rescaling; a trailing % or a ± spread copied from a paper is dropped: "84.1 ± 0.3%" is 84.1). Names
+are stripped of surrounding spaces; an empty model or task name, or a score that is not a number, is
+an error naming the lines. Rows that cannot be a cell are not written and are reported
+(:class:`SkippedRows`: count, line numbers and the first rows): a missing score (empty, nan; PARC's
+-1), an infinite one (inf, or 1e309, beyond a float's range), and every row but the last of a
+(model, task) cell given more than once (or, with ``repeats="mean"`` / ``"max"``, the rows of such a
+cell are combined into their mean or max, and reported). Tasks named like a public dataset (its task
+name or an alias in the task facts, :func:`~fennec_mlflow.core.evaluation.find_task_facts`) get its
+class count, training-set size, domain and dataset name as ``task_*`` facts, unless the table gives
+them.
 
 Re-importing a table adds nothing for cells already imported from the same source with the same
 value; a cell whose value changed (a corrected table), or whose earlier run holds no score, is
