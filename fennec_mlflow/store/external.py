@@ -150,6 +150,8 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raise TableError(f"repeats must be one of {REPEATS}, got {repeats!r}")
     if not path.is_file():
         raise TableError(f"table {str(path)!r} does not exist")
+    if path.suffix.lower() in (".xlsx", ".xls", ".ods"):
+        raise TableError(f"{str(path)!r} is a spreadsheet file: save it as CSV (or tab-separated text) and import that")
     try:
         encoding = _encoding(path)
         delimiter = _delimiter(path, encoding)

@@ -192,9 +192,10 @@ def test_infinite_rows_are_refused_and_a_corrected_table_replaces_values(store, 
     ("model,aircraft,dtd\na,0.5,0.7\nb,0.6,high\n", r"'dtd' is not a number on line 3 \('high'\)"),
     ("model,aircraft,,dtd\na,0.5,0.1,0.7\n", r"a task column has no name in the header \(column 3\)"),
     ("model,Task,Score\na,x,0.5\n", r"cannot tell the table layout"),  # a long table's header, miscased
+    ("PK\x03\x04 zipped sheet", r"broken.xlsx' is a spreadsheet file: save it as CSV"),
 ])
 def test_unusable_tables_are_clear_errors_naming_the_line(store, tmp_path, text, message):
-    path = tmp_path / "broken.csv"
+    path = tmp_path / ("broken.xlsx" if text.startswith("PK") else "broken.csv")
     path.write_text(text)
     with pytest.raises(external.TableError, match=message):
         imported(store, path)
