@@ -397,6 +397,27 @@ def store_task_specs(km: tracking.KnowledgeMatrix) -> dict[str, str]:
             for task in km.values.columns}
 
 
+def _facts_target(target, dataset, class_count, train_size, domain):
+    """A target known by its facts only (no images): a public dataset's, or the ones given."""
+    from fennec_mlflow.core.evaluation import find_task_facts
+    from fennec_mlflow.serving.rank import TaskFacts
+
+    if target:
+        raise InvalidInputError("give --target (the task's images) or its facts (--dataset, --train-size, "
+                                "--domain), not both")
+    if dataset:
+        row = find_task_facts(dataset)
+        if row is None:
+            raise InvalidInputError(f"no public dataset answers to {dataset!r} (fennec_mlflow/resources/"
+                                    "task_facts.csv); give the task's --class-count, --train-size and --domain")
+        return TaskFacts(name=dataset, num_classes=class_count or int(row["class_count"]),
+                         num_samples=train_size or int(row["train_size"]), domain=domain or str(row["domain"]))
+    if train_size is None:
+        raise InvalidInputError("a task known by its facts needs at least --train-size (and --class-count, "
+                                "--domain when known), or --dataset NAME")
+    return TaskFacts(name="new-task", num_classes=class_count, num_samples=train_size, domain=domain or "unknown")
+
+
 def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok: bool = False):
     from fennec_mlflow.data.task_specs import load_task
 
@@ -410,6 +431,12 @@ def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(min=0), help="how many models to show (0 = all)")
 @click.option("--class-count", default=None, type=click.IntRange(min=2),
               help="number of classes, if you know it (labels are never needed)")
+@click.option("--dataset", default=None,
+              help="no images: a public dataset by name (e.g. food101, 'Oxford-IIIT Pets'), placed by its facts "
+                   "(for a recommender built with --encoder none)")
+@click.option("--train-size", default=None, type=click.IntRange(min=1),
+              help="no images: the task's training-set size (with --class-count and --domain), placed by its facts")
+@click.option("--domain", default=None, help="no images: the task's domain, e.g. natural, fine-grained, medical")
 @click.option("--include", default="", help="only models whose name matches this regular expression")
 @click.option("--exclude", default="", help="drop models whose name matches this regular expression")
 @click.option("--max-parameters", default=0.0, type=click.FloatRange(min=0), help="drop models with more parameters (0 = no limit)")
@@ -423,8 +450,8 @@ def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok
 @click.option("--regime", type=click.Choice(["any", *config.FINETUNE_REGIMES]), default="any", show_default=True,
               help="the fine-tune regime the ranking must predict (as `fennec build --regime` chose); any: the model's own")
 @experiment_option
-def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters, known_scores, max_latency_ms,
-         max_memory_mb, licence, regime, experiment):
+def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, include, exclude, max_parameters,
+         known_scores, max_latency_ms, max_memory_mb, licence, regime, experiment):
     """Recommend which model to fine-tune for a target task (bootstraps the offline demo when nothing is registered)."""
     import pandas as pd
 
@@ -434,7 +461,10 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
 
     try:
         target = _given(target)  # MLproject: default
-        task = load_task_spec(target or demo.DEFAULT_TARGET, unlabelled_ok=True)  # bad targets fail first
+        if _given(dataset) or train_size or _given(domain):
+            task = _facts_target(target, _given(dataset), class_count, train_size, _given(domain))
+        else:
+            task = load_task_spec(target or demo.DEFAULT_TARGET, unlabelled_ok=True)  # bad targets fail first
         if model_uri == "models:/fennec@champion" and not pyfunc.champion_exists():
             demo.bootstrap(experiment)
         labels_known = task.labelled and class_count is None  # class sub-folders give the class count
@@ -449,13 +479,19 @@ def rank(target, model_uri, top_k, class_count, include, exclude, max_parameters
         seconds = time.perf_counter() - start
     except FennecError as exc:
         _fail(exc)
-    from fennec_mlflow.serving.rank import SCORE_UNITS
+    from fennec_mlflow.serving.rank import SCORE_UNITS, TaskFacts
 
     run_id = ranking.attrs.get("run_id")
     tracking.annotate_project_run("rank", {"rank_seconds": seconds}, result_run_id=run_id)
-    why = f"the demo's default target: {demo.DEFAULT_TARGET_REASON}" if not target else "the target you gave"
-    click.echo(f"Top {len(ranking)} models to fine-tune for {task.name!r} ({why}; {task.num_samples} images, "
-               f"labels {'used for the class count only' if labels_known else 'not used'}; ranked in {seconds:.2f} s):")
+    if isinstance(task, TaskFacts):
+        click.echo(f"Top {len(ranking)} models to fine-tune for {task.name!r} (by its facts: "
+                   f"{task.num_classes or 'unknown'} classes, {task.num_samples} training images, domain "
+                   f"{task.domain}; ranked in {seconds:.2f} s):")
+    else:
+        why = f"the demo's default target: {demo.DEFAULT_TARGET_REASON}" if not target else "the target you gave"
+        click.echo(f"Top {len(ranking)} models to fine-tune for {task.name!r} ({why}; {task.num_samples} images, "
+                   f"labels {'used for the class count only' if labels_known else 'not used'}; ranked in "
+                   f"{seconds:.2f} s):")
     told = ranking["known_score"].notna() if "known_score" in ranking else pd.Series(False, index=ranking.index)
     shown = ranking if told.any() else ranking.drop(columns="known_score", errors="ignore")
     with pd.option_context("display.width", 200, "display.precision", 3):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import mlflow
 import numpy as np
@@ -29,8 +30,21 @@ SCORE_UNITS = ("score = predicted z-score of the model's fine-tuned accuracy on 
 NO_ENCODER = (None, "", "none")
 
 
+@dataclass(frozen=True)
+class TaskFacts:
+    """A target known by its facts alone (no images): for a recommender built without an encoder,
+    which places a new task by its class count, training-set size and domain."""
+
+    name: str
+    num_classes: int | None
+    num_samples: int
+    domain: str = "unknown"
+    source: str = "facts"
+    labelled: bool = False
+
+
 def rank_task(
-    target: Task,
+    target: Task | TaskFacts,
     *,
     model_uri: str = f"models:/{pyfunc.REGISTERED_NAME}@{pyfunc.CHAMPION}",
     top_k: int = 10,
@@ -65,13 +79,19 @@ def rank_task(
             f"build one on that regime's fine-tunes with `fennec build --regime {regime}` and rank with its "
             "--model-uri (e.g. models:/fennec/VERSION)")
     start = time.perf_counter()
+    if isinstance(target, TaskFacts) and bundle.encoder_spec not in NO_ENCODER:
+        raise InvalidInputError(
+            f"the recommender {model_uri!r} places a task by its images (encoder {bundle.info.get('encoder')}): "
+            "give --target with a folder of the task's images, or build one that reads task facts alone "
+            "(`fennec build --encoder none`)")
     if bundle.encoder_spec in NO_ENCODER:  # built without task proxies: the target is placed by its facts
         request = pd.DataFrame(index=[0])
     else:
         proxy = task_proxy_features(ranker.encoder(), target, sample_size=bundle.proxy_sample_size)
         request = pd.DataFrame([proxy], columns=[f"proxy_{i}" for i in range(len(proxy))])
     proxy_seconds = time.perf_counter() - start
-    request["class_count"] = float(target.num_classes if labels_known else (class_count_hint or np.nan))
+    known_classes = target.num_classes if labels_known or isinstance(target, TaskFacts) else None
+    request["class_count"] = float(known_classes or class_count_hint or np.nan)
     request["sample_count"] = float(target.num_samples)
     request["domain"] = target.domain if target.domain != "unknown" else None
     start = time.perf_counter()
@@ -87,9 +107,11 @@ def rank_task(
     ranking.attrs["basis"] = basis
     ranking.attrs["in_history"] = target.name in set(map(str, getattr(bundle.fennec, "task_names_", ())))
     if log:
+        described = (f"placed by its facts: {target.num_samples} training images" if isinstance(target, TaskFacts)
+                     else f"{target.num_samples} images from {target.source}")
         tags = {tracking.KIND_TAG: "rank", tracking.TASK_TAG: target.name,
                 MLFLOW_RUN_NOTE: (f"Ranking of {len(ranking)} candidate models for target {target.name!r} "
-                                  f"({target.num_samples} images from {target.source}; labels "
+                                  f"({described}; labels "
                                   f"{'used for the class count' if labels_known else 'not used'}) by {model_uri}. "
                                   f"Basis: {basis}. {SCORE_UNITS}"),
                 **tracking.project_run_link()}

@@ -155,6 +155,32 @@ def test_cli_rank_with_known_scores_recommends_the_best_model_not_yet_scored(reg
     assert "known_score" in result.output and "first." not in result.output
 
 
+def test_cli_rank_places_a_task_by_its_facts_where_the_recommender_reads_no_images(registered):
+    from click.testing import CliRunner
+
+    from fennec_mlflow.cli import main
+
+    refused = CliRunner().invoke(main, ["rank", "--train-size", "500", "--class-count", "10"])
+    assert refused.exit_code == 2 and "places a task by its images" in refused.output
+
+
+def test_cli_rank_by_facts_on_a_table_only_store(store, tmp_path):
+    from click.testing import CliRunner
+
+    from fennec_mlflow.cli import main
+
+    import_planted(tmp_path)
+    planted_build(tune=False)  # no encoder: a new task is placed by its facts
+    result = CliRunner().invoke(main, ["rank", "--train-size", "500", "--class-count", "10", "--top-k", "3"])
+    assert result.exit_code == 0, result.output
+    assert "for 'new-task' (by its facts: 10 classes, 500 training images, domain unknown" in result.output
+    assert "Fine-tune 'net" in result.output
+    unknown = CliRunner().invoke(main, ["rank", "--dataset", "no-such-dataset"])
+    assert unknown.exit_code == 2 and "no public dataset answers to 'no-such-dataset'" in unknown.output
+    both = CliRunner().invoke(main, ["rank", "--dataset", "food101", "--target", str(tmp_path)])
+    assert both.exit_code == 2 and "not both" in both.output
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
