@@ -457,7 +457,7 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
 
     from fennec_mlflow.serving import demo
     from fennec_mlflow.serving import flavor as pyfunc
-    from fennec_mlflow.serving.rank import rank_task
+    from fennec_mlflow.serving.rank import SCORE_UNITS, TaskFacts, rank_task
 
     try:
         target = _given(target)  # MLproject: default
@@ -466,6 +466,9 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
         else:
             task = load_task_spec(target or demo.DEFAULT_TARGET, unlabelled_ok=True)  # bad targets fail first
         if model_uri == "models:/fennec@champion" and not pyfunc.champion_exists():
+            if isinstance(task, TaskFacts):  # the embedded default reads images
+                raise InvalidInputError("no recommender is registered: build one from your table first, e.g. "
+                                        "`fennec build --kind external --source NAME --encoder none`")
             demo.bootstrap(experiment)
         labels_known = task.labelled and class_count is None  # class sub-folders give the class count
         start = time.perf_counter()
@@ -479,8 +482,6 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
         seconds = time.perf_counter() - start
     except FennecError as exc:
         _fail(exc)
-    from fennec_mlflow.serving.rank import SCORE_UNITS, TaskFacts
-
     run_id = ranking.attrs.get("run_id")
     tracking.annotate_project_run("rank", {"rank_seconds": seconds}, result_run_id=run_id)
     if isinstance(task, TaskFacts):

@@ -170,6 +170,8 @@ def test_cli_rank_by_facts_on_a_table_only_store(store, tmp_path):
     from fennec_mlflow.cli import main
 
     import_planted(tmp_path)
+    before = CliRunner().invoke(main, ["rank", "--dataset", "food101"])  # nothing registered: no demo for facts
+    assert before.exit_code == 2 and "build one from your table first" in before.output
     planted_build(tune=False)  # no encoder: a new task is placed by its facts
     result = CliRunner().invoke(main, ["rank", "--train-size", "500", "--class-count", "10", "--top-k", "3"])
     assert result.exit_code == 0, result.output
