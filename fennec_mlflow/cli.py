@@ -493,6 +493,7 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
         click.echo(f"Top {len(ranking)} models to fine-tune for {task.name!r} ({why}; {task.num_samples} images, "
                    f"labels {'used for the class count only' if labels_known else 'not used'}; ranked in "
                    f"{seconds:.2f} s):")
+    # models registered before the known_score column (their code travels with them) answer without it
     told = ranking["known_score"].notna() if "known_score" in ranking else pd.Series(False, index=ranking.index)
     shown = ranking if told.any() else ranking.drop(columns="known_score", errors="ignore")
     with pd.option_context("display.width", 200, "display.precision", 3):
