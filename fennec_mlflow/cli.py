@@ -441,6 +441,9 @@ def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok
 @click.option("--exclude", default="", help="drop models whose name matches this regular expression")
 @click.option("--max-parameters", default=0.0, type=click.FloatRange(min=0), help="drop models with more parameters (0 = no limit)")
 @click.option("--known-scores", default="", help='warm start: JSON {"model": score} of models already scored on the target')
+@click.option("--known-from-store", is_flag=True,
+              help="warm start from the target's fine-tunes already in the store (`fennec finetune` on it); "
+                   "--known-scores take precedence")
 @click.option("--max-latency-ms", default=0.0, type=click.FloatRange(min=0),
               help="drop models slower than this per image, as measured by `fennec profile` (0 = no limit)")
 @click.option("--max-memory-mb", default=0.0, type=click.FloatRange(min=0),
@@ -451,7 +454,7 @@ def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok
               help="the fine-tune regime the ranking must predict (as `fennec build --regime` chose); any: the model's own")
 @experiment_option
 def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, include, exclude, max_parameters,
-         known_scores, max_latency_ms, max_memory_mb, licence, regime, experiment):
+         known_scores, known_from_store, max_latency_ms, max_memory_mb, licence, regime, experiment):
     """Recommend which model to fine-tune for a target task (bootstraps the offline demo when nothing is registered)."""
     import pandas as pd
 
@@ -474,7 +477,7 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
         start = time.perf_counter()
         ranking = rank_task(task, model_uri=model_uri, top_k=top_k, labels_known=labels_known,
                             class_count_hint=class_count, experiment=experiment,
-                            regime=None if regime == "any" else regime,
+                            regime=None if regime == "any" else regime, known_from_store=known_from_store,
                             params={"include": include, "exclude": exclude, "max_parameters": max_parameters,
                                     "known_scores": known_scores, "max_latency_ms": max_latency_ms,
                                     "max_memory_mb": max_memory_mb,
@@ -512,6 +515,9 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
         if "predicted_accuracy" in ranking and pd.notna(first["predicted_accuracy"]):
             click.echo(f"Predicted fine-tune accuracy of {first['model']!r}: {first['predicted_accuracy']:.3g} "
                        f"(interval {first['accuracy_low']:.3g} to {first['accuracy_high']:.3g}).")
+    if known_from_store:
+        click.echo(f"note: {ranking.attrs.get('known_from_store', 0)} fine-tune(s) of {task.name!r} found in "
+                   f"experiment {experiment!r} and used as known scores")
     if ranking.attrs.get("in_history"):
         click.echo(f"note: {task.name!r} is one of this recommender's history tasks: its measured results are in the "
                    f"store (`fennec matrix --kind best`) and were learned from; the ranking above is what Fennec "

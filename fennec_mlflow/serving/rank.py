@@ -1,6 +1,7 @@
 """Rank: the registered recommender's candidates for one target task, logged as a ``rank`` run."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -54,6 +55,7 @@ def rank_task(
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     log: bool = True,
     regime: str | None = None,
+    known_from_store: bool = False,
 ) -> pd.DataFrame:
     """Rank the registered model's candidates for ``target``; log the ranking (``fennec.kind=rank``).
 
@@ -62,6 +64,9 @@ def rank_task(
     history task of the recommender has the target's name) and, when logged, ``run_id`` and
     ``experiment`` of the rank run. ``regime`` (``"full"``, ``"linear-probe"``; None: any):
     the fine-tune regime the ranking must predict; a recommender built for another one is refused.
+    ``known_from_store``: warm start from the target's fine-tunes in ``experiment`` (the models the
+    recommender knows, in the regime it predicts; ``known_scores`` in ``params`` take precedence);
+    ``attrs["known_from_store"]`` counts them.
     """
     load_start = time.perf_counter()
     try:
@@ -78,6 +83,19 @@ def rank_task(
             f"the recommender {model_uri!r} predicts {predicts or 'an unrecorded'} regime accuracy, not {regime!r}: "
             f"build one on that regime's fine-tunes with `fennec build --regime {regime}` and rank with its "
             "--model-uri (e.g. models:/fennec/VERSION)")
+    params = dict(params or {})
+    stored: dict[str, float] = {}
+    if known_from_store:
+        fine_tunes = tracking.load_matrix("finetune", experiment=experiment, regime=predicts).values
+        if target.name in fine_tunes:
+            stored = {str(m): float(v) for m, v in fine_tunes[target.name].dropna().items()
+                      if m in bundle.model_meta.index}
+        try:
+            given = json.loads(params.get("known_scores") or "{}")
+        except ValueError:
+            given = None  # the served model says what is wrong with it
+        if stored and isinstance(given, dict):
+            params["known_scores"] = json.dumps({**stored, **given})
     start = time.perf_counter()
     if isinstance(target, TaskFacts) and bundle.encoder_spec not in NO_ENCODER:
         raise InvalidInputError(
@@ -96,7 +114,7 @@ def rank_task(
     request["domain"] = target.domain if target.domain != "unknown" else None
     start = time.perf_counter()
     try:
-        ranking = model.predict(request, params={**pyfunc.default_params(), **(params or {}), "top_k": top_k})
+        ranking = model.predict(request, params={**pyfunc.default_params(), **params, "top_k": top_k})
     except MlflowException as exc:  # the served model's 400s (bad params, no candidate left) are the user's to fix
         if exc.error_code != "INVALID_PARAMETER_VALUE":
             raise
@@ -106,6 +124,7 @@ def rank_task(
     ranking = ranking.drop(columns=["task_index", "basis"])
     ranking.attrs["basis"] = basis
     ranking.attrs["in_history"] = target.name in set(map(str, getattr(bundle.fennec, "task_names_", ())))
+    ranking.attrs["known_from_store"] = len(stored)
     if log:
         described = (f"placed by its facts: {target.num_samples} training images" if isinstance(target, TaskFacts)
                      else f"{target.num_samples} images from {target.source}")
@@ -116,7 +135,7 @@ def rank_task(
                                   f"Basis: {basis}. {SCORE_UNITS}"),
                 **tracking.project_run_link()}
         with tracking.own_run(experiment, f"rank-{target.name}", tags) as run:
-            constraints = {k: v for k, v in (params or {}).items() if k in ("max_latency_ms", "max_memory_mb", "licence")
+            constraints = {k: v for k, v in params.items() if k in ("max_latency_ms", "max_memory_mb", "licence")
                            and v}
             mlflow.log_params({"model_uri": model_uri, "top_k": top_k, "target_source": target.source, **constraints,
                                "labels_used": labels_known, "class_count_hint": class_count_hint or "none",

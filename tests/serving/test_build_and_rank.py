@@ -155,6 +155,25 @@ def test_cli_rank_with_known_scores_recommends_the_best_model_not_yet_scored(reg
     assert "known_score" in result.output and "first." not in result.output
 
 
+def test_cli_rank_warm_starts_from_the_targets_fine_tunes_in_the_store(registered):
+    from click.testing import CliRunner
+
+    from fennec_mlflow.cli import main
+
+    _, client, _, _ = registered
+    told = {"nin_cifar10": 0.61, "resnet20_cifar10": 0.42, "not-a-candidate": 0.9}  # the last is not ranked
+    tracking.write_runs(client, tracking.experiment_id(client, "known-test"), [tracking.RunRecord(
+        kind="finetune", model=model, task="shapes-outline-6", cell=f"ft-{model}",
+        metrics={tracking.MATRIX_METRIC["finetune"]: value}) for model, value in told.items()])
+    result = CliRunner().invoke(main, ["rank", "--target", "shapes-outline-6", "--top-k", "0", "--known-from-store",
+                                       "--experiment", "known-test"])
+    assert result.exit_code == 0, result.output
+    assert "note: 2 fine-tune(s) of 'shapes-outline-6' found in experiment 'known-test'" in result.output
+    assert "(your best so far: 'nin_cifar10', known score 0.61)" in result.output
+    [run] = tracking.runs_of_kind("rank", experiment="known-test", mlflow_client=client)
+    assert "2 known scores" in run.data.params["basis"]  # propagated or not, the ranking was told them
+
+
 def test_cli_rank_places_a_task_by_its_facts_where_the_recommender_reads_no_images(registered):
     from click.testing import CliRunner
 
