@@ -84,18 +84,13 @@ def rank_task(
             f"build one on that regime's fine-tunes with `fennec build --regime {regime}` and rank with its "
             "--model-uri (e.g. models:/fennec/VERSION)")
     params = dict(params or {})
-    stored: dict[str, float] = {}
-    if known_from_store:
-        fine_tunes = tracking.load_matrix("finetune", experiment=experiment, regime=predicts).values
-        if target.name in fine_tunes:
-            stored = {str(m): float(v) for m, v in fine_tunes[target.name].dropna().items()
-                      if m in bundle.model_meta.index}
-        try:
-            given = json.loads(params.get("known_scores") or "{}")
-        except ValueError:
-            given = None  # the served model says what is wrong with it
-        if stored and isinstance(given, dict):
-            params["known_scores"] = json.dumps({**stored, **given})
+    stored = stored_fine_tunes(target.name, bundle, experiment, predicts) if known_from_store else {}
+    try:
+        given = json.loads(params.get("known_scores") or "{}")
+    except ValueError:
+        given = None  # the served model says what is wrong with it
+    if stored and isinstance(given, dict):
+        params["known_scores"] = json.dumps({**stored, **given})
     start = time.perf_counter()
     if isinstance(target, TaskFacts) and bundle.encoder_spec not in NO_ENCODER:
         raise InvalidInputError(
@@ -148,6 +143,14 @@ def rank_task(
             mlflow.log_figure(ranking_chart(ranking, target.name), "ranking.png")
         ranking.attrs.update(run_id=run.info.run_id, experiment=experiment)
     return ranking
+
+
+def stored_fine_tunes(task: str, bundle, experiment: str, regime: str | None) -> dict[str, float]:
+    """``task``'s fine-tune accuracies in ``experiment`` (``regime``'s), of the models ``bundle`` ranks."""
+    fine_tunes = tracking.load_matrix("finetune", experiment=experiment, regime=regime).values
+    if task not in fine_tunes:
+        return {}
+    return {str(m): float(v) for m, v in fine_tunes[task].dropna().items() if m in bundle.model_meta.index}
 
 
 def ranking_chart(ranking: pd.DataFrame, target: str):
