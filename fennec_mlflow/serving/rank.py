@@ -85,12 +85,13 @@ def rank_task(
             "--model-uri (e.g. models:/fennec/VERSION)")
     params = dict(params or {})
     stored = stored_fine_tunes(target.name, bundle, experiment, predicts) if known_from_store else {}
-    try:
-        given = json.loads(params.get("known_scores") or "{}")
-    except ValueError:
-        given = None  # the served model says what is wrong with it
-    if stored and isinstance(given, dict):
-        params["known_scores"] = json.dumps({**stored, **given})
+    if stored:
+        try:
+            given = json.loads(params.get("known_scores") or "{}")
+        except ValueError:
+            given = None  # the served model says what is wrong with it
+        if isinstance(given, dict):
+            params["known_scores"] = json.dumps({**stored, **given})
     start = time.perf_counter()
     if isinstance(target, TaskFacts) and bundle.encoder_spec not in NO_ENCODER:
         raise InvalidInputError(
