@@ -721,7 +721,9 @@ def matrix(kind, estimator, source, output, experiment):
 @main.command(name="import")
 @click.argument("table", type=click.Path(exists=True, dir_okay=False))
 @click.option("--source", default=None, help="name of the table's source (default: file name)")
-@click.option("--layout", default="auto", type=click.Choice(["auto", "parc", "transfergraph", "long", "wide"]), show_default=True)
+@click.option("--layout", default="auto", type=click.Choice(["auto", "parc", "transfergraph", "long", "wide", "transposed"]),
+              show_default=True, help="long: model,task,score; wide: model, then a column per task; transposed: "
+                                      "task, then a column per model (auto tells them apart by the header)")
 @click.option("--model-facts", default=None, type=click.Path(exists=True, dir_okay=False),
               help="TransferGraph's model_config_dataset.csv, for model facts")
 @click.option("--repeats", default="last", type=click.Choice(["last", "mean", "max"]), show_default=True,

@@ -9,8 +9,15 @@ Supported layouts (``layout="auto"`` detects them from the header):
   Model facts come from ``model_config_dataset.csv`` when given (``model_facts_csv``).
 - ``long``: ``model,task,score`` plus optional ``model_*`` / ``task_*`` fact columns.
 - ``wide``: the matrix as most papers print it: a ``model`` column, then one column per task
-  (the header names the task), empty = not measured; ``model_*`` columns are model facts. Task
-  facts need the long layout (or come from the public task facts, below).
+  (the header names the task), empty = not measured; ``model_*`` columns are model facts.
+- ``transposed``: the wide table the other way round, as papers with many models print it: a
+  ``task`` column, then one column per model; ``task_*`` columns are task facts and ``model_*`` rows
+  model facts.
+
+Headers are matched stripped and in any case, and the names papers give the three columns are read as
+them (``Model``/``Method``/``Backbone``, ``Dataset``/``Target``, ``Accuracy``/``Top-1``:
+:data:`COLUMN_NAMES`), so a table copied from a paper imports as it is. Task facts beyond the public
+ones need the long or transposed layout.
 
 Fields may be separated by commas, tabs or semicolons (then with decimal commas, as a spreadsheet
 saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"). Scores are stored as published (no
@@ -49,7 +56,18 @@ from fennec_mlflow.core.evaluation import find_task_facts, load_task_facts
 from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.store import tracking
 
-LAYOUTS = ("auto", "parc", "transfergraph", "long", "wide")
+LAYOUTS = ("auto", "parc", "transfergraph", "long", "wide", "transposed")
+# The header names a table may give the model, task and score columns (compared stripped and
+# case-folded): the ones papers and spreadsheets use. A column is renamed only where the table has
+# no column of the canonical name and exactly one of these.
+COLUMN_NAMES = {
+    "model": ("model", "models", "model name", "method", "backbone", "network", "architecture", "pre-trained model",
+              "pretrained model"),
+    "task": ("task", "tasks", "dataset", "datasets", "target", "target dataset", "target_dataset",
+             "downstream task", "downstream dataset"),
+    "score": ("score", "accuracy", "acc", "acc.", "top-1", "top1", "top-1 accuracy", "top-1 acc", "test accuracy",
+              "test_accuracy", "fine-tune accuracy", "finetune accuracy", "fine-tuned accuracy"),
+}
 # What a (model, task) cell given on several lines becomes: the last line (a corrected re-run,
 # TransferGraph's records), the mean (seeds) or the max (a hyperparameter grid: the fine-tune
 # accuracy is the best configuration's).
@@ -99,7 +117,7 @@ def _lines(lines) -> str:
 
 LAYOUT_COLUMNS = {"parc": "Architecture, Source Dataset, Target Dataset, Oracle",
                   "transfergraph": "model, finetuned_dataset, eval_accuracy", "long": "model, task, score",
-                  "wide": "model, then one column per task"}
+                  "wide": "model, then one column per task", "transposed": "task, then one column per model"}
 # Column names that belong to another layout: a header with one of them (after stripping, in any
 # case) is never read as wide, so a long table with a typo in its header is an error, not tasks.
 _NOT_WIDE = {"task", "score", "finetuned_dataset", "eval_accuracy"}
@@ -113,19 +131,40 @@ def detect_layout(columns: list[str]) -> str:
         return "transfergraph"
     if {"model", "task", "score"} <= cols:
         return "long"
-    if "model" in cols and not {str(c).strip().lower() for c in cols} & _NOT_WIDE and _wide_tasks(columns):
+    folded = {str(c).strip().lower() for c in cols}
+    if "model" in cols and not folded & _NOT_WIDE and _wide_columns(columns, "model"):
         return "wide"
+    if "task" in cols and not folded & (_NOT_WIDE - {"task"}) and "model" not in folded \
+            and _wide_columns(columns, "task"):
+        return "transposed"
     raise TableError(
-        f"cannot tell the table layout from its columns {sorted(cols)}; expected PARC's "
+        f"cannot tell the table layout from its columns {sorted(map(str, cols))}; expected PARC's "
         "(Architecture, Source Dataset, Target Dataset, Oracle), TransferGraph's records "
-        "(model, finetuned_dataset, eval_accuracy), a long table (model, task, score) or a wide one "
-        "(model, then one column per task)"
+        "(model, finetuned_dataset, eval_accuracy), a long table (model, task, score), a wide one "
+        "(model, then one column per task) or a transposed one (task, then one column per model)"
     )
 
 
-def _wide_tasks(columns) -> list[str]:
-    """A wide table's task columns: all but ``model`` and the ``model_*`` facts."""
-    return [c for c in columns if c != "model" and not str(c).startswith("model_")]
+def _wide_columns(columns, key: str) -> list[str]:
+    """A wide (``key="model"``) or transposed (``key="task"``) table's value columns: all but the key
+    column and its ``<key>_*`` facts."""
+    return [c for c in columns if c != key and not str(c).startswith(f"{key}_")]
+
+
+def canonical_columns(columns) -> list[str]:
+    """The header with surrounding spaces stripped and the model, task and score columns under their
+    canonical names (:data:`COLUMN_NAMES`). PARC's header is kept as it is."""
+    stripped = [str(c).strip() for c in columns]
+    if {"Architecture", "Source Dataset", "Target Dataset", "Oracle"} <= set(stripped):
+        return stripped
+    renamed = list(stripped)
+    for role, names in COLUMN_NAMES.items():
+        if role in stripped:
+            continue
+        matches = [i for i, c in enumerate(stripped) if c.lower() in names]
+        if len(matches) == 1:
+            renamed[matches[0]] = role
+    return renamed
 
 
 def read_table(path: str | Path, layout: str = "auto", model_facts_csv: str | Path | None = None,
@@ -162,10 +201,12 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raise TableError(f"cannot read {str(path)!r} as a CSV table: {exc}") from exc
     raw.index = raw.index + 2  # line numbers in the file: the header is line 1
     raw = raw.dropna(how="all")
+    raw.columns = canonical_columns(raw.columns)
     layout = detect_layout(list(raw.columns)) if layout == "auto" else layout
     missing = set({"parc": ["Architecture", "Source Dataset", "Target Dataset", "Oracle"],
                    "transfergraph": ["model", "finetuned_dataset", "eval_accuracy"],
-                   "long": ["model", "task", "score"], "wide": ["model"]}[layout]) - set(raw.columns)
+                   "long": ["model", "task", "score"], "wide": ["model"],
+                   "transposed": ["task"]}[layout]) - set(raw.columns)
     if missing:
         try:
             actual = detect_layout(list(raw.columns))
@@ -192,8 +233,8 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     elif layout == "transfergraph":
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "finetuned_dataset", path),
                              "score": _numbers(raw, "eval_accuracy", path)})
-    elif layout == "wide":
-        long = _wide_rows(raw, path)
+    elif layout in ("wide", "transposed"):
+        long = _wide_rows(raw, path, key="model" if layout == "wide" else "task")
     else:
         facts = _fact_columns(raw, ("model_", "task_"), path)
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "task", path),
@@ -238,19 +279,46 @@ def _fact_columns(raw: pd.DataFrame, prefixes: tuple[str, ...], path: Path) -> l
     return facts
 
 
-def _wide_rows(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """A wide table (``model``, one column per task, ``model_*`` facts) as long rows; index = line."""
-    tasks = _wide_tasks(raw.columns)
-    unnamed = [c for c in tasks if str(c).startswith("Unnamed:") or not str(c).strip()]
+def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> pd.DataFrame:
+    """A wide table (``key="model"``: a model per row, one column per task, ``model_*`` facts) or a
+    transposed one (``key="task"``: a task per row, one column per model, ``task_*`` facts) as long
+    rows; index = line."""
+    other = "task" if key == "model" else "model"
+    columns = _wide_columns(raw.columns, key)
+    unnamed = [c for c in columns if str(c).startswith("Unnamed:") or not str(c).strip()]
     if unnamed:
-        raise TableError(f"{str(path)!r}: a task column has no name in the header (column "
-                         f"{list(raw.columns).index(unnamed[0]) + 1}); every column after model needs one")
-    if not tasks:
-        raise TableError(f"wide table {str(path)!r} has no task column: after model, one column per task")
-    facts = _fact_columns(raw, ("model_",), path)
-    models = _names(raw, "model", path)
-    return pd.concat([pd.DataFrame({"model": models, "task": str(task).strip(), "score": _numbers(raw, task, path)})
-                      .join(raw[facts]) for task in tasks])
+        raise TableError(f"{str(path)!r}: a {other} column has no name in the header (column "
+                         f"{list(raw.columns).index(unnamed[0]) + 1}); every column after {key} needs one")
+    if not columns:
+        raise TableError(f"{str(path)!r} has no {other} column: after {key}, one column per {other}")
+    for column in columns:
+        text = raw[column].dropna()
+        if len(text) and not pd.api.types.is_numeric_dtype(text) and pd.to_numeric(
+                text.astype(str).str.replace(_PAPER_DECORATION, "", regex=True), errors="coerce").isna().all():
+            raise TableError(f"{str(path)!r}: column {column!r} holds no numbers ({str(text.iloc[0])!r}, ...), but "
+                             f"every column after {key} is a {other}'s scores; name a {key} fact {key}_{column} "
+                             "(e.g. model_family), or drop the column")
+    facts = _fact_columns(raw, (f"{key}_",), path)
+    keys = _names(raw, key, path)
+    other_facts = None
+    if key == "task":  # rows named model_* are the models' facts, as columns are in a wide table
+        fact_rows = keys.str.startswith("model_")
+        other_facts = raw.loc[fact_rows, columns].set_axis(keys[fact_rows]).T
+        _fact_columns(other_facts, ("model_",), path)
+        raw, keys = raw.loc[~fact_rows], keys[~fact_rows]
+    long = pd.concat([pd.DataFrame({key: keys, other: str(column).strip(), "score": _numbers(raw, column, path)})
+                      .join(raw[facts]) for column in columns])
+    if other_facts is not None and len(other_facts.columns):
+        other_facts.index = other_facts.index.map(lambda c: str(c).strip())
+        long = long.join(other_facts.apply(_numbers_where_all_are), on="model")
+        facts = [*facts, *other_facts.columns]
+    return long[["model", "task", "score", *facts]]
+
+
+def _numbers_where_all_are(values: pd.Series) -> pd.Series:
+    """The column as numbers when every value given is one (a fact read from a row of text), else as it is."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    return numbers if numbers.notna().sum() == values.notna().sum() else values
 
 
 def _names(raw: pd.DataFrame, column: str, path: Path) -> pd.Series:

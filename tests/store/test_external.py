@@ -93,6 +93,50 @@ def test_a_wide_table_imports_as_the_same_cells_as_its_long_form(store, tmp_path
     assert external.detect_layout(["model", "model_family", "aircraft", "dtd"]) == "wide"
 
 
+def test_a_transposed_table_imports_as_the_same_cells_and_facts_as_its_wide_form(store, tmp_path, table):
+    """Tasks as rows, one column per model (papers with many models print it so): model_* rows are
+    model facts, task_* columns task facts."""
+    _, frame = table
+    wide = frame.pivot(index="model", columns="task", values="score")
+    wide.insert(0, "model_parameters", frame.groupby("model")["model_parameters"].first())
+    wide.reset_index().to_csv(tmp_path / "wide.csv", index=False)
+    transposed = wide.T
+    transposed.insert(0, "task_class_count", [None, 10, 20, 30, 40])
+    transposed.rename_axis("Dataset").reset_index().to_csv(tmp_path / "transposed.csv", index=False)
+
+    assert external.detect_layout(["task", "task_domain", "resnet50", "vit_b16"]) == "transposed"
+    assert imported(store, tmp_path / "transposed.csv", source="transposed") == (len(frame), 0)
+    imported(store, tmp_path / "wide.csv", source="wide")
+    as_transposed, as_wide = (tracking.load_matrix("external", source=name, mlflow_client=store)
+                              for name in ("transposed", "wide"))
+    pd.testing.assert_frame_equal(as_transposed.values, as_wide.values)
+    assert as_transposed.model_facts["parameters"].to_dict() == as_wide.model_facts["parameters"].to_dict()
+    assert as_transposed.task_facts["class_count"].to_dict() == {"t0": 10, "t1": 20, "t2": 30, "t3": 40}
+
+
+@pytest.mark.parametrize("header", [" Model , Dataset ,Accuracy", "Method,Target,Top-1 Acc", "model,task,score"])
+def test_the_column_names_papers_use_are_read_as_model_task_and_score(store, tmp_path, header):
+    path = tmp_path / "paper.csv"
+    path.write_text(f"{header}\nresnet50,cifar10,96.3\nvit_b16,cifar10,98.1\n")
+    assert imported(store, path) == (2, 0)
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    assert km.values.loc["vit_b16", "cifar10"] == 98.1
+
+
+def test_a_header_with_two_names_for_one_column_is_not_guessed(tmp_path):
+    path = tmp_path / "two.csv"
+    path.write_text("model,dataset,target,score\nresnet50,cifar10,x,96.3\n")
+    with pytest.raises(external.TableError, match="cannot tell the table layout"):
+        external.read_table(path)
+
+
+def test_a_wide_table_with_a_text_column_says_to_name_it_as_a_fact(tmp_path):
+    path = tmp_path / "notes.csv"
+    path.write_text("model,cifar10,notes\nresnet50,96.3,ours\nvit_b16,98.1,\n")
+    with pytest.raises(external.TableError, match="column 'notes' holds no numbers.*model_notes"):
+        external.read_table(path)
+
+
 def test_the_cli_offers_every_layout_and_every_way_to_combine_repeats():
     from fennec_mlflow.cli import import_
 
@@ -191,7 +235,7 @@ def test_infinite_rows_are_refused_and_a_corrected_table_replaces_values(store, 
     ("model,task,score,task_#labels\na,x,0.5,3\n", r"fact column 'task_#labels' is not a valid MLflow"),
     ("model,aircraft,dtd\na,0.5,0.7\nb,0.6,high\n", r"'dtd' is not a number on line 3 \('high'\)"),
     ("model,aircraft,,dtd\na,0.5,0.1,0.7\n", r"a task column has no name in the header \(column 3\)"),
-    ("model,Task,Score\na,x,0.5\n", r"cannot tell the table layout"),  # a long table's header, miscased
+    ("model,tsak,score\na,x,0.5\n", r"cannot tell the table layout"),  # a long table's header with a typo
     ("PK\x03\x04 zipped sheet", r"broken.xlsx' is a spreadsheet file: save it as CSV"),
 ])
 def test_unusable_tables_are_clear_errors_naming_the_line(store, tmp_path, text, message):
@@ -202,12 +246,9 @@ def test_unusable_tables_are_clear_errors_naming_the_line(store, tmp_path, text,
     assert store.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT) is None  # nothing written
 
 
-def test_names_are_stripped(store, tmp_path):
+def test_names_and_header_are_stripped(store, tmp_path):
     path = tmp_path / "spaces.csv"
-    path.write_text("model, task, score\n a , x ,0.5\n")
-    with pytest.raises(external.TableError, match="cannot tell the table layout"):
-        imported(store, path)  # column names are not stripped: a header must be exact
-    path.write_text("model,task,score\n a , x ,0.5\n")
+    path.write_text("model, task, score\n a , x ,0.5\n")  # typed by hand, a space after each comma
     imported(store, path)
     assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.loc["a", "x"] == 0.5
 
