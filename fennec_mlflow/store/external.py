@@ -57,6 +57,11 @@ from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.store import tracking
 
 LAYOUTS = ("auto", "parc", "transfergraph", "long", "wide", "transposed")
+# Row and column names of a paper's summary lines (an "Avg." column, a "Mean" row): not a model or
+# a task, so never imported as one (compared stripped and case-folded).
+SUMMARY_NAMES = frozenset({"avg", "avg.", "average", "mean", "overall", "avg acc", "avg. acc", "avg. acc.",
+                           "average accuracy", "mean accuracy", "mean acc", "rank", "avg rank", "avg. rank",
+                           "average rank", "mean rank", "std", "std.", "median"})
 # The header names a table may give the model, task and score columns (compared stripped and
 # case-folded): the ones papers and spreadsheets use. A column is renamed only where the table has
 # no column of the canonical name and exactly one of these.
@@ -89,7 +94,8 @@ class SkippedRowsWarning(UserWarning):
 
 @dataclass(frozen=True)
 class SkippedRows:
-    """Rows of a table that were not imported, why, and their line numbers in the file (header = line 1)."""
+    """Cells of a table that were not imported, why, and their line numbers in the file (header = line 1;
+    in a wide table a line holds several cells)."""
 
     reason: str
     lines: tuple[int, ...]
@@ -98,7 +104,7 @@ class SkippedRows:
 
     def __str__(self) -> str:
         shown = f" (e.g. {'; '.join(self.examples)})" if self.examples else ""
-        return f"{len(self.lines)} row(s) {'combined' if self.combined else 'skipped'}, {self.reason}: " \
+        return f"{len(self.lines)} cell(s) {'combined' if self.combined else 'skipped'}, {self.reason}: " \
                f"{_lines(self.lines)}{shown}"
 
 
@@ -110,6 +116,7 @@ def _examples(rows: pd.DataFrame) -> tuple[str, ...]:
 
 
 def _lines(lines) -> str:
+    lines = sorted(set(lines))  # a wide table's line holds several cells
     shown = ", ".join(str(line) for line in list(lines)[:_SHOWN_LINES])
     more = f" and {len(lines) - _SHOWN_LINES} more" if len(lines) > _SHOWN_LINES else ""
     return f"line{'s' if len(lines) > 1 else ''} {shown}{more}"
@@ -202,6 +209,8 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     raw.index = raw.index + 2  # line numbers in the file: the header is line 1
     raw = raw.dropna(how="all")
     raw.columns = canonical_columns(raw.columns)
+    if layout == "auto" and str(raw.columns[0]).startswith("Unnamed:"):
+        raw = raw.rename(columns={raw.columns[0]: _unnamed_key_column(raw, path)})
     layout = detect_layout(list(raw.columns)) if layout == "auto" else layout
     missing = set({"parc": ["Architecture", "Source Dataset", "Target Dataset", "Oracle"],
                    "transfergraph": ["model", "finetuned_dataset", "eval_accuracy"],
@@ -239,6 +248,8 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         facts = _fact_columns(raw, ("model_", "task_"), path)
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "task", path),
                              "score": _numbers(raw, "score", path)}).join(raw[facts])
+    long, skipped_here = _without_summaries(long)
+    skipped += skipped_here
     long, skipped_here = _cells(long, repeats)
     skipped += skipped_here
     if layout == "transfergraph" and model_facts_csv is not None:
@@ -248,6 +259,32 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
             "dataset": "model_source_dataset", "#labels": "model_source_classes"})
         long = long.merge(facts, on="model", how="left")
     return long.reset_index(drop=True), skipped
+
+
+def _unnamed_key_column(raw: pd.DataFrame, path: Path) -> str:
+    """What a first column without a header holds (a table saved with its index, e.g. pandas'
+    ``to_csv()`` of a pivot): models when the other columns are named like public datasets, tasks when
+    its own values are; otherwise an error saying how to name it."""
+    header_tasks = sum(find_task_facts(str(c)) is not None for c in raw.columns[1:])
+    value_tasks = sum(find_task_facts(str(v)) is not None for v in raw.iloc[:, 0].dropna().unique())
+    if header_tasks > value_tasks:
+        return "model"
+    if value_tasks > header_tasks:
+        return "task"
+    raise TableError(f"{str(path)!r}: the first column has no name in the header; name it model (a row per "
+                     "model, a column per task) or task (a row per task, a column per model)")
+
+
+def _without_summaries(long: pd.DataFrame) -> tuple[pd.DataFrame, list[SkippedRows]]:
+    """The rows of a summary line or column (:data:`SUMMARY_NAMES`) dropped, and reported."""
+    summary = (long["model"].str.strip().str.lower().isin(SUMMARY_NAMES)
+               | long["task"].str.strip().str.lower().isin(SUMMARY_NAMES))
+    if not summary.any():
+        return long, []
+    names = sorted(set(long.loc[summary, "model"]) | set(long.loc[summary, "task"]), key=str)
+    names = [n for n in names if str(n).strip().lower() in SUMMARY_NAMES]
+    return long[~summary], [SkippedRows(f"a summary row or column ({', '.join(map(repr, names))}), not a model or "
+                                        "a task", tuple(long.index[summary]), _examples(long[summary]))]
 
 
 def _encoding(path: Path) -> str:

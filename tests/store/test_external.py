@@ -84,7 +84,7 @@ def test_a_wide_table_imports_as_the_same_cells_as_its_long_form(store, tmp_path
     wide.reset_index().to_csv(wide_path, index=False)  # m2 x t3 is an empty cell: not measured
     lines = []
     assert imported(store, wide_path, source="wide", report=lines.append) == (len(frame), 0)
-    assert lines == ["wide.csv: 1 row(s) skipped, no score (empty or nan): line 4 (e.g. m2 x t3 = nan)"]
+    assert lines == ["wide.csv: 1 cell(s) skipped, no score (empty or nan): line 4 (e.g. m2 x t3 = nan)"]
     imported(store, long_path, source="long")
     as_wide, as_long = (tracking.load_matrix("external", source=name, mlflow_client=store) for name in ("wide", "long"))
     pd.testing.assert_frame_equal(as_wide.values, as_long.values)
@@ -130,6 +130,32 @@ def test_a_header_with_two_names_for_one_column_is_not_guessed(tmp_path):
         external.read_table(path)
 
 
+def test_a_papers_average_row_and_column_are_not_imported_as_a_model_and_a_task(store, tmp_path):
+    path = tmp_path / "paper.csv"
+    path.write_text("Method,cifar10,dtd,Avg.\nresnet50,96.3,72.1,84.2\nvit_b16,98.1,75.3,86.7\n"
+                    "Average,97.2,73.7,85.5\n")
+    lines = []
+    assert imported(store, path, report=lines.append) == (4, 0)
+    assert lines == ["paper.csv: 5 cell(s) skipped, a summary row or column ('Average', 'Avg.'), not a model or a "
+                     "task: lines 2, 3, 4 (e.g. Average x cifar10 = 97.2; Average x dtd = 73.7; resnet50 x Avg. = 84.2)"]
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    assert list(km.values.index) == ["resnet50", "vit_b16"] and list(km.values.columns) == ["cifar10", "dtd"]
+
+
+@pytest.mark.parametrize("text, models", [
+    (",cifar10,dtd\nresnet50,96.3,72.1\nvit_b16,98.1,75.3\n", ["resnet50", "vit_b16"]),  # pandas' to_csv()
+    (",resnet50,vit_b16\ncifar10,96.3,98.1\ndtd,72.1,75.3\n", ["resnet50", "vit_b16"]),  # transposed
+])
+def test_a_first_column_without_a_name_is_read_by_which_side_names_public_datasets(tmp_path, text, models):
+    path = tmp_path / "index.csv"
+    path.write_text(text)
+    table = external.read_table(path)
+    assert sorted(table["model"].unique()) == models and sorted(table["task"].unique()) == ["cifar10", "dtd"]
+    path.write_text(",a,b\nx,1,2\n")
+    with pytest.raises(external.TableError, match="first column has no name.*name it model .* or task"):
+        external.read_table(path)
+
+
 def test_a_wide_table_with_a_text_column_says_to_name_it_as_a_fact(tmp_path):
     path = tmp_path / "notes.csv"
     path.write_text("model,cifar10,notes\nresnet50,96.3,ours\nvit_b16,98.1,\n")
@@ -155,7 +181,7 @@ def test_a_cell_given_on_several_lines_is_combined_as_asked(store, tmp_path, rep
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
     assert km.values.loc["a", "x"] == pytest.approx(expected) and km.values.loc["b", "x"] == 0.5
     if repeats != "last":
-        assert lines == [f"seeds.csv: 3 row(s) combined, a (model, task) cell given on several lines, imported as "
+        assert lines == [f"seeds.csv: 3 cell(s) combined, a (model, task) cell given on several lines, imported as "
                          f"their {repeats}: lines 2, 4, 5 (e.g. a x x = 0.6; a x x = 0.8; a x x = 0.4)"]
     assert imported(store, path, repeats=repeats) == (0, 2)  # idempotent
 
@@ -173,10 +199,10 @@ def test_bad_rows_are_skipped_and_reported_with_their_lines(store, tmp_path):
                     "c,y,-inf\n")     # line 9
     lines = []
     assert imported(store, path, report=lines.append) == (2, 0)
-    assert lines == ["bad.csv: 2 row(s) skipped, no score (empty or nan): lines 3, 5 (e.g. a x y = nan; b x y = nan)",
-                     "bad.csv: 2 row(s) skipped, an infinite score (inf, or a number beyond a float's range such as "
+    assert lines == ["bad.csv: 2 cell(s) skipped, no score (empty or nan): lines 3, 5 (e.g. a x y = nan; b x y = nan)",
+                     "bad.csv: 2 cell(s) skipped, an infinite score (inf, or a number beyond a float's range such as "
                      "1e309); fix these rows and import again: lines 4, 9 (e.g. b x x = inf; c x y = -inf)",
-                     "bad.csv: 1 row(s) skipped, a (model, task) cell given again on a later line, which is kept "
+                     "bad.csv: 1 cell(s) skipped, a (model, task) cell given again on a later line, which is kept "
                      "(--repeats mean or max combines them instead): line 2 (e.g. a x x = 0.5)"]
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
     assert km.values.loc["a", "x"] == 0.75 and km.values.loc["c", "x"] == 0.25
@@ -194,9 +220,9 @@ def test_parc_missing_marker_and_a_later_duplicate_are_reported(store, tmp_path)
                     "resnet50,imagenet,cifar10,91.5\n")
     lines = []
     assert imported(store, path, report=lines.append) == (1, 0)
-    assert lines == ["parc.csv: 1 row(s) skipped, negative Oracle (PARC's -1 marks a missing result): line 3 "
+    assert lines == ["parc.csv: 1 cell(s) skipped, negative Oracle (PARC's -1 marks a missing result): line 3 "
                      "(e.g. resnet50@imagenet x cub200 = -1)",
-                     "parc.csv: 1 row(s) skipped, a (model, task) cell given again on a later line, which is kept "
+                     "parc.csv: 1 cell(s) skipped, a (model, task) cell given again on a later line, which is kept "
                      "(--repeats mean or max combines them instead): line 2 (e.g. resnet50@imagenet x cifar10 = 90.5)"]
     assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.loc[
         "resnet50@imagenet", "cifar10"] == 91.5
@@ -207,7 +233,7 @@ def test_infinite_rows_are_refused_and_a_corrected_table_replaces_values(store, 
     path.write_text("model,task,score\na,x,1e309\na,y,0.5\nb,x,-1e400\nb,y,0.25\n")
     lines = []
     assert imported(store, path, report=lines.append) == (2, 0)
-    assert lines == ["inf.csv: 2 row(s) skipped, an infinite score (inf, or a number beyond a float's range such "
+    assert lines == ["inf.csv: 2 cell(s) skipped, an infinite score (inf, or a number beyond a float's range such "
                      "as 1e309); fix these rows and import again: lines 2, 4 (e.g. a x x = inf; b x x = -inf)"]
     exp_id = tracking.experiment_id(store)
     # a run without a score, as an older version wrote for such rows
