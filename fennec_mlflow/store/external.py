@@ -451,12 +451,16 @@ def import_table(
     layout: str = "auto",
     model_facts_csv: str | Path | None = None,
     repeats: str = "last",
+    replace: bool = False,
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     mlflow_client: MlflowClient | None = None,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """Write one ``external`` run per cell of the table; returns (created, already present).
+
+    ``replace``: the source becomes this table; its cells imported before that the table no longer
+    holds (a dropped row or column, a renamed task) are deleted, after the new cells are written.
 
     Skipped rows are passed to ``report``, one line per reason (default: a
     :class:`SkippedRowsWarning`). The finished cells are read first, in one query; the others are
@@ -487,6 +491,15 @@ def import_table(
     if replaced:
         (report or _warn)(f"{path.name}: {len(replaced)} cell(s) imported before with another value (or none) "
                           "replaced by this table's")
+    if replace:
+        kept = set(zip(table["model"], table["task"]))
+        dropped = [done[cell] for model in stored.values.index for task in stored.values.columns
+                   if (model, task) not in kept
+                   and (cell := tracking.cell_key("external", source=source, model=model, task=task)) in done]
+        tracking.discard_runs(mlflow_client, dropped)
+        if dropped:
+            (report or _warn)(f"{path.name}: {len(dropped)} cell(s) of source {source!r} that this table no longer "
+                              "holds deleted (--replace)")
     return len(records), len(table) - len(records)
 
 

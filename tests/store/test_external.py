@@ -163,6 +163,24 @@ def test_a_wide_table_with_a_text_column_says_to_name_it_as_a_fact(tmp_path):
         external.read_table(path)
 
 
+def test_replace_makes_the_source_exactly_the_new_table(store, tmp_path, table):
+    """A corrected table that drops a row and a column: without --replace the old cells stay, with it they go."""
+    path, frame = table
+    imported(store, path)
+    smaller = frame[(frame["model"] != "m4") & (frame["task"] != "t0")]
+    trimmed = write_csv(tmp_path / "trimmed.csv", smaller.assign(score=smaller["score"] + 1))
+    assert imported(store, trimmed) == (len(smaller), 0)  # every value changed: written again
+    assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.shape == (5, 4)
+    lines = []
+    assert imported(store, trimmed, replace=True, report=lines.append) == (0, len(smaller))
+    assert lines == [f"trimmed.csv: {len(frame) - len(smaller)} cell(s) of source 'mine' that this table no longer "
+                     "holds deleted (--replace)"]
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    pd.testing.assert_frame_equal(km.values, smaller.pivot(index="model", columns="task", values="score") + 1,
+                                  check_names=False)
+    assert len(runs_per_cell(store)) == len(smaller)
+
+
 def test_the_cli_offers_every_layout_and_every_way_to_combine_repeats():
     from fennec_mlflow.cli import import_
 
