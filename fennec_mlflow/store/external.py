@@ -16,8 +16,10 @@ Supported layouts (``layout="auto"`` detects them from the header):
 
 Headers are matched stripped and in any case, and the names papers give the three columns are read as
 them (``Model``/``Method``/``Backbone``, ``Dataset``/``Target``, ``Accuracy``/``Top-1``:
-:data:`COLUMN_NAMES`), so a table copied from a paper imports as it is. Task facts beyond the public
-ones need the long or transposed layout.
+:data:`COLUMN_NAMES`), so a table copied from a paper imports as it is: its ``Params``, ``FLOPs`` and
+``ImageNet Top-1`` columns (rows, if transposed) are model facts (:data:`MODEL_FACT_HEADERS`), its
+``Avg.`` column and ``Mean`` row are skipped (:data:`SUMMARY_NAMES`), and each such reading is
+reported. Task facts beyond the public ones need the long or transposed layout.
 
 Fields may be separated by commas, tabs or semicolons (then with decimal commas, as a spreadsheet
 saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"). Scores are stored as published (no
@@ -41,6 +43,7 @@ deleted, so a cell never has two runs.
 from __future__ import annotations
 
 import csv
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,6 +160,33 @@ def _wide_columns(columns, key: str) -> list[str]:
     column and its ``<key>_*`` facts."""
     return [c for c in columns if c != key and not str(c).startswith(f"{key}_")]
 
+# Model facts papers print as columns beside the tasks (or rows, in a transposed table), read as the
+# facts the knowledge base uses: parameter count, compute, and the source (ImageNet) accuracy. The
+# unit in parentheses ("Params (M)") is left as written: model facts enter by their log and the
+# baselines by their order, neither of which a unit changes.
+MODEL_FACT_HEADERS = {
+    "model_parameters": re.compile(r"#?\s*(params?|parameters|param\.)\s*(\(.*\))?"),
+    "model_flops": re.compile(r"#?\s*g?(flops|macs)\s*(\(.*\))?"),
+    "model_source_accuracy": re.compile(r"(imagenet|in-?1k|imagenet-1k)(\s*(top-?1|acc\.?|accuracy))*\s*(\(.*\))?"
+                                        r"|source accuracy"),
+}
+
+
+@dataclass(frozen=True)
+class ReadAs:
+    """Columns (or a transposed table's rows) read under another name: said, so that nothing is guessed silently."""
+
+    names: tuple[tuple[str, str], ...]  # (as written, as read)
+
+    def __str__(self) -> str:
+        return "read " + ", ".join(f"{written!r} as {read}" for written, read in self.names)
+
+
+def model_fact_name(name: str) -> str | None:
+    """The ``model_*`` fact a paper's column (or row) name stands for (:data:`MODEL_FACT_HEADERS`), or None."""
+    folded = " ".join(str(name).strip().lower().split())
+    return next((fact for fact, pattern in MODEL_FACT_HEADERS.items() if pattern.fullmatch(folded)), None)
+
 
 def canonical_columns(columns) -> list[str]:
     """The header with surrounding spaces stripped and the model, task and score columns under their
@@ -171,6 +201,12 @@ def canonical_columns(columns) -> list[str]:
         matches = [i for i, c in enumerate(stripped) if c.lower() in names]
         if len(matches) == 1:
             renamed[matches[0]] = role
+    if "task" in renamed and "model" not in renamed:  # transposed: its columns are models, its facts rows
+        return renamed
+    for i, column in enumerate(stripped):
+        fact = model_fact_name(column)
+        if fact is not None and fact not in renamed:
+            renamed[i] = fact
     return renamed
 
 
@@ -187,7 +223,7 @@ def read_table(path: str | Path, layout: str = "auto", model_facts_csv: str | Pa
 
 
 def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Path | None = None,
-              repeats: str = "last") -> tuple[pd.DataFrame, list[SkippedRows]]:
+              repeats: str = "last") -> tuple[pd.DataFrame, list[SkippedRows | ReadAs]]:
     """:func:`read_table`'s rows, and the rows it skipped (or combined), by reason."""
     path = Path(path)
     if layout not in LAYOUTS:
@@ -208,9 +244,14 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raise TableError(f"cannot read {str(path)!r} as a CSV table: {exc}") from exc
     raw.index = raw.index + 2  # line numbers in the file: the header is line 1
     raw = raw.dropna(how="all")
+    written = [str(c).strip() for c in raw.columns]
     raw.columns = canonical_columns(raw.columns)
     if layout == "auto" and str(raw.columns[0]).startswith("Unnamed:"):
         raw = raw.rename(columns={raw.columns[0]: _unnamed_key_column(raw, path)})
+    notes: list[ReadAs] = []
+    read_as = tuple((w, c) for w, c in zip(written, raw.columns) if w.lower() != c.lower() and not w.startswith("Unnamed:"))
+    if read_as:
+        notes.append(ReadAs(read_as))
     layout = detect_layout(list(raw.columns)) if layout == "auto" else layout
     missing = set({"parc": ["Architecture", "Source Dataset", "Target Dataset", "Oracle"],
                    "transfergraph": ["model", "finetuned_dataset", "eval_accuracy"],
@@ -226,7 +267,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
                              f"({LAYOUT_COLUMNS[layout]}); import it with --layout {actual} or --layout auto")
         raise TableError(f"{layout} table {str(path)!r} lacks column(s) {sorted(missing)} "
                          f"(the {layout} layout: {LAYOUT_COLUMNS[layout]})")
-    skipped: list[SkippedRows] = []
+    skipped: list[SkippedRows | ReadAs] = list(notes)
     if layout == "parc":
         oracle = _numbers(raw, "Oracle", path)
         marked = raw.index[oracle < 0]
@@ -243,7 +284,9 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "finetuned_dataset", path),
                              "score": _numbers(raw, "eval_accuracy", path)})
     elif layout in ("wide", "transposed"):
-        long = _wide_rows(raw, path, key="model" if layout == "wide" else "task")
+        long, fact_rows = _wide_rows(raw, path, key="model" if layout == "wide" else "task")
+        if fact_rows:
+            skipped.append(ReadAs(fact_rows))
     else:
         facts = _fact_columns(raw, ("model_", "task_"), path)
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "task", path),
@@ -316,10 +359,11 @@ def _fact_columns(raw: pd.DataFrame, prefixes: tuple[str, ...], path: Path) -> l
     return facts
 
 
-def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> pd.DataFrame:
+def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> \
+        tuple[pd.DataFrame, tuple[tuple[str, str], ...]]:
     """A wide table (``key="model"``: a model per row, one column per task, ``model_*`` facts) or a
     transposed one (``key="task"``: a task per row, one column per model, ``task_*`` facts) as long
-    rows; index = line."""
+    rows (index = line), and the transposed table's rows read as model facts under another name."""
     other = "task" if key == "model" else "model"
     columns = _wide_columns(raw.columns, key)
     unnamed = [c for c in columns if str(c).startswith("Unnamed:") or not str(c).strip()]
@@ -337,10 +381,12 @@ def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> pd.DataFram
                              "(e.g. model_family), or drop the column")
     facts = _fact_columns(raw, (f"{key}_",), path)
     keys = _names(raw, key, path)
-    other_facts = None
-    if key == "task":  # rows named model_* are the models' facts, as columns are in a wide table
-        fact_rows = keys.str.startswith("model_")
-        other_facts = raw.loc[fact_rows, columns].set_axis(keys[fact_rows]).T
+    other_facts, read_as = None, ()
+    if key == "task":  # rows named model_* (or Params, FLOPs, ...) are the models' facts, as columns in a wide table
+        fact_names = keys.map(lambda name: name if name.startswith("model_") else model_fact_name(name))
+        fact_rows = fact_names.notna()
+        read_as = tuple((k, f) for k, f in zip(keys[fact_rows], fact_names[fact_rows]) if k != f)
+        other_facts = raw.loc[fact_rows, columns].set_axis(fact_names[fact_rows]).T
         _fact_columns(other_facts, ("model_",), path)
         raw, keys = raw.loc[~fact_rows], keys[~fact_rows]
     long = pd.concat([pd.DataFrame({key: keys, other: str(column).strip(), "score": _numbers(raw, column, path)})
@@ -349,7 +395,7 @@ def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> pd.DataFram
         other_facts.index = other_facts.index.map(lambda c: str(c).strip())
         long = long.join(other_facts.apply(_numbers_where_all_are), on="model")
         facts = [*facts, *other_facts.columns]
-    return long[["model", "task", "score", *facts]]
+    return long[["model", "task", "score", *facts]], read_as
 
 
 def _numbers_where_all_are(values: pd.Series) -> pd.Series:

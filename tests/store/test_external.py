@@ -136,7 +136,8 @@ def test_a_papers_average_row_and_column_are_not_imported_as_a_model_and_a_task(
                     "Average,97.2,73.7,85.5\n")
     lines = []
     assert imported(store, path, report=lines.append) == (4, 0)
-    assert lines == ["paper.csv: 5 cell(s) skipped, a summary row or column ('Average', 'Avg.'), not a model or a "
+    assert lines == ["paper.csv: read 'Method' as model",
+                     "paper.csv: 5 cell(s) skipped, a summary row or column ('Average', 'Avg.'), not a model or a "
                      "task: lines 2, 3, 4 (e.g. Average x cifar10 = 97.2; Average x dtd = 73.7; resnet50 x Avg. = 84.2)"]
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
     assert list(km.values.index) == ["resnet50", "vit_b16"] and list(km.values.columns) == ["cifar10", "dtd"]
@@ -154,6 +155,28 @@ def test_a_first_column_without_a_name_is_read_by_which_side_names_public_datase
     path.write_text(",a,b\nx,1,2\n")
     with pytest.raises(external.TableError, match="first column has no name.*name it model .* or task"):
         external.read_table(path)
+
+
+def test_a_papers_model_columns_and_rows_are_read_as_model_facts_and_said_so(store, tmp_path):
+    """Params (M), GFLOPs, ImageNet Top-1 beside the tasks (or as rows of a transposed table) are model
+    facts, not tasks; every column read under another name is reported."""
+    wide = tmp_path / "wide.csv"
+    wide.write_text("Method,Params (M),GFLOPs,ImageNet Top-1,CIFAR-10,DTD\nResNet-50,25.6,4.1,76.1,96.3,72.1\n"
+                    "ViT-B/16,86.6,17.6,81.1,98.1,75.3\n")
+    transposed = tmp_path / "transposed.csv"
+    transposed.write_text("Dataset,ResNet-50,ViT-B/16\n#Params,25.6,86.6\nCIFAR-10,96.3,98.1\nDTD,72.1,75.3\n")
+    lines = []
+    imported(store, wide, source="wide", report=lines.append)
+    imported(store, transposed, source="transposed", report=lines.append)
+    assert lines == ["wide.csv: read 'Method' as model, 'Params (M)' as model_parameters, 'GFLOPs' as model_flops, "
+                     "'ImageNet Top-1' as model_source_accuracy",
+                     "transposed.csv: read 'Dataset' as task", "transposed.csv: read '#Params' as model_parameters"]
+    as_wide, as_transposed = (tracking.load_matrix("external", source=name, mlflow_client=store)
+                              for name in ("wide", "transposed"))
+    pd.testing.assert_frame_equal(as_wide.values, as_transposed.values)
+    assert list(as_wide.values.columns) == ["CIFAR-10", "DTD"]
+    assert as_wide.model_facts.loc["ViT-B/16"].to_dict() == {"parameters": 86.6, "flops": 17.6, "source_accuracy": 81.1}
+    assert as_transposed.model_facts["parameters"].to_dict() == {"ResNet-50": 25.6, "ViT-B/16": 86.6}
 
 
 def test_a_wide_table_with_a_text_column_says_to_name_it_as_a_fact(tmp_path):
