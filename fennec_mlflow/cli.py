@@ -452,9 +452,11 @@ def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok
               "model's licence, e.g. MIT,Apache,BSD (models of unknown licence are dropped)")
 @click.option("--regime", type=click.Choice(["any", *config.FINETUNE_REGIMES]), default="any", show_default=True,
               help="the fine-tune regime the ranking must predict (as `fennec build --regime` chose); any: the model's own")
+@click.option("--output", default=None, type=click.Path(dir_okay=False, writable=True),
+              help="also write the ranking shown to this file: CSV, or JSON records if it ends in .json")
 @experiment_option
 def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, include, exclude, max_parameters,
-         known_scores, known_from_store, max_latency_ms, max_memory_mb, licence, regime, experiment):
+         known_scores, known_from_store, max_latency_ms, max_memory_mb, licence, regime, output, experiment):
     """Recommend which model to fine-tune for a target task (bootstraps the offline demo when nothing is registered)."""
     import pandas as pd
 
@@ -523,6 +525,12 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
                    f"store (`fennec matrix --kind best`) and were learned from; the ranking above is what Fennec "
                    f"predicts for it, not those results.")
     click.echo(SCORE_UNITS)
+    if _given(output):
+        if str(output).lower().endswith(".json"):
+            ranking.to_json(output, orient="records", indent=1)
+        else:
+            ranking.to_csv(output, index=False)
+        click.echo(f"ranking written to {output}")
     uri = tracking.client().tracking_uri
     click.echo(f"Logged as run {run_id} ('rank-{task.name}') in experiment {experiment!r}; to see it: "
                f"mlflow ui --backend-store-uri {uri}")

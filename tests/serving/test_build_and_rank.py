@@ -138,7 +138,7 @@ def test_rank_task_logs_a_rank_run(registered):
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"ranking.csv", "ranking.png", "ranking.json"}
 
 
-def test_cli_rank_with_known_scores_recommends_the_best_model_not_yet_scored(registered):
+def test_cli_rank_with_known_scores_recommends_the_best_model_not_yet_scored(registered, tmp_path):
     """A model the user already fine-tuned is no recommendation, even when it ranks first."""
     from click.testing import CliRunner
 
@@ -146,8 +146,11 @@ def test_cli_rank_with_known_scores_recommends_the_best_model_not_yet_scored(reg
 
     known = {"nin_cifar10": 0.9, "resnet20_cifar10": 0.2}
     result = CliRunner().invoke(main, ["rank", "--target", "shapes-outline-6", "--top-k", "0",
-                                       "--known-scores", json.dumps(known)])
+                                       "--known-scores", json.dumps(known), "--output", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
+    written = pd.read_json(tmp_path / "r.json", orient="records")
+    assert sorted(written["model"]) == sorted(MODELS) and written.set_index("model")["known_score"].dropna().to_dict() \
+        == known
     advice = next(line for line in result.output.splitlines() if line.startswith("Of the models not yet scored"))
     untried = [m for m in MODELS if m not in known]
     assert any(f"fine-tune {m!r} next" in advice for m in untried)
