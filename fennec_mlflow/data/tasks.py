@@ -158,9 +158,39 @@ def from_arrays(
 def _load_rgb(path: Path, image_size: int) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as img:
-        img = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
+    try:
+        with Image.open(path) as img:
+            img = _eight_bit(img).convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as exc:  # damage the cheap check at load did not see
+        raise TaskError(f"image {str(path)!r} cannot be decoded ({exc}); re-save or remove it and run again "
+                        "(finished cells are kept)") from exc
+
+
+def _eight_bit(img):
+    """A 16-bit or 32-bit image (medical and scientific PNG/TIFF) scaled to 8 bits. PIL's own conversion
+    clips at 255, which turns most of a 16-bit image white."""
+    from PIL import Image
+
+    if img.mode.startswith("I;16"):
+        return Image.fromarray((np.asarray(img, dtype=np.float64) / 257.0).round().astype(np.uint8))
+    if img.mode in ("I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        if low < 0 or high > 255:  # no fixed range to map from: the image's own
+            values = (values - low) * (255.0 / (high - low) if high > low else 0.0)
+        return Image.fromarray(values.round().clip(0, 255).astype(np.uint8))
+    return img
+
+
+def _truncated_jpeg(path: Path) -> bool:
+    """A JPEG whose end-of-image marker is missing: cut off in a copy or download. PIL's ``verify``
+    does not decode JPEG data, so it passes them; a full decode of every file would cost ~2 ms each."""
+    if path.suffix.lower() not in (".jpg", ".jpeg"):
+        return False
+    with path.open("rb") as handle:
+        handle.seek(max(path.stat().st_size - 1024, 0))
+        return b"\xff\xd9" not in handle.read()
 
 
 def from_folder(root: str | Path, *, name: str | None = None, image_size: int = 224, domain: str = "unknown",
@@ -198,6 +228,9 @@ def from_folder(root: str | Path, *, name: str | None = None, image_size: int = 
                     img.verify()
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
                 bad.append(f"{path.relative_to(root)} ({type(exc).__name__})")
+                continue
+            if _truncated_jpeg(path):
+                bad.append(f"{path.relative_to(root)} (truncated JPEG)")
                 continue
             paths.append(path)
             labels.append(label)

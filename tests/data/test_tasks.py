@@ -35,6 +35,34 @@ def test_corrupt_image_is_skipped_with_warning_and_counted(tmp_path):
     assert task.skipped_files == 1 and task.num_samples == 12
 
 
+def test_a_truncated_jpeg_is_skipped_at_load_and_damage_found_later_is_a_clear_error(tmp_path):
+    """PIL's verify passes a JPEG cut off in a copy; it would fail in the middle of a job."""
+    root = make_folder(tmp_path / "data")
+    noise = np.random.default_rng(1).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "cat" / "whole.jpg")
+    data = (root / "cat" / "whole.jpg").read_bytes()
+    (root / "cat" / "cut.jpg").write_bytes(data[: len(data) * 3 // 4])
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image.*cut.jpg \(truncated JPEG\)"):
+        task = from_folder(root)
+    assert task.num_samples == 13
+    (root / "dog" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # damaged after the task was loaded
+    with pytest.raises(TaskError, match=r"image '.*0.png' cannot be decoded .* re-save or remove it"):
+        task.images(np.arange(task.num_samples))
+
+
+def test_sixteen_bit_images_keep_their_contrast(tmp_path):
+    """A 16-bit PNG (medical, scientific) is scaled to 8 bits, not clipped at 255 by PIL's conversion."""
+    root = tmp_path / "scans"
+    for name, level in (("dark", 10_000), ("bright", 50_000)):
+        (root / name).mkdir(parents=True)
+        Image.fromarray(np.full((16, 16), level, np.uint16)).save(root / name / "0.png")
+    task = from_folder(root, image_size=16)
+    assert Image.open(root / "dark" / "0.png").mode.startswith("I")
+    means = {name: task.images(np.flatnonzero(task.labels == label)).mean()
+             for label, name in enumerate(task.class_names)}
+    assert means == {"bright": pytest.approx(50_000 / 257, abs=1), "dark": pytest.approx(10_000 / 257, abs=1)}
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(TaskError, match="no class sub-folders"):
