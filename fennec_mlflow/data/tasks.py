@@ -229,6 +229,9 @@ def from_folder(root: str | Path, *, name: str | None = None, image_size: int = 
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
                 bad.append(f"{path.relative_to(root)} ({type(exc).__name__})")
                 continue
+            except Image.DecompressionBombError:  # PIL's guard against huge images: a whole slide, a map
+                bad.append(f"{path.relative_to(root)} (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels: downscale it)")
+                continue
             if _truncated_jpeg(path):
                 bad.append(f"{path.relative_to(root)} (truncated JPEG)")
                 continue

@@ -45,6 +45,9 @@ def test_a_truncated_jpeg_is_skipped_at_load_and_damage_found_later_is_a_clear_e
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable image.*cut.jpg \(truncated JPEG\)"):
         task = from_folder(root)
     assert task.num_samples == 13
+    Image.new("L", (13_000, 14_000)).save(root / "eel" / "slide.png")  # beyond PIL's guard: skipped, said why
+    with pytest.warns(UserWarning, match=r"eel/slide.png \(over [0-9,]+ pixels: downscale it\)"):
+        assert from_folder(root).num_samples == 13
     (root / "dog" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # damaged after the task was loaded
     with pytest.raises(TaskError, match=r"image '.*0.png' cannot be decoded .* re-save or remove it"):
         task.images(np.arange(task.num_samples))
