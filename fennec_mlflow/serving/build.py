@@ -173,7 +173,9 @@ def assess(spec: MatrixSpec, *, truth_source: str | None, encoder: str | None, e
         loaded = load_store_data(truth, candidates, experiment=experiment, encoder=encoder,
                                  min_targets=BUILD_MIN_TARGETS)
     except InvalidInputError as exc:
-        return Quality(None, f"no usable ground truth in the store: {exc}"), spec, {}
+        hint = (f"; to validate on the imported table itself, build with --truth-source {spec.source}"
+                if truth_source is None and spec.kind == "external" and spec.source else "")
+        return Quality(None, f"no usable ground truth in the store: {exc}{hint}"), spec, {}
     validation = validate(loaded.data, tune=tune, params=fixed, n_trials=n_trials, inner_trials=inner_trials,
                           progress=progress)
     params = dict(validation.params)

@@ -244,6 +244,8 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raise TableError(f"cannot read {str(path)!r} as a CSV table: {exc}") from exc
     raw.index = raw.index + 2  # line numbers in the file: the header is line 1
     raw = raw.dropna(how="all")
+    if raw.empty:
+        raise TableError(f"{str(path)!r} has a header but no rows")
     written = [str(c).strip() for c in raw.columns]
     raw.columns = canonical_columns(raw.columns)
     if layout == "auto" and str(raw.columns[0]).startswith("Unnamed:"):

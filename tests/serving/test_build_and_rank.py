@@ -337,6 +337,8 @@ def test_champion_moves_only_to_a_version_validated_at_least_as_well(store, tmp_
     unmeasured = build(kind="external", source="planted", truth_source="not-imported")
     assert unmeasured.alias == "champion" and not unmeasured.quality.measured
     assert "not-imported" in unmeasured.quality.reason
+    untold = build(kind="external", source="planted", tune=False)  # no --truth-source: the store has no finetune runs
+    assert "build with --truth-source planted" in untold.quality.reason
     good = planted_build(tune=False)  # Fennec's defaults, measured by plain leave-one-task-out
     assert good.quality.measured and good.alias == "champion" and "was unmeasured" in good.alias_reason
     worse = planted_build(tune=False, alpha=0.0, shrinkage=0.0)  # no interaction: similar-task popularity
