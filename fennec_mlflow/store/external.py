@@ -248,7 +248,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raise TableError(f"{str(path)!r} has a header but no rows")
     written = [str(c).strip() for c in raw.columns]
     raw.columns = canonical_columns(raw.columns)
-    if layout == "auto" and str(raw.columns[0]).startswith("Unnamed:"):
+    if layout == "auto" and str(raw.columns[0]).startswith("Unnamed:") and _layout_or_none(raw.columns) is None:
         raw = raw.rename(columns={raw.columns[0]: _unnamed_key_column(raw, path)})
     notes: list[ReadAs] = []
     read_as = tuple((w, c) for w, c in zip(written, raw.columns) if w.lower() != c.lower() and not w.startswith("Unnamed:"))
@@ -260,10 +260,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
                    "long": ["model", "task", "score"], "wide": ["model"],
                    "transposed": ["task"]}[layout]) - set(raw.columns)
     if missing:
-        try:
-            actual = detect_layout(list(raw.columns))
-        except TableError:
-            actual = None
+        actual = _layout_or_none(raw.columns)
         if actual and actual != layout:  # the layout asked for is not the file's: say which it is
             raise TableError(f"{str(path)!r} is a {actual} table ({LAYOUT_COLUMNS[actual]}), not the {layout} layout "
                              f"({LAYOUT_COLUMNS[layout]}); import it with --layout {actual} or --layout auto")
@@ -304,6 +301,13 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
             "dataset": "model_source_dataset", "#labels": "model_source_classes"})
         long = long.merge(facts, on="model", how="left")
     return long.reset_index(drop=True), skipped
+
+
+def _layout_or_none(columns) -> str | None:
+    try:
+        return detect_layout(list(columns))
+    except TableError:
+        return None
 
 
 def _unnamed_key_column(raw: pd.DataFrame, path: Path) -> str:

@@ -204,6 +204,13 @@ def test_replace_makes_the_source_exactly_the_new_table(store, tmp_path, table):
     assert len(runs_per_cell(store)) == len(smaller)
 
 
+@pytest.mark.parametrize("name, layout", [("transfergraph", "transfergraph"), ("parc_all", "parc")])
+def test_the_published_tables_are_told_apart_by_their_header(name, layout):
+    """TransferGraph's records start with an unnamed index column: that is no key column to guess."""
+    path = external.bundled_table(name)
+    pd.testing.assert_frame_equal(external.read_rows(path)[0], external.read_rows(path, layout=layout)[0])
+
+
 def test_the_cli_offers_every_layout_and_every_way_to_combine_repeats():
     from fennec_mlflow.cli import import_
 
