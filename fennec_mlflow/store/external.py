@@ -167,8 +167,9 @@ def _wide_columns(columns, key: str) -> list[str]:
 MODEL_FACT_HEADERS = {
     "model_parameters": re.compile(r"#?\s*(params?|parameters|param\.)\s*(\(.*\))?"),
     "model_flops": re.compile(r"#?\s*g?(flops|macs)\s*(\(.*\))?"),
-    "model_source_accuracy": re.compile(r"(imagenet|in-?1k|imagenet-1k)(\s*(top-?1|acc\.?|accuracy))*\s*(\(.*\))?"
-                                        r"|source accuracy"),
+    # "ImageNet Top-1", "IN-1k acc.": a bare "ImageNet" stays a task (a linear-probe or zero-shot target)
+    "model_source_accuracy": re.compile(r"(imagenet|in-?1k|imagenet-1k)\s*(top-?1|acc\.?|accuracy)(\s*(acc\.?|accuracy))?"
+                                        r"\s*(\(.*\))?|source accuracy"),
 }
 
 
