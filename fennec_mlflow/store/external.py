@@ -481,6 +481,16 @@ def public_task_facts(tasks) -> dict[str, dict[str, object]]:
     return found
 
 
+def tasks_without_facts(table: pd.DataFrame) -> list[str]:
+    """The table's tasks with neither public task facts nor a ``task_class_count``, ``task_train_size`` or
+    ``task_domain`` of their own: Fennec's similar-task weighting and meta phase cannot place them."""
+    tasks = table["task"].drop_duplicates()
+    own = [c for c in ("task_class_count", "task_train_size", "task_domain") if c in table.columns]
+    described = set(table.loc[table[own].notna().any(axis=1), "task"]) if own else set()
+    public = public_task_facts(tasks)
+    return [t for t in tasks if t not in described and t not in public]
+
+
 def cell_records(table: pd.DataFrame, *, source: str, source_file: str) -> list[tracking.RunRecord]:
     """The ``external`` run of each row of ``table`` (:func:`read_table`'s rows), public task facts included."""
     public = public_task_facts(table["task"].unique())
@@ -544,6 +554,14 @@ def import_table(
     if replaced:
         (report or _warn)(f"{path.name}: {len(replaced)} cell(s) imported before with another value (or none) "
                           "replaced by this table's")
+    unplaced = tasks_without_facts(table)
+    if unplaced:
+        (report or _warn)(
+            f"{path.name}: {len(unplaced)} of {table['task'].nunique()} task(s) have no facts "
+            f"({', '.join(map(repr, unplaced[:_EXAMPLES]))}{', ...' if len(unplaced) > _EXAMPLES else ''}): they "
+            "are not named like a public dataset and the table gives no task_class_count, task_train_size or "
+            "task_domain for them, so Fennec cannot tell which history tasks they resemble; name them like the "
+            "public dataset (fennec_mlflow/resources/task_facts.csv) or add those columns (long or transposed layout)")
     if replace:
         kept = set(zip(table["model"], table["task"]))
         dropped = [done[cell] for model in stored.values.index for task in stored.values.columns
