@@ -26,7 +26,7 @@ saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"). Scores are sto
 rescaling; a trailing % or a ± spread copied from a paper is dropped: "84.1 ± 0.3%" is 84.1). Names
 are stripped of surrounding spaces; an empty model or task name, or a score that is not a number, is
 an error naming the lines. Rows that cannot be a cell are not written and are reported
-(:class:`SkippedRows`: count, line numbers and the first rows): a missing score (empty, nan; PARC's
+(:class:`SkippedRows`: count, line numbers and the first rows): a missing score (empty, nan, a dash; PARC's
 -1), an infinite one (inf, or 1e309, beyond a float's range), and every row but the last of a
 (model, task) cell given more than once (or, with ``repeats="mean"`` / ``"max"``, the rows of such a
 cell are combined into their mean or max, and reported). Tasks named like a public dataset (its task
@@ -84,6 +84,8 @@ REPEATS = ("last", "mean", "max")
 PUBLIC_TASK_FACTS = {"task_class_count": "class_count", "task_train_size": "train_size",
                      "task_domain": "domain", "task_dataset": "dataset"}
 _SHOWN_LINES = 20
+# How papers print a cell they did not measure: a dash of any width (pandas already reads NA, N/A, n/a)
+_NOT_MEASURED = r"^\s*(?:-|–|—|―|--)\s*$"
 _PAPER_DECORATION = r"\s*(?:%\s*)?(?:(?:±|\+/?-)\s*[0-9.]+\s*%?\s*)?$"  # 84.1%, 84.1 ± 0.3, 84.1+-0.3%
 
 
@@ -424,13 +426,15 @@ def _numbers(raw: pd.DataFrame, column: str, path: Path) -> pd.Series:
     """A score column as floats (empty = NaN); text that is not a number is an error naming its lines.
 
     Cells copied from a paper keep their number: a trailing ``%`` ("84.1%") and a spread after it
-    ("84.1 ± 0.3", "84.1+-0.3") are dropped; the number is stored as written (84.1, not 0.841).
+    ("84.1 ± 0.3", "84.1+-0.3") are dropped; the number is stored as written (84.1, not 0.841). A dash
+    ("-", "—") is a cell the paper did not measure, as an empty one.
     """
     text = raw[column]
     if not pd.api.types.is_numeric_dtype(text):
+        text = text.mask(text.astype(str).str.fullmatch(_NOT_MEASURED))  # a dash: not measured (NaN)
         text = text.str.replace(_PAPER_DECORATION, "", regex=True)
     values = pd.to_numeric(text, errors="coerce").astype(float)
-    bad = raw.index[values.isna() & raw[column].notna()]
+    bad = raw.index[values.isna() & text.notna()]
     if len(bad):
         examples = ", ".join(repr(str(v)) for v in raw.loc[bad[:3], column])
         raise TableError(f"{str(path)!r}: {column!r} is not a number on {_lines(bad)} ({examples})")
@@ -445,7 +449,7 @@ def _cells(long: pd.DataFrame, repeats: str = "last") -> tuple[pd.DataFrame, lis
     missing = np.isnan(scores)
     infinite = np.isinf(scores)  # inf, -inf, and numbers too large for a float (1e309)
     if missing.any():
-        skipped.append(SkippedRows("no score (empty or nan)", tuple(long.index[missing]), _examples(long[missing])))
+        skipped.append(SkippedRows("no score (empty, nan or a dash)", tuple(long.index[missing]), _examples(long[missing])))
     if infinite.any():
         skipped.append(SkippedRows("an infinite score (inf, or a number beyond a float's range such as 1e309); "
                                    "fix these rows and import again", tuple(long.index[infinite]),

@@ -90,7 +90,7 @@ def test_a_wide_table_imports_as_the_same_cells_as_its_long_form(store, tmp_path
     lines = []
     assert imported(store, wide_path, source="wide", report=lines.append) == (len(frame), 0)
     assert without_facts_note(lines) == [
-        "wide.csv: 1 cell(s) skipped, no score (empty or nan): line 4 (e.g. m2 x t3 = nan)"]
+        "wide.csv: 1 cell(s) skipped, no score (empty, nan or a dash): line 4 (e.g. m2 x t3 = nan)"]
     imported(store, long_path, source="long")
     as_wide, as_long = (tracking.load_matrix("external", source=name, mlflow_client=store) for name in ("wide", "long"))
     pd.testing.assert_frame_equal(as_wide.values, as_long.values)
@@ -271,7 +271,7 @@ def test_bad_rows_are_skipped_and_reported_with_their_lines(store, tmp_path):
     lines = []
     assert imported(store, path, report=lines.append) == (2, 0)
     assert without_facts_note(lines) == [
-        "bad.csv: 2 cell(s) skipped, no score (empty or nan): lines 3, 5 (e.g. a x y = nan; b x y = nan)",
+        "bad.csv: 2 cell(s) skipped, no score (empty, nan or a dash): lines 3, 5 (e.g. a x y = nan; b x y = nan)",
         "bad.csv: 2 cell(s) skipped, an infinite score (inf, or a number beyond a float's range such as "
         "1e309); fix these rows and import again: lines 4, 9 (e.g. b x x = inf; c x y = -inf)",
         "bad.csv: 1 cell(s) skipped, a (model, task) cell given again on a later line, which is kept "
@@ -356,9 +356,9 @@ def test_names_and_header_are_stripped(store, tmp_path):
 
 
 def test_scores_copied_from_a_paper_keep_their_number(store, tmp_path):
-    """A trailing % and a spread (± or +-) are dropped; the number is stored as written."""
+    """A trailing % and a spread (± or +-) are dropped; the number is stored as written; a dash is not measured."""
     path = tmp_path / "paper.csv"
-    path.write_text("model,aircraft,dtd\na,84.1%,70.2 ± 0.3\nb, 80 % ,71.5+-1.2%\nc,79.5,\n")
+    path.write_text("model,aircraft,dtd\na,84.1%,70.2 ± 0.3\nb, 80 % ,71.5+-1.2%\nc,79.5,\nd,—,-\n")
     imported(store, path)
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
     assert km.values.stack().dropna().to_dict() == {("a", "aircraft"): 84.1, ("b", "aircraft"): 80.0,
