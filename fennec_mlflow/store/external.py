@@ -382,9 +382,8 @@ def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> \
     if not columns:
         raise TableError(f"{str(path)!r} has no {other} column: after {key}, one column per {other}")
     for column in columns:
-        text = raw[column].dropna()
-        if len(text) and not pd.api.types.is_numeric_dtype(text) and pd.to_numeric(
-                text.astype(str).str.replace(_PAPER_DECORATION, "", regex=True), errors="coerce").isna().all():
+        text = _number_text(raw[column]).dropna()
+        if len(text) and pd.to_numeric(text, errors="coerce").isna().all():
             raise TableError(f"{str(path)!r}: column {column!r} holds no numbers ({str(text.iloc[0])!r}, ...), but "
                              f"every column after {key} is a {other}'s scores; name a {key} fact {key}_{column} "
                              "(e.g. model_family), or drop the column")
@@ -422,17 +421,25 @@ def _names(raw: pd.DataFrame, column: str, path: Path) -> pd.Series:
     return names
 
 
+def _number_text(text: pd.Series) -> pd.Series:
+    """A column of cells as typed in a paper, reduced to the numbers' text (a dash: NaN)."""
+    if pd.api.types.is_numeric_dtype(text):
+        return text
+    text = text.mask(text.astype(str).str.fullmatch(_NOT_MEASURED))  # a dash: not measured (NaN)
+    # best-result and footnote marks (**84.1**, 84.1*, 84.1†) and a typeset minus sign (−0.5)
+    text = text.str.strip().str.strip("*_†‡§ ").str.replace("\u2212", "-", regex=False)
+    return text.str.replace(_PAPER_DECORATION, "", regex=True)
+
+
 def _numbers(raw: pd.DataFrame, column: str, path: Path) -> pd.Series:
     """A score column as floats (empty = NaN); text that is not a number is an error naming its lines.
 
     Cells copied from a paper keep their number: a trailing ``%`` ("84.1%") and a spread after it
-    ("84.1 ± 0.3", "84.1+-0.3") are dropped; the number is stored as written (84.1, not 0.841). A dash
-    ("-", "—") is a cell the paper did not measure, as an empty one.
+    ("84.1 ± 0.3", "84.1+-0.3") are dropped, and so are bold and footnote marks ("**84.1**", "84.1†");
+    the number is stored as written (84.1, not 0.841). A dash ("-", "—") is a cell the paper did not
+    measure, as an empty one.
     """
-    text = raw[column]
-    if not pd.api.types.is_numeric_dtype(text):
-        text = text.mask(text.astype(str).str.fullmatch(_NOT_MEASURED))  # a dash: not measured (NaN)
-        text = text.str.replace(_PAPER_DECORATION, "", regex=True)
+    text = _number_text(raw[column])
     values = pd.to_numeric(text, errors="coerce").astype(float)
     bad = raw.index[values.isna() & text.notna()]
     if len(bad):

@@ -358,11 +358,13 @@ def test_names_and_header_are_stripped(store, tmp_path):
 def test_scores_copied_from_a_paper_keep_their_number(store, tmp_path):
     """A trailing % and a spread (± or +-) are dropped; the number is stored as written; a dash is not measured."""
     path = tmp_path / "paper.csv"
-    path.write_text("model,aircraft,dtd\na,84.1%,70.2 ± 0.3\nb, 80 % ,71.5+-1.2%\nc,79.5,\nd,—,-\n")
+    path.write_text("model,aircraft,dtd\na,84.1%,70.2 ± 0.3\nb, 80 % ,71.5+-1.2%\nc,79.5,\nd,—,-\n"
+                    "e,**85.2**,69.9†\nf,−0.5,_70.0_\n")
     imported(store, path)
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
-    assert km.values.stack().dropna().to_dict() == {("a", "aircraft"): 84.1, ("b", "aircraft"): 80.0,
-                                                    ("c", "aircraft"): 79.5, ("a", "dtd"): 70.2, ("b", "dtd"): 71.5}
+    assert km.values.stack().dropna().to_dict() == {
+        ("a", "aircraft"): 84.1, ("b", "aircraft"): 80.0, ("c", "aircraft"): 79.5, ("e", "aircraft"): 85.2,
+        ("f", "aircraft"): -0.5, ("a", "dtd"): 70.2, ("b", "dtd"): 71.5, ("e", "dtd"): 69.9, ("f", "dtd"): 70.0}
 
 
 @pytest.mark.parametrize("name, text, encoding", [
