@@ -415,16 +415,21 @@ def test_common_dataset_names_resolve_to_their_task_facts():
         "Oxford-IIIT Pets": "oxford_pets", "Oxford 102 Flowers": "flowers", "Cars196": "stanfordcars",
         "Birdsnap": "birdsnap", "STL-10": "stl10", "Fashion-MNIST": "fashion_mnist", "USPS": "usps",
         "GTSRB": "gtsrb", "FER2013": "fer2013", "PCam": "patch_camelyon", "PatchCamelyon": "patch_camelyon",
-        "Country211": "country211", "Places365": "places365",
+        "Country211": "country211", "Places365": "places365", "Camelyon": "patch_camelyon",
+        "Retinopathy": "diabetic_retinopathy_detection", "KITTI-Dist": "kitti", "Caltech-256": "caltech256",
+        "iNat2018": "inaturalist2018", "DMLab": "dmlab", "ISIC 2018": "isic2018", "HAM10000": "isic2018",
+        "CropDisease": "crop_disease", "Plant Village": "crop_disease", "UCF-101": "ucf101",
     }
     for name, task in expected.items():
         row = ev.find_task_facts(name, facts)
         assert row is not None and row.name == task, name
-    for unknown in ("cifar", "my-task", "", "voc", "caltech"):  # which year, which Caltech: not guessed
+    for unknown in ("cifar", "my-task", "", "voc", "caltech", "iNaturalist", "ISIC"):  # which year, which Caltech:
+        # not guessed
         assert ev.find_task_facts(unknown, facts) is None
     published = {"aircraft": (100, 6667), "sun397": (397, 19850), "mnist": (10, 60000), "resisc45": (45, 31500),
                  "imagenet": (1000, 1281167), "birdsnap": (500, 47386), "stl10": (10, 5000),
-                 "patch_camelyon": (2, 262144), "gtsrb": (43, 39209)}
+                 "patch_camelyon": (2, 262144), "gtsrb": (43, 39209), "inaturalist2018": (8142, 437513),
+                 "isic2018": (7, 10015), "ucf101": (101, 9537), "dmlab": (6, 65550)}
     for task, (classes, train) in published.items():
         assert (facts.loc[task, "class_count"], facts.loc[task, "train_size"]) == (classes, train), task
     assert ev.task_name_key(" Food-101 ") == ev.task_name_key("food_101") == "food101"
