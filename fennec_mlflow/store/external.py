@@ -377,8 +377,14 @@ def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> \
     columns = _wide_columns(raw.columns, key)
     unnamed = [c for c in columns if str(c).startswith("Unnamed:") or not str(c).strip()]
     if unnamed:
+        first_row = raw.iloc[0][columns] if len(raw) else pd.Series(dtype=object)
+        two_rows = (raw.iloc[0].isna()[key] if len(raw) else False) and pd.to_numeric(
+            _number_text(first_row.astype(object).astype(str)), errors="coerce").isna().all()
+        hint = (f"; the next line names them ({', '.join(map(repr, first_row.dropna().astype(str)[:3]))}, ...): "
+                "a header of two rows (groups above tasks), as papers print it? keep only the row of "
+                f"{other} names") if two_rows else ""
         raise TableError(f"{str(path)!r}: a {other} column has no name in the header (column "
-                         f"{list(raw.columns).index(unnamed[0]) + 1}); every column after {key} needs one")
+                         f"{list(raw.columns).index(unnamed[0]) + 1}); every column after {key} needs one{hint}")
     if not columns:
         raise TableError(f"{str(path)!r} has no {other} column: after {key}, one column per {other}")
     for column in columns:

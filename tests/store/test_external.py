@@ -337,6 +337,8 @@ def test_infinite_rows_are_refused_and_a_corrected_table_replaces_values(store, 
     ("model,aircraft,dtd\na,0.5,0.7\nb,0.6,high\n", r"'dtd' is not a number on line 3 \('high'\)"),
     ("model,aircraft,,dtd\na,0.5,0.1,0.7\n", r"a task column has no name in the header \(column 3\)"),
     ("model,task,score\n\n", r"has a header but no rows"),
+    ("Model,Fine-grained,,Natural\n,Aircraft,Cars,DTD\nr50,84.1,89.0,72.1\n",
+     r"no name in the header \(column 3\).*next line names them \('Aircraft', 'Cars', 'DTD'.*header of two rows"),
     ("model,tsak,score\na,x,0.5\n", r"cannot tell the table layout"),  # a long table's header with a typo
     ("PK\x03\x04 zipped sheet", r"broken.xlsx' is a spreadsheet file: save it as CSV"),
 ])
