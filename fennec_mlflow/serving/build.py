@@ -184,6 +184,22 @@ def assess(spec: MatrixSpec, *, truth_source: str | None, encoder: str | None, e
     return Quality(validation, validation.method, truth.label, chosen.label), chosen, params
 
 
+def request_example(knowledge) -> pd.DataFrame | None:
+    """A request for the first history task, logged with the model to show the request format: its
+    proxy features (a recommender that reads images) and its facts (class count, sample count, domain)."""
+    first = knowledge.P.columns[0]
+    example = (knowledge.task_proxy.loc[[first]].reset_index(drop=True) if knowledge.task_proxy is not None
+               else pd.DataFrame(index=[0]))
+    meta = knowledge.task_meta.loc[first] if first in knowledge.task_meta.index else pd.Series(dtype=float)
+    for column, fact in (("log_class_count", "class_count"), ("log_sample_count", "sample_count")):
+        if np.isfinite(meta.get(column, np.nan)):
+            example[fact] = float(np.exp(meta[column]))
+    domain = next((c.split("=", 1)[1] for c in meta.index if c.startswith("domain=") and meta[c] == 1), None)
+    if domain is not None and knowledge.task_proxy is None:  # a facts-only recommender places a task by it
+        example["domain"] = domain
+    return example if len(example.columns) else None
+
+
 def choose_alias(quality: Quality, mlflow_client=None, name: str = pyfunc.REGISTERED_NAME,
                  experiment: str | None = None) -> tuple[str, str]:
     """(alias, why) for a new version of the given quality (see the module docstring), built from
@@ -300,12 +316,7 @@ def build(
               "regime": predicted_regime(chosen, truth_source, regime),
               "models": list(knowledge.P.index), "tasks": list(knowledge.P.columns)},
         accuracy=accuracy, constraints=constraints)
-    example = None
-    if knowledge.task_proxy is not None:
-        first = knowledge.P.columns[0]
-        example = knowledge.task_proxy.loc[[first]].reset_index(drop=True)
-        example["class_count"] = float(np.exp(knowledge.task_meta.loc[first, "log_class_count"]))
-        example["sample_count"] = float(np.exp(knowledge.task_meta.loc[first, "log_sample_count"]))
+    example = request_example(knowledge)
     predicts = bundle.info["regime"]
     tags = {tracking.KIND_TAG: "fennec-fit", **quality.tags(), "mlflow.note.content": quality.description(),
             **({tracking.REGIME_TAG: predicts} if predicts else {})}

@@ -194,7 +194,9 @@ def test_cli_rank_by_facts_on_a_table_only_store(store, tmp_path):
     import_planted(tmp_path)
     before = CliRunner().invoke(main, ["rank", "--dataset", "food101"])  # nothing registered: no demo for facts
     assert before.exit_code == 2 and "build one from your table first" in before.output
-    planted_build(tune=False)  # no encoder: a new task is placed by its facts
+    built = planted_build(tune=False)  # no encoder: a new task is placed by its facts
+    example = mlflow.models.Model.load(built.model_uri).load_input_example()  # the request format, in the UI
+    assert list(example.columns) == ["class_count", "sample_count", "domain"] and len(example) == 1
     result = CliRunner().invoke(main, ["rank", "--train-size", "500", "--class-count", "10", "--top-k", "3"])
     assert result.exit_code == 0, result.output
     assert "for 'new-task' (by its facts: 10 classes, 500 training images, domain unknown" in result.output
