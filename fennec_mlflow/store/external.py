@@ -162,6 +162,7 @@ def _wide_columns(columns, key: str) -> list[str]:
     column and its ``<key>_*`` facts."""
     return [c for c in columns if c != key and not str(c).startswith(f"{key}_")]
 
+
 # Model facts papers print as columns beside the tasks (or rows, in a transposed table), read as the
 # facts the knowledge base uses: parameter count, compute, and the source (ImageNet) accuracy. The
 # unit in parentheses ("Params (M)") is left as written: model facts enter by their log and the
@@ -253,10 +254,9 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     raw.columns = canonical_columns(raw.columns)
     if layout == "auto" and str(raw.columns[0]).startswith("Unnamed:") and _layout_or_none(raw.columns) is None:
         raw = raw.rename(columns={raw.columns[0]: _unnamed_key_column(raw, path)})
-    notes: list[ReadAs] = []
-    read_as = tuple((w, c) for w, c in zip(written, raw.columns) if w.lower() != c.lower() and not w.startswith("Unnamed:"))
-    if read_as:
-        notes.append(ReadAs(read_as))
+        written[0] = "(the first column, without a name)"
+    read_as = tuple((w, c) for w, c in zip(written, raw.columns) if w.lower() != c.lower())
+    notes = [ReadAs(read_as)] if read_as else []
     layout = detect_layout(list(raw.columns)) if layout == "auto" else layout
     missing = set({"parc": ["Architecture", "Source Dataset", "Target Dataset", "Oracle"],
                    "transfergraph": ["model", "finetuned_dataset", "eval_accuracy"],
@@ -379,7 +379,7 @@ def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> \
     if unnamed:
         first_row = raw.iloc[0][columns] if len(raw) else pd.Series(dtype=object)
         two_rows = (raw.iloc[0].isna()[key] if len(raw) else False) and pd.to_numeric(
-            _number_text(first_row.astype(object).astype(str)), errors="coerce").isna().all()
+            _number_text(first_row.astype(str)), errors="coerce").isna().all()
         hint = (f"; the next line names them ({', '.join(map(repr, first_row.dropna().astype(str)[:3]))}, ...): "
                 "a header of two rows (groups above tasks), as papers print it? keep only the row of "
                 f"{other} names") if two_rows else ""
