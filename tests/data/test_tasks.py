@@ -42,12 +42,13 @@ def test_a_truncated_jpeg_is_skipped_at_load_and_damage_found_later_is_a_clear_e
     Image.fromarray(noise).save(root / "cat" / "whole.jpg")
     data = (root / "cat" / "whole.jpg").read_bytes()
     (root / "cat" / "cut.jpg").write_bytes(data[: len(data) * 3 // 4])
+    (root / "dog" / "trailer.jpg").write_bytes(data + bytes(4096))  # a camera's data after the end marker: fine
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable image.*cut.jpg \(truncated JPEG\)"):
         task = from_folder(root)
-    assert task.num_samples == 13
+    assert task.num_samples == 14
     Image.new("L", (13_000, 14_000)).save(root / "eel" / "slide.png")  # beyond PIL's guard: skipped, said why
     with pytest.warns(UserWarning, match=r"eel/slide.png \(over [0-9,]+ pixels: downscale it\)"):
-        assert from_folder(root).num_samples == 13
+        assert from_folder(root).num_samples == 14
     (root / "dog" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # damaged after the task was loaded
     with pytest.raises(TaskError, match=r"image '.*0.png' cannot be decoded .* re-save or remove it"):
         task.images(np.arange(task.num_samples))
