@@ -520,9 +520,12 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
     if known_from_store:
         click.echo(f"note: {ranking.attrs.get('known_from_store', 0)} fine-tune(s) of {task.name!r} found in "
                    f"experiment {experiment!r} and used as known scores")
-    if ranking.attrs.get("in_history"):
-        click.echo(f"note: {task.name!r} is one of this recommender's history tasks: its measured results are in the "
-                   f"store (`fennec matrix --kind best`) and were learned from; the ranking above is what Fennec "
+    history_task = ranking.attrs.get("in_history")
+    if history_task:
+        which = ("one of this recommender's history tasks" if history_task == task.name
+                 else f"the dataset of this recommender's history task {history_task!r}")
+        click.echo(f"note: {task.name!r} is {which}: its measured results are in the store (`fennec matrix --kind "
+                   f"best`, or the imported table) and were learned from; the ranking above is what Fennec "
                    f"predicts for it, not those results.")
     click.echo(SCORE_UNITS)
     if _given(output):

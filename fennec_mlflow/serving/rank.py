@@ -11,6 +11,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
+from fennec_mlflow.core.evaluation import find_task_facts
 from fennec_mlflow.data.proxy import task_proxy_features
 from fennec_mlflow.data.tasks import Task
 from fennec_mlflow.errors import InvalidInputError
@@ -44,6 +45,19 @@ class TaskFacts:
     labelled: bool = False
 
 
+def history_task_of(target: Task | TaskFacts, history_tasks) -> str | None:
+    """The recommender's history task that is the target: one of its name, or, for a target named by
+    its public dataset (``--dataset``), one named like the same dataset ("Oxford-IIIT Pets" and "pets")."""
+    names = [str(name) for name in history_tasks]
+    if target.name in names:
+        return target.name
+    facts = find_task_facts(target.name) if isinstance(target, TaskFacts) else None
+    if facts is None:
+        return None
+    return next((name for name in names if (other := find_task_facts(name)) is not None
+                 and other["dataset"] == facts["dataset"]), None)
+
+
 def rank_task(
     target: Task | TaskFacts,
     *,
@@ -60,8 +74,8 @@ def rank_task(
     """Rank the registered model's candidates for ``target``; log the ranking (``fennec.kind=rank``).
 
     Only the target's images are used (its labels only when ``labels_known``, for the class count).
-    ``attrs`` of the returned table: ``basis`` (what the ranking rests on), ``in_history`` (a
-    history task of the recommender has the target's name) and, when logged, ``run_id`` and
+    ``attrs`` of the returned table: ``basis`` (what the ranking rests on), ``in_history`` (the
+    recommender's history task that is the target, :func:`history_task_of`, or None) and, when logged, ``run_id`` and
     ``experiment`` of the rank run. ``regime`` (``"full"``, ``"linear-probe"``; None: any):
     the fine-tune regime the ranking must predict; a recommender built for another one is refused.
     ``known_from_store``: warm start from the target's fine-tunes in ``experiment`` (the models the
@@ -119,7 +133,7 @@ def rank_task(
     basis = str(ranking["basis"].iloc[0]) if len(ranking) else ""
     ranking = ranking.drop(columns=["task_index", "basis"])
     ranking.attrs["basis"] = basis
-    ranking.attrs["in_history"] = target.name in set(map(str, getattr(bundle.fennec, "task_names_", ())))
+    ranking.attrs["in_history"] = history_task_of(target, getattr(bundle.fennec, "task_names_", ()))
     ranking.attrs["known_from_store"] = len(stored)
     if log:
         described = (f"placed by its facts: {target.num_samples} training images" if isinstance(target, TaskFacts)

@@ -131,8 +131,9 @@ def test_rank_task_logs_a_rank_run(registered):
     _, client, _, _ = registered
     target = synthetic_task("shapes-outline-6", samples_per_class=20)
     ranking = rank_task(target, top_k=4)
-    assert len(ranking) == 4 and not ranking.attrs["in_history"]
-    assert rank_task(synthetic_task(HISTORY[0], samples_per_class=20), top_k=1, log=False).attrs["in_history"]
+    assert len(ranking) == 4 and ranking.attrs["in_history"] is None
+    in_history = rank_task(synthetic_task(HISTORY[0], samples_per_class=20), top_k=1, log=False)
+    assert in_history.attrs["in_history"] == HISTORY[0]
     [run] = tracking.runs_of_kind("rank", mlflow_client=client)
     assert run.data.tags["fennec.task"] == "shapes-outline-6"
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"ranking.csv", "ranking.png", "ranking.json"}
@@ -424,3 +425,13 @@ def test_knowledge_can_be_restricted_to_some_models_and_tasks(registered):
     assert knowledge.P.shape == (3, 4) and list(knowledge.task_proxy.index) == HISTORY[:4]
     with pytest.raises(tracking.TrackingError, match="no fda runs for model"):
         build_knowledge(models=["vgg11"], mlflow_client=client)
+
+
+def test_a_target_named_by_its_dataset_is_found_among_history_tasks_named_otherwise():
+    from fennec_mlflow.serving.rank import TaskFacts, history_task_of
+
+    history = ["aircraft", "pets", "task7"]
+    assert history_task_of(TaskFacts("Oxford-IIIT Pets", 37, 3680), history) == "pets"
+    assert history_task_of(TaskFacts("FGVC-Aircraft", 100, 6667), history) == "aircraft"
+    assert history_task_of(TaskFacts("task7", 10, 500), history) == "task7"
+    assert history_task_of(TaskFacts("Food-101", 101, 75750), history) is None
