@@ -22,7 +22,8 @@ them (``Model``/``Method``/``Backbone``, ``Dataset``/``Target``, ``Accuracy``/``
 reported. Task facts beyond the public ones need the long or transposed layout.
 
 Fields may be separated by commas, tabs or semicolons (then with decimal commas, as a spreadsheet
-saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"). Scores are stored as published (no
+saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"); a markdown (pipe) table, as a model
+zoo's README prints it, is read too (links keep their text). Scores are stored as published (no
 rescaling; a trailing % or a ± spread copied from a paper is dropped: "84.1 ± 0.3%" is 84.1). Names
 are stripped of surrounding spaces; an empty model or task name, or a score that is not a number, is
 an error naming the lines. Rows that cannot be a cell are not written and are reported
@@ -240,13 +241,15 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raise TableError(f"{str(path)!r} is a spreadsheet file: save it as CSV (or tab-separated text) and import that")
     try:
         encoding = _encoding(path)
-        delimiter = _delimiter(path, encoding)
-        # a table saved by a spreadsheet in a comma-decimal locale separates its fields with ';'
-        raw = pd.read_csv(path, sep=delimiter, decimal="," if delimiter == ";" else ".", encoding=encoding,
-                          skip_blank_lines=False)
+        raw = _markdown_table(path, encoding)
+        if raw is None:
+            delimiter = _delimiter(path, encoding)
+            # a table saved by a spreadsheet in a comma-decimal locale separates its fields with ';'
+            raw = pd.read_csv(path, sep=delimiter, decimal="," if delimiter == ";" else ".", encoding=encoding,
+                              skip_blank_lines=False)
+            raw.index = raw.index + 2  # line numbers in the file: the header is line 1
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise TableError(f"cannot read {str(path)!r} as a CSV table: {exc}") from exc
-    raw.index = raw.index + 2  # line numbers in the file: the header is line 1
     raw = raw.dropna(how="all")
     if raw.empty:
         raise TableError(f"{str(path)!r} has a header but no rows")
@@ -337,6 +340,36 @@ def _without_summaries(long: pd.DataFrame) -> tuple[pd.DataFrame, list[SkippedRo
     names = [n for n in names if str(n).strip().lower() in SUMMARY_NAMES]
     return long[~summary], [SkippedRows(f"a summary row or column ({', '.join(map(repr, names))}), not a model or "
                                         "a task", tuple(long.index[summary]), _examples(long[summary]))]
+
+
+_MARKDOWN_RULE = re.compile(r":?-{3,}:?")  # a cell of the line under a markdown table's header
+_MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")  # [ResNet-50](https://...) -> ResNet-50
+
+
+def _markdown_table(path: Path, encoding: str) -> pd.DataFrame | None:
+    """A markdown (pipe) table, as model zoos print them in their READMEs, as raw cells indexed by line
+    number; None when the file does not start with one. Links keep their text and bold/code marks go;
+    the lines after the table (a caption) are ignored."""
+    lines = path.read_text(encoding=encoding, errors="replace").splitlines()
+    numbered = [(number, line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered or not numbered[0][1].startswith("|"):
+        return None
+    rows = []
+    for number, line in numbered:
+        if not line.startswith("|"):
+            break
+        cells = [_MARKDOWN_LINK.sub(r"\1", cell).strip().strip("*`_").strip() for cell in
+                 line.strip().strip("|").split("|")]
+        if all(_MARKDOWN_RULE.fullmatch(cell) for cell in cells if cell):
+            continue
+        rows.append((number, cells))
+    if len(rows) < 2:
+        return pd.DataFrame(columns=rows[0][1] if rows else [])
+    header, body = rows[0][1], rows[1:]
+    width = len(header)
+    frame = pd.DataFrame([(cells + [""] * width)[:width] for _, cells in body], columns=header,
+                         index=[number for number, _ in body])
+    return frame.replace("", np.nan)
 
 
 def _encoding(path: Path) -> str:

@@ -188,6 +188,23 @@ def test_a_papers_model_columns_and_rows_are_read_as_model_facts_and_said_so(sto
     assert as_transposed.model_facts["parameters"].to_dict() == {"ResNet-50": 25.6, "ViT-B/16": 86.6}
 
 
+def test_a_markdown_table_from_a_model_zoo_readme_imports_like_its_csv(store, tmp_path):
+    """A pipe table as READMEs print it: links keep their text, bold and code marks go, the caption is ignored."""
+    (tmp_path / "zoo.md").write_text(
+        "| Model | Params (M) | CIFAR-10 | DTD |\n|:------|-----------:|---------:|----:|\n"
+        "| [ResNet-50](https://example.org/r50) | 25.6 | 96.3 | 72.1 |\n| **ViT-B/16** | 86.6 | **98.1** | - |\n"
+        "| `mnv2` | 3.5 | 94.0 | 70.0 |\n\nTable 1: fine-tune accuracy.\n")
+    (tmp_path / "zoo.csv").write_text("model,model_parameters,CIFAR-10,DTD\nResNet-50,25.6,96.3,72.1\n"
+                                      "ViT-B/16,86.6,98.1,\nmnv2,3.5,94.0,70.0\n")
+    lines = []
+    imported(store, tmp_path / "zoo.md", source="md", report=lines.append)
+    assert "zoo.md: 1 cell(s) skipped, no score (empty, nan or a dash): line 4 (e.g. ViT-B/16 x DTD = nan)" in lines
+    imported(store, tmp_path / "zoo.csv", source="csv")
+    as_md, as_csv = (tracking.load_matrix("external", source=name, mlflow_client=store) for name in ("md", "csv"))
+    pd.testing.assert_frame_equal(as_md.values, as_csv.values)
+    assert as_md.model_facts["parameters"].to_dict() == as_csv.model_facts["parameters"].to_dict()
+
+
 def test_a_wide_table_with_a_text_column_says_to_name_it_as_a_fact(tmp_path):
     path = tmp_path / "notes.csv"
     path.write_text("model,cifar10,notes\nresnet50,96.3,ours\nvit_b16,98.1,\n")
