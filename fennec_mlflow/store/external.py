@@ -23,7 +23,7 @@ reported. Task facts beyond the public ones need the long or transposed layout.
 
 Fields may be separated by commas, tabs or semicolons (then with decimal commas, as a spreadsheet
 saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"); a markdown (pipe) table, as a model
-zoo's README prints it, is read too (links keep their text). Scores are stored as published (no
+zoo's README prints it, and a LaTeX tabular copied from a paper's source are read too. Scores are stored as published (no
 rescaling; a trailing % or a ± spread copied from a paper is dropped: "84.1 ± 0.3%" is 84.1). Names
 are stripped of surrounding spaces; an empty model or task name, or a score that is not a number, is
 an error naming the lines. Rows that cannot be a cell are not written and are reported
@@ -242,6 +242,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     try:
         encoding = _encoding(path)
         raw = _markdown_table(path, encoding)
+        raw = _latex_table(path, encoding) if raw is None else raw
         if raw is None:
             delimiter = _delimiter(path, encoding)
             # a table saved by a spreadsheet in a comma-decimal locale separates its fields with ';'
@@ -365,6 +366,41 @@ def _markdown_table(path: Path, encoding: str) -> pd.DataFrame | None:
         rows.append((number, cells))
     if len(rows) < 2:
         return pd.DataFrame(columns=rows[0][1] if rows else [])
+    header, body = rows[0][1], rows[1:]
+    width = len(header)
+    frame = pd.DataFrame([(cells + [""] * width)[:width] for _, cells in body], columns=header,
+                         index=[number for number, _ in body])
+    return frame.replace("", np.nan)
+
+
+_LATEX_RULE = re.compile(r"\\(?:hline|toprule|midrule|bottomrule|cline\{[^}]*\}|cmidrule(?:\([^)]*\))?\{[^}]*\})")
+_LATEX_COMMENT = re.compile(r"(?<!\\)%.*$")  # to the end of the line, unless escaped (\%)
+_LATEX_FORMAT = re.compile(r"\\(?:textbf|textit|emph|underline|mathbf|text|texttt|textsc)\{([^{}]*)\}")
+
+
+def _latex_cell(cell: str) -> str:
+    r"""A LaTeX cell's text: formatting commands keep their argument, ``$\pm$`` is ±, ``\%`` is %."""
+    text = cell.replace("\\%", "%").replace("\\pm", "±").replace("\\_", "_")
+    for _ in range(3):  # nested formatting: \textbf{\underline{84.1}}
+        text = _LATEX_FORMAT.sub(r"\1", text)
+    return re.sub(r"[${}]", "", text).replace("\\", "").strip()
+
+
+def _latex_table(path: Path, encoding: str) -> pd.DataFrame | None:
+    r"""A LaTeX tabular copied from a paper's source (rows ``a & b \\``, rules ``\midrule``), as raw
+    cells indexed by line number; None when the file holds none. The first row is the header."""
+    lines = path.read_text(encoding=encoding, errors="replace").splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        line = _LATEX_RULE.sub("", _LATEX_COMMENT.sub("", line)).strip()
+        if "&" not in line or line.startswith("\\begin") or line.startswith("\\end"):
+            continue
+        if "\\multicolumn" in line:
+            raise TableError(f"{str(path)!r}: line {number} spans columns (\\multicolumn): keep one header row "
+                             "that names every column, then import again")
+        rows.append((number, [_latex_cell(cell) for cell in line.rstrip("\\ ").split("&")]))
+    if not rows or not (path.suffix.lower() == ".tex" or lines and any("\\\\" in line for line in lines)):
+        return None
     header, body = rows[0][1], rows[1:]
     width = len(header)
     frame = pd.DataFrame([(cells + [""] * width)[:width] for _, cells in body], columns=header,

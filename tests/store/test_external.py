@@ -205,6 +205,23 @@ def test_a_markdown_table_from_a_model_zoo_readme_imports_like_its_csv(store, tm
     assert as_md.model_facts["parameters"].to_dict() == as_csv.model_facts["parameters"].to_dict()
 
 
+def test_a_latex_tabular_from_a_papers_source_imports_like_its_csv(store, tmp_path):
+    """Rules, formatting, $\pm$ spreads, \% and comments as arXiv sources write them."""
+    (tmp_path / "table.tex").write_text(
+        "\\begin{tabular}{lcc}\n\\toprule\nModel & Aircraft & DTD \\\\\n\\midrule\n"
+        "ResNet-50 & 84.1$\\pm$0.3 & 72.1 \\\\\n"
+        "ViT-B/16 & \\textbf{\\underline{85.0}} & - \\\\ % the best\n"
+        "mnv2 & 80.2\\% & 70.0 \\\\\n\\bottomrule\n\\end{tabular}\n")
+    (tmp_path / "table.csv").write_text("model,Aircraft,DTD\nResNet-50,84.1,72.1\nViT-B/16,85.0,\nmnv2,80.2,70.0\n")
+    imported(store, tmp_path / "table.tex", source="tex")
+    imported(store, tmp_path / "table.csv", source="csv")
+    as_tex, as_csv = (tracking.load_matrix("external", source=name, mlflow_client=store) for name in ("tex", "csv"))
+    pd.testing.assert_frame_equal(as_tex.values, as_csv.values)
+    (tmp_path / "spans.tex").write_text("Model & \\multicolumn{2}{c}{Fine-grained} \\\\\nr50 & 1 & 2 \\\\\n")
+    with pytest.raises(external.TableError, match=r"line 1 spans columns \(\\multicolumn\): keep one header row"):
+        external.read_table(tmp_path / "spans.tex")
+
+
 def test_a_wide_table_with_a_text_column_says_to_name_it_as_a_fact(tmp_path):
     path = tmp_path / "notes.csv"
     path.write_text("model,cifar10,notes\nresnet50,96.3,ours\nvit_b16,98.1,\n")
