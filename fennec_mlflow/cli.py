@@ -750,7 +750,8 @@ def import_(table, source, layout, model_facts, repeats, replace, experiment):
     try:
         created, skipped = import_table(table, source=source, layout=layout, model_facts_csv=model_facts,
                                         repeats=repeats, replace=replace, experiment=experiment,
-                                        report=lambda line: click.echo(f"warning: {line}", err=True))
+                                        report=lambda line: click.echo(f"warning: {line}", err=True),
+                                        note=lambda line: click.echo(f"note: {line}", err=True))
     except FennecError as exc:
         _fail(exc)
     click.echo(f"{created} run(s) created, {skipped} cell(s) already imported")

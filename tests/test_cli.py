@@ -84,6 +84,15 @@ def test_import_with_the_wrong_layout_names_the_files_layout_and_the_fix(store, 
     assert "--layout long or --layout auto" in result.output
 
 
+def test_import_says_a_reading_as_a_note_and_a_skipped_cell_as_a_warning(store, tmp_path):
+    path = tmp_path / "paper.csv"
+    path.write_text("Method,cifar10,dtd\nresnet50,96.3,-\nvit_b16,98.1,75.3\n")
+    result = CliRunner().invoke(main, ["import", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "note: paper.csv: read 'Method' as model" in result.output
+    assert "warning: paper.csv: 1 cell(s) skipped, no score (empty, nan or a dash)" in result.output
+
+
 def test_a_store_that_refuses_writes_is_one_line(store, tmp_path):
     """A read-only sqlite file (chmod for a user; the immutable flag for root, where chattr works)."""
     import os

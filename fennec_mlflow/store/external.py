@@ -605,6 +605,7 @@ def import_table(
     mlflow_client: MlflowClient | None = None,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """Write one ``external`` run per cell of the table; returns (created, already present).
 
@@ -612,14 +613,14 @@ def import_table(
     holds (a dropped row or column, a renamed task) are deleted, after the new cells are written.
 
     Skipped rows are passed to ``report``, one line per reason (default: a
-    :class:`SkippedRowsWarning`). The finished cells are read first, in one query; the others are
+    :class:`SkippedRowsWarning`); columns read under another name to ``note`` (default: ``report``). The finished cells are read first, in one query; the others are
     written with :func:`tracking.write_runs` (batched transactions on a SQL store).
     """
     path = Path(path)
     source = source or path.stem
     table, skipped = read_rows(path, layout, model_facts_csv, repeats)
     for rows in skipped:
-        (report or _warn)(f"{path.name}: {rows}")
+        (note if isinstance(rows, ReadAs) and note else report or _warn)(f"{path.name}: {rows}")
     mlflow_client = mlflow_client or tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     done = tracking.finished_cells(mlflow_client, experiment, "external")
