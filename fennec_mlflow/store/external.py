@@ -343,6 +343,18 @@ def _without_summaries(long: pd.DataFrame) -> tuple[pd.DataFrame, list[SkippedRo
                                         "a task", tuple(long.index[summary]), _examples(long[summary]))]
 
 
+def _cells_frame(rows: list[tuple[int, list[str]]]) -> pd.DataFrame:
+    """Raw cells of a table read line by line ((line number, cells), the header first) as a frame indexed by
+    line number, short rows padded and empty cells NaN, as ``read_csv`` gives them."""
+    if not rows:
+        return pd.DataFrame()
+    header, body = rows[0][1], rows[1:]
+    width = len(header)
+    frame = pd.DataFrame([(cells + [""] * width)[:width] for _, cells in body], columns=header,
+                         index=[number for number, _ in body])
+    return frame.replace("", np.nan)
+
+
 _MARKDOWN_RULE = re.compile(r":?-{3,}:?")  # a cell of the line under a markdown table's header
 _MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")  # [ResNet-50](https://...) -> ResNet-50
 
@@ -364,13 +376,7 @@ def _markdown_table(path: Path, encoding: str) -> pd.DataFrame | None:
         if all(_MARKDOWN_RULE.fullmatch(cell) for cell in cells if cell):
             continue
         rows.append((number, cells))
-    if len(rows) < 2:
-        return pd.DataFrame(columns=rows[0][1] if rows else [])
-    header, body = rows[0][1], rows[1:]
-    width = len(header)
-    frame = pd.DataFrame([(cells + [""] * width)[:width] for _, cells in body], columns=header,
-                         index=[number for number, _ in body])
-    return frame.replace("", np.nan)
+    return _cells_frame(rows)
 
 
 _LATEX_RULE = re.compile(r"\\(?:hline|toprule|midrule|bottomrule|cline\{[^}]*\}|cmidrule(?:\([^)]*\))?\{[^}]*\})")
@@ -401,11 +407,7 @@ def _latex_table(path: Path, encoding: str) -> pd.DataFrame | None:
         rows.append((number, [_latex_cell(cell) for cell in line.rstrip("\\ ").split("&")]))
     if not rows or not (path.suffix.lower() == ".tex" or lines and any("\\\\" in line for line in lines)):
         return None
-    header, body = rows[0][1], rows[1:]
-    width = len(header)
-    frame = pd.DataFrame([(cells + [""] * width)[:width] for _, cells in body], columns=header,
-                         index=[number for number, _ in body])
-    return frame.replace("", np.nan)
+    return _cells_frame(rows)
 
 
 def _encoding(path: Path) -> str:
