@@ -206,7 +206,7 @@ def test_a_markdown_table_from_a_model_zoo_readme_imports_like_its_csv(store, tm
 
 
 def test_a_latex_tabular_from_a_papers_source_imports_like_its_csv(store, tmp_path):
-    """Rules, formatting, $\pm$ spreads, \% and comments as arXiv sources write them."""
+    """Rules, formatting, spreads after a plus-minus, escaped percent signs and comments, as arXiv sources write them."""
     (tmp_path / "table.tex").write_text(
         "\\begin{tabular}{lcc}\n\\toprule\nModel & Aircraft & DTD \\\\\n\\midrule\n"
         "ResNet-50 & 84.1$\\pm$0.3 & 72.1 \\\\\n"
