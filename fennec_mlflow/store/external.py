@@ -386,7 +386,8 @@ _LATEX_FORMAT = re.compile(r"\\(?:textbf|textit|emph|underline|mathbf|text|textt
 
 def _latex_cell(cell: str) -> str:
     r"""A LaTeX cell's text: formatting commands keep their argument, ``$\pm$`` is ±, ``\%`` is %."""
-    text = cell.replace("\\%", "%").replace("\\pm", "±").replace("\\_", "_")
+    text = re.sub(r"\\[,;:! ]", "", cell)  # LaTeX's thin and thick spaces: 84.1\,\%
+    text = text.replace("\\%", "%").replace("\\pm", "±").replace("\\_", "_")
     for _ in range(3):  # nested formatting: \textbf{\underline{84.1}}
         text = _LATEX_FORMAT.sub(r"\1", text)
     return re.sub(r"[${}]", "", text).replace("\\", "").strip()

@@ -211,7 +211,7 @@ def test_a_latex_tabular_from_a_papers_source_imports_like_its_csv(store, tmp_pa
         "\\begin{tabular}{lcc}\n\\toprule\nModel & Aircraft & DTD \\\\\n\\midrule\n"
         "ResNet-50 & 84.1$\\pm$0.3 & 72.1 \\\\\n"
         "ViT-B/16 & \\textbf{\\underline{85.0}} & - \\\\ % the best\n"
-        "mnv2 & 80.2\\% & 70.0 \\\\\n\\bottomrule\n\\end{tabular}\n")
+        "mnv2 & 80.2\\,\\% & 70.0 \\\\\n\\bottomrule\n\\end{tabular}\n")
     (tmp_path / "table.csv").write_text("model,Aircraft,DTD\nResNet-50,84.1,72.1\nViT-B/16,85.0,\nmnv2,80.2,70.0\n")
     imported(store, tmp_path / "table.tex", source="tex")
     imported(store, tmp_path / "table.csv", source="csv")
