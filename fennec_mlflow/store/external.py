@@ -241,8 +241,9 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raise TableError(f"{str(path)!r} is a spreadsheet file: save it as CSV (or tab-separated text) and import that")
     try:
         encoding = _encoding(path)
-        raw = _markdown_table(path, encoding)
-        raw = _latex_table(path, encoding) if raw is None else raw
+        lines = path.read_text(encoding=encoding, errors="replace").splitlines()
+        raw = _markdown_table(lines)
+        raw = _latex_table(lines, path) if raw is None else raw
         if raw is None:
             delimiter = _delimiter(path, encoding)
             # a table saved by a spreadsheet in a comma-decimal locale separates its fields with ';'
@@ -359,11 +360,10 @@ _MARKDOWN_RULE = re.compile(r":?-{3,}:?")  # a cell of the line under a markdown
 _MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")  # [ResNet-50](https://...) -> ResNet-50
 
 
-def _markdown_table(path: Path, encoding: str) -> pd.DataFrame | None:
+def _markdown_table(lines: list[str]) -> pd.DataFrame | None:
     """A markdown (pipe) table, as model zoos print them in their READMEs, as raw cells indexed by line
-    number; None when the file does not start with one. Links keep their text and bold/code marks go;
-    the lines after the table (a caption) are ignored."""
-    lines = path.read_text(encoding=encoding, errors="replace").splitlines()
+    number; None when the file's ``lines`` do not start with one. Links keep their text and bold/code
+    marks go; the lines after the table (a caption) are ignored."""
     numbered = [(number, line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
     if not numbered or not numbered[0][1].startswith("|"):
         return None
@@ -393,10 +393,11 @@ def _latex_cell(cell: str) -> str:
     return re.sub(r"[${}]", "", text).replace("\\", "").strip()
 
 
-def _latex_table(path: Path, encoding: str) -> pd.DataFrame | None:
+def _latex_table(lines: list[str], path: Path) -> pd.DataFrame | None:
     r"""A LaTeX tabular copied from a paper's source (rows ``a & b \\``, rules ``\midrule``), as raw
-    cells indexed by line number; None when the file holds none. The first row is the header."""
-    lines = path.read_text(encoding=encoding, errors="replace").splitlines()
+    cells indexed by line number; None when the file (its ``lines``) holds none. The first row is the header."""
+    if not (path.suffix.lower() == ".tex" or any("\\\\" in line for line in lines)):
+        return None  # no row ends: not LaTeX (a CSV is read as one)
     rows = []
     for number, line in enumerate(lines, start=1):
         line = _LATEX_RULE.sub("", _LATEX_COMMENT.sub("", line)).strip()
@@ -406,9 +407,7 @@ def _latex_table(path: Path, encoding: str) -> pd.DataFrame | None:
             raise TableError(f"{str(path)!r}: line {number} spans columns (\\multicolumn): keep one header row "
                              "that names every column, then import again")
         rows.append((number, [_latex_cell(cell) for cell in line.rstrip("\\ ").split("&")]))
-    if not rows or not (path.suffix.lower() == ".tex" or lines and any("\\\\" in line for line in lines)):
-        return None
-    return _cells_frame(rows)
+    return _cells_frame(rows) if rows else None
 
 
 def _encoding(path: Path) -> str:
