@@ -740,16 +740,20 @@ def matrix(kind, estimator, source, output, experiment):
 @click.option("--repeats", default="last", type=click.Choice(["last", "mean", "max"]), show_default=True,
               help="a (model, task) cell given on several lines: keep the last line, or import the mean "
                    "(seeds) or the max (a hyperparameter grid)")
+@click.option("--scores", default="auto", type=click.Choice(["auto", "accuracy", "error"]), show_default=True,
+              help="error: the cells are error rates (lower is better), stored as accuracy = 100 - error (1 - error "
+                   "for fractions); auto: error rates when a long table's score column is named like one "
+                   "('Top-1 error'), else accuracy")
 @click.option("--replace", is_flag=True, help="the source becomes this table: its cells imported before that the "
                                               "table no longer holds (a dropped row or column) are deleted")
 @experiment_option
-def import_(table, source, layout, model_facts, repeats, replace, experiment):
+def import_(table, source, layout, model_facts, repeats, scores, replace, experiment):
     """Import an external model x task table as `external` runs (idempotent; skipped rows are reported)."""
     from fennec_mlflow.store.external import import_table
 
     try:
         created, skipped = import_table(table, source=source, layout=layout, model_facts_csv=model_facts,
-                                        repeats=repeats, replace=replace, experiment=experiment,
+                                        repeats=repeats, scores=scores, replace=replace, experiment=experiment,
                                         report=lambda line: click.echo(f"warning: {line}", err=True),
                                         note=lambda line: click.echo(f"note: {line}", err=True))
     except FennecError as exc:

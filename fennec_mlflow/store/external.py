@@ -77,6 +77,12 @@ COLUMN_NAMES = {
     "score": ("score", "accuracy", "acc", "acc.", "top-1", "top1", "top-1 accuracy", "top-1 acc", "test accuracy",
               "test_accuracy", "fine-tune accuracy", "finetune accuracy", "fine-tuned accuracy"),
 }
+# What the cells measure: accuracy (higher is better), or an error rate, stored as accuracy = 100 - error
+# (1 - error for fractions) so that the ranking, the popularity and the predicted accuracy read it
+# the right way up. "auto": an error rate when a long table's score column is named like one.
+SCORES = ("auto", "accuracy", "error")
+ERROR_COLUMN_NAMES = ("error", "err", "err.", "error rate", "top-1 error", "top1 error", "top-1 err", "top-1 err.",
+                      "test error", "top-1 error rate", "classification error")
 # What a (model, task) cell given on several lines becomes: the last line (a corrected re-run,
 # TransferGraph's records), the mean (seeds) or the max (a hyperparameter grid: the fine-tune
 # accuracy is the best configuration's).
@@ -187,6 +193,19 @@ class ReadAs:
         return "read " + ", ".join(f"{written!r} as {read}" for written, read in self.names)
 
 
+@dataclass(frozen=True)
+class ErrorRatesRead:
+    """The cells were error rates, stored as accuracies (``scores="error"``): said like every other reading."""
+
+    unit: str  # "100 - error (%)" or "1 - error"
+
+    def __str__(self) -> str:
+        return f"the cells are error rates (lower is better), stored as accuracy = {self.unit}"
+
+
+NOTES = (ReadAs, ErrorRatesRead)  # what a reader notes rather than warns about
+
+
 def model_fact_name(name: str) -> str | None:
     """The ``model_*`` fact a paper's column (or row) name stands for (:data:`MODEL_FACT_HEADERS`), or None."""
     folded = " ".join(str(name).strip().lower().split())
@@ -216,25 +235,30 @@ def canonical_columns(columns) -> list[str]:
 
 
 def read_table(path: str | Path, layout: str = "auto", model_facts_csv: str | Path | None = None,
-               repeats: str = "last") -> pd.DataFrame:
+               repeats: str = "last", scores: str = "auto") -> pd.DataFrame:
     """The table as long rows: model, task, score, and model_* / task_* fact columns.
 
     Skipped rows are reported with a :class:`SkippedRowsWarning` each reason.
     """
-    table, skipped = read_rows(path, layout, model_facts_csv, repeats)
+    table, skipped = read_rows(path, layout, model_facts_csv, repeats, scores)
     for rows in skipped:
         warnings.warn(f"{Path(path).name}: {rows}", SkippedRowsWarning, stacklevel=2)
     return table
 
 
 def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Path | None = None,
-              repeats: str = "last") -> tuple[pd.DataFrame, list[SkippedRows | ReadAs]]:
-    """:func:`read_table`'s rows, and the rows it skipped (or combined), by reason."""
+              repeats: str = "last", scores: str = "auto") -> tuple[pd.DataFrame, list[SkippedRows | ReadAs | ErrorRatesRead]]:
+    """:func:`read_table`'s rows, and the rows it skipped (or combined), by reason.
+
+    ``scores`` (:data:`SCORES`): "error" reads every cell as an error rate and stores it as accuracy.
+    """
     path = Path(path)
     if layout not in LAYOUTS:
         raise TableError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if repeats not in REPEATS:
         raise TableError(f"repeats must be one of {REPEATS}, got {repeats!r}")
+    if scores not in SCORES:
+        raise TableError(f"scores must be one of {SCORES}, got {scores!r}")
     if not path.is_file():
         raise TableError(f"table {str(path)!r} does not exist")
     if path.suffix.lower() in (".xlsx", ".xls", ".ods"):
@@ -257,6 +281,13 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raise TableError(f"{str(path)!r} has a header but no rows")
     written = [str(c).strip() for c in raw.columns]
     raw.columns = canonical_columns(raw.columns)
+    error_column = _error_column(raw.columns)
+    if error_column is not None and scores == "accuracy":
+        raise TableError(f"{str(path)!r}: its score column {error_column!r} is named as an error rate; import it "
+                         "with --scores error (or auto), or rename the column if it holds accuracies")
+    if error_column is not None:
+        raw = raw.rename(columns={error_column: "score"})
+        scores = "error"
     if layout == "auto" and str(raw.columns[0]).startswith("Unnamed:") and _layout_or_none(raw.columns) is None:
         raw = raw.rename(columns={raw.columns[0]: _unnamed_key_column(raw, path)})
         written[0] = "(the first column, without a name)"
@@ -274,7 +305,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
                              f"({LAYOUT_COLUMNS[layout]}); import it with --layout {actual} or --layout auto")
         raise TableError(f"{layout} table {str(path)!r} lacks column(s) {sorted(missing)} "
                          f"(the {layout} layout: {LAYOUT_COLUMNS[layout]})")
-    skipped: list[SkippedRows | ReadAs] = list(notes)
+    skipped: list[SkippedRows | ReadAs | ErrorRatesRead] = list(notes)
     if layout == "parc":
         oracle = _numbers(raw, "Oracle", path)
         marked = raw.index[oracle < 0]
@@ -298,6 +329,9 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         facts = _fact_columns(raw, ("model_", "task_"), path)
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "task", path),
                              "score": _numbers(raw, "score", path)}).join(raw[facts])
+    if scores == "error":  # before the repeats: the best of a grid is its lowest error
+        long, note = _accuracy_from_error(long, path)
+        skipped.append(note)
     long, skipped_here = _without_summaries(long)
     skipped += skipped_here
     long, skipped_here = _cells(long, repeats)
@@ -309,6 +343,28 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
             "dataset": "model_source_dataset", "#labels": "model_source_classes"})
         long = long.merge(facts, on="model", how="left")
     return long.reset_index(drop=True), skipped
+
+
+def _error_column(columns) -> str | None:
+    """A long table's score column named as an error rate ("Top-1 error", "Error (%)"), when the table
+    has no score column; None otherwise."""
+    if "score" in columns or not {"model", "task"} <= set(columns):
+        return None
+    matches = [c for c in columns if re.sub(r"\s*\(%\)$", "", str(c).strip().lower()) in ERROR_COLUMN_NAMES]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _accuracy_from_error(long: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, ErrorRatesRead]:
+    """Error rates as accuracies: 100 - error for a table in %, 1 - error for one in [0, 1]."""
+    errors = long["score"]
+    percent = bool(errors.max() > 1.0)
+    top = 100.0 if percent else 1.0
+    outside = long[(errors < 0) | (errors > 100)]
+    if len(outside):
+        raise TableError(f"{str(path)!r}: error rates must lie in [0, 100] (or [0, 1]); "
+                         f"{'; '.join(_examples(outside))} do not")
+    unit = "100 - error (%)" if percent else "1 - error"
+    return long.assign(score=top - errors), ErrorRatesRead(unit)
 
 
 def _layout_or_none(columns) -> str | None:
@@ -602,6 +658,7 @@ def import_table(
     layout: str = "auto",
     model_facts_csv: str | Path | None = None,
     repeats: str = "last",
+    scores: str = "auto",
     replace: bool = False,
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     mlflow_client: MlflowClient | None = None,
@@ -620,9 +677,9 @@ def import_table(
     """
     path = Path(path)
     source = source or path.stem
-    table, skipped = read_rows(path, layout, model_facts_csv, repeats)
+    table, skipped = read_rows(path, layout, model_facts_csv, repeats, scores)
     for rows in skipped:
-        (note if isinstance(rows, ReadAs) and note else report or _warn)(f"{path.name}: {rows}")
+        (note if isinstance(rows, NOTES) and note else report or _warn)(f"{path.name}: {rows}")
     mlflow_client = mlflow_client or tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     done = tracking.finished_cells(mlflow_client, experiment, "external")

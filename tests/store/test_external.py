@@ -274,6 +274,32 @@ def test_the_cli_offers_every_layout_and_every_way_to_combine_repeats():
     options = {option.name: option for option in import_.params}
     assert list(options["layout"].type.choices) == list(external.LAYOUTS)
     assert list(options["repeats"].type.choices) == list(external.REPEATS)
+    assert list(options["scores"].type.choices) == list(external.SCORES)
+
+
+def test_error_rates_are_stored_as_accuracy_so_that_the_best_model_ranks_first(store, tmp_path):
+    """A table of top-1 errors (lower is better) read as accuracy would rank the worst model first:
+    a long table says so by its score column's name, a wide one by --scores error; a grid's best cell
+    is its lowest error."""
+    long = tmp_path / "long.csv"
+    long.write_text("Model,Dataset,Top-1 error (%)\nresnet,cifar10,3.5\nresnet,cifar10,3.0\nvit,cifar10,1.5\n"
+                    "resnet,pets,7.5\nvit,pets,6.0\n")
+    notes = []
+    assert imported(store, long, repeats="max", note=notes.append, report=lambda line: None) == (4, 0)
+    assert notes == ["long.csv: read 'Dataset' as task, 'Top-1 error (%)' as score",
+                     "long.csv: the cells are error rates (lower is better), stored as accuracy = 100 - error (%)"]
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    assert km.values.to_dict() == {"cifar10": {"resnet": 97.0, "vit": 98.5}, "pets": {"resnet": 92.5, "vit": 94.0}}
+    wide = tmp_path / "wide.csv"
+    wide.write_text("model,cifar10,pets\nresnet,0.030,0.075\nvit,0.015,0.060\n")
+    assert imported(store, wide, source="fractions", scores="error", report=lambda line: None) == (4, 0)
+    km = tracking.load_matrix("external", source="fractions", mlflow_client=store)
+    assert km.values.loc["vit", "cifar10"] == pytest.approx(0.985) and km.values.loc["resnet", "pets"] == 0.925
+    with pytest.raises(external.TableError, match="named as an error rate; import it with --scores error"):
+        external.read_rows(long, scores="accuracy")
+    (tmp_path / "bad.csv").write_text("model,task,error\na,x,-3\n")
+    with pytest.raises(external.TableError, match=r"error rates must lie in \[0, 100\].*a x x = -3.0"):
+        external.read_rows(tmp_path / "bad.csv")
 
 
 @pytest.mark.parametrize("repeats, expected", [("mean", 0.6), ("max", 0.8), ("last", 0.4)])
