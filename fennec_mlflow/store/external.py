@@ -357,7 +357,7 @@ def _error_column(columns) -> str | None:
 def _accuracy_from_error(long: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, ErrorRatesRead]:
     """Error rates as accuracies: 100 - error for a table in %, 1 - error for one in [0, 1]."""
     errors = long["score"]
-    percent = bool(errors.max() > 1.0)
+    percent = _in_percent(errors)
     top = 100.0 if percent else 1.0
     outside = long[(errors < 0) | (errors > 100)]
     if len(outside):
@@ -684,6 +684,14 @@ def import_table(
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     done = tracking.finished_cells(mlflow_client, experiment, "external")
     stored = tracking.load_matrix("external", source=source, experiment=experiment, mlflow_client=mlflow_client)
+    mixed = tasks_in_other_units(table, stored, tracking.load_matrix(
+        "external", experiment=experiment, mlflow_client=mlflow_client))
+    if mixed:
+        (report or _warn)(
+            f"{path.name}: {len(mixed)} task(s) ({', '.join(map(repr, mixed[:_EXAMPLES]))}"
+            f"{', ...' if len(mixed) > _EXAMPLES else ''}) are in another unit here (% or [0, 1]) than in the other "
+            "tables imported into this store: a matrix of all sources (build or evaluate without --source) would "
+            "mix the two in one column; re-import one table in the other's unit, or give --source")
     records, replaced = [], []
     for record in cell_records(table, source=source, source_file=path.name):
         if record.cell not in done:
@@ -718,6 +726,26 @@ def import_table(
             (report or _warn)(f"{path.name}: {len(dropped)} cell(s) of source {source!r} that this table no longer "
                               "holds deleted (--replace)")
     return len(records), len(table) - len(records)
+
+
+def _in_percent(scores: pd.Series) -> bool:
+    return bool(scores.max() > 1.0)
+
+
+def tasks_in_other_units(table: pd.DataFrame, own: tracking.KnowledgeMatrix,
+                         merged: tracking.KnowledgeMatrix) -> list[str]:
+    """Tasks whose scores lie in [0, 1] in ``table`` and above 1 in the other sources' cells of the
+    store (``merged`` less the table's own source ``own``), or the other way round. Only for tables of
+    accuracies or error rates, whose cells all lie in [0, 100]."""
+    if not table["score"].between(0, 100).all():
+        return []  # another kind of score (e.g. LogME's): no unit to compare
+    others = merged.values.mask(own.values.reindex_like(merged.values).notna())
+    mixed = []
+    for task, scores in table.groupby("task")["score"]:
+        theirs = others[task].dropna() if task in others.columns else pd.Series(dtype=float)
+        if len(theirs) and theirs.between(0, 100).all() and _in_percent(scores) != _in_percent(theirs):
+            mixed.append(str(task))
+    return sorted(mixed)
 
 
 def _stored_value(stored: tracking.KnowledgeMatrix, model: str, task: str) -> float | None:

@@ -318,6 +318,22 @@ def test_a_cell_given_on_several_lines_is_combined_as_asked(store, tmp_path, rep
     assert imported(store, path, repeats=repeats) == (0, 2)  # idempotent
 
 
+def test_a_table_in_another_unit_than_the_stores_other_tables_is_flagged(store, tmp_path):
+    """Merged without --source, a task's column would hold % from one table and fractions from another."""
+    percent = write_csv(tmp_path / "percent.csv", {"model": ["a", "b"], "cifar10": [96.5, 98.5], "pets": [92.5, 94.0]})
+    fractions = write_csv(tmp_path / "fractions.csv", {"model": ["a", "b"], "cifar10": [0.96, 0.98], "dtd": [0.7, 0.8]})
+    lines = []
+    imported(store, percent, source="percent", report=lines.append)
+    imported(store, fractions, source="fractions", report=lines.append)
+    assert [line for line in lines if "another unit" in line] == [
+        "fractions.csv: 1 task(s) ('cifar10') are in another unit here (% or [0, 1]) than in the other tables "
+        "imported into this store: a matrix of all sources (build or evaluate without --source) would mix the two "
+        "in one column; re-import one table in the other's unit, or give --source"]
+    lines.clear()  # the same source corrected to % is in step with the store: no warning
+    imported(store, percent, source="fractions", replace=True, report=lines.append)
+    assert not [line for line in lines if "another unit" in line]
+
+
 def test_bad_rows_are_skipped_and_reported_with_their_lines(store, tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("model,task,score\n"
