@@ -93,7 +93,8 @@ PUBLIC_TASK_FACTS = {"task_class_count": "class_count", "task_train_size": "trai
 _SHOWN_LINES = 20
 # How papers print a cell they did not measure: a dash of any width (pandas already reads NA, N/A, n/a)
 _NOT_MEASURED = r"^\s*(?:-|–|—|―|--)\s*$"
-_PAPER_DECORATION = r"\s*(?:%\s*)?(?:(?:±|\+/?-)\s*[0-9.]+\s*%?\s*)?$"  # 84.1%, 84.1 ± 0.3, 84.1+-0.3%
+# 84.1%, 84.1 ± 0.3, 84.1+-0.3%, 84.1 (0.3), 84.1 (±0.3)
+_PAPER_DECORATION = r"\s*(?:%\s*)?(?:(?:±|\+/?-)\s*[0-9.]+\s*%?\s*|\(\s*(?:±|\+/?-)?\s*[0-9.]+\s*%?\s*\)\s*)?$"
 
 
 class TableError(InvalidInputError):
@@ -183,6 +184,16 @@ MODEL_FACT_HEADERS = {
 }
 
 
+# Task facts papers print as columns beside the models in a transposed table (a task per row), read as
+# the facts Fennec places a task by. A column of text (a domain) is a task fact by its own name.
+TASK_FACT_HEADERS = {
+    "task_class_count": re.compile(r"#\s*(classes|class|cls|categories)|(num(ber)?\.? (of )?)?(classes|categories)"
+                                   r"|class[ _]count|n[ _]classes"),
+    "task_train_size": re.compile(r"#\s*(train|training|train images|training images|train samples|samples|images)"
+                                  r"|train(ing)?[ _](size|set|set size|images|samples)|size \(train\)"),
+}
+
+
 @dataclass(frozen=True)
 class ReadAs:
     """Columns (or a transposed table's rows) read under another name: said, so that nothing is guessed silently."""
@@ -194,16 +205,17 @@ class ReadAs:
 
 
 @dataclass(frozen=True)
-class ErrorRatesRead:
-    """The cells were error rates, stored as accuracies (``scores="error"``): said like every other reading."""
+class Note:
+    """Something the reader did to the table that is not a renaming (error rates stored as accuracy,
+    rows of column groups left out): said like every other reading."""
 
-    unit: str  # "100 - error (%)" or "1 - error"
+    text: str
 
     def __str__(self) -> str:
-        return f"the cells are error rates (lower is better), stored as accuracy = {self.unit}"
+        return self.text
 
 
-NOTES = (ReadAs, ErrorRatesRead)  # what a reader notes rather than warns about
+NOTES = (ReadAs, Note)  # what a reader notes rather than warns about
 
 
 def model_fact_name(name: str) -> str | None:
@@ -225,7 +237,12 @@ def canonical_columns(columns) -> list[str]:
         matches = [i for i, c in enumerate(stripped) if c.lower() in names]
         if len(matches) == 1:
             renamed[matches[0]] = role
-    if "task" in renamed and "model" not in renamed:  # transposed: its columns are models, its facts rows
+    if "task" in renamed and "model" not in renamed:  # transposed: its columns are models (or task facts)
+        for i, column in enumerate(stripped):
+            fact = next((fact for fact, pattern in TASK_FACT_HEADERS.items()
+                         if pattern.fullmatch(" ".join(column.lower().split()))), None)
+            if fact is not None and fact not in renamed:
+                renamed[i] = fact
         return renamed
     for i, column in enumerate(stripped):
         fact = model_fact_name(column)
@@ -247,7 +264,7 @@ def read_table(path: str | Path, layout: str = "auto", model_facts_csv: str | Pa
 
 
 def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Path | None = None,
-              repeats: str = "last", scores: str = "auto") -> tuple[pd.DataFrame, list[SkippedRows | ReadAs | ErrorRatesRead]]:
+              repeats: str = "last", scores: str = "auto") -> tuple[pd.DataFrame, list[SkippedRows | ReadAs | Note]]:
     """:func:`read_table`'s rows, and the rows it skipped (or combined), by reason.
 
     ``scores`` (:data:`SCORES`): "error" reads every cell as an error rate and stores it as accuracy.
@@ -268,6 +285,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         lines = path.read_text(encoding=encoding, errors="replace").splitlines()
         raw = _markdown_table(lines)
         raw = _latex_table(lines, path) if raw is None else raw
+        group_rows = raw.attrs.get("group_rows", ()) if raw is not None else ()
         if raw is None:
             delimiter = _delimiter(path, encoding)
             # a table saved by a spreadsheet in a comma-decimal locale separates its fields with ';'
@@ -293,6 +311,8 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         written[0] = "(the first column, without a name)"
     read_as = tuple((w, c) for w, c in zip(written, raw.columns) if w.lower() != c.lower())
     notes = [ReadAs(read_as)] if read_as else []
+    if group_rows:
+        notes.append(Note(f"{_lines(group_rows)} left out: a row of column groups (\\multicolumn), not cells"))
     layout = detect_layout(list(raw.columns)) if layout == "auto" else layout
     missing = set({"parc": ["Architecture", "Source Dataset", "Target Dataset", "Oracle"],
                    "transfergraph": ["model", "finetuned_dataset", "eval_accuracy"],
@@ -305,7 +325,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
                              f"({LAYOUT_COLUMNS[layout]}); import it with --layout {actual} or --layout auto")
         raise TableError(f"{layout} table {str(path)!r} lacks column(s) {sorted(missing)} "
                          f"(the {layout} layout: {LAYOUT_COLUMNS[layout]})")
-    skipped: list[SkippedRows | ReadAs | ErrorRatesRead] = list(notes)
+    skipped: list[SkippedRows | ReadAs | Note] = list(notes)
     if layout == "parc":
         oracle = _numbers(raw, "Oracle", path)
         marked = raw.index[oracle < 0]
@@ -354,7 +374,7 @@ def _error_column(columns) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def _accuracy_from_error(long: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, ErrorRatesRead]:
+def _accuracy_from_error(long: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, Note]:
     """Error rates as accuracies: 100 - error for a table in %, 1 - error for one in [0, 1]."""
     errors = long["score"]
     percent = _in_percent(errors)
@@ -364,7 +384,7 @@ def _accuracy_from_error(long: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, 
         raise TableError(f"{str(path)!r}: error rates must lie in [0, 100] (or [0, 1]); "
                          f"{'; '.join(_examples(outside))} do not")
     unit = "100 - error (%)" if percent else "1 - error"
-    return long.assign(score=top - errors), ErrorRatesRead(unit)
+    return long.assign(score=top - errors), Note(f"the cells are error rates (lower is better), stored as accuracy = {unit}")
 
 
 def _layout_or_none(columns) -> str | None:
@@ -449,21 +469,65 @@ def _latex_cell(cell: str) -> str:
     return re.sub(r"[${}]", "", text).replace("\\", "").strip()
 
 
+_LATEX_SPAN = re.compile(r"\\(multirow|multicolumn)\{(-?\d+)\}(?:\[[^\]]*\])?\{[^}]*\}(?:\[[^\]]*\])?\{")
+
+
+def _latex_span(cell: str) -> tuple[str, str | None, int]:
+    r"""A cell that is one ``\multirow{n}{width}{text}`` or ``\multicolumn{n}{align}{text}``: (text, the
+    command, n); any other cell: (cell, None, 1)."""
+    match = _LATEX_SPAN.match(cell.strip())
+    if match is None:
+        return cell, None, 1
+    depth, rest = 1, cell.strip()[match.end():]
+    for end, char in enumerate(rest):  # the argument's closing brace, past nested ones (\textbf{...})
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth == 0:
+            return rest[:end], match.group(1), int(match.group(2))
+    return cell, None, 1
+
+
 def _latex_table(lines: list[str], path: Path) -> pd.DataFrame | None:
     r"""A LaTeX tabular copied from a paper's source (rows ``a & b \\``, rules ``\midrule``), as raw
-    cells indexed by line number; None when the file (its ``lines``) holds none. The first row is the header."""
+    cells indexed by line number; None when the file (its ``lines``) holds none. The first row is the header.
+
+    A row with a ``\multicolumn`` over several columns names groups of columns (``Fine-grained`` over
+    three tasks) or of rows (a ``Self-supervised`` line): it is left out, and its line numbers are in the
+    frame's ``attrs["group_rows"]``. A ``\multirow`` cell fills the empty cells below it (above it, for a
+    negative count) that it spans."""
     if not (path.suffix.lower() == ".tex" or any("\\\\" in line for line in lines)):
         return None  # no row ends: not LaTeX (a CSV is read as one)
-    rows = []
+    rows, group_rows, spans = [], [], {}  # spans: column -> (text, rows still to fill)
     for number, line in enumerate(lines, start=1):
         line = _LATEX_RULE.sub("", _LATEX_COMMENT.sub("", line)).strip()
-        if "&" not in line or line.startswith("\\begin") or line.startswith("\\end"):
+        if "&" not in line and "\\multicolumn" not in line or line.startswith("\\begin") or line.startswith("\\end"):
             continue
-        if "\\multicolumn" in line:
-            raise TableError(f"{str(path)!r}: line {number} spans columns (\\multicolumn): keep one header row "
-                             "that names every column, then import again")
-        rows.append((number, [_latex_cell(cell) for cell in line.rstrip("\\ ").split("&")]))
-    return _cells_frame(rows) if rows else None
+        cells = [_latex_span(cell) for cell in line.rstrip("\\ ").split("&")]
+        if any(command == "multicolumn" and count > 1 for _, command, count in cells):
+            group_rows.append(number)
+            continue
+        texts = []
+        for column, (text, command, count) in enumerate(cells):
+            if command == "multirow" and count < 0:  # spans the rows above it: fill their empty cells
+                for _, above in rows[count + 1:]:
+                    if column < len(above) and not above[column]:
+                        above[column] = _latex_cell(text)
+            elif command == "multirow":
+                spans[column] = (text, count - 1)
+            elif not text.strip() and spans.get(column, ("", 0))[1] > 0:
+                text, left = spans[column]
+                spans[column] = (text, left - 1)
+            texts.append(_latex_cell(text))
+        rows.append((number, texts))
+    if not rows:
+        return None
+    header = rows[0][1]
+    if group_rows and group_rows[0] < rows[0][0] and \
+            pd.to_numeric(_number_text(pd.Series(header[1:], dtype=object)), errors="coerce").notna().any():
+        raise TableError(f"{str(path)!r}: line {group_rows[0]} spans columns (\\multicolumn) and no row after it names "
+                         "every column; keep one header row that names every column, then import again")
+    frame = _cells_frame(rows)
+    frame.attrs["group_rows"] = tuple(group_rows)
+    return frame
 
 
 def _encoding(path: Path) -> str:
@@ -501,8 +565,9 @@ def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> \
     transposed one (``key="task"``: a task per row, one column per model, ``task_*`` facts) as long
     rows (index = line), and the transposed table's rows read as model facts under another name."""
     other = "task" if key == "model" else "model"
+    raw, text_read_as = _text_columns_as_facts(raw, key)
     columns = _wide_columns(raw.columns, key)
-    unnamed = [c for c in columns if str(c).startswith("Unnamed:") or not str(c).strip()]
+    unnamed = [c for c in columns if _unnamed(c)]
     if unnamed:
         first_row = raw.iloc[0][columns] if len(raw) else pd.Series(dtype=object)
         two_rows = (raw.iloc[0].isna()[key] if len(raw) else False) and pd.to_numeric(
@@ -514,19 +579,13 @@ def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> \
                          f"{list(raw.columns).index(unnamed[0]) + 1}); every column after {key} needs one{hint}")
     if not columns:
         raise TableError(f"{str(path)!r} has no {other} column: after {key}, one column per {other}")
-    for column in columns:
-        text = _number_text(raw[column]).dropna()
-        if len(text) and pd.to_numeric(text, errors="coerce").isna().all():
-            raise TableError(f"{str(path)!r}: column {column!r} holds no numbers ({str(text.iloc[0])!r}, ...), but "
-                             f"every column after {key} is a {other}'s scores; name a {key} fact {key}_{column} "
-                             "(e.g. model_family), or drop the column")
     facts = _fact_columns(raw, (f"{key}_",), path)
     keys = _names(raw, key, path)
-    other_facts, read_as = None, ()
+    other_facts, read_as = None, text_read_as
     if key == "task":  # rows named model_* (or Params, FLOPs, ...) are the models' facts, as columns in a wide table
         fact_names = keys.map(lambda name: name if name.startswith("model_") else model_fact_name(name))
         fact_rows = fact_names.notna()
-        read_as = tuple((k, f) for k, f in zip(keys[fact_rows], fact_names[fact_rows]) if k != f)
+        read_as += tuple((k, f) for k, f in zip(keys[fact_rows], fact_names[fact_rows]) if k != f)
         other_facts = raw.loc[fact_rows, columns].set_axis(fact_names[fact_rows]).T
         _fact_columns(other_facts, ("model_",), path)
         raw, keys = raw.loc[~fact_rows], keys[~fact_rows]
@@ -537,6 +596,28 @@ def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> \
         long = long.join(other_facts.apply(_numbers_where_all_are), on="model")
         facts = [*facts, *other_facts.columns]
     return long[["model", "task", "score", *facts]], read_as
+
+
+def _unnamed(column) -> bool:
+    return str(column).startswith("Unnamed:") or not str(column).strip()
+
+
+def _text_columns_as_facts(raw: pd.DataFrame, key: str) -> tuple[pd.DataFrame, tuple[tuple[str, str], ...]]:
+    """A wide table's columns of text (a model's type, a pre-training dataset; a transposed table's
+    task domain) renamed as ``<key>_<name>`` facts: a column of scores holds numbers. A column of
+    text without a name (a LaTeX ``\\multirow`` group) is ``<key>_group``."""
+    renamed, read_as = {}, []
+    for column in _wide_columns(raw.columns, key):
+        text = _number_text(raw[column]).dropna()
+        if not len(text) or pd.to_numeric(text, errors="coerce").notna().any():
+            continue
+        slug = "group" if _unnamed(column) else re.sub(r"[^0-9a-z]+", "_", str(column).lower()).strip("_") or "group"
+        name = f"{key}_{slug}"
+        if name in raw.columns or name in renamed.values():
+            continue  # a second column of that name: left as a task, whose text is an error naming its lines
+        renamed[column] = name
+        read_as.append(("(a column without a name)" if _unnamed(column) else str(column), name))
+    return raw.rename(columns=renamed), tuple(read_as)
 
 
 def _numbers_where_all_are(values: pd.Series) -> pd.Series:

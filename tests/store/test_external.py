@@ -218,15 +218,53 @@ def test_a_latex_tabular_from_a_papers_source_imports_like_its_csv(store, tmp_pa
     as_tex, as_csv = (tracking.load_matrix("external", source=name, mlflow_client=store) for name in ("tex", "csv"))
     pd.testing.assert_frame_equal(as_tex.values, as_csv.values)
     (tmp_path / "spans.tex").write_text("Model & \\multicolumn{2}{c}{Fine-grained} \\\\\nr50 & 1 & 2 \\\\\n")
-    with pytest.raises(external.TableError, match=r"line 1 spans columns \(\\multicolumn\): keep one header row"):
+    with pytest.raises(external.TableError, match=r"line 1 spans columns \(\\multicolumn\) and no row after it names"):
         external.read_table(tmp_path / "spans.tex")
 
 
-def test_a_wide_table_with_a_text_column_says_to_name_it_as_a_fact(tmp_path):
-    path = tmp_path / "notes.csv"
-    path.write_text("model,cifar10,notes\nresnet50,96.3,ours\nvit_b16,98.1,\n")
-    with pytest.raises(external.TableError, match="column 'notes' holds no numbers.*model_notes"):
-        external.read_table(path)
+def test_a_latex_tabular_with_groups_of_columns_and_rows_imports_its_cells_and_groups(store, tmp_path):
+    r"""As papers group their tables: a \multicolumn row over the tasks, a \multicolumn line naming a
+    group of models, a \multirow cell over the models of a type (also from below, with a negative count)."""
+    (tmp_path / "groups.tex").write_text(
+        "\\begin{tabular}{llccc}\n\\toprule\n"
+        " & & \\multicolumn{2}{c}{Fine-grained} & General \\\\\n\\cmidrule(lr){3-4}\n"
+        " & Model & Aircraft & Cars & CIFAR-10 \\\\\n\\midrule\n"
+        "\\multicolumn{5}{l}{\\emph{ImageNet-1k}} \\\\\n"
+        "\\multirow{2}{*}{Supervised} & ResNet-50 & 84.6 & 89.1 & 96.3 \\\\\n"
+        " & ResNet-101 & 85.5 & 89.5 & 97.4 \\\\\n"
+        " & BYOL & 84.0 & 88.5 & 96.5 \\\\\n"
+        "\\multirow{-2}{*}{\\textbf{Self-sup.}} & MoCo & 83.0 & 88.0 & 96.0 \\\\\n\\bottomrule\n\\end{tabular}\n")
+    notes = []
+    assert imported(store, tmp_path / "groups.tex", note=notes.append, report=lambda line: None) == (12, 0)
+    assert notes == ["groups.tex: lines 3, 7 left out: a row of column groups (\\multicolumn), not cells",
+                     "groups.tex: read '(a column without a name)' as model_group"]
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    assert km.values.loc["MoCo", "Cars"] == 88.0 and km.values.shape == (4, 3)
+    assert km.model_facts["group"].to_dict() == {"BYOL": "Self-sup.", "MoCo": "Self-sup.", "ResNet-101": "Supervised",
+                                                 "ResNet-50": "Supervised"}
+
+
+def test_a_column_of_text_is_read_as_a_fact_of_the_rows_and_said_so(tmp_path):
+    """A score column holds numbers: a wide table's column of text is a model fact (its type, its
+    pre-training data), a transposed table's a task fact (its domain)."""
+    path = tmp_path / "types.csv"
+    path.write_text("model,Pre-training,cifar10,pets\nresnet50,ImageNet-1k,96.3,92.1\nvit_b16,JFT-300M,98.1,-\n")
+    table, notes = external.read_rows(path)
+    assert table.set_index(["model", "task"])["model_pre_training"].to_dict() == {
+        ("resnet50", "cifar10"): "ImageNet-1k", ("resnet50", "pets"): "ImageNet-1k", ("vit_b16", "cifar10"): "JFT-300M"}
+    assert "read 'Pre-training' as model_pre_training" in [str(note) for note in notes]
+    path = tmp_path / "domains.csv"  # with the columns of dataset statistics papers print beside a task
+    path.write_text("Dataset,#Classes,Train size,Domain,resnet50,vit_b16\n"
+                    "cifar10,10,50000,natural,96.3,98.1\nmy_scans,7,8000,medical,80.2,84.0\n")
+    table, notes = external.read_rows(path)
+    facts = table.groupby("task")[["task_class_count", "task_train_size", "task_domain"]].first()
+    assert facts.to_dict("index") == {
+        "cifar10": {"task_class_count": 10, "task_train_size": 50000, "task_domain": "natural"},
+        "my_scans": {"task_class_count": 7, "task_train_size": 8000, "task_domain": "medical"}}
+    assert set(table["model"]) == {"resnet50", "vit_b16"}
+    assert [str(note) for note in notes] == [
+        "read 'Dataset' as task, '#Classes' as task_class_count, 'Train size' as task_train_size",
+        "read 'Domain' as task_domain"]
 
 
 def test_replace_makes_the_source_exactly_the_new_table(store, tmp_path, table):
@@ -435,15 +473,17 @@ def test_names_and_header_are_stripped(store, tmp_path):
 
 
 def test_scores_copied_from_a_paper_keep_their_number(store, tmp_path):
-    """A trailing % and a spread (± or +-) are dropped; the number is stored as written; a dash is not measured."""
+    """A trailing % and a spread (± or +-, or in brackets) are dropped; the number is stored as written; a dash is
+    not measured."""
     path = tmp_path / "paper.csv"
     path.write_text("model,aircraft,dtd\na,84.1%,70.2 ± 0.3\nb, 80 % ,71.5+-1.2%\nc,79.5,\nd,—,-\n"
-                    "e,**85.2**,69.9†\nf,−0.5,_70.0_\n")
+                    "e,**85.2**,69.9†\nf,−0.5,_70.0_\ng,83.2 (0.4),68.1(±1.1)\n")
     imported(store, path)
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
     assert km.values.stack().dropna().to_dict() == {
         ("a", "aircraft"): 84.1, ("b", "aircraft"): 80.0, ("c", "aircraft"): 79.5, ("e", "aircraft"): 85.2,
-        ("f", "aircraft"): -0.5, ("a", "dtd"): 70.2, ("b", "dtd"): 71.5, ("e", "dtd"): 69.9, ("f", "dtd"): 70.0}
+        ("f", "aircraft"): -0.5, ("g", "aircraft"): 83.2, ("a", "dtd"): 70.2, ("b", "dtd"): 71.5, ("e", "dtd"): 69.9,
+        ("f", "dtd"): 70.0, ("g", "dtd"): 68.1}
 
 
 @pytest.mark.parametrize("name, text, encoding", [
