@@ -13,8 +13,9 @@ Online, two formulations (``Fennec(formulation=...)``):
 
 - ``"shrunk"`` (default). Each score is a model effect plus task-conditioned interactions:
   ``score_i = b_i + w_T·m_i·(d̂_t − d̄) + w_M·f_i W (f_t − f̄)``, with ``b_i`` the model's mean
-  per-task z-score (what popularity ranks by; with task facts, a mean weighted toward the history
-  tasks whose facts are close to the new task's, see ``SIMILAR_TASK_FLOOR``), ``d̂_t`` the forest's
+  per-task z-score (what popularity ranks by; with task proxies or facts, a mean weighted toward the
+  history tasks whose proxy, else facts, are close to the new task's, see ``SIMILAR_TASK_FLOOR`` and
+  ``PROXY_DISTANCE_UNIT``), ``d̂_t`` the forest's
   task vector and ``d̄`` the mean
   one, ``W`` the meta regression's fact-product weights. The weights are learned from the history
   so that a task is never predicted by a fit that saw it, and only as far as the history proves
@@ -298,15 +299,23 @@ def bias_scores(standardised: np.ndarray, task_weights: np.ndarray | None = None
 # (benchmarks/heldout_tables.py draws, seeds 0 and 1) h = 1 with floor 0.2 beat plain popularity
 # on 33 and trailed on 9 (mean +0.8 Pearson points, worst -1.4); without the floor the worst was -2.2.
 SIMILAR_TASK_FLOOR = 0.2
+# With task proxies (statistics of the task's images) the distance is the proxy's: the root-mean-square
+# difference of the standardised proxy features, in units of this fraction of the median distance
+# between two history tasks (high-dimensional distances crowd around their median, so only the tasks
+# clearly nearer than most count more). On the end-to-end benchmarks (`fennec evaluate --benchmark
+# real|synthetic`), 0.5 against the task facts' distance: cold +0.7 / +0.6 mean Pearson points, with 3
+# known fine-tunes +1.9 / +1.0, with 5 +3.4 / +0.1 (0.35: +0.5 / +0.8 cold; the facts and the proxy
+# averaged, 0.5: +0.1 / +1.0).
+PROXY_DISTANCE_UNIT = 0.5
 
 
 def similar_task_weights(distances: np.ndarray, bandwidth: float) -> np.ndarray:
-    """Kernel weights of history tasks from their task-fact distances (see ``SIMILAR_TASK_FLOOR``)."""
+    """Kernel weights of history tasks from their task-fact (or proxy) distances (see ``SIMILAR_TASK_FLOOR``)."""
     return np.exp(-0.5 * (distances / bandwidth) ** 2) + SIMILAR_TASK_FLOOR
 
 
 def task_fact_distances(rows: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Root-mean-square difference between standardised task-fact rows: (len(rows), len(others))."""
+    """Root-mean-square difference between standardised task-fact (or proxy) rows: (len(rows), len(others))."""
     return np.sqrt(((rows[:, None, :] - others[None, :, :]) ** 2).mean(axis=-1))
 
 
@@ -602,10 +611,11 @@ class Fennec(BaseEstimator):
         leave-one-task-out (meta) prediction, clipped to [0, 1] (:func:`slope_lower_bound`); a
         number fixes them (see ``alpha``).
     task_bandwidth : float or None
-        Shrunk formulation with ``task_meta``: the bias is popularity among similar tasks, each
-        history task weighted by ``exp(−d²/2h²) + SIMILAR_TASK_FLOOR`` with d its task-fact
-        distance to the new task (root-mean-square of standardised facts) and h this bandwidth.
-        None: plain popularity (every task weighs the same).
+        Shrunk formulation with ``task_proxy`` or ``task_meta``: the bias is popularity among similar
+        tasks, each history task weighted by ``exp(−d²/2h²) + SIMILAR_TASK_FLOOR`` with d its distance
+        to the new task and h this bandwidth: the proxy's distance where the fit had proxies (in units
+        of :data:`PROXY_DISTANCE_UNIT` x the history's median distance), else the task facts'
+        (root-mean-square of standardised facts). None: plain popularity (every task weighs the same).
 
     Notes
     -----
@@ -637,8 +647,13 @@ class Fennec(BaseEstimator):
         self.task_bandwidth = task_bandwidth
 
     def __setstate__(self, state):
-        # Models pickled before similar-task popularity (registered versions) keep ranking by plain popularity.
+        # Models pickled before similar-task popularity (registered versions) keep ranking by plain popularity;
+        # those pickled before the proxy's distance keep the task facts'.
         state.setdefault("task_bandwidth", None)
+        if "task_fact_rows_" in state and "similar_rows_" not in state:
+            state.update(similar_source_="task_meta", similar_rows_=state.pop("task_fact_rows_"),
+                         similar_mean_=state.pop("task_fact_mean_"), similar_std_=state.pop("task_fact_std_"),
+                         similar_unit_=1.0)
         super().__setstate__(state)
 
     @classmethod
@@ -702,14 +717,21 @@ class Fennec(BaseEstimator):
         standardised = np.where(observed, normalised - self.shift_, np.nan)
         self.evidence_weights_ = evidence_weights
         self.bias_ = bias_scores(standardised, self.evidence_weights_)
-        # Similar-task popularity needs the history's z-scores and standardised task facts at rank time.
-        self.similar_tasks_ = (self.formulation == "shrunk" and task_features is not None
+        # Similar-task popularity needs the history's z-scores and its tasks' standardised proxies (or
+        # facts) at rank time.
+        similar_features = proxy_features if proxy_features is not None else task_features
+        self.similar_tasks_ = (self.formulation == "shrunk" and similar_features is not None
                                and self.task_bandwidth is not None)
         if self.formulation == "shrunk":  # similar-task popularity and the warm start read the history
             self.standardised_ = standardised
         if self.similar_tasks_:
-            self.task_fact_mean_, self.task_fact_std_ = _standardise_columns(task_features)
-            self.task_fact_rows_ = (task_features - self.task_fact_mean_) / self.task_fact_std_
+            self.similar_source_ = "task_proxy" if proxy_features is not None else "task_meta"
+            self.similar_mean_, self.similar_std_ = _standardise_columns(similar_features)
+            self.similar_rows_ = (similar_features - self.similar_mean_) / self.similar_std_
+            self.similar_unit_ = 1.0
+            if self.similar_source_ == "task_proxy" and n_tasks >= 2:
+                pairs = task_fact_distances(self.similar_rows_, self.similar_rows_)[~np.eye(n_tasks, dtype=bool)]
+                self.similar_unit_ = PROXY_DISTANCE_UNIT * float(np.median(pairs)) or 1.0
         self.proxy_columns_ = proxy_columns
         self.task_meta_columns_ = task_columns
         self.model_meta_columns_ = model_columns
@@ -893,26 +915,40 @@ class Fennec(BaseEstimator):
         return self.flat_forest_.predict_one(features)
 
     def _similar_task_weights(self, standardised_rows: np.ndarray) -> np.ndarray:
-        """(rows, history tasks): the bias weights of the history tasks for tasks with these facts."""
+        """(rows, history tasks): the bias weights of the history tasks for tasks with these
+        (standardised) proxies or facts."""
         evidence = getattr(self, "evidence_weights_", 1.0)  # older pickles have no task weights: 1
-        return similar_task_weights(task_fact_distances(standardised_rows, self.task_fact_rows_),
-                                    float(self.task_bandwidth)) * evidence
+        distances = task_fact_distances(standardised_rows, self.similar_rows_) / self.similar_unit_
+        return similar_task_weights(distances, float(self.task_bandwidth)) * evidence
 
-    def bias(self, task_meta_row=None) -> np.ndarray:
-        """Every model's bias on a task: popularity, among similar tasks when the facts allow."""
+    def _similarity_row(self, task_meta_row, task_proxy_row) -> np.ndarray | None:
+        """The task's row (proxy or facts, as the fit's similarity) standardised; None when not given
+        or the bias is plain popularity."""
+        if not getattr(self, "similar_tasks_", False):  # older pickles: plain popularity
+            return None
+        if self.similar_source_ == "task_proxy":
+            row, columns, name = task_proxy_row, self.proxy_columns_, "task_proxy_row"
+        else:
+            row, columns, name = task_meta_row, self.task_meta_columns_, "task_meta_row"
+        if row is None:
+            return None
+        return (_feature_row(row, columns, name) - self.similar_mean_) / self.similar_std_
+
+    def bias(self, task_meta_row=None, task_proxy_row=None) -> np.ndarray:
+        """Every model's bias on a task: popularity, among similar tasks when its proxy (or facts) allow."""
         self._check_fitted()
-        if task_meta_row is None or not getattr(self, "similar_tasks_", False):  # older pickles: plain
+        if self._similarity_row(task_meta_row, task_proxy_row) is None:
             return self.bias_
-        return bias_scores(self.standardised_, self._bias_task_weights(task_meta_row))
+        return bias_scores(self.standardised_, self._bias_task_weights(task_meta_row, task_proxy_row))
 
-    def _bias_task_weights(self, task_meta_row) -> np.ndarray:
-        """The history tasks' weights in the bias of a task with these facts (evidence x similarity)."""
-        if task_meta_row is None or not getattr(self, "similar_tasks_", False):
+    def _bias_task_weights(self, task_meta_row, task_proxy_row=None) -> np.ndarray:
+        """The history tasks' weights in the bias of a task with this proxy or these facts (evidence x similarity)."""
+        row = self._similarity_row(task_meta_row, task_proxy_row)
+        if row is None:
             return getattr(self, "evidence_weights_", np.ones(len(self.task_names_)))
-        facts = _feature_row(task_meta_row, self.task_meta_columns_, "task_meta_row")
-        return self._similar_task_weights(((facts - self.task_fact_mean_) / self.task_fact_std_)[None])[0]
+        return self._similar_task_weights(row[None])[0]
 
-    def _known_level_bias(self, task_meta_row, known: np.ndarray, values: np.ndarray):
+    def _known_level_bias(self, task_meta_row, task_proxy_row, known: np.ndarray, values: np.ndarray):
         """(bias, bandwidth): popularity among the history tasks whose known-model scores match.
 
         (None, None) when the history does not vouch for it at these known models (see
@@ -923,7 +959,8 @@ class Fennec(BaseEstimator):
             return None, None
         known_history = self.standardised_[known] * self.task_std_ + self.task_mean_
         spread = float(np.median(self.task_std_))
-        history_weights = (self._out_of_fold_weights() if task_meta_row is not None
+        history_weights = (self._out_of_fold_weights()
+                           if self._similarity_row(task_meta_row, task_proxy_row) is not None
                            else np.tile(self._bias_task_weights(None), (len(self.task_names_), 1)))
         bandwidth, reach = self._known_level_bandwidth(known, known_history, spread, history_weights)
         if bandwidth is None:
@@ -936,7 +973,8 @@ class Fennec(BaseEstimator):
         if distances.min() > 2.0 * reach:
             return None, None
         kernel = known_level_kernel(distances, bandwidth * spread)
-        return bias_scores(self.standardised_, self._bias_task_weights(task_meta_row) * kernel), bandwidth
+        return (bias_scores(self.standardised_, self._bias_task_weights(task_meta_row, task_proxy_row) * kernel),
+                bandwidth)
 
     def _known_level_bandwidth(self, known: np.ndarray, known_history: np.ndarray, spread: float,
                                history_weights: np.ndarray) -> tuple[float | None, float]:
@@ -976,7 +1014,7 @@ class Fennec(BaseEstimator):
         """(tasks, tasks): row i = the history tasks' weights in the bias when task i is new, as the
         fit's out-of-fold residuals were computed (similar-task weights, else the evidence weights)."""
         if getattr(self, "similar_tasks_", False):
-            return self._similar_task_weights(self.task_fact_rows_)
+            return self._similar_task_weights(self.similar_rows_)
         return np.tile(self._bias_task_weights(None), (len(self.task_names_), 1))
 
     def _posterior_expected_gain(self, known: np.ndarray) -> float | None:
@@ -1126,12 +1164,13 @@ class Fennec(BaseEstimator):
                 meta = self.meta_weight_ * (self.model_meta_rows_ @ self.meta_interaction_weights_
                                             @ (task - self.mean_task_meta_))
                 parts.append(f"{self.meta_weight_:.2f} x meta")
-        bias = self.bias(task_meta_row)
-        if getattr(self, "similar_tasks_", False) and task_meta_row is not None:
-            parts[0] = "popularity among similar tasks"
+        bias = self.bias(task_meta_row, task_proxy_row)
+        if self._similarity_row(task_meta_row, task_proxy_row) is not None:
+            parts[0] = "popularity among similar tasks" + (
+                " (alike by their images' proxy)" if self.similar_source_ == "task_proxy" else "")
         warm = known is not None and known[0].size >= 2 and np.ptp(known[1]) > 0
         if warm:
-            level_bias, bandwidth = self._known_level_bias(task_meta_row, *known)
+            level_bias, bandwidth = self._known_level_bias(task_meta_row, task_proxy_row, *known)
             if bandwidth is not None:
                 bias = level_bias
                 parts[0] += f", weighted toward tasks whose scores on the known models match (bandwidth {bandwidth:g})"

@@ -372,10 +372,13 @@ def test_shrunk_score_is_bias_plus_weighted_interactions(problem):
 
 
 def test_an_informative_proxy_earns_a_large_weight_and_beats_popularity(problem):
-    """The planted history is well sampled (60 tasks): the out-of-bag slope is large and certain."""
+    """The planted history is well sampled (60 tasks): the out-of-bag slope over popularity is large and
+    certain. Over popularity among tasks with a similar proxy, which already follows the proxy, it is smaller."""
     P, model_meta, task_meta, task_proxy = problem
+    over_popularity = Fennec(k=3, alpha=0.0, n_estimators=50, task_bandwidth=None).fit(*training_part(*problem))
+    assert over_popularity.transfer_weight_ > 0.8
     model = Fennec(k=3, alpha=0.0, n_estimators=50).fit(*training_part(*problem))
-    assert model.transfer_weight_ > 0.8
+    assert 0.3 < model.transfer_weight_ < over_popularity.transfer_weight_
     for task in HELD_OUT:
         ranking = model.rank(task_proxy_row=task_proxy.loc[task])
         assert pearson(ranking, P[task]) > np.corrcoef(popularity(P.drop(columns=HELD_OUT)), P[task])[0, 1] + 0.5
@@ -612,6 +615,39 @@ def test_task_bandwidth_must_be_positive():
     P, task_meta, train, _ = two_task_clusters()
     with pytest.raises(InvalidInputError, match="task_bandwidth"):
         Fennec(task_bandwidth=0).fit(P[train], task_meta=task_meta.loc[train])
+
+
+def test_with_task_proxies_similar_tasks_are_those_whose_proxy_is_close():
+    """The proxy (statistics of the task's images) tells the clusters apart and the facts do not: with
+    proxies the bias follows the minority's own order, with the facts alone it follows the majority."""
+    P, task_meta, train, (minority, _) = two_task_clusters()
+    rng = np.random.default_rng(0)
+    proxy = pd.DataFrame(np.c_[np.sign(task_meta["y"]), task_meta["y"] + 0.1 * rng.normal(size=len(task_meta))],
+                         index=task_meta.index, columns=["proxy_0", "proxy_1"])
+    facts = task_meta[["noise"]]
+    by_proxy = Fennec(n_estimators=20).fit(P[train], task_meta=facts.loc[train], task_proxy=proxy.loc[train])
+    by_facts = Fennec(n_estimators=20).fit(P[train], task_meta=facts.loc[train])
+    def bias(model, **rows):
+        return pd.Series(model.bias(**rows), index=model.model_names_).loc[P.index]
+
+    assert pearsonr(bias(by_proxy, task_meta_row=facts.loc[minority], task_proxy_row=proxy.loc[minority]),
+                    P[minority])[0] > 0.8
+    assert pearsonr(bias(by_facts, task_meta_row=facts.loc[minority]), P[minority])[0] < -0.5
+    assert by_proxy.rank(facts.loc[minority], proxy.loc[minority]).attrs["basis"].startswith(
+        "popularity among similar tasks (alike by their images' proxy)")
+    np.testing.assert_array_equal(bias(by_proxy, task_meta_row=facts.loc[minority]), by_proxy.bias_)  # no proxy: plain
+
+
+def test_a_model_pickled_before_the_proxys_similarity_still_ranks_by_the_facts_similarity():
+    P, task_meta, train, (minority, _) = two_task_clusters()
+    fitted = Fennec(n_estimators=20).fit(P[train], task_meta=task_meta.loc[train])
+    state = fitted.__getstate__()
+    for name in ("rows", "mean", "std"):  # what an older version pickled
+        state[f"task_fact_{name}_"] = state.pop(f"similar_{name}_")
+    del state["similar_source_"], state["similar_unit_"]
+    old = Fennec.__new__(Fennec)
+    old.__setstate__(state)
+    pd.testing.assert_frame_equal(old.rank(task_meta.loc[minority]), fitted.rank(task_meta.loc[minority]))
 
 
 def test_a_model_pickled_before_similar_task_popularity_still_loads_and_ranks_by_plain_popularity():
