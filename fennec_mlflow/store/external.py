@@ -191,6 +191,7 @@ TASK_FACT_HEADERS = {
                                    r"|class[ _]count|n[ _]classes"),
     "task_train_size": re.compile(r"#\s*(train|training|train images|training images|train samples|samples|images)"
                                   r"|train(ing)?[ _](size|set|set size|images|samples)|size \(train\)"),
+    "task_domain": re.compile(r"domain"),
 }
 
 
@@ -220,8 +221,17 @@ NOTES = (ReadAs, Note)  # what a reader notes rather than warns about
 
 def model_fact_name(name: str) -> str | None:
     """The ``model_*`` fact a paper's column (or row) name stands for (:data:`MODEL_FACT_HEADERS`), or None."""
+    return _fact_name(name, MODEL_FACT_HEADERS)
+
+
+def task_fact_name(name: str) -> str | None:
+    """The ``task_*`` fact a paper's column (or row) name stands for (:data:`TASK_FACT_HEADERS`), or None."""
+    return _fact_name(name, TASK_FACT_HEADERS)
+
+
+def _fact_name(name: str, headers: dict[str, re.Pattern]) -> str | None:
     folded = " ".join(str(name).strip().lower().split())
-    return next((fact for fact, pattern in MODEL_FACT_HEADERS.items() if pattern.fullmatch(folded)), None)
+    return next((fact for fact, pattern in headers.items() if pattern.fullmatch(folded)), None)
 
 
 def canonical_columns(columns) -> list[str]:
@@ -239,8 +249,7 @@ def canonical_columns(columns) -> list[str]:
             renamed[matches[0]] = role
     if "task" in renamed and "model" not in renamed:  # transposed: its columns are models (or task facts)
         for i, column in enumerate(stripped):
-            fact = next((fact for fact, pattern in TASK_FACT_HEADERS.items()
-                         if pattern.fullmatch(" ".join(column.lower().split()))), None)
+            fact = task_fact_name(column)
             if fact is not None and fact not in renamed:
                 renamed[i] = fact
         return renamed
@@ -582,18 +591,21 @@ def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> \
     facts = _fact_columns(raw, (f"{key}_",), path)
     keys = _names(raw, key, path)
     other_facts, read_as = None, text_read_as
-    if key == "task":  # rows named model_* (or Params, FLOPs, ...) are the models' facts, as columns in a wide table
-        fact_names = keys.map(lambda name: name if name.startswith("model_") else model_fact_name(name))
-        fact_rows = fact_names.notna()
+    # Rows named model_* (Params, FLOPs, ...) in a transposed table are the models' facts, rows named task_*
+    # (#Classes, Train size, Domain) in a wide one the tasks': as columns in the other layout.
+    fact_name = model_fact_name if key == "task" else task_fact_name
+    fact_names = keys.map(lambda name: name if name.startswith(f"{other}_") else fact_name(name))
+    fact_rows = fact_names.notna()
+    if fact_rows.any():
         read_as += tuple((k, f) for k, f in zip(keys[fact_rows], fact_names[fact_rows]) if k != f)
         other_facts = raw.loc[fact_rows, columns].set_axis(fact_names[fact_rows]).T
-        _fact_columns(other_facts, ("model_",), path)
+        _fact_columns(other_facts, (f"{other}_",), path)
         raw, keys = raw.loc[~fact_rows], keys[~fact_rows]
     long = pd.concat([pd.DataFrame({key: keys, other: str(column).strip(), "score": _numbers(raw, column, path)})
                       .join(raw[facts]) for column in columns])
     if other_facts is not None and len(other_facts.columns):
         other_facts.index = other_facts.index.map(lambda c: str(c).strip())
-        long = long.join(other_facts.apply(_numbers_where_all_are), on="model")
+        long = long.join(other_facts.apply(_numbers_where_all_are), on=other)
         facts = [*facts, *other_facts.columns]
     return long[["model", "task", "score", *facts]], read_as
 

@@ -246,7 +246,8 @@ def test_a_latex_tabular_with_groups_of_columns_and_rows_imports_its_cells_and_g
 
 def test_a_column_of_text_is_read_as_a_fact_of_the_rows_and_said_so(tmp_path):
     """A score column holds numbers: a wide table's column of text is a model fact (its type, its
-    pre-training data), a transposed table's a task fact (its domain)."""
+    pre-training data), a transposed table's a task fact (its domain); dataset statistics papers print
+    beside the tasks (columns of a transposed table, rows of a wide one) are task facts."""
     path = tmp_path / "types.csv"
     path.write_text("model,Pre-training,cifar10,pets\nresnet50,ImageNet-1k,96.3,92.1\nvit_b16,JFT-300M,98.1,-\n")
     table, notes = external.read_rows(path)
@@ -263,8 +264,16 @@ def test_a_column_of_text_is_read_as_a_fact_of_the_rows_and_said_so(tmp_path):
         "my_scans": {"task_class_count": 7, "task_train_size": 8000, "task_domain": "medical"}}
     assert set(table["model"]) == {"resnet50", "vit_b16"}
     assert [str(note) for note in notes] == [
-        "read 'Dataset' as task, '#Classes' as task_class_count, 'Train size' as task_train_size",
-        "read 'Domain' as task_domain"]
+        "read 'Dataset' as task, '#Classes' as task_class_count, 'Train size' as task_train_size, 'Domain' as "
+        "task_domain"]
+    path = tmp_path / "statistics_rows.csv"  # the same statistics as rows above a wide table's models
+    path.write_text("model,cifar10,my_scans\n#Classes,10,7\nTrain size,50000,8000\nDomain,natural,medical\n"
+                    "resnet50,96.3,80.2\nvit_b16,98.1,84.0\n")
+    wide, notes = external.read_rows(path)
+    assert wide.groupby("task")[["task_class_count", "task_train_size", "task_domain"]].first().equals(facts)
+    assert set(wide["model"]) == {"resnet50", "vit_b16"}
+    assert [str(note) for note in notes] == [
+        "read '#Classes' as task_class_count, 'Train size' as task_train_size, 'Domain' as task_domain"]
 
 
 def test_replace_makes_the_source_exactly_the_new_table(store, tmp_path, table):
