@@ -14,8 +14,8 @@ Online, two formulations (``Fennec(formulation=...)``):
 - ``"shrunk"`` (default). Each score is a model effect plus task-conditioned interactions:
   ``score_i = b_i + w_T·m_i·(d̂_t − d̄) + w_M·f_i W (f_t − f̄)``, with ``b_i`` the model's mean
   per-task z-score (what popularity ranks by; with task proxies or facts, a mean weighted toward the
-  history tasks whose proxy, else facts, are close to the new task's, see ``SIMILAR_TASK_FLOOR`` and
-  ``PROXY_DISTANCE_UNIT``), ``d̂_t`` the forest's
+  history tasks whose proxy (for a new task given without one: facts) is close to the new task's,
+  see ``SIMILAR_TASK_FLOOR`` and ``PROXY_DISTANCE_UNIT``), ``d̂_t`` the forest's
   task vector and ``d̄`` the mean
   one, ``W`` the meta regression's fact-product weights. The weights are learned from the history
   so that a task is never predicted by a fit that saw it, and only as far as the history proves
@@ -321,6 +321,34 @@ def task_fact_distances(rows: np.ndarray, others: np.ndarray) -> np.ndarray:
     every other, and a (tasks, tasks, proxy features) difference array is 180 MB at 400 tasks."""
     squared = (rows ** 2).sum(axis=1)[:, None] + (others ** 2).sum(axis=1)[None, :] - 2.0 * rows @ others.T
     return np.sqrt(np.maximum(squared, 0.0) / rows.shape[1])
+
+
+@dataclass
+class SimilaritySpace:
+    """Where a new task is compared with the history tasks: their standardised proxies (or facts)
+    and the distance unit."""
+    source: str  # "task_proxy" or "task_meta": which row of a new task it reads
+    mean: np.ndarray
+    std: np.ndarray
+    rows: np.ndarray  # (history tasks, features), standardised
+    unit: float
+
+    @classmethod
+    def of(cls, source: str, features: np.ndarray) -> "SimilaritySpace":
+        mean, std = _standardise_columns(features)
+        rows = (features - mean) / std
+        unit = 1.0
+        if source == "task_proxy" and len(rows) >= 2:  # see PROXY_DISTANCE_UNIT
+            pairs = task_fact_distances(rows, rows)[~np.eye(len(rows), dtype=bool)]
+            unit = PROXY_DISTANCE_UNIT * float(np.median(pairs)) or 1.0
+        return cls(source, mean, std, rows, unit)
+
+    def standardise(self, features: np.ndarray) -> np.ndarray:
+        return (features - self.mean) / self.std
+
+    def distances(self, standardised_rows: np.ndarray) -> np.ndarray:
+        """(rows, history tasks), in units of the space."""
+        return task_fact_distances(standardised_rows, self.rows) / self.unit
 
 
 # Warm start, first step: popularity among the history tasks whose raw scores on the known models
@@ -652,12 +680,19 @@ class Fennec(BaseEstimator):
 
     def __setstate__(self, state):
         # Models pickled before similar-task popularity (registered versions) keep ranking by plain popularity;
-        # those pickled before the proxy's distance keep the task facts'.
+        # those pickled before the proxy's distance keep the task facts', those pickled before the
+        # facts' fallback keep their one space.
         state.setdefault("task_bandwidth", None)
-        if "task_fact_rows_" in state and "similar_rows_" not in state:
+        if "task_fact_rows_" in state:
             state.update(similar_source_="task_meta", similar_rows_=state.pop("task_fact_rows_"),
                          similar_mean_=state.pop("task_fact_mean_"), similar_std_=state.pop("task_fact_std_"),
                          similar_unit_=1.0)
+        if "similar_rows_" in state:
+            state["similarity_spaces_"] = [SimilaritySpace(
+                state.pop("similar_source_"), state.pop("similar_mean_"), state.pop("similar_std_"),
+                state.pop("similar_rows_"), state.pop("similar_unit_"))]
+        state.setdefault("similarity_spaces_", [])
+        state.pop("similar_tasks_", None)
         super().__setstate__(state)
 
     @classmethod
@@ -721,21 +756,16 @@ class Fennec(BaseEstimator):
         standardised = np.where(observed, normalised - self.shift_, np.nan)
         self.evidence_weights_ = evidence_weights
         self.bias_ = bias_scores(standardised, self.evidence_weights_)
-        # Similar-task popularity needs the history's z-scores and its tasks' standardised proxies (or
-        # facts) at rank time.
-        similar_features = proxy_features if proxy_features is not None else task_features
-        self.similar_tasks_ = (self.formulation == "shrunk" and similar_features is not None
-                               and self.task_bandwidth is not None)
+        # Similar-task popularity needs the history's z-scores and its tasks' standardised proxies and
+        # facts at rank time: the proxy's space first (it is the better judge on the end-to-end
+        # benchmarks), the facts' for a new task given without images.
         if self.formulation == "shrunk":  # similar-task popularity and the warm start read the history
             self.standardised_ = standardised
-        if self.similar_tasks_:
-            self.similar_source_ = "task_proxy" if proxy_features is not None else "task_meta"
-            self.similar_mean_, self.similar_std_ = _standardise_columns(similar_features)
-            self.similar_rows_ = (similar_features - self.similar_mean_) / self.similar_std_
-            self.similar_unit_ = 1.0
-            if self.similar_source_ == "task_proxy" and n_tasks >= 2:
-                pairs = task_fact_distances(self.similar_rows_, self.similar_rows_)[~np.eye(n_tasks, dtype=bool)]
-                self.similar_unit_ = PROXY_DISTANCE_UNIT * float(np.median(pairs)) or 1.0
+        self.similarity_spaces_ = []
+        if self.formulation == "shrunk" and self.task_bandwidth is not None:
+            self.similarity_spaces_ = [SimilaritySpace.of(source, features) for source, features
+                                       in (("task_proxy", proxy_features), ("task_meta", task_features))
+                                       if features is not None]
         self.proxy_columns_ = proxy_columns
         self.task_meta_columns_ = task_columns
         self.model_meta_columns_ = model_columns
@@ -798,7 +828,7 @@ class Fennec(BaseEstimator):
         self.transfer_weight_ = self.meta_weight_ = 0.0
         predicted_transfer = np.zeros((n_tasks, n_models))
         predicted_meta = np.zeros((n_tasks, n_models))
-        loo_bias = leave_one_out_bias(standardised, self._out_of_fold_weights())
+        loo_bias = leave_one_out_bias(standardised, self._out_of_fold_weights(self._fitted_space()))
         missed = standardised.T - loo_bias  # NaN where unobserved
         if use_transfer and n_tasks >= 3:
             forest = RandomForestRegressor(n_estimators=self.n_estimators, random_state=self.random_state,
@@ -918,25 +948,26 @@ class Fennec(BaseEstimator):
             self.flat_forest_ = FlatForest(self.task_regressor_)
         return self.flat_forest_.predict_one(features)
 
-    def _similar_task_weights(self, standardised_rows: np.ndarray) -> np.ndarray:
+    def _fitted_space(self) -> SimilaritySpace | None:
+        """The space the fit's out-of-fold residuals were computed in (the first), or None: plain popularity."""
+        return self.similarity_spaces_[0] if self.similarity_spaces_ else None
+
+    def _similar_task_weights(self, space: SimilaritySpace, standardised_rows: np.ndarray) -> np.ndarray:
         """(rows, history tasks): the bias weights of the history tasks for tasks with these
         (standardised) proxies or facts."""
         evidence = getattr(self, "evidence_weights_", 1.0)  # older pickles have no task weights: 1
-        distances = task_fact_distances(standardised_rows, self.similar_rows_) / self.similar_unit_
-        return similar_task_weights(distances, float(self.task_bandwidth)) * evidence
+        return similar_task_weights(space.distances(standardised_rows), float(self.task_bandwidth)) * evidence
 
-    def _similarity_row(self, task_meta_row, task_proxy_row) -> np.ndarray | None:
-        """The task's row (proxy or facts, as the fit's similarity) standardised; None when not given
-        or the bias is plain popularity."""
-        if not getattr(self, "similar_tasks_", False):  # older pickles: plain popularity
-            return None
-        if self.similar_source_ == "task_proxy":
-            row, columns, name = task_proxy_row, self.proxy_columns_, "task_proxy_row"
-        else:
-            row, columns, name = task_meta_row, self.task_meta_columns_, "task_meta_row"
-        if row is None:
-            return None
-        return (_feature_row(row, columns, name) - self.similar_mean_) / self.similar_std_
+    def _similarity_row(self, task_meta_row, task_proxy_row) -> tuple[SimilaritySpace, np.ndarray] | None:
+        """The first space (proxy, then facts) the task is given a row for, and that row standardised;
+        None when it has none or the bias is plain popularity."""
+        given = {"task_proxy": (task_proxy_row, self.proxy_columns_, "task_proxy_row"),
+                 "task_meta": (task_meta_row, self.task_meta_columns_, "task_meta_row")}
+        for space in self.similarity_spaces_:
+            row, columns, name = given[space.source]
+            if row is not None:
+                return space, space.standardise(_feature_row(row, columns, name))
+        return None
 
     def bias(self, task_meta_row=None, task_proxy_row=None) -> np.ndarray:
         """Every model's bias on a task: popularity, among similar tasks when its proxy (or facts) allow."""
@@ -947,10 +978,11 @@ class Fennec(BaseEstimator):
 
     def _bias_task_weights(self, task_meta_row, task_proxy_row=None) -> np.ndarray:
         """The history tasks' weights in the bias of a task with this proxy or these facts (evidence x similarity)."""
-        row = self._similarity_row(task_meta_row, task_proxy_row)
-        if row is None:
+        similarity = self._similarity_row(task_meta_row, task_proxy_row)
+        if similarity is None:
             return getattr(self, "evidence_weights_", np.ones(len(self.task_names_)))
-        return self._similar_task_weights(row[None])[0]
+        space, row = similarity
+        return self._similar_task_weights(space, row[None])[0]
 
     def _known_level_bias(self, task_meta_row, task_proxy_row, known: np.ndarray, values: np.ndarray):
         """(bias, bandwidth): popularity among the history tasks whose known-model scores match.
@@ -963,9 +995,8 @@ class Fennec(BaseEstimator):
             return None, None
         known_history = self.standardised_[known] * self.task_std_ + self.task_mean_
         spread = float(np.median(self.task_std_))
-        history_weights = (self._out_of_fold_weights()
-                           if self._similarity_row(task_meta_row, task_proxy_row) is not None
-                           else np.tile(self._bias_task_weights(None), (len(self.task_names_), 1)))
+        similarity = self._similarity_row(task_meta_row, task_proxy_row)
+        history_weights = self._out_of_fold_weights(similarity[0] if similarity is not None else None)
         bandwidth, reach = self._known_level_bandwidth(known, known_history, spread, history_weights)
         if bandwidth is None:
             return None, None
@@ -1014,11 +1045,11 @@ class Fennec(BaseEstimator):
                 chosen, chosen_gain = bandwidth, float(np.nanmean(gains))
         return chosen, reach
 
-    def _out_of_fold_weights(self) -> np.ndarray:
-        """(tasks, tasks): row i = the history tasks' weights in the bias when task i is new, as the
-        fit's out-of-fold residuals were computed (similar-task weights, else the evidence weights)."""
-        if getattr(self, "similar_tasks_", False):
-            return self._similar_task_weights(self.similar_rows_)
+    def _out_of_fold_weights(self, space: SimilaritySpace | None) -> np.ndarray:
+        """(tasks, tasks): row i = the history tasks' weights in the bias when task i is new, judged
+        in this space (None: the evidence weights alone)."""
+        if space is not None:
+            return self._similar_task_weights(space, space.rows)
         return np.tile(self._bias_task_weights(None), (len(self.task_names_), 1))
 
     def _posterior_expected_gain(self, known: np.ndarray) -> float | None:
@@ -1046,7 +1077,7 @@ class Fennec(BaseEstimator):
             return None
         if players.size > POSTERIOR_CHECK_MAX_TASKS:
             players = players[np.linspace(0, players.size - 1, POSTERIOR_CHECK_MAX_TASKS).round().astype(int)]
-        gains = posterior_check_gains(standardised, self.residuals_, self._out_of_fold_weights(),
+        gains = posterior_check_gains(standardised, self.residuals_, self._out_of_fold_weights(self._fitted_space()),
                                       self.residual_shrinkage_, known, players)
         return float(np.nanmean(gains)) if np.isfinite(gains).any() else None
 
@@ -1169,9 +1200,10 @@ class Fennec(BaseEstimator):
                                             @ (task - self.mean_task_meta_))
                 parts.append(f"{self.meta_weight_:.2f} x meta")
         bias = self.bias(task_meta_row, task_proxy_row)
-        if self._similarity_row(task_meta_row, task_proxy_row) is not None:
+        similarity = self._similarity_row(task_meta_row, task_proxy_row)
+        if similarity is not None:
             parts[0] = "popularity among similar tasks" + (
-                " (alike by their images' proxy)" if self.similar_source_ == "task_proxy" else "")
+                " (alike by their images' proxy)" if similarity[0].source == "task_proxy" else "")
         warm = known is not None and known[0].size >= 2 and np.ptp(known[1]) > 0
         if warm:
             level_bias, bandwidth = self._known_level_bias(task_meta_row, task_proxy_row, *known)

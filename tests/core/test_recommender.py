@@ -635,26 +635,47 @@ def test_with_task_proxies_similar_tasks_are_those_whose_proxy_is_close():
     assert pearsonr(bias(by_facts, task_meta_row=facts.loc[minority]), P[minority])[0] < -0.5
     assert by_proxy.rank(facts.loc[minority], proxy.loc[minority]).attrs["basis"].startswith(
         "popularity among similar tasks (alike by their images' proxy)")
-    np.testing.assert_array_equal(bias(by_proxy, task_meta_row=facts.loc[minority]), by_proxy.bias_)  # no proxy: plain
+    # Given only its facts (`rank --dataset` on a model built with an encoder), the task is compared by its facts.
+    np.testing.assert_allclose(bias(by_proxy, task_meta_row=facts.loc[minority]),
+                               bias(by_facts, task_meta_row=facts.loc[minority]))
+    assert by_proxy.rank(facts.loc[minority]).attrs["basis"] == "popularity among similar tasks"
+    proxy_only = Fennec(n_estimators=20).fit(P[train], task_proxy=proxy.loc[train])
+    np.testing.assert_array_equal(bias(proxy_only), proxy_only.bias_)  # nothing to compare by: plain popularity
 
 
 def test_a_model_pickled_before_the_proxys_similarity_still_ranks_by_the_facts_similarity():
     P, task_meta, train, (minority, _) = two_task_clusters()
     fitted = Fennec(n_estimators=20).fit(P[train], task_meta=task_meta.loc[train])
     state = fitted.__getstate__()
-    for name in ("rows", "mean", "std"):  # what an older version pickled
-        state[f"task_fact_{name}_"] = state.pop(f"similar_{name}_")
-    del state["similar_source_"], state["similar_unit_"]
+    space = state.pop("similarity_spaces_")[0]
+    state.update(task_fact_rows_=space.rows, task_fact_mean_=space.mean, task_fact_std_=space.std,
+                 similar_tasks_=True)  # what an older version pickled
     old = Fennec.__new__(Fennec)
     old.__setstate__(state)
     pd.testing.assert_frame_equal(old.rank(task_meta.loc[minority]), fitted.rank(task_meta.loc[minority]))
+
+
+def test_a_model_pickled_with_one_similarity_space_still_ranks_by_it():
+    """Pickled before the facts' fallback, a proxy-built model kept the proxy's space only."""
+    P, task_meta, train, (minority, _) = two_task_clusters()
+    proxy = task_meta[["y"]].rename(columns={"y": "proxy_0"})
+    fitted = Fennec(n_estimators=20).fit(P[train], task_meta=task_meta.loc[train], task_proxy=proxy.loc[train])
+    state = fitted.__getstate__()
+    space = state.pop("similarity_spaces_")[0]
+    state.update(similar_source_=space.source, similar_mean_=space.mean, similar_std_=space.std,
+                 similar_rows_=space.rows, similar_unit_=space.unit, similar_tasks_=True)  # what it pickled
+    old = Fennec.__new__(Fennec)
+    old.__setstate__(state)
+    pd.testing.assert_frame_equal(old.rank(task_meta.loc[minority], proxy.loc[minority]),
+                                  fitted.rank(task_meta.loc[minority], proxy.loc[minority]))
+    np.testing.assert_array_equal(old.bias(task_meta.loc[minority]), fitted.bias_)  # no facts' space then
 
 
 def test_a_model_pickled_before_similar_task_popularity_still_loads_and_ranks_by_plain_popularity():
     P, task_meta, train, (minority, _) = two_task_clusters()
     plain = Fennec(n_estimators=20, task_bandwidth=None).fit(P[train], task_meta=task_meta.loc[train])
     state = plain.__getstate__()
-    del state["task_bandwidth"], state["similar_tasks_"]  # what an older version pickled
+    del state["task_bandwidth"], state["similarity_spaces_"]  # what an older version pickled
     old = Fennec.__new__(Fennec)
     old.__setstate__(state)
     assert old.get_params()["task_bandwidth"] is None
