@@ -748,7 +748,10 @@ def matrix(kind, estimator, source, output, experiment):
                                               "table no longer holds (a dropped row or column) are deleted")
 @experiment_option
 def import_(table, source, layout, model_facts, repeats, scores, replace, experiment):
-    """Import an external model x task table as `external` runs (idempotent; skipped rows are reported)."""
+    """Import an external model x task table as `external` runs (idempotent; skipped rows are reported).
+
+    TABLE: CSV (comma, tab or semicolon), a markdown or LaTeX table, or a spreadsheet (.xlsx, .xls,
+    .ods: its first sheet)."""
     from fennec_mlflow.store.external import import_table
 
     try:

@@ -23,7 +23,9 @@ reported. Task facts beyond the public ones need the long or transposed layout.
 
 Fields may be separated by commas, tabs or semicolons (then with decimal commas, as a spreadsheet
 saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"); a markdown (pipe) table, as a model
-zoo's README prints it, and a LaTeX tabular copied from a paper's source are read too. Scores are stored as published (no
+zoo's README prints it, a LaTeX tabular copied from a paper's source, and the first sheet of a
+spreadsheet file (``.xlsx``, ``.xls``, ``.ods``; rows of one cell above its header, a title, are left
+out and said) are read too. Scores are stored as published (no
 rescaling; a trailing % or a ± spread copied from a paper is dropped: "84.1 ± 0.3%" is 84.1). Names
 are stripped of surrounding spaces; an empty model or task name, or a score that is not a number, is
 an error naming the lines. Rows that cannot be a cell are not written and are reported
@@ -287,22 +289,25 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raise TableError(f"scores must be one of {SCORES}, got {scores!r}")
     if not path.is_file():
         raise TableError(f"table {str(path)!r} does not exist")
-    if path.suffix.lower() in (".xlsx", ".xls", ".ods"):
-        raise TableError(f"{str(path)!r} is a spreadsheet file: save it as CSV (or tab-separated text) and import that")
-    try:
-        encoding = _encoding(path)
-        lines = path.read_text(encoding=encoding, errors="replace").splitlines()
-        raw = _markdown_table(lines)
-        raw = _latex_table(lines, path) if raw is None else raw
-        group_rows = raw.attrs.get("group_rows", ()) if raw is not None else ()
-        if raw is None:
-            delimiter = _delimiter(path, encoding)
-            # a table saved by a spreadsheet in a comma-decimal locale separates its fields with ';'
-            raw = pd.read_csv(path, sep=delimiter, decimal="," if delimiter == ";" else ".", encoding=encoding,
-                              skip_blank_lines=False)
-            raw.index = raw.index + 2  # line numbers in the file: the header is line 1
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise TableError(f"cannot read {str(path)!r} as a CSV table: {exc}") from exc
+    notes: list[SkippedRows | ReadAs | Note] = []
+    group_rows = ()
+    if path.suffix.lower() in SPREADSHEET_SUFFIXES:
+        raw, notes = _spreadsheet_table(path)
+    else:
+        try:
+            encoding = _encoding(path)
+            lines = path.read_text(encoding=encoding, errors="replace").splitlines()
+            raw = _markdown_table(lines)
+            raw = _latex_table(lines, path) if raw is None else raw
+            group_rows = raw.attrs.get("group_rows", ()) if raw is not None else ()
+            if raw is None:
+                delimiter = _delimiter(path, encoding)
+                # a table saved by a spreadsheet in a comma-decimal locale separates its fields with ';'
+                raw = pd.read_csv(path, sep=delimiter, decimal="," if delimiter == ";" else ".", encoding=encoding,
+                                  skip_blank_lines=False)
+                raw.index = raw.index + 2  # line numbers in the file: the header is line 1
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise TableError(f"cannot read {str(path)!r} as a CSV table: {exc}") from exc
     raw = raw.dropna(how="all")
     if raw.empty:
         raise TableError(f"{str(path)!r} has a header but no rows")
@@ -319,7 +324,8 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raw = raw.rename(columns={raw.columns[0]: _unnamed_key_column(raw, path)})
         written[0] = "(the first column, without a name)"
     read_as = tuple((w, c) for w, c in zip(written, raw.columns) if w.lower() != c.lower())
-    notes = [ReadAs(read_as)] if read_as else []
+    if read_as:
+        notes.insert(0, ReadAs(read_as))
     if group_rows:
         notes.append(Note(f"{_lines(group_rows)} left out: a row of column groups (\\multicolumn), not cells"))
     layout = detect_layout(list(raw.columns)) if layout == "auto" else layout
@@ -443,6 +449,56 @@ def _cells_frame(rows: list[tuple[int, list[str]]]) -> pd.DataFrame:
 
 _MARKDOWN_RULE = re.compile(r":?-{3,}:?")  # a cell of the line under a markdown table's header
 _MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")  # [ResNet-50](https://...) -> ResNet-50
+
+
+SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
+
+
+def _spreadsheet_table(path: Path) -> tuple[pd.DataFrame, list[Note]]:
+    """The first non-empty sheet of a spreadsheet file (its index the row numbers), and notes on
+    what was left: the other sheets, rows of one cell above the header (a title).
+
+    The header is the first row with two cells or more. A cell shown as "84.1%" holds 0.841, which
+    is read: the table is then in [0, 1]."""
+    try:
+        sheets = pd.read_excel(path, sheet_name=None, header=None, dtype=object)
+    except ImportError as exc:  # openpyxl, xlrd and odfpy are dependencies; an install may lack one
+        raise TableError(f"reading {path.suffix} files needs a package this install lacks ({exc}); "
+                         f"save {str(path)!r} as CSV and import that") from exc
+    except Exception as exc:  # each engine raises its own errors (BadZipFile, XLRDError, KeyError, ...)
+        raise TableError(f"cannot read {str(path)!r} as a spreadsheet ({type(exc).__name__}: {exc}); "
+                         "save it as CSV and import that") from exc
+    filled = [name for name, sheet in sheets.items() if sheet.notna().any().any()]
+    if not filled:
+        raise TableError(f"{str(path)!r} has no cells: every sheet is empty")
+    sheet = sheets[filled[0]].dropna(how="all").dropna(how="all", axis=1)
+    sheet.index = sheet.index + 1  # the spreadsheet's row numbers
+    notes = []
+    if len(filled) > 1:
+        notes.append(Note(f"read the first sheet, {filled[0]!r}; not read: sheet(s) {', '.join(map(repr, filled[1:]))} "
+                          "(to import one, make it the first sheet or save it as CSV)"))
+    cells = sheet.notna().sum(axis=1)
+    if (cells >= 2).any():
+        titles = sheet.loc[:cells.index[cells >= 2][0]].iloc[:-1]
+        if len(titles):
+            text = "; ".join(str(row.dropna().iloc[0]) for _, row in titles.iterrows())
+            notes.append(Note(f"{'row' if len(titles) == 1 else 'rows'} {', '.join(map(str, titles.index))} above "
+                              f"the header left out ({text!r})"))
+            sheet = sheet.drop(titles.index)
+    header = [("" if pd.isna(cell) else str(cell).strip()) for cell in sheet.iloc[0]]
+    raw = pd.DataFrame(sheet.iloc[1:].to_numpy(), index=sheet.index[1:],
+                       columns=[name or f"Unnamed: {i}" for i, name in enumerate(header)])
+    return raw.apply(_as_csv_column), notes
+
+
+def _as_csv_column(cells: pd.Series) -> pd.Series:
+    """A spreadsheet column as a CSV reader gives it: floats where every cell is a number, else text."""
+    def is_number(value) -> bool:
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+    if cells.dropna().map(is_number).all():
+        return pd.to_numeric(cells, errors="coerce").astype(float)
+    return cells.map(lambda value: value if pd.isna(value) else str(value), na_action="ignore")
 
 
 def _markdown_table(lines: list[str]) -> pd.DataFrame | None:

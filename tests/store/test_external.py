@@ -464,7 +464,7 @@ def test_infinite_rows_are_refused_and_a_corrected_table_replaces_values(store, 
     ("Model,Fine-grained,,Natural\n,Aircraft,Cars,DTD\nr50,84.1,89.0,72.1\n",
      r"no name in the header \(column 3\).*next line names them \('Aircraft', 'Cars', 'DTD'.*header of two rows"),
     ("model,tsak,score\na,x,0.5\n", r"cannot tell the table layout"),  # a long table's header with a typo
-    ("PK\x03\x04 zipped sheet", r"broken.xlsx' is a spreadsheet file: save it as CSV"),
+    ("PK\x03\x04 zipped sheet", r"cannot read '.*broken.xlsx' as a spreadsheet \(BadZipFile.*save it as CSV"),
 ])
 def test_unusable_tables_are_clear_errors_naming_the_line(store, tmp_path, text, message):
     path = tmp_path / ("broken.xlsx" if text.startswith("PK") else "broken.csv")
@@ -508,6 +508,35 @@ def test_tab_and_semicolon_separated_tables_read_like_csv(store, tmp_path, name,
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
     assert km.values.stack().dropna().to_dict() == {("a", "aircraft"): 84.1, ("a", "dtd"): 70.2,
                                                     ("b", "aircraft"): 80.0, ("b", "dtd"): 71.5}
+
+
+@pytest.mark.parametrize("name", ["table.xlsx", "table.ods"])
+def test_spreadsheets_import_their_first_sheet_and_say_what_they_left(store, tmp_path, name):
+    """A spreadsheet as users keep one: a title row and a blank row above the header, a column of
+    text (the model's family), a dash for a cell not measured, a note on a second sheet."""
+    path = tmp_path / name
+    with pd.ExcelWriter(path) as writer:
+        pd.DataFrame([["Fine-tuning accuracy (%)"]]).to_excel(writer, sheet_name="Table 3", header=False, index=False)
+        pd.DataFrame({"Model": ["r50", "vit"], "Family": ["CNN", "ViT"], "Aircraft": [84.1, "-"],
+                      "DTD": [70.2, 71.5]}).to_excel(writer, sheet_name="Table 3", startrow=2, index=False)
+        pd.DataFrame({"note": ["from the appendix"]}).to_excel(writer, sheet_name="notes", index=False)
+    said = []
+    imported(store, path, note=said.append, report=said.append)
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    assert km.values.stack().dropna().to_dict() == {("r50", "Aircraft"): 84.1, ("r50", "DTD"): 70.2,
+                                                    ("vit", "DTD"): 71.5}
+    assert km.model_facts["family"].to_dict() == {"r50": "CNN", "vit": "ViT"}
+    said = "\n".join(said)
+    assert "row 1 above the header left out ('Fine-tuning accuracy (%)')" in said
+    assert "not read: sheet(s) 'notes'" in said
+
+
+def test_a_spreadsheet_in_percent_format_imports_the_fractions_it_holds(store, tmp_path):
+    """A cell shown as 84.1% holds 0.841: the table is in [0, 1], as its cells say."""
+    path = tmp_path / "percent.xlsx"
+    pd.DataFrame({"model": ["a", "b", "c"], "cifar10": [0.841, 0.802, 0.9]}).to_excel(path, index=False)
+    imported(store, path)
+    assert tracking.load_matrix("external", source="mine", mlflow_client=store).values["cifar10"].max() == 0.9
 
 
 def test_tasks_named_like_public_datasets_get_their_facts(store, tmp_path):
