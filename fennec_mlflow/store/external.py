@@ -302,10 +302,14 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
             group_rows = raw.attrs.get("group_rows", ()) if raw is not None else ()
             if raw is None:
                 delimiter = _delimiter(path, encoding)
+                titles = _title_rows([row for _, row in zip(range(_TITLE_ROWS_MAX + 1),
+                                                            csv.reader(lines, delimiter=delimiter))])
+                if titles:
+                    notes.append(_title_note({i + 1: text for i, text in titles.items()}))
                 # a table saved by a spreadsheet in a comma-decimal locale separates its fields with ';'
                 raw = pd.read_csv(path, sep=delimiter, decimal="," if delimiter == ";" else ".", encoding=encoding,
-                                  skip_blank_lines=False)
-                raw.index = raw.index + 2  # line numbers in the file: the header is line 1
+                                  skip_blank_lines=False, skiprows=len(titles))
+                raw.index = raw.index + 2 + len(titles)  # line numbers in the file: the header is line 1
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise TableError(f"cannot read {str(path)!r} as a CSV table: {exc}") from exc
     raw = raw.dropna(how="all")
@@ -477,18 +481,32 @@ def _spreadsheet_table(path: Path) -> tuple[pd.DataFrame, list[Note]]:
     if len(filled) > 1:
         notes.append(Note(f"read the first sheet, {filled[0]!r}; not read: sheet(s) {', '.join(map(repr, filled[1:]))} "
                           "(to import one, make it the first sheet or save it as CSV)"))
-    cells = sheet.notna().sum(axis=1)
-    if (cells >= 2).any():
-        titles = sheet.loc[:cells.index[cells >= 2][0]].iloc[:-1]
-        if len(titles):
-            text = "; ".join(str(row.dropna().iloc[0]) for _, row in titles.iterrows())
-            notes.append(Note(f"{'row' if len(titles) == 1 else 'rows'} {', '.join(map(str, titles.index))} above "
-                              f"the header left out ({text!r})"))
-            sheet = sheet.drop(titles.index)
+    titles = _title_rows([row.dropna().astype(str).tolist() for _, row in sheet.iloc[:_TITLE_ROWS_MAX + 1].iterrows()])
+    if titles:
+        notes.append(_title_note({sheet.index[i]: text for i, text in titles.items()}))
+        sheet = sheet.iloc[len(titles):]
     header = [("" if pd.isna(cell) else str(cell).strip()) for cell in sheet.iloc[0]]
     raw = pd.DataFrame(sheet.iloc[1:].to_numpy(), index=sheet.index[1:],
                        columns=[name or f"Unnamed: {i}" for i, name in enumerate(header)])
     return raw.apply(_as_csv_column), notes
+
+
+_TITLE_ROWS_MAX = 5  # a table's title and a note or two above its header; more is not a title
+
+
+def _title_rows(rows: list[list[str]]) -> dict[int, str]:
+    """The leading rows (by position) above a header that are a title, each with its text: rows with
+    at most one filled cell followed by a row with two or more (the header); none when no row of the
+    first :data:`_TITLE_ROWS_MAX` + 1 has two."""
+    filled = [[cell.strip() for cell in row if cell.strip()] for row in rows]
+    header = next((i for i, cells in enumerate(filled) if len(cells) >= 2), 0)
+    return {i: (cells[0] if cells else "") for i, cells in enumerate(filled[:header])}
+
+
+def _title_note(titles: dict[int, str]) -> Note:
+    """``titles``: line (or row) number -> text."""
+    text = "; ".join(text for text in titles.values() if text)
+    return Note(f"{_lines(titles)} above the header left out" + (f" ({text!r}: a title)" if text else ""))
 
 
 def _as_csv_column(cells: pd.Series) -> pd.Series:

@@ -527,8 +527,19 @@ def test_spreadsheets_import_their_first_sheet_and_say_what_they_left(store, tmp
                                                     ("vit", "DTD"): 71.5}
     assert km.model_facts["family"].to_dict() == {"r50": "CNN", "vit": "ViT"}
     said = "\n".join(said)
-    assert "row 1 above the header left out ('Fine-tuning accuracy (%)')" in said
+    assert "line 1 above the header left out ('Fine-tuning accuracy (%)': a title)" in said
     assert "not read: sheet(s) 'notes'" in said
+
+
+def test_a_title_line_above_a_csv_header_is_left_out_and_said(store, tmp_path):
+    path = tmp_path / "titled.csv"
+    path.write_text("Table 3: fine-tuning accuracy\nModel,Aircraft,DTD\nr50,84.1,70.2\nvit,80,oops\n")
+    with pytest.raises(external.TableError, match=r"'DTD' is not a number on line 4"):  # lines as in the file
+        imported(store, path)
+    path.write_text("Table 3: fine-tuning accuracy,,\n,,\nModel,Aircraft,DTD\nr50,84.1,70.2\nvit,80,71.5\n")
+    said = []
+    assert imported(store, path, note=said.append, report=said.append) == (4, 0)
+    assert said == ["titled.csv: lines 1, 2 above the header left out ('Table 3: fine-tuning accuracy': a title)"]
 
 
 def test_a_spreadsheet_in_percent_format_imports_the_fractions_it_holds(store, tmp_path):
