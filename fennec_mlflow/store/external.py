@@ -18,8 +18,8 @@ Headers are matched stripped and in any case, and the names papers give the thre
 them (``Model``/``Method``/``Backbone``, ``Dataset``/``Target``, ``Accuracy``/``Top-1``:
 :data:`COLUMN_NAMES`), so a table copied from a paper imports as it is: its ``Params``, ``FLOPs`` and
 ``ImageNet Top-1`` columns (rows, if transposed) are model facts (:data:`MODEL_FACT_HEADERS`), its
-``Avg.`` column and ``Mean`` row are skipped (:data:`SUMMARY_NAMES`), and each such reading is
-reported. Task facts beyond the public ones need the long or transposed layout.
+``Avg.`` column and ``Mean`` row are skipped (:data:`SUMMARY_NAMES`), and so are a row-number column
+(``#``) and a spread beside each score (``Aircraft std``, ``±``); each such reading is reported. Task facts beyond the public ones need the long or transposed layout.
 
 Fields may be separated by commas, tabs or semicolons (then with decimal commas, as a spreadsheet
 saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"); a markdown (pipe) table, as a model
@@ -165,6 +165,45 @@ def detect_layout(columns: list[str]) -> str:
         "(model, finetuned_dataset, eval_accuracy), a long table (model, task, score), a wide one "
         "(model, then one column per task) or a transposed one (task, then one column per model)"
     )
+
+
+# Columns of a wide (or transposed) table that hold no scores, left out and said so that they never
+# become tasks (or models): a row number ("#", "No.": integers) and the spread printed beside each
+# score ("Aircraft std", "DTD (±)", or a bare "std" after its score column; its values well below
+# the scores').
+ROW_NUMBER_NAMES = frozenset({"#", "no", "no.", "nr", "nr.", "id", "idx", "index", "s/n", "sl. no."})
+_SPREAD_COLUMN = re.compile(r"^(?:(?P<of>.*?\S)[\s_\-]+)?\(?\s*(?:std\.?|sd|s\.d\.|stdev|std\.?\s*dev\.?|sem|95\s*%\s*ci|ci"
+                            r"|±|\+/?-)\s*\)?(?:\.\d+)?$", re.IGNORECASE)
+
+
+def _columns_without_scores(raw: pd.DataFrame, key: str) -> tuple[pd.DataFrame, list[Note]]:
+    """``raw`` without its row-number and spread columns (noted), and without unnamed empty columns
+    (a spreadsheet's trailing separators)."""
+    other = "task" if key == "model" else "model"
+    columns = _wide_columns(raw.columns, key)
+    empty = [c for c in columns if _unnamed(c) and raw[c].isna().all()]
+
+    def numbers(column) -> pd.Series:
+        return pd.to_numeric(_number_text(raw[column]), errors="coerce").dropna()
+
+    row_numbers = [c for c in columns if str(c).strip().lower() in ROW_NUMBER_NAMES
+                   and len(numbers(c)) == raw[c].notna().sum() and (numbers(c) % 1 == 0).all()]
+    spreads = {}
+    for i, column in enumerate(columns):
+        match = _SPREAD_COLUMN.match(str(column).strip())
+        if not match or column in row_numbers or i == 0:
+            continue
+        of = next((c for c in columns if str(c).strip() == match["of"]), None) if match["of"] else columns[i - 1]
+        spread, scores = numbers(column), (numbers(of) if of is not None else pd.Series(dtype=float))
+        if len(spread) and len(scores) and (spread >= 0).all() and spread.median() < 0.25 * scores.abs().median():
+            spreads[column] = of
+    notes = []
+    if row_numbers:
+        notes.append(Note(f"left out {', '.join(map(repr, row_numbers))}: row numbers, not a {other}"))
+    if spreads:
+        notes.append(Note(f"left out {', '.join(f'{c!r} (beside {o!r})' for c, o in spreads.items())}: the spread of "
+                          f"the scores beside it, not a {other}"))
+    return raw.drop(columns=[*empty, *row_numbers, *spreads]), notes
 
 
 def _wide_columns(columns, key: str) -> list[str]:
@@ -361,6 +400,8 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "finetuned_dataset", path),
                              "score": _numbers(raw, "eval_accuracy", path)})
     elif layout in ("wide", "transposed"):
+        raw, left_out = _columns_without_scores(raw, key="model" if layout == "wide" else "task")
+        skipped.extend(left_out)
         long, fact_rows = _wide_rows(raw, path, key="model" if layout == "wide" else "task")
         if fact_rows:
             skipped.append(ReadAs(fact_rows))

@@ -542,6 +542,33 @@ def test_a_title_line_above_a_csv_header_is_left_out_and_said(store, tmp_path):
     assert said == ["titled.csv: lines 1, 2 above the header left out ('Table 3: fine-tuning accuracy': a title)"]
 
 
+@pytest.mark.parametrize("text, said", [
+    ("#,Model,Aircraft,DTD\n1,r50,84.1,70.2\n2,vit,80,71.5\n", "left out '#': row numbers, not a task"),
+    ("Model,Aircraft,Aircraft std,DTD,DTD std\nr50,84.1,0.3,70.2,0.2\nvit,80,0.5,71.5,0.1\n",
+     "left out 'Aircraft std' (beside 'Aircraft'), 'DTD std' (beside 'DTD'): the spread of the scores beside it"),
+    ("Model,Aircraft,±,DTD,(±)\nr50,84.1,0.3,70.2,0.2\nvit,80,0.5,71.5,0.1\n",
+     "left out '±' (beside 'Aircraft'), '(±)' (beside 'DTD')"),
+    ("Model,Aircraft,DTD,,\nr50,84.1,70.2,,\nvit,80,71.5,,\n", None),  # a spreadsheet's trailing separators
+])
+def test_row_numbers_spreads_and_empty_columns_are_not_tasks(store, tmp_path, text, said):
+    path = tmp_path / "table.csv"
+    path.write_text(text)
+    notes = []
+    imported(store, path, note=notes.append, report=notes.append)
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    assert km.values.stack().dropna().to_dict() == {("r50", "Aircraft"): 84.1, ("r50", "DTD"): 70.2,
+                                                    ("vit", "Aircraft"): 80.0, ("vit", "DTD"): 71.5}
+    assert (said is None and not notes) or said in notes[0]
+
+
+def test_a_task_named_like_a_spread_whose_cells_are_scores_stays_a_task(store, tmp_path):
+    path = tmp_path / "dogs.csv"
+    path.write_text("Model,Aircraft,SD\nr50,84.1,80.3\nvit,80,81.5\n")  # SD: Stanford Dogs, not a deviation
+    imported(store, path)
+    assert list(tracking.load_matrix("external", source="mine", mlflow_client=store).values.columns) == [
+        "Aircraft", "SD"]
+
+
 def test_a_spreadsheet_in_percent_format_imports_the_fractions_it_holds(store, tmp_path):
     """A cell shown as 84.1% holds 0.841: the table is in [0, 1], as its cells say."""
     path = tmp_path / "percent.xlsx"
