@@ -19,7 +19,8 @@ them (``Model``/``Method``/``Backbone``, ``Dataset``/``Target``, ``Accuracy``/``
 :data:`COLUMN_NAMES`), so a table copied from a paper imports as it is: its ``Params``, ``FLOPs`` and
 ``ImageNet Top-1`` columns (rows, if transposed) are model facts (:data:`MODEL_FACT_HEADERS`), its
 ``Avg.`` column and ``Mean`` row are skipped (:data:`SUMMARY_NAMES`), and so are a row-number column
-(``#``) and a spread beside each score (``Aircraft std``, ``±``); each such reading is reported. Task facts beyond the public ones need the long or transposed layout.
+(``#``) and a spread beside each score (``Aircraft std``, ``±``); each such reading is reported.
+Task facts beyond the public ones need the long or transposed layout.
 
 Fields may be separated by commas, tabs or semicolons (then with decimal commas, as a spreadsheet
 saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"); a markdown (pipe) table, as a model
@@ -348,6 +349,9 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
                 # a table saved by a spreadsheet in a comma-decimal locale separates its fields with ';'
                 raw = pd.read_csv(path, sep=delimiter, decimal="," if delimiter == ";" else ".", encoding=encoding,
                                   skip_blank_lines=False, skiprows=len(titles))
+                if not isinstance(raw.index, pd.RangeIndex):  # pandas makes the extra leading fields an index
+                    raise TableError(f"{str(path)!r}: its header (line {len(titles) + 1}) has fewer fields than the "
+                                     "lines below it; give every column a name in the header")
                 raw.index = raw.index + 2 + len(titles)  # line numbers in the file: the header is line 1
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise TableError(f"cannot read {str(path)!r} as a CSV table: {exc}") from exc
@@ -522,7 +526,8 @@ def _spreadsheet_table(path: Path) -> tuple[pd.DataFrame, list[Note]]:
     if len(filled) > 1:
         notes.append(Note(f"read the first sheet, {filled[0]!r}; not read: sheet(s) {', '.join(map(repr, filled[1:]))} "
                           "(to import one, make it the first sheet or save it as CSV)"))
-    titles = _title_rows([row.dropna().astype(str).tolist() for _, row in sheet.iloc[:_TITLE_ROWS_MAX + 1].iterrows()])
+    titles = _title_rows([["" if pd.isna(cell) else str(cell) for cell in row]
+                          for row in sheet.iloc[:_TITLE_ROWS_MAX + 1].itertuples(index=False)])
     if titles:
         notes.append(_title_note({sheet.index[i]: text for i, text in titles.items()}))
         sheet = sheet.iloc[len(titles):]
@@ -536,12 +541,15 @@ _TITLE_ROWS_MAX = 5  # a table's title and a note or two above its header; more 
 
 
 def _title_rows(rows: list[list[str]]) -> dict[int, str]:
-    """The leading rows (by position) above a header that are a title, each with its text: rows with
-    at most one filled cell followed by a row with two or more (the header); none when no row of the
-    first :data:`_TITLE_ROWS_MAX` + 1 has two."""
-    filled = [[cell.strip() for cell in row if cell.strip()] for row in rows]
-    header = next((i for i, cells in enumerate(filled) if len(cells) >= 2), 0)
-    return {i: (cells[0] if cells else "") for i, cells in enumerate(filled[:header])}
+    """The leading rows (by position) above a header that are a title, each with its text: empty rows
+    and rows whose only filled cell is the first, followed by a row with two cells or more (the
+    header); none when no row of the first :data:`_TITLE_ROWS_MAX` + 1 has two. (A header of one
+    name after an empty first cell, ",aircraft", is a header.)"""
+    cells = [[cell.strip() for cell in row] for row in rows]
+    header = next((i for i, row in enumerate(cells) if sum(map(bool, row)) >= 2), 0)
+    if not all(not any(row[1:]) for row in cells[:header]):
+        return {}
+    return {i: (row[0] if row else "") for i, row in enumerate(cells[:header])}
 
 
 def _title_note(titles: dict[int, str]) -> Note:

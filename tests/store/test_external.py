@@ -464,6 +464,7 @@ def test_infinite_rows_are_refused_and_a_corrected_table_replaces_values(store, 
     ("Model,Fine-grained,,Natural\n,Aircraft,Cars,DTD\nr50,84.1,89.0,72.1\n",
      r"no name in the header \(column 3\).*next line names them \('Aircraft', 'Cars', 'DTD'.*header of two rows"),
     ("model,tsak,score\na,x,0.5\n", r"cannot tell the table layout"),  # a long table's header with a typo
+    ("Table 3\n,aircraft\nr50,84.1\n", r"its header \(line 1\) has fewer fields than the lines below it"),
     ("PK\x03\x04 zipped sheet", r"cannot read '.*broken.xlsx' as a spreadsheet \(BadZipFile.*save it as CSV"),
 ])
 def test_unusable_tables_are_clear_errors_naming_the_line(store, tmp_path, text, message):
@@ -540,6 +541,8 @@ def test_a_title_line_above_a_csv_header_is_left_out_and_said(store, tmp_path):
     said = []
     assert imported(store, path, note=said.append, report=said.append) == (4, 0)
     assert said == ["titled.csv: lines 1, 2 above the header left out ('Table 3: fine-tuning accuracy': a title)"]
+    path.write_text(",aircraft\nr50,84.1\nvit,80\n")  # a header of one name (pandas' to_csv): not a title
+    assert imported(store, path, replace=True, report=lambda line: None) == (2, 0)
 
 
 @pytest.mark.parametrize("text, said", [
