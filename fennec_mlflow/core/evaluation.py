@@ -493,9 +493,20 @@ def _alias_index(facts: pd.DataFrame, where: str = "the task facts table") -> di
     return index
 
 
+# What a table's header may add after a dataset's name: its unit or metric ("Aircraft (%)",
+# "CIFAR-10 [Acc.]", "DTD top-1"), not part of the name.
+_NAME_UNIT = re.compile(r"\s*(?:\([^()]*\)|\[[^\[\]]*\]|%|\b(?:acc\.?|accuracy|top-?1)\b)\s*$", re.IGNORECASE)
+
+
 def find_task_facts(name: str, facts: pd.DataFrame | None = None) -> pd.Series | None:
     """The facts row of the public dataset called ``name`` (its task name or an alias, compared
-    by :func:`task_name_key`), named by its task; None when no dataset answers to ``name``."""
+    by :func:`task_name_key`, without a unit or metric after it: "Aircraft (%)"), named by its task;
+    None when no dataset answers to ``name``."""
     facts = load_task_facts() if facts is None else facts
-    task = _alias_index(facts).get(task_name_key(name))
-    return None if task is None else facts.loc[task]
+    aliases = _alias_index(facts)
+    while True:
+        task = aliases.get(task_name_key(name))
+        shorter = _NAME_UNIT.sub("", str(name), count=1)
+        if task is not None or shorter == name or not shorter.strip():
+            return None if task is None else facts.loc[task]
+        name = shorter

@@ -419,11 +419,14 @@ def test_common_dataset_names_resolve_to_their_task_facts():
         "Retinopathy": "diabetic_retinopathy_detection", "KITTI-Dist": "kitti", "Caltech-256": "caltech256",
         "iNat2018": "inaturalist2018", "DMLab": "dmlab", "ISIC 2018": "isic2018", "HAM10000": "isic2018",
         "CropDisease": "crop_disease", "Plant Village": "crop_disease", "UCF-101": "ucf101",
+        # a table's header may carry the unit or metric after the name
+        "Aircraft (%)": "aircraft", "CIFAR-10 [Acc.]": "cifar10", "DTD top-1": "dtd", "Food-101 %": "food101",
+        "Flowers-102 (top-1 acc., %)": "flowers",
     }
     for name, task in expected.items():
         row = ev.find_task_facts(name, facts)
         assert row is not None and row.name == task, name
-    for unknown in ("cifar", "my-task", "", "voc", "caltech", "iNaturalist", "ISIC"):  # which year, which Caltech:
+    for unknown in ("cifar", "my-task", "", "voc", "caltech", "iNaturalist", "ISIC", "(%)", "caltech (%)"):  # which year, which Caltech:
         # not guessed
         assert ev.find_task_facts(unknown, facts) is None
     published = {"aircraft": (100, 6667), "sun397": (397, 19850), "mnist": (10, 60000), "resisc45": (45, 31500),

@@ -582,13 +582,13 @@ def test_a_spreadsheet_in_percent_format_imports_the_fractions_it_holds(store, t
 
 def test_tasks_named_like_public_datasets_get_their_facts(store, tmp_path):
     path = write_csv(tmp_path / "aliases.csv", {
-        "model": ["m1", "m1", "m1", "m2"], "task": ["FGVC-Aircraft", "cars", "my-own-task", "Food-101"],
+        "model": ["m1", "m1", "m1", "m2"], "task": ["FGVC-Aircraft", "cars (%)", "my-own-task", "Food-101"],
         "score": [0.5, 0.6, 0.7, 0.8], "task_class_count": [None, None, 3, 99]})
     imported(store, path)
     facts = tracking.load_matrix("external", source="mine", mlflow_client=store).task_facts
     assert facts.loc["FGVC-Aircraft", ["class_count", "train_size", "domain", "dataset"]].tolist() == [
         100, 6667, "fine-grained", "FGVC-Aircraft"]
-    assert facts.loc["cars", ["class_count", "train_size", "dataset"]].tolist() == [196, 8144, "Stanford Cars"]
+    assert facts.loc["cars (%)", ["class_count", "train_size", "dataset"]].tolist() == [196, 8144, "Stanford Cars"]
     assert facts.loc["my-own-task", "class_count"] == 3 and np.isnan(facts.loc["my-own-task", "train_size"])
     assert facts.loc["Food-101", "class_count"] == 99  # the table's own fact wins
     assert facts.loc["Food-101", "train_size"] == 75750
