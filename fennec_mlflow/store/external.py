@@ -411,6 +411,10 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
             skipped.append(ReadAs(fact_rows))
     else:
         facts = _fact_columns(raw, ("model_", "task_"), path)
+        unread = [c for c in raw.columns if c not in ("model", "task", "score", *facts)]
+        if unread:  # a second metric (Top-5), a spread, a seed or a hyperparameter: said, so none is lost unseen
+            skipped.append(Note(f"not read: column(s) {', '.join(map(repr, unread))} (a long table's cells are its "
+                                "score column; facts are model_* or task_* columns)"))
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "task", path),
                              "score": _numbers(raw, "score", path)}).join(raw[facts])
     if scores == "error":  # before the repeats: the best of a grid is its lowest error

@@ -360,6 +360,8 @@ def test_a_cell_given_on_several_lines_is_combined_as_asked(store, tmp_path, rep
     assert km.values.loc["a", "x"] == pytest.approx(expected) and km.values.loc["b", "x"] == 0.5
     if repeats != "last":
         assert without_facts_note(lines) == [
+            "seeds.csv: not read: column(s) 'seed' (a long table's cells are its score column; facts are model_* "
+            "or task_* columns)",
             f"seeds.csv: 3 cell(s) combined, a (model, task) cell given on several lines, imported as "
             f"their {repeats}: lines 2, 4, 5 (e.g. a x x = 0.6; a x x = 0.8; a x x = 0.4)"]
     assert imported(store, path, repeats=repeats) == (0, 2)  # idempotent
@@ -562,6 +564,16 @@ def test_row_numbers_spreads_and_empty_columns_are_not_tasks(store, tmp_path, te
     assert km.values.stack().dropna().to_dict() == {("r50", "Aircraft"): 84.1, ("r50", "DTD"): 70.2,
                                                     ("vit", "Aircraft"): 80.0, ("vit", "DTD"): 71.5}
     assert (said is None and not notes) or said in notes[0]
+
+
+def test_a_long_tables_columns_beyond_its_cells_and_facts_are_said_not_read(store, tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("Model,Dataset,Top-1,Top-5,model_family\nr50,Aircraft,84.1,95.0,cnn\nvit,Aircraft,80,94,vit\n")
+    notes = []
+    imported(store, path, note=notes.append, report=notes.append)
+    assert tracking.load_matrix("external", source="mine", mlflow_client=store).values["Aircraft"].to_dict() == {
+        "r50": 84.1, "vit": 80.0}
+    assert any("not read: column(s) 'Top-5'" in note for note in notes)
 
 
 def test_a_task_named_like_a_spread_whose_cells_are_scores_stays_a_task(store, tmp_path):
