@@ -503,10 +503,10 @@ def find_task_facts(name: str, facts: pd.DataFrame | None = None) -> pd.Series |
     by :func:`task_name_key`, without a unit or metric after it: "Aircraft (%)"), named by its task;
     None when no dataset answers to ``name``."""
     facts = load_task_facts() if facts is None else facts
-    aliases = _alias_index(facts)
-    while True:
-        task = aliases.get(task_name_key(name))
-        shorter = _NAME_UNIT.sub("", str(name), count=1)
-        if task is not None or shorter == name or not shorter.strip():
-            return None if task is None else facts.loc[task]
+    aliases, name = _alias_index(facts), str(name)
+    while (task := aliases.get(task_name_key(name))) is None:
+        shorter = _NAME_UNIT.sub("", name, count=1)
+        if shorter == name or not shorter.strip():
+            return None
         name = shorter
+    return facts.loc[task]
