@@ -25,8 +25,8 @@ Task facts beyond the public ones need the long or transposed layout.
 Fields may be separated by commas, tabs or semicolons (then with decimal commas, as a spreadsheet
 saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"); a markdown (pipe) table, as a model
 zoo's README prints it, a LaTeX tabular copied from a paper's source, and the first sheet of a
-spreadsheet file (``.xlsx``, ``.xls``, ``.ods``; rows of one cell above its header, a title, are left
-out and said) are read too. Scores are stored as published (no
+spreadsheet file (``.xlsx``, ``.xls``, ``.ods``) are read too; rows of one cell above a table's
+header (a title) or under its last row (a source or footnote) are left out and said. Scores are stored as published (no
 rescaling; a trailing % or a ± spread copied from a paper is dropped: "84.1 ± 0.3%" is 84.1). Names
 are stripped of surrounding spaces; an empty model or task name, or a score that is not a number, is
 an error naming the lines. Rows that cannot be a cell are not written and are reported
@@ -356,6 +356,11 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise TableError(f"cannot read {str(path)!r} as a CSV table: {exc}") from exc
     raw = raw.dropna(how="all")
+    footnotes = _footnote_rows(raw)
+    if len(footnotes):
+        text = "; ".join(str(cell).strip() for cell in footnotes.iloc[:, 0])
+        notes.append(Note(f"{_lines(footnotes.index)} below the table left out ({text!r}: read as a note under the table)"))
+        raw = raw.drop(footnotes.index)
     if raw.empty:
         raise TableError(f"{str(path)!r} has a header but no rows")
     written = [str(c).strip() for c in raw.columns]
@@ -560,6 +565,17 @@ def _title_note(titles: dict[int, str]) -> Note:
     """``titles``: line (or row) number -> text."""
     text = "; ".join(text for text in titles.values() if text)
     return Note(f"{_lines(titles)} above the header left out" + (f" ({text!r}: a title)" if text else ""))
+
+
+def _footnote_rows(raw: pd.DataFrame) -> pd.DataFrame:
+    """The last rows of a table of three columns or more whose only filled cell is the first: a
+    source or footnote line under the table ("* numbers from [12]"), which no layout reads as a row."""
+    if raw.shape[1] < 3:
+        return raw.iloc[:0]
+    filled = raw.notna() & raw.astype(str).apply(lambda column: column.str.strip() != "")
+    lone_first = ((filled.sum(axis=1) == 1) & filled.iloc[:, 0]).to_numpy()
+    trailing = len(lone_first) - next((i for i, lone in enumerate(lone_first[::-1], 0) if not lone), len(lone_first))
+    return raw.iloc[trailing:]
 
 
 def _as_csv_column(cells: pd.Series) -> pd.Series:

@@ -566,6 +566,21 @@ def test_row_numbers_spreads_and_empty_columns_are_not_tasks(store, tmp_path, te
     assert (said is None and not notes) or said in notes[0]
 
 
+@pytest.mark.parametrize("text", [
+    "model,task,score\nr50,Aircraft,84.1\nvit,Aircraft,80\n\nSource: Table 3 of [12],,\n",
+    "Model,Aircraft,DTD\nr50,84.1,70.2\nvit,80,71.5\n* numbers from [12]\n",
+])
+def test_a_note_under_the_table_is_left_out_and_said(store, tmp_path, text):
+    path = tmp_path / "noted.csv"
+    path.write_text(text)
+    notes = []
+    imported(store, path, note=notes.append, report=notes.append)
+    assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.loc["vit", "Aircraft"] == 80.0
+    assert [note for note in notes if "below the table left out" in note] == [
+        f"noted.csv: line {len(text.splitlines())} below the table left out "
+        f"({text.splitlines()[-1].rstrip(',')!r}: read as a note under the table)"]
+
+
 def test_a_long_tables_columns_beyond_its_cells_and_facts_are_said_not_read(store, tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("Model,Dataset,Top-1,Top-5,model_family\nr50,Aircraft,84.1,95.0,cnn\nvit,Aircraft,80,94,vit\n")
