@@ -573,9 +573,8 @@ def _footnote_rows(raw: pd.DataFrame) -> pd.DataFrame:
     if raw.shape[1] < 3:
         return raw.iloc[:0]
     filled = raw.notna() & raw.astype(str).apply(lambda column: column.str.strip() != "")
-    lone_first = ((filled.sum(axis=1) == 1) & filled.iloc[:, 0]).to_numpy()
-    trailing = len(lone_first) - next((i for i, lone in enumerate(lone_first[::-1], 0) if not lone), len(lone_first))
-    return raw.iloc[trailing:]
+    rows = np.flatnonzero(~((filled.sum(axis=1) == 1) & filled.iloc[:, 0]).to_numpy())  # the others
+    return raw.iloc[rows[-1] + 1 if rows.size else 0:]
 
 
 def _as_csv_column(cells: pd.Series) -> pd.Series:
@@ -585,7 +584,7 @@ def _as_csv_column(cells: pd.Series) -> pd.Series:
 
     if cells.dropna().map(is_number).all():
         return pd.to_numeric(cells, errors="coerce").astype(float)
-    return cells.map(lambda value: value if pd.isna(value) else str(value), na_action="ignore")
+    return cells.map(str, na_action="ignore")
 
 
 def _markdown_table(lines: list[str]) -> pd.DataFrame | None:
