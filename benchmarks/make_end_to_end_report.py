@@ -27,6 +27,7 @@ from fennec_mlflow.store import tracking
 from fennec_mlflow.bench.evaluate import experiment_name
 from fennec_mlflow.data.synthetic import SYNTHETIC_TASKS
 from fennec_mlflow.bench import real
+from fennec_mlflow.core.evaluation import metric_name_part
 from fennec_mlflow.bench.synthetic import COMBINED, FINETUNED_PREFIX, cells_experiment, get_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,7 +135,7 @@ def per_target_table(runs: dict, targets: list[str]) -> list[str]:
     lines = ["| method | " + " | ".join(targets) + " |", "|---|" + "---:|" * len(targets)]
     for name in order(runs):
         m = runs[name].data.metrics
-        lines.append(f"| {name} | " + " | ".join(_fmt(m.get(f"pearson.{t}")) for t in targets) + " |")
+        lines.append(f"| {name} | " + " | ".join(_fmt(m.get(f"pearson.{metric_name_part(t)}")) for t in targets) + " |")
     return lines
 
 

@@ -22,6 +22,7 @@ from fennec_mlflow.bench import evaluate as evaluation_runs
 from fennec_mlflow.store import tracking
 from fennec_mlflow.bench import tuning
 from fennec_mlflow.bench.public import load_benchmark
+from fennec_mlflow.core.evaluation import metric_name_part
 from make_end_to_end_report import copy_artifact, markers  # this script's folder is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def per_target_table(runs: dict, targets: list[str], metric: str, scale: float, 
     lines = ["| estimator | " + " | ".join(targets) + " | mean |", "|---|" + "---:|" * (len(targets) + 1)]
     for name, run in runs.items():
         m = run.data.metrics
-        cells = [_fmt(m.get(f"{metric}.{t}"), scale, digits) for t in targets]
+        cells = [_fmt(m.get(f"{metric}.{metric_name_part(t)}"), scale, digits) for t in targets]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(m.get(f'mean_{metric}'), scale, digits)} |")
     return "\n".join(lines)
 

@@ -196,7 +196,8 @@ def calibration_metrics(truth: pd.DataFrame, targets: Sequence[str], rankers: Se
     summary = coverage_summary(per_target)
     return {"fennec_interval_coverage": summary["interval_coverage"], "fennec_interval_width": summary["interval_width"],
             "fennec_accuracy_abs_error": summary["accuracy_abs_error"], "interval_level": float(level),
-            **{f"interval_coverage.{target}": float(v) for target, v in per_target["coverage"].items()}}
+            **{f"interval_coverage.{ev.metric_name_part(target)}": float(v)
+               for target, v in per_target["coverage"].items()}}
 
 
 def draw_known(true: pd.Series, n_known: int, seed: int, target: str) -> list[str]:

@@ -359,8 +359,8 @@ class Costs:
                "calculation_seconds": float(np.mean(list(self.calculation.values())))}
         out["total_seconds"] = out["feature_seconds"] + out["calculation_seconds"]
         for target in self.feature:
-            out[f"feature_seconds.{target}"] = self.feature[target]
-            out[f"calculation_seconds.{target}"] = self.calculation[target]
+            out[f"feature_seconds.{ev.metric_name_part(target)}"] = self.feature[target]
+            out[f"calculation_seconds.{ev.metric_name_part(target)}"] = self.calculation[target]
         return out
 
 

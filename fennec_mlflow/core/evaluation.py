@@ -183,12 +183,20 @@ class EvaluationResult:
         return _metric_columns(self.per_target)
 
     def as_metrics(self) -> dict[str, float]:
-        """Flat ``{name: value}`` in the design's naming: the summary plus ``<metric>.<task>``."""
+        """Flat ``{name: value}`` in the design's naming: the summary plus ``<metric>.<task>``
+        (the task's name as :func:`metric_name_part` writes it)."""
         flat = {key: float(value) for key, value in self.summary.items()}
         for target, row in self.per_target.iterrows():
             for metric in self.metric_names:
-                flat[f"{metric}.{target}"] = float(row[metric])
+                flat[f"{metric}.{metric_name_part(target)}"] = float(row[metric])
         return flat
+
+
+def metric_name_part(name) -> str:
+    """``name`` (a task's, as a table gave it) with each character a metric name may not hold
+    (MLflow's rule: letters, digits, ``_ - . / :`` and spaces) replaced by ``_``: "Aircraft (%)"
+    -> "Aircraft ___"."""
+    return re.sub(r"[^\w\-. :/]", "_", str(name))
 
 
 def _metric_columns(per_target: pd.DataFrame) -> tuple[str, ...]:

@@ -232,6 +232,19 @@ def test_cli_evaluate_store_after_import(store, tmp_path):
     assert wrong.exit_code == 2 and "--benchmark store only" in wrong.output
 
 
+def test_tasks_named_with_characters_mlflow_refuses_in_metric_names_evaluate(store, tmp_path):
+    """A paper's header 'Aircraft (%)' is a fine task name; its per-task metric is 'pearson.Aircraft ___'."""
+    table = planted_long_table()
+    table["task"] = table["task"] + " (%)"
+    path = write_table(table, tmp_path / "mine.csv")
+    runner = CliRunner()
+    assert runner.invoke(main, ["import", str(path), "--source", "mine"]).exit_code == 0
+    result = runner.invoke(main, ["evaluate", "--benchmark", "store", "--source", "mine", "--estimators", "popularity"])
+    assert result.exit_code == 0, result.output
+    run = next(r for r in runs_in(store, "fennec-eval-store-mine") if r.data.tags[tracking.KIND_TAG] == "evaluation")
+    assert {"pearson.task0 ___", "top1_regret.task5 ___"} <= set(run.data.metrics)
+
+
 def test_tune_on_the_store_logs_best_params_with_shrinkage(store, tmp_path):
     bench = store_benchmark(source=imported(tmp_path, planted_long_table(n_tasks=5), "planted"))
     outcome = tuning.run_tuning(bench, n_trials=2, nested_cv=False, progress=False)
