@@ -972,9 +972,11 @@ class Fennec(BaseEstimator):
     def bias(self, task_meta_row=None, task_proxy_row=None) -> np.ndarray:
         """Every model's bias on a task: popularity, among similar tasks when its proxy (or facts) allow."""
         self._check_fitted()
-        if self._similarity_row(task_meta_row, task_proxy_row) is None:
+        similarity = self._similarity_row(task_meta_row, task_proxy_row)
+        if similarity is None:
             return self.bias_
-        return bias_scores(self.standardised_, self._bias_task_weights(task_meta_row, task_proxy_row))
+        space, row = similarity
+        return bias_scores(self.standardised_, self._similar_task_weights(space, row[None])[0])
 
     def _bias_task_weights(self, task_meta_row, task_proxy_row=None) -> np.ndarray:
         """The history tasks' weights in the bias of a task with this proxy or these facts (evidence x similarity)."""

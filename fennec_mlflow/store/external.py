@@ -187,8 +187,11 @@ def _columns_without_scores(raw: pd.DataFrame, key: str) -> tuple[pd.DataFrame, 
     def numbers(column) -> pd.Series:
         return pd.to_numeric(_number_text(raw[column]), errors="coerce").dropna()
 
-    row_numbers = [c for c in columns if str(c).strip().lower() in ROW_NUMBER_NAMES
-                   and len(numbers(c)) == raw[c].notna().sum() and (numbers(c) % 1 == 0).all()]
+    def counts_rows(column) -> bool:  # every cell an integer
+        values = numbers(column)
+        return len(values) == raw[column].notna().sum() and bool((values % 1 == 0).all())
+
+    row_numbers = [c for c in columns if str(c).strip().lower() in ROW_NUMBER_NAMES and counts_rows(c)]
     spreads = {}
     for i, column in enumerate(columns):
         match = _SPREAD_COLUMN.match(str(column).strip())
