@@ -750,8 +750,8 @@ def matrix(kind, estimator, source, output, experiment):
 def import_(table, source, layout, model_facts, repeats, scores, replace, experiment):
     """Import an external model x task table as `external` runs (idempotent; skipped rows are reported).
 
-    TABLE: CSV (comma, tab or semicolon), a markdown or LaTeX table, or a spreadsheet (.xlsx, .xls,
-    .ods: its first sheet)."""
+    TABLE: CSV (comma, tab or semicolon), a markdown or LaTeX table, a spreadsheet (.xlsx, .xls,
+    .ods: its first sheet), JSON ({task: {model: score}}, records) or Parquet/Feather."""
     from fennec_mlflow.store.external import import_table
 
     try:

@@ -24,9 +24,13 @@ Task facts beyond the public ones need the long or transposed layout.
 
 Fields may be separated by commas, tabs or semicolons (then with decimal commas, as a spreadsheet
 saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"); a markdown (pipe) table, as a model
-zoo's README prints it, a LaTeX tabular copied from a paper's source, and the first sheet of a
-spreadsheet file (``.xlsx``, ``.xls``, ``.ods``) are read too; rows of one cell above a table's
-header (a title) or under its last row (a source or footnote) are left out and said. Scores are stored as published (no
+zoo's README prints it, a LaTeX tabular copied from a paper's source, the first sheet of a
+spreadsheet file (``.xlsx``, ``.xls``, ``.ods``), JSON (records, ``{task: {model: score}}`` as
+evaluation scripts keep it, or pandas' ``to_json``) and a DataFrame saved as Parquet or Feather are
+read too; rows of one cell above a table's header (a title) or under its last row (a source or
+footnote), and a row of column groups above the header ("Fine-grained", "General"), are left out and
+said. A long table's score column may carry a unit ("Top-1 Acc. (%)") or a name of its own, when
+it is the one column of numbers. Scores are stored as published (no
 rescaling; a trailing % or a ± spread copied from a paper is dropped: "84.1 ± 0.3%" is 84.1). Names
 are stripped of surrounding spaces; an empty model or task name, or a score that is not a number, is
 an error naming the lines. Rows that cannot be a cell are not written and are reported
@@ -47,6 +51,7 @@ deleted, so a cell never has two runs.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import warnings
 from collections.abc import Callable
@@ -77,9 +82,22 @@ COLUMN_NAMES = {
               "pretrained model"),
     "task": ("task", "tasks", "dataset", "datasets", "target", "target dataset", "target_dataset",
              "downstream task", "downstream dataset"),
-    "score": ("score", "accuracy", "acc", "acc.", "top-1", "top1", "top-1 accuracy", "top-1 acc", "test accuracy",
-              "test_accuracy", "fine-tune accuracy", "finetune accuracy", "fine-tuned accuracy"),
+    "score": ("score", "accuracy", "acc", "acc.", "top-1", "top1", "top-1 accuracy", "top-1 acc", "top-1 acc.",
+              "top1 acc", "top1 accuracy", "acc@1", "accuracy@1", "test accuracy", "test_accuracy", "test acc",
+              "test acc.", "fine-tune accuracy", "finetune accuracy", "fine-tuned accuracy", "fine-tuning accuracy",
+              "finetuning accuracy"),
 }
+# A header's unit or direction mark, dropped before its name is matched: "Top-1 Acc (%)", "Error [%]", "Acc. ↑"
+_HEADER_MARK = re.compile(r"\s*(?:\(\s*%\s*\)|\[\s*%\s*\]|%|[↑↓]|\(\s*[↑↓]\s*\))$")
+
+
+def _header_name(column) -> str:
+    """A header as :data:`COLUMN_NAMES` and :data:`ERROR_COLUMN_NAMES` list it: stripped, case-folded,
+    without a trailing unit or direction mark."""
+    name = str(column).strip().lower()
+    while (shorter := _HEADER_MARK.sub("", name)) != name:
+        name = shorter
+    return name
 # What the cells measure: accuracy (higher is better), or an error rate, stored as accuracy = 100 - error
 # (1 - error for fractions) so that the ranking, the popularity and the predicted accuracy read it
 # the right way up. "auto": an error rate when a long table's score column is named like one.
@@ -289,7 +307,7 @@ def canonical_columns(columns) -> list[str]:
     for role, names in COLUMN_NAMES.items():
         if role in stripped:
             continue
-        matches = [i for i, c in enumerate(stripped) if c.lower() in names]
+        matches = [i for i, c in enumerate(stripped) if _header_name(c) in names]
         if len(matches) == 1:
             renamed[matches[0]] = role
     if "task" in renamed and "model" not in renamed:  # transposed: its columns are models (or task facts)
@@ -334,8 +352,16 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raise TableError(f"table {str(path)!r} does not exist")
     notes: list[SkippedRows | ReadAs | Note] = []
     group_rows = ()
-    if path.suffix.lower() in SPREADSHEET_SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix in SPREADSHEET_SUFFIXES:
         raw, notes = _spreadsheet_table(path)
+    elif suffix in FRAME_SUFFIXES:
+        raw = _frame_file_table(path)
+    elif suffix == ".json":
+        raw = _json_table(path)
+    elif suffix in (".html", ".htm", ".pdf", ".docx"):
+        raise TableError(f"{str(path)!r}: {suffix} files are not read; copy the table into a CSV, a spreadsheet or a "
+                         "markdown table (or, for a web page, pandas.read_html(path)[i].to_csv(...)) and import that")
     else:
         try:
             encoding = _encoding(path)
@@ -345,17 +371,15 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
             group_rows = raw.attrs.get("group_rows", ()) if raw is not None else ()
             if raw is None:
                 delimiter = _delimiter(path, encoding)
-                titles = _title_rows([row for _, row in zip(range(_TITLE_ROWS_MAX + 1),
-                                                            csv.reader(lines, delimiter=delimiter))])
-                if titles:
-                    notes.append(_title_note({i + 1: text for i, text in titles.items()}))
+                above, notes = _rows_above_header([row for _, row in zip(range(_TITLE_ROWS_MAX + 3),
+                                                                         csv.reader(lines, delimiter=delimiter))])
                 # a table saved by a spreadsheet in a comma-decimal locale separates its fields with ';'
                 raw = pd.read_csv(path, sep=delimiter, decimal="," if delimiter == ";" else ".", encoding=encoding,
-                                  skip_blank_lines=False, skiprows=len(titles))
+                                  skip_blank_lines=False, skiprows=above)
                 if not isinstance(raw.index, pd.RangeIndex):  # pandas makes the extra leading fields an index
-                    raise TableError(f"{str(path)!r}: its header (line {len(titles) + 1}) has fewer fields than the "
+                    raise TableError(f"{str(path)!r}: its header (line {above + 1}) has fewer fields than the "
                                      "lines below it; give every column a name in the header")
-                raw.index = raw.index + 2 + len(titles)  # line numbers in the file: the header is line 1
+                raw.index = raw.index + 2 + above  # line numbers in the file: the header is line above + 1
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise TableError(f"cannot read {str(path)!r} as a CSV table: {exc}") from exc
     raw = raw.dropna(how="all")
@@ -375,6 +399,8 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     if error_column is not None:
         raw = raw.rename(columns={error_column: "score"})
         scores = "error"
+    if layout in ("auto", "long") and {"model", "task"} <= set(raw.columns) and "score" not in raw.columns:
+        raw = raw.rename(columns={_only_number_column(raw, path): "score"})
     if layout == "auto" and str(raw.columns[0]).startswith("Unnamed:") and _layout_or_none(raw.columns) is None:
         raw = raw.rename(columns={raw.columns[0]: _unnamed_key_column(raw, path)})
         written[0] = "(the first column, without a name)"
@@ -446,7 +472,7 @@ def _error_column(columns) -> str | None:
     has no score column; None otherwise."""
     if "score" in columns or not {"model", "task"} <= set(columns):
         return None
-    matches = [c for c in columns if re.sub(r"\s*\(%\)$", "", str(c).strip().lower()) in ERROR_COLUMN_NAMES]
+    matches = [c for c in columns if _header_name(c) in ERROR_COLUMN_NAMES]
     return matches[0] if len(matches) == 1 else None
 
 
@@ -468,6 +494,23 @@ def _layout_or_none(columns) -> str | None:
         return detect_layout(list(columns))
     except TableError:
         return None
+
+
+def _only_number_column(raw: pd.DataFrame, path: Path) -> str | None:
+    """A long table's score column under a name of its own ("Ours", "Full FT"): its one column of
+    numbers besides facts and a row number; None without one, an error naming them when there are several."""
+    numbers = [c for c in raw.columns if c not in ("model", "task") and not str(c).startswith(("model_", "task_"))
+               and _header_name(c) not in ROW_NUMBER_NAMES and _all_numbers(raw[c])]
+    if len(numbers) > 1:
+        raise TableError(f"{str(path)!r} has model and task columns but several columns of numbers "
+                         f"({', '.join(map(repr, numbers))}) and none named score; name the one to import score")
+    return numbers[0] if numbers else None
+
+
+def _all_numbers(cells: pd.Series) -> bool:
+    """Every cell given is a number as a paper prints one (84.1, 84.1%, 84.1 ± 0.3), and one is given."""
+    text = _number_text(cells).dropna()
+    return len(text) > 0 and bool(pd.to_numeric(text, errors="coerce").notna().all())
 
 
 def _unnamed_key_column(raw: pd.DataFrame, path: Path) -> str:
@@ -538,15 +581,70 @@ def _spreadsheet_table(path: Path) -> tuple[pd.DataFrame, list[Note]]:
     if len(filled) > 1:
         notes.append(Note(f"read the first sheet, {filled[0]!r}; not read: sheet(s) {', '.join(map(repr, filled[1:]))} "
                           "(to import one, make it the first sheet or save it as CSV)"))
-    titles = _title_rows([["" if pd.isna(cell) else str(cell) for cell in row]
-                          for row in sheet.iloc[:_TITLE_ROWS_MAX + 1].itertuples(index=False)])
-    if titles:
-        notes.append(_title_note({sheet.index[i]: text for i, text in titles.items()}))
-        sheet = sheet.iloc[len(titles):]
+    above, above_notes = _rows_above_header([["" if pd.isna(cell) else str(cell) for cell in row]
+                                             for row in sheet.iloc[:_TITLE_ROWS_MAX + 3].itertuples(index=False)],
+                                            row_numbers=list(sheet.index))
+    notes += above_notes
+    sheet = sheet.iloc[above:]
     header = [("" if pd.isna(cell) else str(cell).strip()) for cell in sheet.iloc[0]]
     raw = pd.DataFrame(sheet.iloc[1:].to_numpy(), index=sheet.index[1:],
                        columns=[name or f"Unnamed: {i}" for i, name in enumerate(header)])
     return raw.apply(_as_csv_column), notes
+
+
+FRAME_SUFFIXES = (".parquet", ".pq", ".feather")  # a pandas DataFrame saved as it is (pyarrow comes with mlflow)
+
+
+def _frame_file_table(path: Path) -> pd.DataFrame:
+    """A DataFrame saved with ``to_parquet`` or ``to_feather``, as raw cells indexed by row number; an
+    index it was saved with (a pivot's models) is its first column."""
+    try:
+        frame = pd.read_feather(path) if path.suffix.lower() == ".feather" else pd.read_parquet(path)
+    except ImportError as exc:
+        raise TableError(f"reading {path.suffix} files needs pyarrow ({exc}); save {str(path)!r} as CSV") from exc
+    except Exception as exc:  # pyarrow's errors for a file that is not one
+        raise TableError(f"cannot read {str(path)!r} as a {path.suffix} file ({type(exc).__name__}: {exc})") from exc
+    return _cells_of(frame)
+
+
+def _json_table(path: Path) -> pd.DataFrame:
+    """A table saved as JSON, as raw cells indexed by row number: a list of records
+    (``[{"model": ..., "task": ..., "score": ...}]``), pandas' ``to_json`` (by column, by index, split),
+    a column of values per key (``{"model": [...], "aircraft": [...]}``) or scores nested by task and
+    model either way round (``{"aircraft": {"resnet50": 84.6}}``: which key is which is told as for a
+    CSV whose first column has no name)."""
+    try:
+        data = json.loads(path.read_text(encoding=_encoding(path)))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TableError(f"cannot read {str(path)!r} as JSON: {exc}") from exc
+    expected = ("a list of records, {column: [values]}, {task: {model: score}} (or models outside), "
+                "or pandas' to_json")
+    if isinstance(data, dict) and {"columns", "data"} <= set(data):  # to_json(orient="split")
+        frame = pd.DataFrame(data["data"], columns=data["columns"], index=data.get("index"))
+    elif isinstance(data, list) and data and all(isinstance(item, dict) for item in data):
+        frame = pd.DataFrame(data)
+    elif isinstance(data, dict) and data and all(isinstance(value, (dict, list)) for value in data.values()):
+        frame = pd.DataFrame(data)
+    else:
+        raise TableError(f"{str(path)!r}: cannot read its JSON ({type(data).__name__} at the top) as a table; "
+                         f"expected {expected}")
+    nested = frame.map(lambda cell: isinstance(cell, (dict, list))).to_numpy()
+    if nested.any():
+        row, column = np.argwhere(nested)[0]
+        raise TableError(f"{str(path)!r}: the value at {frame.index[row]!r}, {frame.columns[column]!r} is itself "
+                         f"a {type(frame.iat[row, column]).__name__}; expected a score, in {expected}")
+    return _cells_of(frame)
+
+
+def _cells_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame read from a typed file as a CSV reader gives it: names as text, columns of numbers as
+    floats, rows numbered from 1; an index other than row numbers becomes the first column
+    (unnamed: told apart as a CSV's first column without a name)."""
+    if not isinstance(frame.index, pd.RangeIndex):
+        frame = frame.rename_axis(frame.index.name if frame.index.name is not None else "Unnamed: 0").reset_index()
+    frame = frame.set_axis([str(column) for column in frame.columns], axis=1)
+    frame.index = pd.RangeIndex(1, len(frame) + 1)
+    return frame.apply(_as_csv_column)
 
 
 _TITLE_ROWS_MAX = 5  # a table's title and a note or two above its header; more is not a title
@@ -562,6 +660,36 @@ def _title_rows(rows: list[list[str]]) -> dict[int, str]:
     if not all(not any(row[1:]) for row in cells[:header]):
         return {}
     return {i: (row[0] if row else "") for i, row in enumerate(cells[:header])}
+
+
+def _group_rows(rows: list[list[str]]) -> int:
+    """How many of the leading ``rows`` (at most two) are column groups above the header, as papers
+    print them (",Fine-grained,,,General,,"): a row of text with an empty first cell, above a row of
+    text (the header) that fills a cell it leaves empty, above a row of cells."""
+    count = 0
+    while count < 2 and len(rows) >= count + 3:
+        group, header = ([cell.strip() for cell in row] for row in rows[count:count + 2])
+        text_only = not any(_all_numbers(pd.Series([cell], dtype=object)) for cell in group + header if cell)
+        fills = any(cell and (i >= len(group) or not group[i]) for i, cell in enumerate(header) if i > 0)
+        if group[:1] != [""] or not any(group) or not text_only or not fills:
+            break
+        count += 1
+    return count
+
+
+def _rows_above_header(rows: list[list[str]], row_numbers: list[int] | None = None) -> tuple[int, list[Note]]:
+    """How many of the leading ``rows`` are above the header (a title, then column groups), and the
+    notes saying so; ``row_numbers``: the rows' numbers in the file (default: lines from 1)."""
+    titles = _title_rows(rows[:_TITLE_ROWS_MAX + 1])
+    groups = _group_rows(rows[len(titles):])
+    number = (lambda i: i + 1) if row_numbers is None else row_numbers.__getitem__
+    notes = [_title_note({number(i): text for i, text in titles.items()})] if titles else []
+    if groups:
+        positions = range(len(titles), len(titles) + groups)
+        names = [cell.strip() for i in positions for cell in rows[i] if cell.strip()]
+        notes.append(Note(f"{_lines(number(i) for i in positions)} above the header left out: column groups "
+                          f"({', '.join(map(repr, names))}), not tasks"))
+    return len(titles) + groups, notes
 
 
 def _title_note(titles: dict[int, str]) -> Note:

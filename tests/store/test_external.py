@@ -591,6 +591,74 @@ def test_a_long_tables_columns_beyond_its_cells_and_facts_are_said_not_read(stor
     assert any("not read: column(s) 'Top-5'" in note for note in notes)
 
 
+@pytest.mark.parametrize("header, said", [
+    ("Model,Dataset,Top-1 Acc. (%)", "'Top-1 Acc. (%)' as score"),  # a unit after a score name
+    ("Model,Dataset,Full FT", "'Full FT' as score"),  # a name of its own: the one column of numbers
+    ("#,Model,Dataset,Ours", "'Ours' as score"),  # a row number is not a second column of numbers
+])
+def test_a_long_tables_score_column_is_found_under_the_names_papers_give_it(store, tmp_path, header, said):
+    path = tmp_path / "long.csv"
+    numbered = header.startswith("#")
+    rows = [("r50", "Aircraft", "84.1"), ("vit", "Aircraft", "80"), ("vit", "DTD", "71.5")]
+    path.write_text(header + "\n" + "".join(f"{f'{i},' if numbered else ''}{','.join(row)}\n"
+                                            for i, row in enumerate(rows, start=1)))
+    notes = []
+    imported(store, path, note=notes.append, report=notes.append)
+    assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.stack().dropna().to_dict() == {
+        ("r50", "Aircraft"): 84.1, ("vit", "Aircraft"): 80.0, ("vit", "DTD"): 71.5}
+    assert said in notes[0]
+
+
+def test_a_long_table_with_several_unnamed_columns_of_numbers_asks_which_is_the_score(store, tmp_path):
+    path = tmp_path / "two.csv"
+    path.write_text("Model,Dataset,Full FT,Linear\nr50,Aircraft,84.1,40.2\nvit,Aircraft,80,43\n")
+    with pytest.raises(external.TableError, match=r"several columns of numbers \('Full FT', 'Linear'\) and none named "
+                                                  r"score; name the one to import score"):
+        imported(store, path)
+
+
+@pytest.mark.parametrize("groups", [",Fine-grained,,General\n", ",Fine-grained,\n"])
+def test_a_row_of_column_groups_above_the_header_is_left_out_and_said(store, tmp_path, groups):
+    path = tmp_path / "grouped.csv"
+    path.write_text(groups + "Model,Aircraft,Cars,DTD\nr50,84.1,89.1,70.2\nvit,80,88,71.5\n")
+    notes = []
+    assert imported(store, path, note=notes.append, report=notes.append) == (6, 0)
+    assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.loc["vit"].to_dict() == {
+        "Aircraft": 80.0, "Cars": 88.0, "DTD": 71.5}
+    names = ", ".join(repr(name) for name in groups.strip().split(",") if name)
+    assert notes[0] == f"grouped.csv: line 1 above the header left out: column groups ({names}), not tasks"
+
+
+@pytest.mark.parametrize("name, write", [
+    ("nested.json", lambda path, frame: path.write_text(  # as evaluation scripts keep fine-tune accuracies
+        __import__("json").dumps({task: frame[task].dropna().to_dict() for task in frame}))),
+    ("records.json", lambda path, frame: frame.rename_axis("model").reset_index().melt(
+        id_vars="model", var_name="dataset", value_name="accuracy").dropna().to_json(path, orient="records")),
+    ("split.json", lambda path, frame: frame.to_json(path, orient="split")),
+    ("pivot.parquet", lambda path, frame: frame.rename_axis("model").to_parquet(path)),
+    ("pivot.feather", lambda path, frame: frame.rename_axis("model").reset_index().to_feather(path)),
+])
+def test_json_parquet_and_feather_tables_import_like_their_csv(store, tmp_path, name, write):
+    frame = pd.DataFrame({"aircraft": [84.1, 80.0, np.nan], "dtd": [70.2, 71.5, 69.0]}, index=["r50", "vit", "b16"])
+    path = tmp_path / name
+    write(path, frame)
+    imported(store, path, report=lambda line: None)
+    values = tracking.load_matrix("external", source="mine", mlflow_client=store).values
+    pd.testing.assert_frame_equal(values.reindex(index=frame.index, columns=frame.columns), frame, check_names=False)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2, 3]", r"cannot read its JSON \(list at the top\) as a table; expected a list of records"),
+    ('{"aircraft": {"r50": {"mean": 84.1, "std": 0.2}}}', r"the value at 'r50', 'aircraft' is itself a dict"),
+    ("{not json", r"cannot read '.*bad.json' as JSON"),
+])
+def test_json_that_is_not_a_table_is_a_clear_error(store, tmp_path, text, message):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(external.TableError, match=message):
+        imported(store, path)
+
+
 def test_a_task_named_like_a_spread_whose_cells_are_scores_stays_a_task(store, tmp_path):
     path = tmp_path / "dogs.csv"
     path.write_text("Model,Aircraft,SD\nr50,84.1,80.3\nvit,80,81.5\n")  # SD: Stanford Dogs, not a deviation
