@@ -414,9 +414,11 @@ def main() -> None:
         "gets plain popularity; the popularity row is the unweighted mean) plus the transfer and meta "
         "interactions, each weighted by what the history "
         "can vouch for: on every history task treated as new, the slope of what popularity without that task "
-        "misses on the out-of-bag forest / leave-one-task-out ridge interaction, taken at its lower confidence "
-        "bound (one-sided ~98%, Student's t over tasks, clipped to [0, 1]) and kept only if it raises the "
-        "per-task Pearson on the history at the same confidence; its warm start is a Gaussian "
+        "misses on the out-of-bag forest interaction, taken as it is (the history's empirical-Bayes shrinkage, "
+        "clipped to [0, 1]) and kept only if it raises the mean per-task Pearson on the history by half a "
+        "standard error, and on the leave-one-task-out ridge interaction, taken at its lower confidence bound "
+        "(one-sided ~98%, Student's t over tasks) and kept only if it raises the per-task Pearson at that "
+        "confidence; its warm start is a Gaussian "
         "posterior over the history's out-of-fold residuals. `fennec-paper` is the paper's eq. 10 merge with its fold-in warm start.",
         "",
         "Model meta: PARC: architecture one-hot, archi2vec of the torchvision architecture (graph2vec on the 4 "

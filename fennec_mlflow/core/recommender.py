@@ -20,11 +20,12 @@ Online, two formulations (``Fennec(formulation=...)``):
   one, ``W`` the meta regression's fact-product weights. The weights are learned from the history
   so that a task is never predicted by a fit that saw it, and only as far as the history proves
   them: on each history task ``j`` the forest's out-of-bag interaction (trees that never saw ``j``)
-  is compared with what popularity *without* ``j`` misses there, ``z_j − b_{−j}``; ``w_T`` is the
-  lower confidence bound (one-sided ~98%, Student's t over tasks) of that slope, clipped to
-  [0, 1]. ``w_M`` is the same bound for a leave-one-task-out ridge's interaction against what the
-  transfer part still misses. A weight is kept only if it raises the per-task Pearson on the
-  history tasks at the same confidence (the ranking must improve, not only the fit).
+  is compared with what popularity *without* ``j`` misses there, ``z_j − b_{−j}``; ``w_T`` is that
+  slope (pooled over tasks, clipped to [0, 1]), kept only if it raises the mean per-task Pearson on
+  the history tasks by half a standard error. ``w_M`` is the lower confidence bound (one-sided ~98%,
+  Student's t over tasks) of the slope of a leave-one-task-out ridge's interaction against what the
+  transfer part still misses, kept only if it raises the per-task Pearson at that confidence (the
+  ranking must improve, not only the fit). See ``TRANSFER_SLOPE_Z`` for why the two differ.
   A handful of tasks, noise facts or a lucky task give weight 0 and the popularity ranking; a
   history where the task information truly predicts the pattern earns its weight. No task information at all is valid and ranks by ``b`` (popularity), said so.
   ``score`` is the predicted z-score on the new task (0 = an average model, 1 = one std better).
@@ -652,10 +653,10 @@ class Fennec(BaseEstimator):
         known-model scores, then takes a Gaussian posterior where the history expects it to help.
         ``"paper"``: the paper's z-scored merge of the transfer and meta scores (eq. 10) and its fold-in.
     shrinkage : "auto" or float in [0, 1]
-        ``"auto"``: each interaction's weight is the lower confidence bound of the slope of what
-        popularity misses on each history task on its out-of-bag (transfer) or
-        leave-one-task-out (meta) prediction, clipped to [0, 1] (:func:`slope_lower_bound`); a
-        number fixes them (see ``alpha``).
+        ``"auto"``: each interaction's weight is the slope of what popularity misses on each
+        history task on its out-of-bag (transfer) prediction, or that slope's lower confidence
+        bound on its leave-one-task-out (meta) prediction, clipped to [0, 1]
+        (:func:`slope_lower_bound`); a number fixes them (see ``alpha``).
     task_bandwidth : float or None
         Shrunk formulation with ``task_proxy`` or ``task_meta``: the bias is popularity among similar
         tasks, each history task weighted by ``exp(−d²/2h²) + SIMILAR_TASK_FLOOR`` with d its distance
