@@ -400,7 +400,9 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raw = raw.rename(columns={error_column: "score"})
         scores = "error"
     if layout in ("auto", "long") and {"model", "task"} <= set(raw.columns) and "score" not in raw.columns:
-        raw = raw.rename(columns={_only_number_column(raw, path): "score"})
+        score = _only_number_column(raw, path)
+        if score is not None:
+            raw = raw.rename(columns={score: "score"})
     if layout == "auto" and str(raw.columns[0]).startswith("Unnamed:") and _layout_or_none(raw.columns) is None:
         raw = raw.rename(columns={raw.columns[0]: _unnamed_key_column(raw, path)})
         written[0] = "(the first column, without a name)"
@@ -669,7 +671,8 @@ def _group_rows(rows: list[list[str]]) -> int:
     count = 0
     while count < 2 and len(rows) >= count + 3:
         group, header = ([cell.strip() for cell in row] for row in rows[count:count + 2])
-        text_only = not any(_all_numbers(pd.Series([cell], dtype=object)) for cell in group + header if cell)
+        filled = pd.Series([cell for cell in group + header if cell], dtype=object)
+        text_only = pd.to_numeric(_number_text(filled), errors="coerce").isna().all()
         fills = any(cell and (i >= len(group) or not group[i]) for i, cell in enumerate(header) if i > 0)
         if group[:1] != [""] or not any(group) or not text_only or not fills:
             break
