@@ -413,6 +413,7 @@ class _TransferPart:
     regressor: RandomForestRegressor
     mean_task_vector: np.ndarray
     objective_history: np.ndarray
+    out_of_bag_vectors: np.ndarray | None  # (tasks, k): each task's vector from the trees that did not see it
 
     def interaction(self, task_features: np.ndarray) -> np.ndarray:
         """``m_i · (d̂_t − d̄)``: how the predicted task vector moves each model away from its average."""
@@ -423,13 +424,20 @@ class _TransferPart:
 
 
 def _fit_transfer(normalised: np.ndarray, observed: np.ndarray, task_features: np.ndarray, *, k: int, l2: float,
-                  max_iter: int, tol: float, random_state, n_trees: int) -> _TransferPart:
+                  max_iter: int, tol: float, random_state, n_trees: int, out_of_bag: bool = False) -> _TransferPart:
+    """``out_of_bag``: also predict each history task from the trees that did not see it (the
+    shrinkage's held-out view, from the same forest: no second fit)."""
     model_vectors, task_vectors, history = masked_nmf(normalised, observed, k, l2, max_iter=max_iter, tol=tol,
                                                       random_state=random_state)
-    regressor = RandomForestRegressor(n_estimators=n_trees, random_state=random_state)
-    # A 1-column target would trigger scikit-learn's column-vector warning: pass it flat when k = 1.
-    regressor.fit(task_features, task_vectors if k > 1 else task_vectors[:, 0])
-    return _TransferPart(model_vectors, task_vectors, regressor, task_vectors.mean(axis=0), history)
+    regressor = RandomForestRegressor(n_estimators=n_trees, random_state=random_state, oob_score=out_of_bag)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a task no tree left out gets no OOB value
+        # A 1-column target would trigger scikit-learn's column-vector warning: pass it flat when k = 1.
+        regressor.fit(task_features, task_vectors if k > 1 else task_vectors[:, 0])
+    out_of_bag_vectors = (np.asarray(regressor.oob_prediction_, dtype=float).reshape(len(task_vectors), -1)
+                          if out_of_bag else None)
+    return _TransferPart(model_vectors, task_vectors, regressor, task_vectors.mean(axis=0), history,
+                         out_of_bag_vectors)
 
 
 @dataclass
@@ -788,8 +796,11 @@ class Fennec(BaseEstimator):
 
         # Transfer phase (eq. 4) and proxy regressor (eq. 6), on every history task.
         self.has_transfer_ = vector_features is not None
+        out_of_bag_vectors = None
         if self.has_transfer_:
-            transfer = self._fit_transfer(normalised, observed, vector_features, self.k, self.n_estimators)
+            transfer = self._fit_transfer(normalised, observed, vector_features, self.k, self.n_estimators,
+                                          out_of_bag=self.formulation == "shrunk" and self.alpha < 1.0 and n_tasks >= 3)
+            out_of_bag_vectors = transfer.out_of_bag_vectors
             self.model_vectors_, self.task_vectors_ = transfer.model_vectors, transfer.task_vectors
             self.mean_task_vector_ = transfer.mean_task_vector
             self.objective_history_ = transfer.objective_history
@@ -817,15 +828,16 @@ class Fennec(BaseEstimator):
             self.mean_task_meta_ = meta.mean_task
 
         if self.formulation == "shrunk":
-            self._fit_shrinkage(normalised, observed, standardised, vector_features,
+            self._fit_shrinkage(normalised, observed, standardised, out_of_bag_vectors,
                                 task_rows if has_meta else None)
         return self
 
-    def _fit_transfer(self, normalised, observed, features, k, n_trees) -> _TransferPart:
+    def _fit_transfer(self, normalised, observed, features, k, n_trees, out_of_bag: bool) -> _TransferPart:
         return _fit_transfer(normalised, observed, features, k=k, l2=self.nmf_l2, max_iter=self.nmf_max_iter,
-                             tol=self.nmf_tol, random_state=self.random_state, n_trees=n_trees)
+                             tol=self.nmf_tol, random_state=self.random_state, n_trees=n_trees,
+                             out_of_bag=out_of_bag)
 
-    def _fit_shrinkage(self, normalised, observed, standardised, vector_features, task_rows) -> None:
+    def _fit_shrinkage(self, normalised, observed, standardised, out_of_bag_vectors, task_rows) -> None:
         """Interaction weights, learned from the history without letting a task predict itself.
 
         Each history task is treated as new: popularity from the other tasks (``b_{−j}``), the
@@ -846,12 +858,7 @@ class Fennec(BaseEstimator):
         loo_bias = leave_one_out_bias(standardised, self._out_of_fold_weights(self._fitted_space()))
         missed = standardised.T - loo_bias  # NaN where unobserved
         if use_transfer and n_tasks >= 3:
-            forest = RandomForestRegressor(n_estimators=self.n_estimators, random_state=self.random_state,
-                                           oob_score=True)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # a task no tree left out gets no OOB value
-                forest.fit(vector_features, self.task_vectors_ if self.k > 1 else self.task_vectors_[:, 0])
-            oob = np.asarray(forest.oob_prediction_, dtype=float).reshape(n_tasks, -1)
+            oob = out_of_bag_vectors
             seen = np.isfinite(oob).all(axis=1)
             predicted_transfer[seen] = (oob[seen] - self.mean_task_vector_) @ self.model_vectors_.T
             if self.shrinkage == "auto":
