@@ -13,8 +13,13 @@
 4. The warm start: ``Fennec.rank`` with 3 known scores against cold, 1,000 models, as the history
    grows (``--warm-tasks``); its level step checks itself on every history task (O(tasks² x models)),
    its posterior on up to 40 of them (O(tasks x models) each).
+5. The offline fit: ``Fennec.fit`` with the defaults (``fennec build``'s, ``fennec evaluate``'s
+   per target) on random histories shaped like the real benchmark (11 models, 22 tasks, an
+   EfficientNet proxy of 2,570 features), the synthetic one (16 x 30, 138) and a 1,000-model zoo;
+   median of ``--fit-repeats``. Every leave-one-task-out figure, tuning trial and nested-CV fold
+   pays it once per target.
 
-``--only warm`` runs part 4 alone.
+``--only warm`` or ``--only fit`` runs part 4 or 5 alone.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from fennec_mlflow import config
 from fennec_mlflow.serving import flavor as pyfunc
 from fennec_mlflow.core.recommender import Fennec
 
@@ -42,19 +48,24 @@ N_TASKS = 30
 PROXY_DIM = 138  # a 64-d encoder's proxy statistics (2 * 64 + 10)
 
 
-def synthetic_recommender(n_models: int, seed: int = 0, n_tasks: int = N_TASKS
-                          ) -> tuple[Fennec, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def random_history(n_models: int, n_tasks: int, proxy_dim: int, seed: int = 0):
+    """A low-rank score matrix (10% missing) with model facts, task facts and task proxies."""
     rng = np.random.default_rng(seed)
     models = [f"model{i:05d}" for i in range(n_models)]
     tasks = [f"task{j:03d}" for j in range(n_tasks)]
     P = pd.DataFrame(rng.random((n_models, 4)) @ rng.random((4, n_tasks)), index=models, columns=tasks)
     P = P.mask(rng.random(P.shape) < 0.1)
-    model_meta = pd.DataFrame(rng.normal(size=(n_models, 12)), index=models,
-                              columns=[f"m{i}" for i in range(12)])
+    model_meta = pd.DataFrame(rng.normal(size=(n_models, 12)), index=models, columns=[f"m{i}" for i in range(12)])
     task_meta = pd.DataFrame(rng.normal(size=(n_tasks, 3)), index=tasks,
                              columns=["log_class_count", "log_sample_count", "domain=x"])
-    proxy = pd.DataFrame(rng.normal(size=(n_tasks, PROXY_DIM)), index=tasks,
-                         columns=[f"proxy_{i}" for i in range(PROXY_DIM)])
+    proxy = pd.DataFrame(rng.normal(size=(n_tasks, proxy_dim)), index=tasks,
+                         columns=[f"proxy_{i}" for i in range(proxy_dim)])
+    return P, model_meta, task_meta, proxy
+
+
+def synthetic_recommender(n_models: int, seed: int = 0, n_tasks: int = N_TASKS
+                          ) -> tuple[Fennec, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    P, model_meta, task_meta, proxy = random_history(n_models, n_tasks, PROXY_DIM, seed)
     fennec = Fennec(k=4, nmf_max_iter=300).fit(P, model_meta, task_meta, proxy)
     return fennec, model_meta, task_meta, proxy
 
@@ -93,6 +104,24 @@ def bench_warm(task_counts: list[int], n_models: int = 1000) -> list[dict]:
         warm = time_calls(lambda: fennec.rank(meta_row, proxy_row, known_scores=known), 20)
         rows.append({"models": n_models, "history tasks": n_tasks, "cold rank() (ms)": cold * 1e3,
                      "rank() with 3 known scores (ms)": warm * 1e3})
+        print(rows[-1], flush=True)
+    return rows
+
+
+# (models, history tasks, proxy features): the real benchmark's shape, the synthetic one's, a large zoo.
+FIT_SHAPES = ((11, 22, 2570), (16, 30, 138), (1000, 30, 138))
+
+
+def bench_fit(repeats: int) -> list[dict]:
+    rows = []
+    for n_models, n_tasks, proxy_dim in FIT_SHAPES:
+        P, model_meta, task_meta, proxy = random_history(n_models, n_tasks, proxy_dim)
+
+        def fit():
+            Fennec(**config.FENNEC_DEFAULTS, random_state=0).fit(P, model_meta, task_meta, proxy)
+        seconds = time_calls(fit, repeats)
+        rows.append({"models": n_models, "history tasks": n_tasks, "proxy features": proxy_dim,
+                     "fit (s)": seconds})
         print(rows[-1], flush=True)
     return rows
 
@@ -187,7 +216,8 @@ def main() -> None:
     parser.add_argument("--server-models", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warm-tasks", type=int, nargs="+", default=[30, 100, 400])
-    parser.add_argument("--only", choices=["warm"], default=None)
+    parser.add_argument("--fit-repeats", type=int, default=5)
+    parser.add_argument("--only", choices=["warm", "fit"], default=None)
     args = parser.parse_args()
     tables = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -195,7 +225,10 @@ def main() -> None:
             tables["in-process"] = pd.DataFrame(bench_in_process(args.models))
             tables["server"] = pd.DataFrame([bench_server(args.server_models, args.requests, Path(tmp))])
             tables["end to end"] = pd.DataFrame([bench_end_to_end(Path(tmp))])
-        tables["warm start"] = pd.DataFrame(bench_warm(args.warm_tasks))
+        if args.only in (None, "warm"):
+            tables["warm start"] = pd.DataFrame(bench_warm(args.warm_tasks))
+        if args.only in (None, "fit"):
+            tables["offline fit"] = pd.DataFrame(bench_fit(args.fit_repeats))
     for title, table in tables.items():
         header = "| " + " | ".join(table.columns) + " |\n|" + "---:|" * len(table.columns)
         rows = ["| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row) + " |"

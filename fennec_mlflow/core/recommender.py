@@ -74,6 +74,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import linalg as scipy_linalg
 from scipy.optimize import nnls
 from scipy.stats import norm, t as student_t
 from sklearn.base import BaseEstimator
@@ -460,18 +461,74 @@ class _MetaPart:
         return model_rows @ self.interaction_weights @ (task_rows - self.mean_task).T
 
 
-def _fit_meta(model_rows: np.ndarray, task_rows: np.ndarray, normalised: np.ndarray, observed: np.ndarray, *,
-              l2: float, interactions: bool) -> _MetaPart:
-    rows, cols = np.nonzero(observed)
+def _meta_design(model_rows: np.ndarray, task_rows: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                 interactions: bool) -> np.ndarray:
+    """One row per observed cell (model ``rows[c]``, task ``cols[c]``): [model facts, task facts, their products]."""
     parts = [model_rows[rows], task_rows[cols]]
     if interactions:
         parts.append((model_rows[rows][:, :, None] * task_rows[cols][:, None, :]).reshape(len(rows), -1))
-    ridge = Ridge(alpha=l2).fit(np.hstack(parts), normalised[rows, cols])
-    n_model, n_task = model_rows.shape[1], task_rows.shape[1]
-    interaction = (ridge.coef_[n_model + n_task:].reshape(n_model, n_task) if interactions
+    return np.hstack(parts)
+
+
+def _meta_part(coef: np.ndarray, intercept: float, n_model: int, task_rows: np.ndarray,
+               interactions: bool) -> _MetaPart:
+    n_task = task_rows.shape[1]
+    interaction = (coef[n_model + n_task:].reshape(n_model, n_task) if interactions
                    else np.zeros((n_model, n_task)))
-    return _MetaPart(ridge.coef_[:n_model], ridge.coef_[n_model:n_model + n_task], interaction,
-                     float(ridge.intercept_), task_rows.mean(axis=0))
+    return _MetaPart(coef[:n_model], coef[n_model:n_model + n_task], interaction, float(intercept),
+                     task_rows.mean(axis=0))
+
+
+def _fit_meta(model_rows: np.ndarray, task_rows: np.ndarray, normalised: np.ndarray, observed: np.ndarray, *,
+              l2: float, interactions: bool) -> _MetaPart:
+    rows, cols = np.nonzero(observed)
+    ridge = Ridge(alpha=l2).fit(_meta_design(model_rows, task_rows, rows, cols, interactions), normalised[rows, cols])
+    return _meta_part(ridge.coef_, ridge.intercept_, model_rows.shape[1], task_rows, interactions)
+
+
+def _ridge_from_sums(count: float, x_sum: np.ndarray, y_sum: float, gram: np.ndarray, xy: np.ndarray,
+                     l2: float) -> tuple[np.ndarray, float]:
+    """Ridge with an intercept (scikit-learn's ``Ridge``: centred, the intercept unpenalised) from the
+    design's sums: count, column sums, the target's sum, X'X and X'y."""
+    x_mean, y_mean = x_sum / count, y_sum / count
+    system = gram - count * np.outer(x_mean, x_mean) + l2 * np.eye(len(gram))
+    right = xy - count * x_mean * y_mean
+    try:
+        coef = scipy_linalg.solve(system, right, assume_a="pos")
+    except scipy_linalg.LinAlgError:  # l2 = 0 and a singular design, as scikit-learn falls back
+        coef = scipy_linalg.lstsq(system, right)[0]
+    return coef, float(y_mean - x_mean @ coef)
+
+
+def leave_one_task_out_meta(model_rows: np.ndarray, task_rows: np.ndarray, normalised: np.ndarray,
+                            observed: np.ndarray, *, l2: float, interactions: bool) -> np.ndarray:
+    """(tasks, models): each task's meta interaction from the ridge fitted without it.
+
+    With fewer design columns than cells (the usual case) every fold is the whole's normal
+    equations minus the task's own rows: one pass over the design instead of one per task.
+    Otherwise each fold is fitted as :func:`_fit_meta` does (scikit-learn then solves the dual)."""
+    n_models, n_tasks = normalised.shape
+    predicted = np.zeros((n_tasks, n_models))
+    rows, cols = np.nonzero(observed)
+    design = _meta_design(model_rows, task_rows, rows, cols, interactions)
+    if design.shape[1] >= len(rows):
+        for j in range(n_tasks):
+            train = np.arange(n_tasks) != j
+            part = _fit_meta(model_rows, task_rows[train], normalised[:, train], observed[:, train], l2=l2,
+                             interactions=interactions)
+            predicted[j] = part.interaction(model_rows, task_rows[[j]])[:, 0]
+        return predicted
+    target = normalised[rows, cols]
+    total = (len(rows), design.sum(axis=0), target.sum(), design.T @ design, design.T @ target)
+    for j in range(n_tasks):
+        own = cols == j
+        x, y = design[own], target[own]
+        coef, intercept = _ridge_from_sums(total[0] - len(y), total[1] - x.sum(axis=0), total[2] - y.sum(),
+                                           total[3] - x.T @ x, total[4] - x.T @ y, l2)
+        train = np.arange(n_tasks) != j
+        part = _meta_part(coef, intercept, model_rows.shape[1], task_rows[train], interactions)
+        predicted[j] = part.interaction(model_rows, task_rows[[j]])[:, 0]
+    return predicted
 
 
 def slope_lower_bound(predicted: np.ndarray, true: np.ndarray, z: float = SLOPE_CONFIDENCE_Z) -> float:
@@ -866,11 +923,8 @@ class Fennec(BaseEstimator):
                 certain = gain_is_certain(loo_bias, weight * predicted_transfer, standardised.T, TRANSFER_GAIN_Z)
                 self.transfer_weight_ = weight if certain else 0.0
         if use_meta and n_tasks >= 3:
-            for j in range(n_tasks):
-                train = np.arange(n_tasks) != j
-                part = _fit_meta(self.model_meta_rows_, task_rows[train], normalised[:, train], observed[:, train],
-                                 l2=self.meta_l2, interactions=self.meta_interactions)
-                predicted_meta[j] = part.interaction(self.model_meta_rows_, task_rows[[j]])[:, 0]
+            predicted_meta = leave_one_task_out_meta(self.model_meta_rows_, task_rows, normalised, observed,
+                                                     l2=self.meta_l2, interactions=self.meta_interactions)
             if self.shrinkage == "auto":
                 cold = loo_bias + self.transfer_weight_ * predicted_transfer
                 weight = slope_lower_bound(predicted_meta, standardised.T - cold)

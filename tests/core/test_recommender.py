@@ -13,6 +13,7 @@ from fennec_mlflow.core.recommender import (
     RANKING_COLUMNS,
     Fennec,
     leave_one_out_bias,
+    leave_one_task_out_meta,
     masked_nmf,
     normalize_tasks,
     posterior_check_gains,
@@ -219,6 +220,27 @@ def test_meta_interactions_let_task_facts_reorder_models():
     # Additive only: both tasks get the same order, so the task with y < 0 is ranked backwards.
     assert rankings[False][0]["model"].tolist() == rankings[False][1]["model"].tolist()
     assert pearson(rankings[False][0], P[tasks[-2]]) < -0.9
+
+
+@pytest.mark.parametrize("n_models, n_tasks", [(60, 8), (2, 8)])  # fewer design columns than cells, and more
+def test_leave_one_task_out_meta_is_the_ridge_fitted_without_each_task(n_models, n_tasks):
+    """The shrinkage's held-out meta interaction: folds by subtraction from the whole's normal
+    equations (many cells) or fitted one by one (few) give scikit-learn's Ridge without the task."""
+    from sklearn.linear_model import Ridge
+    rng = np.random.default_rng(5)
+    model_rows, task_rows = rng.normal(size=(n_models, 4)), rng.normal(size=(n_tasks, 3))
+    observed = rng.random((n_models, n_tasks)) > 0.2
+    values = np.where(observed, rng.normal(size=(n_models, n_tasks)), np.nan)
+    held_out = leave_one_task_out_meta(model_rows, task_rows, values, observed, l2=0.5, interactions=True)
+    for j in range(n_tasks):
+        others = [t for t in range(n_tasks) if t != j]
+        rows, cols = np.nonzero(observed[:, others])
+        design = np.hstack([model_rows[rows], task_rows[others][cols],
+                            np.einsum("ca,cb->cab", model_rows[rows], task_rows[others][cols]).reshape(len(rows), -1)])
+        ridge = Ridge(alpha=0.5).fit(design, values[:, others][rows, cols])
+        weights = ridge.coef_[7:].reshape(4, 3)
+        expected = model_rows @ weights @ (task_rows[j] - task_rows[others].mean(axis=0))
+        np.testing.assert_allclose(held_out[j], expected, atol=1e-9)
 
 
 def test_without_proxy_the_task_vector_comes_from_task_meta(problem):
