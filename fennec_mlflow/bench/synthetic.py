@@ -489,10 +489,11 @@ MIN_TARGETS_FOR_FINETUNE_HISTORY = 5
 
 
 def nested_cv_predictor(histories: dict[str, TargetFennecFits], seed: int, costs: Costs,
-                        record: dict | None = None) -> ev.Predictor:
+                        record: dict | None = None, done: Callable[[], object] | None = None) -> ev.Predictor:
     """Fennec with its history source (a key of ``histories``) and alpha chosen per target by an
     inner leave-one-target-out over the *other* targets, whose fits never see the outer target
-    (neither its scores nor, through them, its labels). The honest figure for such a choice."""
+    (neither its scores nor, through them, its labels). The honest figure for such a choice.
+    ``done`` is called after each outer target (a progress bar's update)."""
     first = next(iter(histories.values()))
     data, alphas = first.data, nested_alphas(first.params)
     truth = data.truth
@@ -512,6 +513,8 @@ def nested_cv_predictor(histories: dict[str, TargetFennecFits], seed: int, costs
             record.setdefault(str(seed), {})[target] = {"history": name, "alpha": alpha, "inner_mean_pearson": score}
         scores, seconds = histories[name].rank(target, seed, alpha)
         costs.add(target, float(data.proxy_seconds[target]), seconds)
+        if done is not None:
+            done()
         return scores.reindex(history.index)
     return predict
 
@@ -591,9 +594,10 @@ def _repeat(table: pd.DataFrame, make: Callable[[int], ev.Predictor], seeds: Seq
 
 
 def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark, name: str,
-                 fits: TargetFennecFits, fda_fits: TargetFennecFits) -> EstimatorOutcome:
+                 fits: TargetFennecFits, fda_fits: TargetFennecFits, progress: bool = False) -> EstimatorOutcome:
     """Leave-one-target-out evaluation of one row of the table (nothing is logged). ``fits``: on
-    the best evidence (the default's history); ``fda_fits``: on the FDA history."""
+    the best evidence (the default's history); ``fda_fits``: on the FDA history. ``progress``:
+    a bar over the nested-CV row's outer targets (its inner fits take most of the evaluation)."""
     costs = Costs()
     truth, seeds = data.truth, list(config.seeds)
     needs_labels = True
@@ -647,7 +651,10 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
         if truth.shape[1] >= MIN_TARGETS_FOR_FINETUNE_HISTORY:
             histories["finetune"] = TargetFennecFits(data, fits.params, history=truth)
         choices: dict = {}
-        result = _repeat(truth, lambda s: nested_cv_predictor(histories, s, costs, choices), seeds)
+        from tqdm.auto import tqdm
+        with tqdm(total=len(seeds) * truth.shape[1], desc=f"nested CV over {len(histories)} histories",
+                  unit="target", leave=False, disable=not progress) as bar:
+            result = _repeat(truth, lambda s: nested_cv_predictor(histories, s, costs, choices, bar.update), seeds)
         needs_labels = False
         params = {**{k: v for k, v in fits.params.items() if k != "alpha"}, "encoder": data.encoder,
                   "seeds": ",".join(map(str, seeds)), "history": "chosen per target: " + ",".join(histories),
@@ -709,7 +716,7 @@ def run_evaluation(config: BenchmarkConfig, data: BenchmarkData, estimators: Seq
             rows[name] = TableRow(run.data.metrics, run.data.params.get("needs_target_labels") == "True",
                                   run.info.run_id)
             continue
-        outcome = evaluate_one(config, data, bench, name, fits, fda_fits)
+        outcome = evaluate_one(config, data, bench, name, fits, fda_fits, progress)
         outcome.params.update(config.describe())
         tracking.discard_runs(mlflow_client, stale.pop(key, ()))
         log_outcome(outcome, bench, experiment, tags={tracking.CELL_TAG: key})
