@@ -647,6 +647,12 @@ def posterior_mean(prior: np.ndarray, residuals: np.ndarray, shrinkage: float, k
 # scores made the ranking of the other models worse than cold. So the posterior is used only
 # where the history expects it to help at the user's known models (``Fennec._posterior_expected_gain``).
 POSTERIOR_CHECK_MIN_TASKS = 3
+# A player is told those of the known models it measured: at least this many (all, when fewer are
+# known). Requiring all of them left sparse histories without a check, and so without the posterior,
+# exactly when many scores are known: PARC with 10 known scores fell to 72.3 against cold 73.0
+# (0.7 below; told at least 3: 74.2), parc6 68.7 against 69.5 (71.2); with 3 known nothing changes,
+# with 5 within 0.2 (benchmarks/warm_start_variants.py --known 3|5|10, and --subtables 20 --seed 3).
+POSTERIOR_CHECK_MIN_TOLD = 3
 POSTERIOR_CHECK_MAX_TASKS = 40  # an evenly spaced subset of a larger history: the check stays in milliseconds
 
 
@@ -655,9 +661,10 @@ def posterior_check_gains(standardised: np.ndarray, residuals: np.ndarray, loo_w
     """Per player task: Pearson gain on its judged models of the posterior over the cold prior.
 
     Each task j of ``players`` plays the new task: its cold prior is its out-of-fold prediction
-    (its z-scores minus its residuals), it is told its own z-scores of the ``known`` models, and
-    the posterior's covariance comes from the *other* tasks' residuals, recomputed with j left out
-    of their popularity too (their out-of-fold bias had seen j, which would flatter the check).
+    (its z-scores minus its residuals), it is told its own z-scores of those ``known`` models it
+    measured, and the posterior's covariance comes from the *other* tasks' residuals, recomputed
+    with j left out of their popularity too (their out-of-fold bias had seen j, which would flatter
+    the check).
     ``standardised``: (models, tasks), NaN = unobserved; ``residuals``: (tasks, models), 0 where
     unobserved; ``loo_weights``: (tasks, tasks), row i = the history weights when i is new.
     """
@@ -677,7 +684,8 @@ def posterior_check_gains(standardised: np.ndarray, residuals: np.ndarray, loo_w
         without_j = np.where(counts_j > _EPS, (sums[others] - w * values[j]) / np.maximum(counts_j, _EPS), 0.0)
         other_residuals = (residuals[others] + full[others] - without_j) * measured[others]
         prior = np.where(observed[j], truth[j] - residuals[j], 0.0)
-        posterior = posterior_mean(prior, other_residuals, shrinkage, known, truth[j, known])
+        told = known[observed[j, known]]
+        posterior = posterior_mean(prior, other_residuals, shrinkage, told, truth[j, told])
         scored = judged & observed[j]
         rows = np.stack([posterior[scored], prior[scored]])
         pearsons = _pearson_rows(rows, np.tile(truth[j, scored], (2, 1)))
@@ -1135,8 +1143,9 @@ class Fennec(BaseEstimator):
         models (:func:`posterior_check_gains`); None when the history cannot say.
 
         The players are the history tasks with the most evidence (e.g. fine-tuned, not only
-        FDA-scored: the new task's known scores are fine-tunes too) that measured every known model,
-        at least 3 of the others, and not all alike on the known ones; at most
+        FDA-scored: the new task's known scores are fine-tunes too) that measured at least
+        :data:`POSTERIOR_CHECK_MIN_TOLD` of the known models (each is told those it measured), at
+        least 3 of the others, and not all alike on the known ones; at most
         :data:`POSTERIOR_CHECK_MAX_TASKS` of them, evenly spaced. Fewer than
         :data:`POSTERIOR_CHECK_MIN_TASKS` (the posterior is then not used: a covariance from two
         tasks is noise; 5 known scores cost 22 points of Pearson on an 11 x 3 table), or a model
@@ -1149,8 +1158,11 @@ class Fennec(BaseEstimator):
         known_z = standardised[known]
         judged = np.ones(standardised.shape[0], bool)
         judged[known] = False
-        players = np.flatnonzero((evidence >= evidence.max()) & np.all(np.isfinite(known_z), axis=0)
-                                 & (np.ptp(known_z, axis=0) > 0) & (np.isfinite(standardised[judged]).sum(axis=0) >= 3))
+        told = np.isfinite(known_z)
+        spread = np.where(told, known_z, -np.inf).max(axis=0) - np.where(told, known_z, np.inf).min(axis=0)
+        players = np.flatnonzero((evidence >= evidence.max()) & (spread > 0)
+                                 & (told.sum(axis=0) >= min(POSTERIOR_CHECK_MIN_TOLD, known.size))
+                                 & (np.isfinite(standardised[judged]).sum(axis=0) >= 3))
         if players.size < POSTERIOR_CHECK_MIN_TASKS:
             return None
         if players.size > POSTERIOR_CHECK_MAX_TASKS:
@@ -1297,8 +1309,10 @@ class Fennec(BaseEstimator):
                                        self._known_z(score, *known))
                 parts.append(f"warm start from {known[0].size} known scores")
             elif expected_gain is None:
+                measured = ("them all" if known[0].size <= POSTERIOR_CHECK_MIN_TOLD
+                            else f"at least {POSTERIOR_CHECK_MIN_TOLD} of them")
                 parts.append(f"{known[0].size} known scores not propagated to the other models (fewer than "
-                             f"{POSTERIOR_CHECK_MIN_TASKS} history tasks measured them all, too few to check "
+                             f"{POSTERIOR_CHECK_MIN_TASKS} history tasks measured {measured}, too few to check "
                              f"that it helps)")
             else:
                 parts.append(f"{known[0].size} known scores not propagated to the other models (on the history "
