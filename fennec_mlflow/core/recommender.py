@@ -414,7 +414,7 @@ class _TransferPart:
     regressor: RandomForestRegressor
     mean_task_vector: np.ndarray
     objective_history: np.ndarray
-    out_of_bag_vectors: np.ndarray | None  # (tasks, k): each task's vector from the trees that did not see it
+    out_of_bag_vectors: np.ndarray | None  # (tasks, k): each task's vector from the trees that did not see it (NaN: none)
 
     def interaction(self, task_features: np.ndarray) -> np.ndarray:
         """``m_i · (d̂_t − d̄)``: how the predicted task vector moves each model away from its average."""
@@ -432,11 +432,16 @@ def _fit_transfer(normalised: np.ndarray, observed: np.ndarray, task_features: n
                                                       random_state=random_state)
     regressor = RandomForestRegressor(n_estimators=n_trees, random_state=random_state, oob_score=out_of_bag)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # a task no tree left out gets no OOB value
+        warnings.simplefilter("ignore", UserWarning)  # a task no tree left out: handled below
         # A 1-column target would trigger scikit-learn's column-vector warning: pass it flat when k = 1.
         regressor.fit(task_features, task_vectors if k > 1 else task_vectors[:, 0])
-    out_of_bag_vectors = (np.asarray(regressor.oob_prediction_, dtype=float).reshape(len(task_vectors), -1)
-                          if out_of_bag else None)
+    out_of_bag_vectors = None
+    if out_of_bag:
+        out_of_bag_vectors = np.asarray(regressor.oob_prediction_, dtype=float).reshape(len(task_vectors), -1)
+        # scikit-learn predicts 0 for a task every tree drew: it has no held-out view.
+        in_every_bag = np.logical_and.reduce([np.isin(np.arange(len(task_vectors)), drawn)
+                                              for drawn in regressor.estimators_samples_])
+        out_of_bag_vectors[in_every_bag] = np.nan
     return _TransferPart(model_vectors, task_vectors, regressor, task_vectors.mean(axis=0), history,
                          out_of_bag_vectors)
 
@@ -510,14 +515,15 @@ def leave_one_task_out_meta(model_rows: np.ndarray, task_rows: np.ndarray, norma
     n_models, n_tasks = normalised.shape
     predicted = np.zeros((n_tasks, n_models))
     rows, cols = np.nonzero(observed)
-    design = _meta_design(model_rows, task_rows, rows, cols, interactions)
-    if design.shape[1] >= len(rows):
+    n_model, n_task = model_rows.shape[1], task_rows.shape[1]
+    if n_model + n_task + (n_model * n_task if interactions else 0) >= len(rows):
         for j in range(n_tasks):
             train = np.arange(n_tasks) != j
             part = _fit_meta(model_rows, task_rows[train], normalised[:, train], observed[:, train], l2=l2,
                              interactions=interactions)
             predicted[j] = part.interaction(model_rows, task_rows[[j]])[:, 0]
         return predicted
+    design = _meta_design(model_rows, task_rows, rows, cols, interactions)
     target = normalised[rows, cols]
     total = (len(rows), design.sum(axis=0), target.sum(), design.T @ design, design.T @ target)
     for j in range(n_tasks):
@@ -526,7 +532,7 @@ def leave_one_task_out_meta(model_rows: np.ndarray, task_rows: np.ndarray, norma
         coef, intercept = _ridge_from_sums(total[0] - len(y), total[1] - x.sum(axis=0), total[2] - y.sum(),
                                            total[3] - x.T @ x, total[4] - x.T @ y, l2)
         train = np.arange(n_tasks) != j
-        part = _meta_part(coef, intercept, model_rows.shape[1], task_rows[train], interactions)
+        part = _meta_part(coef, intercept, n_model, task_rows[train], interactions)
         predicted[j] = part.interaction(model_rows, task_rows[[j]])[:, 0]
     return predicted
 
@@ -923,9 +929,8 @@ class Fennec(BaseEstimator):
         loo_bias = leave_one_out_bias(standardised, self._out_of_fold_weights(self._fitted_space()))
         missed = standardised.T - loo_bias  # NaN where unobserved
         if use_transfer and n_tasks >= 3:
-            oob = out_of_bag_vectors
-            seen = np.isfinite(oob).all(axis=1)
-            predicted_transfer[seen] = (oob[seen] - self.mean_task_vector_) @ self.model_vectors_.T
+            seen = np.isfinite(out_of_bag_vectors).all(axis=1)
+            predicted_transfer[seen] = (out_of_bag_vectors[seen] - self.mean_task_vector_) @ self.model_vectors_.T
             if self.shrinkage == "auto":
                 weight = slope_lower_bound(predicted_transfer[seen], missed[seen], TRANSFER_SLOPE_Z)
                 certain = gain_is_certain(loo_bias, weight * predicted_transfer, standardised.T, TRANSFER_GAIN_Z)

@@ -222,6 +222,20 @@ def test_meta_interactions_let_task_facts_reorder_models():
     assert pearson(rankings[False][0], P[tasks[-2]]) < -0.9
 
 
+def test_a_task_every_tree_drew_has_no_out_of_bag_view():
+    """scikit-learn predicts 0 out of bag for a task no tree left out; the shrinkage must not read
+    that as the task's held-out vector: it is NaN (no view), and the others are the trees' mean."""
+    from fennec_mlflow.core.recommender import _fit_transfer
+    rng = np.random.default_rng(2)
+    values, features = rng.uniform(0.5, 1.0, size=(12, 6)), rng.normal(size=(6, 3))
+    part = _fit_transfer(values, np.ones(values.shape, bool), features, k=2, l2=0.0, max_iter=200, tol=1e-6,
+                         random_state=0, n_trees=1, out_of_bag=True)
+    drawn = np.isin(np.arange(6), part.regressor.estimators_samples_[0])
+    assert drawn.any() and (~drawn).any()
+    assert np.isnan(part.out_of_bag_vectors[drawn]).all()
+    np.testing.assert_allclose(part.out_of_bag_vectors[~drawn], part.regressor.predict(features[~drawn]))
+
+
 @pytest.mark.parametrize("n_models, n_tasks", [(60, 8), (2, 8)])  # fewer design columns than cells, and more
 def test_leave_one_task_out_meta_is_the_ridge_fitted_without_each_task(n_models, n_tasks):
     """The shrinkage's held-out meta interaction: folds by subtraction from the whole's normal
