@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fennec_mlflow import config
+from fennec_mlflow import __version__, config
 from fennec_mlflow.bench.evaluate import (
     EVALUATION_TAG_BENCHMARK,
     FACT_BASELINES,
@@ -75,7 +75,7 @@ from fennec_mlflow.core import evaluation as ev
 from fennec_mlflow.core.estimators import available_estimators
 from fennec_mlflow.core.estimators.etran import etran_combine
 from fennec_mlflow.core.estimators.ncti import ncti_combine
-from fennec_mlflow.core.recommender import Fennec
+from fennec_mlflow.core.recommender import Fennec, behaviour_digest
 from fennec_mlflow.data.checkpoints import load_pretrained
 from fennec_mlflow.data.features import FeatureCache
 from fennec_mlflow.data.synthetic import synthetic_task
@@ -706,18 +706,21 @@ def run_evaluation(config: BenchmarkConfig, data: BenchmarkData, estimators: Seq
     mlflow_client = tracking.client()
     logged = tracking.finished_cells(mlflow_client, experiment, "evaluation")
     stale = tracking.unfinished_cells(mlflow_client, experiment, "evaluation")
+    recommender_version = f"{__version__}+{behaviour_digest()}"
     rows = {}
     for name in tqdm(evaluation_names(config, estimators), desc=f"evaluate {config.name}", unit="estimator",
                      disable=not progress):
+        # The recommender's digest and the package's version are in the key: after an upgrade that changes
+        # a ranking, a row is evaluated again rather than read back.
         key = tracking.cell_key("evaluation", benchmark=config.fingerprint(), estimator=name, encoder=data.encoder,
-                                estimators=sorted(estimators))
+                                estimators=sorted(estimators), recommender=recommender_version)
         if key in logged:
             run = mlflow_client.get_run(logged[key])
             rows[name] = TableRow(run.data.metrics, run.data.params.get("needs_target_labels") == "True",
                                   run.info.run_id)
             continue
         outcome = evaluate_one(config, data, bench, name, fits, fda_fits, progress)
-        outcome.params.update(config.describe())
+        outcome.params.update(config.describe(), recommender_version=recommender_version)
         tracking.discard_runs(mlflow_client, stale.pop(key, ()))
         log_outcome(outcome, bench, experiment, tags={tracking.CELL_TAG: key})
         rows[name] = TableRow(outcome.metrics(), bool(outcome.params["needs_target_labels"]), outcome.run_id)

@@ -68,6 +68,8 @@ Fitted state is plain arrays plus one scikit-learn forest, so the object pickles
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -1374,3 +1376,36 @@ class Fennec(BaseEstimator):
             meta = np.full(candidates.size, np.nan)
             score = transfer
         return score, np.full(candidates.size, np.nan), transfer, meta, basis
+
+
+@functools.lru_cache(maxsize=1)
+def behaviour_digest() -> str:
+    """A short digest of what the recommender answers on a fixed random history.
+
+    It changes whenever a change of code, default or library changes a ranking (the shrunk
+    formulation cold and warm, with task facts, proxies and model facts, and the paper's), so
+    results cached under it, such as the end-to-end evaluation rows, are re-measured after an
+    upgrade instead of being read back. About 0.4 s, once per process.
+    """
+    rng = np.random.default_rng(0)
+    n_models, n_tasks = 9, 12
+    task_factors, model_factors = rng.normal(size=(n_tasks, 2)), rng.normal(size=(n_models, 2))
+    scores = (70 + 5 * rng.normal(size=(n_models, 1)) + 3 * model_factors @ task_factors.T
+              + rng.normal(size=(n_models, n_tasks)))
+    models, tasks = [f"m{i}" for i in range(n_models)], [f"t{j}" for j in range(n_tasks)]
+    P = pd.DataFrame(scores, models, tasks)
+    P.iloc[0, 1] = np.nan
+    task_meta = pd.DataFrame(task_factors + 0.3 * rng.normal(size=task_factors.shape), tasks, ["size", "domain"])
+    task_proxy = pd.DataFrame(task_factors @ rng.normal(size=(2, 6)) + 0.3 * rng.normal(size=(n_tasks, 6)),
+                              tasks, [f"f{i}" for i in range(6)])
+    model_meta = pd.DataFrame(model_factors + 0.3 * rng.normal(size=model_factors.shape), models, ["a", "b"])
+    history, target = tasks[:-1], tasks[-1]
+    digest = hashlib.sha256()
+    for fennec in (Fennec(), Fennec.paper()):
+        fennec.fit(P[history], model_meta, task_meta.loc[history], task_proxy.loc[history])
+        for known in (None, P[target].iloc[:3].to_dict()):
+            ranking = fennec.rank(task_meta.loc[target], task_proxy.loc[target], known_scores=known)
+            # Rounded so that the last bits of a BLAS call do not count as a change.
+            digest.update((np.round(ranking["score"].to_numpy(float), 6) + 0.0).tobytes())  # + 0.0: no -0.0
+            digest.update(",".join(ranking["model"]).encode())
+    return digest.hexdigest()[:12]

@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fennec_mlflow import config
+from fennec_mlflow import __version__, config
 
 from fennec_mlflow.core.estimators import available_estimators
 from fennec_mlflow.core.estimators.etran import etran_combine
 from fennec_mlflow.core.evaluation import leave_one_task_out
-from fennec_mlflow.core.recommender import Fennec
+from fennec_mlflow.core.recommender import Fennec, behaviour_digest
 from fennec_mlflow.store.knowledge import Knowledge
 from fennec_mlflow.data.synthetic import SYNTHETIC_TASKS
 from fennec_mlflow.bench.synthetic import (CONFIGS, BenchmarkData, Costs, TargetFennecFits, cells_experiment,
@@ -297,6 +297,8 @@ def test_the_smoke_benchmark_survives_kills_without_redoing_or_duplicating_a_cel
     assert set(names) == set(evaluation_names(config, sorted({r.data.params["estimator"]
                                                                for r in by_kind["estimator"]} | {"fda"})))
     assert max(names.values()) == 1
+    # keyed by the recommender that produced them: an upgrade that changes a ranking evaluates again
+    assert {r.data.params["recommender_version"] for r in rows} == {f"{__version__}+{behaviour_digest()}"}
     for row in rows:
         metrics = row.data.metrics
         for name in ("mean_pearson", "mean_spearman", "mean_weighted_tau", "mean_top1_regret",

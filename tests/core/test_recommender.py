@@ -12,6 +12,7 @@ from fennec_mlflow.core.recommender import (
     POSTERIOR_CHECK_MIN_TASKS,
     RANKING_COLUMNS,
     Fennec,
+    behaviour_digest,
     leave_one_out_bias,
     leave_one_task_out_meta,
     masked_nmf,
@@ -799,3 +800,24 @@ def test_a_model_pickled_before_task_weights_ranks_as_it_did():
     old = Fennec.__new__(Fennec)
     old.__setstate__(state)
     pd.testing.assert_frame_equal(old.rank(task_meta.loc[minority]), fitted.rank(task_meta.loc[minority]))
+
+
+def test_the_behaviour_digest_changes_when_a_ranking_does(monkeypatch):
+    # Cached end-to-end evaluation rows are keyed by it: a change that moves a score must move it.
+    behaviour_digest.cache_clear()
+    try:
+        before = behaviour_digest()
+        behaviour_digest.cache_clear()
+        assert behaviour_digest() == before  # deterministic
+        untouched = Fennec.rank
+
+        def nudged(self, *args, **kwargs):
+            ranking = untouched(self, *args, **kwargs)
+            ranking.loc[ranking.index[-1], "score"] += 1e-4
+            return ranking
+
+        monkeypatch.setattr(Fennec, "rank", nudged)
+        behaviour_digest.cache_clear()
+        assert behaviour_digest() != before
+    finally:
+        behaviour_digest.cache_clear()
