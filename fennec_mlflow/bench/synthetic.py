@@ -79,6 +79,7 @@ from fennec_mlflow.core.recommender import Fennec, behaviour_digest
 from fennec_mlflow.data.checkpoints import load_pretrained
 from fennec_mlflow.data.features import FeatureCache
 from fennec_mlflow.data.synthetic import synthetic_task
+from fennec_mlflow.data.threads import available_cores
 from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.serving.demo import demo_encoder
 from fennec_mlflow.store import tracking
@@ -422,6 +423,12 @@ class TargetFennecFits:
                 self.fit_seconds[target] = time.perf_counter() - start
         return self._fits[key]
 
+    def forget(self, hidden: tuple[str, ...]) -> None:
+        """Drop the fits that left ``hidden`` out besides their target (memory)."""
+        hidden = tuple(sorted(hidden))
+        for key in [key for key in self._fits if key[3] == hidden]:
+            del self._fits[key]
+
     def rank(self, target: str, seed: int, alpha: float, known_scores: dict | None = None,
              hidden: tuple[str, ...] = ()) -> tuple[pd.Series, float]:
         """Scores of every model for ``target`` and the seconds the online ranking took."""
@@ -488,27 +495,83 @@ def nested_alphas(params: dict) -> tuple[float, ...]:
 MIN_TARGETS_FOR_FINETUNE_HISTORY = 5
 
 
+def nested_cv_choice(histories: dict[str, TargetFennecFits], target: str, seed: int) -> tuple[float, str, float]:
+    """(inner mean Pearson, history, alpha) that an inner leave-one-target-out over the targets other
+    than ``target`` prefers; its fits never see ``target`` (neither its scores nor, through them, its labels)."""
+    first = next(iter(histories.values()))
+    truth, alphas = first.data.truth, nested_alphas(first.params)
+    inner_targets = [u for u in truth.columns if u != target]
+    best = (-np.inf, next(iter(histories)), alphas[0])  # a choice even when no inner score is finite
+    for name, fits in histories.items():
+        for alpha in alphas:
+            values = [ev.pearson(fits.rank(u, seed, alpha, hidden=(target,))[0].reindex(truth.index), truth[u])
+                      for u in inner_targets]
+            score = float(np.nanmean(values)) if np.isfinite(values).any() else -np.inf
+            if score > best[0]:
+                best = (score, name, alpha)
+    for fits in histories.values():
+        fits.forget(hidden=(target,))  # fits without this outer target serve no other
+    return best
+
+
+_FORKED_HISTORIES: dict[str, TargetFennecFits] = {}  # what forked nested-CV workers inherit
+
+
+def _nested_cv_job(job: tuple[int, str]) -> tuple[tuple[int, str], tuple[float, str, float]]:
+    seed, target = job
+    return job, nested_cv_choice(_FORKED_HISTORIES, target, seed)
+
+
+def _one_blas_thread() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # the workers already fill the cores
+
+
+def nested_cv_choices(histories: dict[str, TargetFennecFits], seeds: Sequence[int], *, workers: int = 1,
+                      done: Callable[[], object] | None = None) -> dict[tuple[int, str], tuple[float, str, float]]:
+    """:func:`nested_cv_choice` for every (seed, target), on ``workers`` processes. ``done`` is
+    called after each (a progress bar's update). Workers are forked: they share the loaded data
+    instead of pickling it; where fork is not available the choices are made here, one by one."""
+    global _FORKED_HISTORIES
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    jobs = [(int(seed), target) for seed in seeds for target in next(iter(histories.values())).data.truth.columns]
+    choices = {}
+    if workers <= 1 or len(jobs) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        for seed, target in jobs:
+            choices[seed, target] = nested_cv_choice(histories, target, seed)
+            if done is not None:
+                done()
+        return choices
+    _FORKED_HISTORIES = histories
+    try:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_one_blas_thread) as pool:
+            for future in as_completed([pool.submit(_nested_cv_job, job) for job in jobs]):
+                job, choice = future.result()
+                choices[job] = choice
+                if done is not None:
+                    done()
+    finally:
+        _FORKED_HISTORIES = {}
+    return choices
+
+
 def nested_cv_predictor(histories: dict[str, TargetFennecFits], seed: int, costs: Costs,
-                        record: dict | None = None, done: Callable[[], object] | None = None) -> ev.Predictor:
+                        record: dict | None = None, done: Callable[[], object] | None = None,
+                        choices: dict[tuple[int, str], tuple[float, str, float]] | None = None) -> ev.Predictor:
     """Fennec with its history source (a key of ``histories``) and alpha chosen per target by an
     inner leave-one-target-out over the *other* targets, whose fits never see the outer target
-    (neither its scores nor, through them, its labels). The honest figure for such a choice.
-    ``done`` is called after each outer target (a progress bar's update)."""
-    first = next(iter(histories.values()))
-    data, alphas = first.data, nested_alphas(first.params)
-    truth = data.truth
+    (:func:`nested_cv_choice`). The honest figure for such a choice. ``choices``: those made
+    beforehand (:func:`nested_cv_choices`), else each is made when its target comes; ``done`` is
+    called after each outer target (a progress bar's update)."""
+    data = next(iter(histories.values())).data
 
     def predict(history: pd.DataFrame, target: str) -> pd.Series:
-        inner_targets = [u for u in truth.columns if u != target]
-        best = (-np.inf, next(iter(histories)), alphas[0])  # a choice even when no inner score is finite
-        for name, fits in histories.items():
-            for alpha in alphas:
-                values = [ev.pearson(fits.rank(u, seed, alpha, hidden=(target,))[0].reindex(truth.index), truth[u])
-                          for u in inner_targets]
-                score = float(np.nanmean(values)) if np.isfinite(values).any() else -np.inf
-                if score > best[0]:
-                    best = (score, name, alpha)
-        score, name, alpha = best
+        choice = (choices or {}).get((int(seed), target)) or nested_cv_choice(histories, target, seed)
+        score, name, alpha = choice
         if record is not None:
             record.setdefault(str(seed), {})[target] = {"history": name, "alpha": alpha, "inner_mean_pearson": score}
         scores, seconds = histories[name].rank(target, seed, alpha)
@@ -654,7 +717,8 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
         from tqdm.auto import tqdm
         with tqdm(total=len(seeds) * truth.shape[1], desc=f"nested CV over {len(histories)} histories",
                   unit="target", leave=False, disable=not progress) as bar:
-            result = _repeat(truth, lambda s: nested_cv_predictor(histories, s, costs, choices, bar.update), seeds)
+            made = nested_cv_choices(histories, seeds, workers=available_cores(), done=bar.update)
+        result = _repeat(truth, lambda s: nested_cv_predictor(histories, s, costs, choices, choices=made), seeds)
         needs_labels = False
         params = {**{k: v for k, v in fits.params.items() if k != "alpha"}, "encoder": data.encoder,
                   "seeds": ",".join(map(str, seeds)), "history": "chosen per target: " + ",".join(histories),

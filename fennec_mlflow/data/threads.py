@@ -15,11 +15,16 @@ import torch
 THREADS_ENV = "FENNEC_TORCH_THREADS"
 
 
+def available_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def fair_share_threads() -> int:
     """``$FENNEC_TORCH_THREADS`` when set; else the cores, or 1 when the 1-minute load already fills them."""
     if os.environ.get(THREADS_ENV):
         return max(1, int(os.environ[THREADS_ENV]))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     try:
         load = os.getloadavg()[0]
     except OSError:  # not available on this platform

@@ -24,7 +24,7 @@ from fennec_mlflow.store.knowledge import Knowledge
 from fennec_mlflow.data.synthetic import SYNTHETIC_TASKS
 from fennec_mlflow.bench.synthetic import (CONFIGS, BenchmarkData, Costs, TargetFennecFits, cells_experiment,
                                            estimator_predictor, evaluation_names, fennec_predictor,
-                                           finetuned_predictor, nested_cv_predictor)
+                                           finetuned_predictor, nested_cv_choices, nested_cv_predictor)
 from tests.helpers import REPO, store_env
 
 
@@ -190,6 +190,26 @@ def test_nested_cv_chooses_without_reading_the_outer_target(made_up_data):
         assert before[1] == after[1]
         for table, column in saved:
             table[target] = column
+
+
+def test_nested_cv_chooses_the_same_on_two_worker_processes_as_in_turn(made_up_data):
+    data = made_up_data
+    finetunes = data.knowledge.P.copy()
+    finetunes[data.truth.columns] = data.truth  # the targets' fine-tunes as history, as the benchmark has it
+
+    def histories():
+        return {"fda": TargetFennecFits(data, {"k": 2}), "finetune": TargetFennecFits(data, {"k": 2}, history=finetunes)}
+
+    done = []
+    in_turn = nested_cv_choices(histories(), (0, 1), workers=1)
+    forked = nested_cv_choices(histories(), (0, 1), workers=2, done=lambda: done.append(1))
+    assert set(in_turn) == {(seed, target) for seed in (0, 1) for target in data.truth.columns}
+    assert forked == in_turn and len(done) == len(in_turn)
+    assert {history for _, history, _ in in_turn.values()} == {"fda", "finetune"}  # a real choice was made
+    # the predictor given these choices answers as the one that makes them itself
+    made = leave_one_task_out(data.truth, nested_cv_predictor(histories(), 1, Costs(), choices=forked))
+    itself = leave_one_task_out(data.truth, nested_cv_predictor(histories(), 1, Costs()))
+    pd.testing.assert_frame_equal(made.predictions, itself.predictions)
 
 
 def test_costs_count_every_candidate_forward_for_estimators_and_only_the_proxy_for_fennec(made_up_data):
