@@ -69,6 +69,7 @@ import numpy as np
 import pandas as pd
 
 from fennec_mlflow import config
+from fennec_mlflow.bench.parallel import forked_map
 from fennec_mlflow.bench.public import Benchmark, load_benchmark
 from fennec_mlflow.core import evaluation as ev
 from fennec_mlflow.core.accuracy import (
@@ -78,7 +79,8 @@ from fennec_mlflow.core.accuracy import (
 )
 from fennec_mlflow.core.recommender import Fennec
 from fennec_mlflow.errors import InvalidInputError
-from fennec_mlflow.serving.selection import capped_k, fennec_scores, fit_fennec  # noqa: F401 (capped_k: bench.synthetic)
+from fennec_mlflow.serving.selection import (  # noqa: F401 (capped_k: bench.synthetic)
+    TuningData, capped_k, fennec_scores, fit_fennec)
 from fennec_mlflow.store import tracking
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -109,19 +111,30 @@ class FennecFits:
     tables, which hold public facts only.
     """
 
-    def __init__(self, benchmark: Benchmark, params: dict | None = None):
+    def __init__(self, benchmark: Benchmark, params: dict | None = None, data: TuningData | None = None):
         self.benchmark = benchmark
         self.params = {**FENNEC_DEFAULTS, **(params or {})}
-        self.data = benchmark.tuning_data()
+        self.data = benchmark.tuning_data() if data is None else data
         self._fits: dict[tuple, Fennec] = {}
+        self._variants: dict[tuple, FennecFits] = {}
+
+    def variant(self, **changes) -> "FennecFits":
+        """The fits of Fennec with ``changes`` to these params (kept: each is fitted once per evaluation)."""
+        key = tuple(sorted(changes.items()))
+        if key not in self._variants:
+            self._variants[key] = FennecFits(self.benchmark, {**self.params, **changes}, self.data)
+        return self._variants[key]
+
+    def _fit(self, key: tuple[str, int, float]) -> Fennec:
+        target, seed, alpha = key
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            return fit_fennec(self.benchmark.history_for(target), {**self.params, "alpha": alpha}, self.data, seed)
 
     def get(self, target: str, seed: int, alpha: float) -> Fennec:
         key = (target, int(seed), float(alpha))
         if key not in self._fits:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", category=UserWarning)
-                self._fits[key] = fit_fennec(self.benchmark.history_for(target), {**self.params, "alpha": float(alpha)},
-                                             self.data, seed)
+            self._fits[key] = self._fit(key)
         return self._fits[key]
 
     def rank(self, history: pd.DataFrame, target: str, seed: int, alpha: float,
@@ -266,6 +279,31 @@ class EstimatorOutcome:
         return {**self.result.as_metrics(), **self.extra_metrics}
 
 
+def prefetch_fits(wanted: Iterable[tuple[FennecFits, tuple[str, int, float]]], *, progress: bool = True) -> None:
+    """Fit the (fits, (target, seed, alpha)) pairs not fitted yet, on every core
+    (:func:`~fennec_mlflow.bench.parallel.forked_map`): the evaluation's rows then rank from them."""
+    from tqdm.auto import tqdm
+
+    missing = [(fits, key) for fits, key in wanted if key not in fits._fits]
+    with tqdm(total=len(missing), desc="fit Fennec per target and seed", unit="fit", leave=False,
+              disable=not progress or not missing) as bar:
+        models = forked_map(lambda pair: pair[0]._fit(pair[1]), missing, done=bar.update)
+    for (fits, key), model in zip(missing, models):
+        fits._fits[key] = model
+
+
+def fits_needed(fits: FennecFits, estimators: Iterable[str], targets: Sequence[str],
+                seeds: Sequence[int]) -> list[tuple[FennecFits, tuple[str, int, float]]]:
+    """The fits :func:`evaluate_estimator` will rank from for these estimators."""
+    alpha = float(fits.params["alpha"])
+    wanted = {"fennec": (fits, alpha), "fennec-no-transfer": (fits, 1.0), "fennec-no-meta": (fits, 0.0),
+              "fennec-paper": (fits.variant(formulation="paper"), alpha),
+              "fennec-additive-meta": (fits.variant(meta_interactions=False), alpha),
+              **{f"fennec-warm-{n}": (fits, alpha) for n in WARM_KNOWN}}
+    return list(dict.fromkeys((variant, (target, int(seed), variant_alpha)) for name in estimators if name in wanted
+                              for variant, variant_alpha in [wanted[name]] for seed in seeds for target in targets))
+
+
 def _over_seeds(table: pd.DataFrame, make: Callable[[int], ev.Predictor], seeds: Sequence[int],
                 targets: list[str], missing: str = "raise") -> ev.EvaluationResult:
     results = [ev.leave_one_task_out(table, make(seed), targets, missing_predictions=missing) for seed in seeds]
@@ -324,11 +362,11 @@ def evaluate_estimator(benchmark: Benchmark, estimator: str, *, seeds: Sequence[
         extra = interval_metrics(benchmark, fits, seeds, alpha) if estimator == "fennec" else {}
         return EstimatorOutcome(estimator, result, {**base, **fennec_params, "alpha": alpha}, extra_metrics=extra)
     if estimator == "fennec-paper":
-        paper = FennecFits(benchmark, {**fits.params, "formulation": "paper"})
+        paper = fits.variant(formulation="paper")
         result = _over_seeds(table, lambda s: fennec_predictor(paper, s, paper.params["alpha"]), seeds, targets)
         return EstimatorOutcome(estimator, result, {**base, **fennec_params, **paper.params})
     if estimator == "fennec-additive-meta":
-        additive = FennecFits(benchmark, {**fits.params, "meta_interactions": False})
+        additive = fits.variant(meta_interactions=False)
         result = _over_seeds(table, lambda s: fennec_predictor(additive, s, additive.params["alpha"]), seeds, targets)
         return EstimatorOutcome(estimator, result, {**base, **fennec_params, **additive.params})
 
@@ -554,8 +592,9 @@ def run_evaluation(benchmark: str | Benchmark, *, experiment: str | None = None,
         tags={tracking.KIND_TAG: "leaderboard", EVALUATION_TAG_BENCHMARK: bench.name, **tracking.project_run_link()})
     parent_id = parent.info.run_id
     try:
-        for name in tqdm([n for n in chosen if n not in refused], desc=f"evaluate {bench.name}", unit="estimator",
-                         disable=not progress):
+        evaluated = [n for n in chosen if n not in refused]
+        prefetch_fits(fits_needed(fits, evaluated, bench.targets, seeds), progress=progress)
+        for name in tqdm(evaluated, desc=f"evaluate {bench.name}", unit="estimator", disable=not progress):
             outcome = evaluate_estimator(bench, name, seeds=seeds, fits=fits)
             log_outcome(outcome, bench, experiment, tags={tracking.MLFLOW_PARENT_RUN_ID: parent_id})
             outcomes[name] = outcome

@@ -70,6 +70,7 @@ from fennec_mlflow.bench.evaluate import (
     paired_metrics,
     told_known_predictor,
 )
+from fennec_mlflow.bench.parallel import forked_map
 from fennec_mlflow.bench.public import Benchmark
 from fennec_mlflow.core import evaluation as ev
 from fennec_mlflow.core.estimators import available_estimators
@@ -79,7 +80,6 @@ from fennec_mlflow.core.recommender import Fennec, behaviour_digest
 from fennec_mlflow.data.checkpoints import load_pretrained
 from fennec_mlflow.data.features import FeatureCache
 from fennec_mlflow.data.synthetic import synthetic_task
-from fennec_mlflow.data.threads import available_cores
 from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.serving.demo import demo_encoder
 from fennec_mlflow.store import tracking
@@ -514,49 +514,13 @@ def nested_cv_choice(histories: dict[str, TargetFennecFits], target: str, seed: 
     return best
 
 
-_FORKED_HISTORIES: dict[str, TargetFennecFits] = {}  # what forked nested-CV workers inherit
-
-
-def _nested_cv_job(job: tuple[int, str]) -> tuple[tuple[int, str], tuple[float, str, float]]:
-    seed, target = job
-    return job, nested_cv_choice(_FORKED_HISTORIES, target, seed)
-
-
-def _one_blas_thread() -> None:
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)  # the workers already fill the cores
-
-
-def nested_cv_choices(histories: dict[str, TargetFennecFits], seeds: Sequence[int], *, workers: int = 1,
+def nested_cv_choices(histories: dict[str, TargetFennecFits], seeds: Sequence[int], *, workers: int | None = None,
                       done: Callable[[], object] | None = None) -> dict[tuple[int, str], tuple[float, str, float]]:
-    """:func:`nested_cv_choice` for every (seed, target), on ``workers`` processes. ``done`` is
-    called after each (a progress bar's update). Workers are forked: they share the loaded data
-    instead of pickling it; where fork is not available the choices are made here, one by one."""
-    global _FORKED_HISTORIES
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
+    """:func:`nested_cv_choice` for every (seed, target), on ``workers`` processes (default: every
+    core; :func:`~fennec_mlflow.bench.parallel.forked_map`). ``done`` is called after each."""
     jobs = [(int(seed), target) for seed in seeds for target in next(iter(histories.values())).data.truth.columns]
-    choices = {}
-    if workers <= 1 or len(jobs) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        for seed, target in jobs:
-            choices[seed, target] = nested_cv_choice(histories, target, seed)
-            if done is not None:
-                done()
-        return choices
-    _FORKED_HISTORIES = histories
-    try:
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("fork"),
-                                 initializer=_one_blas_thread) as pool:
-            for future in as_completed([pool.submit(_nested_cv_job, job) for job in jobs]):
-                job, choice = future.result()
-                choices[job] = choice
-                if done is not None:
-                    done()
-    finally:
-        _FORKED_HISTORIES = {}
-    return choices
+    made = forked_map(lambda job: nested_cv_choice(histories, job[1], job[0]), jobs, workers=workers, done=done)
+    return dict(zip(jobs, made))
 
 
 def nested_cv_predictor(histories: dict[str, TargetFennecFits], seed: int, costs: Costs,
@@ -717,7 +681,7 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
         from tqdm.auto import tqdm
         with tqdm(total=len(seeds) * truth.shape[1], desc=f"nested CV over {len(histories)} histories",
                   unit="target", leave=False, disable=not progress) as bar:
-            made = nested_cv_choices(histories, seeds, workers=available_cores(), done=bar.update)
+            made = nested_cv_choices(histories, seeds, done=bar.update)
         result = _repeat(truth, lambda s: nested_cv_predictor(histories, s, costs, choices, choices=made), seeds)
         needs_labels = False
         params = {**{k: v for k, v in fits.params.items() if k != "alpha"}, "encoder": data.encoder,

@@ -1,4 +1,4 @@
-"""How many threads torch may use: all cores on a quiet machine, one when the cores are shared.
+"""How many threads torch may use (all cores on a quiet machine, one when the cores are shared), and how many cores there are.
 
 With every core busy, torch's intra-op thread pool collapses: each parallel region waits at a
 barrier for its slowest thread, and a thread the OS has descheduled for another process holds
@@ -9,8 +9,6 @@ cannot wait for another, so under load it keeps its fair share.
 from __future__ import annotations
 
 import os
-
-import torch
 
 THREADS_ENV = "FENNEC_TORCH_THREADS"
 
@@ -34,6 +32,8 @@ def fair_share_threads() -> int:
 
 def use_fair_share_threads() -> int:
     """Set torch's intra-op threads to :func:`fair_share_threads`; returns the number."""
+    import torch  # here: the rest of this module serves torch-free processes too
+
     threads = fair_share_threads()
     torch.set_num_threads(threads)
     return threads

@@ -1,0 +1,59 @@
+"""Evaluation work spread over the machine's cores.
+
+The evaluations fit Fennec hundreds to thousands of times on data already in memory. Forked
+workers inherit that memory, so nothing is pickled but each item and its result; the function
+may be a closure. Each worker uses one BLAS thread: the workers already fill the cores.
+"""
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import TypeVar
+
+from fennec_mlflow.data.threads import available_cores
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+_FORKED: list[Callable] = []  # the function forked workers call (set only while a pool runs)
+
+
+def _call(item):
+    return _FORKED[0](item)
+
+
+def _one_blas_thread() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def forked_map(function: Callable[[Item], Result], items: Sequence[Item], *, workers: int | None = None,
+               done: Callable[[], object] | None = None) -> list[Result]:
+    """``[function(item) for item in items]`` on ``workers`` forked processes (default: the cores
+    this process may use), or in turn where there is one worker, one item or no fork (Windows,
+    macOS's default). Results in the items' order; ``done`` is called as each finishes (a
+    progress bar's update). Items are handed out one at a time: their costs differ."""
+    workers = available_cores() if workers is None else workers
+    workers = min(workers, len(items))
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods() or _FORKED:
+        results = []
+        for item in items:
+            results.append(function(item))
+            if done is not None:
+                done()
+        return results
+    _FORKED.append(function)
+    try:
+        results: list = [None] * len(items)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_one_blas_thread) as pool:
+            futures = {pool.submit(_call, item): i for i, item in enumerate(items)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                if done is not None:
+                    done()
+        return results
+    finally:
+        _FORKED.clear()
