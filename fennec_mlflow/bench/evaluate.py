@@ -69,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 from fennec_mlflow import config
-from fennec_mlflow.bench.parallel import forked_map
+from fennec_mlflow.parallel import forked_map
 from fennec_mlflow.bench.public import Benchmark, load_benchmark
 from fennec_mlflow.core import evaluation as ev
 from fennec_mlflow.core.accuracy import (
@@ -281,7 +281,7 @@ class EstimatorOutcome:
 
 def prefetch_fits(wanted: Iterable[tuple[FennecFits, tuple[str, int, float]]], *, progress: bool = True) -> None:
     """Fit the (fits, (target, seed, alpha)) pairs not fitted yet, on every core
-    (:func:`~fennec_mlflow.bench.parallel.forked_map`): the evaluation's rows then rank from them."""
+    (:func:`~fennec_mlflow.parallel.forked_map`): the evaluation's rows then rank from them."""
     from tqdm.auto import tqdm
 
     missing = [(fits, key) for fits, key in wanted if key not in fits._fits]

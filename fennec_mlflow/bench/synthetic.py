@@ -70,7 +70,7 @@ from fennec_mlflow.bench.evaluate import (
     paired_metrics,
     told_known_predictor,
 )
-from fennec_mlflow.bench.parallel import forked_map
+from fennec_mlflow.parallel import forked_map
 from fennec_mlflow.bench.public import Benchmark
 from fennec_mlflow.core import evaluation as ev
 from fennec_mlflow.core.estimators import available_estimators
@@ -517,7 +517,7 @@ def nested_cv_choice(histories: dict[str, TargetFennecFits], target: str, seed: 
 def nested_cv_choices(histories: dict[str, TargetFennecFits], seeds: Sequence[int], *, workers: int | None = None,
                       done: Callable[[], object] | None = None) -> dict[tuple[int, str], tuple[float, str, float]]:
     """:func:`nested_cv_choice` for every (seed, target), on ``workers`` processes (default: every
-    core; :func:`~fennec_mlflow.bench.parallel.forked_map`). ``done`` is called after each."""
+    core; :func:`~fennec_mlflow.parallel.forked_map`). ``done`` is called after each."""
     jobs = [(int(seed), target) for seed in seeds for target in next(iter(histories.values())).data.truth.columns]
     made = forked_map(lambda job: nested_cv_choice(histories, job[1], job[0]), jobs, workers=workers, done=done)
     return dict(zip(jobs, made))

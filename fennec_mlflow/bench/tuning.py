@@ -43,7 +43,8 @@ machines: they sample into one study (TPE with constant liar; a worker joining a
 study offsets its seed by its process id), log trials under one parent run
 (its id is kept in the study's user attrs), and the last one to finish writes the best params.
 ``workers=N`` does that with N local processes (spawned; a temporary journal file when no
-storage is given), splitting ``n_trials`` between them; it also spreads the nested-CV folds.
+storage is given), splitting ``n_trials`` between them. The nested-CV folds always run on
+every core (forked workers, :func:`~fennec_mlflow.parallel.forked_map`).
 """
 from __future__ import annotations
 
@@ -260,7 +261,7 @@ class TuningOutcome:
 
 
 def _finalise(study: optuna.Study, data: TuningData, mlflow_client, parent_run_id: str, *, nested_cv: bool,
-              inner_trials: int, seed: int | None, fennec_seed: int, workers: int, benchmark: str,
+              inner_trials: int, seed: int | None, fennec_seed: int, benchmark: str,
               experiment: str, progress: bool = False) -> TuningOutcome:
     import matplotlib.pyplot as plt
     from mlflow.entities import Param
@@ -280,7 +281,7 @@ def _finalise(study: optuna.Study, data: TuningData, mlflow_client, parent_run_i
         with tqdm(total=len(data.targets), desc=f"nested CV ({inner_trials} trials per target)", unit="target",
                   disable=not progress) as bar:
             nested = nested_cross_validation(data, inner_trials=inner_trials, seed=seed, fennec_seed=fennec_seed,
-                                             workers=workers, on_fold=bar.update)
+                                             on_fold=bar.update)  # its folds on every core, whatever --workers
     metrics = {"best_mean_pearson": best.value, "popularity_mean_pearson": popularity,
                "n_trials_complete": len(complete), "n_trials": len(study.trials), "best_trial_number": best.number}
     if default_value is not None:
@@ -384,7 +385,7 @@ def run_tuning(benchmark, *, n_trials: int = DEFAULT_N_TRIALS, storage: str | No
             return TuningOutcome(benchmark, experiment, study_name, parent_run_id, fennec_params(chosen.params),
                                  float(chosen.value), None, math.nan, len(study.trials))
         outcome = _finalise(study, data, client, parent_run_id, nested_cv=nested_cv, inner_trials=inner_trials,
-                            seed=seed, fennec_seed=fennec_seed, workers=workers, benchmark=benchmark,
+                            seed=seed, fennec_seed=fennec_seed, benchmark=benchmark,
                             experiment=experiment, progress=progress)
     tracking.annotate_project_run("tune", {"best_mean_pearson": outcome.best_value,
                                            **({"nested_cv_mean_pearson": outcome.nested_mean_pearson}

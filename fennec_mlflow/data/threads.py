@@ -1,4 +1,4 @@
-"""How many threads torch may use (all cores on a quiet machine, one when the cores are shared), and how many cores there are.
+"""How many threads torch may use: all cores on a quiet machine, one when the cores are shared.
 
 With every core busy, torch's intra-op thread pool collapses: each parallel region waits at a
 barrier for its slowest thread, and a thread the OS has descheduled for another process holds
@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import os
 
+from fennec_mlflow.parallel import available_cores
+
 THREADS_ENV = "FENNEC_TORCH_THREADS"
-
-
-def available_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def fair_share_threads() -> int:

@@ -40,11 +40,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,6 +55,7 @@ from fennec_mlflow import config
 from fennec_mlflow.core import evaluation as ev
 from fennec_mlflow.core.recommender import Fennec, mean_gain_is_certain
 from fennec_mlflow.errors import InvalidInputError
+from fennec_mlflow.parallel import forked_map
 from fennec_mlflow.store import tracking
 from fennec_mlflow.store.archi2vec_runs import load_architectures
 from fennec_mlflow.store.knowledge import (
@@ -331,34 +330,20 @@ def nested_fold(data: TuningData, target: str, inner_trials: int, seed: int | No
     return NestedFold(target, best, float(chosen.value), metrics["pearson"], metrics)
 
 
-def _nested_fold_job(args) -> NestedFold:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return nested_fold(*args)
-
-
 def nested_cross_validation(data: TuningData, *, inner_trials: int = DEFAULT_INNER_TRIALS, seed: int | None = 0,
-                            fennec_seed: int = 0, workers: int = 1, fixed: Mapping | None = None,
+                            fennec_seed: int = 0, workers: int | None = None, fixed: Mapping | None = None,
                             on_fold: Callable[[], None] | None = None) -> NestedCVResult:
     """Nested leave-one-task-out: the reported figure of a tuned Fennec (see the module docstring).
-    ``on_fold`` is called after each outer fold (progress)."""
+    The outer folds run on ``workers`` processes (default: every core; :func:`~fennec_mlflow.parallel.forked_map`);
+    ``on_fold`` is called after each (progress)."""
     jobs = [(data, target, inner_trials, None if seed is None else seed + i, fennec_seed, fixed)
             for i, target in enumerate(data.targets)]
-
-    def counted(folds):
-        for fold in folds:
-            if on_fold:
-                on_fold()
-            yield fold
-
-    if workers <= 1:
-        verbosity = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # inner studies are internal: no per-trial lines
-        try:
-            return NestedCVResult(list(counted(nested_fold(*job) for job in jobs)))
-        finally:
-            optuna.logging.set_verbosity(verbosity)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return NestedCVResult(list(counted(pool.map(_nested_fold_job, jobs))))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # inner studies are internal: no per-trial lines
+    try:
+        return NestedCVResult(forked_map(lambda job: nested_fold(*job), jobs, workers=workers, done=on_fold))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 # --------------------------------------------------------------------------- validation (what build logs)

@@ -30,12 +30,19 @@ def test_nested_cv_never_lets_a_fold_see_its_target(monkeypatch):
 
     monkeypatch.setattr(selection, "tune_study", spy_tune_study)
     monkeypatch.setattr(Fennec, "fit", spy_fit)
-    result = selection.nested_cross_validation(data, inner_trials=2)
+    result = selection.nested_cross_validation(data, inner_trials=2, workers=1)  # in process: the spies see it
     assert [f.target for f in result.folds] == list(data.targets)
     assert {target for target, _ in fits} == set(data.targets)
     for target, columns in fits:
         assert target not in columns  # neither inner tuning fits nor the outer fit ever see the target
     assert -1 <= result.mean_pearson <= 1
+
+
+def test_nested_cv_folds_on_two_workers_are_the_folds_made_in_turn():
+    data = planted_benchmark(n_models=10, n_tasks=5).tuning_data()
+    in_turn = selection.nested_cross_validation(data, inner_trials=3, workers=1)
+    forked = selection.nested_cross_validation(data, inner_trials=3, workers=2)
+    pd.testing.assert_frame_equal(in_turn.table(), forked.table())
 
 
 def test_nested_cv_outer_score_uses_the_inner_choice_on_the_full_history():

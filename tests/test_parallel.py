@@ -6,7 +6,7 @@ import os
 import pandas as pd
 
 from fennec_mlflow.bench import evaluate as evaluation_runs
-from fennec_mlflow.bench.parallel import forked_map
+from fennec_mlflow.parallel import forked_map
 from tests.helpers import planted_benchmark
 
 

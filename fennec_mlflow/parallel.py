@@ -1,20 +1,24 @@
-"""Evaluation work spread over the machine's cores.
+"""Work spread over the machine's cores.
 
-The evaluations fit Fennec hundreds to thousands of times on data already in memory. Forked
+Evaluations and validations fit Fennec hundreds to thousands of times on data already in memory. Forked
 workers inherit that memory, so nothing is pickled but each item and its result; the function
 may be a closure. Each worker uses one BLAS thread: the workers already fill the cores.
 """
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TypeVar
 
-from fennec_mlflow.data.threads import available_cores
-
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
 
 _FORKED: list[Callable] = []  # the function forked workers call (set only while a pool runs)
 
