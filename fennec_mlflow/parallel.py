@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TypeVar
 
@@ -21,6 +22,18 @@ def available_cores() -> int:
 
 
 _FORKED: list[Callable] = []  # the function forked workers call (set only while a pool runs)
+_IN_THIS_PROCESS: list[bool] = []
+
+
+@contextmanager
+def in_this_process() -> Iterator[None]:
+    """Inside this block :func:`forked_map` runs everything here, in turn (for a debugger, a
+    profiler, or a test that watches calls)."""
+    _IN_THIS_PROCESS.append(True)
+    try:
+        yield
+    finally:
+        _IN_THIS_PROCESS.pop()
 
 
 def _call(item):
@@ -38,10 +51,11 @@ def forked_map(function: Callable[[Item], Result], items: Sequence[Item], *, wor
     """``[function(item) for item in items]`` on ``workers`` forked processes (default: the cores
     this process may use), or in turn where there is one worker, one item or no fork (Windows,
     macOS's default). Results in the items' order; ``done`` is called as each finishes (a
-    progress bar's update). Items are handed out one at a time: their costs differ."""
+    progress bar's update). Items are handed out one at a time: their costs differ. A worker
+    that calls it again, or a call inside :func:`in_this_process`, runs in turn."""
     workers = available_cores() if workers is None else workers
     workers = min(workers, len(items))
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods() or _FORKED:
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods() or _FORKED or _IN_THIS_PROCESS:
         results = []
         for item in items:
             results.append(function(item))

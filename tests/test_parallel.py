@@ -6,7 +6,7 @@ import os
 import pandas as pd
 
 from fennec_mlflow.bench import evaluate as evaluation_runs
-from fennec_mlflow.parallel import forked_map
+from fennec_mlflow.parallel import forked_map, in_this_process
 from tests.helpers import planted_benchmark
 
 
@@ -22,6 +22,8 @@ def test_forked_map_keeps_the_order_runs_closures_and_nests_in_turn():
                         [0, 1], workers=2)
     assert all(worker != os.getpid() and inner == [worker, worker] for worker, inner in nested)
     assert forked_map(lambda item: os.getpid(), [0], workers=2) == [os.getpid()]  # one item: no pool
+    with in_this_process():
+        assert forked_map(lambda item: os.getpid(), [0, 1], workers=2) == [os.getpid()] * 2
 
 
 def test_prefetched_fits_rank_as_fits_made_in_turn():

@@ -160,18 +160,21 @@ def loto_evaluation(data: TuningData, params: Mapping, seed: int = 0) -> ev.Eval
     ``nmf_not_converged``: fits whose NMF stopped at its iteration cap (small ``nmf_l2``
     converges slowly; the fit is still used, as ``build`` would use it).
     """
-    not_converged = 0
     source = params.get("history")
 
-    def predict(truth_history: pd.DataFrame, target: str) -> pd.Series:
-        nonlocal not_converged
+    def fitted_scores(target: str) -> tuple[pd.Series, bool]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             model = fit_fennec(data.history(target, source), params, data, seed)
-        not_converged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        return fennec_scores(model, target, data, truth_history.index)
-    result = ev.leave_one_task_out(data.P, predict, list(data.targets))
-    result.summary["nmf_not_converged"] = float(not_converged)
+        return (fennec_scores(model, target, data, data.P.index),
+                any(issubclass(w.category, ConvergenceWarning) for w in caught))
+
+    # The targets' fits on every core first (each sees only its target's history); the protocol
+    # then reads their scores.
+    targets = list(data.targets)
+    fitted = dict(zip(targets, forked_map(fitted_scores, targets)))
+    result = ev.leave_one_task_out(data.P, lambda history, target: fitted[target][0].reindex(history.index), targets)
+    result.summary["nmf_not_converged"] = float(sum(flag for _, flag in fitted.values()))
     return result
 
 

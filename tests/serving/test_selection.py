@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from fennec_mlflow.core.recommender import Fennec
+from fennec_mlflow.parallel import in_this_process
 from fennec_mlflow.serving import selection
 from tests.helpers import planted_benchmark
 
@@ -30,7 +31,8 @@ def test_nested_cv_never_lets_a_fold_see_its_target(monkeypatch):
 
     monkeypatch.setattr(selection, "tune_study", spy_tune_study)
     monkeypatch.setattr(Fennec, "fit", spy_fit)
-    result = selection.nested_cross_validation(data, inner_trials=2, workers=1)  # in process: the spies see it
+    with in_this_process():  # the spies see every fit, the inner studies' too
+        result = selection.nested_cross_validation(data, inner_trials=2)
     assert [f.target for f in result.folds] == list(data.targets)
     assert {target for target, _ in fits} == set(data.targets)
     for target, columns in fits:
