@@ -19,11 +19,16 @@
    median of ``--fit-repeats``. Every leave-one-task-out figure, tuning trial and nested-CV fold
    pays it once per target.
 
-``--only warm`` or ``--only fit`` runs part 4 or 5 alone.
+6. Validation as ``fennec build`` tunes (``selection.validate(tune=True)``: 20 Optuna trials, then
+   nested CV) on PARC's table, once with every fit in this process
+   (``parallel.in_this_process``) and once spread over the cores, as it runs by default.
+
+``--only warm``, ``--only fit`` or ``--only validate`` runs part 4, 5 or 6 alone.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -126,6 +131,28 @@ def bench_fit(repeats: int) -> list[dict]:
     return rows
 
 
+def bench_validate(table: str = "parc") -> list[dict]:
+    import time
+    import warnings
+
+    from fennec_mlflow.bench.public import load_benchmark
+    from fennec_mlflow.parallel import available_cores, in_this_process
+    from fennec_mlflow.serving.selection import validate
+
+    data = load_benchmark(table).tuning_data()
+    rows = []
+    for label, where in (("one process", in_this_process), (f"{available_cores()} cores", contextlib.nullcontext)):
+        start = time.perf_counter()
+        with where(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            validation = validate(data, tune=True)
+        rows.append({"table": table, "fits": label, "validate (s)": time.perf_counter() - start,
+                     "validated mean Pearson": 100 * validation.validated_mean_pearson,
+                     "popularity": 100 * validation.popularity_mean_pearson})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -217,7 +244,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warm-tasks", type=int, nargs="+", default=[30, 100, 400])
     parser.add_argument("--fit-repeats", type=int, default=5)
-    parser.add_argument("--only", choices=["warm", "fit"], default=None)
+    parser.add_argument("--only", choices=["warm", "fit", "validate"], default=None)
     args = parser.parse_args()
     tables = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -229,6 +256,8 @@ def main() -> None:
             tables["warm start"] = pd.DataFrame(bench_warm(args.warm_tasks))
         if args.only in (None, "fit"):
             tables["offline fit"] = pd.DataFrame(bench_fit(args.fit_repeats))
+        if args.only in (None, "validate"):
+            tables["validation"] = pd.DataFrame(bench_validate())
     for title, table in tables.items():
         header = "| " + " | ".join(table.columns) + " |\n|" + "---:|" * len(table.columns)
         rows = ["| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row) + " |"
