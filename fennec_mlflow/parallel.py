@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -21,6 +22,8 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+# macOS lists fork but its system libraries are not fork-safe (Python's default there is spawn).
+_CAN_FORK = "fork" in multiprocessing.get_all_start_methods() and sys.platform != "darwin"
 _FORKED: list[Callable] = []  # the function forked workers call (set only while a pool runs)
 _IN_THIS_PROCESS: list[bool] = []
 
@@ -49,13 +52,13 @@ def _one_blas_thread() -> None:
 def forked_map(function: Callable[[Item], Result], items: Sequence[Item], *, workers: int | None = None,
                done: Callable[[], object] | None = None) -> list[Result]:
     """``[function(item) for item in items]`` on ``workers`` forked processes (default: the cores
-    this process may use), or in turn where there is one worker, one item or no fork (Windows,
-    macOS's default). Results in the items' order; ``done`` is called as each finishes (a
+    this process may use), or in turn where there is one worker, one item or no safe fork
+    (Windows, macOS). Results in the items' order; ``done`` is called as each finishes (a
     progress bar's update). Items are handed out one at a time: their costs differ. A worker
     that calls it again, or a call inside :func:`in_this_process`, runs in turn."""
     workers = available_cores() if workers is None else workers
     workers = min(workers, len(items))
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods() or _FORKED or _IN_THIS_PROCESS:
+    if workers <= 1 or not _CAN_FORK or _FORKED or _IN_THIS_PROCESS:
         results = []
         for item in items:
             results.append(function(item))
