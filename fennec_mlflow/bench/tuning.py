@@ -43,8 +43,9 @@ machines: they sample into one study (TPE with constant liar; a worker joining a
 study offsets its seed by its process id), log trials under one parent run
 (its id is kept in the study's user attrs), and the last one to finish writes the best params.
 ``workers=N`` does that with N local processes (spawned; a temporary journal file when no
-storage is given), splitting ``n_trials`` between them. The nested-CV folds always run on
-every core (forked workers, :func:`~fennec_mlflow.parallel.forked_map`).
+storage is given), splitting ``n_trials`` between them, each making its trials' fits in turn.
+With one worker a trial's fits spread over the cores instead, and the nested-CV folds always do
+(forked workers, :func:`~fennec_mlflow.parallel.forked_map`).
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ from tqdm.auto import tqdm
 from fennec_mlflow import config
 from fennec_mlflow.bench.public import Benchmark, load_benchmark
 from fennec_mlflow.errors import FennecError, InvalidInputError
+from fennec_mlflow.parallel import in_this_process
 from fennec_mlflow.serving.selection import (
     DEFAULT_INNER_TRIALS,
     NMF_L2_RANGE,
@@ -211,8 +213,9 @@ def _optimize_worker(args) -> int:
     storage = optuna_storage(storage_spec, tracking_uri)
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(n_trials, seed))
     client = tracking.client(tracking_uri)
-    study.optimize(_trial_objective(data, client, experiment_id, parent_run_id, study_name, fennec_seed),
-                   n_trials=n_trials)
+    with in_this_process():  # the --workers processes already fill the cores: each trial's fits in turn
+        study.optimize(_trial_objective(data, client, experiment_id, parent_run_id, study_name, fennec_seed),
+                       n_trials=n_trials)
     return n_trials
 
 
