@@ -1,21 +1,22 @@
 """Work spread over the machine's cores.
 
-Evaluations and validations fit Fennec hundreds to thousands of times on data already in memory. Forked
-workers inherit that memory, so nothing is pickled but each item and its result; the function
-may be a closure. Each worker uses one BLAS thread: the workers already fill the cores.
+Evaluations and validations fit Fennec hundreds to thousands of times on data already in
+memory. Forked workers inherit that memory, so nothing is pickled but each item and its
+result; the function may be a closure. Each worker uses one BLAS thread: the workers already fill the cores.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 import sys
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from typing import TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
 
 def available_cores() -> int:
     """The cores this process may run on."""
@@ -71,10 +72,15 @@ def forked_map(function: Callable[[Item], Result], items: Sequence[Item], *, wor
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                  initializer=_one_blas_thread) as pool:
             futures = {pool.submit(_call, item): i for i, item in enumerate(items)}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                if done is not None:
-                    done()
+            try:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    if done is not None:
+                        done()
+            except BaseException:  # an item failed (or Ctrl-C): do not start the rest
+                for future in futures:
+                    future.cancel()
+                raise
         return results
     finally:
         _FORKED.clear()

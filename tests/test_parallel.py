@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import pandas as pd
+import pytest
 
 from fennec_mlflow.bench import evaluate as evaluation_runs
 from fennec_mlflow.parallel import forked_map, in_this_process
@@ -40,3 +41,18 @@ def test_prefetched_fits_rank_as_fits_made_in_turn():
         made = evaluation_runs.evaluate_estimator(bench, name, seeds=(0, 1), fits=in_turn)
         pd.testing.assert_frame_equal(ahead.result.per_target, made.result.per_target)
     assert len(prefetched._fits) == len(bench.targets) * 2 * 2  # nothing fitted again
+
+
+def test_forked_map_raises_an_items_error_without_running_the_rest(tmp_path):
+    def work(item):
+        if item == 0:
+            raise ValueError("item 0 is bad")
+        import time
+
+        time.sleep(0.5)
+        (tmp_path / f"ran-{item}").touch()
+        return item
+
+    with pytest.raises(ValueError, match="item 0 is bad"):
+        forked_map(work, list(range(12)), workers=2)
+    assert len(list(tmp_path.glob("ran-*"))) < 11  # the pending items were cancelled
