@@ -2,7 +2,8 @@
 
 Evaluations and validations fit Fennec hundreds to thousands of times on data already in
 memory. Forked workers inherit that memory, so nothing is pickled but each item and its
-result; the function may be a closure. Each worker uses one BLAS thread: the workers already fill the cores.
+result; the function may be a closure. Each worker uses one BLAS thread: the workers already
+fill the cores.
 """
 from __future__ import annotations
 
