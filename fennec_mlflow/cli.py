@@ -618,7 +618,7 @@ def _benchmark(name: str, source, truth_kind, history_kind, history_source, hist
 @main.command()
 @click.option("--benchmark", default="parc", show_default=True,
               help="parc, parc6 or transfergraph (public tables); store (the store's own ground truth: see --source); "
-                   "real (real pre-trained models and real images, end to end with real fine-tunes, about 70 min "
+                   "real (real pre-trained models and real images, end to end with real fine-tunes, about 55 min "
                    "on 2 cores) or real-smoke (its 1-minute reduced configuration); synthetic (the same on synthetic "
                    "images and a zoo the project pre-trains, about 30 min) or synthetic-smoke")
 @click.option("--estimators", default=None, help="comma-separated estimators under test (default: all)")
