@@ -69,7 +69,6 @@ import numpy as np
 import pandas as pd
 
 from fennec_mlflow import config
-from fennec_mlflow.parallel import forked_map
 from fennec_mlflow.bench.public import Benchmark, load_benchmark
 from fennec_mlflow.core import evaluation as ev
 from fennec_mlflow.core.accuracy import (
@@ -79,6 +78,7 @@ from fennec_mlflow.core.accuracy import (
 )
 from fennec_mlflow.core.recommender import Fennec
 from fennec_mlflow.errors import InvalidInputError
+from fennec_mlflow.parallel import forked_map
 from fennec_mlflow.serving.selection import (  # noqa: F401 (capped_k: bench.synthetic)
     TuningData, capped_k, fennec_scores, fit_fennec)
 from fennec_mlflow.store import tracking

@@ -70,7 +70,6 @@ from fennec_mlflow.bench.evaluate import (
     paired_metrics,
     told_known_predictor,
 )
-from fennec_mlflow.parallel import forked_map
 from fennec_mlflow.bench.public import Benchmark
 from fennec_mlflow.core import evaluation as ev
 from fennec_mlflow.core.estimators import available_estimators
@@ -81,6 +80,7 @@ from fennec_mlflow.data.checkpoints import load_pretrained
 from fennec_mlflow.data.features import FeatureCache
 from fennec_mlflow.data.synthetic import synthetic_task
 from fennec_mlflow.errors import InvalidInputError
+from fennec_mlflow.parallel import forked_map
 from fennec_mlflow.serving.demo import demo_encoder
 from fennec_mlflow.store import tracking
 from fennec_mlflow.store.archi2vec_runs import embed_architectures
@@ -524,13 +524,12 @@ def nested_cv_choices(histories: dict[str, TargetFennecFits], seeds: Sequence[in
 
 
 def nested_cv_predictor(histories: dict[str, TargetFennecFits], seed: int, costs: Costs,
-                        record: dict | None = None, done: Callable[[], object] | None = None,
+                        record: dict | None = None,
                         choices: dict[tuple[int, str], tuple[float, str, float]] | None = None) -> ev.Predictor:
     """Fennec with its history source (a key of ``histories``) and alpha chosen per target by an
     inner leave-one-target-out over the *other* targets, whose fits never see the outer target
     (:func:`nested_cv_choice`). The honest figure for such a choice. ``choices``: those made
-    beforehand (:func:`nested_cv_choices`), else each is made when its target comes; ``done`` is
-    called after each outer target (a progress bar's update)."""
+    beforehand (:func:`nested_cv_choices`), else each is made when its target comes."""
     data = next(iter(histories.values())).data
 
     def predict(history: pd.DataFrame, target: str) -> pd.Series:
@@ -540,8 +539,6 @@ def nested_cv_predictor(histories: dict[str, TargetFennecFits], seed: int, costs
             record.setdefault(str(seed), {})[target] = {"history": name, "alpha": alpha, "inner_mean_pearson": score}
         scores, seconds = histories[name].rank(target, seed, alpha)
         costs.add(target, float(data.proxy_seconds[target]), seconds)
-        if done is not None:
-            done()
         return scores.reindex(history.index)
     return predict
 
@@ -682,7 +679,7 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
         with tqdm(total=len(seeds) * truth.shape[1], desc=f"nested CV over {len(histories)} histories",
                   unit="target", leave=False, disable=not progress) as bar:
             made = nested_cv_choices(histories, seeds, done=bar.update)
-        result = _repeat(truth, lambda s: nested_cv_predictor(histories, s, costs, choices, choices=made), seeds)
+        result = _repeat(truth, lambda s: nested_cv_predictor(histories, s, costs, record=choices, choices=made), seeds)
         needs_labels = False
         params = {**{k: v for k, v in fits.params.items() if k != "alpha"}, "encoder": data.encoder,
                   "seeds": ",".join(map(str, seeds)), "history": "chosen per target: " + ",".join(histories),
