@@ -634,6 +634,14 @@ def posterior_mean(prior: np.ndarray, residuals: np.ndarray, shrinkage: float, k
     ``noise``·μ (μ the mean residual variance). Without it, 3 known scores made PARC's ranking of
     the other models 1.7 points worse than cold; with it 0.3 (and +1.9 on PARC's full table);
     0.1x to 3x moved the figure by under half a point (benchmarks/warm_start_variants.py).
+
+    The target's slope on its prior is unknown too (a flat prior): from 3 known models on, the known
+    scores' deviations along the prior's own pattern at them (the target follows the cold ranking more
+    or less steeply than the history's average task) are not propagated, only what neither the offset
+    nor that slope explains. A cold prediction is a shrunk average, flatter than a real task; read as a
+    residual, that flatness moved the other models along whatever the covariance links to the known
+    ones: with 5 known scores two ImageNet-zoo tables (SFDA's supervised models, imported; a
+    supervised-head table) fell 1.0 and 1.3 points below cold, and are now 0.3 and 0.8 above it.
     """
     n_tasks = residuals.shape[0]
     scale = float(np.mean(residuals ** 2)) if residuals.size else 1.0
@@ -643,10 +651,22 @@ def posterior_mean(prior: np.ndarray, residuals: np.ndarray, shrinkage: float, k
                  + (shrinkage + noise) * scale * np.eye(known.size))  # prior diagonal + observation noise
     cov_all_known = (1 - shrinkage) * residuals.T @ known_residuals / n_tasks
     cov_all_known[known, np.arange(known.size)] += shrinkage * scale
-    centre = np.eye(known.size) - 1.0 / known.size
+    centre = unexplained_projection(prior[known])
     deviation = centre @ (known_z - prior[known])
     weights = np.linalg.pinv(centre @ cov_known @ centre, rcond=1e-10) @ deviation
     return prior + cov_all_known @ centre @ weights
+
+
+def unexplained_projection(known_prior: np.ndarray) -> np.ndarray:
+    """Projection of the known scores onto what a task's offset and its slope on the prior do not
+    explain: the complement of span{1, prior at the known models}; of 1 alone for two known models
+    (or a constant prior there), where the slope would leave nothing."""
+    n = known_prior.size
+    spread = known_prior - known_prior.mean()
+    centre = np.eye(n) - 1.0 / n
+    if n >= 3 and np.ptp(known_prior) > 1e-12:
+        centre -= np.outer(spread, spread) / float(spread @ spread)
+    return centre
 
 
 # Warm start, second step: the posterior propagates the known scores to the other models through
@@ -1278,6 +1298,16 @@ class Fennec(BaseEstimator):
         ranking.attrs["basis"] = basis
         return ranking
 
+    def _unchecked_reason(self, known: np.ndarray) -> str:
+        """Why :meth:`_posterior_expected_gain` found too few history tasks to play the new one."""
+        others = len(self.model_names_) - known.size
+        if others < 3:
+            return f"only {others} other model{'s' if others != 1 else ''} to judge it on"
+        measured = ("them all" if known.size <= POSTERIOR_CHECK_MIN_TOLD
+                    else f"at least {POSTERIOR_CHECK_MIN_TOLD} of them")
+        return (f"fewer than {POSTERIOR_CHECK_MIN_TASKS} history tasks measured {measured} and 3 other "
+                f"models, with different scores on the known ones")
+
     def _rank_shrunk(self, task_meta_row, task_proxy_row, candidates, known):
         n_models = len(self.model_names_)
         transfer = np.zeros(n_models)
@@ -1316,15 +1346,13 @@ class Fennec(BaseEstimator):
                                        self._known_z(score, *known))
                 parts.append(f"warm start from {known[0].size} known scores")
             elif expected_gain is None:
-                measured = ("them all" if known[0].size <= POSTERIOR_CHECK_MIN_TOLD
-                            else f"at least {POSTERIOR_CHECK_MIN_TOLD} of them")
-                parts.append(f"{known[0].size} known scores not propagated to the other models (fewer than "
-                             f"{POSTERIOR_CHECK_MIN_TASKS} history tasks measured {measured}, too few to check "
-                             f"that it helps)")
+                parts.append(f"{known[0].size} known scores not propagated to the other models "
+                             f"({self._unchecked_reason(known[0])}, too few to check on the history that it helps)")
             else:
                 parts.append(f"{known[0].size} known scores not propagated to the other models (on the history "
                              f"it lowered their per-task Pearson by {-100 * expected_gain:.1f} points)")
         elif known is not None:
+            parts.append("ranked cold: known scores need at least two different values")
             warnings.warn("known_scores need at least two different values to inform the ranking; "
                           "ranking cold", stacklevel=3)
         basis = " + ".join(parts)

@@ -536,6 +536,23 @@ def test_warm_start_level_step_needs_enough_history_tasks():
     assert "known models match" not in ranking.attrs["basis"] and "3 known scores" in ranking.attrs["basis"]
 
 
+def test_the_posterior_does_not_propagate_how_steeply_the_target_follows_its_prior():
+    """Known scores that are the prior's pattern at any offset and slope (a target that follows the
+    cold ranking more steeply than the history's average task) leave every model at its prior from
+    3 known models on; only what neither explains moves the others. Two known scores keep the
+    offset-only update (a slope would leave them nothing)."""
+    rng = np.random.default_rng(5)
+    residuals = rng.normal(size=(9, 8)) + np.outer(rng.normal(size=9), rng.normal(size=8))
+    prior = rng.normal(size=8)
+    known = np.array([1, 4, 6])
+    steeper = 3.0 + 2.5 * prior[known]
+    np.testing.assert_allclose(posterior_mean(prior, residuals, 0.3, known, steeper), prior, atol=1e-12)
+    moved = posterior_mean(prior, residuals, 0.3, known, steeper + np.array([0.0, 1.0, 0.0]))
+    assert np.abs(np.delete(moved - prior, known)).max() > 1e-3
+    two = np.array([1, 4])
+    assert np.abs(posterior_mean(prior, residuals, 0.3, two, 2.5 * prior[two]) - prior).max() > 1e-3
+
+
 def test_the_posterior_check_recomputes_each_players_neighbours_without_it():
     """posterior_check_gains' downdate equals recomputing the other tasks' out-of-fold residuals
     from the history without the player (no task information: the residuals are z - popularity);
@@ -777,6 +794,30 @@ def test_known_scores_are_not_propagated_when_too_few_history_tasks_can_check_it
             "history tasks measured at least 3 of them") in warm.attrs["basis"]
     rest = P.index.drop(known_models)
     np.testing.assert_allclose(warm.loc[rest, "score"], cold.loc[rest, "score"])
+
+
+def test_the_basis_says_when_too_few_other_models_are_left_to_check_the_warm_start():
+    """A zoo of 5 told 3 scores leaves 2 models to judge the posterior on: the basis says that, not
+    that the history tasks lacked the known models (they measured them all)."""
+    rng = np.random.default_rng(2)
+    P = pd.DataFrame(80 + 4 * rng.normal(size=(5, 1)) + rng.normal(size=(5, 12)),
+                     index=[f"m{i}" for i in range(5)], columns=[f"t{j}" for j in range(12)])
+    model = Fennec().fit(P.drop(columns="t11"))
+    warm = model.rank(known_scores={m: float(P.at[m, "t11"]) for m in ["m0", "m1", "m2"]})
+    assert ("3 known scores not propagated to the other models (only 2 other models to judge it on, "
+            "too few to check on the history that it helps)") in warm.attrs["basis"]
+
+
+def test_one_known_value_ranks_cold_and_the_basis_says_so():
+    """A REST caller sees no Python warning: the basis itself says the known scores were not used."""
+    rng = np.random.default_rng(2)
+    P = pd.DataFrame(80 + 4 * rng.normal(size=(6, 1)) + rng.normal(size=(6, 8)),
+                     index=[f"m{i}" for i in range(6)], columns=[f"t{j}" for j in range(8)])
+    model = Fennec().fit(P)
+    with pytest.warns(UserWarning, match="at least two different values"):
+        warm = model.rank(known_scores={"m0": 81.0})
+    assert "ranked cold: known scores need at least two different values" in warm.attrs["basis"]
+    pd.testing.assert_series_equal(warm["score"], model.rank()["score"])
 
 
 def test_a_model_pickled_before_the_history_was_kept_warm_starts_with_the_posterior_alone():
