@@ -189,14 +189,22 @@ class AccuracyModel:
             errors = {flag: self._loto_level_error(mean, log_std, facts if flag else None) for flag in (False, True)}
             use_facts = errors[True] < 0.95 * errors[False]  # clearly better, not by chance
         self.uses_task_facts_ = use_facts
-        residuals = []
+        residuals, level_errors, within_task = [], [], []
         for j in range(values.shape[1]):
             others = np.arange(values.shape[1]) != j
             level = _TaskLevel(mean[others], log_std[others], facts[others] if use_facts else None,
                                self.task_facts_ridge)
             task_mean, task_std = level.predict(facts[j] if use_facts else None)
             cells = np.isfinite(values[:, j]) & np.isfinite(oof[:, j])
-            residuals.append(values[cells, j] - (task_mean + task_std * oof[cells, j]))
+            task_residuals = values[cells, j] - (task_mean + task_std * oof[cells, j])
+            residuals.append(task_residuals)
+            if task_residuals.size >= 2:
+                level_errors.append(task_residuals.mean())
+                within_task.append(task_residuals - task_residuals.mean())
+        # How far a task's level strays from its prediction, and how far its cells stray from their
+        # level: the weights of known scores against that prediction (:meth:`predict`, ``known``).
+        self.level_variance_ = float(np.var(level_errors)) if len(level_errors) >= 2 else 0.0
+        self.cell_variance_ = float(np.var(np.concatenate(within_task))) if within_task else 0.0
         residuals = np.concatenate(residuals) if residuals else np.array([])
         if residuals.size < _MIN_CELLS:
             self.scale = None
@@ -257,11 +265,21 @@ class AccuracyModel:
             facts = row.fillna(self.fact_fill_.reindex(self.fact_columns_).set_axis(row.index)).to_numpy(dtype=float)
         return self._level.predict(facts)
 
-    def predict(self, z, task_meta_row=None) -> pd.DataFrame:
-        """``predicted_accuracy``, ``accuracy_low``, ``accuracy_high`` for each predicted z-score in ``z``."""
+    def predict(self, z, task_meta_row=None, known: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
+        """``predicted_accuracy``, ``accuracy_low``, ``accuracy_high`` for each predicted z-score in ``z``.
+
+        ``known``: (predicted z-scores, accuracies) of models already fine-tuned on this task. They
+        anchor the task's level: the predicted level moves toward what they imply by the history's
+        ratio of level variance to level variance plus cell variance over their count (empirical
+        Bayes), so one score moves it part way and many nearly all the way. The interval keeps its
+        calibration without known scores, so it is conservative then.
+        """
         self._check()
         scores = np.asarray(z, dtype=float).reshape(-1)
         task_mean, task_std = self.task_level(task_meta_row)
+        if known is not None and self.known_scale_problem(known[1]) is None:
+            task_mean += self._level_shift(np.asarray(known[0], dtype=float), np.asarray(known[1], dtype=float),
+                                           task_mean, task_std)
         centre = task_mean + task_std * scores
         low, high = self.residual_quantiles_
         predicted = self._expit(centre)
@@ -270,17 +288,49 @@ class AccuracyModel:
                              "accuracy_low": np.minimum(self._expit(centre + low), predicted),
                              "accuracy_high": np.maximum(self._expit(centre + high), predicted)}, index=index)
 
-    def annotate(self, ranking: pd.DataFrame, task_meta_row=None, score_column: str = "score") -> pd.DataFrame:
-        """``ranking`` with the three accuracy columns (NaN when not available) and ``attrs["accuracy_note"]``."""
+    def _level_shift(self, known_z: np.ndarray, known_accuracy: np.ndarray, task_mean: float,
+                     task_std: float) -> float:
+        level_variance = getattr(self, "level_variance_", 0.0)  # older pickles: no anchoring
+        if known_z.size == 0 or level_variance <= 0:
+            return 0.0
+        offsets = self._logit(known_accuracy) - (task_mean + task_std * known_z)
+        weight = level_variance / (level_variance + self.cell_variance_ / known_z.size)
+        return float(weight * offsets.mean())
+
+    def known_scale_problem(self, known_accuracy) -> str | None:
+        """Why known scores cannot anchor the level (not on the history's accuracy scale), or None."""
+        values = np.asarray(known_accuracy, dtype=float)
+        if values.size == 0:
+            return None
+        if not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > self.scale:
+            return f"known scores outside [0, {self.scale:g}], the history's accuracy scale"
+        if self.scale == 100.0 and values.max() <= 1.0:
+            return "known scores look like fractions while the history is in percent"
+        return None
+
+    def annotate(self, ranking: pd.DataFrame, task_meta_row=None, score_column: str = "score",
+                 known: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
+        """``ranking`` with the three accuracy columns (NaN when not available) and ``attrs["accuracy_note"]``.
+
+        ``known`` as in :meth:`predict`; by default the ranking's own rows with a ``known_score``.
+        """
         out = ranking.copy()
+        note = self.note
         if self.available:
-            predicted = self.predict(out[score_column].to_numpy(dtype=float), task_meta_row)
+            if known is None and "known_score" in out:
+                told = out["known_score"].notna().to_numpy()
+                known = (out[score_column].to_numpy(dtype=float)[told], out["known_score"].to_numpy(dtype=float)[told])
+            if known is not None and len(known[1]):
+                problem = self.known_scale_problem(known[1])
+                note += (f"; the task's level not anchored to its known scores ({problem})" if problem
+                         else f"; the task's level anchored to its {len(known[1])} known score(s)")
+            predicted = self.predict(out[score_column].to_numpy(dtype=float), task_meta_row, known)
             for column in ACCURACY_COLUMNS:
                 out[column] = predicted[column].to_numpy()
         else:
             for column in ACCURACY_COLUMNS:
                 out[column] = np.nan
-        out.attrs = {**ranking.attrs, "accuracy_note": self.note}
+        out.attrs = {**ranking.attrs, "accuracy_note": note}
         return out
 
     def _check(self) -> None:

@@ -120,3 +120,35 @@ def test_fitted_model_pickles():
     model = AccuracyModel().fit(P)
     again = pickle.loads(pickle.dumps(model))
     pd.testing.assert_frame_equal(again.predict([0.5]), model.predict([0.5]))
+
+
+def test_known_scores_anchor_the_task_level_of_a_task_unlike_the_median():
+    """A task far harder than the history's median: cold, every model is predicted near the median
+    level; told 3 of its accuracies, the others are predicted near their own level, and more known
+    scores anchor it more. Fractions told to a percent history do not anchor it, and the note says so."""
+    P, facts = planted_accuracies(n_tasks=16, seed=2, facts=True)
+    hard = facts["fact"].idxmin()
+    model = AccuracyModel().fit(P.drop(columns=hard))  # no facts: the cold level is the median
+    truth = P[hard].dropna()
+    z = (truth - truth.mean()) / truth.std(ddof=0)  # a perfect ranking: only the level is in question
+    rest = truth.index[5:]
+
+    def error(n_known):
+        known = (z.iloc[:n_known].to_numpy(), truth.iloc[:n_known].to_numpy()) if n_known else None
+        predicted = model.predict(z, known=known)["predicted_accuracy"]
+        return float((predicted[rest] - truth[rest]).abs().mean())
+
+    assert truth.mean() < np.median(P.mean()) - 8
+    assert error(3) < 0.5 * error(0) and error(5) <= error(3) + 0.5
+
+    ranking = pd.DataFrame({"model": truth.index, "score": z.to_numpy(),
+                            "known_score": [*truth.iloc[:3], *[np.nan] * (len(truth) - 3)]})
+    anchored = model.annotate(ranking)
+    assert "level anchored to its 3 known score(s)" in anchored.attrs["accuracy_note"]
+    np.testing.assert_allclose(anchored["predicted_accuracy"],
+                               model.predict(z, known=(z.iloc[:3].to_numpy(), truth.iloc[:3].to_numpy()))
+                               ["predicted_accuracy"])
+    fractions = ranking.assign(known_score=ranking["known_score"] / 100)
+    unanchored = model.annotate(fractions)
+    assert "look like fractions" in unanchored.attrs["accuracy_note"]
+    np.testing.assert_allclose(unanchored["predicted_accuracy"], model.predict(z)["predicted_accuracy"])
