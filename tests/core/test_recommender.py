@@ -10,6 +10,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from fennec_mlflow.core.recommender import (
     POSTERIOR_CHECK_MIN_TASKS,
+    POSTERIOR_SLOPE_MIN_KNOWN,
     RANKING_COLUMNS,
     Fennec,
     behaviour_digest,
@@ -539,18 +540,20 @@ def test_warm_start_level_step_needs_enough_history_tasks():
 def test_the_posterior_does_not_propagate_how_steeply_the_target_follows_its_prior():
     """Known scores that are the prior's pattern at any offset and slope (a target that follows the
     cold ranking more steeply than the history's average task) leave every model at its prior from
-    3 known models on; only what neither explains moves the others. Two known scores keep the
-    offset-only update (a slope would leave them nothing)."""
+    POSTERIOR_SLOPE_MIN_KNOWN known models on; only what neither explains moves the others. Fewer
+    known scores keep the offset-only update (the slope would leave them one direction or none)."""
     rng = np.random.default_rng(5)
     residuals = rng.normal(size=(9, 8)) + np.outer(rng.normal(size=9), rng.normal(size=8))
     prior = rng.normal(size=8)
-    known = np.array([1, 4, 6])
+    known = np.array([1, 4, 6, 7])[:POSTERIOR_SLOPE_MIN_KNOWN]
     steeper = 3.0 + 2.5 * prior[known]
     np.testing.assert_allclose(posterior_mean(prior, residuals, 0.3, known, steeper), prior, atol=1e-12)
-    moved = posterior_mean(prior, residuals, 0.3, known, steeper + np.array([0.0, 1.0, 0.0]))
+    nudge = np.zeros(known.size)
+    nudge[1] = 1.0
+    moved = posterior_mean(prior, residuals, 0.3, known, steeper + nudge)
     assert np.abs(np.delete(moved - prior, known)).max() > 1e-3
-    two = np.array([1, 4])
-    assert np.abs(posterior_mean(prior, residuals, 0.3, two, 2.5 * prior[two]) - prior).max() > 1e-3
+    fewer = known[:POSTERIOR_SLOPE_MIN_KNOWN - 1]
+    assert np.abs(posterior_mean(prior, residuals, 0.3, fewer, 2.5 * prior[fewer]) - prior).max() > 1e-3
 
 
 def test_the_posterior_check_recomputes_each_players_neighbours_without_it():
