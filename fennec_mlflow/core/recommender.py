@@ -1420,7 +1420,7 @@ def behaviour_digest() -> str:
     """A short digest of what the recommender answers on a fixed random history.
 
     It changes whenever a change of code, default or library changes a ranking (the shrunk
-    formulation cold and warm, with task facts, proxies and model facts, and the paper's), so
+    formulation cold and warm with 3 and 5 known scores, with task facts, proxies and model facts, and the paper's), so
     results cached under it, such as the end-to-end evaluation rows, are re-measured after an
     upgrade instead of being read back. About 0.4 s, once per process.
     """
@@ -1440,7 +1440,7 @@ def behaviour_digest() -> str:
     digest = hashlib.sha256()
     for fennec in (Fennec(), Fennec.paper()):
         fennec.fit(P[history], model_meta, task_meta.loc[history], task_proxy.loc[history])
-        for known in (None, P[target].iloc[:3].to_dict()):
+        for known in (None, P[target].iloc[:3].to_dict(), P[target].iloc[:5].to_dict()):  # the warm start's regimes
             ranking = fennec.rank(task_meta.loc[target], task_proxy.loc[target], known_scores=known)
             # Rounded so that the last bits of a BLAS call do not count as a change.
             digest.update((np.round(ranking["score"].to_numpy(float), 6) + 0.0).tobytes())  # + 0.0: no -0.0

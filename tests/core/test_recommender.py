@@ -8,6 +8,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
+from fennec_mlflow.core import recommender
 from fennec_mlflow.core.recommender import (
     POSTERIOR_CHECK_MIN_TASKS,
     POSTERIOR_SLOPE_MIN_KNOWN,
@@ -861,6 +862,11 @@ def test_the_behaviour_digest_changes_when_a_ranking_does(monkeypatch):
             return ranking
 
         monkeypatch.setattr(Fennec, "rank", nudged)
+        behaviour_digest.cache_clear()
+        assert behaviour_digest() != before
+        monkeypatch.setattr(Fennec, "rank", untouched)
+        # a change of the warm start with more than 3 known scores only (as the slope's threshold was)
+        monkeypatch.setattr(recommender, "POSTERIOR_SLOPE_MIN_KNOWN", 6)
         behaviour_digest.cache_clear()
         assert behaviour_digest() != before
     finally:
