@@ -57,6 +57,23 @@ def _tasks(value: str, image_size: int, seed: int):
     return [load_task(spec, image_size=image_size, seed=seed) for spec in specs]
 
 
+def _checked_output(output, suffixes: tuple[str, ...]) -> Path | None:
+    """The ``--output`` file, checked before any work or run: a known suffix, in a folder that exists
+    and can be written (None when not given)."""
+    if _given(output) is None:
+        return None
+    path = Path(output).expanduser()
+    if path.suffix.lower() not in suffixes:
+        raise InvalidInputError(f"--output {str(output)!r}: give a file name ending in {' or '.join(suffixes)}")
+    folder = path.parent.resolve()
+    if not folder.is_dir():
+        raise InvalidInputError(f"--output {str(output)!r}: no folder {str(folder)!r}; create it or write to an "
+                                "existing folder")
+    if path.is_dir() or not os.access(path if path.exists() else folder, os.W_OK):
+        raise InvalidInputError(f"--output {str(output)!r}: cannot write there; choose a writable file path")
+    return path
+
+
 def _fail(exc: FennecError) -> None:
     """Errors users can fix are one line, not a traceback (FENNEC_DEBUG=1 shows the traceback).
 
@@ -260,11 +277,23 @@ def finetune(models, tasks, weights, lrs, wds, epochs, patience, regime, batch_s
     if at_chance:
         click.echo("warning: some fine-tunes did no better than chance; more epochs, a smaller --batch-size or "
                    "another learning rate give them enough optimiser steps to be ground truth")
+    for warning in _small_test_split_warnings(task_list, seed):
+        click.echo(f"warning: {warning}")
     replaced = [o for o in new if before is not None and o.model in before.index and o.task in before.columns
                 and not math.isnan(before.at[o.model, o.task])]
     if replaced:
         click.echo(f"note: {len(replaced)} (model, task) pair(s) already had a {regime} fine-tune with another "
                    "configuration; the matrix now reads these newer ones (`fennec matrix --kind finetune`)")
+
+
+def _small_test_split_warnings(tasks, seed: int) -> list[str]:
+    """One line per task whose fine-tune test split is too small for its accuracy to be ground truth."""
+    from fennec_mlflow.training.finetune import default_split
+
+    sizes = [(task.name, int(default_split(task, seed=seed).test.size)) for task in tasks]
+    return [f"task {name!r} leaves only {size} test image(s) in its 6:2:2 split, so its test accuracy is no "
+            f"reliable ground truth; give it at least {5 * config.MIN_RELIABLE_TEST_IMAGES} images"
+            for name, size in sizes if size < config.MIN_RELIABLE_TEST_IMAGES]
 
 
 @main.command()
@@ -425,8 +454,9 @@ def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok
 
 
 @main.command()
-@click.option("--target", default=None, help="an image folder (ImageFolder layout or flat), folder:PATH, "
-              "or a built-in synthetic task name (default: a held-out synthetic task)")
+@click.option("--target", default=None, help="an image folder (ImageFolder layout or flat), folder:PATH, or a "
+              "built-in task name (real:NAME or a synthetic task); default: real:digits-inverted, held out of the "
+              "embedded default's history (a synthetic task on an install without the real packages)")
 @click.option("--model-uri", default="models:/fennec@champion", show_default=True)
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(min=0), help="how many models to show (0 = all)")
 @click.option("--class-count", default=None, type=click.IntRange(min=2),
@@ -452,19 +482,21 @@ def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok
               "model's licence, e.g. MIT,Apache,BSD (models of unknown licence are dropped)")
 @click.option("--regime", type=click.Choice(["any", *config.FINETUNE_REGIMES]), default="any", show_default=True,
               help="the fine-tune regime the ranking must predict (as `fennec build --regime` chose); any: the model's own")
-@click.option("--output", default=None, type=click.Path(dir_okay=False, writable=True),
-              help="also write the ranking shown to this file: CSV, or JSON records if it ends in .json")
+@click.option("--output", default=None,
+              help="also write the ranking shown to this file: CSV (.csv), or JSON records (.json)")
 @experiment_option
 def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, include, exclude, max_parameters,
          known_scores, known_from_store, max_latency_ms, max_memory_mb, licence, regime, output, experiment):
     """Recommend which model to fine-tune for a target task (bootstraps the offline demo when nothing is registered)."""
     import pandas as pd
 
+    from fennec_mlflow.data.tasks import single_class_note
     from fennec_mlflow.serving import demo
     from fennec_mlflow.serving import flavor as pyfunc
     from fennec_mlflow.serving.rank import SCORE_UNITS, TaskFacts, rank_task
 
     try:
+        output = _checked_output(output, (".csv", ".json"))
         target = _given(target)  # MLproject: default
         if _given(dataset) or train_size or _given(domain):
             task = _facts_target(target, _given(dataset), class_count, train_size, _given(domain))
@@ -520,7 +552,13 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
     if known_from_store:
         click.echo(f"note: {ranking.attrs.get('known_from_store', 0)} fine-tune(s) of {task.name!r} found in "
                    f"experiment {experiment!r} and used as known scores")
-    history_task = ranking.attrs.get("in_history")
+    unlabelled_note = None if isinstance(task, TaskFacts) else single_class_note(task)
+    if unlabelled_note:
+        click.echo(f"note: {unlabelled_note}")
+    history_task, namesake = ranking.attrs.get("in_history"), ranking.attrs.get("history_namesake")
+    if namesake:
+        click.echo(f"note: this recommender's history task {task.name!r} is other images of that name "
+                   f"({namesake.removeprefix('folder:')}), not this folder; its results are not this target's")
     if history_task:
         which = ("one of this recommender's history tasks" if history_task == task.name
                  else f"the dataset of this recommender's history task {history_task!r}")
@@ -528,8 +566,8 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
                    f"best`, or the imported table) and were learned from; the ranking above is what Fennec "
                    f"predicts for it, not those results.")
     click.echo(SCORE_UNITS)
-    if _given(output):
-        if str(output).lower().endswith(".json"):
+    if output is not None:
+        if output.suffix.lower() == ".json":
             ranking.to_json(output, orient="records", indent=1)
         else:
             ranking.to_csv(output, index=False)
@@ -539,9 +577,21 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
                f"mlflow ui --backend-store-uri {uri}")
 
 
+def _profiled_models(value: str) -> tuple[list[str], str]:
+    """profile's models and where they come from: 'default' = the registered recommender's candidates
+    (what `fennec rank --max-latency-ms` filters), else the small zoo; or the names given."""
+    from fennec_mlflow.serving import flavor as pyfunc
+
+    if value != "default" or not pyfunc.champion_exists():
+        return _models(value), "given" if value != "default" else "the small CIFAR-size zoo (no recommender registered)"
+    uri = f"models:/{pyfunc.REGISTERED_NAME}@{pyfunc.CHAMPION}"
+    return [str(name) for name in pyfunc.load_model(uri).bundle.model_meta.index], f"the candidates of {uri}"
+
+
 @main.command()
 @click.option("--models", default="default", show_default=True,
-              help="comma-separated model names (pytorchcv, torchvision:NAME, real:NAME); 'default' = small CIFAR-size zoo")
+              help="comma-separated model names (pytorchcv, torchvision:NAME, real:NAME); 'default' = the candidates "
+                   "of the registered recommender (fennec@champion), else the small CIFAR-size zoo")
 @click.option("--input-size", default=0, show_default=True, type=click.IntRange(min=0),
               help="image side in pixels (0 = each model's own input size)")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1))
@@ -561,7 +611,10 @@ def profile(models, input_size, batch_size, weights, repeats, force, device, exp
     from fennec_mlflow.serving.profiles import profile_models
 
     try:
-        table = profile_models(_models(models), input_size=input_size or None, batch_size=batch_size, device=device,
+        names, origin = _profiled_models(models)
+        if origin != "given":
+            click.echo(f"profiling {len(names)} model(s): {origin}")
+        table = profile_models(names, input_size=input_size or None, batch_size=batch_size, device=device,
                                weights=weights, experiment=experiment, force=force, repeats=repeats)
     except FennecError as exc:
         _fail(exc)
@@ -717,6 +770,7 @@ def matrix(kind, estimator, source, output, experiment):
     import pandas as pd
 
     try:
+        output = _checked_output(output, (".csv",))
         km = tracking.load_matrix(kind, experiment=experiment, estimator=estimator, source=source)
     except FennecError as exc:
         _fail(exc)
@@ -724,7 +778,7 @@ def matrix(kind, estimator, source, output, experiment):
     click.echo(f"{kind} matrix: {km.shape[0]} models x {km.shape[1]} tasks, {filled} cells known")
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.precision", 4):
         click.echo(km.values.to_string() if filled else "(empty)")
-    if _given(output):
+    if output is not None:
         km.values.to_csv(output)
         click.echo(f"written to {output}")
 

@@ -45,6 +45,7 @@ FINETUNE_LRS = (0.1, 0.01, 0.001, 0.0001)
 FINETUNE_WDS = (0.01, 0.001, 0.0001, 0.00001)
 FINETUNE_EPOCHS = 30
 FINETUNE_PATIENCE = 5
+MIN_RELIABLE_TEST_IMAGES = 10  # a smaller test split moves a fine-tune's accuracy in steps of over 10 points
 # What a fine-tune trains (issue 16, "recipe"): "full" (every weight, the paper's protocol) or
 # "linear-probe" (frozen backbone in eval mode, only the fresh head). Part of a finetune cell's identity;
 # finetune runs without a regime tag (written before regimes existed) are "full".

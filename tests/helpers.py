@@ -77,6 +77,19 @@ def blob_images(n_per_class: int, n_classes: int, size: int = 32, seed: int = 0)
     return np.asarray(images, dtype=np.uint8), np.asarray(labels)
 
 
+def image_folder(root: Path, seed: int, classes=("a", "b", "c"), per_class: int = 12) -> Path:
+    """An ImageFolder ``root/<class>/<i>.png`` of small noisy images, one brightness per class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for index, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(60 + 60 * index, 30, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
 def planted_benchmark(n_models: int = 12, n_tasks: int = 5, seed: int = 0):
     """A small low-rank table with holes, two families and task facts: fast to evaluate."""
     from fennec_mlflow.bench.public import Benchmark

@@ -47,6 +47,9 @@ BAD_INPUTS = [
     ["rank", "--class-count", "-5"],
     ["rank", "--max-parameters", "-1"],
     ["rank", "--model-uri", "models:/nosuch@x"],
+    ["rank", "--output", "nodir/out.csv"],  # checked before the embedded default is built or a run written
+    ["rank", "--output", "ranking.txt"],
+    ["matrix", "--output", "nodir/m.csv"],
     ["matrix", "--kind", "banana"],
 ]
 
@@ -60,6 +63,24 @@ def test_every_bad_input_is_one_clear_line_exit_2_and_no_run(store):
         assert "Traceback" not in result.output, args
         assert result.output.strip().splitlines()[-1].lower().startswith("error"), (args, result.output)
     assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_a_bad_output_path_says_what_is_wrong_in_one_line(store, tmp_path):
+    missing = CliRunner().invoke(main, ["rank", "--output", "nodir/out.csv"])
+    assert missing.output.strip() == (f"error: --output 'nodir/out.csv': no folder '{tmp_path / 'nodir'}'; create "
+                                      "it or write to an existing folder")
+    suffix = CliRunner().invoke(main, ["rank", "--output", "out.txt"])
+    assert suffix.output.strip() == "error: --output 'out.txt': give a file name ending in .csv or .json"
+    (tmp_path / "taken.csv").mkdir()
+    folder = CliRunner().invoke(main, ["rank", "--output", "taken.csv"])
+    assert folder.exit_code == 2 and "cannot write there" in folder.output
+
+
+def test_rank_help_names_the_default_target_it_ranks():
+    from fennec_mlflow.serving.demo import REAL_TARGET
+
+    shown = " ".join(CliRunner().invoke(main, ["rank", "--help"]).output.split())
+    assert f"default: {REAL_TARGET}, held out" in shown and "held-out synthetic task" not in shown
 
 
 def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path):

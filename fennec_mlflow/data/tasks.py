@@ -207,31 +207,34 @@ def from_folder(root: str | Path, *, name: str | None = None, image_size: int = 
                 unlabelled_ok: bool = False) -> Task:
     """A task from an ImageFolder layout: ``root/<class>/<image>``.
 
-    With ``unlabelled_ok`` a flat folder of images (no class sub-folders) is accepted as an
-    unlabelled task (a ranking target). Every file is checked once; unreadable images are skipped with one
-    warning and counted in ``Task.skipped_files``. Images are resized to ``image_size``
+    With ``unlabelled_ok`` (a ranking target, whose labels are never read) a flat folder of images (no
+    class sub-folders) or a single class folder (``root/all/<image>``) is accepted as an unlabelled task
+    (``Task.labelled`` is False). Hidden files and folders (``.ipynb_checkpoints``, ``.DS_Store``) and a
+    macOS zip's ``__MACOSX`` are not part of the task. Every file is checked once; unreadable images are
+    skipped with one warning and counted in ``Task.skipped_files``. Images are resized to ``image_size``
     when read, so feature extraction can batch them.
     """
     from PIL import Image, UnidentifiedImageError
 
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise TaskError(f"image folder {str(root)!r} does not exist or is not a directory")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    flat = not class_dirs and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir() if p.is_file())
+        raise TaskError(f"image folder {str(root)!r}{resolved_against(root)} does not exist or is not a directory")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not ignored_entry(p.name))
+    flat = not class_dirs and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()
+                                  if p.is_file() and not ignored_entry(p.name))
     if flat and unlabelled_ok:
         class_dirs = [root]  # images only: one placeholder class, Task.labelled is False
     elif not class_dirs:
-        raise TaskError(
-            f"image folder {str(root)!r} has no class sub-folders; expected the ImageFolder layout "
-            "root/<class name>/<image files>" + (" (a flat folder of images works as a ranking target)" if flat else "")
-        )
+        raise TaskError(no_class_folders_message(root, flat, unlabelled_ok))
+    unlabelled = unlabelled_ok and len(class_dirs) == 1  # flat, or one class: nothing a label would tell
     paths: list[Path] = []
     labels: list[int] = []
     bad: list[str] = []
     for label, class_dir in enumerate(class_dirs):
         for path in sorted(class_dir.glob("*") if flat else class_dir.rglob("*")):
             if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if any(ignored_entry(part) for part in path.relative_to(class_dir).parts):
                 continue
             try:
                 with Image.open(path) as img:
@@ -253,9 +256,10 @@ def from_folder(root: str | Path, *, name: str | None = None, image_size: int = 
             stacklevel=2,
         )
     if not paths:
+        where = "in it" if flat else f"under {len(class_dirs)} class folder(s)"
         raise TaskError(
-            f"image folder {str(root)!r} contains no readable images "
-            f"(looked for {', '.join(IMAGE_SUFFIXES)} under {len(class_dirs)} class folder(s))"
+            f"image folder {str(root)!r} contains no readable images (looked for {', '.join(IMAGE_SUFFIXES)} {where})"
+            + ("; a flat folder of images works as a ranking target" if unlabelled_ok and not flat else "")
         )
     empty = [d.name for label, d in enumerate(class_dirs) if label not in set(labels)]
     if empty and not flat:  # as torchvision's ImageFolder: a class without images is a mistake, not a class
@@ -273,14 +277,45 @@ def from_folder(root: str | Path, *, name: str | None = None, image_size: int = 
     return Task(
         name=name or root.name,
         labels=np.asarray(labels),
-        class_names=("unlabelled",) if flat else tuple(d.name for d in class_dirs),
+        class_names=(UNLABELLED,) if flat else tuple(d.name for d in class_dirs),
         domain=domain,
         image_source=read,
         source=f"folder:{root.resolve()}",
         fingerprint=_digest(image_size, *stats),
         skipped_files=len(bad),
-        labelled=not flat,
+        labelled=not unlabelled,
     )
+
+
+UNLABELLED = "unlabelled"  # the class of a flat folder's images
+IGNORED_FOLDERS = ("__MACOSX",)  # a macOS zip's resource forks (._NAME files)
+
+
+def ignored_entry(name: str) -> bool:
+    """A file or folder that holds none of a task's images: hidden (``.ipynb_checkpoints``, ``.DS_Store``,
+    ``._x.jpg``) or a macOS zip's ``__MACOSX``."""
+    return name.startswith(".") or name in IGNORED_FOLDERS
+
+
+def single_class_note(task: Task) -> str | None:
+    """What a ranking target read from one class folder should say: its images are taken unlabelled."""
+    if task.labelled or task.class_names == (UNLABELLED,):
+        return None
+    return (f"{task.name!r} has a single class folder ({task.class_names[0]!r}): its images are ranked as "
+            "unlabelled images (ranking never reads labels)")
+
+
+def resolved_against(path: Path) -> str:
+    """Words that say where a relative path was looked for (the working directory); none for an absolute one."""
+    return "" if path.is_absolute() else f" (resolved against {Path.cwd()})"
+
+
+def no_class_folders_message(root: Path, flat: bool, unlabelled_ok: bool) -> str:
+    if unlabelled_ok:  # a ranking target: either layout works
+        return (f"image folder {str(root)!r} holds no images; give a flat folder of images (root/<image files>) or "
+                "the ImageFolder layout (root/<class name>/<image files>)")
+    return (f"image folder {str(root)!r} has no class sub-folders; expected the ImageFolder layout "
+            "root/<class name>/<image files>" + (" (a flat folder of images works as a ranking target)" if flat else ""))
 
 
 TORCHVISION_DATASETS = {

@@ -16,8 +16,9 @@ of at most 4096 x 4096 pixels; ``top_k`` in [0, 100,000], ``max_parameters`` >= 
 in [2, 10^6], ``sample_count`` in [1, 10^9].
 
 Params: ``top_k`` (default 10; 0 = all), ``include`` / ``exclude`` (regular expressions on
-model names), ``max_parameters`` (0 = no limit), ``known_scores`` (a JSON object
-``{"model": score}`` of models already scored on the target: the warm start).
+model names), ``max_parameters`` (0 = no limit), ``known_scores`` (a string holding a JSON object
+``{"model": score}`` of models already scored on the target: the warm start; MLflow's param schema
+refuses an object sent as it is).
 
 Any other column is refused (400). The logged signature has params and outputs but no input
 schema: MLflow would cast and check the ~140 optional columns one by one on every request, most of
@@ -33,12 +34,14 @@ Output: one row per recommended model and task: ``task_index`` (the request row)
 Also (issue 16, :mod:`fennec_mlflow.serving.answers`): ``predicted_accuracy``, ``accuracy_low``,
 ``accuracy_high`` (NaN when the history is not on an accuracy scale: ``basis`` then says the scores
 are relative), ``latency_ms``, ``peak_memory_mb``, ``licence``; params ``max_latency_ms``,
-``max_memory_mb``, ``licence``.
+``max_memory_mb``, ``licence``. A value unknown is NaN in process and null in the scoring server's
+JSON (:func:`json_safe`).
 """
 from __future__ import annotations
 
 import base64
 import contextlib
+import difflib
 import functools
 import io
 import json
@@ -301,7 +304,8 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
             self._threads_checked = True
             serving_blas_threads()
         try:
-            return self._rank(model_input, params)
+            ranking = self._rank(model_input, params)
+            return json_safe(ranking) if answers_in_json() else ranking
         except FennecError as exc:
             # The scoring server answers an MlflowException with its own HTTP status (400 here)
             # and message at the top level; anything else is a bug and stays a 500 with a trace.
@@ -418,12 +422,50 @@ def parse_known_scores(text: str, bundle: RankerBundle) -> dict[str, float]:
         return {}
     try:
         known = {str(k): float(v) for k, v in json.loads(text).items()}
-    except (ValueError, AttributeError) as exc:
-        raise RankRequestError('known_scores must be a JSON object {"model name": score, ...}') from exc
-    unknown = sorted(set(known) - set(bundle.model_meta.index))
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise RankRequestError('known_scores must be a string holding a JSON object {"model name": score, ...}, '
+                               'e.g. json.dumps({"resnet20_cifar10": 0.9})') from exc
+    models = [str(name) for name in bundle.model_meta.index]
+    unknown = sorted(set(known) - set(models))
     if unknown:
-        raise RankRequestError(f"known_scores names models the recommender does not know: {unknown[:5]}")
+        named = ", ".join(repr(name) + did_you_mean(name, models) for name in unknown[:5])
+        raise RankRequestError(f"known_scores names models the recommender does not know: {named}")
     return known
+
+
+def did_you_mean(name: str, models: list[str]) -> str:
+    """The hint " (did you mean 'real:usps_cnn'?)" for ``usps_cnn``: a model whose name after its hub prefix is
+    ``name``, else the closest name; "" when none is close."""
+    same = [model for model in models if model.split(":", 1)[-1] == name.split(":", 1)[-1]]
+    close = same or difflib.get_close_matches(name, models, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def json_safe(ranking: pd.DataFrame) -> pd.DataFrame:
+    """``ranking`` with None where a float column holds NaN: the scoring server writes its answer with
+    ``json.dump``, which writes NaN, and strict JSON parsers refuse it; None is written as null."""
+    out = ranking.copy()
+    for column in out.columns:
+        if pd.api.types.is_float_dtype(out[column]) and out[column].isna().any():
+            out[column] = out[column].astype(object).where(out[column].notna(), None)
+    return out
+
+
+# The modules of MLflow's processes that answer a model's predictions in JSON: `mlflow models serve`,
+# its stdin server, and the backend of `mlflow models predict`. Logging a model imports
+# mlflow.pyfunc.scoring_server itself (to check the input example), so that one says nothing.
+JSON_ANSWERING_MODULES = ("mlflow.pyfunc.scoring_server.app", "mlflow.pyfunc.stdin_server",
+                          "mlflow.pyfunc._mlflow_pyfunc_backend_predict")
+
+
+def answers_in_json() -> bool:
+    """Whether this process is one of MLflow's that answer in JSON (:data:`JSON_ANSWERING_MODULES`, loaded
+    or run as ``__main__``); in-process callers keep NaN in float columns."""
+    import sys
+
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    loaded = set(sys.modules) | {getattr(main, "name", "")}
+    return any(name in loaded for name in JSON_ANSWERING_MODULES)
 
 
 def input_columns(bundle: RankerBundle) -> list[ColSpec]:

@@ -45,12 +45,17 @@ class TaskFacts:
     labelled: bool = False
 
 
-def history_task_of(target: Task | TaskFacts, history_tasks) -> str | None:
-    """The recommender's history task that is the target: one of its name, or, for a target named by
-    its public dataset (``--dataset``), one named like the same dataset ("Oxford-IIIT Pets" and "pets")."""
+def history_task_of(target: Task | TaskFacts, history_tasks, same_data=(), namesake: str | None = None) -> str | None:
+    """The recommender's history task that is the target: one of ``same_data`` (the names the store gives
+    the target's folder, :func:`store_names_of`), else one of its name unless ``namesake`` (another folder
+    the store files under that name, :func:`~fennec_mlflow.store.tracking.other_task_source`), or, for a
+    target named by its public dataset (``--dataset``), one named like the same dataset ("Oxford-IIIT Pets" and "pets")."""
     names = [str(name) for name in history_tasks]
+    same = next((name for name in same_data if name in names), None)
+    if same is not None:
+        return same
     if target.name in names:
-        return target.name
+        return None if namesake else target.name
     facts = find_task_facts(target.name) if isinstance(target, TaskFacts) else None
     if facts is None:
         return None
@@ -98,7 +103,7 @@ def rank_task(
             f"build one on that regime's fine-tunes with `fennec build --regime {regime}` and rank with its "
             "--model-uri (e.g. models:/fennec/VERSION)")
     params = dict(params or {})
-    stored = stored_fine_tunes(target.name, bundle, experiment, predicts) if known_from_store else {}
+    stored = stored_fine_tunes(target, bundle, experiment, predicts) if known_from_store else {}
     if stored:
         try:
             given = json.loads(params.get("known_scores") or "{}")
@@ -133,7 +138,10 @@ def rank_task(
     basis = str(ranking["basis"].iloc[0]) if len(ranking) else ""
     ranking = ranking.drop(columns=["task_index", "basis"])
     ranking.attrs["basis"] = basis
-    ranking.attrs["in_history"] = history_task_of(target, getattr(bundle.fennec, "task_names_", ()))
+    history = [str(name) for name in getattr(bundle.fennec, "task_names_", ())]
+    namesake = tracking.other_task_source(tracking.client(), experiment, target) if is_folder(target) else None
+    ranking.attrs["in_history"] = history_task_of(target, history, store_names_of(target, experiment), namesake)
+    ranking.attrs["history_namesake"] = namesake if namesake and target.name in history else None
     ranking.attrs["known_from_store"] = len(stored)
     if log:
         described = (f"placed by its facts: {target.num_samples} training images" if isinstance(target, TaskFacts)
@@ -160,12 +168,44 @@ def rank_task(
     return ranking
 
 
-def stored_fine_tunes(task: str, bundle, experiment: str, regime: str | None) -> dict[str, float]:
-    """``task``'s fine-tune accuracies in ``experiment`` (``regime``'s), of the models ``bundle`` ranks."""
-    fine_tunes = tracking.load_matrix("finetune", experiment=experiment, regime=regime).values
-    if task not in fine_tunes:
+def is_folder(target: Task | TaskFacts) -> bool:
+    return str(target.source).startswith("folder:")
+
+
+def store_names_of(target: Task | TaskFacts, experiment: str) -> list[str]:
+    """The task names the store's runs in ``experiment`` give the target's folder (through a link, another
+    name); [] for a target that is not a folder."""
+    return tracking.task_names_of_source(tracking.client(), experiment, target.source) if is_folder(target) else []
+
+
+def stored_task_of(target: Task | TaskFacts, task_facts: pd.DataFrame) -> str | None:
+    """The task of ``task_facts`` (a matrix's, one row per task) that holds the target's data, or None.
+
+    A folder target is found by the folder its runs logged (``task_source``), so a link to it matches
+    and another folder of the same name does not: that one is refused, for its results are another
+    dataset's. A task stored without a source, or a built-in one, is found by its name."""
+    sources = task_facts["source"] if "source" in task_facts else pd.Series(dtype=object)
+    if is_folder(target):
+        same = [str(task) for task, source in sources.items() if source == target.source]
+        if same:
+            return target.name if target.name in same else same[0]
+        other = sources.get(target.name)
+        if isinstance(other, str) and other:
+            raise InvalidInputError(
+                f"the store's fine-tunes of task {target.name!r} are of another folder, "
+                f"{other.removeprefix('folder:')}, not of {target.source.removeprefix('folder:')} (tasks are named by "
+                "their folder); rank without --known-from-store, or give this folder's scores with --known-scores")
+    return target.name if target.name in task_facts.index else None
+
+
+def stored_fine_tunes(target: Task | TaskFacts, bundle, experiment: str, regime: str | None) -> dict[str, float]:
+    """The target's fine-tune accuracies in ``experiment`` (``regime``'s), of the models ``bundle`` ranks
+    (:func:`stored_task_of` finds the target's task)."""
+    matrix = tracking.load_matrix("finetune", experiment=experiment, regime=regime)
+    task = stored_task_of(target, matrix.task_facts)
+    if task is None or task not in matrix.values:
         return {}
-    return {str(m): float(v) for m, v in fine_tunes[task].dropna().items() if m in bundle.model_meta.index}
+    return {str(m): float(v) for m, v in matrix.values[task].dropna().items() if m in bundle.model_meta.index}
 
 
 def ranking_chart(ranking: pd.DataFrame, target: str):

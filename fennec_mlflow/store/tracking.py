@@ -303,21 +303,42 @@ def check_task_folders(mlflow_client: MlflowClient, experiment: str, tasks) -> N
             raise TrackingError(f"two tasks are named {task.name!r} ({sources[task.name].removeprefix('folder:')} and "
                                 f"{task.source.removeprefix('folder:')}); tasks are named by their folder, so rename "
                                 "one (or link it under another name)")
-    exp = mlflow_client.get_experiment_by_name(experiment)
-    if exp is None:
-        return
     for task in tasks:
-        if not task.source.startswith("folder:"):
-            continue
-        clash = mlflow_client.search_runs(
-            [exp.experiment_id], f"tags.`{TASK_TAG}` = {_quote(task.name)} and params.task_source != "
-                                 f"{_quote(task.source)}", max_results=1)
-        if clash:
-            other = clash[0].data.params["task_source"].removeprefix("folder:")
+        other = other_task_source(mlflow_client, experiment, task)
+        if other is not None:
             raise TrackingError(
                 f"task {task.name!r}: experiment {experiment!r} already holds cells of another task of that name, "
-                f"from {other}; tasks are named by their folder, so rename {task.source.removeprefix('folder:')} "
-                f"(or link it under another name), or use another --experiment")
+                f"from {other.removeprefix('folder:')}; tasks are named by their folder, so rename "
+                f"{task.source.removeprefix('folder:')} (or link it under another name), or use another --experiment")
+
+
+def other_task_source(mlflow_client: MlflowClient, experiment: str, task) -> str | None:
+    """The ``task_source`` of another task that runs in ``experiment`` file under the name of ``task``
+    (a folder task: tasks are named by their folder, so ``/a/train`` and ``/b/train`` share one), else None.
+
+    One search; a task that is not a folder is never another's namesake (built-in names are unique)."""
+    exp = mlflow_client.get_experiment_by_name(experiment)
+    if exp is None or not task.source.startswith("folder:"):
+        return None
+    clash = mlflow_client.search_runs(
+        [exp.experiment_id], f"tags.`{TASK_TAG}` = {_quote(task.name)} and params.task_source != "
+                             f"{_quote(task.source)}", max_results=1)
+    return clash[0].data.params["task_source"] if clash else None
+
+
+def task_names_of_source(mlflow_client: MlflowClient, experiment: str, source: str, limit: int = 10) -> list[str]:
+    """The task names that runs in ``experiment`` give the data of ``source`` (``folder:PATH``): a folder
+    reached through a link under another name has two. One search per name found, at most ``limit``."""
+    exp = mlflow_client.get_experiment_by_name(experiment)
+    names: list[str] = []
+    while exp is not None and len(names) < limit:
+        others = "".join(f" and tags.`{TASK_TAG}` != {_quote(name)}" for name in names)
+        found = mlflow_client.search_runs([exp.experiment_id], f"params.task_source = {_quote(source)}{others}",
+                                          max_results=1)
+        if not found or TASK_TAG not in found[0].data.tags:
+            break
+        names.append(found[0].data.tags[TASK_TAG])
+    return names
 
 
 def finished_cells(mlflow_client: MlflowClient, experiment: str, kind: str) -> dict[str, str]:

@@ -148,3 +148,48 @@ def test_flat_folder_is_an_unlabelled_ranking_target(tmp_path):
         from_folder(flat)
     task = load_task(f"folder:{flat}", unlabelled_ok=True)
     assert not task.labelled and task.num_samples == 4 and task.images([0]).shape == (1, 32, 32, 3)
+
+
+def test_a_single_class_folder_is_an_unlabelled_ranking_target_but_no_training_task(tmp_path):
+    """my_images/all/*.jpg: ranking never reads labels, fine-tuning and FDA need two classes."""
+    from fennec_mlflow.data.tasks import single_class_note
+
+    root = make_folder(tmp_path / "my_images", classes=("all",))
+    with pytest.raises(TaskError, match="single class"):
+        load_task(f"folder:{root}")
+    task = load_task(f"folder:{root}", unlabelled_ok=True)
+    assert not task.labelled and task.num_samples == 4
+    assert "single class folder ('all')" in single_class_note(task) and "unlabelled" in single_class_note(task)
+    assert single_class_note(from_folder(make_folder(tmp_path / "two"))) is None
+
+
+def test_macos_zip_folders_and_hidden_entries_are_no_classes_nor_images(tmp_path):
+    root = make_folder(tmp_path / "data", classes=("cat", "dog"))
+    for junk in ("__MACOSX/cat", ".ipynb_checkpoints", ".hidden", "cat/.ipynb_checkpoints"):
+        (root / junk).mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8)).save(root / "__MACOSX" / "cat" / "0.png")
+    Image.new("RGB", (8, 8)).save(root / "cat" / ".ipynb_checkpoints" / "0-checkpoint.png")
+    (root / "dog" / "._1.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # a resource fork, not an image
+    task = from_folder(root)
+    assert task.class_names == ("cat", "dog") and task.num_samples == 8 and task.skipped_files == 0
+
+
+def test_an_empty_ranking_target_says_that_a_flat_folder_works(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TaskError, match=r"holds no images; give a flat folder of images"):
+        load_task(f"folder:{tmp_path / 'empty'}", unlabelled_ok=True)
+    (tmp_path / "classes" / "a").mkdir(parents=True)
+    with pytest.raises(TaskError, match="no readable images .*; a flat folder of images works as a ranking target"):
+        load_task(f"folder:{tmp_path / 'classes'}", unlabelled_ok=True)
+
+
+def test_a_target_that_is_neither_a_folder_nor_a_built_in_task_says_both(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TaskError, match=rf"no folder 'folder3' \(resolved against {tmp_path}\) and no built-in task "
+                                        "of that name; give the folder's absolute path, or a built-in task"):
+        load_task("folder3")
+    with pytest.raises(TaskError, match=r"\(did you mean digits-color"):
+        load_task("digits-colr")
+    with pytest.raises(TaskError, match=rf"image folder 'nodir/x' \(resolved against {tmp_path}\) does not exist"):
+        load_task("nodir/x")
+    assert load_task("digits-color").name == "digits-color"

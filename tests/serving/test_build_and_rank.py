@@ -435,3 +435,62 @@ def test_a_target_named_by_its_dataset_is_found_among_history_tasks_named_otherw
     assert history_task_of(TaskFacts("FGVC-Aircraft", 100, 6667), history) == "aircraft"
     assert history_task_of(TaskFacts("task7", 10, 500), history) == "task7"
     assert history_task_of(TaskFacts("Food-101", 101, 75750), history) is None
+
+
+def test_a_folder_target_finds_its_fine_tunes_by_its_folder_not_by_its_name(registered, tmp_path):
+    """/mine/pets and /other/pets are both task 'pets': the other's fine-tunes are not this target's; a link is."""
+    from fennec_mlflow.data.task_specs import load_task
+    from fennec_mlflow.errors import InvalidInputError
+    from tests.helpers import image_folder
+
+    _, client, _, _ = registered
+    mine, other = image_folder(tmp_path / "mine" / "pets", 0), image_folder(tmp_path / "other" / "pets", 1)
+    (tmp_path / "linked").symlink_to(mine)
+    stored = load_task(f"folder:{mine}")
+    told = {"nin_cifar10": 0.61, "resnet20_cifar10": 0.42}
+    tracking.write_runs(client, tracking.experiment_id(client, "folders-test"), [tracking.RunRecord(
+        kind="finetune", model=model, task="pets", cell=f"ft-{model}", metrics={"test_accuracy": value},
+        params={"task_source": stored.source, "task_fingerprint": stored.fingerprint}) for model, value in told.items()])
+    with pytest.raises(InvalidInputError, match=f"fine-tunes of task 'pets' are of another folder, {mine}, not of "
+                                                f"{other} .*; rank without --known-from-store"):
+        rank_task(load_task(f"folder:{other}", unlabelled_ok=True), known_from_store=True, experiment="folders-test",
+                  log=False)
+    linked = rank_task(load_task(str(tmp_path / "linked"), unlabelled_ok=True), known_from_store=True, top_k=0,
+                       experiment="folders-test", log=False)
+    assert linked.attrs["known_from_store"] == 2
+    assert linked.set_index("model")["known_score"].dropna().to_dict() == told
+
+
+def test_history_tasks_are_matched_by_the_data_the_store_gave_them(registered, tmp_path):
+    """A folder named like a history task is not that task; a link to a history folder is."""
+    from fennec_mlflow.serving.rank import TaskFacts, history_task_of
+
+    history = ["pets", "leaves"]
+    folder = TaskFacts("linked", 3, 36, source="folder:/data/pets")
+    assert history_task_of(folder, history, same_data=["pets"]) == "pets"  # the store calls its folder 'pets'
+    assert history_task_of(TaskFacts("pets", 3, 36), history, namesake="folder:/else/pets") is None
+    assert history_task_of(TaskFacts("pets", 3, 36), history) == "pets"
+    # CLI: a one-class folder named like the history's synthetic task 'shapes-4'
+    from click.testing import CliRunner
+
+    from fennec_mlflow.cli import main
+    from tests.helpers import image_folder
+
+    target = image_folder(tmp_path / HISTORY[1], 0, classes=("all",))
+    result = CliRunner().invoke(main, ["rank", "--target", str(target), "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    assert (f"note: this recommender's history task {HISTORY[1]!r} is other images of that name "
+            f"(synthetic:{HISTORY[1]}), not this folder") in result.output
+    assert "is one of this recommender's history tasks" not in result.output
+    assert f"note: {HISTORY[1]!r} has a single class folder ('all'): its images are ranked as unlabelled" in result.output
+
+
+def test_cli_profile_measures_the_registered_recommenders_candidates_by_default(registered):
+    from click.testing import CliRunner
+
+    from fennec_mlflow.cli import main
+
+    result = CliRunner().invoke(main, ["profile", "--repeats", "1", "--experiment", "profile-test"])
+    assert result.exit_code == 0, result.output
+    assert f"profiling {len(MODELS)} model(s): the candidates of models:/fennec@champion" in result.output
+    assert f"{len(MODELS)} measured, 0 reused" in result.output

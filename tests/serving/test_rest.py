@@ -121,8 +121,8 @@ def served(tmp_path_factory):
                                                  data=json.dumps(payload).encode(),
                                                  headers={"Content-Type": "application/json"})
                 try:
-                    with opener.open(request, timeout=60) as answer:
-                        return answer.status, json.loads(answer.read())
+                    with opener.open(request, timeout=60) as answer:  # strict JSON: a bare NaN is refused
+                        return answer.status, json.loads(answer.read(), parse_constant=refuse_constant)
                 except urllib.error.HTTPError as failure:
                     return failure.code, json.loads(failure.read())
 
@@ -130,6 +130,10 @@ def served(tmp_path_factory):
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+def refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON: strict parsers refuse it")
 
 
 def split(frame: pd.DataFrame) -> dict:
@@ -175,6 +179,36 @@ def test_rest_without_an_input_schema_still_answers_bad_input_with_400(served):
         assert answer["error_code"] == "INVALID_PARAMETER_VALUE" and "stack_trace" not in answer
     status, answer = served({"dataframe_split": split(frame), "params": {"top_k": "ten"}})
     assert status == 400  # params keep MLflow's schema checks
+    status, answer = served({"dataframe_split": split(frame), "params": {"known_scores": {"net01": 0.9}}})
+    assert status == 400 and "known_scores" in answer["message"]  # MLflow's schema: a string of JSON only
+
+
+def test_the_scoring_servers_answer_is_strict_json_with_null_for_unknown_values(monkeypatch):
+    """MLflow's scoring server writes the answer with json.dump, which writes NaN; strict parsers refuse it."""
+    import types
+
+    model = flavor.FennecRanker()
+    model.bundle = small_bundle()  # no accuracy model, no profiles: those answers are unknown
+    in_process = model.predict(None, task_frame(2), {"top_k": 3})
+    assert in_process["predicted_accuracy"].isna().all() and in_process["latency_ms"].dtype == float
+    monkeypatch.setitem(sys.modules, "mlflow.pyfunc.scoring_server.app", types.ModuleType("app"))  # as when served
+    served = model.predict(None, task_frame(2), {"top_k": 3})
+    records = json.loads(json.dumps(served.to_dict(orient="records")), parse_constant=refuse_constant)
+    assert records[0]["predicted_accuracy"] is None and records[0]["known_score"] is None
+    assert records[0]["score"] == pytest.approx(in_process["score"].iloc[0])
+
+
+def test_unknown_known_scores_suggest_the_model_meant():
+    model = flavor.FennecRanker()
+    model.bundle = small_bundle()
+    model.bundle.model_meta.index = [f"real:{name}" for name in model.bundle.model_meta.index]
+    with pytest.raises(mlflow.exceptions.MlflowException,
+                       match=r"does not know: 'net01' \(did you mean 'real:net01'\?\), 'vgg16'$"):
+        model.predict(None, task_frame(1), {"known_scores": json.dumps({"net01": 0.9, "vgg16": 0.5})})
+    with pytest.raises(mlflow.exceptions.MlflowException, match=r"'real:net_05' \(did you mean 'real:net05'"):
+        model.predict(None, task_frame(1), {"known_scores": json.dumps({"real:net_05": 0.9})})
+    with pytest.raises(mlflow.exceptions.MlflowException, match="known_scores must be a string holding a JSON object"):
+        model.predict(None, task_frame(1), {"known_scores": "[0.9]"})
 
 
 def test_blas_threads_are_left_alone_outside_the_scoring_server():

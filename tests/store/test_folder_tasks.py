@@ -1,26 +1,15 @@
 """A user's own image folders as tasks: named by their folder, never confused, rebuilt from the store."""
-import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from fennec_mlflow.cli import main
 from fennec_mlflow.data.task_specs import load_task
 from fennec_mlflow.store import tracking
 from fennec_mlflow.store.jobs import score_cells
 from fennec_mlflow.store.tracking import TrackingError
+from tests.helpers import image_folder
 
 MODELS = ["resnet20_cifar10", "nin_cifar10"]
-
-
-def image_folder(root, seed, classes=("a", "b", "c"), per_class=12):
-    rng = np.random.default_rng(seed)
-    for index, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = np.clip(rng.normal(60 + 60 * index, 30, (16, 16, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
 
 
 def fda(client, *folders):
@@ -58,6 +47,9 @@ def test_cli_finetune_flags_chance_level_cells_and_says_when_newer_cells_replace
     assert stalled.exit_code == 0, stalled.output
     assert "(chance is 0.333)" in stalled.output and "did no better than chance" in stalled.output
     assert "already had" not in stalled.output
+    # 36 images: 9 in the test split, accuracy in steps of 11 points
+    assert ("warning: task 'pets' leaves only 9 test image(s) in its 6:2:2 split, so its test accuracy is no "
+            "reliable ground truth; give it at least 50 images") in stalled.output
     again = CliRunner().invoke(main, [*common, "--lrs", "0.05"])
     assert again.exit_code == 0, again.output
     assert "1 (model, task) pair(s) already had a full fine-tune with another configuration" in again.output
@@ -71,3 +63,19 @@ def test_cli_reports_an_unreadable_image_as_one_warning_line(store, tmp_path):
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "broken.png" in line]
     assert lines == [f"warning: skipped 1 unreadable image(s) in {folder}: a/broken.png (UnidentifiedImageError)"]
+
+
+def test_the_stores_names_of_a_folder_and_its_namesakes_are_found_by_the_folder_its_runs_logged(store, tmp_path):
+    mine, other = image_folder(tmp_path / "a" / "pets", 0), image_folder(tmp_path / "b" / "pets", 1)
+    (tmp_path / "linked").symlink_to(mine)
+    tasks = [load_task(str(tmp_path / "linked")), load_task(f"folder:{mine}")]
+    assert tasks[0].source == tasks[1].source == f"folder:{mine}"  # a link is the folder it points to
+    tracking.write_runs(store, tracking.experiment_id(store), [tracking.RunRecord(
+        kind="fda", model=MODELS[0], task=task.name, cell=task.name, metrics={"fda_score": 0.5},
+        params={"task_source": task.source}) for task in tasks])
+    found = tracking.task_names_of_source(store, tracking.DEFAULT_EXPERIMENT, f"folder:{mine}")
+    assert sorted(found) == ["linked", "pets"]
+    assert tracking.task_names_of_source(store, tracking.DEFAULT_EXPERIMENT, f"folder:{other}") == []
+    assert tracking.other_task_source(store, tracking.DEFAULT_EXPERIMENT, load_task(f"folder:{other}")) == \
+        f"folder:{mine}"
+    assert tracking.other_task_source(store, tracking.DEFAULT_EXPERIMENT, tasks[1]) is None
