@@ -43,6 +43,10 @@ ACCURACY_COLUMNS = ("predicted_accuracy", "accuracy_low", "accuracy_high")
 RELATIVE_NOTE = ("the history is not on an accuracy scale (values in [0, 1] or [0, 100]), so the scores are "
                  "relative: they order the models but predict no accuracy")
 _MIN_TASKS = 3  # leave-one-task-out calibration needs at least this many history tasks
+# Known scores whose mean offset from the predicted level is beyond this many of its standard
+# deviations under the history come from a task unlike any of it (e.g. far harder): the empirical
+# Bayes weight, learned on tasks alike in level, would nearly ignore them, so they set the level.
+UNLIKE_HISTORY_Z = 3.0
 _MIN_CELLS = 10
 
 
@@ -271,8 +275,9 @@ class AccuracyModel:
         ``known``: (predicted z-scores, accuracies) of models already fine-tuned on this task. They
         anchor the task's level: the predicted level moves toward what they imply by the history's
         ratio of level variance to level variance plus cell variance over their count (empirical
-        Bayes), so one score moves it part way and many nearly all the way. The interval keeps its
-        calibration without known scores, so it is conservative then.
+        Bayes), so one score moves it part way and many nearly all the way; all the way when they are
+        beyond :data:`UNLIKE_HISTORY_Z` standard deviations of what the history expects. The interval
+        keeps its calibration without known scores, so it is conservative then.
         """
         self._check()
         scores = np.asarray(z, dtype=float).reshape(-1)
@@ -290,12 +295,13 @@ class AccuracyModel:
 
     def _level_shift(self, known_z: np.ndarray, known_accuracy: np.ndarray, task_mean: float,
                      task_std: float) -> float:
-        level_variance = getattr(self, "level_variance_", 0.0)  # older pickles: no anchoring
-        if known_z.size == 0 or level_variance <= 0:
+        if known_z.size == 0 or not hasattr(self, "level_variance_"):  # older pickles: no anchoring
             return 0.0
-        offsets = self._logit(known_accuracy) - (task_mean + task_std * known_z)
-        weight = level_variance / (level_variance + self.cell_variance_ / known_z.size)
-        return float(weight * offsets.mean())
+        offset = float(np.mean(self._logit(known_accuracy) - (task_mean + task_std * known_z)))
+        expected = self.level_variance_ + self.cell_variance_ / known_z.size
+        if offset ** 2 > UNLIKE_HISTORY_Z ** 2 * expected:
+            return offset  # a level the history never showed: the known scores are the only evidence
+        return offset * self.level_variance_ / expected if expected > 0 else 0.0
 
     def known_scale_problem(self, known_accuracy) -> str | None:
         """Why known scores cannot anchor the level (not on the history's accuracy scale), or None."""

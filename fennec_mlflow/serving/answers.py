@@ -106,16 +106,22 @@ def constrain(bundle, params: dict, candidates: list[str] | None) -> list[str] |
     return chosen
 
 
-def annotate(bundle, table: pd.DataFrame, task_meta_row=None) -> pd.DataFrame:
-    """One task's ranking with :data:`ANSWER_COLUMNS`; ``attrs["basis"]`` says whether scores are relative."""
+def annotate(bundle, table: pd.DataFrame, task_meta_row=None, known=None) -> pd.DataFrame:
+    """One task's ranking with :data:`ANSWER_COLUMNS`; ``attrs["basis"]`` says whether scores are relative.
+
+    ``known``: (scores, known scores) of the models told, which anchor the predicted accuracy's level
+    (:meth:`AccuracyModel.annotate`); by default those rows of ``table``.
+    """
     accuracy = getattr(bundle, "accuracy", None)
     basis = table.attrs.get("basis", "")
     regime = predicted_regime(bundle)
     if regime:
         basis += f"; predicts {REGIME_WORDS.get(regime, f'{regime} accuracy')}"
     if accuracy is not None and accuracy.available:
-        out = accuracy.annotate(table, task_meta_row)
+        out = accuracy.annotate(table, task_meta_row, known=known)
         basis += f"; predicted accuracy with a {100 * accuracy.level:.0f}% conformal interval"
+        if "level anchored" in out.attrs["accuracy_note"] or "not anchored" in out.attrs["accuracy_note"]:
+            basis += " (" + out.attrs["accuracy_note"].rsplit("; ", 1)[-1] + ")"
     else:
         out = table.copy()
         for column in ACCURACY_COLUMNS:

@@ -349,7 +349,10 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
             shown = len(table) if top_k == 0 else min(top_k, len(table))
             head = table.iloc[:shown]  # before to_numpy: the model names are not converted for every model
             head.attrs = dict(table.attrs)
-            head = answers.annotate(bundle, head, meta)  # row by row: only the rows answered (1 ms at 1,000 models)
+            told = table["known_score"].notna().to_numpy()
+            known_rows = (table["score"].to_numpy(float)[told], table["known_score"].to_numpy(float)[told])
+            # row by row: only the rows answered (1 ms at 1,000 models); the told rows anchor the level
+            head = answers.annotate(bundle, head, meta, known_rows if told.any() else None)
             for column in scored:
                 parts[column].append(head[column].to_numpy())
             parts["task_index"].append(np.full(shown, index))

@@ -161,3 +161,20 @@ def test_rest_requests_filter_on_constraints(served):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_known_scores_anchor_the_served_predicted_accuracy(served):
+    """Told that three models score 30 points below what was predicted (a task far harder than the
+    history's), every predicted accuracy drops, also of rows shown without a known score, and the
+    basis says the level is anchored; known scores as fractions of a percent history do not anchor it."""
+    model = mlflow.pyfunc.load_model(served["result"].model_uri)
+    cold = model.predict(request(), params={"top_k": 0}).set_index("model")
+    told = list(cold.index[-3:])  # the last rows: not among the top 3 shown below
+    known = {name: float(cold.at[name, "predicted_accuracy"]) - 30 for name in told}
+    warm = model.predict(request(), params={"top_k": 3, "known_scores": json.dumps(known)}).set_index("model")
+    assert not set(told) & set(warm.index)
+    assert (warm["predicted_accuracy"] < cold.loc[warm.index, "predicted_accuracy"] - 10).all()
+    assert "level anchored to its 3 known score(s)" in warm["basis"].iloc[0]
+    fractions = {name: value / 100 for name, value in known.items()}
+    unanchored = model.predict(request(), params={"top_k": 3, "known_scores": json.dumps(fractions)})
+    assert "look like fractions" in unanchored["basis"].iloc[0]
