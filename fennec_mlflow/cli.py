@@ -800,8 +800,12 @@ def matrix(kind, estimator, source, output, experiment):
                    "('Top-1 error'), else accuracy")
 @click.option("--replace", is_flag=True, help="the source becomes this table: its cells imported before that the "
                                               "table no longer holds (a dropped row or column) are deleted")
+@click.option("--allow-mixed-scale", is_flag=True,
+              help="import cells on another scale than the rest of the table (above 100, or a fraction among "
+                   "percents, or a percent among fractions), which are refused otherwise: for scores that are not "
+                   "accuracies")
 @experiment_option
-def import_(table, source, layout, model_facts, repeats, scores, replace, experiment):
+def import_(table, source, layout, model_facts, repeats, scores, replace, allow_mixed_scale, experiment):
     """Import an external model x task table as `external` runs (idempotent; skipped rows are reported).
 
     TABLE: CSV (comma, tab or semicolon), a markdown or LaTeX table, a spreadsheet (.xlsx, .xls,
@@ -810,7 +814,8 @@ def import_(table, source, layout, model_facts, repeats, scores, replace, experi
 
     try:
         created, skipped = import_table(table, source=source, layout=layout, model_facts_csv=model_facts,
-                                        repeats=repeats, scores=scores, replace=replace, experiment=experiment,
+                                        repeats=repeats, scores=scores, replace=replace,
+                                        allow_mixed_scale=allow_mixed_scale, experiment=experiment,
                                         report=lambda line: click.echo(f"warning: {line}", err=True),
                                         note=lambda line: click.echo(f"note: {line}", err=True))
     except FennecError as exc:

@@ -19,8 +19,11 @@ them (``Model``/``Method``/``Backbone``, ``Dataset``/``Target``, ``Accuracy``/``
 :data:`COLUMN_NAMES`), so a table copied from a paper imports as it is: its ``Params``, ``FLOPs`` and
 ``ImageNet Top-1`` columns (rows, if transposed) are model facts (:data:`MODEL_FACT_HEADERS`), its
 ``Avg.`` column and ``Mean`` row are skipped (:data:`SUMMARY_NAMES`), and so are a row-number column
-(``#``) and a spread beside each score (``Aircraft std``, ``±``); each such reading is reported.
-Task facts beyond the public ones need the long or transposed layout.
+(``#``), a row index saved with the table (pandas' ``to_csv()``: a first column without a name numbering
+the rows) and a spread beside each score (``Aircraft std``, ``±``); a unit after a task's name in a
+wide table's header (``Birdsnap (%)``) is not part of the task; each such reading is reported.
+Task facts beyond the public ones are ``task_*`` columns (long or transposed layout) or rows
+(``#Classes``, ``Train size``, ``Domain``: wide layout).
 
 Fields may be separated by commas, tabs or semicolons (then with decimal commas, as a spreadsheet
 saves them), in UTF-8 or UTF-16 (a spreadsheet's "Unicode text"); a markdown (pipe) table, as a model
@@ -33,7 +36,9 @@ said. A long table's score column may carry a unit ("Top-1 Acc. (%)") or a name 
 it is the one column of numbers. Scores are stored as published (no
 rescaling; a trailing % or a ± spread copied from a paper is dropped: "84.1 ± 0.3%" is 84.1). Names
 are stripped of surrounding spaces; an empty model or task name, or a score that is not a number, is
-an error naming the lines. Rows that cannot be a cell are not written and are reported
+an error naming the lines (every such cell at once, in file order). So is a cell on another scale than
+the rest of its table (:func:`cells_off_scale`: 975 or 0.975 among percents, 87.5 among fractions), unless
+``allow_mixed_scale`` (scores that are not accuracies). Rows that cannot be a cell are not written and are reported
 (:class:`SkippedRows`: count, line numbers and the first rows): a missing score (empty, nan, a dash; PARC's
 -1), an infinite one (inf, or 1e309, beyond a float's range), and every row but the last of a
 (model, task) cell given more than once (or, with ``repeats="mean"`` / ``"max"``, the rows of such a
@@ -91,6 +96,21 @@ COLUMN_NAMES = {
 _HEADER_MARK = re.compile(r"\s*(?:\(\s*%\s*\)|\[\s*%\s*\]|%|[↑↓]|\(\s*[↑↓]\s*\))$")
 
 
+# A unit after a task's name in a wide table's header ("Birdsnap (%)", "DTD [%]", "Cars %", "Pets (acc.)",
+# "Flowers top-1"): not part of the name, so the task is the one another table names without it.
+_TASK_UNIT = re.compile(r"(?:\s*(?:\(\s*%\s*\)|\[\s*%\s*\]|%|[(\[]\s*(?:top-?1\s*)?acc(?:uracy)?\.?\s*%?\s*[)\]]"
+                        r"|[(\[]\s*top-?1\s*%?\s*[)\]])|\s+top-?1(?:\s+acc(?:uracy)?\.?)?)$", re.IGNORECASE)
+
+
+def task_name_without_unit(name) -> str:
+    """A task's name as a header writes it, stripped, without a trailing unit (:data:`_TASK_UNIT`), unless
+    nothing else is left."""
+    name = str(name).strip()
+    while (shorter := _TASK_UNIT.sub("", name).strip()) and shorter != name:
+        name = shorter
+    return name
+
+
 def _header_name(column) -> str:
     """A header as :data:`COLUMN_NAMES` and :data:`ERROR_COLUMN_NAMES` list it: stripped, case-folded,
     without a trailing unit or direction mark."""
@@ -108,6 +128,9 @@ ERROR_COLUMN_NAMES = ("error", "err", "err.", "error rate", "top-1 error", "top1
 # TransferGraph's records), the mean (seeds) or the max (a hyperparameter grid: the fine-tune
 # accuracy is the best configuration's).
 REPEATS = ("last", "mean", "max")
+# A long table's column that numbers a cell's repeated runs (compared as :func:`_header_name` gives them)
+SEED_COLUMN_NAMES = frozenset({"seed", "seeds", "random seed", "random_seed", "run", "run id", "trial", "repeat",
+                               "repetition", "rep"})
 # fact params an imported task gets from the public task facts, and the facts column behind each
 PUBLIC_TASK_FACTS = {"task_class_count": "class_count", "task_train_size": "train_size",
                      "task_domain": "domain", "task_dataset": "dataset"}
@@ -324,22 +347,25 @@ def canonical_columns(columns) -> list[str]:
 
 
 def read_table(path: str | Path, layout: str = "auto", model_facts_csv: str | Path | None = None,
-               repeats: str = "last", scores: str = "auto") -> pd.DataFrame:
+               repeats: str = "last", scores: str = "auto", *, allow_mixed_scale: bool = False) -> pd.DataFrame:
     """The table as long rows: model, task, score, and model_* / task_* fact columns.
 
     Skipped rows are reported with a :class:`SkippedRowsWarning` each reason.
     """
-    table, skipped = read_rows(path, layout, model_facts_csv, repeats, scores)
+    table, skipped = read_rows(path, layout, model_facts_csv, repeats, scores, allow_mixed_scale=allow_mixed_scale)
     for rows in skipped:
         warnings.warn(f"{Path(path).name}: {rows}", SkippedRowsWarning, stacklevel=2)
     return table
 
 
 def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Path | None = None,
-              repeats: str = "last", scores: str = "auto") -> tuple[pd.DataFrame, list[SkippedRows | ReadAs | Note]]:
+              repeats: str = "last", scores: str = "auto", *,
+              allow_mixed_scale: bool = False) -> tuple[pd.DataFrame, list[SkippedRows | ReadAs | Note]]:
     """:func:`read_table`'s rows, and the rows it skipped (or combined), by reason.
 
     ``scores`` (:data:`SCORES`): "error" reads every cell as an error rate and stores it as accuracy.
+    A cell on another scale than the table's (:func:`cells_off_scale`: 975 or 0.975 among percents) is an
+    error naming it, unless ``allow_mixed_scale`` (scores that are not accuracies).
     """
     path = Path(path)
     if layout not in LAYOUTS:
@@ -390,6 +416,8 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raw = raw.drop(footnotes.index)
     if raw.empty:
         raise TableError(f"{str(path)!r} has a header but no rows")
+    raw, index_notes = _without_index_column(raw)
+    notes += index_notes
     written = [str(c).strip() for c in raw.columns]
     raw.columns = canonical_columns(raw.columns)
     error_column = _error_column(raw.columns)
@@ -424,6 +452,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raise TableError(f"{layout} table {str(path)!r} lacks column(s) {sorted(missing)} "
                          f"(the {layout} layout: {LAYOUT_COLUMNS[layout]})")
     skipped: list[SkippedRows | ReadAs | Note] = list(notes)
+    seed_columns: list[str] = []  # a long table's columns telling a cell's repeated lines apart
     if layout == "parc":
         oracle = _numbers(raw, "Oracle", path)
         marked = raw.index[oracle < 0]
@@ -448,17 +477,20 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     else:
         facts = _fact_columns(raw, ("model_", "task_"), path)
         unread = [c for c in raw.columns if c not in ("model", "task", "score", *facts)]
+        seed_columns = [c for c in unread if _header_name(c) in SEED_COLUMN_NAMES]
         if unread:  # a second metric (Top-5), a spread, a seed or a hyperparameter: said, so none is lost unseen
             skipped.append(Note(f"not read: column(s) {', '.join(map(repr, unread))} (a long table's cells are its "
                                 "score column; facts are model_* or task_* columns)"))
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "task", path),
                              "score": _numbers(raw, "score", path)}).join(raw[facts])
+    long, skipped_here = _without_summaries(long)
+    skipped += skipped_here
+    if not allow_mixed_scale and scores != "error":  # an error under 1% is no fraction (and one above 100 an error)
+        _refuse_cells_off_scale(long, path)
     if scores == "error":  # before the repeats: the best of a grid is its lowest error
         long, note = _accuracy_from_error(long, path)
         skipped.append(note)
-    long, skipped_here = _without_summaries(long)
-    skipped += skipped_here
-    long, skipped_here = _cells(long, repeats)
+    long, skipped_here = _cells(long, repeats, seed_columns)
     skipped += skipped_here
     if layout == "transfergraph" and model_facts_csv is not None:
         facts = pd.read_csv(model_facts_csv).drop_duplicates(subset=["model"])
@@ -553,7 +585,9 @@ def _cells_frame(rows: list[tuple[int, list[str]]]) -> pd.DataFrame:
     return frame.replace("", np.nan)
 
 
-_MARKDOWN_RULE = re.compile(r":?-{3,}:?")  # a cell of the line under a markdown table's header
+# A cell of the line under a markdown table's header (its delimiter row): dashes, with a colon at either
+# end for the alignment ("---", ":--", "--:", ":-:"); further down, a lone dash is a cell not measured.
+_MARKDOWN_RULE = re.compile(r":?-+:?")
 _MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")  # [ResNet-50](https://...) -> ResNet-50
 
 
@@ -734,10 +768,19 @@ def _markdown_table(lines: list[str]) -> pd.DataFrame | None:
             break
         cells = [_MARKDOWN_LINK.sub(r"\1", cell).strip().strip("*`_").strip() for cell in
                  line.strip().strip("|").split("|")]
-        if all(_MARKDOWN_RULE.fullmatch(cell) for cell in cells if cell):
+        if _markdown_rule(cells, under_header=len(rows) == 1):
             continue
         rows.append((number, cells))
     return _cells_frame(rows)
+
+
+def _markdown_rule(cells: list[str], under_header: bool) -> bool:
+    """Whether a markdown table's row holds no cells: an empty row, or a rule: its delimiter row under the
+    header, or one further down that a row of cells not measured ("-") cannot be (a cell "--" or ":-")."""
+    filled = [cell for cell in cells if cell]
+    if not all(_MARKDOWN_RULE.fullmatch(cell) for cell in filled):
+        return False
+    return not filled or under_header or any(cell != "-" for cell in filled)
 
 
 _LATEX_RULE = re.compile(r"\\(?:hline|toprule|midrule|bottomrule|cline\{[^}]*\}|cmidrule(?:\([^)]*\))?\{[^}]*\})")
@@ -860,8 +903,12 @@ def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> \
         hint = (f"; the next line names them ({', '.join(map(repr, first_row.dropna().astype(str)[:3]))}, ...): "
                 "a header of two rows (groups above tasks), as papers print it? keep only the row of "
                 f"{other} names") if two_rows else ""
+        position = list(raw.columns).index(unnamed[0])
+        if position < list(raw.columns).index(key):
+            raise TableError(f"{str(path)!r}: column {position + 1}, before the {key} column, has no name in the "
+                             f"header; name it ({key}_<fact> for a fact of the {key}s) or delete it")
         raise TableError(f"{str(path)!r}: a {other} column has no name in the header (column "
-                         f"{list(raw.columns).index(unnamed[0]) + 1}); every column after {key} needs one{hint}")
+                         f"{position + 1}); every column after {key} needs one{hint}")
     if not columns:
         raise TableError(f"{str(path)!r} has no {other} column: after {key}, one column per {other}")
     facts = _fact_columns(raw, (f"{key}_",), path)
@@ -877,13 +924,39 @@ def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> \
         other_facts = raw.loc[fact_rows, columns].set_axis(fact_names[fact_rows]).T
         _fact_columns(other_facts, (f"{other}_",), path)
         raw, keys = raw.loc[~fact_rows], keys[~fact_rows]
-    long = pd.concat([pd.DataFrame({key: keys, other: str(column).strip(), "score": _numbers(raw, column, path)})
+    numbers = _wide_numbers(raw.assign(**{key: keys}), columns, key, path)
+    names = _task_names(columns) if other == "task" else {column: str(column).strip() for column in columns}
+    read_as += tuple((str(column).strip(), name) for column, name in names.items() if name != str(column).strip())
+    long = pd.concat([pd.DataFrame({key: keys, other: names[column], "score": numbers[column]})
                       .join(raw[facts]) for column in columns])
     if other_facts is not None and len(other_facts.columns):
         other_facts.index = other_facts.index.map(lambda c: str(c).strip())
         long = long.join(other_facts.apply(_numbers_where_all_are), on=other)
         facts = [*facts, *other_facts.columns]
     return long[["model", "task", "score", *facts]], read_as
+
+
+def _task_names(columns: list[str]) -> dict[str, str]:
+    """A wide table's task columns -> their tasks: the header without a trailing unit
+    (:func:`task_name_without_unit`), unless that is another column's name too."""
+    written = [str(column).strip() for column in columns]
+    stripped = [task_name_without_unit(column) for column in columns]
+    uses = pd.Series(written + [name for name, as_written in zip(stripped, written) if name != as_written]).value_counts()
+    return {column: name if uses[name] == 1 else as_written
+            for column, as_written, name in zip(columns, written, stripped)}
+
+
+def _without_index_column(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]]:
+    """``raw`` without a row index saved with the table (pandas' ``to_csv()`` without ``index=False``): a
+    first column without a name (or "Unnamed: 0") numbering the rows 0..n-1 or 1..n; noted."""
+    if raw.shape[1] < 3 or not _unnamed(raw.columns[0]):
+        return raw, []
+    numbers = pd.to_numeric(_number_text(raw.iloc[:, 0]), errors="coerce").to_numpy(dtype=float)
+    first = next((start for start in (0, 1) if np.array_equal(numbers, np.arange(start, start + len(raw)))), None)
+    if first is None:
+        return raw, []
+    return raw.iloc[:, 1:], [Note(f"left out the first column (no name, numbered {first} to {first + len(raw) - 1}): "
+                                  "a row index saved with the table (pandas' to_csv() without index=False)")]
 
 
 def _unnamed(column) -> bool:
@@ -941,18 +1014,44 @@ def _numbers(raw: pd.DataFrame, column: str, path: Path) -> pd.Series:
     the number is stored as written (84.1, not 0.841). A dash ("-", "—") is a cell the paper did not
     measure, as an empty one.
     """
-    text = _number_text(raw[column])
-    values = pd.to_numeric(text, errors="coerce").astype(float)
-    bad = raw.index[values.isna() & text.notna()]
+    values, bad = _numbers_and_not(raw, column)
     if len(bad):
         examples = ", ".join(repr(str(v)) for v in raw.loc[bad[:3], column])
         raise TableError(f"{str(path)!r}: {column!r} is not a number on {_lines(bad)} ({examples})")
     return values
 
 
-def _cells(long: pd.DataFrame, repeats: str = "last") -> tuple[pd.DataFrame, list[SkippedRows]]:
+def _numbers_and_not(raw: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Index]:
+    """A score column as floats (as :func:`_numbers` reads it; text that is not a number: NaN), and the
+    lines of its text that is not a number."""
+    text = _number_text(raw[column])
+    values = pd.to_numeric(text, errors="coerce").astype(float)
+    return values, raw.index[values.isna() & text.notna()]
+
+
+def _wide_numbers(raw: pd.DataFrame, columns: list[str], key: str, path: Path) -> dict[str, pd.Series]:
+    """A wide (or transposed) table's score columns as floats; text that is not a number in any of them is
+    one error naming every such cell, in file order."""
+    other = "task" if key == "model" else "model"
+    values, bad = {}, []
+    for column in columns:
+        values[column], lines = _numbers_and_not(raw, column)
+        bad += [(line, raw.at[line, key], column, raw.at[line, column]) for line in lines]
+    if bad:
+        bad.sort(key=lambda cell: cell[0])  # by line; a line's cells in column order (a stable sort)
+        cells = "; ".join(f"line {line} ({key} {name!r}, {other} {str(column).strip()!r}): {str(text)!r}"
+                          for line, name, column, text in bad[:_SHOWN_CELLS])
+        more = f"; and {len(bad) - _SHOWN_CELLS} more" if len(bad) > _SHOWN_CELLS else ""
+        raise TableError(f"{str(path)!r}: {len(bad)} cell(s) are not a number ({cells}{more}); correct them, or "
+                         "empty them (or write a dash) where nothing was measured, and import again")
+    return values
+
+
+def _cells(long: pd.DataFrame, repeats: str = "last", seed_columns: list[str] | tuple[str, ...] = ()) -> \
+        tuple[pd.DataFrame, list[SkippedRows]]:
     """One row per (model, task): rows without a finite score dropped, then each cell given on
-    several lines reduced to one by ``repeats`` (:data:`REPEATS`); its facts are its last line's."""
+    several lines reduced to one by ``repeats`` (:data:`REPEATS`); its facts are its last line's.
+    ``seed_columns``: the table's columns that number the repeated lines (a seed), named in the report."""
     skipped = []
     scores = long["score"].to_numpy()
     missing = np.isnan(scores)
@@ -967,14 +1066,21 @@ def _cells(long: pd.DataFrame, repeats: str = "last") -> tuple[pd.DataFrame, lis
     repeated = long.duplicated(subset=["model", "task"], keep="last")
     if not repeated.any():
         return long, skipped
+    seeds = f" (one line per {', '.join(map(repr, seed_columns))})" if seed_columns else ""
+    if repeats == "last" and seed_columns:
+        skipped.append(SkippedRows(f"a (model, task) cell given on several lines{seeds}, of which the last is kept "
+                                   "(--repeats last, the default); --repeats mean imports their mean, --repeats max "
+                                   "their best",
+                                   tuple(long.index[repeated]), _examples(long[repeated])))
+        return long[~repeated], skipped
     if repeats == "last":
         skipped.append(SkippedRows("a (model, task) cell given again on a later line, which is kept "
                                    "(--repeats mean or max combines them instead)",
                                    tuple(long.index[repeated]), _examples(long[repeated])))
         return long[~repeated], skipped
     combined = long.duplicated(subset=["model", "task"], keep=False)
-    skipped.append(SkippedRows(f"a (model, task) cell given on several lines, imported as their {repeats}",
-                               tuple(long.index[combined]), _examples(long[combined]), combined=True))
+    skipped.append(SkippedRows(f"a (model, task) cell given on several lines{seeds}, imported as their {repeats} "
+                               "(--repeats)", tuple(long.index[combined]), _examples(long[combined]), combined=True))
     scores = long.groupby(["model", "task"], sort=False)["score"].transform(repeats)
     return long.assign(score=scores)[~repeated], skipped
 
@@ -1029,6 +1135,7 @@ def import_table(
     repeats: str = "last",
     scores: str = "auto",
     replace: bool = False,
+    allow_mixed_scale: bool = False,
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     mlflow_client: MlflowClient | None = None,
     progress: bool = True,
@@ -1039,6 +1146,8 @@ def import_table(
 
     ``replace``: the source becomes this table; its cells imported before that the table no longer
     holds (a dropped row or column, a renamed task) are deleted, after the new cells are written.
+    ``allow_mixed_scale``: import cells on another scale than the table's (:func:`cells_off_scale`),
+    an error otherwise.
 
     Skipped rows are passed to ``report``, one line per reason (default: a
     :class:`SkippedRowsWarning`); columns read under another name to ``note`` (default: ``report``). The finished cells are read first, in one query; the others are
@@ -1046,7 +1155,7 @@ def import_table(
     """
     path = Path(path)
     source = source or path.stem
-    table, skipped = read_rows(path, layout, model_facts_csv, repeats, scores)
+    table, skipped = read_rows(path, layout, model_facts_csv, repeats, scores, allow_mixed_scale=allow_mixed_scale)
     for rows in skipped:
         (note if isinstance(rows, NOTES) and note else report or _warn)(f"{path.name}: {rows}")
     mlflow_client = mlflow_client or tracking.client()
@@ -1061,13 +1170,15 @@ def import_table(
             f"{', ...' if len(mixed) > _EXAMPLES else ''}) are in another unit here (% or [0, 1]) than in the other "
             "tables imported into this store: a matrix of all sources (build or evaluate without --source) would "
             "mix the two in one column; re-import one table in the other's unit, or give --source")
-    records, replaced = [], []
+    records, replaced, changes = [], [], []
     for record in cell_records(table, source=source, source_file=path.name):
         if record.cell not in done:
             records.append(record)
-        elif _stored_value(stored, record.model, record.task) != record.metrics["score"]:
+        elif (before := _stored_value(stored, record.model, record.task)) != record.metrics["score"]:
             records.append(record)  # a changed value, or a run without a score (an older import): replaced
             replaced.append(done[record.cell])
+            changes.append(f"{record.model} x {record.task}: {'no score' if before is None else before} -> "
+                           f"{record.metrics['score']}")
     # runs of these cells left unfinished by a killed import: deleted, the cells written again below
     stale = tracking.unfinished_cells(mlflow_client, experiment, "external")
     tracking.discard_runs(mlflow_client, [run_id for r in records for run_id in stale.get(r.cell, [])])
@@ -1075,8 +1186,9 @@ def import_table(
         tracking.write_runs(mlflow_client, exp_id, records, on_written=bar.update)
     tracking.discard_runs(mlflow_client, replaced)  # after the new values are in: a killed import loses none
     if replaced:
+        more = f"; and {len(changes) - _SHOWN_CELLS} more" if len(changes) > _SHOWN_CELLS else ""
         (report or _warn)(f"{path.name}: {len(replaced)} cell(s) imported before with another value (or none) "
-                          "replaced by this table's")
+                          f"replaced by this table's ({'; '.join(changes[:_SHOWN_CELLS])}{more})")
     unplaced = tasks_without_facts(table)
     if unplaced:
         (report or _warn)(
@@ -1084,7 +1196,8 @@ def import_table(
             f"({', '.join(map(repr, unplaced[:_EXAMPLES]))}{', ...' if len(unplaced) > _EXAMPLES else ''}): they "
             "are not named like a public dataset and the table gives no task_class_count, task_train_size or "
             "task_domain for them, so Fennec cannot tell which history tasks they resemble; name them like the "
-            "public dataset (fennec_mlflow/resources/task_facts.csv) or add those columns (long or transposed layout)")
+            "public dataset (fennec_mlflow/resources/task_facts.csv), or give those facts: as columns (long or "
+            "transposed layout) or as rows named #Classes, Train size, Domain (wide layout)")
     if replace:
         kept = set(zip(table["model"], table["task"]))
         dropped = [done[cell] for model in stored.values.index for task in stored.values.columns
@@ -1099,6 +1212,54 @@ def import_table(
 
 def _in_percent(scores: pd.Series) -> bool:
     return bool(scores.max() > 1.0)
+
+
+# A table of accuracies is in % or in [0, 1]: a cell on the other scale (0.975 among percents, 87.5 among
+# fractions) or above 100 (975 for 97.5) is a typo that would decide the ranking. A table is on a scale
+# when at least this share of its scores are (so that a few typos among many cells stand out).
+_ON_SCALE_SHARE = 0.75
+_SHOWN_CELLS = 10
+
+
+def table_scale(scores: pd.Series) -> str | None:
+    """"%" when most of the finite ``scores`` lie in (1.5, 100], "[0, 1]" when most lie in [0, 1], None
+    otherwise (another kind of score, e.g. LogME's); "most": :data:`_ON_SCALE_SHARE`."""
+    finite = scores.to_numpy(dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size and ((finite > 1.5) & (finite <= 100)).mean() >= _ON_SCALE_SHARE:
+        return "%"
+    if finite.size and ((finite >= 0) & (finite <= 1)).mean() >= _ON_SCALE_SHARE:
+        return "[0, 1]"
+    return None
+
+
+def cells_off_scale(long: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``long`` (model, task, score; index = line) whose score is on another scale than the
+    table's (:func:`table_scale`), with a column ``why``: above 100 or a fraction in (0, 1] in a table in %,
+    above 1 in a table in [0, 1]; none in a table on neither scale."""
+    scale = table_scale(long["score"])
+    scores = long["score"].to_numpy(dtype=float)
+    finite = np.isfinite(scores)
+    if scale == "%":
+        why = np.select([finite & (scores > 100), (scores > 0) & (scores <= 1)], ["above 100", "a fraction"], "")
+    elif scale == "[0, 1]":
+        why = np.where(finite & (scores > 1), "above 1", "")
+    else:
+        why = np.full(len(scores), "")
+    return long.assign(why=why)[why != ""]
+
+
+def _refuse_cells_off_scale(long: pd.DataFrame, path: Path) -> None:
+    """A :class:`TableError` naming each cell of :func:`cells_off_scale`, in file order, and how to fix it."""
+    off = cells_off_scale(long).sort_index(kind="stable")
+    if off.empty:
+        return
+    cells = "; ".join(f"{r.model} x {r.task} = {r.score:g} (line {r.Index}, {r.why})"
+                      for r in off.head(_SHOWN_CELLS).itertuples())
+    more = f"; and {len(off) - _SHOWN_CELLS} more" if len(off) > _SHOWN_CELLS else ""
+    raise TableError(f"{str(path)!r}: {len(off)} cell(s) on another scale than the table's other scores, accuracies "
+                     f"in {table_scale(long['score'])}: {cells}{more}; correct them (a typo, or a fraction or percent "
+                     "to rescale) and import again, or import with --allow-mixed-scale if the scores are not accuracies")
 
 
 def tasks_in_other_units(table: pd.DataFrame, own: tracking.KnowledgeMatrix,

@@ -312,7 +312,8 @@ def test_tasks_fennec_cannot_place_are_named_at_import(store, tmp_path):
     assert lines == ["mixed.csv: 1 of 3 task(s) have no facts ('inhouse-1'): they are not named like a public "
                      "dataset and the table gives no task_class_count, task_train_size or task_domain for them, so "
                      "Fennec cannot tell which history tasks they resemble; name them like the public dataset "
-                     "(fennec_mlflow/resources/task_facts.csv) or add those columns (long or transposed layout)"]
+                     "(fennec_mlflow/resources/task_facts.csv), or give those facts: as columns (long or transposed "
+                     "layout) or as rows named #Classes, Train size, Domain (wide layout)"]
 
 
 def test_the_cli_offers_every_layout_and_every_way_to_combine_repeats():
@@ -322,6 +323,7 @@ def test_the_cli_offers_every_layout_and_every_way_to_combine_repeats():
     assert list(options["layout"].type.choices) == list(external.LAYOUTS)
     assert list(options["repeats"].type.choices) == list(external.REPEATS)
     assert list(options["scores"].type.choices) == list(external.SCORES)
+    assert options["allow_mixed_scale"].is_flag and options["allow_mixed_scale"].opts == ["--allow-mixed-scale"]
 
 
 def test_error_rates_are_stored_as_accuracy_so_that_the_best_model_ranks_first(store, tmp_path):
@@ -362,8 +364,8 @@ def test_a_cell_given_on_several_lines_is_combined_as_asked(store, tmp_path, rep
         assert without_facts_note(lines) == [
             "seeds.csv: not read: column(s) 'seed' (a long table's cells are its score column; facts are model_* "
             "or task_* columns)",
-            f"seeds.csv: 3 cell(s) combined, a (model, task) cell given on several lines, imported as "
-            f"their {repeats}: lines 2, 4, 5 (e.g. a x x = 0.6; a x x = 0.8; a x x = 0.4)"]
+            f"seeds.csv: 3 cell(s) combined, a (model, task) cell given on several lines (one line per 'seed'), "
+            f"imported as their {repeats} (--repeats): lines 2, 4, 5 (e.g. a x x = 0.6; a x x = 0.8; a x x = 0.4)"]
     assert imported(store, path, repeats=repeats) == (0, 2)  # idempotent
 
 
@@ -444,7 +446,8 @@ def test_infinite_rows_are_refused_and_a_corrected_table_replaces_values(store, 
     lines = []
     assert imported(store, path, report=lines.append) == (3, 1)
     assert without_facts_note(lines) == [
-        "inf.csv: 2 cell(s) imported before with another value (or none) replaced by this table's"]
+        "inf.csv: 2 cell(s) imported before with another value (or none) replaced by this table's "
+        "(b x x: no score -> 0.125; b x y: 0.25 -> 0.3)"]
     assert store.get_run(scoreless).info.lifecycle_stage == "deleted"
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
     assert km.values.to_dict() == {"x": {"a": 0.75, "b": 0.125}, "y": {"a": 0.5, "b": 0.3}}
@@ -460,7 +463,8 @@ def test_infinite_rows_are_refused_and_a_corrected_table_replaces_values(store, 
     ("model,task,score\na,x,0.5\nb,x,high\n", r"'score' is not a number on line 3 \('high'\)"),
     ("Architecture,Source Dataset,Target Dataset,Oracle\nr,,x,1\n", r"empty 'Source Dataset' on line 2"),
     ("model,task,score,task_#labels\na,x,0.5,3\n", r"fact column 'task_#labels' is not a valid MLflow"),
-    ("model,aircraft,dtd\na,0.5,0.7\nb,0.6,high\n", r"'dtd' is not a number on line 3 \('high'\)"),
+    ("model,aircraft,dtd\na,0.5,0.7\nb,0.6,high\n", r"1 cell\(s\) are not a number \(line 3 \(model 'b', task 'dtd'\): "
+                                                 r"'high'\); correct them"),
     ("model,aircraft,,dtd\na,0.5,0.1,0.7\n", r"a task column has no name in the header \(column 3\)"),
     ("model,task,score\n\n", r"has a header but no rows"),
     ("Model,Fine-grained,,Natural\n,Aircraft,Cars,DTD\nr50,84.1,89.0,72.1\n",
@@ -537,7 +541,7 @@ def test_spreadsheets_import_their_first_sheet_and_say_what_they_left(store, tmp
 def test_a_title_line_above_a_csv_header_is_left_out_and_said(store, tmp_path):
     path = tmp_path / "titled.csv"
     path.write_text("Table 3: fine-tuning accuracy\nModel,Aircraft,DTD\nr50,84.1,70.2\nvit,80,oops\n")
-    with pytest.raises(external.TableError, match=r"'DTD' is not a number on line 4"):  # lines as in the file
+    with pytest.raises(external.TableError, match=r"not a number \(line 4 \(model 'vit'"):  # lines as in the file
         imported(store, path)
     path.write_text("Table 3: fine-tuning accuracy,,\n,,\nModel,Aircraft,DTD\nr50,84.1,70.2\nvit,80,71.5\n")
     said = []
@@ -744,3 +748,127 @@ def test_import_through_a_tracking_server(tmp_path, table):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# -- cells on another scale, pandas' index column, markdown alignment, bad cells, seeds, units ---------------
+
+PERCENT_ROWS = "Model,Aircraft,CIFAR-10,DTD\nr50,84.1,96.2,72.1\nvit,80.5,{cell},71.5\nb16,82.0,97.1,70.9\n"
+
+
+@pytest.mark.parametrize("cell, why", [("975", "above 100"), ("0.975", "a fraction")])
+def test_a_cell_on_another_scale_than_its_table_is_refused_naming_it(store, tmp_path, cell, why):
+    """975 for 97.5 or 0.975 among percents would decide the ranking: refused, naming the cell; imported with
+    allow_mixed_scale (scores that are not accuracies)."""
+    path = tmp_path / "typo.csv"
+    path.write_text(PERCENT_ROWS.format(cell=cell))
+    with pytest.raises(external.TableError) as refused:
+        imported(store, path)
+    assert str(refused.value) == (
+        f"{str(path)!r}: 1 cell(s) on another scale than the table's other scores, accuracies in %: "
+        f"vit x CIFAR-10 = {cell} (line 3, {why}); correct them (a typo, or a fraction or percent to rescale) and "
+        "import again, or import with --allow-mixed-scale if the scores are not accuracies")
+    assert imported(store, path, allow_mixed_scale=True, report=lambda line: None) == (9, 0)
+
+
+def test_percents_among_fractions_are_refused_in_file_order_and_other_scores_are_not_checked(tmp_path):
+    path = tmp_path / "fractions.csv"
+    path.write_text("model,task,score\na,x,0.91\nb,x,0.88\na,y,87.5\nb,y,0.7\nc,x,0.5\nc,y,1.2\nd,x,0.6\nd,y,0.65\n")
+    with pytest.raises(external.TableError, match=r"2 cell\(s\) on another scale than the table's other scores, "
+                                                  r"accuracies in \[0, 1\]: a x y = 87.5 \(line 4, above 1\); "
+                                                  r"c x y = 1.2 \(line 7, above 1\); correct them"):
+        external.read_rows(path)
+    path.write_text("model,task,score\na,x,-1.3\nb,x,0.4\na,y,2.9\nb,y,0.7\nc,x,140\n")  # e.g. LogME: no scale
+    assert len(external.read_rows(path)[0]) == 5
+    path.write_text("model,task,top-1 error\na,x,0.8\nb,x,3.5\nc,x,4.0\nd,x,5.2\n")  # an error under 1% is no fraction
+    assert external.read_rows(path)[0]["score"].tolist() == [99.2, 96.5, 96.0, 94.8]
+
+
+def test_an_index_saved_with_the_table_is_left_out_and_said(store, tmp_path):
+    """pandas' to_csv() without index=False writes a first column without a name (or 'Unnamed: 0'), 0..n-1."""
+    frame = pd.DataFrame({"Model": ["r50", "vit", "b16"], "Aircraft": [84.1, 80.5, 82.0], "DTD": [72.1, 71.5, 70.9]})
+    frame.to_csv(tmp_path / "index.csv")
+    frame.to_csv(tmp_path / "index.tsv", sep="\t")
+    frame.rename_axis("Unnamed: 0").to_csv(tmp_path / "unnamed.csv")
+    frame.set_axis(range(1, 4)).to_csv(tmp_path / "from_one.csv")
+    for name, layout in [("index.csv", "auto"), ("index.tsv", "wide"), ("unnamed.csv", "wide"), ("from_one.csv", "auto")]:
+        notes = []
+        assert imported(store, tmp_path / name, source=name, layout=layout, note=notes.append) == (6, 0)
+        first = "1 to 3" if name == "from_one.csv" else "0 to 2"
+        assert notes == [f"{name}: left out the first column (no name, numbered {first}): a row index saved with the "
+                         "table (pandas' to_csv() without index=False)"]
+        assert tracking.load_matrix("external", source=name, mlflow_client=store).values.loc["vit", "DTD"] == 71.5
+    (tmp_path / "before.csv").write_text(",Model,Aircraft\n7,r50,84.1\n3,vit,80.5\n")  # numbers, not an index
+    with pytest.raises(external.TableError, match=r"column 1, before the model column, has no name in the header; "
+                                                  r"name it \(model_<fact> for a fact of the models\) or delete it"):
+        external.read_rows(tmp_path / "before.csv", layout="wide")
+
+
+@pytest.mark.parametrize("rule", ["|:--|--:|--:|", "|-|-|-|", "| :-: | -: | :--- |", "|--|--|--|"])
+def test_a_markdown_tables_delimiter_row_may_align_with_any_number_of_dashes(tmp_path, rule):
+    path = tmp_path / "zoo.md"
+    path.write_text(f"| Model | CIFAR-10 | DTD |\n{rule}\n| r50 | 96.3 | 72.1 |\n| vit | - | 70.0 |\n")
+    table = external.read_rows(path)[0]
+    assert table[["model", "task", "score"]].values.tolist() == [
+        ["r50", "CIFAR-10", 96.3], ["r50", "DTD", 72.1], ["vit", "DTD", 70.0]]
+
+
+@pytest.mark.parametrize("text, cells", [
+    ("Model,Aircraft,DTD,SUN397\nr50,84.1,70.2,oops\nvit,80x,71.5,60\nb16,82,n.a,61\n",
+     "3 cell(s) are not a number (line 2 (model 'r50', task 'SUN397'): 'oops'; line 3 (model 'vit', task "
+     "'Aircraft'): '80x'; line 4 (model 'b16', task 'DTD'): 'n.a')"),
+    ("Dataset,r50,vit\nAircraft,84.1,?\nDTD,bad,71.5\n",
+     "2 cell(s) are not a number (line 2 (task 'Aircraft', model 'vit'): '?'; line 3 (task 'DTD', model 'r50'): "
+     "'bad')"),
+])
+def test_every_cell_that_is_not_a_number_is_named_at_once_in_file_order(tmp_path, text, cells):
+    path = tmp_path / "garbage.csv"
+    path.write_text(text)
+    with pytest.raises(external.TableError) as bad:
+        external.read_rows(path)
+    assert str(bad.value) == (f"{str(path)!r}: {cells}; correct them, or empty them (or write a dash) where nothing "
+                              "was measured, and import again")
+
+
+def test_the_lines_of_a_cell_told_apart_by_a_seed_say_which_was_kept_and_how_to_combine_them(tmp_path):
+    path = tmp_path / "seeds.csv"
+    path.write_text("model,task,seed,top1\na,x,0,90.5\na,x,1,91.5\nb,x,0,88.0\n")
+    table, said = external.read_rows(path)
+    assert table["score"].tolist() == [91.5, 88.0]
+    assert str(said[-1]) == ("1 cell(s) skipped, a (model, task) cell given on several lines (one line per 'seed'), "
+                             "of which the last is kept (--repeats last, the default); --repeats mean imports their "
+                             "mean, --repeats max their best: line 2 (e.g. a x x = 90.5)")
+    table, said = external.read_rows(path, repeats="mean")
+    assert table["score"].tolist() == [91.0, 88.0]
+    assert str(said[-1]).startswith("2 cell(s) combined, a (model, task) cell given on several lines (one line per "
+                                    "'seed'), imported as their mean (--repeats): lines 2, 3")
+
+
+def test_a_unit_after_a_task_name_in_the_header_is_not_part_of_the_task(store, tmp_path):
+    """'Birdsnap (%)' in one table and 'Birdsnap' in another are one task; a name that would clash is kept."""
+    (tmp_path / "units.csv").write_text("Model,Birdsnap (%),DTD [%],Pets top-1,Cars (acc.)\nr50,73.2,72.1,92.5,91.7\n")
+    notes = []
+    imported(store, tmp_path / "units.csv", note=notes.append, report=lambda line: None)
+    assert notes == ["units.csv: read 'Birdsnap (%)' as Birdsnap, 'DTD [%]' as DTD, 'Pets top-1' as Pets, "
+                     "'Cars (acc.)' as Cars"]
+    (tmp_path / "plain.csv").write_text("Model,Birdsnap\nvit,74.8\n")
+    imported(store, tmp_path / "plain.csv", source="plain")
+    assert list(tracking.load_matrix("external", mlflow_client=store).values.columns) == [
+        "Birdsnap", "Cars", "DTD", "Pets"]
+    (tmp_path / "clash.csv").write_text("Model,DTD,DTD (%)\nr50,72.1,72.5\n")
+    assert set(external.read_rows(tmp_path / "clash.csv")[0]["task"]) == {"DTD", "DTD (%)"}
+
+
+def test_tasks_given_facts_as_rows_of_a_wide_table_are_placed(store, tmp_path):
+    """#Classes / Train size / Domain rows describe a wide table's tasks: no 'no facts' warning for them, and
+    the warning for others names that way too."""
+    (tmp_path / "rows.csv").write_text("Model,xray,inhouse\nr50,63.6,70.1\nvit,64.3,71.2\n#Classes,3,\n"
+                                       "Train size,5000,\nDomain,medical,\n")
+    lines = []
+    imported(store, tmp_path / "rows.csv", report=lines.append, note=lambda line: None)
+    assert lines == ["rows.csv: 1 of 2 task(s) have no facts ('inhouse'): they are not named like a public dataset "
+                     "and the table gives no task_class_count, task_train_size or task_domain for them, so Fennec "
+                     "cannot tell which history tasks they resemble; name them like the public dataset "
+                     "(fennec_mlflow/resources/task_facts.csv), or give those facts: as columns (long or transposed "
+                     "layout) or as rows named #Classes, Train size, Domain (wide layout)"]
+    assert tracking.load_matrix("external", source="mine", mlflow_client=store).task_facts.loc[
+        "xray", "class_count"] == 3
