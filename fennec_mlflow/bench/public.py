@@ -34,6 +34,7 @@ regressed from the task meta alone (``task_proxy=None``): the paper's CLIP proxy
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -275,7 +276,9 @@ def transfergraph_model_meta(models: pd.Index) -> pd.DataFrame:
 
 
 def transfergraph_matrix() -> pd.DataFrame:
-    long = external.read_table(external.bundled_table("transfergraph"), layout="transfergraph")
+    with warnings.catch_warnings():  # the published records keep pandas' row index: known, not the user's to fix
+        warnings.filterwarnings("ignore", message=".*a row index saved with the table", category=external.SkippedRowsWarning)
+        long = external.read_table(external.bundled_table("transfergraph"), layout="transfergraph")
     P = long.pivot(index="model", columns="task", values="score")
     P.index.name, P.columns.name = "model", "task"
     return P
