@@ -379,6 +379,8 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, trut
     from fennec_mlflow.serving.build import build as build_model
     from fennec_mlflow.store.jobs import proxy_cells
 
+    if kind == "external" and _given(source) is None:
+        _say_merged_sources(experiment)
     try:
         chosen = None
         if encoder_spec == "demo":
@@ -415,8 +417,39 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, trut
         click.echo(f"validated on the store's {quality.truth} ground truth, {len(v.targets)} targets, {v.method}, "
                    f"{v.seconds:.0f} s: mean Pearson x100 {100 * v.validated_mean_pearson:.1f}; popularity on the "
                    f"same targets {100 * v.popularity_mean_pearson:.1f}")
+        if below_popularity_warning(v):
+            click.echo(below_popularity_warning(v))
     else:
         click.echo(f"ranking quality unmeasured: {quality.reason}")
+
+
+def below_popularity_warning(validation) -> str | None:
+    """A warning when a build's validated figure is below popularity's on the same targets, else None."""
+    mine, popular = validation.validated_mean_pearson, validation.popularity_mean_pearson
+    if not mine < popular:
+        return None
+    return (f"warning: this version ranks its own validation targets worse than popularity ({100 * mine:.1f} vs "
+            f"{100 * popular:.1f}); recommending the most popular models would serve better here")
+
+
+def merged_sources_lines(experiment: str) -> list[str]:
+    """What reading every imported table of ``experiment`` as one matrix does (no --source given): one note
+    naming the merged sources when there are several, one warning per pair of sources whose cells differ."""
+    sources = tracking.imported_sources(experiment)
+    if len(sources) < 2:
+        return []
+    lines = [f"note: no --source given: the imported sources {', '.join(sources)} are merged into one matrix"]
+    for c in tracking.source_conflicts(sources, experiment):
+        model, task, first, second = c.example
+        lines.append(f"warning: {c.cells} cell(s) differ between sources {c.first} and {c.second}; the newer "
+                     f"import's value is used (e.g. {model} on {task}: {c.first} {first:g}, {c.second} {second:g}); "
+                     "pass --source to use one table")
+    return lines
+
+
+def _say_merged_sources(experiment: str) -> None:
+    for line in merged_sources_lines(experiment):
+        click.echo(line, err=True)
 
 
 def store_task_specs(km: tracking.KnowledgeMatrix) -> dict[str, str]:
@@ -426,21 +459,44 @@ def store_task_specs(km: tracking.KnowledgeMatrix) -> dict[str, str]:
             for task in km.values.columns}
 
 
-def _facts_target(target, dataset, class_count, train_size, domain):
-    """A target known by its facts only (no images): a public dataset's, or the ones given."""
+def _fact(row, column):
+    """A task fact of ``row``, or None when it is missing."""
+    import pandas as pd
+
+    value = row.get(column)
+    return None if value is None or pd.isna(value) else value
+
+
+def _dataset_facts(dataset, class_count, train_size, domain, experiment):
+    """The target ``--dataset NAME``: a task of the store's imported tables (its task_* facts), else a
+    public dataset (fennec_mlflow/resources/task_facts.csv); facts given on the command line win."""
     from fennec_mlflow.core.evaluation import find_task_facts
+    from fennec_mlflow.serving.rank import TaskFacts, stored_task_facts
+
+    row = stored_task_facts(dataset, experiment)
+    name = dataset if row is None else str(row.name)
+    row = find_task_facts(dataset) if row is None else row
+    if row is None:
+        raise InvalidInputError(f"no imported task of experiment {experiment!r} nor public dataset answers to "
+                                f"{dataset!r} (fennec_mlflow/resources/task_facts.csv); give the task's "
+                                "--class-count, --train-size and --domain")
+    classes, samples = class_count or _fact(row, "class_count"), train_size or _fact(row, "train_size")
+    if samples is None:
+        raise InvalidInputError(f"the store does not know the training-set size of {name!r}; give --train-size")
+    return TaskFacts(name=name, num_classes=None if classes is None else int(classes), num_samples=int(samples),
+                     domain=domain or str(_fact(row, "domain") or "unknown"))
+
+
+def _facts_target(target, dataset, class_count, train_size, domain, experiment=config.DEFAULT_EXPERIMENT):
+    """A target known by its facts only (no images): a task of the store's imported tables or a public
+    dataset (:func:`_dataset_facts`), or the facts given."""
     from fennec_mlflow.serving.rank import TaskFacts
 
     if target:
         raise InvalidInputError("give --target (the task's images) or its facts (--dataset, --train-size, "
                                 "--domain), not both")
     if dataset:
-        row = find_task_facts(dataset)
-        if row is None:
-            raise InvalidInputError(f"no public dataset answers to {dataset!r} (fennec_mlflow/resources/"
-                                    "task_facts.csv); give the task's --class-count, --train-size and --domain")
-        return TaskFacts(name=dataset, num_classes=class_count or int(row["class_count"]),
-                         num_samples=train_size or int(row["train_size"]), domain=domain or str(row["domain"]))
+        return _dataset_facts(dataset, class_count, train_size, domain, experiment)
     if train_size is None:
         raise InvalidInputError("a task known by its facts needs at least --train-size (and --class-count, "
                                 "--domain when known), or --dataset NAME")
@@ -493,14 +549,18 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
     from fennec_mlflow.data.tasks import single_class_note
     from fennec_mlflow.serving import demo
     from fennec_mlflow.serving import flavor as pyfunc
-    from fennec_mlflow.serving.rank import SCORE_UNITS, TaskFacts, rank_task
+    from fennec_mlflow.serving.rank import SCORE_UNITS, TaskFacts, built_without_encoder, rank_task
 
     try:
         output = _checked_output(output, (".csv", ".json"))
         target = _given(target)  # MLproject: default
         if _given(dataset) or train_size or _given(domain):
-            task = _facts_target(target, _given(dataset), class_count, train_size, _given(domain))
+            task = _facts_target(target, _given(dataset), class_count, train_size, _given(domain), experiment)
         else:
+            if not target and built_without_encoder(model_uri):  # the demo's image task means nothing to it
+                raise InvalidInputError(f"the recommender {model_uri} places a task by its facts (built with "
+                                        "--encoder none): give --dataset NAME or the task's facts (--class-count, "
+                                        "--train-size, --domain)")
             task = load_task_spec(target or demo.DEFAULT_TARGET, unlabelled_ok=True)  # bad targets fail first
         if model_uri == "models:/fennec@champion" and not pyfunc.champion_exists():
             if isinstance(task, TaskFacts):  # the embedded default reads images
@@ -774,6 +834,8 @@ def matrix(kind, estimator, source, output, experiment):
         km = tracking.load_matrix(kind, experiment=experiment, estimator=estimator, source=source)
     except FennecError as exc:
         _fail(exc)
+    if kind == "external" and _given(source) is None:
+        _say_merged_sources(experiment)
     filled = int(km.values.notna().sum().sum())
     click.echo(f"{kind} matrix: {km.shape[0]} models x {km.shape[1]} tasks, {filled} cells known")
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.precision", 4):

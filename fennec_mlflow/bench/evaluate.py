@@ -85,6 +85,7 @@ from fennec_mlflow.store import tracking
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 WARM_KNOWN = (1, 3, 5)
+WARM_ESTIMATORS = {f"fennec-warm-{n}": n for n in WARM_KNOWN}
 FENNEC_DEFAULTS = config.FENNEC_DEFAULTS
 ESTIMATORS = ("fennec", "fennec-no-transfer", "fennec-no-meta", "fennec-additive-meta", "fennec-paper",
               *(f"fennec-warm-{n}" for n in WARM_KNOWN), "popularity", "family-mean", "archi2vec-family-mean", "model-size",
@@ -147,6 +148,30 @@ class FennecFits:
             return fennec_scores(model, target, self.data, history.index, known_scores)
 
 
+MIN_JUDGED_MODELS = 3  # a warm start judged on fewer models has a Pearson of +-1 or none at all
+
+
+def too_few_models_to_judge_warm(benchmark: Benchmark, n_known: int) -> str | None:
+    """Why ``fennec-warm-<n_known>`` cannot be judged on ``benchmark``: no target keeps
+    :data:`MIN_JUDGED_MODELS` known models besides the ``n_known`` it is told (None when one does)."""
+    most = int(benchmark.P[list(benchmark.targets)].notna().sum().max()) if len(benchmark.targets) else 0
+    if most - n_known >= MIN_JUDGED_MODELS:
+        return None
+    return (f"fennec-warm-{n_known} is judged on the models it is not told, and with at most {most} known models "
+            f"per target it would keep {max(most - n_known, 0)}, fewer than {MIN_JUDGED_MODELS}")
+
+
+def skip_notes(refused: dict[str, str], benchmark: Benchmark) -> list[str]:
+    """One note per skipped estimator, the warm starts skipped for too few models in one."""
+    warm = [name for name in refused if name in WARM_ESTIMATORS]
+    notes = [f"skipped: {reason}" for name, reason in refused.items() if name not in warm]
+    if warm:
+        most = int(benchmark.P[list(benchmark.targets)].notna().sum().max()) if len(benchmark.targets) else 0
+        notes.append(f"skipped: {', '.join(warm)}: a warm start is judged on the models it is not told, and with at "
+                     f"most {most} known models per target it keeps fewer than {MIN_JUDGED_MODELS}")
+    return notes
+
+
 def unavailable(benchmark: Benchmark, estimator: str) -> str | None:
     """Why ``estimator`` cannot be evaluated on ``benchmark`` (None when it can)."""
     has_vector = benchmark.task_meta is not None or benchmark.task_proxy is not None
@@ -164,6 +189,8 @@ def unavailable(benchmark: Benchmark, estimator: str) -> str | None:
         column = FACT_BASELINES[estimator]
         if benchmark.model_meta is None or column not in benchmark.model_meta or benchmark.model_meta[column].isna().all():
             return f"{estimator} needs the model fact {column!r}, which this benchmark's models lack"
+    if estimator in WARM_ESTIMATORS:
+        return too_few_models_to_judge_warm(benchmark, WARM_ESTIMATORS[estimator])
     return None
 
 
@@ -582,7 +609,7 @@ def run_evaluation(benchmark: str | Benchmark, *, experiment: str | None = None,
     refused = {name: reason for name, reason in reasons.items() if reason}
     if refused and estimators is not None:
         raise InvalidInputError(f"cannot evaluate on {bench.name}: " + "; ".join(refused.values()))
-    notes = [*bench.notes, *(f"skipped: {reason}" for reason in refused.values())]
+    notes = [*bench.notes, *skip_notes(refused, bench)]
     experiment = experiment or experiment_name(bench.name)
     fits = FennecFits(bench, fennec_params)
     outcomes: dict[str, EstimatorOutcome] = {}

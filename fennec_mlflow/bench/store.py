@@ -73,6 +73,8 @@ def store_benchmark(*, source: str | None = None, truth_kind: str | None = None,
     if truth.kind == "external" and not truth.source:
         raise InvalidInputError("--benchmark store reads an imported table by its name: give --source NAME "
                                 "(the name given to `fennec import`), or --truth-kind finetune")
+    if truth.kind == "finetune" and not truth_kind:
+        refuse_missing_fine_tunes(truth, experiment, mlflow_client)
     if encoder == "auto":
         encoder = widest_proxy_encoder(experiment, mlflow_client)
     loaded = load_store_data(truth, [history], experiment=experiment, encoder=encoder, mlflow_client=mlflow_client)
@@ -96,6 +98,16 @@ def store_benchmark(*, source: str | None = None, truth_kind: str | None = None,
         history_weights=data.history_weights.get(history.label),
         task_proxy=data.task_proxy, notes=tuple(loaded.notes),
         target_scores=label_based_scores(data.P, list(data.targets), experiment, mlflow_client))
+
+
+def refuse_missing_fine_tunes(truth: MatrixSpec, experiment: str, mlflow_client=None) -> None:
+    """The default ground truth (fine-tunes) is missing while the store holds imported tables: say which
+    ``--source NAME`` evaluates on one of them."""
+    sources = tracking.imported_sources(experiment, mlflow_client)
+    if sources and truth.load(experiment, mlflow_client).values.empty:
+        raise InvalidInputError(f"experiment {experiment!r} holds no fine-tunes to be ground truth but imported "
+                                f"tables: give --source NAME, one of {', '.join(sources)} (or run `fennec finetune` "
+                                "first)")
 
 
 def widest_proxy_encoder(experiment: str = tracking.DEFAULT_EXPERIMENT, mlflow_client=None) -> str | None:

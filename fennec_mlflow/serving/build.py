@@ -16,7 +16,9 @@ The figures are metrics of the ``fennec-fit`` run and tags of the registered ver
 version description and the run's note, shown by the MLflow UI). The alias ``champion`` moves to
 the new version only when its validated figure is at least the current champion's (a champion
 without one is unmeasured and is replaced; an unmeasured version never replaces a validated
-champion); otherwise the version gets the alias ``challenger``.
+champion), figures measured on the same ground truth (source or kind, and the same targets); otherwise
+the version gets the alias ``challenger``, with the reason (a figure on another ground truth is not
+comparable, and the champion stays).
 """
 from __future__ import annotations
 
@@ -221,9 +223,31 @@ def choose_alias(quality: Quality, mlflow_client=None, name: str = pyfunc.REGIST
     if not quality.measured:
         return CHALLENGER, (f"the champion (version {champion.version}) is validated ({100 * float(current):.1f}) "
                             "and this version is unmeasured")
+    elsewhere = other_ground_truth(quality, champion.tags)
+    if elsewhere:
+        return CHALLENGER, (f"the champion (version {champion.version}) was validated on {elsewhere}, this version on "
+                            f"{ground_truth_words(quality.truth, quality.validation.targets)}, so their figures are "
+                            "not comparable; the champion stays (move the alias by hand if this one should serve)")
     new = quality.validation.validated_mean_pearson
     verdict = f"validated {100 * new:.1f} vs the champion's (version {champion.version}) {100 * float(current):.1f}"
     return (pyfunc.CHAMPION, verdict) if new >= float(current) else (CHALLENGER, verdict)
+
+
+def ground_truth_words(truth: str | None, targets) -> str:
+    return f"{truth} ({len(targets)} targets)"
+
+
+def other_ground_truth(quality: Quality, champion_tags: dict) -> str | None:
+    """The champion's ground truth in words when it is not this validated version's (another kind or
+    source, or another set of targets), else None: only figures on the same ground truth compare."""
+    truth = champion_tags.get("fennec.truth")
+    targets = champion_tags.get("fennec.validated_targets")
+    if truth is None or targets is None:  # validated before these tags: nothing to tell them apart
+        return None
+    same_targets = targets == quality.tags()["fennec.validated_targets"]
+    if truth == str(quality.truth) and same_targets:
+        return None
+    return ground_truth_words(truth, targets.split(",") if targets else [])
 
 
 def _experiment_of(mlflow_client, run_id: str | None) -> str | None:

@@ -5,8 +5,11 @@ Input (a DataFrame), either
 - the fast path, one row per target task (many tasks in one request are ranked together):
   ``proxy_0 .. proxy_{d-1}`` (the task's proxy features,
   :func:`fennec_mlflow.data.proxy.task_proxy_features`), or the same as one list-valued column
-  ``proxy``, plus the task meta columns ``class_count`` and ``sample_count`` (NaN when unknown),
-  optionally ``domain`` and ``task_id`` (any name of yours, echoed on that task's output rows); or
+  ``proxy``, plus the task meta columns ``class_count`` and ``sample_count`` (alias ``train_size``;
+  NaN when unknown), optionally ``domain`` and ``task_id`` (any name of yours, echoed on that task's
+  output rows), or ``dataset``: a public dataset's name, whose facts fill the ones not sent (as
+  ``fennec rank --dataset``, from fennec_mlflow/resources/task_facts.csv); a recommender built
+  without an encoder needs the facts only; or
 - images, all rows one target task: column ``image`` holding base64-encoded image files
   (PNG/JPEG/...), optionally ``class_count``; the server encodes them with the proxy
   encoder saved inside the model.
@@ -171,6 +174,45 @@ def _numbers(frame: pd.DataFrame, column: str, names=None) -> np.ndarray:
     return numbers.to_numpy(dtype=float)
 
 
+SAMPLE_COUNT_ALIAS = "train_size"  # the CLI's --train-size and the import's task_train_size
+DATASET_COLUMN = "dataset"  # a public dataset's name, placed by its facts
+
+
+def with_fact_aliases(frame: pd.DataFrame) -> pd.DataFrame:
+    """The request with its facts under their own names: ``train_size`` is ``sample_count``, and a
+    ``dataset`` column (a public dataset's name, as ``fennec rank --dataset``) fills each row's missing
+    ``class_count``, ``sample_count`` and ``domain`` from fennec_mlflow/resources/task_facts.csv."""
+    names = set(map(str, frame.columns.tolist()))
+    if SAMPLE_COUNT_ALIAS in names:
+        if "sample_count" in names:
+            raise RankRequestError("send sample_count or its alias train_size, not both")
+        frame = frame.rename(columns={SAMPLE_COUNT_ALIAS: "sample_count"})
+    return with_dataset_facts(frame) if DATASET_COLUMN in names else frame
+
+
+def with_dataset_facts(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without its ``dataset`` column, each row's missing facts filled from its public
+    dataset's (the facts a row sends win); a name no public dataset answers to is a 400."""
+    from fennec_mlflow.core.evaluation import find_task_facts
+
+    datasets = frame[DATASET_COLUMN].tolist()
+    frame = frame.drop(columns=DATASET_COLUMN)
+    for column in FACT_COLUMNS:
+        frame[column] = frame[column].astype(object) if column in frame.columns else None
+    public = {"class_count": "class_count", "sample_count": "train_size", "domain": "domain"}
+    for row, name in enumerate(datasets):
+        if name is None or (isinstance(name, float) and np.isnan(name)):
+            continue
+        facts = find_task_facts(str(name))
+        if facts is None:
+            raise RankRequestError(f"row {row}: no public dataset answers to {name!r}; send its class_count, "
+                                   "sample_count and domain instead")
+        for column, fact in public.items():
+            if pd.isna(frame.iat[row, frame.columns.get_loc(column)]):
+                frame.iat[row, frame.columns.get_loc(column)] = facts[fact]
+    return frame
+
+
 @functools.lru_cache(maxsize=8)
 def _proxy_columns(dim: int) -> tuple[list[str], frozenset[str]]:
     """The proxy column names of a dim-dimensional proxy, and every column a request may carry."""
@@ -316,6 +358,7 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
         check_request_params(params)
         bundle = self.bundle
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        frame = with_fact_aliases(frame)
         present = set(map(str, frame.columns.tolist()))
         images = "image" in present and frame["image"].notna().any()
         if not images and len(frame) > MAX_TASK_ROWS:

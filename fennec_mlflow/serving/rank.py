@@ -45,6 +45,32 @@ class TaskFacts:
     labelled: bool = False
 
 
+def built_without_encoder(model_uri: str) -> bool:
+    """Whether the recommender behind ``model_uri`` was built from task facts alone (``fennec build
+    --encoder none``), as its ``fennec-fit`` run logged; False when that cannot be told (no such
+    model yet, or one logged elsewhere)."""
+    from mlflow.models import get_model_info
+
+    try:
+        run_id = get_model_info(model_uri).run_id
+        encoder = tracking.client().get_run(run_id).data.params.get("encoder") if run_id else None
+    except (MlflowException, OSError):
+        return False
+    return encoder is not None and encoder.strip().lower() in ("none", "")
+
+
+def stored_task_facts(name: str, experiment: str) -> pd.Series | None:
+    """The facts (``class_count``, ``train_size``, ``domain``) that the tables imported into ``experiment``
+    gave the task called ``name`` (compared as task names are, :func:`find_task_facts`); None when no
+    imported task answers to it or the experiment does not exist."""
+    if tracking.client().get_experiment_by_name(experiment) is None:
+        return None
+    facts = tracking.load_matrix("external", experiment=experiment).task_facts
+    if facts.empty or not {"class_count", "train_size"} & set(facts.columns):
+        return None
+    return find_task_facts(name, facts.drop(columns="aliases", errors="ignore"))
+
+
 def history_task_of(target: Task | TaskFacts, history_tasks, same_data=(), namesake: str | None = None) -> str | None:
     """The recommender's history task that is the target: one of ``same_data`` (the names the store gives
     the target's folder, :func:`store_names_of`), else one of its name unless ``namesake`` (another folder

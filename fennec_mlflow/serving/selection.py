@@ -503,8 +503,8 @@ def load_store_data(truth: MatrixSpec, histories: Sequence[MatrixSpec] = (), *,
                                 "(the name given to `fennec import`)")
     truth_km = truth.load(experiment, mlflow_client)
     if truth_km.values.empty:
-        hint = ("fennec import TABLE --source NAME" if truth.kind == "external" else f"the {truth.kind} entry point")
-        raise InvalidInputError(f"no finished {truth.label} runs in experiment {experiment!r}: run {hint} first")
+        raise InvalidInputError(tracking.missing_runs_message(truth.kind, experiment, source=truth.source,
+                                                              mlflow_client=mlflow_client))
     matrices, weights, facts = {}, {}, [truth_km]
     for spec in histories or (truth,):
         if spec == truth:

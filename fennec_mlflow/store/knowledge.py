@@ -218,9 +218,8 @@ def build_knowledge(
     km = tracking.load_matrix(kind, estimator=estimator, source=source, regime=regime, experiment=experiment,
                               mlflow_client=mlflow_client)
     if km.values.empty:
-        entry_point = "fda or finetune" if kind == tracking.BEST_EVIDENCE else kind
-        raise tracking.TrackingError(f"no finished {entry_point} runs in experiment {experiment!r}: run the "
-                                     f"{entry_point} entry point first")
+        raise tracking.TrackingError(tracking.missing_runs_message(kind, experiment, source=source,
+                                                                   mlflow_client=mlflow_client))
     P = km.values
     for axis, wanted in ((0, models), (1, tasks)):
         if wanted is not None:

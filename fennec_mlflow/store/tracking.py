@@ -896,3 +896,69 @@ def runs_of_kind(kind: str, *, experiment: str = DEFAULT_EXPERIMENT, extra_filte
         conditions.append(extra_filter)
     return list(search_all(mlflow_client, [exp.experiment_id], " and ".join(conditions),
                            order_by=["attributes.start_time DESC"]))
+
+
+def imported_sources(experiment: str = DEFAULT_EXPERIMENT, mlflow_client: MlflowClient | None = None) -> list[str]:
+    """The sources (``fennec import --source``) of the finished external runs in ``experiment``, sorted;
+    [] when there are none or no such experiment."""
+    mlflow_client = mlflow_client or client()
+    exp = mlflow_client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    engine = _sql_engine(mlflow_client)
+    if engine is None:
+        runs = runs_of_kind("external", experiment=experiment, mlflow_client=mlflow_client)
+        return sorted({run.data.tags[SOURCE_TAG] for run in runs if SOURCE_TAG in run.data.tags})
+    query = ("SELECT DISTINCT ts.value FROM runs r "
+             "JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = :kind_tag AND k.value = 'external' "
+             "JOIN tags ts ON ts.run_uuid = r.run_uuid AND ts.key = :source_tag "
+             "WHERE r.experiment_id = :experiment AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'")
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text(query), {"kind_tag": KIND_TAG, "source_tag": SOURCE_TAG,
+                                                   "experiment": int(exp.experiment_id)}).all()
+    return sorted(str(value) for value, in rows)
+
+
+@dataclass(frozen=True)
+class SourceConflict:
+    """Cells (model, task) that two imported sources give different values; ``example`` is one of them:
+    (model, task, the first source's value, the second's)."""
+
+    first: str
+    second: str
+    cells: int
+    example: tuple[str, str, float, float]
+
+
+def source_conflicts(sources: list[str], experiment: str = DEFAULT_EXPERIMENT,
+                     mlflow_client: MlflowClient | None = None) -> list[SourceConflict]:
+    """The pairs of ``sources`` that give a (model, task) cell different values (one per pair that does)."""
+    tables = {s: load_matrix("external", experiment=experiment, source=s, mlflow_client=mlflow_client).values
+              for s in sources}
+    conflicts = []
+    for i, first in enumerate(sources):
+        for second in sources[i + 1:]:
+            a, b = tables[first], tables[second]
+            models, tasks = a.index.intersection(b.index), a.columns.intersection(b.columns)
+            a, b = a.loc[models, tasks], b.loc[models, tasks]
+            differ = (a.notna() & b.notna() & ~np.isclose(a.fillna(0), b.fillna(0))).stack()
+            differ = differ[differ]
+            if len(differ):
+                model, task = differ.index[0]
+                conflicts.append(SourceConflict(first, second, len(differ),
+                                                (str(model), str(task), float(a.at[model, task]), float(b.at[model, task]))))
+    return conflicts
+
+
+def missing_runs_message(kind: str, experiment: str = DEFAULT_EXPERIMENT, *, source: str | None = None,
+                         mlflow_client: MlflowClient | None = None) -> str:
+    """One line saying that ``experiment`` holds no finished runs of ``kind`` (of ``source``, for imported
+    tables) and which command makes them; for imported tables, which sources the store does hold."""
+    if kind != "external":
+        command = "fennec fda or fennec finetune" if kind == BEST_EVIDENCE else f"fennec {kind}"
+        return f"no finished {kind} runs in experiment {experiment!r}: run `{command}` first"
+    sources = imported_sources(experiment, mlflow_client)
+    of = f" of source {source!r}" if source else ""
+    held = (f"the imported sources are {', '.join(sources)}: give one as --source NAME, or import another table"
+            if sources else "no table is imported yet: import one")
+    return f"no finished external runs{of} in experiment {experiment!r}; {held} with `fennec import TABLE --source NAME`"

@@ -103,18 +103,30 @@ def test_warm_start_known_entries_are_given_and_not_judged(store):
                 assert value == pytest.approx(bench.P.at[model, target])
 
 
-def test_the_leaderboard_shows_the_warm_starts_fair_comparison_and_leaves_unjudgeable_rows_unranked(store):
-    """With 6 models, 5 known leave too few to correlate: that row comes last, unranked, not first."""
+def test_the_leaderboard_shows_the_warm_starts_fair_comparison_and_refuses_unjudgeable_rows(store):
+    """With 6 models, 5 known leave too few to correlate: that row is refused when named."""
     bench = planted_benchmark(n_models=6)
-    runs = evaluation_runs.run_evaluation(bench, estimators="fennec,fennec-warm-3,fennec-warm-5", seeds=(0,),
-                                          progress=False)
+    with pytest.raises(ValueError, match="fennec-warm-5 is judged on the models it is not told, and with at most 6 "
+                                         "known models per target it would keep 1, fewer than 3"):
+        evaluation_runs.run_evaluation(bench, estimators="fennec,fennec-warm-5", seeds=(0,), progress=False)
+    runs = evaluation_runs.run_evaluation(bench, estimators="fennec,fennec-warm-3", seeds=(0,), progress=False)
     board = runs.leaderboard()
-    assert board.index[-1] == "fennec-warm-5" and pd.isna(board.loc["fennec-warm-5", "rank"])
-    assert list(board["rank"].dropna()) == [1, 2]
+    assert list(board["rank"]) == [1, 2]
     warm = {r.data.params["estimator"]: r for r in estimator_runs(store, "fennec-eval-planted")}["fennec-warm-3"]
     assert board.loc["fennec-warm-3", "cold_same_models_pearson"] == pytest.approx(
         warm.data.metrics["paired_cold_mean_pearson"])
     assert pd.isna(board.loc["fennec", "cold_same_models_pearson"])
+
+
+def test_warm_rows_of_a_table_with_too_few_models_are_skipped_with_one_note(store):
+    bench = planted_benchmark(n_models=4)  # warm-1 keeps 3 models to judge; warm-3 and warm-5 keep 1 or none
+    runs = evaluation_runs.run_evaluation(bench, seeds=(0,), progress=False)
+    board = runs.leaderboard()
+    assert "fennec-warm-1" in board.index and not {"fennec-warm-3", "fennec-warm-5"} & set(board.index)
+    assert board["rank"].notna().all()
+    warm_notes = [note for note in runs.notes if "warm" in note]
+    assert warm_notes == ["skipped: fennec-warm-3, fennec-warm-5: a warm start is judged on the models it is not "
+                          "told, and with at most 4 known models per target it keeps fewer than 3"]
 
 
 def test_warm_start_leaves_exactly_the_known_entries_unscored():

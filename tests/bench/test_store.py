@@ -84,8 +84,20 @@ def test_targets_need_three_known_models_and_three_targets(store, tmp_path):
         store_benchmark(source=imported(tmp_path, too_few, "fewer"))
     with pytest.raises(InvalidInputError, match="give --source"):
         store_benchmark(truth_kind="external")
-    with pytest.raises(InvalidInputError, match="no finished finetune runs"):
+    with pytest.raises(InvalidInputError, match="holds no fine-tunes to be ground truth but imported tables: "
+                                                "give --source NAME, one of fewer, thin"):
         store_benchmark()
+
+
+def test_no_ground_truth_says_which_imported_sources_to_give(store, tmp_path):
+    imported(tmp_path, planted_long_table(n_tasks=4), "kornblith")
+    runner = CliRunner()
+    missing = runner.invoke(main, ["evaluate", "--benchmark", "store", "--source", "kornblit"])
+    assert missing.exit_code == 2 and missing.output.strip() == (
+        "error: no finished external runs of source 'kornblit' in experiment 'fennec'; the imported sources are "
+        "kornblith: give one as --source NAME, or import another table with `fennec import TABLE --source NAME`")
+    built = runner.invoke(main, ["build", "--kind", "external", "--source", "kornblit", "--encoder", "none"])
+    assert built.exit_code == 2 and built.output.strip().splitlines()[-1] == missing.output.strip()
 
 
 def test_scrambling_the_targets_own_columns_does_not_change_its_prediction(store, tmp_path, monkeypatch):
@@ -228,7 +240,9 @@ def test_cli_evaluate_store_after_import(store, tmp_path):
     assert sorted(r.data.tags[tracking.KIND_TAG] for r in runs_in(store, "fennec-eval-store-mine")) == [
         "evaluation", "evaluation", "leaderboard"]
     missing = runner.invoke(main, ["evaluate", "--benchmark", "store", "--source", "nothing-imported"])
-    assert missing.exit_code == 2 and missing.output.startswith("error: no finished external:nothing-imported runs")
+    assert missing.exit_code == 2 and missing.output.startswith(
+        "error: no finished external runs of source 'nothing-imported' in experiment 'fennec'; the imported sources "
+        "are mine: give one as --source NAME")
     wrong = runner.invoke(main, ["evaluate", "--benchmark", "parc", "--source", "mine"])
     assert wrong.exit_code == 2 and "--benchmark store only" in wrong.output
 

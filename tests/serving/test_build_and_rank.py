@@ -203,9 +203,38 @@ def test_cli_rank_by_facts_on_a_table_only_store(store, tmp_path):
     assert "for 'new-task' (by its facts: 10 classes, 500 training images, domain unknown" in result.output
     assert "Fine-tune 'net" in result.output
     unknown = CliRunner().invoke(main, ["rank", "--dataset", "no-such-dataset"])
-    assert unknown.exit_code == 2 and "no public dataset answers to 'no-such-dataset'" in unknown.output
+    assert unknown.exit_code == 2 and "nor public dataset answers to 'no-such-dataset'" in unknown.output
+    no_target = CliRunner().invoke(main, ["rank"])  # the demo's image task means nothing to a facts-only model
+    assert no_target.exit_code == 2 and "Traceback" not in no_target.output
+    assert no_target.output.strip().splitlines()[-1] == (
+        "error: the recommender models:/fennec@champion places a task by its facts (built with --encoder none): "
+        "give --dataset NAME or the task's facts (--class-count, --train-size, --domain)")
     both = CliRunner().invoke(main, ["rank", "--dataset", "food101", "--target", str(tmp_path)])
     assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_cli_rank_finds_a_dataset_among_the_tasks_the_store_imported(store, tmp_path):
+    from click.testing import CliRunner
+
+    from fennec_mlflow.cli import main
+
+    table = planted_long_table(n_tasks=5).replace({"task": {"task2": "my_xray_dataset"}})
+    import_table_file(write_table(table, tmp_path / "mine.csv"), source="mine")
+    build(kind="external", source="mine", truth_source="mine", tune=False)
+    facts = table[table["task"] == "my_xray_dataset"].iloc[0]
+    result = CliRunner().invoke(main, ["rank", "--dataset", "My-Xray Dataset", "--top-k", "3"])
+    assert result.exit_code == 0, result.output
+    assert (f"for 'my_xray_dataset' (by its facts: {facts['task_class_count']} classes, "
+            f"{facts['task_train_size']} training images, domain {facts['task_domain']}") in result.output
+    assert "is one of this recommender's history tasks" in result.output
+    given = CliRunner().invoke(main, ["rank", "--dataset", "my_xray_dataset", "--class-count", "7"])
+    assert given.exit_code == 0 and "(by its facts: 7 classes" in given.output  # the command line wins
+
+
+def import_table_file(path, source: str, experiment: str = tracking.DEFAULT_EXPERIMENT) -> None:
+    from fennec_mlflow.store.external import import_table
+
+    import_table(path, source=source, experiment=experiment, progress=False)
 
 
 def free_port() -> int:
@@ -360,6 +389,33 @@ def test_champion_moves_only_to_a_version_validated_at_least_as_well(store, tmp_
     ranking = mlflow.pyfunc.load_model("models:/fennec@champion").predict(
         pd.DataFrame({"class_count": [50.0], "sample_count": [5000.0]}), params={"top_k": 3})
     assert len(ranking) == 3 and ranking["model"].str.startswith("net").all()
+
+
+def test_figures_validated_on_another_ground_truth_never_move_the_champion(store, tmp_path):
+    import_planted(tmp_path)
+    ours = planted_build(tune=False)
+    import_table_file(write_table(planted_long_table(n_tasks=4, seed=3), tmp_path / "mine.csv"), source="mine")
+    theirs = build(kind="external", source="mine", truth_source="mine", tune=False)
+    assert theirs.alias == "challenger" and theirs.quality.measured
+    assert theirs.alias_reason == (
+        f"the champion (version {ours.version}) was validated on external:planted (5 targets), this version on "
+        "external:mine (4 targets), so their figures are not comparable; the champion stays (move the alias by "
+        "hand if this one should serve)")
+    assert str(store.get_model_version_by_alias("fennec", "champion").version) == ours.version
+    again = planted_build(tune=False, alpha=0.0, shrinkage=0.0)  # the same ground truth: the figures compare
+    assert again.alias_reason.startswith("validated ") and "vs the champion's" in again.alias_reason
+
+
+def test_a_version_validated_below_popularity_is_warned_about():
+    from types import SimpleNamespace
+
+    from fennec_mlflow.cli import below_popularity_warning
+
+    worse = SimpleNamespace(validated_mean_pearson=0.727, popularity_mean_pearson=0.746)
+    assert below_popularity_warning(worse) == (
+        "warning: this version ranks its own validation targets worse than popularity (72.7 vs 74.6); recommending "
+        "the most popular models would serve better here")
+    assert below_popularity_warning(SimpleNamespace(validated_mean_pearson=0.8, popularity_mean_pearson=0.7)) is None
 
 
 def test_a_build_from_another_experiment_never_takes_over_the_champion(store, tmp_path):

@@ -79,7 +79,29 @@ def test_in_process_batch_equals_one_request_per_task_and_echoes_task_ids():
     pd.testing.assert_frame_equal(model.predict(None, packed, {"top_k": 3}), batch)
 
 
+def test_train_size_and_a_public_dataset_name_are_facts_too():
+    from fennec_mlflow.core.evaluation import find_task_facts
+
+    model = flavor.FennecRanker()
+    model.bundle = small_bundle()
+    frame = task_frame(3)
+    expected = model.predict(None, frame, {"top_k": 3})
+    aliased = model.predict(None, frame.rename(columns={"sample_count": "train_size"}), {"top_k": 3})
+    pd.testing.assert_frame_equal(aliased, expected)
+    food = find_task_facts("food101")
+    named = frame.drop(columns=["class_count", "sample_count", "domain"]).assign(dataset="food101")
+    spelled = frame.assign(class_count=float(food["class_count"]), sample_count=float(food["train_size"]),
+                           domain=food["domain"])
+    pd.testing.assert_frame_equal(model.predict(None, named, {"top_k": 3}),
+                                  model.predict(None, spelled, {"top_k": 3}), check_dtype=False)
+    sent = named.assign(class_count=7.0)  # the facts a row sends win over its dataset's
+    pd.testing.assert_frame_equal(model.predict(None, sent, {"top_k": 3}),
+                                  model.predict(None, spelled.assign(class_count=7.0), {"top_k": 3}), check_dtype=False)
+
+
 @pytest.mark.parametrize("change, message", [
+    (lambda f: f.assign(train_size=5.0), "sample_count or its alias train_size, not both"),
+    (lambda f: f.assign(dataset="no-such-dataset"), "row 0: no public dataset answers to 'no-such-dataset'"),
     (lambda f: f.assign(banana=1.0), "unknown column"),
     (lambda f: f.assign(class_count="many"), "class_count must be a number"),
     (lambda f: f.assign(class_count=1.0), r"class_count must be a number in \[2"),

@@ -235,3 +235,28 @@ def test_artifacts_go_next_to_a_sqlite_store_whatever_the_working_directory(stor
     database = Path(client.tracking_uri[len("sqlite:///"):]).resolve()
     assert experiment.artifact_location == (database.parent / "mlruns").as_uri()
     assert not (elsewhere / "mlruns").exists()
+
+
+def test_merging_imported_sources_is_said_with_each_pair_of_sources_that_disagree(store, tmp_path):
+    from click.testing import CliRunner
+
+    from fennec_mlflow.cli import main, merged_sources_lines
+    from tests.planted import planted_long_table, write_table
+
+    table = planted_long_table(n_models=4, n_tasks=3, holes=0)
+    external.import_table(write_table(table, tmp_path / "kornblith.csv"), source="kornblith", progress=False)
+    assert tracking.imported_sources() == ["kornblith"] and merged_sources_lines(config.DEFAULT_EXPERIMENT) == []
+    mine = table.copy()
+    mine.loc[mine["model"] == "net00", "score"] += 1.0  # net00's 3 cells differ
+    external.import_table(write_table(mine, tmp_path / "mine.csv"), source="mine", progress=False)
+    assert tracking.imported_sources() == ["kornblith", "mine"]
+    (conflict,) = tracking.source_conflicts(["kornblith", "mine"])
+    assert (conflict.first, conflict.second, conflict.cells) == ("kornblith", "mine", 3)
+    assert conflict.example[:2] == ("net00", "task0") and conflict.example[3] == pytest.approx(conflict.example[2] + 1)
+    result = CliRunner().invoke(main, ["matrix", "--kind", "external"])
+    assert result.exit_code == 0, result.output
+    assert "note: no --source given: the imported sources kornblith, mine are merged into one matrix" in result.output
+    assert ("warning: 3 cell(s) differ between sources kornblith and mine; the newer import's value is used (e.g. "
+            "net00 on task0: kornblith ") in result.output and "pass --source to use one table" in result.output
+    one = CliRunner().invoke(main, ["matrix", "--kind", "external", "--source", "mine"])
+    assert one.exit_code == 0 and "merged" not in one.output and "differ" not in one.output
