@@ -16,7 +16,8 @@ The figures are metrics of the ``fennec-fit`` run and tags of the registered ver
 version description and the run's note, shown by the MLflow UI). The alias ``champion`` moves to
 the new version only when its validated figure is at least the current champion's (a champion
 without one is unmeasured and is replaced; an unmeasured version never replaces a validated
-champion), figures measured on the same ground truth (source or kind, and the same targets); otherwise
+champion), figures measured on the same ground truth (source or kind, and the champion's targets among the
+new version's); otherwise
 the version gets the alias ``challenger``, with the reason (a figure on another ground truth is not
 comparable, and the champion stays).
 """
@@ -239,13 +240,15 @@ def ground_truth_words(truth: str | None, targets) -> str:
 
 def other_ground_truth(quality: Quality, champion_tags: dict) -> str | None:
     """The champion's ground truth in words when it is not this validated version's (another kind or
-    source, or another set of targets), else None: only figures on the same ground truth compare."""
+    source, or targets this version was not validated on), else None: only figures on the same ground
+    truth compare. A store that grew (every champion target among this version's) still compares, or
+    its champion would never move again after new fine-tunes."""
     truth = champion_tags.get("fennec.truth")
     targets = champion_tags.get("fennec.validated_targets")
     if truth is None or targets is None:  # validated before these tags: nothing to tell them apart
         return None
-    same_targets = targets == quality.tags()["fennec.validated_targets"]
-    if truth == str(quality.truth) and same_targets:
+    grown = set(targets.split(",")) <= set(quality.tags()["fennec.validated_targets"].split(","))
+    if truth == str(quality.truth) and grown:
         return None
     return ground_truth_words(truth, targets.split(",") if targets else [])
 

@@ -404,6 +404,9 @@ def test_figures_validated_on_another_ground_truth_never_move_the_champion(store
     assert str(store.get_model_version_by_alias("fennec", "champion").version) == ours.version
     again = planted_build(tune=False, alpha=0.0, shrinkage=0.0)  # the same ground truth: the figures compare
     assert again.alias_reason.startswith("validated ") and "vs the champion's" in again.alias_reason
+    import_planted(tmp_path, n_tasks=6)  # the store grew by a task: the champion's 5 targets are among the 6
+    grown = planted_build(tune=False)
+    assert grown.alias_reason.startswith("validated ") and "vs the champion's" in grown.alias_reason
 
 
 def test_a_version_validated_below_popularity_is_warned_about():
