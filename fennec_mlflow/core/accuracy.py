@@ -321,22 +321,23 @@ class AccuracyModel:
         ``known`` as in :meth:`predict`; by default the ranking's own rows with a ``known_score``.
         """
         out = ranking.copy()
-        note = self.note
+        anchor = ""  # what the known scores did to the task's level, for the answer's basis
         if self.available:
             if known is None and "known_score" in out:
                 told = out["known_score"].notna().to_numpy()
                 known = (out[score_column].to_numpy(dtype=float)[told], out["known_score"].to_numpy(dtype=float)[told])
             if known is not None and len(known[1]):
                 problem = self.known_scale_problem(known[1])
-                note += (f"; the task's level not anchored to its known scores ({problem})" if problem
-                         else f"; the task's level anchored to its {len(known[1])} known score(s)")
+                anchor = (f"the task's level not anchored to its known scores ({problem})" if problem
+                          else f"the task's level anchored to its {len(known[1])} known score(s)")
             predicted = self.predict(out[score_column].to_numpy(dtype=float), task_meta_row, known)
             for column in ACCURACY_COLUMNS:
                 out[column] = predicted[column].to_numpy()
         else:
             for column in ACCURACY_COLUMNS:
                 out[column] = np.nan
-        out.attrs = {**ranking.attrs, "accuracy_note": note}
+        out.attrs = {**ranking.attrs, "accuracy_note": f"{self.note}; {anchor}" if anchor else self.note,
+                     "accuracy_anchor": anchor}
         return out
 
     def _check(self) -> None:

@@ -120,8 +120,8 @@ def annotate(bundle, table: pd.DataFrame, task_meta_row=None, known=None) -> pd.
     if accuracy is not None and accuracy.available:
         out = accuracy.annotate(table, task_meta_row, known=known)
         basis += f"; predicted accuracy with a {100 * accuracy.level:.0f}% conformal interval"
-        if "level anchored" in out.attrs["accuracy_note"] or "not anchored" in out.attrs["accuracy_note"]:
-            basis += " (" + out.attrs["accuracy_note"].rsplit("; ", 1)[-1] + ")"
+        if out.attrs["accuracy_anchor"]:
+            basis += f" ({out.attrs['accuracy_anchor']})"
     else:
         out = table.copy()
         for column in ACCURACY_COLUMNS:
