@@ -151,10 +151,15 @@ class FennecFits:
 MIN_JUDGED_MODELS = 3  # a warm start judged on fewer models has a Pearson of +-1 or none at all
 
 
+def most_known_per_target(benchmark: Benchmark) -> int:
+    """The most models any target of ``benchmark`` has a known score for (0 without targets)."""
+    return int(benchmark.P[list(benchmark.targets)].notna().sum().max()) if len(benchmark.targets) else 0
+
+
 def too_few_models_to_judge_warm(benchmark: Benchmark, n_known: int) -> str | None:
     """Why ``fennec-warm-<n_known>`` cannot be judged on ``benchmark``: no target keeps
     :data:`MIN_JUDGED_MODELS` known models besides the ``n_known`` it is told (None when one does)."""
-    most = int(benchmark.P[list(benchmark.targets)].notna().sum().max()) if len(benchmark.targets) else 0
+    most = most_known_per_target(benchmark)
     if most - n_known >= MIN_JUDGED_MODELS:
         return None
     return (f"fennec-warm-{n_known} is judged on the models it is not told, and with at most {most} known models "
@@ -166,7 +171,7 @@ def skip_notes(refused: dict[str, str], benchmark: Benchmark) -> list[str]:
     warm = [name for name in refused if name in WARM_ESTIMATORS]
     notes = [f"skipped: {reason}" for name, reason in refused.items() if name not in warm]
     if warm:
-        most = int(benchmark.P[list(benchmark.targets)].notna().sum().max()) if len(benchmark.targets) else 0
+        most = most_known_per_target(benchmark)
         notes.append(f"skipped: {', '.join(warm)}: a warm start is judged on the models it is not told, and with at "
                      f"most {most} known models per target it keeps fewer than {MIN_JUDGED_MODELS}")
     return notes
