@@ -320,12 +320,34 @@ def _fact_name(name: str, headers: dict[str, re.Pattern]) -> str | None:
     return next((fact for fact, pattern in headers.items() if pattern.fullmatch(folded)), None)
 
 
+# A wide table's corner cell naming both of its axes, rows first: "Model \ Dataset", "Models / Tasks",
+# "Dataset | Model" (transposed), "model→task".
+_CORNER = re.compile(r"^(?P<rows>[^\\/|→]+?)\s*(?:\\|/|\||→|->)\s*(?P<columns>[^\\/|→]+)$")
+
+
+def _corner_role(column: str) -> str | None:
+    """"model" or "task": what the rows of a table hold whose first header names both axes, rows
+    first ("Model \\ Dataset"); None for any other header."""
+    match = _CORNER.match(column)
+    if match is None:
+        return None
+    rows, columns = _header_name(match["rows"]), _header_name(match["columns"])
+    for role, other in (("model", "task"), ("task", "model")):
+        if rows in COLUMN_NAMES[role] and columns in COLUMN_NAMES[other]:
+            return role
+    return None
+
+
 def canonical_columns(columns) -> list[str]:
     """The header with surrounding spaces stripped and the model, task and score columns under their
-    canonical names (:data:`COLUMN_NAMES`). PARC's header is kept as it is."""
+    canonical names (:data:`COLUMN_NAMES`; a first header naming both axes, :func:`_corner_role`, is
+    its rows' role). PARC's header is kept as it is."""
     stripped = [str(c).strip() for c in columns]
     if {"Architecture", "Source Dataset", "Target Dataset", "Oracle"} <= set(stripped):
         return stripped
+    corner = _corner_role(stripped[0]) if stripped else None
+    if corner is not None and corner not in stripped:
+        stripped[0] = corner
     renamed = list(stripped)
     for role, names in COLUMN_NAMES.items():
         if role in stripped:

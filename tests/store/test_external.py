@@ -1,5 +1,6 @@
 """Import of external tables against a real sqlite store: idempotence, killed imports, read-back,
 bad rows, public task facts by alias, and the knowledge built from an imported table."""
+import re
 import socket
 import subprocess
 import sys
@@ -127,6 +128,19 @@ def test_the_column_names_papers_use_are_read_as_model_task_and_score(store, tmp
     assert imported(store, path) == (2, 0)
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
     assert km.values.loc["vit_b16", "cifar10"] == 98.1
+
+
+@pytest.mark.parametrize("corner", ["Model \\ Dataset", "Models / Tasks", "Dataset \\ Model"])
+def test_a_corner_header_naming_both_axes_says_what_the_rows_are(tmp_path, corner):
+    """The first header of a printed table often names both axes, rows first."""
+    models_as_rows = corner.startswith("Model")
+    body = ([["resnet50", 97.1, 74.0], ["vit_b16", 98.5, 78.1]] if models_as_rows
+            else [["cifar10", 97.1, 98.5], ["dtd", 74.0, 78.1]])
+    columns = ["cifar10", "dtd"] if models_as_rows else ["resnet50", "vit_b16"]
+    pd.DataFrame(body, columns=[corner, *columns]).to_csv(tmp_path / "corner.csv", index=False)
+    with pytest.warns(external.SkippedRowsWarning, match=re.escape(f"read {corner!r} as {'model' if models_as_rows else 'task'}")):
+        cells = external.read_table(tmp_path / "corner.csv").set_index(["model", "task"])["score"]
+    assert cells[("vit_b16", "dtd")] == 78.1 and cells[("resnet50", "cifar10")] == 97.1 and len(cells) == 4
 
 
 def test_a_header_with_two_names_for_one_column_is_not_guessed(tmp_path):
