@@ -318,10 +318,12 @@ class AccuracyModel:
                  known: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
         """``ranking`` with the three accuracy columns (NaN when not available) and ``attrs["accuracy_note"]``.
 
-        ``known`` as in :meth:`predict`; by default the ranking's own rows with a ``known_score``.
+        ``known`` as in :meth:`predict`; by default the ranking's own rows with a ``known_score``. A row
+        with a ``known_score`` on the history's scale shows it as its accuracy (an interval of width 0).
         """
         out = ranking.copy()
         anchor = ""  # what the known scores did to the task's level, for the answer's basis
+        problem = None
         if self.available:
             if known is None and "known_score" in out:
                 told = out["known_score"].notna().to_numpy()
@@ -333,6 +335,10 @@ class AccuracyModel:
             predicted = self.predict(out[score_column].to_numpy(dtype=float), task_meta_row, known)
             for column in ACCURACY_COLUMNS:
                 out[column] = predicted[column].to_numpy()
+            if "known_score" in out and known is not None and not problem:  # measured: no prediction needed
+                told = out["known_score"].notna()
+                for column in ACCURACY_COLUMNS:
+                    out.loc[told, column] = out.loc[told, "known_score"].astype(float)
         else:
             for column in ACCURACY_COLUMNS:
                 out[column] = np.nan

@@ -182,8 +182,10 @@ def zscore(scores: np.ndarray) -> np.ndarray:
     return (scores - scores.mean()) / spread
 
 
-def _numeric_table(table, name: str, index: pd.Index, index_kind: str) -> tuple[np.ndarray, list[str]]:
-    """``table``'s rows for ``index``, as a float array, with clear errors for what cannot be used."""
+def _numeric_table(table, name: str, index: pd.Index, index_kind: str,
+                   allow_unknown: bool = False) -> tuple[np.ndarray, list[str]]:
+    """``table``'s rows for ``index``, as a float array, with clear errors for what cannot be used;
+    ``allow_unknown``: NaN stands for a value not known (infinite values are still refused)."""
     if not isinstance(table, pd.DataFrame):
         raise InvalidInputError(f"{name} must be a pandas DataFrame indexed by {index_kind}, got {type(table).__name__}")
     if not table.index.is_unique:
@@ -198,10 +200,11 @@ def _numeric_table(table, name: str, index: pd.Index, index_kind: str) -> tuple[
     if non_numeric:
         raise InvalidInputError(f"{name} has non-numeric column(s) {non_numeric[:5]}; encode them first (e.g. one-hot)")
     rows = table.loc[index].to_numpy(dtype=float)
-    bad = ~np.isfinite(rows)
+    bad = np.isinf(rows) if allow_unknown else ~np.isfinite(rows)
     if bad.any():
         columns = table.columns[bad.any(axis=0)].tolist()
-        raise InvalidInputError(f"{name} has NaN or infinite values in column(s) {columns[:5]}")
+        raise InvalidInputError(f"{name} has {'' if allow_unknown else 'NaN or '}infinite values in column(s) "
+                                f"{columns[:5]}")
     return rows, [str(c) for c in table.columns]
 
 
@@ -243,13 +246,27 @@ class FlatForest:
 
 
 def _standardise_columns(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = features.mean(axis=0)
-    std = features.std(axis=0)
+    """Column means and spreads (1 where a column is constant); of the known values where some are
+    NaN (unknown task facts), 0 and 1 for a column with none known."""
+    if np.isnan(features).any():
+        known = ~np.isnan(features)
+        counts = known.sum(axis=0)
+        mean = np.where(known, features, 0.0).sum(axis=0) / np.maximum(counts, 1)
+        std = np.sqrt(np.where(known, (features - mean) ** 2, 0.0).sum(axis=0) / np.maximum(counts, 1))
+    else:
+        mean = features.mean(axis=0)
+        std = features.std(axis=0)
     return mean, np.where(std > 0, std, 1.0)
 
 
-def _feature_row(row, columns: list[str], name: str) -> np.ndarray:
-    """One task's feature vector in the fitted column order, from a Series, dict, 1-row DataFrame or array."""
+def _filled(features: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """``features`` with unknown (NaN) values replaced by ``fill``, per column."""
+    return np.where(np.isnan(features), fill, features)
+
+
+def _feature_row(row, columns: list[str], name: str, allow_unknown: bool = False) -> np.ndarray:
+    """One task's feature vector in the fitted column order, from a Series, dict, 1-row DataFrame or array;
+    ``allow_unknown``: NaN stands for a fact not known."""
     if isinstance(row, pd.DataFrame):
         if len(row) != 1:
             raise InvalidInputError(f"{name} must hold one task, got {len(row)} rows")
@@ -268,9 +285,10 @@ def _feature_row(row, columns: list[str], name: str) -> np.ndarray:
         values = np.asarray(row, dtype=float).ravel()
         if values.size != len(columns):
             raise InvalidInputError(f"{name} has {values.size} values; the model was fitted with {len(columns)}: {columns}")
-    if not np.all(np.isfinite(values)):
-        bad = [c for c, v in zip(columns, values) if not np.isfinite(v)]
-        raise InvalidInputError(f"{name} has missing, non-numeric or infinite values for {bad}")
+    bad = np.isinf(values) if allow_unknown else ~np.isfinite(values)
+    if bad.any():
+        raise InvalidInputError(f"{name} has {'infinite' if allow_unknown else 'missing, non-numeric or infinite'} "
+                                f"values for {[c for c, b in zip(columns, bad) if b]}")
     return values
 
 
@@ -327,17 +345,43 @@ PROXY_DISTANCE_UNIT = 0.5
 
 
 def similar_task_weights(distances: np.ndarray, bandwidth: float) -> np.ndarray:
-    """Kernel weights of history tasks from their task-fact (or proxy) distances (see ``SIMILAR_TASK_FLOOR``)."""
-    return np.exp(-0.5 * (distances / bandwidth) ** 2) + SIMILAR_TASK_FLOOR
+    """Kernel weights of history tasks from their task-fact (or proxy) distances (see ``SIMILAR_TASK_FLOOR``).
+
+    An infinite distance (no fact known to both tasks) says nothing of how alike they are: that
+    task gets the mean kernel of the tasks whose distance is known (all alike when none is), not
+    the floor, which would hand the ranking to the few tasks with known facts. NaN marks an entry
+    left out of that mean (a history task compared with itself) and gets the kernel of distance 0.
+    """
+    kernel = np.exp(-0.5 * (distances / bandwidth) ** 2)
+    unknown = np.isinf(distances)
+    if unknown.any():
+        counted = np.isfinite(distances)
+        counts = counted.sum(axis=-1, keepdims=True)
+        mean = np.where(counts > 0, np.where(counted, kernel, 0.0).sum(axis=-1, keepdims=True)
+                        / np.maximum(counts, 1), 1.0)
+        kernel = np.where(unknown, mean, kernel)
+    return np.nan_to_num(kernel, nan=1.0) + SIMILAR_TASK_FLOOR
 
 
 def task_fact_distances(rows: np.ndarray, others: np.ndarray) -> np.ndarray:
     """Root-mean-square difference between standardised task-fact (or proxy) rows: (len(rows), len(others)).
 
     Through the inner products, not the differences: a warm start compares every history task with
-    every other, and a (tasks, tasks, proxy features) difference array is 180 MB at 400 tasks."""
-    squared = (rows ** 2).sum(axis=1)[:, None] + (others ** 2).sum(axis=1)[None, :] - 2.0 * rows @ others.T
-    return np.sqrt(np.maximum(squared, 0.0) / rows.shape[1])
+    every other, and a (tasks, tasks, proxy features) difference array is 180 MB at 400 tasks.
+    An unknown fact (NaN) is left out of the pair's mean; a pair sharing no known fact is infinitely far
+    apart. Filled in with an average, unknown facts made every task without them alike: a table of 4
+    public datasets and 4 of the user's own ranked each own task by the other three, 2.5 Pearson points
+    below popularity."""
+    known_rows, known_others = ~np.isnan(rows), ~np.isnan(others)
+    if known_rows.all() and known_others.all():
+        squared = (rows ** 2).sum(axis=1)[:, None] + (others ** 2).sum(axis=1)[None, :] - 2.0 * rows @ others.T
+        return np.sqrt(np.maximum(squared, 0.0) / rows.shape[1])
+    rows, others = np.where(known_rows, rows, 0.0), np.where(known_others, others, 0.0)
+    known_rows, known_others = known_rows.astype(float), known_others.astype(float)
+    squared = (rows ** 2) @ known_others.T + known_rows @ (others ** 2).T - 2.0 * rows @ others.T
+    shared = known_rows @ known_others.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(shared > 0, np.sqrt(np.maximum(squared, 0.0) / shared), np.inf)
 
 
 @dataclass
@@ -666,6 +710,18 @@ def posterior_mean(prior: np.ndarray, residuals: np.ndarray, shrinkage: float, k
 POSTERIOR_SLOPE_MIN_KNOWN = 4
 
 
+def in_measured_order(scores: np.ndarray, known: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``scores`` with the known models' own scores handed round so that they rank as they measured.
+
+    Their set of scores is kept (where they stand among the others, on whatever scale the known
+    values were told); only their order is the measurements'. The posterior alone could leave a
+    worse-measured model above a better one (its observation noise; or not propagated at all).
+    """
+    out = scores.copy()
+    out[known[np.argsort(values, kind="stable")]] = np.sort(scores[known])
+    return out
+
+
 def unexplained_projection(known_prior: np.ndarray) -> np.ndarray:
     """Projection of the known scores onto what a task's offset (and, from
     :data:`POSTERIOR_SLOPE_MIN_KNOWN` known models on, its slope on the prior) does not explain: the
@@ -817,6 +873,11 @@ class Fennec(BaseEstimator):
                 state.pop("similar_rows_"), state.pop("similar_unit_"))]
         state.setdefault("similarity_spaces_", [])
         state.pop("similar_tasks_", None)
+        if state.get("task_meta_columns_") is not None and "task_meta_fill_" not in state:
+            # pickled when the facts came filled in: the mean of the history's facts, which filled them
+            spaces = [space for space in state["similarity_spaces_"] if space.source == "task_meta"]
+            state["task_meta_fill_"] = (spaces[0].mean if spaces else state.get(
+                "task_meta_mean_", np.zeros(len(state["task_meta_columns_"]))))
         super().__setstate__(state)
 
     @classmethod
@@ -840,7 +901,8 @@ class Fennec(BaseEstimator):
         """Learn from a models x tasks score matrix ``P`` (NaN = not measured) and the meta/proxy tables.
 
         ``model_meta`` is indexed by model, ``task_meta`` and ``task_proxy`` by task (extra rows are
-        ignored); all their columns must be numeric. Without ``model_meta`` or ``task_meta`` there is no
+        ignored); all their columns must be numeric; in ``task_meta`` (and a new task's row) NaN is a fact
+        not known: left out of the task distances, the history's mean in the regressions. Without ``model_meta`` or ``task_meta`` there is no
         meta phase; without ``task_proxy`` a new task's vector is regressed from ``task_meta``; with
         neither, the shrunk formulation ranks every new task by popularity (the paper's refuses).
         The meta regression's design has one row per observed cell and (p + q + p·q) columns for p model
@@ -858,8 +920,13 @@ class Fennec(BaseEstimator):
         proxy_features = proxy_columns = task_features = task_columns = model_features = model_columns = None
         if task_proxy is not None:
             proxy_features, proxy_columns = _numeric_table(task_proxy, "task_proxy", P.columns, "tasks")
+        known_task_facts = task_meta_fill = None  # the facts with NaN where unknown: the similarity's
         if task_meta is not None:
-            task_features, task_columns = _numeric_table(task_meta, "task_meta", P.columns, "tasks")
+            known_task_facts, task_columns = _numeric_table(task_meta, "task_meta", P.columns, "tasks",
+                                                            allow_unknown=True)
+            # the regressions need every fact: an unknown one is the history's mean
+            task_meta_fill = _standardise_columns(known_task_facts)[0]
+            task_features = _filled(known_task_facts, task_meta_fill)
         if model_meta is not None:
             model_features, model_columns = _numeric_table(model_meta, "model_meta", P.index, "models")
         vector_features = proxy_features if proxy_features is not None else task_features
@@ -888,10 +955,11 @@ class Fennec(BaseEstimator):
         self.similarity_spaces_ = []
         if self.formulation == "shrunk" and self.task_bandwidth is not None:
             self.similarity_spaces_ = [SimilaritySpace.of(source, features) for source, features
-                                       in (("task_proxy", proxy_features), ("task_meta", task_features))
+                                       in (("task_proxy", proxy_features), ("task_meta", known_task_facts))
                                        if features is not None]
         self.proxy_columns_ = proxy_columns
         self.task_meta_columns_ = task_columns
+        self.task_meta_fill_ = task_meta_fill
         self.model_meta_columns_ = model_columns
         self.task_vector_source_ = ("task_proxy" if proxy_features is not None
                                     else "task_meta" if task_features is not None else None)
@@ -1063,7 +1131,7 @@ class Fennec(BaseEstimator):
         else:
             if task_meta_row is None:
                 raise InvalidInputError("this model was fitted without task_proxy: rank needs task_meta_row")
-            features = _feature_row(task_meta_row, self.task_meta_columns_, "task_meta_row")
+            features = self._task_facts(task_meta_row)
         if getattr(self, "flat_forest_", None) is None:  # models pickled before FlatForest existed
             self.flat_forest_ = FlatForest(self.task_regressor_)
         return self.flat_forest_.predict_one(features)
@@ -1072,11 +1140,11 @@ class Fennec(BaseEstimator):
         """The space the fit's out-of-fold residuals were computed in (the first), or None: plain popularity."""
         return self.similarity_spaces_[0] if self.similarity_spaces_ else None
 
-    def _similar_task_weights(self, space: SimilaritySpace, standardised_rows: np.ndarray) -> np.ndarray:
+    def _similar_task_weights(self, distances: np.ndarray) -> np.ndarray:
         """(rows, history tasks): the bias weights of the history tasks for tasks with these
         (standardised) proxies or facts."""
         evidence = getattr(self, "evidence_weights_", 1.0)  # older pickles have no task weights: 1
-        return similar_task_weights(space.distances(standardised_rows), float(self.task_bandwidth)) * evidence
+        return similar_task_weights(distances, float(self.task_bandwidth)) * evidence
 
     def _similarity_row(self, task_meta_row, task_proxy_row) -> tuple[SimilaritySpace, np.ndarray] | None:
         """The first space (proxy, then facts) the task is given a row for, and that row standardised;
@@ -1086,7 +1154,7 @@ class Fennec(BaseEstimator):
         for space in self.similarity_spaces_:
             row, columns, name = given[space.source]
             if row is not None:
-                return space, space.standardise(_feature_row(row, columns, name))
+                return space, space.standardise(_feature_row(row, columns, name, allow_unknown=True))
         return None
 
     def bias(self, task_meta_row=None, task_proxy_row=None) -> np.ndarray:
@@ -1096,7 +1164,7 @@ class Fennec(BaseEstimator):
         if similarity is None:
             return self.bias_
         space, row = similarity
-        return bias_scores(self.standardised_, self._similar_task_weights(space, row[None])[0])
+        return bias_scores(self.standardised_, self._similar_task_weights(space.distances(row[None]))[0])
 
     def _bias_task_weights(self, task_meta_row, task_proxy_row=None) -> np.ndarray:
         """The history tasks' weights in the bias of a task with this proxy or these facts (evidence x similarity)."""
@@ -1104,7 +1172,7 @@ class Fennec(BaseEstimator):
         if similarity is None:
             return getattr(self, "evidence_weights_", np.ones(len(self.task_names_)))
         space, row = similarity
-        return self._similar_task_weights(space, row[None])[0]
+        return self._similar_task_weights(space.distances(row[None]))[0]
 
     def _known_level_bias(self, task_meta_row, task_proxy_row, known: np.ndarray, values: np.ndarray):
         """(bias, bandwidth): popularity among the history tasks whose known-model scores match.
@@ -1171,7 +1239,9 @@ class Fennec(BaseEstimator):
         """(tasks, tasks): row i = the history tasks' weights in the bias when task i is new, judged
         in this space (None: the evidence weights alone)."""
         if space is not None:
-            return self._similar_task_weights(space, space.rows)
+            distances = space.distances(space.rows)
+            np.fill_diagonal(distances, np.nan)  # a task is not its own neighbour (see similar_task_weights)
+            return self._similar_task_weights(distances)
         return np.tile(self._bias_task_weights(None), (len(self.task_names_), 1))
 
     def _posterior_expected_gain(self, known: np.ndarray) -> float | None:
@@ -1207,9 +1277,13 @@ class Fennec(BaseEstimator):
                                       self.residual_shrinkage_, known, players)
         return float(np.nanmean(gains)) if np.isfinite(gains).any() else None
 
+    def _task_facts(self, task_meta_row) -> np.ndarray:
+        """A new task's facts for the regressions: an unknown one (NaN) is the history's mean."""
+        return _filled(_feature_row(task_meta_row, self.task_meta_columns_, "task_meta_row", allow_unknown=True),
+                       self.task_meta_fill_)
+
     def _task_meta(self, task_meta_row) -> np.ndarray:
-        return (_feature_row(task_meta_row, self.task_meta_columns_, "task_meta_row")
-                - self.task_meta_mean_) / self.task_meta_std_
+        return (self._task_facts(task_meta_row) - self.task_meta_mean_) / self.task_meta_std_
 
     def meta_scores(self, task_meta_row, model_index: np.ndarray | None = None) -> np.ndarray:
         """The meta regression's normalised-score prediction for each model (one matrix-vector product)."""
@@ -1360,6 +1434,7 @@ class Fennec(BaseEstimator):
             else:
                 parts.append(f"{known[0].size} known scores not propagated to the other models (on the history "
                              f"it lowered their per-task Pearson by {-100 * expected_gain:.1f} points)")
+            score = in_measured_order(score, *known)
         elif known is not None:
             parts.append("ranked cold: known scores need at least two different values")
             warnings.warn("known_scores need at least two different values to inform the ranking; "
@@ -1420,7 +1495,8 @@ def behaviour_digest() -> str:
     """A short digest of what the recommender answers on a fixed random history.
 
     It changes whenever a change of code, default or library changes a ranking (the shrunk
-    formulation cold and warm with 3 and 5 known scores, with task facts, proxies and model facts, and the paper's), so
+    formulation cold and warm with 3 and 5 known scores, with task facts, proxies and model facts, and with
+    facts alone, some unknown; and the paper's), so
     results cached under it, such as the end-to-end evaluation rows, are re-measured after an
     upgrade instead of being read back. About 0.4 s, once per process.
     """
@@ -1438,10 +1514,14 @@ def behaviour_digest() -> str:
     model_meta = pd.DataFrame(model_factors + 0.3 * rng.normal(size=model_factors.shape), models, ["a", "b"])
     history, target = tasks[:-1], tasks[-1]
     digest = hashlib.sha256()
-    for fennec in (Fennec(), Fennec.paper()):
-        fennec.fit(P[history], model_meta, task_meta.loc[history], task_proxy.loc[history])
+    unknown_facts = task_meta.copy()  # a user's own tasks, some facts not known
+    unknown_facts.iloc[:2] = np.nan
+    unknown_facts.loc[target, "domain"] = np.nan
+    for fennec, facts, proxy in ((Fennec(), task_meta, task_proxy), (Fennec.paper(), task_meta, task_proxy),
+                                 (Fennec(), unknown_facts, None)):
+        fennec.fit(P[history], model_meta, facts.loc[history], None if proxy is None else proxy.loc[history])
         for known in (None, P[target].iloc[:3].to_dict(), P[target].iloc[:5].to_dict()):  # the warm start's regimes
-            ranking = fennec.rank(task_meta.loc[target], task_proxy.loc[target], known_scores=known)
+            ranking = fennec.rank(facts.loc[target], None if proxy is None else proxy.loc[target], known_scores=known)
             # Rounded so that the last bits of a BLAS call do not count as a change.
             digest.update((np.round(ranking["score"].to_numpy(float), 6) + 0.0).tobytes())  # + 0.0: no -0.0
             digest.update(",".join(ranking["model"]).encode())

@@ -70,6 +70,7 @@ from fennec_mlflow.core.recommender import Fennec
 from fennec_mlflow.errors import FennecError, InvalidInputError
 from fennec_mlflow.serving import answers
 from fennec_mlflow.serving.answers import ANSWER_COLUMNS
+from fennec_mlflow.store.knowledge import domain_indicator
 from fennec_mlflow.store.knowledge import task_meta_row as knowledge_row
 
 REGISTERED_NAME = config.REGISTERED_MODEL
@@ -109,7 +110,7 @@ class RankerBundle:
     model_meta: pd.DataFrame  # rows = candidate models, the columns the meta regression was fitted on
     model_parameters: pd.Series  # parameter count per model, for the max_parameters filter
     domains: list[str]  # task domains one-hot encoded in the task meta (others -> all zeros)
-    task_meta_fill: pd.Series  # fitted task meta columns, in order, with the values that fill unknowns
+    task_meta_fill: pd.Series  # fitted task meta columns, in order (values: the history's means)
     proxy_dim: int
     encoder_spec: str  # proxy.load_encoder spec; BUNDLED_ENCODER = the weights file shipped in the model
     proxy_sample_size: int = config.PROBE_SIZE
@@ -149,7 +150,7 @@ def check_task_facts(class_count, sample_count) -> None:
 
 def task_meta_row(class_count, sample_count, domain, bundle: RankerBundle) -> pd.Series:
     check_task_facts(class_count, sample_count)
-    return knowledge_row(class_count, sample_count, domain, bundle.domains, bundle.task_meta_fill)
+    return knowledge_row(class_count, sample_count, domain, bundle.domains, bundle.task_meta_fill.index)
 
 
 FACT_COLUMNS = ("class_count", "sample_count", "domain")
@@ -272,15 +273,14 @@ def fast_path_tasks(frame: pd.DataFrame, bundle: RankerBundle) -> list[tuple[np.
             raise RankRequestError(f"row {row}: {name} must be a number in [{least}, {upper:g}] or missing, "
                                    f"got {values[row]!r}")
     domains = frame["domain"].tolist() if "domain" in present else [None] * len(frame)
-    fill = bundle.task_meta_fill
-    columns = list(fill.index)
+    columns = bundle.task_meta_fill.index
     with np.errstate(divide="ignore", invalid="ignore"):
         values = {"log_class_count": np.log(classes), "log_sample_count": np.log(samples)}
     for d in bundle.domains:
-        values[f"domain={d}"] = np.array([float(domain == d) for domain in domains])
-    meta = np.column_stack([values[c] for c in columns]) if columns else np.zeros((len(frame), 0))
-    meta = np.where(np.isnan(meta), fill.to_numpy(dtype=float), meta)
-    return [(proxy[i], pd.Series(meta[i], index=fill.index)) for i in range(len(frame))]
+        values[f"domain={d}"] = np.array([domain_indicator(domain, d) for domain in domains])
+    # unknown facts stay NaN (see knowledge.task_meta_row)
+    meta = np.column_stack([values[c] for c in columns]) if len(columns) else np.zeros((len(frame), 0))
+    return [(proxy[i], pd.Series(meta[i], index=columns)) for i in range(len(frame))]
 
 
 def decode_images(encoded: pd.Series) -> np.ndarray:

@@ -447,13 +447,15 @@ def _combined(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return combined
 
 
-def informative(table: pd.DataFrame | None) -> pd.DataFrame | None:
+def informative(table: pd.DataFrame | None, fill_unknown: bool = True) -> pd.DataFrame | None:
     """``table``'s columns that vary, unknown or infinite values (log of a zero count) filled with the
-    column mean; None when no column varies (Fennec then has no such meta)."""
+    column mean unless not ``fill_unknown`` (task facts: Fennec leaves an unknown fact out of the task
+    distances); None when no column varies (Fennec then has no such meta)."""
     if table is None or table.empty:
         return None
     table = table.astype(float).replace([np.inf, -np.inf], np.nan)
-    table = table.fillna(table.mean()).fillna(0.0)
+    if fill_unknown:
+        table = table.fillna(table.mean()).fillna(0.0)
     varying = [c for c in table.columns if table[c].nunique() > 1]
     return table[varying] if varying else None
 
@@ -465,7 +467,7 @@ def store_task_meta(task_facts: pd.DataFrame, tasks: list[str]) -> pd.DataFrame 
     if "domain" in facts:
         facts["domain"] = facts["domain"].map(lambda d: str(d) if pd.notna(d) else None)
         domains = sorted(facts["domain"].dropna().unique())
-    return informative(task_meta_table(facts, domains))
+    return informative(task_meta_table(facts, domains), fill_unknown=False)
 
 
 def store_families(models: list[str], model_facts: pd.DataFrame, architecture_meta: pd.DataFrame) -> pd.Series | None:

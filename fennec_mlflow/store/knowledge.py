@@ -36,7 +36,7 @@ class Knowledge:
     task_meta: pd.DataFrame
     task_proxy: pd.DataFrame | None
     domains: list[str]
-    task_meta_fill: pd.Series  # column means, used for unknown values of a target task
+    task_meta_fill: pd.Series  # the task meta columns in order (values: the known facts' means)
     task_weights: pd.Series | None = None  # each task's weight in Fennec's popularity part (None: alike)
 
 
@@ -168,14 +168,21 @@ def task_meta_values(class_count, sample_count, domain, domains: list[str]) -> d
 
     values = {"log_class_count": log_or_nan(class_count), "log_sample_count": log_or_nan(sample_count)}
     for d in domains:
-        values[f"domain={d}"] = float(domain == d)
+        values[f"domain={d}"] = domain_indicator(domain, d)
     return values
 
 
-def task_meta_row(class_count, sample_count, domain, domains: list[str], fill: pd.Series) -> pd.Series:
-    """A target task's meta row in the fitted column order; unknown counts take the training mean."""
-    row = pd.Series(task_meta_values(class_count, sample_count, domain, domains))[list(fill.index)]
-    return row.fillna(fill)
+def domain_indicator(domain, one: str) -> float:
+    """1 if ``domain`` is ``one``, 0 if it is another, NaN if it is not known (None, NaN, "")."""
+    if domain is None or (isinstance(domain, float) and np.isnan(domain)) or domain == "":
+        return np.nan
+    return float(domain == one)
+
+
+def task_meta_row(class_count, sample_count, domain, domains: list[str], columns) -> pd.Series:
+    """A target task's meta row in the fitted ``columns`` order; an unknown fact is NaN (Fennec leaves
+    it out of the task distances and fills it with the history's mean for its regressions)."""
+    return pd.Series(task_meta_values(class_count, sample_count, domain, domains))[list(columns)]
 
 
 def load_task_proxies(encoder: str, *, experiment: str = tracking.DEFAULT_EXPERIMENT,
@@ -233,8 +240,7 @@ def build_knowledge(
     model_meta = model_meta_table(models, embeddings, architecture_meta, km.model_facts)
     domains = sorted(str(d) for d in km.task_facts.get("domain", pd.Series(dtype=str)).dropna().unique())
     task_meta = task_meta_table(km.task_facts.reindex(P.columns), domains)
-    fill = task_meta.mean()
-    task_meta = task_meta.fillna(fill).fillna(0.0)
+    fill = task_meta.mean()  # unknown facts stay NaN: Fennec and the accuracy model know what that means
     task_proxy = None
     if encoder is not None:
         proxies = load_task_proxies(encoder, experiment=experiment, mlflow_client=mlflow_client)

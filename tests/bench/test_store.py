@@ -56,6 +56,20 @@ def test_numeric_model_facts_a_user_imports_enter_the_meta_regression(store, tmp
     assert meta > popularity + 0.2  # the scores follow the imported fact times the task's class count
 
 
+def test_tasks_of_a_table_without_facts_stay_unknown_and_are_ranked_by_popularity(store, tmp_path):
+    """A user's own tasks beside public ones: their facts are unknown, not average (filled in, the
+    tasks without facts were each other's nearest neighbours)."""
+    table = planted_long_table(n_tasks=8)
+    own = table["task"].isin(["task1", "task4", "task6"])
+    table.loc[own, ["task_class_count", "task_train_size", "task_domain"]] = np.nan
+    bench = store_benchmark(source=imported(tmp_path, table, "partly"))
+    assert bench.task_meta.loc[["task1", "task4", "task6"]].isna().all().all()
+    assert bench.task_meta.drop(["task1", "task4", "task6"]).notna().all().all()
+    history = bench.P.drop(columns="task4")
+    fennec = Fennec(n_estimators=20).fit(history, task_meta=bench.task_meta.loc[history.columns])
+    np.testing.assert_allclose(fennec.bias(bench.task_meta.loc["task4"]), fennec.bias_)  # like no task in particular
+
+
 def test_a_bare_table_evaluates_fennec_as_popularity_and_skips_what_needs_facts(store, tmp_path):
     table = planted_long_table(facts=False, holes=6)
     bench = store_benchmark(source=imported(tmp_path, table, "bare"))

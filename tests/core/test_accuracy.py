@@ -145,9 +145,11 @@ def test_known_scores_anchor_the_task_level_of_a_task_unlike_the_median():
                             "known_score": [*truth.iloc[:3], *[np.nan] * (len(truth) - 3)]})
     anchored = model.annotate(ranking)
     assert "level anchored to its 3 known score(s)" in anchored.attrs["accuracy_note"]
-    np.testing.assert_allclose(anchored["predicted_accuracy"],
+    np.testing.assert_allclose(anchored["predicted_accuracy"][3:],
                                model.predict(z, known=(z.iloc[:3].to_numpy(), truth.iloc[:3].to_numpy()))
-                               ["predicted_accuracy"])
+                               ["predicted_accuracy"][3:])
+    for column in ("predicted_accuracy", "accuracy_low", "accuracy_high"):  # measured: shown as measured
+        np.testing.assert_allclose(anchored[column][:3], truth.iloc[:3])
     fractions = ranking.assign(known_score=ranking["known_score"] / 100)
     unanchored = model.annotate(fractions)
     assert "look like fractions" in unanchored.attrs["accuracy_note"]

@@ -366,7 +366,9 @@ def test_bad_inputs_get_clear_errors(problem):
     with pytest.raises(ValueError, match="non-numeric"):
         small.fit(P, model_meta.assign(family="cnn"), task_meta, task_proxy)
     with pytest.raises(ValueError, match="NaN or infinite"):
-        small.fit(P, model_meta, task_meta.assign(class_count=np.nan), task_proxy)
+        small.fit(P, model_meta.assign(depth=np.nan), task_meta, task_proxy)
+    with pytest.raises(ValueError, match=r"task_meta has infinite values in column\(s\) \['class_count'\]"):
+        small.fit(P, model_meta, task_meta.assign(class_count=np.inf), task_proxy)  # NaN: a fact not known
     with pytest.raises(ValueError, match="not fitted"):
         small.rank(task_meta.iloc[0], task_proxy.iloc[0])
 
@@ -602,6 +604,10 @@ def test_known_scores_are_propagated_only_where_the_history_check_expects_a_gain
             f"Pearson by {-100 * gain:.1f} points)") in warm.attrs["basis"]
     rest = P.index.drop(known_models)
     np.testing.assert_allclose(warm.loc[rest, "score"], cold.loc[rest, "score"])
+    # The known models themselves rank as they measured, on the places cold gave them.
+    told = P.loc[known_models, "t10"]
+    assert warm.loc[known_models, "score"].sort_values().index.tolist() == told.sort_values().index.tolist()
+    np.testing.assert_allclose(np.sort(warm.loc[known_models, "score"]), np.sort(cold.loc[known_models, "score"]))
 
     factor = rng.normal(size=11)
     shared = P + 6 * np.outer(factor, rng.choice([-1.0, 1.0], size=11))  # half the tasks up, half down
@@ -610,6 +616,8 @@ def test_known_scores_are_propagated_only_where_the_history_check_expects_a_gain
     warm = model.rank(known_scores={m: float(shared.at[m, "t10"]) for m in known_models}).set_index("model")
     cold = model.rank().set_index("model")
     assert "warm start from 5 known scores" in warm.attrs["basis"]
+    told = shared.loc[known_models, "t10"]
+    assert warm.loc[known_models, "score"].sort_values().index.tolist() == told.sort_values().index.tolist()
     assert pearsonr(warm.loc[rest, "score"], shared.loc[rest, "t10"])[0] > pearsonr(
         cold.loc[rest, "score"], shared.loc[rest, "t10"])[0] + 0.2
 
@@ -669,6 +677,34 @@ def test_a_task_unlike_the_whole_history_gets_plain_popularity():
     bias = fitted.rank(far).set_index("model")["bias_score"]
     popularity = P[train].sub(P[train].mean()).div(P[train].std(ddof=0)).mean(axis=1)
     assert pearsonr(bias.loc[popularity.index], popularity)[0] > 0.999
+
+
+def test_unknown_task_facts_are_not_taken_for_alike():
+    """A user's own tasks often have no facts. Filled with an average, they all sat at one point and
+    ranked each other as twins; unknown, they weigh what a task of unknown likeness weighs."""
+    P, task_meta, train, (minority, majority) = two_task_clusters()
+    unknown = train[:4]  # tasks whose facts the user could not give
+    facts = task_meta.loc[train].astype(float)
+    facts.loc[unknown] = np.nan
+    fitted = Fennec(n_estimators=20).fit(P[train], task_meta=facts)
+
+    # A target with no known fact is like no task in particular: plain popularity.
+    no_facts = pd.Series(np.nan, index=task_meta.columns)
+    np.testing.assert_allclose(fitted.bias(no_facts), fitted.bias_)
+    # Nor are two tasks without facts alike: as new tasks on the history, every other task weighs the same.
+    out_of_fold = fitted._out_of_fold_weights(fitted.similarity_spaces_[0])
+    for i in range(4):
+        np.testing.assert_allclose(np.delete(out_of_fold[i], i), out_of_fold[i, (i + 1) % 4])
+    # A target with facts: each task of unknown facts weighs the mean weight of the tasks it can be
+    # compared with (neither the floor nor a twin's).
+    weights = fitted._bias_task_weights(task_meta.loc[minority])
+    known = [train.index(t) for t in train if t not in unknown]
+    np.testing.assert_allclose(weights[:4], weights[known].mean())
+    # A target with some facts unknown is compared on those it has: the majority's order.
+    partly = task_meta.loc[majority].copy()
+    partly["noise"] = np.nan
+    bias = fitted.rank(partly).set_index("model")["bias_score"].loc[P.index]
+    assert pearsonr(bias, P[majority])[0] > 0.9
 
 
 def test_leave_one_out_bias_never_reads_the_task_it_predicts():
@@ -867,6 +903,13 @@ def test_the_behaviour_digest_changes_when_a_ranking_does(monkeypatch):
         monkeypatch.setattr(Fennec, "rank", untouched)
         # a change of the warm start with more than 3 known scores only (as the slope's threshold was)
         monkeypatch.setattr(recommender, "POSTERIOR_SLOPE_MIN_KNOWN", 6)
+        behaviour_digest.cache_clear()
+        assert behaviour_digest() != before
+        monkeypatch.undo()
+        # a change of what unknown task facts weigh only
+        kernel = recommender.similar_task_weights
+        monkeypatch.setattr(recommender, "similar_task_weights",
+                            lambda distances, bandwidth: kernel(np.where(np.isinf(distances), 1e9, distances), bandwidth))
         behaviour_digest.cache_clear()
         assert behaviour_digest() != before
     finally:

@@ -56,7 +56,7 @@ def test_vectorised_task_rows_equal_the_per_row_knowledge_rows():
     rows = flavor.fast_path_tasks(frame, bundle)
     for (proxy, meta), (_, row) in zip(rows, frame.iterrows()):
         expected = task_meta_row(row["class_count"], row["sample_count"], row["domain"], bundle.domains,
-                                 bundle.task_meta_fill)
+                                 bundle.task_meta_fill.index)
         pd.testing.assert_series_equal(meta, expected, check_names=False)
         np.testing.assert_array_equal(proxy, row[[f"proxy_{i}" for i in range(PROXY_DIM)]].to_numpy(dtype=float))
 

@@ -714,7 +714,7 @@ def test_knowledge_from_a_table_without_task_facts(store, tmp_path):
     imported(store, path)
     knowledge = build_knowledge(kind="external", source="mine", mlflow_client=store)
     assert list(knowledge.task_meta.columns) == ["log_class_count", "log_sample_count"]
-    assert (knowledge.task_meta == 0.0).all().all()  # unknown facts: NaN, then filled
+    assert knowledge.task_meta.isna().all().all()  # unknown facts stay unknown: no task is like another
     assert knowledge.P.shape == (6, 3)
 
 
@@ -723,14 +723,16 @@ def test_task_meta_table_takes_whatever_facts_there_are():
     bare = task_meta_table(pd.DataFrame(index=tasks), ["natural"])
     assert list(bare.columns) == ["log_class_count", "log_sample_count", "domain=natural"]
     assert bare[["log_class_count", "log_sample_count"]].isna().all().all()
-    assert (bare["domain=natural"] == 0.0).all()
+    assert bare["domain=natural"].isna().all()  # an unknown domain is not "another domain"
     assert task_meta_table(pd.DataFrame(index=tasks[:0]), []).columns.tolist() == ["log_class_count", "log_sample_count"]
     # train_size (imported tables) stands in for sample_count (cell jobs) where that is unknown
     facts = pd.DataFrame({"class_count": [10, np.nan], "sample_count": [np.nan, 20.0], "train_size": [100, 50],
                           "domain": ["natural", np.nan]}, index=tasks)
     table = task_meta_table(facts, ["natural"])
     np.testing.assert_allclose(table["log_sample_count"], np.log([100, 20]))
-    assert np.isnan(table.loc["b", "log_class_count"]) and table["domain=natural"].tolist() == [1.0, 0.0]
+    assert np.isnan(table.loc["b", "log_class_count"]) and table.loc["a", "domain=natural"] == 1.0
+    assert np.isnan(table.loc["b", "domain=natural"])
+    assert task_meta_table(facts.assign(domain=["natural", "medical"]), ["natural"])["domain=natural"].tolist() == [1, 0]
 
 
 @pytest.mark.slow
