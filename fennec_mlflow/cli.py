@@ -33,6 +33,10 @@ def _split(value: str) -> list[str]:
 NOT_GIVEN = ("", "none", "default")  # MLproject's defaults for "not given" (MLflow would log '' as the literal '')
 
 
+def top_models(count: int) -> str:
+    return "The top model" if count == 1 else f"Top {count} models"
+
+
 def _given(value):
     """An optional text option's value, or None when it says "not given"."""
     return None if value is None or str(value).strip().lower() in NOT_GIVEN else value
@@ -582,12 +586,12 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
     run_id = ranking.attrs.get("run_id")
     tracking.annotate_project_run("rank", {"rank_seconds": seconds}, result_run_id=run_id)
     if isinstance(task, TaskFacts):
-        click.echo(f"Top {len(ranking)} models to fine-tune for {task.name!r} (by its facts: "
+        click.echo(f"{top_models(len(ranking))} to fine-tune for {task.name!r} (by its facts: "
                    f"{task.num_classes or 'unknown'} classes, {task.num_samples} training images, domain "
                    f"{task.domain}; ranked in {seconds:.2f} s):")
     else:
         why = f"the demo's default target: {demo.DEFAULT_TARGET_REASON}" if not target else "the target you gave"
-        click.echo(f"Top {len(ranking)} models to fine-tune for {task.name!r} ({why}; {task.num_samples} images, "
+        click.echo(f"{top_models(len(ranking))} to fine-tune for {task.name!r} ({why}; {task.num_samples} images, "
                    f"labels {'used for the class count only' if labels_known else 'not used'}; ranked in "
                    f"{seconds:.2f} s):")
     # models registered before the known_score column (their code travels with them) answer without it

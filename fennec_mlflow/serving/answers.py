@@ -78,17 +78,23 @@ def constraints_of(bundle) -> pd.DataFrame | None:
     return getattr(bundle, "constraints", None)
 
 
-def constrain(bundle, params: dict, candidates: list[str] | None) -> list[str] | None:
-    """``candidates`` (None: every model) after the latency, memory and licence filters."""
+def constrain(bundle, params: dict, candidates: list[str] | None) -> tuple[list[str] | None, str]:
+    """``candidates`` (None: every model) after the latency, memory and licence filters, and a note
+    naming the models left out only because their licence or profile is not known ("" if none):
+    a filter that silently drops the best model reads as if that model were not recommended."""
     max_latency, max_memory, licences = _limit(params, "max_latency_ms"), _limit(params, "max_memory_mb"), _licences(params)
     if not (max_latency or max_memory or licences):
-        return candidates
+        return candidates, ""
     names = list(bundle.model_meta.index) if candidates is None else list(candidates)
     table = constraints_of(bundle)
     if table is None:
         table = pd.DataFrame(index=pd.Index(names), columns=["latency_ms", "peak_memory_mb", "licence"], dtype=float)
     table = table.reindex(names)
     keep = pd.Series(True, index=names)
+    unknown = {}  # why a model was left out without being known to fail: the missing fact, its models
+    if max_latency or max_memory:
+        measured = pd.to_numeric(table["latency_ms"], errors="coerce").notna()
+        unknown["no measured profile (`fennec profile`)"] = measured[~measured].index.tolist()
     if max_latency:
         keep &= pd.to_numeric(table["latency_ms"], errors="coerce").le(max_latency).fillna(False).astype(bool)
     if max_memory:
@@ -96,6 +102,7 @@ def constrain(bundle, params: dict, candidates: list[str] | None) -> list[str] |
     if licences:
         known = table["licence"].map(lambda v: str(v).lower() if isinstance(v, str) and v else "")
         keep &= known.map(lambda v: bool(v) and any(v.startswith(name) for name in licences)).astype(bool)
+        unknown["no known licence"] = known[known == ""].index.tolist()
     chosen = [n for n in names if keep[n]]
     if not chosen:
         measured = int(pd.to_numeric(table["latency_ms"], errors="coerce").notna().sum())
@@ -103,7 +110,10 @@ def constrain(bundle, params: dict, candidates: list[str] | None) -> list[str] |
             f"no candidate model meets max_latency_ms={max_latency:g}, max_memory_mb={max_memory:g}, "
             f"licence={params.get('licence') or 'any'!r} ({measured} of {len(names)} candidates have a measured "
             "profile; measure them with `fennec profile` and rebuild, or relax the limits)")
-    return chosen
+    unknown = {why: models for why, models in unknown.items() if models}
+    note = "; ".join(f"{len(models)} left out for {why}: {', '.join(map(str, models[:5]))}"
+                     f"{' ...' if len(models) > 5 else ''}" for why, models in unknown.items())
+    return chosen, note
 
 
 def annotate(bundle, table: pd.DataFrame, task_meta_row=None, known=None) -> pd.DataFrame:
@@ -113,11 +123,12 @@ def annotate(bundle, table: pd.DataFrame, task_meta_row=None, known=None) -> pd.
     (:meth:`AccuracyModel.annotate`); by default those rows of ``table``.
     """
     accuracy = getattr(bundle, "accuracy", None)
+    predicts = accuracy is not None and accuracy.available
     basis = table.attrs.get("basis", "")
     regime = predicted_regime(bundle)
-    if regime:
-        basis += f"; predicts {REGIME_WORDS.get(regime, f'{regime} accuracy')}"
-    if accuracy is not None and accuracy.available:
+    if regime:  # without predicted accuracy the scores still follow that regime's accuracies, relatively
+        basis += f"; {'predicts' if predicts else 'ranks by'} {REGIME_WORDS.get(regime, f'{regime} accuracy')}"
+    if predicts:
         out = accuracy.annotate(table, task_meta_row, known=known)
         basis += f"; predicted accuracy with a {100 * accuracy.level:.0f}% conformal interval"
         if out.attrs["accuracy_anchor"]:

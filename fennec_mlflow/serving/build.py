@@ -55,6 +55,11 @@ CHALLENGER = "challenger"
 QUALITY_TAG = "fennec.quality"
 VALIDATED_TAG = "fennec.validated_mean_pearson"
 POPULARITY_TAG = "fennec.popularity_mean_pearson"
+# What a version places a new task by: its images (a proxy encoder) or its facts alone. Versions that
+# answer different requests never take the champion alias from each other: a table's facts-only
+# recommender built into the image recommender's name broke every image request to the champion.
+INPUT_TAG = "fennec.input"
+IMAGES, FACTS = "images", "task facts"
 
 
 def default_k(P: pd.DataFrame) -> int:
@@ -204,15 +209,21 @@ def request_example(knowledge) -> pd.DataFrame | None:
 
 
 def choose_alias(quality: Quality, mlflow_client=None, name: str = pyfunc.REGISTERED_NAME,
-                 experiment: str | None = None) -> tuple[str, str]:
+                 experiment: str | None = None, reads: str | None = None) -> tuple[str, str]:
     """(alias, why) for a new version of the given quality (see the module docstring), built from
-    ``experiment``: a champion built from another experiment is never compared with (its figure
-    comes from another ground truth), so the new version is its challenger."""
+    ``experiment``, placing tasks by what ``reads`` says (:data:`IMAGES` or :data:`FACTS`): a champion
+    built from another experiment, or reading the other input, is never compared with (its figure
+    comes from another ground truth; it answers other requests), so the new version is its challenger."""
     mlflow_client = mlflow_client or mlflow.MlflowClient()
     try:
         champion = mlflow_client.get_model_version_by_alias(name, pyfunc.CHAMPION)
     except mlflow.exceptions.MlflowException:
         return pyfunc.CHAMPION, "no champion yet"
+    champion_reads = champion.tags.get(INPUT_TAG) or _input_of(mlflow_client, champion.run_id)
+    if reads is not None and champion_reads not in (None, reads):
+        return CHALLENGER, (f"the champion (version {champion.version}) places a task by its {champion_reads}, this "
+                            f"version by its {reads}: they answer different requests, so the champion stays; build "
+                            f"with --registered-model NAME to give this recommender a champion of its own")
     champion_experiment = _experiment_of(mlflow_client, champion.run_id)
     if experiment is not None and champion_experiment not in (None, experiment):
         return CHALLENGER, (f"the champion (version {champion.version}) was built from experiment "
@@ -251,6 +262,16 @@ def other_ground_truth(quality: Quality, champion_tags: dict) -> str | None:
     if truth == str(quality.truth) and grown:
         return None
     return ground_truth_words(truth, targets.split(",") if targets else [])
+
+
+def _input_of(mlflow_client, run_id: str | None) -> str | None:
+    """What the version built by ``run_id`` places tasks by, from its ``encoder`` param (versions
+    registered before :data:`INPUT_TAG`); None when the run is gone."""
+    try:
+        encoder = mlflow_client.get_run(run_id).data.params.get("encoder")
+    except (mlflow.exceptions.MlflowException, TypeError):
+        return None
+    return None if encoder is None else FACTS if encoder in ("None", "none", "") else IMAGES
 
 
 def _experiment_of(mlflow_client, run_id: str | None) -> str | None:
@@ -369,12 +390,16 @@ def build(
                      **(extra_artifacts or {})}
         tracking.log_artifacts(mlflow.MlflowClient(), run.info.run_id,
                                {name: value for name, value in artifacts.items() if value is not None})
-        alias, why = choose_alias(quality, name=registered_model, experiment=experiment) if register else (None, "")
+        reads = IMAGES if bundle.proxy_dim else FACTS
+        alias, why = (choose_alias(quality, name=registered_model, experiment=experiment, reads=reads) if register
+                      else (None, ""))
         info = pyfunc.log_model(bundle, encoder_file=encoder_file, input_example=example,
                                 registered_model_name=registered_model if register else None)
         if register:
             mlflow.set_tags({"fennec.alias": alias, "fennec.alias_reason": why})
             _register(str(info.registered_model_version), quality, alias, name=registered_model)
+            mlflow.MlflowClient().set_model_version_tag(registered_model, str(info.registered_model_version),
+                                                        INPUT_TAG, reads)
             if predicts:
                 mlflow.MlflowClient().set_model_version_tag(registered_model, str(info.registered_model_version),
                                                             tracking.REGIME_TAG, predicts)

@@ -148,8 +148,28 @@ def check_task_facts(class_count, sample_count) -> None:
             raise RankRequestError(f"{name} must be a number in [{least}, {upper:g}] or missing, got {value!r}")
 
 
+@functools.lru_cache(maxsize=1)
+def public_domains() -> tuple[str, ...]:
+    from fennec_mlflow.core.evaluation import load_task_facts
+
+    return tuple(sorted(load_task_facts()["domain"].dropna().unique()))
+
+
+def check_domain(domain, bundle: RankerBundle, where: str = "") -> None:
+    """A domain one letter off a known one (the history's or a public dataset's) is a typo, refused
+    with the name meant; any other new domain is a fact: unlike every history domain."""
+    if not isinstance(domain, str) or not domain or domain in bundle.domains:
+        return
+    known = sorted(set(bundle.domains) | set(public_domains()))
+    close = difflib.get_close_matches(domain, known, n=1, cutoff=0.8)
+    if close and close[0] != domain:
+        raise RankRequestError(f"{where}unknown domain {domain!r}; did you mean {close[0]!r}? (the history's "
+                               f"domains: {', '.join(bundle.domains) or 'none'})")
+
+
 def task_meta_row(class_count, sample_count, domain, bundle: RankerBundle) -> pd.Series:
     check_task_facts(class_count, sample_count)
+    check_domain(domain, bundle)
     return knowledge_row(class_count, sample_count, domain, bundle.domains, bundle.task_meta_fill.index)
 
 
@@ -256,7 +276,8 @@ def fast_path_tasks(frame: pd.DataFrame, bundle: RankerBundle) -> list[tuple[np.
     if unknown:
         proxy = (f"proxy_0..proxy_{bundle.proxy_dim - 1} (or 'proxy'), " if bundle.proxy_dim
                  else "")  # a model built without an image encoder takes task facts only
-        raise RankRequestError(f"unknown column(s) {unknown[:5]}; send {proxy}{', '.join(FACT_COLUMNS)}, "
+        raise RankRequestError(f"unknown column(s) {unknown[:5]}; send {proxy}class_count, sample_count (alias "
+                               f"{SAMPLE_COUNT_ALIAS}), domain, {DATASET_COLUMN} (a public dataset's name), "
                                f"{ID_COLUMN}" + (" or 'image'" if bundle.proxy_dim else ""))
     proxy = (_proxy_matrix(frame, names, kinds, bundle.proxy_dim) if bundle.proxy_dim
              else np.zeros((len(frame), 0)))
@@ -273,6 +294,8 @@ def fast_path_tasks(frame: pd.DataFrame, bundle: RankerBundle) -> list[tuple[np.
             raise RankRequestError(f"row {row}: {name} must be a number in [{least}, {upper:g}] or missing, "
                                    f"got {values[row]!r}")
     domains = frame["domain"].tolist() if "domain" in present else [None] * len(frame)
+    for row, domain in enumerate(domains):
+        check_domain(domain, bundle, f"row {row}: ")
     columns = bundle.task_meta_fill.index
     with np.errstate(divide="ignore", invalid="ignore"):
         values = {"log_class_count": np.log(classes), "log_sample_count": np.log(samples)}
@@ -366,7 +389,7 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
         if len(frame) == 0:
             raise RankRequestError("no task rows in the request: send one row per task")
         candidates = select_candidates(bundle, params)
-        candidates = answers.constrain(bundle, params, candidates)
+        candidates, left_out = answers.constrain(bundle, params, candidates)
         known = parse_known_scores(params.get("known_scores") or "", bundle)
         task_ids = None
         if images:
@@ -396,6 +419,8 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
             known_rows = (table["score"].to_numpy(float)[told], table["known_score"].to_numpy(float)[told])
             # row by row: only the rows answered (1 ms at 1,000 models); the told rows anchor the level
             head = answers.annotate(bundle, head, meta, known_rows if told.any() else None)
+            if left_out:
+                head.attrs["basis"] += f"; {left_out}"
             for column in scored:
                 parts[column].append(head[column].to_numpy())
             parts["task_index"].append(np.full(shown, index))

@@ -141,8 +141,10 @@ def rank_task(
     if isinstance(target, TaskFacts) and bundle.encoder_spec not in NO_ENCODER:
         raise InvalidInputError(
             f"the recommender {model_uri!r} places a task by its images (encoder {bundle.info.get('encoder')}): "
-            "give --target with a folder of the task's images, or build one that reads task facts alone "
-            "(`fennec build --encoder none`)")
+            "give --target with a folder of the task's images, or build one that reads task facts alone under "
+            "a name of its own and rank with it (`fennec build --encoder none --registered-model NAME`, e.g. with "
+            "`--kind external --source TABLE --truth-source TABLE` for an imported table; then "
+            "`--model-uri models:/NAME@champion`)")
     if bundle.encoder_spec in NO_ENCODER:  # built without task proxies: the target is placed by its facts
         request = pd.DataFrame(index=[0])
     else:

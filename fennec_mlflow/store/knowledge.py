@@ -173,8 +173,8 @@ def task_meta_values(class_count, sample_count, domain, domains: list[str]) -> d
 
 
 def domain_indicator(domain, one: str) -> float:
-    """1 if ``domain`` is ``one``, 0 if it is another, NaN if it is not known (None, NaN, "")."""
-    if domain is None or (isinstance(domain, float) and np.isnan(domain)) or domain == "":
+    """1 if ``domain`` is ``one``, 0 if it is another, NaN if it is not known (None, NaN, "", "unknown")."""
+    if domain is None or (isinstance(domain, float) and np.isnan(domain)) or str(domain).lower() in ("", "unknown"):
         return np.nan
     return float(domain == one)
 

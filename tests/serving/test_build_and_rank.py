@@ -409,6 +409,23 @@ def test_figures_validated_on_another_ground_truth_never_move_the_champion(store
     assert grown.alias_reason.startswith("validated ") and "vs the champion's" in grown.alias_reason
 
 
+def test_a_version_reading_other_input_never_takes_over_the_champion(store, tmp_path):
+    """A table's facts-only recommender built into the image recommender's name would make every
+    image request to the champion fail: it is the challenger until it gets a name of its own."""
+    from fennec_mlflow.serving.build import INPUT_TAG, _input_of
+
+    import_planted(tmp_path)
+    first = planted_build(tune=False)
+    assert store.get_model_version("fennec", first.version).tags[INPUT_TAG] == "task facts"
+    assert _input_of(store, first.run_id) == "task facts"  # what versions registered before the tag read
+    store.set_model_version_tag("fennec", first.version, INPUT_TAG, "images")  # as the embedded default's
+    facts = planted_build(tune=False)
+    assert facts.alias == "challenger" and facts.alias_reason.startswith(
+        f"the champion (version {first.version}) places a task by its images, this version by its task facts")
+    assert "--registered-model NAME" in facts.alias_reason
+    assert str(store.get_model_version_by_alias("fennec", "champion").version) == first.version
+
+
 def test_a_version_validated_below_popularity_is_warned_about():
     from types import SimpleNamespace
 

@@ -94,8 +94,14 @@ def test_latency_memory_and_licence_filters(served):
     memory = served["first"].set_index("model")["peak_memory_mb"]
     small = model.predict(request(), params={"top_k": 0, "max_memory_mb": float(memory.min()) + 1e-6})
     assert list(small["model"]) == [memory.idxmin()]
+    unprofiled = set(model.predict(request(), params={"top_k": 0})["model"]) - set(PROFILED)
+    note = fast["basis"][0].split(f"{len(unprofiled)} left out for no measured profile (`fennec profile`): ")[1]
+    shown = note.split(";")[0].removesuffix(" ...").split(", ")
+    assert set(shown) <= unprofiled and len(shown) == min(5, len(unprofiled))
     mit = model.predict(request(), params={"top_k": 0, "licence": "mit, apache"})
     assert set(mit["model"]) == set(ZOO_NAMES.values())
+    unlicensed = 12 - len(ZOO_NAMES)  # the models dropped without a known licence are said, not hidden
+    assert f"{unlicensed} left out for no known licence: " in mit["basis"][0]
     assert len(model.predict(request(), params={"top_k": 0, "licence": "any"})) == 12  # no filter
     with pytest.raises(Exception, match="no candidate model meets"):
         model.predict(request(), params={"licence": "GPL"})

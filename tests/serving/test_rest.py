@@ -61,6 +61,16 @@ def test_vectorised_task_rows_equal_the_per_row_knowledge_rows():
         np.testing.assert_array_equal(proxy, row[[f"proxy_{i}" for i in range(PROXY_DIM)]].to_numpy(dtype=float))
 
 
+def test_a_domain_one_letter_off_is_refused_and_an_unknown_one_is_unknown():
+    bundle = small_bundle()
+    typo = task_frame(3).assign(domain=["medical", "medicl", None])
+    with pytest.raises(flavor.RankRequestError, match="row 1: unknown domain 'medicl'; did you mean 'medical'"):
+        flavor.fast_path_tasks(typo, bundle)
+    rows = flavor.fast_path_tasks(task_frame(2).assign(domain=["satellite", None]), bundle)
+    assert rows[0][1]["domain=medical"] == 0.0  # a new domain is a fact: unlike the history's
+    assert np.isnan(rows[1][1]["domain=medical"])  # no domain: not known (not "another domain")
+
+
 def test_in_process_batch_equals_one_request_per_task_and_echoes_task_ids():
     model = flavor.FennecRanker()
     model.bundle = small_bundle()
