@@ -572,6 +572,10 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
                                         "`fennec build --kind external --source NAME --encoder none`")
             demo.bootstrap(experiment)
         labels_known = task.labelled and class_count is None  # class sub-folders give the class count
+        if class_count is not None and task.labelled and not isinstance(task, TaskFacts) \
+                and task.num_classes != class_count:
+            click.echo(f"warning: --class-count {class_count} overrides the {task.num_classes} classes of "
+                       f"{task.name!r}'s labels", err=True)
         start = time.perf_counter()
         ranking = rank_task(task, model_uri=model_uri, top_k=top_k, labels_known=labels_known,
                             class_count_hint=class_count, experiment=experiment,

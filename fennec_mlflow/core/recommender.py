@@ -344,6 +344,11 @@ SIMILAR_TASK_FLOOR = 0.2
 PROXY_DISTANCE_UNIT = 0.5
 
 
+# Beyond this many bandwidths every history task's kernel is under 0.05 (against the floor's 0.2):
+# the bias is nearly plain popularity, and the basis says the target is unlike the history.
+UNLIKE_HISTORY_BANDWIDTHS = 2.5
+
+
 def similar_task_weights(distances: np.ndarray, bandwidth: float) -> np.ndarray:
     """Kernel weights of history tasks from their task-fact (or proxy) distances (see ``SIMILAR_TASK_FLOOR``).
 
@@ -1414,6 +1419,10 @@ class Fennec(BaseEstimator):
         if similarity is not None:
             parts[0] = "popularity among similar tasks" + (
                 " (alike by their images' proxy)" if similarity[0].source == "task_proxy" else "")
+            nearest = float(np.min(similarity[0].distances(similarity[1][None]))) / float(self.task_bandwidth)
+            if np.isfinite(nearest) and nearest > UNLIKE_HISTORY_BANDWIDTHS:
+                parts[0] += (f" (none is alike: the nearest history task is {nearest:.1f} bandwidths away, so nearly "
+                             "plain popularity; a task unlike the whole history is where the ranking is least sure)")
         warm = known is not None and known[0].size >= 2 and np.ptp(known[1]) > 0
         if warm:
             level_bias, bandwidth = self._known_level_bias(task_meta_row, task_proxy_row, *known)

@@ -550,8 +550,9 @@ def load_store_data(truth: MatrixSpec, histories: Sequence[MatrixSpec] = (), *,
     if encoder is not None:
         proxies = load_task_proxies(encoder, experiment=experiment, mlflow_client=mlflow_client)
         missing = [t for t in all_tasks if t not in proxies.index]
-        if missing:
-            notes.append(f"no {encoder} task proxy for {len(missing)} task(s): task vectors come from the task facts")
+        if missing and len(missing) < len(all_tasks):  # none: a table without images, nothing to say
+            notes.append(f"no {encoder} task proxy for {len(missing)} of {len(all_tasks)} task(s): task vectors "
+                         "come from the task facts")
         else:
             task_proxy = proxies.loc[all_tasks]
     if model_meta is None:

@@ -674,9 +674,12 @@ def test_a_task_unlike_the_whole_history_gets_plain_popularity():
     P, task_meta, train, (minority, _) = two_task_clusters()
     fitted = Fennec(n_estimators=20).fit(P[train], task_meta=task_meta.loc[train])
     far = task_meta.loc[minority] + 50.0
-    bias = fitted.rank(far).set_index("model")["bias_score"]
+    ranking = fitted.rank(far)
+    bias = ranking.set_index("model")["bias_score"]
     popularity = P[train].sub(P[train].mean()).div(P[train].std(ddof=0)).mean(axis=1)
     assert pearsonr(bias.loc[popularity.index], popularity)[0] > 0.999
+    assert "(none is alike: the nearest history task is" in ranking.attrs["basis"]  # and the answer says so
+    assert "none is alike" not in fitted.rank(task_meta.loc[minority]).attrs["basis"]
 
 
 def test_unknown_task_facts_are_not_taken_for_alike():
