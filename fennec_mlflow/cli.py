@@ -507,7 +507,7 @@ def _facts_target(target, dataset, class_count, train_size, domain, experiment=c
     return TaskFacts(name="new-task", num_classes=class_count, num_samples=train_size, domain=domain or "unknown")
 
 
-def load_task_spec(spec: str, image_size: int = 32, seed: int = 0, unlabelled_ok: bool = False):
+def load_task_spec(spec: str, image_size: int = config.IMAGE_SIZE, seed: int = 0, unlabelled_ok: bool = False):
     from fennec_mlflow.data.task_specs import load_task
 
     return load_task(spec, image_size=image_size, seed=seed, unlabelled_ok=unlabelled_ok)

@@ -21,7 +21,7 @@ CHAMPION_ALIAS = "champion"
 
 PROBE_SIZE = 500  # images per task probe set (FDA and other estimators) and per proxy sample
 PROBE_SEED = 0
-IMAGE_SIZE = 32  # render size of synthetic tasks
+IMAGE_SIZE = 32  # size a target's images are loaded at (a folder, REST images) and synthetic tasks rendered
 BATCH_SIZE = 64
 
 # Fennec's defaults (the paper's alpha; k is capped at min(M, N) - 1 when the history is small).

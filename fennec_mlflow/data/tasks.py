@@ -155,13 +155,21 @@ def from_arrays(
     )
 
 
+def rgb_array(img, image_size: int) -> np.ndarray:
+    """An opened PIL image as the uint8 (image_size, image_size, 3) array a task holds: one way for a
+    folder's files and for the images a served model receives, so both give the same proxy."""
+    from PIL import Image
+
+    img = _eight_bit(img).convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
 def _load_rgb(path: Path, image_size: int) -> np.ndarray:
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            img = _eight_bit(img).convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            return rgb_array(img, image_size)
     except (OSError, SyntaxError, ValueError) as exc:  # damage the cheap check at load did not see
         raise TaskError(f"image {str(path)!r} cannot be decoded ({exc}); re-save or remove it and run again "
                         "(finished cells are kept)") from exc

@@ -307,22 +307,22 @@ def fast_path_tasks(frame: pd.DataFrame, bundle: RankerBundle) -> list[tuple[np.
 
 
 def decode_images(encoded: pd.Series) -> np.ndarray:
-    """base64 image files -> uint8 (n, H, W, 3) at the size of the first image."""
+    """base64 image files -> uint8 (n, S, S, 3) as ``fennec rank --target FOLDER`` loads a folder's files
+    (S = ``config.IMAGE_SIZE``), so that the same images give the same proxy over REST and on the CLI."""
     from PIL import Image
+
+    from fennec_mlflow.data.tasks import rgb_array
 
     if len(encoded) > MAX_IMAGES:
         raise RankRequestError(f"{len(encoded)} images in one request; send at most {MAX_IMAGES}")
     images = []
-    size = None
     for i, text in enumerate(encoded):
         try:
             with Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as img:
                 if img.width * img.height > MAX_IMAGE_PIXELS:
                     raise RankRequestError(f"row {i}: a {img.width}x{img.height} image is over the limit of "
                                            f"{MAX_IMAGE_PIXELS} pixels; downscale it first")
-                img = img.convert("RGB")
-                size = size or img.size
-                images.append(np.asarray(img.resize(size), dtype=np.uint8))
+                images.append(rgb_array(img, config.IMAGE_SIZE))
         except RankRequestError:
             raise
         except Exception as exc:

@@ -12,6 +12,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from fennec_mlflow import config
 from fennec_mlflow.serving import demo
 from fennec_mlflow.serving import flavor as pyfunc
 from fennec_mlflow.store import tracking
@@ -125,6 +126,33 @@ def test_images_are_encoded_inside_the_model(registered):
     assert len(ranking) == 4 and set(ranking["model"]) <= set(MODELS)
     with pytest.raises(Exception, match="not a base64-encoded image"):
         model.predict(pd.DataFrame({"image": ["not an image"]}))
+
+
+def test_the_same_image_files_rank_alike_over_rest_and_from_a_folder(registered, tmp_path):
+    """A user's folder ranked with `fennec rank --target` and the same files sent over REST: one
+    loader, one proxy, one answer (the REST path had kept each file's own size)."""
+    import base64
+
+    import numpy as np
+    from PIL import Image
+
+    from fennec_mlflow.data.tasks import from_folder
+
+    rng = np.random.default_rng(0)
+    files = []
+    for label in ("a", "b", "c"):
+        (tmp_path / "mine" / label).mkdir(parents=True)
+        for i in range(6):
+            path = tmp_path / "mine" / label / f"{i}.png"
+            Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
+            files.append(path)
+    folder = rank_task(from_folder(tmp_path / "mine", image_size=config.IMAGE_SIZE), top_k=0, labels_known=False,
+                       log=False)
+    served = mlflow.pyfunc.load_model("models:/fennec@champion").predict(
+        pd.DataFrame({"image": [base64.b64encode(path.read_bytes()).decode() for path in files]}),
+        params={"top_k": 0})
+    pd.testing.assert_series_equal(folder.set_index("model")["score"].sort_index(),
+                                   served.set_index("model")["score"].sort_index(), check_exact=False, rtol=1e-6)
 
 
 def test_rank_task_logs_a_rank_run(registered):
