@@ -17,7 +17,9 @@ Supported layouts (``layout="auto"`` detects them from the header):
 Headers are matched stripped and in any case, and the names papers give the three columns are read as
 them (``Model``/``Method``/``Backbone``, ``Dataset``/``Target``, ``Accuracy``/``Top-1``:
 :data:`COLUMN_NAMES`), so a table copied from a paper imports as it is: its ``Params``, ``FLOPs`` and
-``ImageNet Top-1`` columns (rows, if transposed) are model facts (:data:`MODEL_FACT_HEADERS`), its
+``ImageNet Top-1`` columns (rows, if transposed) are model facts (:data:`MODEL_FACT_HEADERS`; a count's
+unit in the header, ``Params (M)``, ``GFLOPs``, or in a cell, ``86.6M``, is applied: a parameter or FLOP
+count is stored as a raw count, and one that looks like millions without a unit is said), its
 ``Avg.`` column and ``Mean`` row are skipped (:data:`SUMMARY_NAMES`), and so are a row-number column
 (``#``), a row index saved with the table (pandas' ``to_csv()``: a first column without a name numbering
 the rows) and a spread beside each score (``Aircraft std``, ``±``); a unit after a task's name in a
@@ -257,13 +259,18 @@ def _wide_columns(columns, key: str) -> list[str]:
     return [c for c in columns if c != key and not str(c).startswith(f"{key}_")]
 
 
+# A count's unit after its name in a header, as papers print it: "Params (M)", "Params [M]", "Params M",
+# "Params/M", "Params (Mil.)", "Params (in millions)", "FLOPs (G)" (any other text in brackets is matched,
+# and no unit).
+_UNIT_AFTER = r"(?P<unit>\s*\(.*\)|\s*\[.*\]|\s*/\s*[a-z.]+|\s+(?:[kmbgt]|bn|mil\.?|(?:thousand|million|billion)s?))?"
 # Model facts papers print as columns beside the tasks (or rows, in a transposed table), read as the
-# facts the knowledge base uses: parameter count, compute, and the source (ImageNet) accuracy. The
-# unit in parentheses ("Params (M)") is left as written: model facts enter by their log and the
-# baselines by their order, neither of which a unit changes.
+# facts the knowledge base uses: parameter count, compute, and the source (ImageNet) accuracy. A
+# count's unit in the header ("Params (M)", "GFLOPs": :func:`count_unit`) is applied, so that a
+# parameter or FLOP count is always a raw count, as the built-in models' are and as ``--max-parameters``
+# reads it.
 MODEL_FACT_HEADERS = {
-    "model_parameters": re.compile(r"#?\s*(params?|parameters|param\.)\s*(\(.*\))?"),
-    "model_flops": re.compile(r"#?\s*g?(flops|macs)\s*(\(.*\))?"),
+    "model_parameters": re.compile(r"#?\s*(params?|parameters|param\.)" + _UNIT_AFTER),
+    "model_flops": re.compile(r"#?\s*(?P<prefix>[kmgt])?(flops|macs)" + _UNIT_AFTER),
     # "ImageNet Top-1", "IN-1k acc.": a bare "ImageNet" stays a task (a linear-probe or zero-shot target)
     "model_source_accuracy": re.compile(r"(imagenet|in-?1k|imagenet-1k)\s*(top-?1|acc\.?|accuracy)(\s*(acc\.?|accuracy))?"
                                         r"\s*(\(.*\))?|source accuracy"),
@@ -318,6 +325,60 @@ def task_fact_name(name: str) -> str | None:
 def _fact_name(name: str, headers: dict[str, re.Pattern]) -> str | None:
     folded = " ".join(str(name).strip().lower().split())
     return next((fact for fact, pattern in headers.items() if pattern.fullmatch(folded)), None)
+
+
+# The model facts that are counts, each with the unit its cells are likely in when a table gives none
+# but they look like one (all below :data:`_SMALLEST_COUNT`), and a header that would say so.
+COUNT_FACTS = {"model_parameters": ("millions", "'Params (M)'"),
+               "model_flops": ("millions or billions", "'FLOPs (M)' or 'GFLOPs'")}
+# No vision model has fewer parameters (or FLOPs) than this: a column of counts all below it is in millions
+_SMALLEST_COUNT = 10_000
+# A count's unit as a header ("Params (M)", "GFLOPs") or a cell ("86.6M", "1.3B", "390K") writes it
+_COUNT_UNITS = {"k": 1e3, "thousand": 1e3, "thousands": 1e3, "m": 1e6, "mil": 1e6, "mil.": 1e6, "million": 1e6,
+                "millions": 1e6, "b": 1e9, "bn": 1e9, "g": 1e9, "billion": 1e9, "billions": 1e9, "t": 1e12}
+_COUNT_CELL = re.compile(r"^(?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*(?P<unit>[kmbgt]|bn)?$",
+                         re.IGNORECASE)
+
+
+def count_unit(name: str) -> float:
+    """How many of a count fact (:data:`COUNT_FACTS`) one cell of a column (or row) so named holds: 1e6
+    for "Params (M)" or "#Params [M]", 1e9 for "GFLOPs" or "FLOPs (G)"; 1 when the name gives no unit."""
+    folded = " ".join(str(name).strip().lower().split())
+    for fact in COUNT_FACTS:
+        match = MODEL_FACT_HEADERS[fact].fullmatch(folded)
+        if match:
+            unit = match.groupdict().get("prefix") or match["unit"] or ""
+            return _COUNT_UNITS.get(re.sub(r"^[\s(\[/]*(?:in\s+)?|[\s)\]]*$", "", unit), 1.0)
+    return 1.0
+
+
+def _read_with_unit(written: str, read: str) -> str:
+    """A column's name as :class:`ReadAs` says it was read: a count's with the unit applied
+    ("model_parameters (x 1e6)" for "Params (M)")."""
+    unit = count_unit(written) if read in COUNT_FACTS else 1.0
+    return read if unit == 1.0 else f"{read} (x 1e{np.log10(unit):.0f})"
+
+
+def _raw_counts(cells: pd.Series, header: str, fact: str) -> tuple[pd.Series, Note | None]:
+    """A count fact's cells as raw counts: times the unit of their header (``header``, as the table wrote it;
+    "Params (M)": 86.6 is 86,600,000) or their own ("86.6M", "1.3B", "390K"), which wins; cells that are not a
+    number are kept as written. Cells without a unit are kept as they are; when they look like millions (all
+    below :data:`_SMALLEST_COUNT`), a note says so rather than guess."""
+    header_unit = count_unit(header)
+    text = _number_text(cells.astype(object).where(cells.isna(), cells.astype(str)))  # a dash: NaN
+    parts = text.str.extract(_COUNT_CELL)
+    numbers, cell_units = pd.to_numeric(parts["number"], errors="coerce"), parts["unit"].str.lower().map(_COUNT_UNITS)
+    plain = numbers[cell_units.isna()].dropna() if header_unit == 1.0 else pd.Series(dtype=float)
+    note = None
+    if len(plain) and plain.abs().max() < _SMALLEST_COUNT:
+        unit, example = COUNT_FACTS[fact]
+        note = Note(f"{header!r} holds {plain.min():g} to {plain.max():g}: that looks like {unit}, not a count (no "
+                    f"vision model has fewer than {_SMALLEST_COUNT:,}); imported as written; if they are {unit}, write "
+                    f"the unit in the header, e.g. {example}, and import again")
+    if header_unit == 1.0 and cell_units.isna().all():
+        return cells, note
+    counts = (numbers * cell_units.fillna(header_unit)).round()
+    return _numbers_where_all_are(counts.astype(object).where(numbers.notna(), text)), note
 
 
 # A wide table's corner cell naming both of its axes, rows first: "Model \ Dataset", "Models / Tasks",
@@ -442,6 +503,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     notes += index_notes
     written = [str(c).strip() for c in raw.columns]
     raw.columns = canonical_columns(raw.columns)
+    count_headers = {read: as_written for as_written, read in zip(written, raw.columns) if read in COUNT_FACTS}
     error_column = _error_column(raw.columns)
     if error_column is not None and scores == "accuracy":
         raise TableError(f"{str(path)!r}: its score column {error_column!r} is named as an error rate; import it "
@@ -456,7 +518,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     if layout == "auto" and str(raw.columns[0]).startswith("Unnamed:") and _layout_or_none(raw.columns) is None:
         raw = raw.rename(columns={raw.columns[0]: _unnamed_key_column(raw, path)})
         written[0] = "(the first column, without a name)"
-    read_as = tuple((w, c) for w, c in zip(written, raw.columns) if w.lower() != c.lower())
+    read_as = tuple((w, _read_with_unit(w, c)) for w, c in zip(written, raw.columns) if w.lower() != c.lower())
     if read_as:
         notes.insert(0, ReadAs(read_as))
     if group_rows:
@@ -495,7 +557,8 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         skipped.extend(left_out)
         long, fact_rows = _wide_rows(raw, path, key="model" if layout == "wide" else "task")
         if fact_rows:
-            skipped.append(ReadAs(fact_rows))
+            skipped.append(ReadAs(tuple((k, _read_with_unit(k, f)) for k, f in fact_rows)))
+            count_headers.update({f: k for k, f in fact_rows if f in COUNT_FACTS})
     else:
         facts = _fact_columns(raw, ("model_", "task_"), path)
         unread = [c for c in raw.columns if c not in ("model", "task", "score", *facts)]
@@ -507,6 +570,9 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
                              "score": _numbers(raw, "score", path)}).join(raw[facts])
     long, skipped_here = _without_summaries(long)
     skipped += skipped_here
+    for fact in [fact for fact in COUNT_FACTS if fact in long.columns]:  # "Params (M)", "86.6M": raw counts
+        long[fact], note = _raw_counts(long[fact], count_headers.get(fact, fact), fact)
+        skipped += [note] if note else []
     if not allow_mixed_scale and scores != "error":  # an error under 1% is no fraction (and one above 100 an error)
         _refuse_cells_off_scale(long, path)
     if scores == "error":  # before the repeats: the best of a grid is its lowest error

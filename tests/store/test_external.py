@@ -45,7 +45,7 @@ def table(tmp_path):
     rng = np.random.default_rng(0)
     rows = [(f"m{i}", f"t{j}", float(rng.random())) for i in range(5) for j in range(4) if (i, j) != (2, 3)]
     frame = pd.DataFrame(rows, columns=["model", "task", "score"])
-    frame["model_parameters"] = frame["model"].str[1:].astype(int) * 1000 + 1
+    frame["model_parameters"] = frame["model"].str[1:].astype(int) * 1_000_000 + 1
     frame.to_csv(tmp_path / "mine.csv", index=False)
     return tmp_path / "mine.csv", frame
 
@@ -56,7 +56,7 @@ def test_import_reads_back_exactly_and_is_idempotent(store, table):
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
     truth = frame.pivot(index="model", columns="task", values="score")
     pd.testing.assert_frame_equal(km.values, truth, check_names=False)  # bit for bit
-    assert km.model_facts.loc["m3", "parameters"] == 3001
+    assert km.model_facts.loc["m3", "parameters"] == 3_000_001
     assert imported(store, path) == (0, 19)
     counts = runs_per_cell(store)
     assert len(counts) == 19 and (counts == 1).all()
@@ -186,20 +186,71 @@ def test_a_papers_model_columns_and_rows_are_read_as_model_facts_and_said_so(sto
     wide.write_text("Method,Params (M),GFLOPs,ImageNet Top-1,CIFAR-10,DTD\nResNet-50,25.6,4.1,76.1,96.3,72.1\n"
                     "ViT-B/16,86.6,17.6,81.1,98.1,75.3\n")
     transposed = tmp_path / "transposed.csv"
-    transposed.write_text("Dataset,ResNet-50,ViT-B/16\n#Params,25.6,86.6\nCIFAR-10,96.3,98.1\nDTD,72.1,75.3\n")
+    transposed.write_text("Dataset,ResNet-50,ViT-B/16\n#Params (M),25.6,86.6\nCIFAR-10,96.3,98.1\nDTD,72.1,75.3\n")
     lines = []
     imported(store, wide, source="wide", report=lines.append)
     imported(store, transposed, source="transposed", report=lines.append)
     assert without_facts_note(lines) == [
-        "wide.csv: read 'Method' as model, 'Params (M)' as model_parameters, 'GFLOPs' as model_flops, "
-        "'ImageNet Top-1' as model_source_accuracy",
-        "transposed.csv: read 'Dataset' as task", "transposed.csv: read '#Params' as model_parameters"]
+        "wide.csv: read 'Method' as model, 'Params (M)' as model_parameters (x 1e6), 'GFLOPs' as model_flops "
+        "(x 1e9), 'ImageNet Top-1' as model_source_accuracy",
+        "transposed.csv: read 'Dataset' as task", "transposed.csv: read '#Params (M)' as model_parameters (x 1e6)"]
     as_wide, as_transposed = (tracking.load_matrix("external", source=name, mlflow_client=store)
                               for name in ("wide", "transposed"))
     pd.testing.assert_frame_equal(as_wide.values, as_transposed.values)
     assert list(as_wide.values.columns) == ["CIFAR-10", "DTD"]
-    assert as_wide.model_facts.loc["ViT-B/16"].to_dict() == {"parameters": 86.6, "flops": 17.6, "source_accuracy": 81.1}
-    assert as_transposed.model_facts["parameters"].to_dict() == {"ResNet-50": 25.6, "ViT-B/16": 86.6}
+    assert as_wide.model_facts.loc["ViT-B/16"].to_dict() == {"parameters": 86.6e6, "flops": 17.6e9,
+                                                             "source_accuracy": 81.1}
+    assert as_transposed.model_facts["parameters"].to_dict() == {"ResNet-50": 25.6e6, "ViT-B/16": 86.6e6}
+
+
+@pytest.mark.parametrize("header, cell, fact, count", [
+    ("Params (M)", "86.6", "model_parameters", 86.6e6), ("#Params [M]", "86.6", "model_parameters", 86.6e6),
+    ("Params M", "86.6", "model_parameters", 86.6e6), ("Params/M", "86.6", "model_parameters", 86.6e6),
+    ("Params (Mil.)", "86.6", "model_parameters", 86.6e6), ("Params (millions)", "86.6", "model_parameters", 86.6e6),
+    ("Params (B)", "1.3", "model_parameters", 1.3e9), ("Params (billions)", "1.3", "model_parameters", 1.3e9),
+    ("Params (K)", "390", "model_parameters", 390e3), ("Params (thousands)", "390", "model_parameters", 390e3),
+    ("GFLOPs", "17.6", "model_flops", 17.6e9), ("FLOPs (G)", "17.6", "model_flops", 17.6e9),
+    ("MFLOPs", "600", "model_flops", 600e6), ("FLOPs (M)", "600", "model_flops", 600e6),
+    ("FLOPs (T)", "1.2", "model_flops", 1.2e12)])
+def test_a_counts_unit_in_the_header_is_applied_and_said(tmp_path, header, cell, fact, count):
+    """Papers print parameters in millions ("Params (M)": 86.6 for ViT-B/16) and FLOPs in billions: stored as the
+    raw count the built-in models store and --max-parameters compares, the unit said with the column's reading."""
+    path = tmp_path / "units.csv"
+    path.write_text(f"Model,{header},CIFAR-10\nvit_b16,{cell},98.1\n")
+    table, notes = external.read_rows(path)
+    assert table[fact].tolist() == [count]
+    assert f"{header!r} as {fact} (x 1e{np.log10(count / float(cell)):.0f})" in str(notes[0])
+    assert len(notes) == 1  # no note that the counts look like millions
+
+
+def test_a_counts_unit_in_its_cells_is_applied(tmp_path):
+    """'86.6M', '25.6 M', '1.3B', '390K' in a parameters column are raw counts; a dash is not measured."""
+    path = tmp_path / "cells.csv"
+    path.write_text("Model,Params,GFLOPs,CIFAR-10\nvit_b16,86.6M,17.6,98.1\nr50,25.6 M,4.1,96.3\n"
+                    "vit_g14,1.3B,-,99.0\ntiny,390K,0.1,80.0\n")
+    table, notes = external.read_rows(path)
+    assert table.set_index("model")["model_parameters"].to_dict() == {
+        "vit_b16": 86.6e6, "r50": 25.6e6, "vit_g14": 1.3e9, "tiny": 390e3}
+    assert table.set_index("model")["model_flops"].dropna().to_dict() == {"vit_b16": 17.6e9, "r50": 4.1e9, "tiny": 1e8}
+    assert [str(note) for note in notes] == [
+        "read 'Params' as model_parameters, 'GFLOPs' as model_flops (x 1e9)"]
+
+
+def test_counts_that_look_like_millions_without_a_unit_are_kept_and_said(tmp_path):
+    """A 'Params' column of 25.6 and 86.6 is in millions (no vision model has fewer than 10,000 parameters),
+    but nothing is guessed: imported as written, with a note asking for the unit in the header."""
+    path = tmp_path / "no_unit.csv"
+    path.write_text("Model,Params,CIFAR-10\nr50,25.6,96.3\nvit_b16,86.6,98.1\n")
+    table, notes = external.read_rows(path)
+    assert table["model_parameters"].tolist() == [25.6, 86.6]
+    assert [str(note) for note in notes] == [
+        "read 'Params' as model_parameters",
+        "'Params' holds 25.6 to 86.6: that looks like millions, not a count (no vision model has fewer than 10,000); "
+        "imported as written; if they are millions, write the unit in the header, e.g. 'Params (M)', and import again"]
+    path.write_text("Model,Params,CIFAR-10\nr50,25557032,96.3\nvit_b16,86567656,98.1\n")  # raw counts: nothing said
+    table, notes = external.read_rows(path)
+    assert table["model_parameters"].tolist() == [25557032, 86567656]
+    assert [str(note) for note in notes] == ["read 'Params' as model_parameters"]
 
 
 def test_a_markdown_table_from_a_model_zoo_readme_imports_like_its_csv(store, tmp_path):
@@ -208,8 +259,8 @@ def test_a_markdown_table_from_a_model_zoo_readme_imports_like_its_csv(store, tm
         "| Model | Params (M) | CIFAR-10 | DTD |\n|:------|-----------:|---------:|----:|\n"
         "| [ResNet-50](https://example.org/r50) | 25.6 | 96.3 | 72.1 |\n| **ViT-B/16** | 86.6 | **98.1** | - |\n"
         "| `mnv2` | 3.5 | 94.0 | 70.0 |\n\nTable 1: fine-tune accuracy.\n")
-    (tmp_path / "zoo.csv").write_text("model,model_parameters,CIFAR-10,DTD\nResNet-50,25.6,96.3,72.1\n"
-                                      "ViT-B/16,86.6,98.1,\nmnv2,3.5,94.0,70.0\n")
+    (tmp_path / "zoo.csv").write_text("model,model_parameters,CIFAR-10,DTD\nResNet-50,25600000,96.3,72.1\n"
+                                      "ViT-B/16,86600000,98.1,\nmnv2,3500000,94.0,70.0\n")
     lines = []
     imported(store, tmp_path / "zoo.md", source="md", report=lines.append)
     assert "zoo.md: 1 cell(s) skipped, no score (empty, nan or a dash): line 4 (e.g. ViT-B/16 x DTD = nan)" in lines
