@@ -10,7 +10,8 @@ Input (a DataFrame), either
   output rows), or ``dataset``: a public dataset's name, whose facts fill the ones not sent (as
   ``fennec rank --dataset``, from fennec_mlflow/resources/task_facts.csv); a recommender built
   without an encoder needs the facts only; or
-- images, all rows one target task: column ``image`` holding base64-encoded image files
+- images: column ``image`` holding base64-encoded image files, one per row, all rows one target task
+  or, with ``task_id``, the rows of each task_id one task
   (PNG/JPEG/...), optionally ``class_count``; the server encodes them with the proxy
   encoder saved inside the model.
 
@@ -395,14 +396,28 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
         if images:
             from fennec_mlflow.data.proxy import image_proxy_features
 
-            decoded = decode_images(frame["image"].dropna())
-            proxy = image_proxy_features(self.encoder(), decoded, sample_size=bundle.proxy_sample_size)
-            class_count = _first(frame, "class_count")
-            requests = [(proxy, task_meta_row(class_count, len(decoded), _first(frame, "domain"), bundle))]
-            if not np.isfinite(proxy).all():
-                raise RankRequestError("task 0: proxy features contain NaN or inf")
-            if ID_COLUMN in present:
-                task_ids = [_first(frame, ID_COLUMN)]
+            missing = frame["image"].isna().to_numpy()
+            if missing.any():
+                raise RankRequestError(f"row {int(np.flatnonzero(missing)[0])}: no image; an image request sends "
+                                       "one image file per row")
+            if len(frame) > MAX_IMAGES:
+                raise RankRequestError(f"{len(frame)} images in one request; send at most {MAX_IMAGES}")
+            # The rows of one task_id are one task's images (no task_id: all rows are one task).
+            groups = [frame] if ID_COLUMN not in present else [
+                rows for _, rows in frame.groupby(frame[ID_COLUMN].astype(str), sort=False, dropna=False)]
+            if ID_COLUMN in present and frame[ID_COLUMN].isna().any():
+                raise RankRequestError(f"row {int(np.flatnonzero(frame[ID_COLUMN].isna().to_numpy())[0])}: no "
+                                       f"{ID_COLUMN}; when one image row names its task, every row must")
+            requests, task_ids = [], [] if ID_COLUMN in present else None
+            for index, rows in enumerate(groups):
+                decoded = decode_images(rows["image"])
+                proxy = image_proxy_features(self.encoder(), decoded, sample_size=bundle.proxy_sample_size)
+                if not np.isfinite(proxy).all():
+                    raise RankRequestError(f"task {index}: proxy features contain NaN or inf")
+                requests.append((proxy, task_meta_row(_first(rows, "class_count"), len(decoded),
+                                                      _first(rows, "domain"), bundle)))
+                if task_ids is not None:
+                    task_ids.append(_first(rows, ID_COLUMN))
         else:
             requests = fast_path_tasks(frame, bundle)
             if ID_COLUMN in present:

@@ -9,6 +9,7 @@ import time
 import urllib.request
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -126,6 +127,16 @@ def test_images_are_encoded_inside_the_model(registered):
     assert len(ranking) == 4 and set(ranking["model"]) <= set(MODELS)
     with pytest.raises(Exception, match="not a base64-encoded image"):
         model.predict(pd.DataFrame({"image": ["not an image"]}))
+    # Two tasks' images in one request, told apart by task_id: each ranked as it is alone.
+    other = synthetic_task(HISTORY[0], samples_per_class=10)
+    both = pd.concat([frame.assign(task_id="outlines"),
+                      pd.DataFrame({"image": pyfunc.encode_image_files(other.images()), "task_id": "history"})])
+    answer = model.predict(both, params={"top_k": 4})
+    assert answer.groupby("task_id")["task_index"].first().to_dict() == {"outlines": 0, "history": 1}
+    alone = model.predict(both[both["task_id"] == "history"].drop(columns="task_id"), params={"top_k": 4})
+    np.testing.assert_allclose(answer[answer["task_id"] == "history"]["score"], alone["score"])
+    with pytest.raises(Exception, match="row 1: no task_id"):
+        model.predict(frame.assign(task_id=["a", None, *["a"] * (len(frame) - 2)]))
 
 
 def test_the_same_image_files_rank_alike_over_rest_and_from_a_folder(registered, tmp_path):
