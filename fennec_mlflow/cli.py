@@ -33,6 +33,14 @@ def _split(value: str) -> list[str]:
 NOT_GIVEN = ("", "none", "default")  # MLproject's defaults for "not given" (MLflow would log '' as the literal '')
 
 
+def how_to_see_runs() -> str:
+    """Where the user sees the runs: a tracking server's own UI, else `mlflow ui` on the local store."""
+    uri = tracking.client().tracking_uri
+    if uri.startswith(("http://", "https://", "databricks")):
+        return f"open {uri} in a browser (the tracking server's UI)"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
 def top_models(count: int) -> str:
     return "The top model" if count == 1 else f"Top {count} models"
 
@@ -618,8 +626,9 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
             click.echo(f"Predicted fine-tune accuracy of {first['model']!r}: {first['predicted_accuracy']:.3g} "
                        f"(interval {first['accuracy_low']:.3g} to {first['accuracy_high']:.3g}).")
     if known_from_store:
-        click.echo(f"note: {ranking.attrs.get('known_from_store', 0)} fine-tune(s) of {task.name!r} found in "
-                   f"experiment {experiment!r} and used as known scores")
+        found = ranking.attrs.get("known_from_store", 0)
+        click.echo(f"note: {found} fine-tune(s) of {task.name!r} found in experiment {experiment!r}"
+                   + (" and used as known scores" if found else "; ranked without known scores"))
     unlabelled_note = None if isinstance(task, TaskFacts) else single_class_note(task)
     if unlabelled_note:
         click.echo(f"note: {unlabelled_note}")
@@ -640,9 +649,8 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
         else:
             ranking.to_csv(output, index=False)
         click.echo(f"ranking written to {output}")
-    uri = tracking.client().tracking_uri
     click.echo(f"Logged as run {run_id} ('rank-{task.name}') in experiment {experiment!r}; to see it: "
-               f"mlflow ui --backend-store-uri {uri}")
+               f"{how_to_see_runs()}")
 
 
 def _profiled_models(value: str) -> tuple[list[str], str]:
@@ -788,12 +796,11 @@ def evaluate(benchmark, estimators, experiment, workdir, **store):
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         click.echo(table.to_string())
     click.echo(UNITS)
-    uri = tracking.client().tracking_uri
     if leaderboard:
         click.echo(f"Leaderboard: run {leaderboard} ('leaderboard-{benchmark}', the estimator runs are its children) "
-                   f"in experiment {where!r}; to see it: mlflow ui --backend-store-uri {uri}")
+                   f"in experiment {where!r}; to see it: {how_to_see_runs()}")
     else:
-        click.echo(f"To see the runs: mlflow ui --backend-store-uri {uri} (experiment {where!r})")
+        click.echo(f"To see the runs: {how_to_see_runs()} (experiment {where!r})")
 
 
 @main.command()
@@ -840,6 +847,8 @@ def matrix(kind, estimator, source, output, experiment):
     try:
         output = _checked_output(output, (".csv",))
         km = tracking.load_matrix(kind, experiment=experiment, estimator=estimator, source=source)
+        if km.values.empty and _given(source) is not None:  # a source name mistyped is no empty matrix
+            raise tracking.TrackingError(tracking.missing_runs_message(kind, experiment, source=source))
     except FennecError as exc:
         _fail(exc)
     if kind == "external" and _given(source) is None:

@@ -106,10 +106,14 @@ def constrain(bundle, params: dict, candidates: list[str] | None) -> tuple[list[
     chosen = [n for n in names if keep[n]]
     if not chosen:
         measured = int(pd.to_numeric(table["latency_ms"], errors="coerce").notna().sum())
+        licensed = int(table["licence"].map(lambda v: isinstance(v, str) and bool(v)).sum())
+        why = [f"{measured} of {len(names)} candidates have a measured profile (`fennec profile`, then rebuild)"
+               ] if max_latency or max_memory else []
+        why += [f"{licensed} of {len(names)} have a known licence (a model's licence is known only where the "
+                "built-in zoo names it)"] if licences else []
         raise ConstraintError(
             f"no candidate model meets max_latency_ms={max_latency:g}, max_memory_mb={max_memory:g}, "
-            f"licence={params.get('licence') or 'any'!r} ({measured} of {len(names)} candidates have a measured "
-            "profile; measure them with `fennec profile` and rebuild, or relax the limits)")
+            f"licence={params.get('licence') or 'any'!r} ({'; '.join(why)}; relax the limits)")
     unknown = {why: models for why, models in unknown.items() if models}
     note = "; ".join(f"{len(models)} left out for {why}: {', '.join(map(str, models[:5]))}"
                      f"{' ...' if len(models) > 5 else ''}" for why, models in unknown.items())

@@ -115,7 +115,7 @@ class Quality:
             return f"Ranking quality unmeasured: {self.reason}."
         v = self.validation
         return (f"Validated on the store's {self.truth} ground truth ({len(v.targets)} targets, {v.method}): "
-                f"mean leave-one-task-out Pearson {100 * v.validated_mean_pearson:.1f} x 1e-2, popularity on the "
+                f"mean leave-one-task-out Pearson x 100 {100 * v.validated_mean_pearson:.1f}, popularity on the "
                 f"same targets {100 * v.popularity_mean_pearson:.1f}. History: {self.history}.")
 
 
@@ -241,7 +241,9 @@ def choose_alias(quality: Quality, mlflow_client=None, name: str = pyfunc.REGIST
                             f"{ground_truth_words(quality.truth, quality.validation.targets)}, so their figures are "
                             "not comparable; the champion stays (move the alias by hand if this one should serve)")
     new = quality.validation.validated_mean_pearson
-    verdict = f"validated {100 * new:.1f} vs the champion's (version {champion.version}) {100 * float(current):.1f}"
+    digits = 1 if round(100 * new, 1) != round(100 * float(current), 1) else 3  # a tie as shown is no tie
+    verdict = (f"validated {100 * new:.{digits}f} vs the champion's (version {champion.version}) "
+               f"{100 * float(current):.{digits}f}")
     return (pyfunc.CHAMPION, verdict) if new >= float(current) else (CHALLENGER, verdict)
 
 

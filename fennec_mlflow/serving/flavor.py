@@ -293,7 +293,7 @@ def fast_path_tasks(frame: pd.DataFrame, bundle: RankerBundle) -> list[tuple[np.
         if wrong.any():
             row = int(np.flatnonzero(wrong)[0])
             raise RankRequestError(f"row {row}: {name} must be a number in [{least}, {upper:g}] or missing, "
-                                   f"got {values[row]!r}")
+                                   f"got {float(values[row]):g}")
     domains = frame["domain"].tolist() if "domain" in present else [None] * len(frame)
     for row, domain in enumerate(domains):
         check_domain(domain, bundle, f"row {row}: ")
@@ -510,7 +510,7 @@ def parse_known_scores(text: str, bundle: RankerBundle) -> dict[str, float]:
         known = {str(k): float(v) for k, v in json.loads(text).items()}
     except (ValueError, AttributeError, TypeError) as exc:
         raise RankRequestError('known_scores must be a string holding a JSON object {"model name": score, ...}, '
-                               'e.g. json.dumps({"resnet20_cifar10": 0.9})') from exc
+                               'on the history\'s scale, e.g. json.dumps({"resnet20_cifar10": 91.3})') from exc
     models = [str(name) for name in bundle.model_meta.index]
     unknown = sorted(set(known) - set(models))
     if unknown:

@@ -19,7 +19,8 @@ from fennec_mlflow.serving import flavor as pyfunc
 from fennec_mlflow.serving.answers import predicted_regime
 from fennec_mlflow.store import tracking
 
-SCORE_UNITS = ("score = predicted z-score of the model's fine-tuned accuracy on the target (0 = an average "
+SCORE_UNITS = ("score = predicted z-score of the model on the target in the history's terms (its fine-tuned "
+               "accuracy where the history holds fine-tunes, else its transferability score; 0 = an average "
                "model of the history, +1 = one standard deviation better) = bias (popularity, among history tasks "
                "with similar facts when the task's facts are known) + transfer + meta "
                "(task-specific adjustments, shrunk by how well they predicted held-out history tasks); "
