@@ -236,6 +236,11 @@ def choose_alias(quality: Quality, mlflow_client=None, name: str = pyfunc.REGIST
         return CHALLENGER, (f"the champion (version {champion.version}) is validated ({100 * float(current):.1f}) "
                             "and this version is unmeasured")
     elsewhere = other_ground_truth(quality, champion.tags)
+    changed = None if elsewhere else changed_truth_cells(quality, mlflow_client, champion.run_id)
+    if changed:  # the champion's figure was measured on cells that no longer hold: it has none on today's
+        return pyfunc.CHAMPION, (f"the champion (version {champion.version}) was validated on {quality.truth} as it "
+                                 f"was then; {changed} of those cells have changed or gone since, so its figure no "
+                                 "longer holds and this version, validated on the current table, takes over")
     if elsewhere:
         return CHALLENGER, (f"the champion (version {champion.version}) was validated on {elsewhere}, this version on "
                             f"{ground_truth_words(quality.truth, quality.validation.targets)}, so their figures are "
@@ -264,6 +269,22 @@ def other_ground_truth(quality: Quality, champion_tags: dict) -> str | None:
     if truth == str(quality.truth) and grown:
         return None
     return ground_truth_words(truth, targets.split(",") if targets else [])
+
+
+TRUTH_ARTIFACT = "validation_truth.csv"
+
+
+def changed_truth_cells(quality: Quality, mlflow_client, run_id: str | None) -> int | None:
+    """How many of the cells the version of ``run_id`` was validated on the new validation's truth no
+    longer holds as they were (a corrected table); None when that run kept no such record."""
+    try:
+        before = tracking.download_csv(mlflow_client, run_id, TRUTH_ARTIFACT)
+    except (mlflow.exceptions.MlflowException, OSError, TypeError):
+        return None
+    before.index, before.columns = before.index.map(str), before.columns.map(str)
+    now = quality.validation.truth.reindex(index=before.index, columns=before.columns)
+    kept = np.isclose(before.to_numpy(float), now.to_numpy(float), rtol=0.0, atol=1e-9)
+    return int((before.notna().to_numpy() & ~kept).sum())
 
 
 def _input_of(mlflow_client, run_id: str | None) -> str | None:
@@ -389,6 +410,7 @@ def build(
         validation = quality.validation
         artifacts = {"validation_trials.csv": None if validation is None else validation.trials,
                      "validation_folds.csv": None if validation is None else validation.folds,
+                     TRUTH_ARTIFACT: None if validation is None else validation.truth,
                      **(extra_artifacts or {})}
         tracking.log_artifacts(mlflow.MlflowClient(), run.info.run_id,
                                {name: value for name, value in artifacts.items() if value is not None})

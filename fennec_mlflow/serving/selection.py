@@ -365,6 +365,7 @@ class Validation:
     seconds: float = 0.0
     trials: pd.DataFrame | None = None
     folds: pd.DataFrame | None = None
+    truth: pd.DataFrame | None = None  # the cells it was measured on (models x targets)
 
 
 def validate(data: TuningData, *, tune: bool, params: Mapping | None = None, n_trials: int = config.TUNE_N_TRIALS,
@@ -381,7 +382,7 @@ def validate(data: TuningData, *, tune: bool, params: Mapping | None = None, n_t
         chosen = fennec_params(default_params(data, fixed), fixed)
         value = loto_evaluation(data, chosen).summary["mean_pearson"]
         return Validation(chosen, float(value), float(popularity), "leave-one-task-out (parameters not tuned)",
-                          list(data.targets), seconds=time.perf_counter() - start)
+                          list(data.targets), seconds=time.perf_counter() - start, truth=data.P[list(data.targets)])
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     bar = tqdm(total=n_trials + len(data.targets), desc=f"validate: {n_trials} Optuna trials, then nested CV over "
@@ -399,7 +400,7 @@ def validate(data: TuningData, *, tune: bool, params: Mapping | None = None, n_t
     return Validation(fennec_params(chosen.params, fixed), nested.mean_pearson, float(popularity),
                       f"nested cross-validation ({n_trials} trials, {inner_trials} per inner study)",
                       list(data.targets), n_trials, float(study.best_value), time.perf_counter() - start,
-                      trials, nested.table())
+                      trials, nested.table(), data.P[list(data.targets)])
 
 
 # --------------------------------------------------------------------------- the store's own data

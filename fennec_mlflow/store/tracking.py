@@ -471,6 +471,13 @@ def download_json(mlflow_client: MlflowClient, run_id: str, path: str):
             return json.load(handle)
 
 
+def download_csv(mlflow_client: MlflowClient, run_id: str, path: str) -> pd.DataFrame:
+    """A CSV artifact of a run (a DataFrame logged by :func:`log_artifacts`), its first column the index."""
+
+    with env_override(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), tempfile.TemporaryDirectory() as tmp:
+        return pd.read_csv(mlflow_client.download_artifacts(run_id, path, tmp), index_col=0)
+
+
 def finish_run(mlflow_client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
     mlflow_client.set_terminated(run_id, status)
 

@@ -443,7 +443,9 @@ def test_figures_validated_on_another_ground_truth_never_move_the_champion(store
     assert str(store.get_model_version_by_alias("fennec", "champion").version) == ours.version
     again = planted_build(tune=False, alpha=0.0, shrinkage=0.0)  # the same ground truth: the figures compare
     assert again.alias_reason.startswith("validated ") and "vs the champion's" in again.alias_reason
-    import_planted(tmp_path, n_tasks=6)  # the store grew by a task: the champion's 5 targets are among the 6
+    grown = planted_long_table(n_tasks=6)  # the store grew by a task: the champion's 5 targets are among the 6
+    grown = pd.concat([planted_long_table(n_tasks=5), grown[grown["task"] == "task5"]])  # theirs as they were
+    import_table_file(write_table(grown, tmp_path / "planted.csv"), source="planted")
     grown = planted_build(tune=False)
     assert grown.alias_reason.startswith("validated ") and "vs the champion's" in grown.alias_reason
 
@@ -463,6 +465,26 @@ def test_a_version_reading_other_input_never_takes_over_the_champion(store, tmp_
         f"the champion (version {first.version}) places a task by its images, this version by its task facts")
     assert "--registered-model NAME" in facts.alias_reason
     assert str(store.get_model_version_by_alias("fennec", "champion").version) == first.version
+
+
+def test_a_champion_validated_on_cells_since_corrected_gives_way(store, tmp_path):
+    """A corrected table: the champion's figure was measured on values that no longer hold, so it is
+    no figure to beat; the version validated on the current table takes over, and says why."""
+    from fennec_mlflow.store.external import import_table
+
+    import_planted(tmp_path)
+    planted_build(tune=False)
+    same = planted_build(tune=False, alpha=0.0, shrinkage=0.0)  # unchanged table: the figures compare
+    assert same.alias_reason.startswith("validated ")
+    corrected = planted_long_table(n_tasks=5)
+    corrected.loc[0, "score"] += 7.0
+    import_table(write_table(corrected, tmp_path / "planted.csv"), source="planted", progress=False)
+    champion = store.get_model_version_by_alias("fennec", "champion").version
+    after = planted_build(tune=False, alpha=0.0, shrinkage=0.0)
+    assert after.alias == "champion" and after.alias_reason == (
+        f"the champion (version {champion}) was validated on external:planted as it was then; 1 of those "
+        "cells have changed or gone since, so its figure no longer holds and this version, validated on the "
+        "current table, takes over")
 
 
 def test_a_version_validated_below_popularity_is_warned_about():
