@@ -145,8 +145,9 @@ def check_task_facts(class_count, sample_count) -> None:
                                       ("sample_count", sample_count, MAX_SAMPLE_COUNT, 1)):
         if value is None or (isinstance(value, float) and np.isnan(value)):
             continue
-        if not isinstance(value, (int, float, np.number)) or not least <= float(value) <= upper:
-            raise RankRequestError(f"{name} must be a number in [{least}, {upper:g}] or missing, got {value!r}")
+        if not isinstance(value, (int, float, np.number)) or not least <= float(value) <= upper \
+                or float(value) % 1:
+            raise RankRequestError(f"{name} must be a whole number in [{least}, {upper:g}] or missing, got {value!r}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -159,7 +160,11 @@ def public_domains() -> tuple[str, ...]:
 def check_domain(domain, bundle: RankerBundle, where: str = "") -> None:
     """A domain one letter off a known one (the history's or a public dataset's) is a typo, refused
     with the name meant; any other new domain is a fact: unlike every history domain."""
-    if not isinstance(domain, str) or not domain or domain in bundle.domains:
+    if domain is None or (isinstance(domain, float) and np.isnan(domain)):
+        return
+    if not isinstance(domain, str):
+        raise RankRequestError(f"{where}domain must be a text such as 'natural' or missing, got {domain!r}")
+    if not domain or domain in bundle.domains:
         return
     known = sorted(set(bundle.domains) | set(public_domains()))
     close = difflib.get_close_matches(domain, known, n=1, cutoff=0.8)
@@ -289,10 +294,10 @@ def fast_path_tasks(frame: pd.DataFrame, bundle: RankerBundle) -> list[tuple[np.
     classes, samples = _numbers(frame, "class_count", present), _numbers(frame, "sample_count", present)
     for name, values, least, upper in (("class_count", classes, 2, MAX_CLASS_COUNT),
                                        ("sample_count", samples, 1, MAX_SAMPLE_COUNT)):
-        wrong = ~np.isnan(values) & ~((values >= least) & (values <= upper))
+        wrong = ~np.isnan(values) & ~((values >= least) & (values <= upper) & (values % 1 == 0))
         if wrong.any():
             row = int(np.flatnonzero(wrong)[0])
-            raise RankRequestError(f"row {row}: {name} must be a number in [{least}, {upper:g}] or missing, "
+            raise RankRequestError(f"row {row}: {name} must be a whole number in [{least}, {upper:g}] or missing, "
                                    f"got {float(values[row]):g}")
     domains = frame["domain"].tolist() if "domain" in present else [None] * len(frame)
     for row, domain in enumerate(domains):

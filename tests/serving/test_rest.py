@@ -69,6 +69,10 @@ def test_a_domain_one_letter_off_is_refused_and_an_unknown_one_is_unknown():
     rows = flavor.fast_path_tasks(task_frame(2).assign(domain=["satellite", None]), bundle)
     assert rows[0][1]["domain=medical"] == 0.0  # a new domain is a fact: unlike the history's
     assert np.isnan(rows[1][1]["domain=medical"])  # no domain: not known (not "another domain")
+    with pytest.raises(flavor.RankRequestError, match="row 0: domain must be a text"):
+        flavor.fast_path_tasks(task_frame(1).assign(domain=[5]), bundle)
+    with pytest.raises(flavor.RankRequestError, match=r"row 0: class_count must be a whole number .* got 2.7"):
+        flavor.fast_path_tasks(task_frame(1).assign(class_count=[2.7]), bundle)
 
 
 def test_in_process_batch_equals_one_request_per_task_and_echoes_task_ids():
@@ -114,7 +118,7 @@ def test_train_size_and_a_public_dataset_name_are_facts_too():
     (lambda f: f.assign(dataset="no-such-dataset"), "row 0: no public dataset answers to 'no-such-dataset'"),
     (lambda f: f.assign(banana=1.0), "unknown column"),
     (lambda f: f.assign(class_count="many"), "class_count must be a number"),
-    (lambda f: f.assign(class_count=1.0), r"class_count must be a number in \[2"),
+    (lambda f: f.assign(class_count=1.0), r"class_count must be a whole number in \[2"),
     (lambda f: f.assign(sample_count=True), "sample_count must be a number"),
     (lambda f: f.assign(proxy_3="x"), "proxy_3 must be a number"),
     (lambda f: f.assign(proxy_0=np.inf), "NaN or inf"),
