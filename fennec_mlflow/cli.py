@@ -639,9 +639,10 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
     if history_task:
         which = ("one of this recommender's history tasks" if history_task == task.name
                  else f"the dataset of this recommender's history task {history_task!r}")
-        click.echo(f"note: {task.name!r} is {which}: its measured results are in the store (`fennec matrix --kind "
-                   f"best`, or the imported table) and were learned from; the ranking above is what Fennec "
-                   f"predicts for it, not those results.")
+        kind, _, source = (ranking.attrs.get("history_matrix") or "best").partition(":")
+        shown = f"fennec matrix --kind {kind}" + (f" --source {source}" if kind == "external" and source else "")
+        click.echo(f"note: {task.name!r} is {which}: its measured results are in the store (`{shown}`) and were "
+                   f"learned from; the ranking above is what Fennec predicts for it, not those results.")
     click.echo(SCORE_UNITS)
     if output is not None:
         if output.suffix.lower() == ".json":
@@ -827,10 +828,11 @@ def tune(benchmark, n_trials, storage, study_name, workers, nested_cv, experimen
     except FennecError as exc:
         _fail(exc)
     tracking.annotate_project_run("tune", {"best_mean_pearson": outcome.best_value})
-    click.echo(f"study {outcome.study_name!r}: {outcome.n_trials} trial(s); best mean Pearson "
-               f"{outcome.best_value:.3f} (a fraction, as logged) with {outcome.best_params} (parent run {outcome.parent_run_id})")
+    click.echo(f"study {outcome.study_name!r}: {outcome.n_trials} trial(s); best mean Pearson x 100 "
+               f"{100 * outcome.best_value:.1f} (logged as the fraction {outcome.best_value:.3f}) with "
+               f"{outcome.best_params} (parent run {outcome.parent_run_id})")
     if outcome.nested is not None:
-        click.echo(f"nested cross-validated mean Pearson (the honest figure): {100 * outcome.nested_mean_pearson:.1f}")
+        click.echo(f"nested cross-validated mean Pearson x 100 (the honest figure): {100 * outcome.nested_mean_pearson:.1f}")
     click.echo(f"popularity on the same targets: {100 * outcome.popularity_value:.1f}")
 
 

@@ -263,7 +263,8 @@ def _proxy_matrix(frame: pd.DataFrame, names: list[str], kinds: list[str], dim: 
     if min(positions) < 0:
         missing = [c for c, i in zip(columns, positions) if i < 0]
         raise RankRequestError(
-            f"send either an 'image' column (base64 image files) or the proxy features "
+            f"this recommender places a task by its images: send either an 'image' column (base64 image files, "
+            f"one per row) or the proxy features "
             f"proxy_0..proxy_{dim - 1} (or one list-valued column 'proxy'); "
             f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}")
     if all(kind in "fiu" for kind in kinds):  # the usual request: one numeric block

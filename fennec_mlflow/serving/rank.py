@@ -21,8 +21,8 @@ from fennec_mlflow.store import tracking
 
 SCORE_UNITS = ("score = predicted z-score of the model on the target in the history's terms (its fine-tuned "
                "accuracy where the history holds fine-tunes, else its transferability score; 0 = an average "
-               "model of the history, +1 = one standard deviation better) = bias (popularity, among history tasks "
-               "with similar facts when the task's facts are known) + transfer + meta "
+               "model of the history, +1 = one standard deviation better) = bias (popularity, among the history tasks "
+               "alike by their images' proxy or their facts, as the basis says) + transfer + meta "
                "(task-specific adjustments, shrunk by how well they predicted held-out history tasks); "
                "with known scores (known_score: what you told) the score also carries what they say about the "
                "other models, so it no longer equals that sum. "
@@ -172,6 +172,7 @@ def rank_task(
     ranking.attrs["in_history"] = history_task_of(target, history, store_names_of(target, experiment), namesake)
     ranking.attrs["history_namesake"] = namesake if namesake and target.name in history else None
     ranking.attrs["known_from_store"] = len(stored)
+    ranking.attrs["history_matrix"] = bundle.info.get("matrix")  # e.g. "best", "external:mine"
     if log:
         described = (f"placed by its facts: {target.num_samples} training images" if isinstance(target, TaskFacts)
                      else f"{target.num_samples} images from {target.source}")

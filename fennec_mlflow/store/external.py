@@ -478,6 +478,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
             raw = _markdown_table(lines)
             raw = _latex_table(lines, path) if raw is None else raw
             group_rows = raw.attrs.get("group_rows", ()) if raw is not None else ()
+            notes = list(raw.attrs.get("notes", ())) if raw is not None else []
             if raw is None:
                 delimiter = _delimiter(path, encoding)
                 above, notes = _rows_above_header([row for _, row in zip(range(_TITLE_ROWS_MAX + 3),
@@ -494,8 +495,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     raw = raw.dropna(how="all")
     footnotes = _footnote_rows(raw)
     if len(footnotes):
-        text = "; ".join(str(cell).strip() for cell in footnotes.iloc[:, 0])
-        notes.append(Note(f"{_lines(footnotes.index)} below the table left out ({text!r}: read as a note under the table)"))
+        notes.append(_footnote_note({number: str(cell).strip() for number, cell in footnotes.iloc[:, 0].items()}))
         raw = raw.drop(footnotes.index)
     if raw.empty:
         raise TableError(f"{str(path)!r} has a header but no rows")
@@ -823,6 +823,19 @@ def _title_note(titles: dict[int, str]) -> Note:
     return Note(f"{_lines(titles)} above the header left out" + (f" ({text!r}: a title)" if text else ""))
 
 
+def _footnote_note(footnotes: dict[int, str]) -> Note:
+    """``footnotes``: line (or row) number -> text."""
+    text = "; ".join(text for text in footnotes.values() if text)
+    return Note(f"{_lines(footnotes)} below the table left out ({text!r}: read as a note under the table)")
+
+
+def _notes_around(above: dict[int, str], below: dict[int, str]) -> list[Note]:
+    """The notes on the lines of text left out around a table read line by line (markdown, LaTeX):
+    ``above`` its header (a title), ``below`` its last row (a caption or source); line number -> text."""
+    return ([_title_note(above)] if any(above.values()) else []) + \
+        ([_footnote_note(below)] if any(below.values()) else [])
+
+
 def _footnote_rows(raw: pd.DataFrame) -> pd.DataFrame:
     """The last rows of a table of three columns or more whose only filled cell is the first: a
     source or footnote line under the table ("* numbers from [12]"), which no layout reads as a row."""
@@ -845,21 +858,37 @@ def _as_csv_column(cells: pd.Series) -> pd.Series:
 
 def _markdown_table(lines: list[str]) -> pd.DataFrame | None:
     """A markdown (pipe) table, as model zoos print them in their READMEs, as raw cells indexed by line
-    number; None when the file's ``lines`` do not start with one. Links keep their text and bold/code
-    marks go; the lines after the table (a caption) are ignored."""
+    number; None when the file's ``lines`` hold none: their first line of text is no table row, nor the
+    header of one (a row, then its delimiter row) under lines of text. Links keep their text and bold/code
+    marks go; the lines of text above the table (a title) and after it (a caption, a source) are left out,
+    and the frame's ``attrs["notes"]`` say so."""
     numbered = [(number, line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
-    if not numbered or not numbered[0][1].startswith("|"):
+    start = next((i for i, (_, line) in enumerate(numbered) if line.startswith("|")), len(numbered))
+    if start == len(numbered) or start > 0 and not _markdown_header(numbered[start + 1:start + 2]):
         return None
+    end = next((i for i in range(start, len(numbered)) if not numbered[i][1].startswith("|")), len(numbered))
     rows = []
-    for number, line in numbered:
-        if not line.startswith("|"):
-            break
-        cells = [_MARKDOWN_LINK.sub(r"\1", cell).strip().strip("*`_").strip() for cell in
-                 line.strip().strip("|").split("|")]
+    for number, line in numbered[start:end]:
+        cells = _markdown_cells(line)
         if _markdown_rule(cells, under_header=len(rows) == 1):
             continue
         rows.append((number, cells))
-    return _cells_frame(rows)
+    frame = _cells_frame(rows)
+    first = numbered[start][0]
+    frame.attrs["notes"] = _notes_around({number: lines[number - 1].strip() for number in range(1, first)},
+                                         dict(numbered[end:]))
+    return frame
+
+
+def _markdown_header(under: list[tuple[int, str]]) -> bool:
+    """Whether the (numbered) line ``under`` a table's first row is its delimiter row, so that row is a header."""
+    return bool(under) and under[0][1].startswith("|") and any(_markdown_cells(under[0][1])) and \
+        _markdown_rule(_markdown_cells(under[0][1]), under_header=True)
+
+
+def _markdown_cells(line: str) -> list[str]:
+    """A markdown table row's cells: links keep their text, bold and code marks go."""
+    return [_MARKDOWN_LINK.sub(r"\1", cell).strip().strip("*`_").strip() for cell in line.strip().strip("|").split("|")]
 
 
 def _markdown_rule(cells: list[str], under_header: bool) -> bool:
