@@ -53,7 +53,8 @@ Re-importing a table adds nothing for cells already imported from the same sourc
 value; a cell whose value changed (a corrected table), or whose earlier run holds no score, is
 written again and its earlier run deleted (after the new one is written, and reported); a cell
 whose earlier import was killed midway (an unfinished run) is written again and its unfinished run
-deleted, so a cell never has two runs.
+deleted, so a cell never has two runs; a cell that two imports run at once both wrote keeps its newest
+run, the others deleted by the next import of its table (and reported).
 """
 from __future__ import annotations
 
@@ -864,7 +865,8 @@ def _markdown_table(lines: list[str]) -> pd.DataFrame | None:
     and the frame's ``attrs["notes"]`` say so."""
     numbered = [(number, line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
     start = next((i for i, (_, line) in enumerate(numbered) if line.startswith("|")), len(numbered))
-    if start == len(numbered) or start > 0 and not _markdown_header(numbered[start + 1:start + 2]):
+    under = numbered[start + 1][1] if start + 1 < len(numbered) else ""
+    if start == len(numbered) or start > 0 and not _markdown_delimiter_row(under):  # text above: a title over a header
         return None
     end = next((i for i in range(start, len(numbered)) if not numbered[i][1].startswith("|")), len(numbered))
     rows = []
@@ -880,10 +882,11 @@ def _markdown_table(lines: list[str]) -> pd.DataFrame | None:
     return frame
 
 
-def _markdown_header(under: list[tuple[int, str]]) -> bool:
-    """Whether the (numbered) line ``under`` a table's first row is its delimiter row, so that row is a header."""
-    return bool(under) and under[0][1].startswith("|") and any(_markdown_cells(under[0][1])) and \
-        _markdown_rule(_markdown_cells(under[0][1]), under_header=True)
+def _markdown_delimiter_row(line: str) -> bool:
+    """Whether ``line`` is the row under a markdown table's header: rules ("|---|:-:|"), so the row above
+    is a header."""
+    cells = _markdown_cells(line)
+    return line.startswith("|") and any(cells) and _markdown_rule(cells, under_header=True)
 
 
 def _markdown_cells(line: str) -> list[str]:
@@ -902,6 +905,7 @@ def _markdown_rule(cells: list[str], under_header: bool) -> bool:
 
 _LATEX_RULE = re.compile(r"\\(?:hline|toprule|midrule|bottomrule|cline\{[^}]*\}|cmidrule(?:\([^)]*\))?\{[^}]*\})")
 _LATEX_COMMENT = re.compile(r"(?<!\\)%.*$")  # to the end of the line, unless escaped (\%)
+_LATEX_CAPTION = re.compile(r"\\caption(?:\[[^\]]*\])?\{(.*)\}")  # \caption[short]{text}
 _LATEX_FORMAT = re.compile(r"\\(?:textbf|textit|emph|underline|mathbf|text|texttt|textsc)\{([^{}]*)\}")
 
 
@@ -938,13 +942,22 @@ def _latex_table(lines: list[str], path: Path) -> pd.DataFrame | None:
     A row with a ``\multicolumn`` over several columns names groups of columns (``Fine-grained`` over
     three tasks) or of rows (a ``Self-supervised`` line): it is left out, and its line numbers are in the
     frame's ``attrs["group_rows"]``. A ``\multirow`` cell fills the empty cells below it (above it, for a
-    negative count) that it spans."""
+    negative count) that it spans. A ``\caption`` or a line of text above the header or below the last row
+    (a title, a source) is left out, and the frame's ``attrs["notes"]`` say so."""
     if not (path.suffix.lower() == ".tex" or any("\\\\" in line for line in lines)):
         return None  # no row ends: not LaTeX (a CSV is read as one)
     rows, group_rows, spans = [], [], {}  # spans: column -> (text, rows still to fill)
+    texts_around: dict[int, str] = {}  # line number -> the text of a \caption or of a line of text
     for number, line in enumerate(lines, start=1):
         line = _LATEX_RULE.sub("", _LATEX_COMMENT.sub("", line)).strip()
         if "&" not in line and "\\multicolumn" not in line or line.startswith("\\begin") or line.startswith("\\end"):
+            # not a row: a caption or a line of text ("{\small" holds none) is said if above the header or below
+            # the last row (a title, a source)
+            caption = _LATEX_CAPTION.match(line)
+            text = _latex_cell(caption.group(1) if caption else "" if line.startswith("\\") else
+                               re.sub(r"\\[A-Za-z]+", "", line))
+            if text:
+                texts_around[number] = text
             continue
         cells = [_latex_span(cell) for cell in line.rstrip("\\ ").split("&")]
         if any(command == "multicolumn" and count > 1 for _, command, count in cells):
@@ -972,6 +985,8 @@ def _latex_table(lines: list[str], path: Path) -> pd.DataFrame | None:
                          "every column; keep one header row that names every column, then import again")
     frame = _cells_frame(rows)
     frame.attrs["group_rows"] = tuple(group_rows)
+    frame.attrs["notes"] = _notes_around({n: text for n, text in texts_around.items() if n < rows[0][0]},
+                                         {n: text for n, text in texts_around.items() if n > rows[-1][0]})
     return frame
 
 
@@ -1277,7 +1292,9 @@ def import_table(
         (note if isinstance(rows, NOTES) and note else report or _warn)(f"{path.name}: {rows}")
     mlflow_client = mlflow_client or tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, experiment)
-    done = tracking.finished_cells(mlflow_client, experiment, "external")
+    # two imports run at once each write the cells they both found missing, so a cell may have several runs
+    cell_runs = tracking.finished_cell_runs(mlflow_client, experiment, "external")
+    done = {cell: run_ids[0] for cell, run_ids in cell_runs.items()}
     stored = tracking.load_matrix("external", source=source, experiment=experiment, mlflow_client=mlflow_client)
     mixed = tasks_in_other_units(table, stored, tracking.load_matrix(
         "external", experiment=experiment, mlflow_client=mlflow_client))
@@ -1287,8 +1304,9 @@ def import_table(
             f"{', ...' if len(mixed) > _EXAMPLES else ''}) are in another unit here (% or [0, 1]) than in the other "
             "tables imported into this store: a matrix of all sources (build or evaluate without --source) would "
             "mix the two in one column; re-import one table in the other's unit, or give --source")
-    records, replaced, changes = [], [], []
+    records, replaced, changes, duplicates = [], [], [], []
     for record in cell_records(table, source=source, source_file=path.name):
+        duplicates += cell_runs.get(record.cell, [])[1:]
         if record.cell not in done:
             records.append(record)
         elif (before := _stored_value(stored, record.model, record.task)) != record.metrics["score"]:
@@ -1302,6 +1320,10 @@ def import_table(
     with tqdm(total=len(records), desc=f"import {source}", disable=not progress) as bar:
         tracking.write_runs(mlflow_client, exp_id, records, on_written=bar.update)
     tracking.discard_runs(mlflow_client, replaced)  # after the new values are in: a killed import loses none
+    tracking.discard_runs(mlflow_client, duplicates)  # the newest run of each cell stays
+    if duplicates:
+        (report or _warn)(f"{path.name}: {len(duplicates)} duplicate run(s) of cells imported twice (two imports at "
+                          "once) deleted; the newest run of each cell is kept")
     if replaced:
         more = f"; and {len(changes) - _SHOWN_CELLS} more" if len(changes) > _SHOWN_CELLS else ""
         (report or _warn)(f"{path.name}: {len(replaced)} cell(s) imported before with another value (or none) "
@@ -1317,10 +1339,10 @@ def import_table(
             "transposed layout) or as rows named #Classes, Train size, Domain (wide layout)")
     if replace:
         kept = set(zip(table["model"], table["task"]))
-        dropped = [done[cell] for model in stored.values.index for task in stored.values.columns
+        dropped = [cell for model in stored.values.index for task in stored.values.columns
                    if (model, task) not in kept
                    and (cell := tracking.cell_key("external", source=source, model=model, task=task)) in done]
-        tracking.discard_runs(mlflow_client, dropped)
+        tracking.discard_runs(mlflow_client, [run_id for cell in dropped for run_id in cell_runs[cell]])
         if dropped:
             (report or _warn)(f"{path.name}: {len(dropped)} cell(s) of source {source!r} that this table no longer "
                               "holds deleted (--replace)")

@@ -343,9 +343,15 @@ def task_names_of_source(mlflow_client: MlflowClient, experiment: str, source: s
 
 def finished_cells(mlflow_client: MlflowClient, experiment: str, kind: str) -> dict[str, str]:
     """cell key -> run id of every finished cell run of ``kind`` in ``experiment`` (the newest per cell)."""
-    cells: dict[str, str] = {}
+    return {cell: run_ids[0] for cell, run_ids in finished_cell_runs(mlflow_client, experiment, kind).items()}
+
+
+def finished_cell_runs(mlflow_client: MlflowClient, experiment: str, kind: str) -> dict[str, list[str]]:
+    """cell key -> ids of every finished run of that cell, newest first (the one readers read); more than
+    one where two writers that are not claimed (two imports at once) both wrote the cell."""
+    cells: dict[str, list[str]] = {}
     for cell, run_id in _cell_runs(mlflow_client, experiment, kind, finished=True):
-        cells.setdefault(cell, run_id)
+        cells.setdefault(cell, []).append(run_id)
     return cells
 
 

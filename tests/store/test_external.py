@@ -82,6 +82,31 @@ def test_a_killed_import_is_redone_and_leaves_one_run_per_cell(store, table):
                                   check_names=False)
 
 
+def test_cells_written_by_two_imports_at_once_keep_one_run_each_after_the_next_import(store, tmp_path, table):
+    """Two imports run at the same time each write the cells they both found missing: the next import
+    deletes all but the newest run of each (and says so); --replace deletes every run of a dropped cell."""
+    path, frame = table
+    imported(store, path)
+    records = external.cell_records(external.read_table(path), source="mine", source_file=path.name)
+    tracking.write_runs(store, tracking.experiment_id(store), records)  # the other import's runs
+    assert len(runs_per_cell(store)) == 19 and (runs_per_cell(store) == 2).all()
+    lines = []
+    assert imported(store, path, report=lines.append) == (0, 19)
+    assert without_facts_note(lines) == ["mine.csv: 19 duplicate run(s) of cells imported twice (two imports at once) "
+                                         "deleted; the newest run of each cell is kept"]
+    counts = runs_per_cell(store)
+    assert len(counts) == 19 and (counts == 1).all()
+    km = tracking.load_matrix("external", source="mine", mlflow_client=store)
+    pd.testing.assert_frame_equal(km.values, frame.pivot(index="model", columns="task", values="score"),
+                                  check_names=False)
+    tracking.write_runs(store, tracking.experiment_id(store), records)
+    smaller = frame[frame["model"] != "m4"]
+    assert imported(store, write_csv(tmp_path / "trimmed.csv", smaller), replace=True, report=lambda line: None) == (
+        0, len(smaller))
+    counts = runs_per_cell(store)
+    assert len(counts) == len(smaller) and (counts == 1).all()
+
+
 def test_a_wide_table_imports_as_the_same_cells_as_its_long_form(store, tmp_path, table):
     long_path, frame = table
     wide = frame.pivot(index="model", columns="task", values="score")
@@ -648,6 +673,30 @@ def test_a_note_under_the_table_is_left_out_and_said(store, tmp_path, text):
     assert [note for note in notes if "below the table left out" in note] == [
         f"noted.csv: line {len(text.splitlines())} below the table left out "
         f"({text.splitlines()[-1].rstrip(',')!r}: read as a note under the table)"]
+
+
+@pytest.mark.parametrize("name, text, title", [
+    ("titled.md", "Table 3: Fine-tuning top-1 accuracy (%).\n\n| # | Model | CIFAR-10 | DTD |\n|---|---|---|---|\n"
+                  "| 1 | ResNet-50 | 96.8 | 74.1 |\n| 2 | ViT-B/16 | 98.1 | 78.0 |\n\nSource: made up.\n",
+     # the blank line under the title too, as a CSV's
+     "lines 1, 2 above the header left out ('Table 3: Fine-tuning top-1 accuracy (%).': a title)"),
+    ("untitled.md", "| Model | CIFAR-10 | DTD |\n|:--|--:|--:|\n| ResNet-50 | 96.8 | 74.1 |\n"
+                    "| ViT-B/16 | 98.1 | 78.0 |\nSource: made up.\n", None),
+    ("captioned.tex", "\\begin{table}\n\\caption{Fine-tuning top-1 accuracy (\\%).}\n\\begin{tabular}{lcc}\n"
+                      "Model & CIFAR-10 & DTD \\\\\n\\midrule\nResNet-50 & 96.8 & 74.1 \\\\\n"
+                      "ViT-B/16 & 98.1 & 78.0 \\\\\n\\end{tabular}\n\\end{table}\nSource: made up.\n",
+     "line 2 above the header left out ('Fine-tuning top-1 accuracy (%).': a title)"),
+])
+def test_a_title_above_a_markdown_or_latex_table_and_a_source_under_it_are_left_out_and_said(tmp_path, name, text,
+                                                                                               title):
+    path = tmp_path / name
+    path.write_text(text)
+    table, notes = external.read_rows(path)
+    assert sorted(table[["model", "task", "score"]].values.tolist()) == [
+        ["ResNet-50", "CIFAR-10", 96.8], ["ResNet-50", "DTD", 74.1], ["ViT-B/16", "CIFAR-10", 98.1],
+        ["ViT-B/16", "DTD", 78.0]]
+    assert [str(note) for note in notes if "left out (" in str(note)] == [title] * (title is not None) + [
+        f"line {len(text.splitlines())} below the table left out ('Source: made up.': read as a note under the table)"]
 
 
 def test_a_long_tables_columns_beyond_its_cells_and_facts_are_said_not_read(store, tmp_path):
