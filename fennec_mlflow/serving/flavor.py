@@ -157,6 +157,20 @@ def public_domains() -> tuple[str, ...]:
     return tuple(sorted(load_task_facts()["domain"].dropna().unique()))
 
 
+TYPO_EDITS = 2  # a domain this many letters (inserted, deleted or changed) from a known one is a typo
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: the fewest letters inserted, deleted or changed to turn ``a`` into ``b``."""
+    previous = list(range(len(b) + 1))
+    for i, letter in enumerate(a, 1):
+        current = [i]
+        for j, other in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (letter != other)))
+        previous = current
+    return previous[-1]
+
+
 def check_domain(domain, bundle: RankerBundle, where: str = "") -> None:
     """A domain one letter off a known one (the history's or a public dataset's) is a typo, refused
     with the name meant; any other new domain is a fact: unlike every history domain."""
@@ -167,7 +181,8 @@ def check_domain(domain, bundle: RankerBundle, where: str = "") -> None:
     if not domain or domain in bundle.domains:
         return
     known = sorted(set(bundle.domains) | set(public_domains()))
-    close = difflib.get_close_matches(domain, known, n=1, cutoff=0.8)
+    close = [name for name in difflib.get_close_matches(domain, known, n=3, cutoff=0.8)
+             if edit_distance(domain, name) <= TYPO_EDITS]  # "medicl"; not "digits, inverted" for "digits"
     if close and close[0] != domain:
         raise RankRequestError(f"{where}unknown domain {domain!r}; did you mean {close[0]!r}? (the history's "
                                f"domains: {', '.join(bundle.domains) or 'none'})")

@@ -67,6 +67,7 @@ def test_a_domain_one_letter_off_is_refused_and_an_unknown_one_is_unknown():
     with pytest.raises(flavor.RankRequestError, match="row 1: unknown domain 'medicl'; did you mean 'medical'"):
         flavor.fast_path_tasks(typo, bundle)
     rows = flavor.fast_path_tasks(task_frame(2).assign(domain=["satellite", None]), bundle)
+    flavor.fast_path_tasks(task_frame(1).assign(domain=["medical, inverted"]), bundle)  # a domain of its own
     assert rows[0][1]["domain=medical"] == 0.0  # a new domain is a fact: unlike the history's
     assert np.isnan(rows[1][1]["domain=medical"])  # no domain: not known (not "another domain")
     with pytest.raises(flavor.RankRequestError, match="row 0: domain must be a text"):
