@@ -201,7 +201,7 @@ def request_example(knowledge) -> pd.DataFrame | None:
     meta = knowledge.task_meta.loc[first] if first in knowledge.task_meta.index else pd.Series(dtype=float)
     for column, fact in (("log_class_count", "class_count"), ("log_sample_count", "sample_count")):
         if np.isfinite(meta.get(column, np.nan)):
-            example[fact] = float(np.exp(meta[column]))
+            example[fact] = float(round(np.exp(meta[column])))  # a count: exp(log(3)) is 3.0000000000000004
     domain = next((c.split("=", 1)[1] for c in meta.index if c.startswith("domain=") and meta[c] == 1), None)
     if domain is not None and knowledge.task_proxy is None:  # a facts-only recommender places a task by it
         example["domain"] = domain

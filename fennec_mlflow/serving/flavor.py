@@ -139,6 +139,11 @@ def check_request_params(params: dict) -> None:
         raise RankRequestError(f"max_parameters must be a finite number >= 0 (0 = no limit), got {limit!r}")
 
 
+def is_whole(values):
+    """Whether counts are whole numbers, up to the rounding of a computed count (exp(log(3)))."""
+    return np.abs(values - np.round(values)) < 1e-6
+
+
 def check_task_facts(class_count, sample_count) -> None:
     """A task's facts, when given, must be plausible numbers."""
     for name, value, upper, least in (("class_count", class_count, MAX_CLASS_COUNT, 2),
@@ -146,7 +151,7 @@ def check_task_facts(class_count, sample_count) -> None:
         if value is None or (isinstance(value, float) and np.isnan(value)):
             continue
         if not isinstance(value, (int, float, np.number)) or not least <= float(value) <= upper \
-                or float(value) % 1:
+                or not is_whole(float(value)):
             raise RankRequestError(f"{name} must be a whole number in [{least}, {upper:g}] or missing, got {value!r}")
 
 
@@ -310,7 +315,7 @@ def fast_path_tasks(frame: pd.DataFrame, bundle: RankerBundle) -> list[tuple[np.
     classes, samples = _numbers(frame, "class_count", present), _numbers(frame, "sample_count", present)
     for name, values, least, upper in (("class_count", classes, 2, MAX_CLASS_COUNT),
                                        ("sample_count", samples, 1, MAX_SAMPLE_COUNT)):
-        wrong = ~np.isnan(values) & ~((values >= least) & (values <= upper) & (values % 1 == 0))
+        wrong = ~np.isnan(values) & ~((values >= least) & (values <= upper) & is_whole(values))
         if wrong.any():
             row = int(np.flatnonzero(wrong)[0])
             raise RankRequestError(f"row {row}: {name} must be a whole number in [{least}, {upper:g}] or missing, "

@@ -424,6 +424,12 @@ def test_champion_moves_only_to_a_version_validated_at_least_as_well(store, tmp_
     assert float(champion.tags["fennec.validated_mean_pearson"]) == pytest.approx(
         good.quality.validation.validated_mean_pearson, abs=1e-6)
     assert "Validated on the store's external:planted ground truth (8 targets" in champion.description
+    # the version's own input example is a request it answers (counts logged as whole numbers)
+    from mlflow.models import Model
+
+    local = mlflow.artifacts.download_artifacts("models:/fennec@champion")
+    example = Model.load(local).load_input_example(local)
+    assert "class_count" in example and len(mlflow.pyfunc.load_model(local).predict(example, params={"top_k": 2})) == 2
     # without images the registered model ranks a new task from its facts
     ranking = mlflow.pyfunc.load_model("models:/fennec@champion").predict(
         pd.DataFrame({"class_count": [50.0], "sample_count": [5000.0]}), params={"top_k": 3})

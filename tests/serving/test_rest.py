@@ -74,6 +74,7 @@ def test_a_domain_one_letter_off_is_refused_and_an_unknown_one_is_unknown():
         flavor.fast_path_tasks(task_frame(1).assign(domain=[5]), bundle)
     with pytest.raises(flavor.RankRequestError, match=r"row 0: class_count must be a whole number .* got 2.7"):
         flavor.fast_path_tasks(task_frame(1).assign(class_count=[2.7]), bundle)
+    flavor.fast_path_tasks(task_frame(1).assign(class_count=[float(np.exp(np.log(3)))]), bundle)  # computed: 3
 
 
 def test_in_process_batch_equals_one_request_per_task_and_echoes_task_ids():
