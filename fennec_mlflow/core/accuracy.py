@@ -319,7 +319,8 @@ class AccuracyModel:
         """``ranking`` with the three accuracy columns (NaN when not available) and ``attrs["accuracy_note"]``.
 
         ``known`` as in :meth:`predict`; by default the ranking's own rows with a ``known_score``. A row
-        with a ``known_score`` on the history's scale shows it as its accuracy (an interval of width 0).
+        with a ``known_score`` on the history's scale shows it as its accuracy (an interval of width 0);
+        off that scale, no accuracy.
         """
         out = ranking.copy()
         anchor = ""  # what the known scores did to the task's level, for the answer's basis
@@ -335,10 +336,12 @@ class AccuracyModel:
             predicted = self.predict(out[score_column].to_numpy(dtype=float), task_meta_row, known)
             for column in ACCURACY_COLUMNS:
                 out[column] = predicted[column].to_numpy()
-            if "known_score" in out and known is not None and not problem:  # measured: no prediction needed
+            if "known_score" in out and known is not None:  # measured: no prediction needed
+                # Off the history's scale, their measured value cannot be shown on it either; and the
+                # prediction from their score would be another known model's (they rank as measured).
                 told = out["known_score"].notna()
                 for column in ACCURACY_COLUMNS:
-                    out.loc[told, column] = out.loc[told, "known_score"].astype(float)
+                    out.loc[told, column] = np.nan if problem else out.loc[told, "known_score"].astype(float)
         else:
             for column in ACCURACY_COLUMNS:
                 out[column] = np.nan

@@ -529,9 +529,13 @@ def load_store_data(truth: MatrixSpec, histories: Sequence[MatrixSpec] = (), *,
     if len(scored) < len(P.index):
         notes.append(f"{len(P.index) - len(scored)} ground-truth model(s) have no history score and are not evaluated")
         P = P.loc[[m for m in P.index if m in scored]]
-    P = P.loc[:, P.notna().any(axis=0)]
     counts = P.notna().sum()
-    targets = [t for t in P.columns if counts[t] >= MIN_TARGET_MODELS]
+    thin = [t for t in P.columns if 0 < counts[t] < MIN_TARGET_MODELS]
+    if thin:  # two scores order nothing: as history their z-scores (+-1) are noise, for popularity too
+        notes.append(f"{len(thin)} ground-truth task(s) with fewer than {MIN_TARGET_MODELS} known models left out: "
+                     f"{', '.join(map(str, thin[:5]))}{' ...' if len(thin) > 5 else ''}")
+    P = P.loc[:, counts >= MIN_TARGET_MODELS]
+    targets = list(P.columns)
     if len(targets) < min_targets:
         raise InvalidInputError(
             f"the ground truth ({truth.label}) has {len(targets)} task(s) with at least {MIN_TARGET_MODELS} known "
@@ -551,11 +555,26 @@ def load_store_data(truth: MatrixSpec, histories: Sequence[MatrixSpec] = (), *,
     if encoder is not None:
         proxies = load_task_proxies(encoder, experiment=experiment, mlflow_client=mlflow_client)
         missing = [t for t in all_tasks if t not in proxies.index]
-        if missing and len(missing) < len(all_tasks):  # none: a table without images, nothing to say
-            notes.append(f"no {encoder} task proxy for {len(missing)} of {len(all_tasks)} task(s): task vectors "
-                         "come from the task facts")
-        else:
+        if missing and 2 * len(missing) < len(all_tasks):
+            # A few tasks without a proxy (fine-tuned after the last build) are left out rather than every
+            # task placed by its facts: the recommender build serves reads proxies.
+            notes.append(f"{len(missing)} task(s) without a {encoder} task proxy left out ({', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''}; `fennec build --tasks` computes them)")
+            P = P.drop(columns=[t for t in missing if t in P.columns])
+            targets = [t for t in targets if t not in missing]
+            matrices = {name: None if matrix is None else matrix.drop(columns=[t for t in missing if t in matrix])
+                        for name, matrix in matrices.items()}
+            all_tasks = [t for t in all_tasks if t not in missing]
+            task_meta = None if task_meta is None else task_meta.loc[all_tasks]
+            if len(targets) < min_targets:
+                raise InvalidInputError(f"only {len(targets)} ground-truth task(s) have a {encoder} task proxy; this "
+                                        f"needs at least {min_targets} (`fennec build --tasks` computes them)")
+            missing = []
+        if not missing:
             task_proxy = proxies.loc[all_tasks]
+        elif len(missing) < len(all_tasks):  # none has one: a table without images, nothing to say
+            notes.append(f"no {encoder} task proxy for {len(missing)} of {len(all_tasks)} task(s): every task "
+                         "vector comes from the task facts")
     if model_meta is None:
         notes.append("no informative model facts: no meta phase")
     if task_meta is None and task_proxy is None:

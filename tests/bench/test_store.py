@@ -92,7 +92,10 @@ def test_targets_need_three_known_models_and_three_targets(store, tmp_path):
     table = planted_long_table(n_models=6, n_tasks=4, holes=0)
     table = table[~((table["task"] == "task3") & (table["model"] != "net00"))]  # task3: one known model
     bench = store_benchmark(source=imported(tmp_path, table, "thin"))
-    assert bench.targets == ["task0", "task1", "task2"] and "task3" in bench.P.columns  # task3 stays history
+    assert bench.targets == ["task0", "task1", "task2"]
+    # task3 is no history either: one or two scores order nothing, and popularity would count them in full
+    assert "task3" not in bench.P.columns
+    assert "1 ground-truth task(s) with fewer than 3 known models left out: task3" in bench.notes
     too_few = table[table["task"].isin(["task0", "task1", "task3"])]
     with pytest.raises(InvalidInputError, match="2 task\\(s\\) with at least 3 known models"):
         store_benchmark(source=imported(tmp_path, too_few, "fewer"))
@@ -220,6 +223,12 @@ def test_the_store_benchmark_places_targets_by_the_task_proxies_build_computed(s
     bench = store_benchmark()
     assert bench.task_vector_source == "task_proxy" and bench.task_proxy.shape == (5, 6)
     assert store_benchmark(encoder=None).task_proxy is None
+    # A task fine-tuned after the last build has no proxy yet: it is left out, not every task placed by facts.
+    later = planted_long_table(n_models=8, n_tasks=6, seed=3, holes=0)
+    _write_cells(store, later[later["task"] == "task5"].assign(score=lambda t: t["score"] / 100), "finetune")
+    bench = store_benchmark(encoder="zoo:wide")
+    assert bench.task_proxy.shape == (5, 6) and "task5" not in bench.P.columns
+    assert any("1 task(s) without a zoo:wide task proxy left out (task5" in note for note in bench.notes)
 
 
 @pytest.mark.slow
