@@ -174,6 +174,10 @@ class _Fennec(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:  # click then says "Aborted!"; the user wants to know what was kept
+            click.echo("interrupted: every finished cell, run and trial is kept in the store; run the same "
+                       "command again to resume (only the work in flight is redone)", err=True)
+            raise click.exceptions.Abort() from None
         except Exception as exc:
             why = _refused_write(exc)
             if why is None or os.environ.get("FENNEC_DEBUG"):

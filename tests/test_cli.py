@@ -148,3 +148,15 @@ def test_a_store_that_refuses_writes_is_one_line(store, tmp_path):
     line = done.stderr.strip().splitlines()[-1]
     assert line.startswith("error: the tracking store sqlite:///") and "refuses writes" in line
     assert reading.returncode == 0, reading.stderr[-2000:]  # reading never needed writes
+
+
+def test_ctrl_c_says_that_the_finished_work_is_kept(store, monkeypatch):
+    from fennec_mlflow.store import tracking
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking, "load_matrix", interrupted)
+    result = CliRunner().invoke(main, ["matrix", "--kind", "fda"])
+    assert result.exit_code == 1 and "run the same command again to resume" in result.output
+    assert "Aborted!" in result.output and "Traceback" not in result.output

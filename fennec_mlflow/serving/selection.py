@@ -396,9 +396,11 @@ def validate(data: TuningData, *, tune: bool, params: Mapping | None = None, n_t
         optuna.logging.set_verbosity(verbosity)
     trials = study.trials_dataframe(attrs=("number", "value", "params", "state"))
     trials["state"] = trials["state"].astype(str)
-    chosen = chosen_trial(study, default_params(data, fixed))
+    defaults = default_params(data, fixed)
+    chosen = chosen_trial(study, defaults)
+    kept = ("; the defaults kept: no trial beat them beyond doubt" if chosen.params == dict(defaults) else "")
     return Validation(fennec_params(chosen.params, fixed), nested.mean_pearson, float(popularity),
-                      f"nested cross-validation ({n_trials} trials, {inner_trials} per inner study)",
+                      f"nested cross-validation ({n_trials} trials, {inner_trials} per inner study){kept}",
                       list(data.targets), n_trials, float(study.best_value), time.perf_counter() - start,
                       trials, nested.table(), data.P[list(data.targets)])
 

@@ -242,8 +242,9 @@ def finetune_cells(
 
     ``config.regime`` (``"full"`` or ``"linear-probe"``) is part of each cell's identity and is
     written as param ``regime`` and tag ``fennec.regime``: a probe and a full fine-tune of the same
-    (model, task) are two cells, each finished or resumed on its own. A finished cell is skipped. A cell whose earlier run was killed midway is resumed in that
-    same run: its finished grid points are reused, the rest are trained.
+    (model, task) are two cells, each finished or resumed on its own. A finished cell is skipped. A cell whose earlier run was killed midway is resumed under a new
+    parent run: its finished grid points (trial runs) are moved under it and reused, the rest are
+    trained, and the dead parent is deleted.
     """
     config = config or FinetuneConfig(progress=progress)
     config.grid()  # validates the grid before anything is written

@@ -97,6 +97,7 @@ def test_validate_measures_fixed_params_by_plain_leave_one_task_out_and_tuning_b
     assert fixed.validated_mean_pearson == pytest.approx(direct.summary["mean_pearson"])
     tuned = selection.validate(data, tune=True, n_trials=1, inner_trials=1)
     assert tuned.method.startswith("nested cross-validation") and len(tuned.folds) == 4 and len(tuned.trials) == 1
+    assert tuned.method.endswith("the defaults kept: no trial beat them beyond doubt")  # one trial: the defaults
     # one trial is Fennec's default (k capped to what an inner fold allows: 1): the nested figure is then its
     # plain leave-one-task-out
     once = selection.validate(data, tune=False, params={"k": 1})
