@@ -1146,8 +1146,8 @@ class Fennec(BaseEstimator):
         return self.similarity_spaces_[0] if self.similarity_spaces_ else None
 
     def _similar_task_weights(self, distances: np.ndarray) -> np.ndarray:
-        """(rows, history tasks): the bias weights of the history tasks for tasks with these
-        (standardised) proxies or facts."""
+        """(rows, history tasks): the bias weights of the history tasks for tasks at these distances
+        from them (:meth:`SimilaritySpace.distances`)."""
         evidence = getattr(self, "evidence_weights_", 1.0)  # older pickles have no task weights: 1
         return similar_task_weights(distances, float(self.task_bandwidth)) * evidence
 
@@ -1159,7 +1159,8 @@ class Fennec(BaseEstimator):
         for space in self.similarity_spaces_:
             row, columns, name = given[space.source]
             if row is not None:
-                return space, space.standardise(_feature_row(row, columns, name, allow_unknown=True))
+                facts = space.source == "task_meta"  # a fact may be unknown; a proxy is computed whole
+                return space, space.standardise(_feature_row(row, columns, name, allow_unknown=facts))
         return None
 
     def bias(self, task_meta_row=None, task_proxy_row=None) -> np.ndarray:

@@ -177,7 +177,7 @@ def edit_distance(a: str, b: str) -> int:
 
 
 def check_domain(domain, bundle: RankerBundle, where: str = "") -> None:
-    """A domain one letter off a known one (the history's or a public dataset's) is a typo, refused
+    """A domain a letter or two off a known one (the history's or a public dataset's) is a typo, refused
     with the name meant; any other new domain is a fact: unlike every history domain."""
     if domain is None or (isinstance(domain, float) and np.isnan(domain)):
         return
@@ -185,11 +185,9 @@ def check_domain(domain, bundle: RankerBundle, where: str = "") -> None:
         raise RankRequestError(f"{where}domain must be a text such as 'natural' or missing, got {domain!r}")
     if not domain or domain in bundle.domains:
         return
-    known = sorted(set(bundle.domains) | set(public_domains()))
-    close = [name for name in difflib.get_close_matches(domain, known, n=3, cutoff=0.8)
-             if edit_distance(domain, name) <= TYPO_EDITS]  # "medicl"; not "digits, inverted" for "digits"
-    if close and close[0] != domain:
-        raise RankRequestError(f"{where}unknown domain {domain!r}; did you mean {close[0]!r}? (the history's "
+    meant = min(sorted(set(bundle.domains) | set(public_domains())), key=lambda name: edit_distance(domain, name))
+    if 0 < edit_distance(domain, meant) <= TYPO_EDITS:  # "medicl"; not "digits, inverted" for "digits"
+        raise RankRequestError(f"{where}unknown domain {domain!r}; did you mean {meant!r}? (the history's "
                                f"domains: {', '.join(bundle.domains) or 'none'})")
 
 
