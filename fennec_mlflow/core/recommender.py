@@ -1170,7 +1170,11 @@ class Fennec(BaseEstimator):
         if similarity is None:
             return self.bias_
         space, row = similarity
-        return bias_scores(self.standardised_, self._similar_task_weights(space.distances(row[None]))[0])
+        return self._bias_at(space.distances(row[None]))
+
+    def _bias_at(self, distances: np.ndarray) -> np.ndarray:
+        """Popularity among the history tasks at these (1, tasks) distances from the new task."""
+        return bias_scores(self.standardised_, self._similar_task_weights(distances)[0])
 
     def _bias_task_weights(self, task_meta_row, task_proxy_row=None) -> np.ndarray:
         """The history tasks' weights in the bias of a task with this proxy or these facts (evidence x similarity)."""
@@ -1415,12 +1419,14 @@ class Fennec(BaseEstimator):
                 meta = self.meta_weight_ * (self.model_meta_rows_ @ self.meta_interaction_weights_
                                             @ (task - self.mean_task_meta_))
                 parts.append(f"{self.meta_weight_:.2f} x meta")
-        bias = self.bias(task_meta_row, task_proxy_row)
         similarity = self._similarity_row(task_meta_row, task_proxy_row)
+        bias = self.bias_
         if similarity is not None:
+            distances = similarity[0].distances(similarity[1][None])  # once: the bias and the basis read them
+            bias = self._bias_at(distances)
             parts[0] = "popularity among similar tasks" + (
                 " (alike by their images' proxy)" if similarity[0].source == "task_proxy" else "")
-            nearest = float(np.min(similarity[0].distances(similarity[1][None]))) / float(self.task_bandwidth)
+            nearest = float(np.min(distances)) / float(self.task_bandwidth)
             if np.isfinite(nearest) and nearest > UNLIKE_HISTORY_BANDWIDTHS:
                 parts[0] += (f" (none is alike: the nearest history task is {nearest:.1f} bandwidths away, so nearly "
                              "plain popularity; a task unlike the whole history is where the ranking is least sure)")
