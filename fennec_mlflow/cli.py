@@ -5,6 +5,7 @@ Runs go to ``MLFLOW_TRACKING_URI`` when set, else MLflow's default store (sqlite
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -110,6 +111,10 @@ def _one_line_warnings() -> None:
             default(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show
+    # Optuna logs a trial stopped by Ctrl-C as a failed trial with its traceback, before our one-line
+    # "interrupted" note; the interrupt is the user's, not a failure to show.
+    logging.getLogger("optuna.study._optimize").addFilter(
+        lambda record: not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt)))
 
 
 def _device(ctx, param, value: str) -> str:

@@ -160,3 +160,20 @@ def test_ctrl_c_says_that_the_finished_work_is_kept(store, monkeypatch):
     result = CliRunner().invoke(main, ["matrix", "--kind", "fda"])
     assert result.exit_code == 1 and "run the same command again to resume" in result.output
     assert "Aborted!" in result.output and "Traceback" not in result.output
+
+
+def test_ctrl_c_during_tune_is_the_resume_note_not_optunas_failed_trial_traceback(store, tmp_path):
+    # Optuna logs a trial ended by KeyboardInterrupt as a failed trial, traceback and all; the user
+    # pressed Ctrl-C, so they get the one resume note. Other failed trials keep Optuna's report.
+    code = ("import sys\n"
+            "from fennec_mlflow.bench import tuning\n"
+            "def interrupted(*args, **kwargs):\n"
+            "    raise KeyboardInterrupt\n"
+            "tuning.loto_evaluation = interrupted\n"
+            "from fennec_mlflow.cli import main\n"
+            "sys.argv = ['fennec', 'tune', '--benchmark', 'parc', '--n-trials', '2']\n"
+            "main()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "run the same command again to resume" in done.stderr
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr[-2000:]
