@@ -418,7 +418,7 @@ def main() -> None:
         "Protocol (`fennec_mlflow/core/evaluation.py`, `fennec_mlflow/bench/evaluate.py`): leave-one-task-out. "
         "Each target in turn is held out; the predictor sees the matrix without the target's column. "
         "Per target: Pearson (the paper's metric), Spearman, weighted Kendall τ (as SFDA), top-1 regret "
-        "(best true accuracy minus that of the top-ranked model), top-5 hit; missing cells are skipped. "
+        "(best true accuracy minus that of the top-ranked model), top-5 hit (1 by construction where 5 or fewer models are judged); missing cells are skipped. "
         "Fennec variants are averaged over 5 seeds (NMF start and forest; ± seeds = std of the per-seed means). "
         "Warm starts are given the true accuracy of n random models of the target (per seed) and are "
         "**judged on the other models only**; the last column of the mean tables scores cold Fennec and "
