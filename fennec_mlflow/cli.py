@@ -894,18 +894,28 @@ def matrix(kind, estimator, source, output, experiment):
               help="import cells on another scale than the rest of the table (above 100, or a fraction among "
                    "percents, or a percent among fractions), which are refused otherwise: for scores that are not "
                    "accuracies")
+@click.option("--model-column", default=None, help="the header of the model column, where its name does not say it")
+@click.option("--task-column", default=None, help="the header of the task column, where its name does not say it")
+@click.option("--score-column", default=None,
+              help="the header of the score column, where several could be (an MLflow runs export's metrics: "
+                   "--score-column metrics.test_acc)")
 @experiment_option
-def import_(table, source, layout, model_facts, repeats, scores, replace, allow_mixed_scale, experiment):
+def import_(table, source, layout, model_facts, repeats, scores, replace, allow_mixed_scale, model_column,
+            task_column, score_column, experiment):
     """Import an external model x task table as `external` runs (idempotent; skipped rows are reported).
 
     TABLE: CSV (comma, tab or semicolon), a markdown or LaTeX table, a spreadsheet (.xlsx, .xls,
-    .ods: its first sheet), JSON ({task: {model: score}}, records) or Parquet/Feather."""
+    .ods: its first sheet), JSON ({task: {model: score}}, records) or Parquet/Feather; or your own
+    fine-tune runs exported from MLflow (`mlflow experiments csv -x ID -o runs.csv`: params.model,
+    params.dataset and a metric)."""
     from fennec_mlflow.store.external import import_table
 
+    columns = {role: name for role, name in
+               (("model", model_column), ("task", task_column), ("score", score_column)) if name}
     try:
         created, skipped = import_table(table, source=source, layout=layout, model_facts_csv=model_facts,
                                         repeats=repeats, scores=scores, replace=replace,
-                                        allow_mixed_scale=allow_mixed_scale, experiment=experiment,
+                                        allow_mixed_scale=allow_mixed_scale, columns=columns, experiment=experiment,
                                         report=lambda line: click.echo(f"warning: {line}", err=True),
                                         note=lambda line: click.echo(f"note: {line}", err=True))
     except FennecError as exc:

@@ -49,6 +49,10 @@ name or an alias in the task facts, :func:`~fennec_mlflow.core.evaluation.find_t
 class count, training-set size, domain and dataset name as ``task_*`` facts, unless the table gives
 them.
 
+An MLflow runs export (``mlflow experiments csv``; ``mlflow.search_runs()`` saved as CSV or Parquet) is a
+long table: see :data:`MLFLOW_PREFIXES`. ``columns`` names the model, task or score column where the
+header does not say it (``fennec import --score-column``).
+
 Re-importing a table adds nothing for cells already imported from the same source with the same
 value; a cell whose value changed (a corrected table), or whose earlier run holds no score, is
 written again and its earlier run deleted (after the new one is written, and reported); a cell
@@ -62,7 +66,7 @@ import csv
 import json
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +103,20 @@ COLUMN_NAMES = {
 _HEADER_MARK = re.compile(r"\s*(?:\(\s*%\s*\)|\[\s*%\s*\]|%|[↑↓]|\(\s*[↑↓]\s*\))$")
 
 
+# An MLflow runs export (``mlflow experiments csv``, ``mlflow.search_runs()`` saved): the runs' params,
+# metrics and tags as prefixed columns beside MLflow's own run columns. Its headers are read without the
+# prefix (``params.model`` is the model column, ``params.dataset`` the task, ``params.seed`` a seed), only
+# finished runs are cells, MLflow's run columns and ``tags.mlflow.*`` are left out, and the score is its
+# one metric, or the metric named like a score, or the one ``--score-column`` names.
+MLFLOW_PREFIXES = ("params.", "metrics.", "tags.")
+MLFLOW_RUN_COLUMNS = frozenset({"run_id", "experiment_id", "status", "artifact_uri", "start_time", "end_time"})
+
+
+def is_mlflow_export(columns) -> bool:
+    names = {str(c).strip() for c in columns}
+    return "run_id" in names and any(name.startswith(("params.", "metrics.")) for name in names)
+
+
 # A unit after a task's name in a wide table's header ("Birdsnap (%)", "DTD [%]", "Cars %", "Pets (acc.)",
 # "Flowers top-1"): not part of the name, so the task is the one another table names without it.
 _TASK_UNIT = re.compile(r"(?:\s*(?:\(\s*%\s*\)|\[\s*%\s*\]|%|[(\[]\s*(?:top-?1\s*)?acc(?:uracy)?\.?\s*%?\s*[)\]]"
@@ -116,8 +134,10 @@ def task_name_without_unit(name) -> str:
 
 def _header_name(column) -> str:
     """A header as :data:`COLUMN_NAMES` and :data:`ERROR_COLUMN_NAMES` list it: stripped, case-folded,
-    without a trailing unit or direction mark."""
+    without an MLflow export's ``params.`` / ``metrics.`` / ``tags.`` prefix, nor a trailing unit or
+    direction mark."""
     name = str(column).strip().lower()
+    name = name.split(".", 1)[1] if name.startswith(MLFLOW_PREFIXES) else name
     while (shorter := _HEADER_MARK.sub("", name)) != name:
         name = shorter
     return name
@@ -431,25 +451,29 @@ def canonical_columns(columns) -> list[str]:
 
 
 def read_table(path: str | Path, layout: str = "auto", model_facts_csv: str | Path | None = None,
-               repeats: str = "last", scores: str = "auto", *, allow_mixed_scale: bool = False) -> pd.DataFrame:
+               repeats: str = "last", scores: str = "auto", *, allow_mixed_scale: bool = False,
+               columns: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The table as long rows: model, task, score, and model_* / task_* fact columns.
 
     Skipped rows are reported with a :class:`SkippedRowsWarning` each reason.
     """
-    table, skipped = read_rows(path, layout, model_facts_csv, repeats, scores, allow_mixed_scale=allow_mixed_scale)
+    table, skipped = read_rows(path, layout, model_facts_csv, repeats, scores, allow_mixed_scale=allow_mixed_scale,
+                               columns=columns)
     for rows in skipped:
         warnings.warn(f"{Path(path).name}: {rows}", SkippedRowsWarning, stacklevel=2)
     return table
 
 
 def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Path | None = None,
-              repeats: str = "last", scores: str = "auto", *,
-              allow_mixed_scale: bool = False) -> tuple[pd.DataFrame, list[SkippedRows | ReadAs | Note]]:
+              repeats: str = "last", scores: str = "auto", *, allow_mixed_scale: bool = False,
+              columns: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, list[SkippedRows | ReadAs | Note]]:
     """:func:`read_table`'s rows, and the rows it skipped (or combined), by reason.
 
     ``scores`` (:data:`SCORES`): "error" reads every cell as an error rate and stores it as accuracy.
     A cell on another scale than the table's (:func:`cells_off_scale`: 975 or 0.975 among percents) is an
     error naming it, unless ``allow_mixed_scale`` (scores that are not accuracies).
+    ``columns``: the header of the model, task or score column ({"score": "metrics.test_acc"}), where
+    the table's names do not say it.
     """
     path = Path(path)
     if layout not in LAYOUTS:
@@ -502,6 +526,12 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raise TableError(f"{str(path)!r} has a header but no rows")
     raw, index_notes = _without_index_column(raw)
     notes += index_notes
+    if columns:
+        raw = _named_columns(raw, columns, path)
+    mlflow_export = is_mlflow_export(raw.columns)
+    if mlflow_export:
+        raw, export_notes = _finished_runs(raw, path)
+        notes += export_notes
     written = [str(c).strip() for c in raw.columns]
     raw.columns = canonical_columns(raw.columns)
     count_headers = {read: as_written for as_written, read in zip(written, raw.columns) if read in COUNT_FACTS}
@@ -513,7 +543,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         raw = raw.rename(columns={error_column: "score"})
         scores = "error"
     if layout in ("auto", "long") and {"model", "task"} <= set(raw.columns) and "score" not in raw.columns:
-        score = _only_number_column(raw, path)
+        score = _only_number_column(raw, path, metrics_only=mlflow_export)
         if score is not None:
             raw = raw.rename(columns={score: "score"})
     if layout == "auto" and str(raw.columns[0]).startswith("Unnamed:") and _layout_or_none(raw.columns) is None:
@@ -619,15 +649,58 @@ def _layout_or_none(columns) -> str | None:
         return None
 
 
-def _only_number_column(raw: pd.DataFrame, path: Path) -> str | None:
+def _only_number_column(raw: pd.DataFrame, path: Path, metrics_only: bool = False) -> str | None:
     """A long table's score column under a name of its own ("Ours", "Full FT"): its one column of
-    numbers besides facts and a row number; None without one, an error naming them when there are several."""
+    numbers besides facts and a row number (``metrics_only``: its one ``metrics.*`` column, an MLflow
+    export's params being numbers too); None without one, an error naming them when there are several."""
     numbers = [c for c in raw.columns if c not in ("model", "task") and not str(c).startswith(("model_", "task_"))
-               and _header_name(c) not in ROW_NUMBER_NAMES and _all_numbers(raw[c])]
+               and _header_name(c) not in ROW_NUMBER_NAMES and _all_numbers(raw[c])
+               and (not metrics_only or str(c).startswith("metrics."))]
     if len(numbers) > 1:
-        raise TableError(f"{str(path)!r} has model and task columns but several columns of numbers "
-                         f"({', '.join(map(repr, numbers))}) and none named score; name the one to import score")
+        raise TableError(f"{str(path)!r} has model and task columns but several {'metrics' if metrics_only else 'columns of numbers'} "
+                         f"({', '.join(map(repr, numbers))}) and none named score; say which to import with "
+                         f"--score-column (e.g. --score-column {numbers[0]!r})")
     return numbers[0] if numbers else None
+
+
+def _named_columns(raw: pd.DataFrame, columns: Mapping[str, str], path: Path) -> pd.DataFrame:
+    """``raw`` with the columns the user named for the model, task and score under those names."""
+    header = {str(c).strip(): c for c in raw.columns}
+    renames = {}
+    for role, name in columns.items():
+        if str(name).strip() not in header:
+            raise TableError(f"{str(path)!r} has no column {name!r} (given as the {role} column); its columns: "
+                             f"{', '.join(map(repr, header))}")
+        if role in header and header[role] != header[str(name).strip()]:
+            raise TableError(f"{str(path)!r} has a column named {role!r} besides {name!r}, given as the {role} "
+                             f"column; rename one of them")
+        renames[header[str(name).strip()]] = role
+    return raw.rename(columns=renames)
+
+
+def _finished_runs(raw: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[Note]]:
+    """An MLflow runs export's finished runs without MLflow's run columns and ``tags.mlflow.*`` (see
+    :data:`MLFLOW_PREFIXES`), and what was left out."""
+    notes = []
+    header = {str(c).strip(): c for c in raw.columns}
+    if "status" in header:
+        status = raw[header["status"]].astype(str).str.strip()
+        unfinished = raw.index[status != "FINISHED"]
+        if len(unfinished):
+            notes.append(Note(f"{_lines(unfinished)} left out: runs that did not finish (status "
+                              f"{', '.join(sorted(set(status[unfinished])))})"))
+            raw = raw.drop(unfinished)
+    if raw.empty:
+        raise TableError(f"{str(path)!r} is an MLflow runs export without a finished run")
+    bookkeeping = [c for name, c in header.items() if name in MLFLOW_RUN_COLUMNS or name.startswith("tags.mlflow.")]
+    run_columns = ", ".join(name for name in header if name in MLFLOW_RUN_COLUMNS)
+    notes.append(Note(f"an MLflow runs export: its params.*, metrics.* and tags.* are read without the prefix; "
+                      f"left out MLflow's run columns ({run_columns}"
+                      f"{' and tags.mlflow.*' if any(n.startswith('tags.mlflow.') for n in header) else ''})"))
+    # facts logged as params or tags (params.task_class_count) are fact columns, as in any long table
+    facts = {c: name.split(".", 1)[1] for name, c in header.items()
+             if name.startswith(MLFLOW_PREFIXES) and name.split(".", 1)[1].startswith(("model_", "task_"))}
+    return raw.drop(columns=bookkeeping).rename(columns=facts), notes
 
 
 def _all_numbers(cells: pd.Series) -> bool:
@@ -1268,6 +1341,7 @@ def import_table(
     scores: str = "auto",
     replace: bool = False,
     allow_mixed_scale: bool = False,
+    columns: Mapping[str, str] | None = None,
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     mlflow_client: MlflowClient | None = None,
     progress: bool = True,
@@ -1279,7 +1353,7 @@ def import_table(
     ``replace``: the source becomes this table; its cells imported before that the table no longer
     holds (a dropped row or column, a renamed task) are deleted, after the new cells are written.
     ``allow_mixed_scale``: import cells on another scale than the table's (:func:`cells_off_scale`),
-    an error otherwise.
+    an error otherwise. ``columns``: the model, task or score column's header (:func:`read_rows`).
 
     Skipped rows are passed to ``report``, one line per reason (default: a
     :class:`SkippedRowsWarning`); columns read under another name to ``note`` (default: ``report``). The finished cells are read first, in one query; the others are
@@ -1287,7 +1361,8 @@ def import_table(
     """
     path = Path(path)
     source = source or path.stem
-    table, skipped = read_rows(path, layout, model_facts_csv, repeats, scores, allow_mixed_scale=allow_mixed_scale)
+    table, skipped = read_rows(path, layout, model_facts_csv, repeats, scores, allow_mixed_scale=allow_mixed_scale,
+                               columns=columns)
     for rows in skipped:
         (note if isinstance(rows, NOTES) and note else report or _warn)(f"{path.name}: {rows}")
     mlflow_client = mlflow_client or tracking.client()
