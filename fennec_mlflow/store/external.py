@@ -90,12 +90,12 @@ SUMMARY_NAMES = frozenset({"avg", "avg.", "average", "mean", "overall", "avg acc
 # case-folded): the ones papers and spreadsheets use. A column is renamed only where the table has
 # no column of the canonical name and exactly one of these.
 COLUMN_NAMES = {
-    "model": ("model", "models", "model name", "method", "backbone", "network", "architecture", "pre-trained model",
-              "pretrained model"),
-    "task": ("task", "tasks", "dataset", "datasets", "target", "target dataset", "target_dataset",
+    "model": ("model", "models", "model name", "method", "backbone", "network", "architecture", "arch",
+              "pre-trained model", "pretrained model"),
+    "task": ("task", "tasks", "task name", "dataset", "datasets", "dataset name", "target", "target dataset",
              "downstream task", "downstream dataset"),
     "score": ("score", "accuracy", "acc", "acc.", "top-1", "top1", "top-1 accuracy", "top-1 acc", "top-1 acc.",
-              "top1 acc", "top1 accuracy", "acc@1", "accuracy@1", "test accuracy", "test_accuracy", "test acc",
+              "top1 acc", "top1 accuracy", "acc@1", "accuracy@1", "test accuracy", "test acc",
               "test acc.", "fine-tune accuracy", "finetune accuracy", "fine-tuned accuracy", "fine-tuning accuracy",
               "finetuning accuracy"),
 }
@@ -106,8 +106,8 @@ _HEADER_MARK = re.compile(r"\s*(?:\(\s*%\s*\)|\[\s*%\s*\]|%|[↑↓]|\(\s*[↑�
 # An MLflow runs export (``mlflow experiments csv``, ``mlflow.search_runs()`` saved): the runs' params,
 # metrics and tags as prefixed columns beside MLflow's own run columns. Its headers are read without the
 # prefix (``params.model`` is the model column, ``params.dataset`` the task, ``params.seed`` a seed), only
-# finished runs are cells, MLflow's run columns and ``tags.mlflow.*`` are left out, and the score is its
-# one metric, or the metric named like a score, or the one ``--score-column`` names.
+# finished runs are cells, MLflow's run columns and ``tags.mlflow.*`` are left out, and the score is the
+# metric named like a score (``metrics.test_acc``), or its one metric, or the one ``--score-column`` names.
 MLFLOW_PREFIXES = ("params.", "metrics.", "tags.")
 MLFLOW_RUN_COLUMNS = frozenset({"run_id", "experiment_id", "status", "artifact_uri", "start_time", "end_time"})
 
@@ -134,10 +134,11 @@ def task_name_without_unit(name) -> str:
 
 def _header_name(column) -> str:
     """A header as :data:`COLUMN_NAMES` and :data:`ERROR_COLUMN_NAMES` list it: stripped, case-folded,
-    without an MLflow export's ``params.`` / ``metrics.`` / ``tags.`` prefix, nor a trailing unit or
-    direction mark."""
+    underscores as spaces (``model_name``, ``test_acc``: as code logs them), without an MLflow export's
+    ``params.`` / ``metrics.`` / ``tags.`` prefix, nor a trailing unit or direction mark."""
     name = str(column).strip().lower()
     name = name.split(".", 1)[1] if name.startswith(MLFLOW_PREFIXES) else name
+    name = name.replace("_", " ")
     while (shorter := _HEADER_MARK.sub("", name)) != name:
         name = shorter
     return name
@@ -152,7 +153,7 @@ ERROR_COLUMN_NAMES = ("error", "err", "err.", "error rate", "top-1 error", "top1
 # accuracy is the best configuration's).
 REPEATS = ("last", "mean", "max")
 # A long table's column that numbers a cell's repeated runs (compared as :func:`_header_name` gives them)
-SEED_COLUMN_NAMES = frozenset({"seed", "seeds", "random seed", "random_seed", "run", "run id", "trial", "repeat",
+SEED_COLUMN_NAMES = frozenset({"seed", "seeds", "random seed", "run", "run id", "trial", "repeat",
                                "repetition", "rep"})
 # fact params an imported task gets from the public task facts, and the facts column behind each
 PUBLIC_TASK_FACTS = {"task_class_count": "class_count", "task_train_size": "train_size",

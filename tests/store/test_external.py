@@ -748,7 +748,7 @@ def test_columns_named_by_the_user_must_exist_and_not_clash(store, tmp_path):
         imported(store, path, columns={"model": "arch"})
 
 
-def _my_finetune_runs(client, experiment_name: str) -> pd.DataFrame:
+def _my_finetune_runs(client, experiment_name: str, score_metric: str = "test_acc") -> pd.DataFrame:
     """Fine-tunes as a user's own training script logs them (params model, dataset, seed; a validation
     curve and a test metric), a run that crashed, and the experiment as `mlflow experiments csv` exports it."""
     import mlflow
@@ -764,43 +764,47 @@ def _my_finetune_runs(client, experiment_name: str) -> pd.DataFrame:
                 client.log_param(run.info.run_id, key, value)
             for step in range(3):
                 client.log_metric(run.info.run_id, "val_acc", test - 3 + step, step=step)
-            client.log_metric(run.info.run_id, "test_acc", test)
+            client.log_metric(run.info.run_id, score_metric, test)
             client.set_terminated(run.info.run_id)
     crashed = client.create_run(experiment_id)
     client.log_param(crashed.info.run_id, "model", "r50")
     client.log_param(crashed.info.run_id, "dataset", "dtd")
-    client.log_metric(crashed.info.run_id, "test_acc", 3.0)
+    client.log_metric(crashed.info.run_id, score_metric, 3.0)
     client.set_terminated(crashed.info.run_id, "FAILED")
     return mlflow.search_runs([experiment_id])
 
 
-def test_an_mlflow_runs_export_imports_its_finished_runs_by_the_metric_named(store, tmp_path):
+def test_an_mlflow_runs_export_imports_its_finished_runs_and_reads_test_acc_as_the_score(store, tmp_path):
     path = tmp_path / "runs.csv"
     _my_finetune_runs(store, "my-finetunes").to_csv(path, index=False)  # what `mlflow experiments csv` writes
-    with pytest.raises(external.TableError, match=r"several metrics \('metrics\.\w+', 'metrics\.\w+'\) and none "
-                                                  r"named score; say which to import with --score-column"):
-        imported(store, path)
     notes = []
-    imported(store, path, columns={"score": "metrics.test_acc"}, repeats="mean", note=notes.append,
-             report=notes.append)
+    imported(store, path, repeats="mean", note=notes.append, report=notes.append)
     cells = tracking.load_matrix("external", source="mine", mlflow_client=store)
     assert cells.values.stack().to_dict() == {("r50", "dtd"): 71.0, ("r50", "pets"): 90.5, ("vit", "dtd"): 75.5,
                                               ("vit", "pets"): 92.5}  # the crashed run's 3.0 is no seed of r50 x dtd
     assert cells.task_facts.loc["dtd", "class_count"] == 40  # a fact logged as a param (DTD has 47)
     said = "\n".join(notes)
     assert "left out: runs that did not finish (status FAILED)" in said
-    assert "'params.model' as model" in said and "'params.dataset' as task" in said
+    assert all(f"'{column}' as {role}" in said for column, role in (
+        ("params.model", "model"), ("params.dataset", "task"), ("metrics.test_acc", "score")))
     assert "one line per 'params.seed'" in said and "not read: column(s)" in said and "'metrics.val_acc'" in said
     assert "run_id" not in said.split("not read")[1]  # MLflow's run columns are left out, not listed as unread
 
 
-def test_an_mlflow_runs_export_with_one_metric_needs_no_score_column(store, tmp_path):
+def test_an_mlflow_runs_export_takes_its_one_metric_or_the_one_named(store, tmp_path):
     path = tmp_path / "runs.parquet"
-    runs = _my_finetune_runs(store, "one-metric")
-    runs.drop(columns=["metrics.val_acc"]).to_parquet(path)
-    imported(store, path, repeats="max")
+    runs = _my_finetune_runs(store, "ema", score_metric="top1_ema")
+    runs.to_parquet(path)
+    with pytest.raises(external.TableError, match=r"several metrics \('metrics\.\w+', 'metrics\.\w+'\) and none "
+                                                  r"named score; say which to import with --score-column"):
+        imported(store, path)
+    imported(store, path, columns={"score": "metrics.top1_ema"}, repeats="max")
     assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.loc["vit"].to_dict() == {
         "dtd": 76.0, "pets": 93.0}
+    runs.drop(columns=["metrics.val_acc"]).to_parquet(path)  # one metric: the score
+    imported(store, path, source="one-metric", repeats="max")
+    assert tracking.load_matrix("external", source="one-metric", mlflow_client=store).values.loc["r50"].to_dict() == {
+        "dtd": 72.0, "pets": 91.0}
 
 
 @pytest.mark.parametrize("groups", [",Fine-grained,,General\n", ",Fine-grained,\n"])
