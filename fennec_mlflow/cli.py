@@ -754,6 +754,23 @@ def _benchmark(name: str, source, truth_kind, history_kind, history_source, hist
                            encoder=None if store_encoder in NOT_GIVEN else store_encoder)
 
 
+def _against_popularity(table) -> str | None:
+    """One line: the default Fennec (what ``build`` registers) against popularity, the obvious pick,
+    from an evaluation's table (None when it lacks either row)."""
+    pearson, regret = (("mean_pearson", "mean_top1_regret") if "mean_pearson" in table.columns
+                       else ("pearson", "top1_regret"))
+    if not {"fennec", "popularity"} <= set(table.index) or not math.isfinite(table.at["fennec", pearson]):
+        return None
+    ours, theirs = table.at["fennec", pearson], table.at["popularity", pearson]
+    line = (f"Default Fennec (what `fennec build` registers) against popularity (each model's mean standing on "
+            f"the other tasks): mean Pearson {ours:.3f} vs {theirs:.3f} ({ours - theirs:+.3f}), top-1 regret "
+            f"{table.at['fennec', regret]:.3g} vs {table.at['popularity', regret]:.3g}.")
+    if ours < theirs:
+        line += (" Here it is below popularity: `fennec build` validates on this ground truth and says so; "
+                 "`fennec tune` searches its settings.")
+    return line
+
+
 @main.command()
 @click.option("--benchmark", default="parc", show_default=True,
               help="parc, parc6 or transfergraph (public tables); store (the store's own ground truth: see --source); "
@@ -806,6 +823,9 @@ def evaluate(benchmark, estimators, experiment, workdir, **store):
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         click.echo(table.to_string())
     click.echo(UNITS)
+    verdict = _against_popularity(table)
+    if verdict:
+        click.echo(verdict)
     if leaderboard:
         click.echo(f"Leaderboard: run {leaderboard} ('leaderboard-{benchmark}', the estimator runs are its children) "
                    f"in experiment {where!r}; to see it: {how_to_see_runs()}")

@@ -229,3 +229,18 @@ def test_cli_evaluate_prints_the_logged_units_and_where_the_leaderboard_is(store
     assert evaluation_runs.UNITS in result.output and "mlflow ui --backend-store-uri sqlite:///" in result.output
     printed = float(next(line for line in result.output.splitlines() if line.startswith("popularity")).split()[2])
     assert printed == pytest.approx(parent.data.metrics["mean_pearson.popularity"], abs=1e-3)
+    assert "Default Fennec" not in result.output  # no fennec row to compare
+
+
+def test_the_cli_says_how_the_default_fares_against_popularity_and_what_to_do_when_below():
+    import pandas as pd
+
+    from fennec_mlflow.cli import _against_popularity
+
+    public = pd.DataFrame({"mean_pearson": [0.71, 0.69], "mean_top1_regret": [1.2, 0.9]}, index=["fennec", "popularity"])
+    line = _against_popularity(public)
+    assert "mean Pearson 0.710 vs 0.690 (+0.020), top-1 regret 1.2 vs 0.9." in line and "below" not in line
+    end_to_end = pd.DataFrame({"pearson": [0.60, 0.65], "top1_regret": [0.02, 0.01]}, index=["fennec", "popularity"])
+    line = _against_popularity(end_to_end)
+    assert "mean Pearson 0.600 vs 0.650 (-0.050)" in line and "Here it is below popularity" in line
+    assert _against_popularity(public.drop(index="popularity")) is None
