@@ -529,9 +529,11 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     notes += index_notes
     if columns:
         raw = _named_columns(raw, columns, path)
+    raw, unfinished = _finished_rows(raw, path)
+    notes += unfinished
     mlflow_export = is_mlflow_export(raw.columns)
     if mlflow_export:
-        raw, export_notes = _finished_runs(raw, path)
+        raw, export_notes = _mlflow_columns(raw)
         notes += export_notes
     written = [str(c).strip() for c in raw.columns]
     raw.columns = canonical_columns(raw.columns)
@@ -679,29 +681,41 @@ def _named_columns(raw: pd.DataFrame, columns: Mapping[str, str], path: Path) ->
     return raw.rename(columns=renames)
 
 
-def _finished_runs(raw: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[Note]]:
-    """An MLflow runs export's finished runs without MLflow's run columns and ``tags.mlflow.*`` (see
-    :data:`MLFLOW_PREFIXES`), and what was left out."""
-    notes = []
+# A run's state as MLflow (FINISHED, FAILED, KILLED, RUNNING, SCHEDULED) and Weights & Biases (finished,
+# crashed, failed, killed, running) export it: only a finished run's metric is a result.
+RUN_STATES = frozenset({"finished", "failed", "killed", "crashed", "running", "scheduled", "preempted"})
+
+
+def _finished_rows(raw: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[Note]]:
+    """A runs export's finished runs: rows whose ``status`` or ``state`` column, all run states
+    (:data:`RUN_STATES`), says another; what was left out."""
+    for column in [c for c in raw.columns if str(c).strip().lower() in ("status", "state")]:
+        state = raw[column].astype(str).str.strip()
+        if not state.str.lower().isin(RUN_STATES).all():
+            continue  # a column of something else ("Status: published")
+        unfinished = raw.index[state.str.lower() != "finished"]
+        if len(unfinished) == len(raw):
+            raise TableError(f"{str(path)!r} holds no finished run (its {str(column).strip()!r} column: "
+                             f"{', '.join(sorted(set(state)))})")
+        notes = [Note(f"{_lines(unfinished)} left out: runs that did not finish ({str(column).strip()} "
+                      f"{', '.join(sorted(set(state[unfinished])))})")] if len(unfinished) else []
+        return raw.drop(unfinished), notes
+    return raw, []
+
+
+def _mlflow_columns(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]]:
+    """An MLflow runs export without MLflow's run columns and ``tags.mlflow.*`` (see :data:`MLFLOW_PREFIXES`),
+    its facts logged as params or tags under their fact names; what was left out."""
     header = {str(c).strip(): c for c in raw.columns}
-    if "status" in header:
-        status = raw[header["status"]].astype(str).str.strip()
-        unfinished = raw.index[status != "FINISHED"]
-        if len(unfinished):
-            notes.append(Note(f"{_lines(unfinished)} left out: runs that did not finish (status "
-                              f"{', '.join(sorted(set(status[unfinished])))})"))
-            raw = raw.drop(unfinished)
-    if raw.empty:
-        raise TableError(f"{str(path)!r} is an MLflow runs export without a finished run")
     bookkeeping = [c for name, c in header.items() if name in MLFLOW_RUN_COLUMNS or name.startswith("tags.mlflow.")]
     run_columns = ", ".join(name for name in header if name in MLFLOW_RUN_COLUMNS)
-    notes.append(Note(f"an MLflow runs export: its params.*, metrics.* and tags.* are read without the prefix; "
-                      f"left out MLflow's run columns ({run_columns}"
-                      f"{' and tags.mlflow.*' if any(n.startswith('tags.mlflow.') for n in header) else ''})"))
+    note = Note(f"an MLflow runs export: its params.*, metrics.* and tags.* are read without the prefix; "
+                f"left out MLflow's run columns ({run_columns}"
+                f"{' and tags.mlflow.*' if any(n.startswith('tags.mlflow.') for n in header) else ''})")
     # facts logged as params or tags (params.task_class_count) are fact columns, as in any long table
     facts = {c: name.split(".", 1)[1] for name, c in header.items()
              if name.startswith(MLFLOW_PREFIXES) and name.split(".", 1)[1].startswith(("model_", "task_"))}
-    return raw.drop(columns=bookkeeping).rename(columns=facts), notes
+    return raw.drop(columns=bookkeeping).rename(columns=facts), [note]
 
 
 def _all_numbers(cells: pd.Series) -> bool:

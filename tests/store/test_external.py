@@ -791,6 +791,20 @@ def test_an_mlflow_runs_export_imports_its_finished_runs_and_reads_test_acc_as_t
     assert "run_id" not in said.split("not read")[1]  # MLflow's run columns are left out, not listed as unread
 
 
+def test_a_weights_and_biases_runs_export_keeps_its_finished_runs(store, tmp_path):
+    path = tmp_path / "wandb_export.csv"
+    path.write_text("Name,State,Runtime,model_name,dataset,lr,test_acc\n"
+                    "a,finished,3600,r50,dtd,0.01,71.5\nb,crashed,120,r50,pets,0.01,12.0\n"
+                    "c,finished,3500,vit,dtd,0.01,75.0\nd,finished,3400,vit,pets,0.01,92.5\n")
+    notes = []
+    imported(store, path, note=notes.append, report=notes.append)
+    assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.stack().dropna().to_dict() == {
+        ("r50", "dtd"): 71.5, ("vit", "dtd"): 75.0, ("vit", "pets"): 92.5}  # the crashed run's 12.0 is no cell
+    said = "\n".join(notes)
+    assert "line 3 left out: runs that did not finish (State crashed)" in said
+    assert "'model_name' as model" in said and "'test_acc' as score" in said
+
+
 def test_an_mlflow_runs_export_takes_its_one_metric_or_the_one_named(store, tmp_path):
     path = tmp_path / "runs.parquet"
     runs = _my_finetune_runs(store, "ema", score_metric="top1_ema")
