@@ -419,6 +419,11 @@ def test_common_dataset_names_resolve_to_their_task_facts():
         "Retinopathy": "diabetic_retinopathy_detection", "KITTI-Dist": "kitti", "Caltech-256": "caltech256",
         "iNat2018": "inaturalist2018", "DMLab": "dmlab", "ISIC 2018": "isic2018", "HAM10000": "isic2018",
         "CropDisease": "crop_disease", "Plant Village": "crop_disease", "UCF-101": "ucf101",
+        # VTAB's structured tasks as PEFT papers' tables head them, and as TFDS names them
+        "Clevr-Count": "clevr_count", "Clevr-Dist": "clevr_distance", "dSpr-Loc": "dsprites_location",
+        "dSpr-Ori": "dsprites_orientation", "sNORB-Azim": "smallnorb_label_azimuth",
+        "sNORB-Elev": "smallnorb_label_elevation", "clevr/count_all": "clevr_count",
+        "dsprites/label_orientation": "dsprites_orientation", "KITTI/distance": "kitti",
         # a table's header may carry the unit or metric after the name
         "Aircraft (%)": "aircraft", "CIFAR-10 [Acc.]": "cifar10", "DTD top-1": "dtd", "Food-101 %": "food101",
         "Flowers-102 (top-1 acc., %)": "flowers",
@@ -432,7 +437,8 @@ def test_common_dataset_names_resolve_to_their_task_facts():
     published = {"aircraft": (100, 6667), "sun397": (397, 19850), "mnist": (10, 60000), "resisc45": (45, 31500),
                  "imagenet": (1000, 1281167), "birdsnap": (500, 47386), "stl10": (10, 5000),
                  "patch_camelyon": (2, 262144), "gtsrb": (43, 39209), "inaturalist2018": (8142, 437513),
-                 "isic2018": (7, 10015), "ucf101": (101, 9537), "dmlab": (6, 65550)}
+                 "isic2018": (7, 10015), "ucf101": (101, 9537), "dmlab": (6, 65550), "clevr_count": (8, 70000),
+                 "clevr_distance": (6, 70000), "dsprites_location": (16, 737280)}
     for task, (classes, train) in published.items():
         assert (facts.loc[task, "class_count"], facts.loc[task, "train_size"]) == (classes, train), task
     assert ev.task_name_key(" Food-101 ") == ev.task_name_key("food_101") == "food101"
