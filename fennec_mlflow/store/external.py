@@ -1447,6 +1447,7 @@ def _in_percent(scores: pd.Series) -> bool:
 # fractions) or above 100 (975 for 97.5) is a typo that would decide the ranking. A table is on a scale
 # when at least this share of its scores are (so that a few typos among many cells stand out).
 _ON_SCALE_SHARE = 0.75
+_MIXED_SCALES_SHARE = 0.9
 _SHOWN_CELLS = 10
 
 
@@ -1459,6 +1460,13 @@ def table_scale(scores: pd.Series) -> str | None:
         return "%"
     if finite.size and ((finite >= 0) & (finite <= 1)).mean() >= _ON_SCALE_SHARE:
         return "[0, 1]"
+    # Half fractions, half percents (two training scripts logging to one experiment): accuracies on both
+    # scales, not another kind of score, when nearly every cell is a fraction or above 10 (chance level
+    # in % for up to 10 classes). The larger share is the table's scale; the other cells are off it.
+    fractions, percents = (finite > 0) & (finite <= 1), finite > 10
+    if finite.size and (finite <= 100).all() and fractions.any() and percents.any() \
+            and (fractions | percents).mean() >= _MIXED_SCALES_SHARE:
+        return "%" if percents.sum() >= fractions.sum() else "[0, 1]"
     return None
 
 

@@ -985,6 +985,18 @@ def test_percents_among_fractions_are_refused_in_file_order_and_other_scores_are
     assert external.read_rows(path)[0]["score"].tolist() == [99.2, 96.5, 96.0, 94.8]
 
 
+def test_a_table_half_in_fractions_half_in_percents_is_refused_naming_the_smaller_half(tmp_path):
+    # two training scripts logging to one experiment, one in %, one as a fraction: neither scale has 75% of the
+    # cells, yet every cell is an accuracy on one of them, and mixed they would decide the ranking
+    path = tmp_path / "two_scripts.csv"
+    path.write_text("model,task,score\na,x,91.5\nb,x,0.88\na,y,83.2\nb,y,0.79\nc,x,90.1\nc,y,81.0\n")
+    with pytest.raises(external.TableError, match=r"2 cell\(s\) on another scale than the table's other scores, "
+                                                  r"accuracies in %: b x x = 0.88 \(line 3, a fraction\); "
+                                                  r"b x y = 0.79 \(line 5, a fraction\); correct them"):
+        external.read_rows(path)
+    assert len(external.read_rows(path, allow_mixed_scale=True)[0]) == 6
+
+
 def test_an_index_saved_with_the_table_is_left_out_and_said(store, tmp_path):
     """pandas' to_csv() without index=False writes a first column without a name (or 'Unnamed: 0'), 0..n-1."""
     frame = pd.DataFrame({"Model": ["r50", "vit", "b16"], "Aircraft": [84.1, 80.5, 82.0], "DTD": [72.1, 71.5, 70.9]})
