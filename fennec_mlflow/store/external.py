@@ -110,6 +110,7 @@ _HEADER_MARK = re.compile(r"\s*(?:\(\s*%\s*\)|\[\s*%\s*\]|%|[↑↓]|\(\s*[↑�
 # metric named like a score (``metrics.test_acc``), or its one metric, or the one ``--score-column`` names.
 MLFLOW_PREFIXES = ("params.", "metrics.", "tags.")
 MLFLOW_RUN_COLUMNS = frozenset({"run_id", "experiment_id", "status", "artifact_uri", "start_time", "end_time"})
+RUN_ID, PARENT_RUN_ID = "run_id", "tags.mlflow.parentRunId"
 
 
 def is_mlflow_export(columns) -> bool:
@@ -594,6 +595,9 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
             skipped.append(ReadAs(tuple((k, _read_with_unit(k, f)) for k, f in fact_rows)))
             count_headers.update({f: k for k, f in fact_rows if f in COUNT_FACTS})
     else:
+        if mlflow_export:
+            raw, left_out = _fine_tune_runs(raw)
+            skipped.extend(left_out)
         facts = _fact_columns(raw, ("model_", "task_"), path)
         unread = [c for c in raw.columns if c not in ("model", "task", "score", *facts)]
         seed_columns = [c for c in unread if _header_name(c) in SEED_COLUMN_NAMES]
@@ -707,15 +711,42 @@ def _mlflow_columns(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]]:
     """An MLflow runs export without MLflow's run columns and ``tags.mlflow.*`` (see :data:`MLFLOW_PREFIXES`),
     its facts logged as params or tags under their fact names; what was left out."""
     header = {str(c).strip(): c for c in raw.columns}
-    bookkeeping = [c for name, c in header.items() if name in MLFLOW_RUN_COLUMNS or name.startswith("tags.mlflow.")]
+    if "start_time" in header:  # MLflow lists the newest run first: in the order they ran, a cell's last is its latest
+        raw = raw.iloc[np.argsort(pd.to_datetime(raw[header["start_time"]], errors="coerce", utc=True).to_numpy(),
+                                  kind="stable")]
+    bookkeeping = [c for name, c in header.items() if (name in MLFLOW_RUN_COLUMNS or name.startswith("tags.mlflow."))
+                   and name not in (RUN_ID, PARENT_RUN_ID)]
     run_columns = ", ".join(name for name in header if name in MLFLOW_RUN_COLUMNS)
-    note = Note(f"an MLflow runs export: its params.*, metrics.* and tags.* are read without the prefix; "
-                f"left out MLflow's run columns ({run_columns}"
-                f"{' and tags.mlflow.*' if any(n.startswith('tags.mlflow.') for n in header) else ''})")
+    note = Note(f"an MLflow runs export: its params.*, metrics.* and tags.* are read without the prefix, its runs in "
+                f"the order they started (--repeats last keeps a cell's latest run); left out MLflow's run columns "
+                f"({run_columns}{' and tags.mlflow.*' if any(n.startswith('tags.mlflow.') for n in header) else ''})")
     # facts logged as params or tags (params.task_class_count) are fact columns, as in any long table
     facts = {c: name.split(".", 1)[1] for name, c in header.items()
              if name.startswith(MLFLOW_PREFIXES) and name.split(".", 1)[1].startswith(("model_", "task_"))}
     return raw.drop(columns=bookkeeping).rename(columns=facts), [note]
+
+
+def _fine_tune_runs(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]]:
+    """An MLflow export's runs that are fine-tunes, without its run id columns: runs without a model or
+    task (a data-preparation run, a sweep's trial that logs only its hyperparameters) and the trials of a
+    sweep whose parent run, in the export, holds the result are left out (the parent re-logs its best
+    trial's score: both would count it twice); what was left out."""
+    notes = []
+    unnamed = raw["model"].isna() | raw["task"].isna() | (raw["model"].astype(str).str.strip() == "") \
+        | (raw["task"].astype(str).str.strip() == "")
+    if unnamed.any():
+        notes.append(Note(f"{_lines(raw.index[unnamed])} left out: runs without a model or a task (not fine-tunes)"))
+        raw = raw[~unnamed]
+    if RUN_ID in raw.columns and PARENT_RUN_ID in raw.columns:
+        scored = pd.to_numeric(_number_text(raw["score"]), errors="coerce").notna() if "score" in raw.columns \
+            else pd.Series(False, index=raw.index)
+        summarised = set(raw.loc[scored, RUN_ID].astype(str))  # parents that carry a score themselves
+        trials = raw[PARENT_RUN_ID].astype(str).isin(summarised)
+        if trials.any():
+            notes.append(Note(f"{_lines(raw.index[trials])} left out: trials of a sweep whose parent run holds its "
+                              "result (the parent is the cell)"))
+            raw = raw[~trials]
+    return raw.drop(columns=[c for c in (RUN_ID, PARENT_RUN_ID) if c in raw.columns]), notes
 
 
 def _all_numbers(cells: pd.Series) -> bool:

@@ -791,6 +791,43 @@ def test_an_mlflow_runs_export_imports_its_finished_runs_and_reads_test_acc_as_t
     assert "run_id" not in said.split("not read")[1]  # MLflow's run columns are left out, not listed as unread
 
 
+def test_an_mlflow_export_keeps_a_cells_latest_run_a_sweeps_parent_and_leaves_out_runs_that_are_no_fine_tune(
+        store, tmp_path):
+    import mlflow
+
+    experiment_id = store.create_experiment("sweeps")
+
+    def run(params: dict, score: float | None = None, parent: str | None = None) -> str:
+        tags = {"mlflow.parentRunId": parent} if parent else {}
+        run_id = store.create_run(experiment_id, tags=tags).info.run_id
+        for key, value in params.items():
+            store.log_param(run_id, key, value)
+        if score is not None:
+            store.log_metric(run_id, "test_acc", score)
+        store.set_terminated(run_id)
+        time.sleep(0.01)  # distinct start times: MLflow lists the newest first
+        return run_id
+
+    run({"model": "r50", "dataset": "dtd"}, 50.0)  # a buggy first run, then its fix
+    run({"model": "r50", "dataset": "dtd"}, 72.0)
+    run({"step": "prepare data"})  # no model, no task: not a fine-tune
+    sweep = run({"model": "vit", "dataset": "dtd"}, 76.0)  # the parent re-logs its best trial's score
+    run({"model": "vit", "dataset": "dtd", "lr": 0.1}, 60.0, parent=sweep)
+    run({"model": "vit", "dataset": "dtd", "lr": 0.01}, 76.0, parent=sweep)
+    run({"lr": 0.001}, parent=sweep)  # a trial logging only its hyperparameter
+    path = tmp_path / "runs.csv"
+    mlflow.search_runs([experiment_id]).to_csv(path, index=False)
+    notes = []
+    imported(store, path, repeats="mean", note=notes.append, report=notes.append)
+    assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.stack().to_dict() == {
+        ("r50", "dtd"): 61.0, ("vit", "dtd"): 76.0}  # r50's two runs are its repeats; vit is its sweep's parent
+    imported(store, path, source="latest", note=notes.append, report=notes.append)  # --repeats last: the latest
+    assert tracking.load_matrix("external", source="latest", mlflow_client=store).values.loc["r50", "dtd"] == 72.0
+    said = "\n".join(notes)
+    assert "left out: runs without a model or a task (not fine-tunes)" in said
+    assert "left out: trials of a sweep whose parent run holds its result (the parent is the cell)" in said
+
+
 def test_a_weights_and_biases_runs_export_keeps_its_finished_runs(store, tmp_path):
     path = tmp_path / "wandb_export.csv"
     path.write_text("Name,State,Runtime,model_name,dataset,lr,test_acc\n"
