@@ -176,24 +176,36 @@ def edit_distance(a: str, b: str) -> int:
     return previous[-1]
 
 
-def check_domain(domain, bundle: RankerBundle, where: str = "") -> None:
-    """A domain a letter or two off a known one (the history's or a public dataset's) is a typo, refused
+def check_domain(domain, bundle: RankerBundle, where: str = ""):
+    """The domain as the history spells it ("Industrial" is "industrial"); None or NaN when not given.
+    A domain a letter or two off a known one (the history's or a public dataset's) is a typo, refused
     with the name meant; any other new domain is a fact: unlike every history domain."""
     if domain is None or (isinstance(domain, float) and np.isnan(domain)):
-        return
+        return domain
     if not isinstance(domain, str):
         raise RankRequestError(f"{where}domain must be a text such as 'natural' or missing, got {domain!r}")
+    spelt = {name.strip().lower(): name for name in bundle.domains}
+    domain = spelt.get(domain.strip().lower(), domain)
     if not domain or domain in bundle.domains:
-        return
+        return domain
     meant = min(sorted(set(bundle.domains) | set(public_domains())), key=lambda name: edit_distance(domain, name))
-    if 0 < edit_distance(domain, meant) <= TYPO_EDITS:  # "medicl"; not "digits, inverted" for "digits"
+    if 0 < edit_distance(domain.lower(), meant.lower()) <= TYPO_EDITS:  # "medicl"; not "digits, inverted" for "digits"
         raise RankRequestError(f"{where}unknown domain {domain!r}; did you mean {meant!r}? (the history's "
                                f"domains: {', '.join(bundle.domains) or 'none'})")
+    return domain
+
+
+def new_domain_note(meta: pd.Series, bundle: RankerBundle) -> str | None:
+    """The basis's word on a task whose domain is given but none of the history's (every domain column 0)."""
+    columns = [f"domain={d}" for d in bundle.domains if f"domain={d}" in meta.index]
+    if not columns or not (meta[columns] == 0).all():
+        return None
+    return f"its domain is none of the history's ({', '.join(bundle.domains)}): taken as unlike them all"
 
 
 def task_meta_row(class_count, sample_count, domain, bundle: RankerBundle) -> pd.Series:
     check_task_facts(class_count, sample_count)
-    check_domain(domain, bundle)
+    domain = check_domain(domain, bundle)
     return knowledge_row(class_count, sample_count, domain, bundle.domains, bundle.task_meta_fill.index)
 
 
@@ -319,8 +331,7 @@ def fast_path_tasks(frame: pd.DataFrame, bundle: RankerBundle) -> list[tuple[np.
             raise RankRequestError(f"row {row}: {name} must be a whole number in [{least}, {upper:g}] or missing, "
                                    f"got {float(values[row]):g}")
     domains = frame["domain"].tolist() if "domain" in present else [None] * len(frame)
-    for row, domain in enumerate(domains):
-        check_domain(domain, bundle, f"row {row}: ")
+    domains = [check_domain(domain, bundle, f"row {row}: ") for row, domain in enumerate(domains)]
     columns = bundle.task_meta_fill.index
     with np.errstate(divide="ignore", invalid="ignore"):
         values = {"log_class_count": np.log(classes), "log_sample_count": np.log(samples)}
@@ -458,8 +469,9 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
             known_rows = (table["score"].to_numpy(float)[told], table["known_score"].to_numpy(float)[told])
             # row by row: only the rows answered (1 ms at 1,000 models); the told rows anchor the level
             head = answers.annotate(bundle, head, meta, known_rows if told.any() else None)
-            if left_out:
-                head.attrs["basis"] += f"; {left_out}"
+            for note in (new_domain_note(meta, bundle), left_out):
+                if note:
+                    head.attrs["basis"] += f"; {note}"
             for column in scored:
                 parts[column].append(head[column].to_numpy())
             parts["task_index"].append(np.full(shown, index))

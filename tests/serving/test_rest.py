@@ -77,6 +77,18 @@ def test_a_domain_one_letter_off_is_refused_and_an_unknown_one_is_unknown():
     flavor.fast_path_tasks(task_frame(1).assign(class_count=[float(np.exp(np.log(3)))]), bundle)  # computed: 3
 
 
+def test_a_domain_in_another_case_is_the_historys_and_a_new_one_is_said_in_the_basis():
+    bundle = small_bundle()
+    (_, meta), = flavor.fast_path_tasks(task_frame(1).assign(domain=[" Medical "]), bundle)
+    assert meta["domain=medical"] == 1.0  # not refused as a typo of itself
+    model = flavor.FennecRanker()
+    model.bundle = bundle
+    answer = model.predict(None, task_frame(2).assign(domain=["x-ray", "MEDICAL"]), {"top_k": 2})
+    bases = answer.groupby("task_index")["basis"].first()
+    assert "its domain is none of the history's (medical): taken as unlike them all" in bases[0]
+    assert "none of the history's" not in bases[1]
+
+
 def test_in_process_batch_equals_one_request_per_task_and_echoes_task_ids():
     model = flavor.FennecRanker()
     model.bundle = small_bundle()
