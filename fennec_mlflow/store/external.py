@@ -76,7 +76,7 @@ from mlflow import MlflowClient
 from tqdm.auto import tqdm
 
 from fennec_mlflow.config import PUBLIC_TABLES_DIR
-from fennec_mlflow.core.evaluation import find_task_facts, load_task_facts
+from fennec_mlflow.core.evaluation import find_task_facts, load_task_facts, task_name_key
 from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.store import tracking
 
@@ -600,14 +600,23 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
             skipped.extend(left_out)
         facts = _fact_columns(raw, ("model_", "task_"), path)
         unread = [c for c in raw.columns if c not in ("model", "task", "score", *facts)]
-        seed_columns = [c for c in unread if _header_name(c) in SEED_COLUMN_NAMES]
+        # what tells a cell's lines apart: a seed (by its name) and any other column that varies within a cell
+        # (a hyperparameter grid), said by name
+        cells = [raw["model"].astype(str), raw["task"].astype(str)]
+        varying = [c for c in unread if raw.groupby(cells)[c].nunique(dropna=False).max() > 1] if len(raw) else []
+        seed_columns = sorted(varying, key=lambda c: _header_name(c) not in SEED_COLUMN_NAMES)
+        configurations = [c for c in varying if _header_name(c) not in SEED_COLUMN_NAMES]
         if unread:  # a second metric (Top-5), a spread, a seed or a hyperparameter: said, so none is lost unseen
             skipped.append(Note(f"not read: column(s) {', '.join(map(repr, unread))} (a long table's cells are its "
                                 "score column; facts are model_* or task_* columns)"))
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "task", path),
                              "score": _numbers(raw, "score", path)}).join(raw[facts])
+        if configurations and len(configurations) < len(varying):  # seeds of several configurations
+            long[_CONFIGURATION] = raw[configurations].astype(str).agg(" | ".join, axis=1)
     long, skipped_here = _without_summaries(long)
     skipped += skipped_here
+    long, said = _one_name_per_dataset(long)
+    skipped += said
     for fact in [fact for fact in COUNT_FACTS if fact in long.columns]:  # "Params (M)", "86.6M": raw counts
         long[fact], note = _raw_counts(long[fact], count_headers.get(fact, fact), fact)
         skipped += [note] if note else []
@@ -1298,12 +1307,19 @@ def _wide_numbers(raw: pd.DataFrame, columns: list[str], key: str, path: Path) -
     return values
 
 
+_CONFIGURATION = "(configuration)"  # a long table's hyperparameters, for --repeats max over seeded configurations
+
+
 def _cells(long: pd.DataFrame, repeats: str = "last", seed_columns: list[str] | tuple[str, ...] = ()) -> \
         tuple[pd.DataFrame, list[SkippedRows]]:
     """One row per (model, task): rows without a finite score dropped, then each cell given on
-    several lines reduced to one by ``repeats`` (:data:`REPEATS`); its facts are its last line's.
-    ``seed_columns``: the table's columns that number the repeated lines (a seed), named in the report."""
+    several lines reduced to one by ``repeats`` (:data:`REPEATS`; "max" of lines that are seeds of several
+    configurations, column ``(configuration)``: the best configuration's mean over its seeds); its facts are
+    its last line's. ``seed_columns``: the table's columns that tell the repeated lines apart (a seed, a
+    hyperparameter), named in the report."""
     skipped = []
+    configurations = long[_CONFIGURATION] if _CONFIGURATION in long.columns else None
+    long = long.drop(columns=_CONFIGURATION, errors="ignore")
     scores = long["score"].to_numpy()
     missing = np.isnan(scores)
     infinite = np.isinf(scores)  # inf, -inf, and numbers too large for a float (1e309)
@@ -1318,6 +1334,15 @@ def _cells(long: pd.DataFrame, repeats: str = "last", seed_columns: list[str] | 
     if not repeated.any():
         return long, skipped
     seeds = f" (one line per {', '.join(map(repr, seed_columns))})" if seed_columns else ""
+    if repeats == "max" and configurations is not None:  # the best configuration, each as its seeds' mean
+        combined = long.duplicated(subset=["model", "task"], keep=False)
+        skipped.append(SkippedRows(f"a (model, task) cell given on several lines{seeds}, imported as its best "
+                                   "configuration's mean over seeds (--repeats max)", tuple(long.index[combined]),
+                                   _examples(long[combined]), combined=True))
+        means = long.groupby([long["model"], long["task"], configurations.reindex(long.index)],
+                             sort=False)["score"].transform("mean")
+        scores = means.groupby([long["model"], long["task"]], sort=False).transform("max")
+        return long.assign(score=scores)[~repeated], skipped
     if repeats == "last" and seed_columns:
         skipped.append(SkippedRows(f"a (model, task) cell given on several lines{seeds}, of which the last is kept "
                                    "(--repeats last, the default); --repeats mean imports their mean, --repeats max "
@@ -1338,6 +1363,39 @@ def _cells(long: pd.DataFrame, repeats: str = "last", seed_columns: list[str] | 
 
 def _warn(message: str) -> None:
     warnings.warn(message, SkippedRowsWarning, stacklevel=3)
+
+
+def _one_name_per_dataset(long: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]]:
+    """``long`` with the tasks that name one public dataset ("Oxford-IIIT Pet" and "oxford_pets") under one
+    name, its most used: apart, the dataset would count twice in popularity and be its own history when one
+    is the target. Models whose names differ only in case or punctuation are said, not merged (two
+    checkpoints may share a name's letters)."""
+    notes = []
+    facts = load_task_facts()
+    uses = long["task"].value_counts(sort=False)
+    datasets: dict[str, list[str]] = {}
+    for task in uses.index:
+        row = find_task_facts(task, facts)
+        if row is not None:
+            datasets.setdefault(str(row["dataset"]), []).append(task)
+    renames = {}
+    for dataset, names in datasets.items():
+        if len(names) > 1:
+            kept = max(names, key=lambda name: uses[name])  # the first of the most used
+            renames.update({name: kept for name in names if name != kept})
+            notes.append(Note(f"read {', '.join(map(repr, names))} as one task, {kept!r}: each names the public "
+                              f"dataset {dataset}"))
+    if renames:
+        long = long.assign(task=long["task"].replace(renames))
+    spellings: dict[str, list[str]] = {}
+    for model in long["model"].drop_duplicates():
+        spellings.setdefault(task_name_key(model), []).append(model)
+    alike = [names for names in spellings.values() if len(names) > 1]
+    if alike:
+        notes.append(Note("model names that differ only in case or punctuation: "
+                          f"{'; '.join(', '.join(map(repr, names)) for names in alike)}; if each group is one "
+                          "model, name it alike and import again"))
+    return long, notes
 
 
 def public_task_facts(tasks) -> dict[str, dict[str, object]]:

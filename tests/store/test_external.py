@@ -828,6 +828,34 @@ def test_an_mlflow_export_keeps_a_cells_latest_run_a_sweeps_parent_and_leaves_ou
     assert "left out: trials of a sweep whose parent run holds its result (the parent is the cell)" in said
 
 
+def test_two_names_of_one_public_dataset_are_one_task_and_alike_model_names_are_said(store, tmp_path):
+    path = tmp_path / "spellings.csv"
+    path.write_text("model,task,score\nresnet50,oxford_pets,91.0\nvit,oxford_pets,93.0\nvit,Oxford-IIIT Pet,92.0\n"
+                    "ResNet-50,Pets,90.0\nresnet50,dtd,72.0\nvit,DTD,75.0\n")
+    notes = []
+    imported(store, path, repeats="mean", note=notes.append, report=notes.append)
+    values = tracking.load_matrix("external", source="mine", mlflow_client=store).values
+    assert sorted(values.columns) == ["dtd", "oxford_pets"]  # not a target that is its own history
+    assert values.loc["vit", "oxford_pets"] == 92.5
+    said = "\n".join(notes)
+    assert "read 'oxford_pets', 'Oxford-IIIT Pet', 'Pets' as one task, 'oxford_pets': each names the public dataset " \
+           "Oxford-IIIT Pet" in said
+    assert "model names that differ only in case or punctuation: 'resnet50', 'ResNet-50'" in said
+
+
+def test_seeds_of_a_hyperparameter_grid_import_as_the_best_configurations_mean_and_both_are_named(tmp_path):
+    path = tmp_path / "grid.csv"
+    path.write_text("model,task,lr,seed,score\nr50,dtd,0.1,0,60\nr50,dtd,0.1,1,70\nr50,dtd,0.01,0,72\n"
+                    "r50,dtd,0.01,1,68\nvit,dtd,0.01,0,75\nvit,dtd,0.01,1,77\n")
+    table, notes = external.read_rows(path, repeats="max")
+    # r50: lr 0.01's seeds average 70, lr 0.1's 65 (its single best seed, 72, would flatter it)
+    assert table.set_index("model")["score"].to_dict() == {"r50": 70.0, "vit": 76.0}
+    assert "(one line per 'seed', 'lr'), imported as its best configuration's mean over seeds" in \
+        "\n".join(map(str, notes))
+    table, notes = external.read_rows(path, repeats="mean")
+    assert table.set_index("model")["score"].to_dict() == {"r50": 67.5, "vit": 76.0}
+
+
 def test_a_weights_and_biases_runs_export_keeps_its_finished_runs(store, tmp_path):
     path = tmp_path / "wandb_export.csv"
     path.write_text("Name,State,Runtime,model_name,dataset,lr,test_acc\n"
