@@ -615,8 +615,9 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
             long[_CONFIGURATION] = raw[configurations].astype(str).agg(" | ".join, axis=1)
     long, skipped_here = _without_summaries(long)
     skipped += skipped_here
-    long, said = _one_name_per_dataset(long)
-    skipped += said
+    if layout == "long":  # a wide table's two columns of one dataset are two settings, kept apart
+        long, said = _one_name_per_dataset(long)
+        skipped += said
     for fact in [fact for fact in COUNT_FACTS if fact in long.columns]:  # "Params (M)", "86.6M": raw counts
         long[fact], note = _raw_counts(long[fact], count_headers.get(fact, fact), fact)
         skipped += [note] if note else []
@@ -1366,9 +1367,9 @@ def _warn(message: str) -> None:
 
 
 def _one_name_per_dataset(long: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]]:
-    """``long`` with the tasks that name one public dataset ("Oxford-IIIT Pet" and "oxford_pets") under one
-    name, its most used: apart, the dataset would count twice in popularity and be its own history when one
-    is the target. Models whose names differ only in case or punctuation are said, not merged (two
+    """A long table's tasks that name one public dataset ("Oxford-IIIT Pet" and "oxford_pets": rows logged by
+    two scripts) under one name, its most used: apart, the dataset would count twice in popularity and be
+    its own history when one is the target. Models whose names differ only in case or punctuation are said, not merged (two
     checkpoints may share a name's letters)."""
     notes = []
     facts = load_task_facts()
