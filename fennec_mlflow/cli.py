@@ -374,6 +374,9 @@ def _shrinkage(value: str | None):
 @click.option("--k", default=None, type=int, help="transfer-space dimension (default: tuned, else min(4, min(M, N) - 1))")
 @click.option("--alpha", default=None, type=float, help="weight of the meta score (default: tuned, else 0.5)")
 @click.option("--shrinkage", default=None, help="'auto' or a number in [0, 1] (default: tuned, else auto)")
+@click.option("--formulation", default=None, type=click.Choice(["shrunk", "paper"]),
+              help="Fennec's (shrunk: popularity plus the interaction the history vouches for; the default) or the "
+                   "paper's; the one that `fennec evaluate` shows better on your store (fennec-paper), validated the same way")
 @click.option("--tune/--no-tune", default=True, show_default=True,
               help="tune on the store's ground truth when it covers at least 4 tasks (always measured when it does)")
 @click.option("--truth-source", default=None,
@@ -389,8 +392,8 @@ def _shrinkage(value: str | None):
               help="the registered model's name; one per experiment keeps their champions apart "
                    "(rank it with --model-uri models:/NAME@champion)")
 @experiment_option
-def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, truth_source, regime, n_trials, tasks,
-          registered_model, experiment):
+def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, formulation, tune, truth_source, regime,
+          n_trials, tasks, registered_model, experiment):
     """Rebuild the knowledge base, fit Fennec, validate it on the store's ground truth, register it.
 
     The new version becomes fennec@champion unless the champion's validated figure is higher
@@ -420,14 +423,14 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, tune, trut
         result = build_model(kind=kind, estimator=estimator, source=_given(source),
                              encoder_spec=chosen and chosen.spec, encoder_name=chosen and chosen.encoder.name,
                              encoder_file=chosen and chosen.file, k=k, alpha=alpha, shrinkage=_shrinkage(shrinkage),
-                             tune=tune, truth_source=_given(truth_source), n_trials=n_trials, experiment=experiment,
+                             formulation=formulation, tune=tune, truth_source=_given(truth_source), n_trials=n_trials, experiment=experiment,
                              regime=regime, progress=True, registered_model=registered_model)
     except FennecError as exc:
         _fail(exc)
     quality = result.quality
     click.echo(f"fitted on {result.knowledge.P.shape[0]} models x {result.knowledge.P.shape[1]} tasks of "
-               f"{quality.history or kind} (k={result.fennec.k}, alpha={result.fennec.alpha}, "
-               f"shrinkage={result.fennec.shrinkage}); registered {result.model_uri} version {result.version} "
+               f"{quality.history or kind} ({'the paper formulation, ' if result.fennec.formulation == 'paper' else ''}"
+               f"k={result.fennec.k}, alpha={result.fennec.alpha}, shrinkage={result.fennec.shrinkage}); registered {result.model_uri} version {result.version} "
                f"({result.alias_reason}); run {result.run_id}")
     if result.regime:
         from fennec_mlflow.serving.answers import REGIME_WORDS
@@ -754,6 +757,9 @@ def _benchmark(name: str, source, truth_kind, history_kind, history_source, hist
                            encoder=None if store_encoder in NOT_GIVEN else store_encoder)
 
 
+PAPER_MARGIN = 0.02  # Pearson, fraction: a gap beyond the spread of seeds on a small table
+
+
 def _against_popularity(table) -> str | None:
     """One line: the default Fennec (what ``build`` registers) against popularity, the obvious pick,
     from an evaluation's table (None when it lacks either row)."""
@@ -768,6 +774,9 @@ def _against_popularity(table) -> str | None:
     if ours < theirs:
         line += (" Here it is below popularity: `fennec build` validates on this ground truth and says so; "
                  "`fennec tune` searches its settings.")
+    if "fennec-paper" in table.index and table.at["fennec-paper", pearson] >= max(ours, theirs) + PAPER_MARGIN:
+        line += (f" The paper's formulation (fennec-paper, {table.at['fennec-paper', pearson]:.3f}) is ahead on this "
+                 "history: `fennec build --formulation paper` registers it, validated the same way.")
     return line
 
 

@@ -328,6 +328,7 @@ def build(
     k: int | None = None,
     alpha: float | None = None,
     shrinkage: str | float | None = None,
+    formulation: str | None = None,
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     register: bool = True,
     models: list[str] | None = None,
@@ -347,7 +348,8 @@ def build(
     proxies' encoder (None: no proxies, a new task is placed by its facts). ``models`` / ``tasks``
     restrict the knowledge to those rows / columns of the matrix. ``k`` / ``alpha`` / ``shrinkage``:
     fixed (else tuned on the ground truth when there is enough, else from a ``tune`` run, else
-    defaults). ``tune``: tune when the ground truth allows. ``truth_source``: an imported table
+    defaults). ``formulation``: Fennec's (``"shrunk"``, the default) or the paper's (``"paper"``), the
+    others tuned and validated under it. ``tune``: tune when the ground truth allows. ``truth_source``: an imported table
     as ground truth instead of the ``finetune`` runs. ``regime``: which fine-tune regime's runs are the
     ground truth (and the history, with ``kind="finetune"``): ``"full"`` or ``"linear-probe"``.
     ``progress``: a bar over the validation's trials and folds. ``registered_model``: the name it is
@@ -355,7 +357,8 @@ def build(
     """
     spec = MatrixSpec(kind, estimator, source, regime=regime if kind in tracking.REGIME_KINDS else None)
     _truth_spec(None, regime)  # an unknown regime fails here, before anything is read
-    fixed = {name: value for name, value in (("k", k), ("alpha", alpha), ("shrinkage", shrinkage)) if value is not None}
+    fixed = {name: value for name, value in (("k", k), ("alpha", alpha), ("shrinkage", shrinkage),
+                                             ("formulation", formulation)) if value is not None}
     quality, chosen, settings = assess(spec, truth_source=truth_source, encoder=encoder_name, experiment=experiment,
                                        tune=tune, fixed=fixed, n_trials=n_trials, inner_trials=inner_trials,
                                        regime=regime, progress=progress)
@@ -368,7 +371,7 @@ def build(
         tuned = tuned_parameters(experiment)
         settings = {"k": k or tuned.get("k") or default_k(knowledge.P),
                     "alpha": alpha if alpha is not None else tuned.get("alpha", config.FENNEC_ALPHA)}
-        for name in ("nmf_l2", "shrinkage"):
+        for name in ("nmf_l2", "shrinkage", "formulation"):
             if name in fixed or name in tuned:
                 settings[name] = fixed.get(name, tuned.get(name))
     settings["k"] = int(max(1, min(settings["k"], min(knowledge.P.shape) - 1)))

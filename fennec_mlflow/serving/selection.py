@@ -201,6 +201,8 @@ def suggest(trial: optuna.Trial, data: TuningData, fixed: Mapping | None = None)
         params["shrinkage"] = trial.suggest_float("shrinkage", 0.0, 1.0)
     if len(data.sources) > 1:
         params["history"] = fixed.get("history") or trial.suggest_categorical("history", data.sources)
+    if "formulation" in fixed:
+        params["formulation"] = fixed["formulation"]
     return params
 
 
@@ -226,6 +228,8 @@ def fennec_params(trial_params: Mapping, fixed: Mapping | None = None) -> dict:
               "shrinkage": params["shrinkage"] if params["shrinkage"] == "auto" else float(params["shrinkage"])}
     if "history" in params:
         result["history"] = str(params["history"])
+    if "formulation" in params:
+        result["formulation"] = str(params["formulation"])
     return result
 
 

@@ -403,6 +403,18 @@ def planted_build(**kwargs):
     return build(kind="external", source="planted", truth_source="planted", **kwargs)
 
 
+def test_build_registers_the_paper_formulation_when_asked_and_validates_it_as_such(store, tmp_path):
+    import_planted(tmp_path)
+    paper = planted_build(tune=False, formulation="paper")
+    assert paper.fennec.formulation == "paper"
+    run = store.get_run(paper.run_id)
+    assert run.data.params["formulation"] == "paper"
+    shrunk = planted_build(tune=False, register=False)
+    assert shrunk.fennec.formulation == "shrunk"
+    # each is validated as it is served: the two figures are their own leave-one-task-out means
+    assert paper.quality.validation.validated_mean_pearson != shrunk.quality.validation.validated_mean_pearson
+
+
 def test_champion_moves_only_to_a_version_validated_at_least_as_well(store, tmp_path):
     import_planted(tmp_path, n_tasks=8)  # enough history tasks for the facts' interaction to prove itself
     unmeasured = build(kind="external", source="planted", truth_source="not-imported")
