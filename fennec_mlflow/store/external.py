@@ -558,6 +558,15 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         notes.insert(0, ReadAs(read_as))
     if group_rows:
         notes.append(Note(f"{_lines(group_rows)} left out: a row of column groups (\\multicolumn), not cells"))
+    if mlflow_export and not {"model", "task"} <= set(raw.columns):
+        role = next(role for role in ("model", "task") if role not in raw.columns)
+        logged = [str(c) for c in raw.columns if str(c).startswith(("params.", "tags."))]
+        alike = [c for c in logged if _header_name(c) in COLUMN_NAMES[role]]
+        why = (f"several params or tags are named like one ({', '.join(map(repr, alike))})" if alike else
+               f"no param or tag is named like one ({', '.join(COLUMN_NAMES[role][:6])}, ...)")
+        raise TableError(f"{str(path)!r} is an MLflow runs export without one {role} column: {why}; name it with "
+                         f"--{role}-column (several, comma-separated, are taken in order), from its params and "
+                         f"tags: {', '.join(map(repr, logged)) or 'none'}")
     layout = detect_layout(list(raw.columns)) if layout == "auto" else layout
     missing = set({"parc": ["Architecture", "Source Dataset", "Target Dataset", "Oracle"],
                    "transfergraph": ["model", "finetuned_dataset", "eval_accuracy"],
@@ -681,18 +690,29 @@ def _only_number_column(raw: pd.DataFrame, path: Path, metrics_only: bool = Fals
 
 
 def _named_columns(raw: pd.DataFrame, columns: Mapping[str, str], path: Path) -> pd.DataFrame:
-    """``raw`` with the columns the user named for the model, task and score under those names."""
+    """``raw`` with the columns the user named for the model, task and score under those names. Several
+    columns, comma-separated ("params.model_name,params.arch,tags.model": scripts that log it differently),
+    are taken in order: a row's first one given."""
     header = {str(c).strip(): c for c in raw.columns}
-    renames = {}
-    for role, name in columns.items():
-        if str(name).strip() not in header:
-            raise TableError(f"{str(path)!r} has no column {name!r} (given as the {role} column); its columns: "
-                             f"{', '.join(map(repr, header))}")
-        if role in header and header[role] != header[str(name).strip()]:
-            raise TableError(f"{str(path)!r} has a column named {role!r} besides {name!r}, given as the {role} "
+    for role, given in columns.items():
+        names = [name.strip() for name in str(given).split(",") if name.strip()]
+        missing = [name for name in names if name not in header]
+        if missing or not names:
+            raise TableError(f"{str(path)!r} has no column {(missing or [given])[0]!r} (given as the {role} column); "
+                             f"its columns: {', '.join(map(repr, header))}")
+        if role in header and role not in names:
+            raise TableError(f"{str(path)!r} has a column named {role!r} besides {given!r}, given as the {role} "
                              f"column; rename one of them")
-        renames[header[str(name).strip()]] = role
-    return raw.rename(columns=renames)
+        cells = [raw[header[name]].mask(raw[header[name]].astype(str).str.strip() == "") for name in names]
+        first_given = cells[0]
+        for more in cells[1:]:
+            first_given = first_given.fillna(more)
+        position = sum(1 for c in raw.columns[:list(raw.columns).index(header[names[0]])]
+                       if str(c).strip() not in names)
+        raw = raw.drop(columns=[header[name] for name in names])
+        raw.insert(position, role, first_given)
+        header = {str(c).strip(): c for c in raw.columns}
+    return raw
 
 
 # A run's state as MLflow (FINISHED, FAILED, KILLED, RUNNING, SCHEDULED) and Weights & Biases (finished,
@@ -730,9 +750,19 @@ def _mlflow_columns(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]]:
     note = Note(f"an MLflow runs export: its params.*, metrics.* and tags.* are read without the prefix, its runs in "
                 f"the order they started (--repeats last keeps a cell's latest run); left out MLflow's run columns "
                 f"({run_columns}{' and tags.mlflow.*' if any(n.startswith('tags.mlflow.') for n in header) else ''})")
-    # facts logged as params or tags (params.task_class_count) are fact columns, as in any long table
-    facts = {c: name.split(".", 1)[1] for name, c in header.items()
-             if name.startswith(MLFLOW_PREFIXES) and name.split(".", 1)[1].startswith(("model_", "task_"))}
+    # facts logged as params or tags (params.task_class_count, or as code names them: params.num_classes)
+    # are fact columns, as in any long table
+    facts = {}
+    for name, column in header.items():
+        if name.startswith(("params.", "tags.")):
+            logged = name.split(".", 1)[1]
+            spoken = logged.replace("_", " ")
+            if any(_header_name(logged) in names for names in COLUMN_NAMES.values()):
+                continue  # params.model_name is the model column, not a model fact
+            fact = logged if logged.startswith(("model_", "task_")) else (task_fact_name(spoken)
+                                                                          or model_fact_name(spoken))
+            if fact is not None and fact not in facts.values() and fact not in header:
+                facts[column] = fact
     return raw.drop(columns=bookkeeping).rename(columns=facts), [note]
 
 

@@ -856,6 +856,22 @@ def test_seeds_of_a_hyperparameter_grid_import_as_the_best_configurations_mean_a
     assert table.set_index("model")["score"].to_dict() == {"r50": 67.5, "vit": 76.0}
 
 
+def test_an_mlflow_export_of_scripts_that_log_the_model_differently_reads_the_columns_given_in_order(tmp_path):
+    path = tmp_path / "scripts.csv"
+    path.write_text("run_id,status,params.model_name,params.arch,params.dataset,params.num_classes,metrics.test_acc\n"
+                    "a,FINISHED,r50,,dtd,47,72.0\nb,FINISHED,,vit,dtd,47,75.0\nc,FINISHED,,vit,pets,37,93.0\n")
+    with pytest.raises(external.TableError, match=r"an MLflow runs export without one model column: several params "
+                                                  r"or tags are named like one \('params.model_name', 'params.arch'\); "
+                                                  r"name it with --model-column \(several, comma-separated, are taken "
+                                                  r"in order\), from its params and tags: 'params.model_name', "
+                                                  r"'params.arch'$"):
+        external.read_rows(path)
+    table, _ = external.read_rows(path, columns={"model": "params.model_name,params.arch"})
+    assert table[["model", "task", "score"]].values.tolist() == [["r50", "dtd", 72.0], ["vit", "dtd", 75.0],
+                                                                 ["vit", "pets", 93.0]]
+    assert table.set_index("task")["task_class_count"].to_dict() == {"dtd": 47, "pets": 37}  # params.num_classes
+
+
 def test_a_weights_and_biases_runs_export_keeps_its_finished_runs(store, tmp_path):
     path = tmp_path / "wandb_export.csv"
     path.write_text("Name,State,Runtime,model_name,dataset,lr,test_acc\n"
