@@ -845,12 +845,12 @@ def test_two_names_of_one_public_dataset_are_one_task_and_alike_model_names_are_
 
 def test_seeds_of_a_hyperparameter_grid_import_as_the_best_configurations_mean_and_both_are_named(tmp_path):
     path = tmp_path / "grid.csv"
-    path.write_text("model,task,lr,seed,score\nr50,dtd,0.1,0,60\nr50,dtd,0.1,1,70\nr50,dtd,0.01,0,72\n"
-                    "r50,dtd,0.01,1,68\nvit,dtd,0.01,0,75\nvit,dtd,0.01,1,77\n")
+    path.write_text("model,task,lr,wd,seed,score\nr50,dtd,0.1,,0,60\nr50,dtd,0.1,,1,70\nr50,dtd,0.01,1e-4,0,72\n"
+                    "r50,dtd,0.01,1e-4,1,68\nvit,dtd,0.01,1e-4,0,75\nvit,dtd,0.01,1e-4,1,77\n")  # one script logs no wd
     table, notes = external.read_rows(path, repeats="max")
     # r50: lr 0.01's seeds average 70, lr 0.1's 65 (its single best seed, 72, would flatter it)
     assert table.set_index("model")["score"].to_dict() == {"r50": 70.0, "vit": 76.0}
-    assert "(one line per 'seed', 'lr'), imported as its best configuration's mean over seeds" in \
+    assert "(one line per 'seed', 'lr', 'wd'), imported as its best configuration's mean over seeds" in \
         "\n".join(map(str, notes))
     table, notes = external.read_rows(path, repeats="mean")
     assert table.set_index("model")["score"].to_dict() == {"r50": 67.5, "vit": 76.0}
