@@ -1547,15 +1547,18 @@ def import_table(
             "task_domain for them, so Fennec cannot tell which history tasks they resemble; name them like the "
             "public dataset (fennec_mlflow/resources/task_facts.csv), or give those facts: as columns (long or "
             "transposed layout) or as rows named #Classes, Train size, Domain (wide layout)")
+    kept = set(zip(table["model"], table["task"]))
+    dropped = [cell for model in stored.values.index for task in stored.values.columns
+               if (model, task) not in kept
+               and (cell := tracking.cell_key("external", source=source, model=model, task=task)) in done]
     if replace:
-        kept = set(zip(table["model"], table["task"]))
-        dropped = [cell for model in stored.values.index for task in stored.values.columns
-                   if (model, task) not in kept
-                   and (cell := tracking.cell_key("external", source=source, model=model, task=task)) in done]
         tracking.discard_runs(mlflow_client, [run_id for cell in dropped for run_id in cell_runs[cell]])
         if dropped:
             (report or _warn)(f"{path.name}: {len(dropped)} cell(s) of source {source!r} that this table no longer "
                               "holds deleted (--replace)")
+    elif dropped:  # a table that lost rows or columns since: the store keeps them unless told
+        (report or _warn)(f"{path.name}: {len(dropped)} cell(s) of source {source!r} imported before are not in this "
+                          "table and were kept; import with --replace to delete them")
     return len(records), len(table) - len(records)
 
 

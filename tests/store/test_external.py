@@ -372,8 +372,11 @@ def test_replace_makes_the_source_exactly_the_new_table(store, tmp_path, table):
     imported(store, path)
     smaller = frame[(frame["model"] != "m4") & (frame["task"] != "t0")]
     trimmed = write_csv(tmp_path / "trimmed.csv", smaller.assign(score=smaller["score"] + 1))
-    assert imported(store, trimmed) == (len(smaller), 0)  # every value changed: written again
+    said = []
+    assert imported(store, trimmed, report=said.append) == (len(smaller), 0)  # every value changed: written again
     assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.shape == (5, 4)
+    assert f"trimmed.csv: {len(frame) - len(smaller)} cell(s) of source 'mine' imported before are not in this " \
+           "table and were kept; import with --replace to delete them" in said
     lines = []
     assert imported(store, trimmed, replace=True, report=lines.append) == (0, len(smaller))
     assert without_facts_note(lines) == [
