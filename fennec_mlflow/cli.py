@@ -375,8 +375,9 @@ def _shrinkage(value: str | None):
 @click.option("--alpha", default=None, type=float, help="weight of the meta score (default: tuned, else 0.5)")
 @click.option("--shrinkage", default=None, help="'auto' or a number in [0, 1] (default: tuned, else auto)")
 @click.option("--formulation", default=None, type=click.Choice(["shrunk", "paper"]),
-              help="Fennec's (shrunk: popularity plus the interaction the history vouches for; the default) or the "
-                   "paper's; the one that `fennec evaluate` shows better on your store (fennec-paper), validated the same way")
+              help="Fennec's (shrunk: popularity plus the interaction the history vouches for; the default) or "
+                   "the paper's, where `fennec evaluate` shows it (fennec-paper) ahead on your store; validated the "
+                   "same way")
 @click.option("--tune/--no-tune", default=True, show_default=True,
               help="tune on the store's ground truth when it covers at least 4 tasks (always measured when it does)")
 @click.option("--truth-source", default=None,
@@ -423,14 +424,16 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, formulatio
         result = build_model(kind=kind, estimator=estimator, source=_given(source),
                              encoder_spec=chosen and chosen.spec, encoder_name=chosen and chosen.encoder.name,
                              encoder_file=chosen and chosen.file, k=k, alpha=alpha, shrinkage=_shrinkage(shrinkage),
-                             formulation=formulation, tune=tune, truth_source=_given(truth_source), n_trials=n_trials, experiment=experiment,
-                             regime=regime, progress=True, registered_model=registered_model)
+                             formulation=formulation, tune=tune, truth_source=_given(truth_source),
+                             n_trials=n_trials, experiment=experiment, regime=regime, progress=True,
+                             registered_model=registered_model)
     except FennecError as exc:
         _fail(exc)
     quality = result.quality
+    paper = "the paper formulation, " if result.fennec.formulation == "paper" else ""
     click.echo(f"fitted on {result.knowledge.P.shape[0]} models x {result.knowledge.P.shape[1]} tasks of "
-               f"{quality.history or kind} ({'the paper formulation, ' if result.fennec.formulation == 'paper' else ''}"
-               f"k={result.fennec.k}, alpha={result.fennec.alpha}, shrinkage={result.fennec.shrinkage}); registered {result.model_uri} version {result.version} "
+               f"{quality.history or kind} ({paper}k={result.fennec.k}, alpha={result.fennec.alpha}, "
+               f"shrinkage={result.fennec.shrinkage}); registered {result.model_uri} version {result.version} "
                f"({result.alias_reason}); run {result.run_id}")
     if result.regime:
         from fennec_mlflow.serving.answers import REGIME_WORDS

@@ -621,7 +621,8 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "task", path),
                              "score": _numbers(raw, "score", path)}).join(raw[facts])
         if configurations and len(configurations) < len(varying):  # seeds of several configurations
-            long[_CONFIGURATION] = raw[configurations].map(lambda v: "" if pd.isna(v) else str(v)).agg(" | ".join, axis=1)
+            written = raw[configurations].map(lambda value: "" if pd.isna(value) else str(value))
+            long[_CONFIGURATION] = written.agg(" | ".join, axis=1)
     long, skipped_here = _without_summaries(long)
     skipped += skipped_here
     if layout == "long":  # a wide table's two columns of one dataset are two settings, kept apart
