@@ -611,8 +611,8 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         unread = [c for c in raw.columns if c not in ("model", "task", "score", *facts)]
         # what tells a cell's lines apart: a seed (by its name) and any other column that varies within a cell
         # (a hyperparameter grid), said by name
-        cells = [raw["model"].astype(str), raw["task"].astype(str)]
-        varying = [c for c in unread if raw.groupby(cells)[c].nunique(dropna=False).max() > 1] if len(raw) else []
+        values_per_cell = raw.groupby([raw["model"].astype(str), raw["task"].astype(str)])[unread].nunique(dropna=False)
+        varying = [c for c in unread if len(raw) and values_per_cell[c].max() > 1]
         seed_columns = sorted(varying, key=lambda c: _header_name(c) not in SEED_COLUMN_NAMES)
         configurations = [c for c in varying if _header_name(c) not in SEED_COLUMN_NAMES]
         if unread:  # a second metric (Top-5), a spread, a seed or a hyperparameter: said, so none is lost unseen
