@@ -17,6 +17,7 @@ import click
 
 from fennec_mlflow import config
 from fennec_mlflow.errors import FennecError, InvalidInputError
+from fennec_mlflow.progress import redraw_sparsely_into_logs
 from fennec_mlflow.store import tracking
 from fennec_mlflow.store.tracking import TrackingError
 
@@ -201,6 +202,7 @@ def main(ctx: click.Context) -> None:
     if {"--help", "-h"} & set(sys.argv[1:]):
         return
     _one_line_warnings()
+    redraw_sparsely_into_logs()
     _require_tracking_server()
     if ctx.invoked_subcommand in TORCH_COMMANDS:
         from fennec_mlflow.data.threads import use_fair_share_threads

@@ -53,6 +53,9 @@ FINETUNE_REGIMES = ("full", "linear-probe")
 FINETUNE_REGIME = "full"
 
 TRACKING_CONNECT_TIMEOUT = 5  # seconds an HTTP tracking server gets to answer before a command gives up
+# A progress bar's redraw interval when stderr is no terminal (nohup, CI, `mlflow run` into a log): each
+# redraw is kept there, so one every 30 s, not ten a second (fennec_mlflow.progress)
+LOG_PROGRESS_SECONDS = 30
 
 TUNE_N_TRIALS = 20  # Optuna trials of one `tune` call
 

@@ -115,6 +115,25 @@ def test_import_says_a_reading_as_a_note_and_a_skipped_cell_as_a_warning(store, 
     assert "warning: paper.csv: 1 cell(s) skipped, no score (empty, nan or a dash)" in result.output
 
 
+def test_progress_bars_redraw_sparsely_into_a_redirected_log_unless_the_user_says_otherwise(store, tmp_path,
+                                                                                          monkeypatch):
+    from fennec_mlflow import config, progress
+
+    monkeypatch.setattr(progress, "_sparse", False)
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    path = tmp_path / "paper.csv"
+    path.write_text("model,cifar10,dtd\nresnet50,96.3,70.1\nvit_b16,98.1,75.3\n")
+    with progress.tqdm(total=1) as bar:
+        assert bar.mininterval == 0.1  # tqdm's own, used as a library
+    assert CliRunner().invoke(main, ["import", str(path)]).exit_code == 0  # the runner's stderr is no terminal
+    with progress.tqdm(total=1) as bar:
+        assert bar.mininterval == config.LOG_PROGRESS_SECONDS
+    monkeypatch.setenv("TQDM_MININTERVAL", "2")
+    assert CliRunner().invoke(main, ["import", str(path)]).exit_code == 0
+    with progress.tqdm(total=1) as bar:
+        assert bar.mininterval != config.LOG_PROGRESS_SECONDS  # the user's (tqdm reads it when imported)
+
+
 def test_a_store_that_refuses_writes_is_one_line(store, tmp_path):
     """A read-only sqlite file (chmod for a user; the immutable flag for root, where chattr works)."""
     import os

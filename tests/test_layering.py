@@ -1,7 +1,7 @@
 """The package's layers, enforced: arrows only point down (see README, "Code layout").
 
 core (numpy/scipy/scikit-learn) <- data, archi2vec (torch) <- training <- store (MLflow) <- serving
-<- bench <- cli. ``errors``, ``config`` and ``parallel`` sit below everything. Every import counts, including
+<- bench <- cli. ``errors``, ``config``, ``parallel`` and ``progress`` sit below everything. Every import counts, including
 the ones inside functions.
 """
 import ast
@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "fennec_mlflow"
 # Layer rank of each top-level part of the package; a module may import only parts of lower or
 # equal rank (equal: within its own layer, or data <-> archi2vec, which are independent).
-RANK = {"errors": 0, "config": 0, "parallel": 0, "core": 1, "estimators": 1, "data": 2, "archi2vec": 2, "training": 3,
+RANK = {"errors": 0, "config": 0, "parallel": 0, "progress": 0, "core": 1, "estimators": 1, "data": 2, "archi2vec": 2, "training": 3,
         "store": 4, "serving": 5, "bench": 6, "cli": 7}
 FORBIDDEN_THIRD_PARTY = {
     "core": {"torch", "torchvision", "pytorchcv", "open_clip", "PIL", "mlflow", "optuna", "gensim", "networkx", "click"},

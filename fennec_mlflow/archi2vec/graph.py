@@ -567,7 +567,7 @@ def extract_graphs(models: Iterable[str | tuple[str, nn.Module]], *, processes: 
     ``processes`` > 1 spreads names over worker processes (modules given as objects are
     pickled to the workers, so pass names for big batches).
     """
-    from tqdm.auto import tqdm
+    from fennec_mlflow.progress import tqdm
 
     items = list(models)
     names = [item if isinstance(item, str) else item[0] for item in items]

@@ -314,7 +314,7 @@ class EstimatorOutcome:
 def prefetch_fits(wanted: Iterable[tuple[FennecFits, tuple[str, int, float]]], *, progress: bool = True) -> None:
     """Fit the (fits, (target, seed, alpha)) pairs not fitted yet, on every core
     (:func:`~fennec_mlflow.parallel.forked_map`): the evaluation's rows then rank from them."""
-    from tqdm.auto import tqdm
+    from fennec_mlflow.progress import tqdm
 
     missing = [(fits, key) for fits, key in wanted if key not in fits._fits]
     with tqdm(total=len(missing), desc="fit Fennec per target and seed", unit="fit", leave=False,
@@ -605,7 +605,7 @@ def run_evaluation(benchmark: str | Benchmark, *, experiment: str | None = None,
     ``fennec_params``: override Fennec's defaults (``k``, ``alpha``, ``nmf_l2``, ``shrinkage``, ...) for every
     Fennec variant (the ablations keep their own alpha); the run params record what was used.
     """
-    from tqdm.auto import tqdm
+    from fennec_mlflow.progress import tqdm
 
 
     bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)

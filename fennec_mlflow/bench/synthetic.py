@@ -675,7 +675,7 @@ def evaluate_one(config: BenchmarkConfig, data: BenchmarkData, bench: Benchmark,
         if truth.shape[1] >= MIN_TARGETS_FOR_FINETUNE_HISTORY:
             histories["finetune"] = TargetFennecFits(data, fits.params, history=truth)
         choices: dict = {}
-        from tqdm.auto import tqdm
+        from fennec_mlflow.progress import tqdm
         with tqdm(total=len(seeds) * truth.shape[1], desc=f"nested CV over {len(histories)} histories",
                   unit="target", leave=False, disable=not progress) as bar:
             made = nested_cv_choices(histories, seeds, done=bar.update)
@@ -722,7 +722,7 @@ class TableRow:
 def run_evaluation(config: BenchmarkConfig, data: BenchmarkData, estimators: Sequence[str], *,
                    experiment: str | None = None, progress: bool = True) -> dict[str, TableRow]:
     """Evaluate and log every row of the table not logged yet (one run each); logged rows are read back."""
-    from tqdm.auto import tqdm
+    from fennec_mlflow.progress import tqdm
 
     experiment = experiment or experiment_name(config.name)
     bench = as_benchmark(config, data)

@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
-from tqdm.auto import tqdm
+from fennec_mlflow.progress import tqdm
 
 from fennec_mlflow import config
 from fennec_mlflow.bench.public import Benchmark, load_benchmark

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from fennec_mlflow.progress import tqdm
 
 from fennec_mlflow import config
 from fennec_mlflow.data.tasks import Probe

@@ -49,7 +49,7 @@ import numpy as np
 import optuna
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
-from tqdm.auto import tqdm
+from fennec_mlflow.progress import tqdm
 
 from fennec_mlflow import config
 from fennec_mlflow.core import evaluation as ev

@@ -158,7 +158,7 @@ def embed_architectures(
                            "embedding_map.png": embedding_map(vectors)},
             ))
     outcome = Archi2VecOutcome(corpus_id, reused=reused, failures=list(batch.failures))
-    from tqdm.auto import tqdm
+    from fennec_mlflow.progress import tqdm
 
     stale = tracking.unfinished_cells(mlflow_client, experiment, "archi2vec")
     for name in tqdm(list(vectors), desc="archi2vec runs", disable=not progress, unit="model"):

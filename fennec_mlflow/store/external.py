@@ -51,7 +51,8 @@ them.
 
 An MLflow runs export (``mlflow experiments csv``; ``mlflow.search_runs()`` saved as CSV or Parquet) is a
 long table: see :data:`MLFLOW_PREFIXES`. ``columns`` names the model, task or score column where the
-header does not say it (``fennec import --score-column``).
+header does not say it (``fennec import --score-column``). Its runs left out are named by run id, and each
+cell's run keeps the ids of the runs it was read from (:data:`SOURCE_RUNS_TAG`).
 
 Re-importing a table adds nothing for cells already imported from the same source with the same
 value; a cell whose value changed (a corrected table), or whose earlier run holds no score, is
@@ -73,7 +74,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from tqdm.auto import tqdm
+from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+from fennec_mlflow.progress import tqdm
 
 from fennec_mlflow.config import PUBLIC_TABLES_DIR
 from fennec_mlflow.core.evaluation import find_task_facts, load_task_facts, task_name_key
@@ -111,6 +113,10 @@ _HEADER_MARK = re.compile(r"\s*(?:\(\s*%\s*\)|\[\s*%\s*\]|%|[↑↓]|\(\s*[↑�
 MLFLOW_PREFIXES = ("params.", "metrics.", "tags.")
 MLFLOW_RUN_COLUMNS = frozenset({"run_id", "experiment_id", "status", "artifact_uri", "start_time", "end_time"})
 RUN_ID, PARENT_RUN_ID = "run_id", "tags.mlflow.parentRunId"
+# A cell's lineage: the export's runs it was read from (comma-separated), kept as this run's tag so the
+# user's own run is found from the cell (``tags.`fennec.source_run_ids` LIKE '%<id>%'``)
+SOURCE_RUN_IDS = "source_run_ids"
+SOURCE_RUNS_TAG = "fennec.source_run_ids"
 
 
 def is_mlflow_export(columns) -> bool:
@@ -194,7 +200,10 @@ _EXAMPLES = 3
 
 
 def _examples(rows: pd.DataFrame) -> tuple[str, ...]:
-    return tuple(f"{r.model} x {r.task} = {r.score}" for r in rows.head(_EXAMPLES).itertuples())
+    """The first rows as ``model x task = score``, an MLflow export's with their run id."""
+    runs = rows[SOURCE_RUN_IDS] if SOURCE_RUN_IDS in rows.columns else pd.Series(None, index=rows.index)
+    return tuple(f"{r.model} x {r.task} = {r.score}" + (f" (run {run})" if isinstance(run, str) else "")
+                 for r, run in zip(rows.head(_EXAMPLES).itertuples(), runs.head(_EXAMPLES)))
 
 
 def _lines(lines) -> str:
@@ -202,6 +211,19 @@ def _lines(lines) -> str:
     shown = ", ".join(str(line) for line in list(lines)[:_SHOWN_LINES])
     more = f" and {len(lines) - _SHOWN_LINES} more" if len(lines) > _SHOWN_LINES else ""
     return f"line{'s' if len(lines) > 1 else ''} {shown}{more}"
+
+
+_SHOWN_RUN_IDS = 5
+
+
+def _runs(raw: pd.DataFrame, rows: pd.Index) -> str:
+    """``rows`` of a table for the user: their line numbers, and in an MLflow runs export their run ids,
+    which the MLflow UI and ``search_runs`` find them by."""
+    if RUN_ID not in raw.columns:
+        return _lines(rows)
+    ids = raw.loc[rows, RUN_ID].astype(str).tolist()
+    more = f" and {len(ids) - _SHOWN_RUN_IDS} more" if len(ids) > _SHOWN_RUN_IDS else ""
+    return f"run{'s' if len(ids) > 1 else ''} {', '.join(ids[:_SHOWN_RUN_IDS])}{more} ({_lines(rows)})"
 
 
 LAYOUT_COLUMNS = {"parc": "Architecture, Source Dataset, Target Dataset, Oracle",
@@ -604,8 +626,9 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
             skipped.append(ReadAs(tuple((k, _read_with_unit(k, f)) for k, f in fact_rows)))
             count_headers.update({f: k for k, f in fact_rows if f in COUNT_FACTS})
     else:
+        run_ids = None
         if mlflow_export:
-            raw, left_out = _fine_tune_runs(raw)
+            raw, run_ids, left_out = _fine_tune_runs(raw)
             skipped.extend(left_out)
         facts = _fact_columns(raw, ("model_", "task_"), path)
         unread = [c for c in raw.columns if c not in ("model", "task", "score", *facts)]
@@ -620,6 +643,8 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
                                 "score column; facts are model_* or task_* columns)"))
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "task", path),
                              "score": _numbers(raw, "score", path)}).join(raw[facts])
+        if run_ids is not None:
+            long[SOURCE_RUN_IDS] = run_ids
         if configurations and len(configurations) < len(varying):  # seeds of several configurations
             written = raw[configurations].map(lambda value: "" if pd.isna(value) else str(value))
             long[_CONFIGURATION] = written.agg(" | ".join, axis=1)
@@ -732,7 +757,7 @@ def _finished_rows(raw: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[No
         if len(unfinished) == len(raw):
             raise TableError(f"{str(path)!r} holds no finished run (its {str(column).strip()!r} column: "
                              f"{', '.join(sorted(set(state)))})")
-        notes = [Note(f"{_lines(unfinished)} left out: runs that did not finish ({str(column).strip()} "
+        notes = [Note(f"{_runs(raw, unfinished)} left out: runs that did not finish ({str(column).strip()} "
                       f"{', '.join(sorted(set(state[unfinished])))})")] if len(unfinished) else []
         return raw.drop(unfinished), notes
     return raw, []
@@ -767,8 +792,8 @@ def _mlflow_columns(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]]:
     return raw.drop(columns=bookkeeping).rename(columns=facts), [note]
 
 
-def _fine_tune_runs(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]]:
-    """An MLflow export's runs that are fine-tunes, without its run id columns: runs without a model or
+def _fine_tune_runs(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, list[Note]]:
+    """An MLflow export's runs that are fine-tunes, their run ids (:data:`SOURCE_RUN_IDS`) apart: runs without a model or
     task (a data-preparation run, a sweep's trial that logs only its hyperparameters) and the trials of a
     sweep whose parent run, in the export, holds the result are left out (the parent re-logs its best
     trial's score: both would count it twice); what was left out."""
@@ -776,7 +801,8 @@ def _fine_tune_runs(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]]:
     unnamed = raw["model"].isna() | raw["task"].isna() | (raw["model"].astype(str).str.strip() == "") \
         | (raw["task"].astype(str).str.strip() == "")
     if unnamed.any():
-        notes.append(Note(f"{_lines(raw.index[unnamed])} left out: runs without a model or a task (not fine-tunes)"))
+        notes.append(Note(f"{_runs(raw, raw.index[unnamed])} left out: runs without a model or a task (not "
+                          "fine-tunes)"))
         raw = raw[~unnamed]
     if RUN_ID in raw.columns and PARENT_RUN_ID in raw.columns:
         scored = pd.to_numeric(_number_text(raw["score"]), errors="coerce").notna() if "score" in raw.columns \
@@ -784,10 +810,10 @@ def _fine_tune_runs(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]]:
         summarised = set(raw.loc[scored, RUN_ID].astype(str))  # parents that carry a score themselves
         trials = raw[PARENT_RUN_ID].astype(str).isin(summarised)
         if trials.any():
-            notes.append(Note(f"{_lines(raw.index[trials])} left out: trials of a sweep whose parent run holds its "
+            notes.append(Note(f"{_runs(raw, raw.index[trials])} left out: trials of a sweep whose parent run holds its "
                               "result (the parent is the cell)"))
             raw = raw[~trials]
-    return raw.drop(columns=[c for c in (RUN_ID, PARENT_RUN_ID) if c in raw.columns]), notes
+    return raw.drop(columns=[c for c in (RUN_ID, PARENT_RUN_ID) if c in raw.columns]), raw[RUN_ID].astype(str), notes
 
 
 def _all_numbers(cells: pd.Series) -> bool:
@@ -1374,7 +1400,7 @@ def _cells(long: pd.DataFrame, repeats: str = "last", seed_columns: list[str] | 
         means = long.groupby([long["model"], long["task"], configurations.reindex(long.index)],
                              sort=False)["score"].transform("mean")
         scores = means.groupby([long["model"], long["task"]], sort=False).transform("max")
-        return long.assign(score=scores)[~repeated], skipped
+        return _all_source_runs(long.assign(score=scores))[~repeated], skipped
     if repeats == "last" and seed_columns:
         skipped.append(SkippedRows(f"a (model, task) cell given on several lines{seeds}, of which the last is kept "
                                    "(--repeats last, the default); --repeats mean imports their mean, --repeats max "
@@ -1390,7 +1416,14 @@ def _cells(long: pd.DataFrame, repeats: str = "last", seed_columns: list[str] | 
     skipped.append(SkippedRows(f"a (model, task) cell given on several lines{seeds}, imported as their {repeats} "
                                "(--repeats)", tuple(long.index[combined]), _examples(long[combined]), combined=True))
     scores = long.groupby(["model", "task"], sort=False)["score"].transform(repeats)
-    return long.assign(score=scores)[~repeated], skipped
+    return _all_source_runs(long.assign(score=scores))[~repeated], skipped
+
+
+def _all_source_runs(long: pd.DataFrame) -> pd.DataFrame:
+    """A combined cell's lineage: the runs of all its lines (:data:`SOURCE_RUN_IDS`), not its last line's."""
+    if SOURCE_RUN_IDS not in long.columns:
+        return long
+    return long.assign(**{SOURCE_RUN_IDS: long.groupby(["model", "task"], sort=False)[SOURCE_RUN_IDS].transform(",".join)})
 
 
 def _warn(message: str) -> None:
@@ -1452,14 +1485,16 @@ def tasks_without_facts(table: pd.DataFrame) -> list[str]:
 
 
 def cell_records(table: pd.DataFrame, *, source: str, source_file: str) -> list[tracking.RunRecord]:
-    """The ``external`` run of each row of ``table`` (:func:`read_table`'s rows), public task facts included."""
+    """The ``external`` run of each row of ``table`` (:func:`read_table`'s rows), public task facts included,
+    and the runs of an MLflow export it was read from (:data:`SOURCE_RUNS_TAG`)."""
     public = public_task_facts(table["task"].unique())
     fact_columns = [c for c in table.columns if c.startswith(("model_", "task_"))]
     records = []
     for row in table.to_dict("records"):
         facts = {**public.get(row["task"], {}), **{c: row[c] for c in fact_columns if pd.notna(row[c])}}
+        lineage = {SOURCE_RUNS_TAG: row[SOURCE_RUN_IDS][:MAX_TAG_VAL_LENGTH]} if pd.notna(row.get(SOURCE_RUN_IDS)) else {}
         records.append(tracking.RunRecord(
-            kind="external", model=row["model"], task=row["task"], tags={tracking.SOURCE_TAG: source},
+            kind="external", model=row["model"], task=row["task"], tags={tracking.SOURCE_TAG: source, **lineage},
             cell=tracking.cell_key("external", source=source, model=row["model"], task=row["task"]),
             params={"estimator": f"external:{source}", "source_file": source_file, **facts},
             metrics={"score": row["score"]},

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from mlflow import MlflowClient
-from tqdm.auto import tqdm
+from fennec_mlflow.progress import tqdm
 
 from fennec_mlflow.core.estimators import get_estimator
 from fennec_mlflow.data.features import FeatureCache

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from fennec_mlflow.progress import tqdm
 
 from fennec_mlflow.config import FINETUNE_REGIME, FINETUNE_REGIMES
 from fennec_mlflow.data.tasks import Task, split_indices

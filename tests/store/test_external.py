@@ -831,6 +831,44 @@ def test_an_mlflow_export_keeps_a_cells_latest_run_a_sweeps_parent_and_leaves_ou
     assert "left out: trials of a sweep whose parent run holds its result (the parent is the cell)" in said
 
 
+def test_an_mlflow_exports_runs_are_named_by_run_id_and_each_cell_keeps_the_runs_it_was_read_from(store, tmp_path):
+    import mlflow
+
+    experiment_id = store.create_experiment("lineage")
+
+    def run(params: dict, score: float, status: str = "FINISHED") -> str:
+        run_id = store.create_run(experiment_id).info.run_id
+        for key, value in params.items():
+            store.log_param(run_id, key, value)
+        store.log_metric(run_id, "test_acc", score)
+        store.set_terminated(run_id, status)
+        time.sleep(0.01)  # distinct start times
+        return run_id
+
+    seeds = [run({"model": "r50", "dataset": "dtd", "seed": seed}, 70.0 + seed) for seed in (0, 1)]
+    vit = run({"model": "vit", "dataset": "dtd"}, 75.0)
+    killed = run({"model": "vit", "dataset": "dtd"}, 5.0, status="KILLED")
+    unnamed = run({"step": "prepare"}, 0.0)
+    path = tmp_path / "runs.csv"
+    mlflow.search_runs([experiment_id]).to_csv(path, index=False)
+    notes = []
+    imported(store, path, repeats="mean", note=notes.append, report=notes.append)
+    said = "\n".join(notes)
+    assert f"run {killed} (line " in said and f"run {unnamed} (line " in said  # what the MLflow UI finds them by
+    assert f"r50 x dtd = 70.0 (run {seeds[0]})" in said
+    lineage = {run.data.tags["fennec.model"]: run.data.tags[external.SOURCE_RUNS_TAG]
+               for run in store.search_runs([tracking.experiment_id(store, tracking.DEFAULT_EXPERIMENT)],
+                                            "tags.`fennec.source` = 'mine'")}
+    assert lineage == {"r50": ",".join(seeds), "vit": vit}  # a seeds' mean keeps every seed's run
+    imported(store, path, source="latest")
+    found = store.search_runs([tracking.experiment_id(store, tracking.DEFAULT_EXPERIMENT)],
+                              f"tags.`fennec.source` = 'latest' and tags.`fennec.source_run_ids` LIKE '%{seeds[1]}%'")
+    assert [run.data.tags["fennec.model"] for run in found] == ["r50"]  # --repeats last: the latest run's cell only
+    plain = tmp_path / "plain.csv"
+    plain.write_text("model,task,score\nr50,dtd,70\n")
+    assert list(external.read_table(plain).columns) == ["model", "task", "score"]  # other tables have no lineage
+
+
 def test_two_names_of_one_public_dataset_are_one_task_and_alike_model_names_are_said(store, tmp_path):
     path = tmp_path / "spellings.csv"
     path.write_text("model,task,score\nresnet50,oxford_pets,91.0\nvit,oxford_pets,93.0\nvit,Oxford-IIIT Pet,92.0\n"
