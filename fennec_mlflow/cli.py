@@ -660,6 +660,12 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
         shown = f"fennec matrix --kind {kind}" + (f" --source {source}" if kind == "external" and source else "")
         click.echo(f"note: {task.name!r} is {which}: its measured results are in the store (`{shown}`) and were "
                    f"learned from; the ranking above is what Fennec predicts for it, not those results.")
+    changed = ranking.attrs.get("history_changed")
+    if changed:
+        click.echo(f"warning: {changed[0]} cell(s) of the {changed[1]} matrix this recommender learned from have "
+                   "changed or been deleted in the store since it was built (a table imported again, runs deleted); "
+                   "run the `fennec build` that made it again (its fennec-fit run's params) to rank on the store "
+                   "as it is now", err=True)
     click.echo(SCORE_UNITS)
     if output is not None:
         if output.suffix.lower() == ".json":

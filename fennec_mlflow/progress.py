@@ -22,8 +22,15 @@ def redraw_sparsely_into_logs() -> None:
     _sparse = "TQDM_MININTERVAL" not in os.environ  # the user's own setting wins (tqdm reads it itself)
 
 
-def tqdm(*args, **kwargs):
-    """A tqdm bar (``tqdm.auto``), redrawn every :data:`LOG_PROGRESS_SECONDS` into a log (see the module)."""
-    if _sparse and not sys.stderr.isatty():
-        kwargs.setdefault("mininterval", LOG_PROGRESS_SECONDS)
-    return _tqdm(*args, **kwargs)
+class tqdm(_tqdm):
+    """``tqdm.auto``'s bar, redrawn every :data:`LOG_PROGRESS_SECONDS` into a log (see the module); there a
+    new postfix (the cell in flight) shows at the next redraw, not at once."""
+
+    def __init__(self, *args, **kwargs):
+        if _sparse and not sys.stderr.isatty():
+            kwargs.setdefault("mininterval", LOG_PROGRESS_SECONDS)
+        super().__init__(*args, **kwargs)
+
+    def set_postfix_str(self, s="", refresh=True):
+        sparse = getattr(self, "mininterval", 0) >= LOG_PROGRESS_SECONDS  # a disabled bar has none
+        super().set_postfix_str(s, refresh=refresh and not sparse)

@@ -8,8 +8,9 @@ Output columns (:data:`ANSWER_COLUMNS`): ``predicted_accuracy``, ``accuracy_low`
 history's scale, and its interval; :mod:`fennec_mlflow.core.accuracy`; NaN when the history is
 not on an accuracy scale, and ``basis`` then says the scores are relative), ``latency_ms`` and
 ``peak_memory_mb`` (measured by ``fennec profile`` on the user's machine, at
-``profile_input_size`` pixels; NaN when never measured) and ``licence`` (the zoo's; empty when
-unknown).
+``profile_input_size`` pixels; NaN when never measured) and ``licence`` (an imported table's licence
+column, else the built-in zoo's model of that name, else a profile run's; empty when unknown; a licence
+filter says which models it kept only on an imported name matching the zoo's).
 
 Params: ``max_latency_ms`` and ``max_memory_mb`` (0 = no limit; a model never profiled is left
 out under a limit), ``licence`` (comma-separated licence names; a model passes when its licence
@@ -109,15 +110,22 @@ def constrain(bundle, params: dict, candidates: list[str] | None) -> tuple[list[
         licensed = int(table["licence"].map(lambda v: isinstance(v, str) and bool(v)).sum())
         why = [f"{measured} of {len(names)} candidates have a measured profile (`fennec profile`, then rebuild)"
                ] if max_latency or max_memory else []
-        why += [f"{licensed} of {len(names)} have a known licence (a model's licence is known only where the "
-                "built-in zoo names it)"] if licences else []
+        why += [f"{licensed} of {len(names)} have a known licence (from an imported table's licence column, the "
+                "built-in zoo's model of that name, or a `fennec profile` run)"] if licences else []
         raise ConstraintError(
             f"no candidate model meets max_latency_ms={max_latency:g}, max_memory_mb={max_memory:g}, "
             f"licence={params.get('licence') or 'any'!r} ({'; '.join(why)}; relax the limits)")
     unknown = {why: models for why, models in unknown.items() if models}
-    note = "; ".join(f"{len(models)} left out for {why}: {', '.join(map(str, models[:5]))}"
-                     f"{' ...' if len(models) > 5 else ''}" for why, models in unknown.items())
-    return chosen, note
+    said = [f"{len(models)} left out for {why}: {_some(models)}" for why, models in unknown.items()]
+    by_name = [n for n in chosen if licences and table.get("licence_from", pd.Series(dtype=object)).get(n) == "zoo name"]
+    if by_name:  # an imported table's "resnet50" may be another resnet50 than the zoo's
+        said.append(f"{len(by_name)} kept on the licence of the built-in zoo's model of the same name, which the "
+                    f"imported table's names only match: {_some(by_name)} (a licence column in the table states them)")
+    return chosen, "; ".join(said)
+
+
+def _some(models: list) -> str:
+    return f"{', '.join(map(str, models[:5]))}{' ...' if len(models) > 5 else ''}"
 
 
 def annotate(bundle, table: pd.DataFrame, task_meta_row=None, known=None) -> pd.DataFrame:

@@ -272,19 +272,51 @@ def other_ground_truth(quality: Quality, champion_tags: dict) -> str | None:
 
 
 TRUTH_ARTIFACT = "validation_truth.csv"
+TRAINING_ARTIFACT = "training_matrix.csv"
+
+
+def _changed_cells(mlflow_client, run_id: str | None, artifact: str, now: pd.DataFrame) -> int | None:
+    """How many cells of the matrix ``artifact`` of ``run_id`` ``now`` no longer holds as they were (changed,
+    or gone); None when that run kept no such record."""
+    try:
+        before = tracking.download_csv(mlflow_client, run_id, artifact)
+    except (mlflow.exceptions.MlflowException, OSError, TypeError):
+        return None
+    before.index, before.columns = before.index.map(str), before.columns.map(str)
+    now = now.reindex(index=before.index, columns=before.columns)
+    kept = np.isclose(before.to_numpy(float), now.to_numpy(float), rtol=0.0, atol=1e-9)
+    return int((before.notna().to_numpy() & ~kept).sum())
 
 
 def changed_truth_cells(quality: Quality, mlflow_client, run_id: str | None) -> int | None:
     """How many of the cells the version of ``run_id`` was validated on the new validation's truth no
     longer holds as they were (a corrected table); None when that run kept no such record."""
+    return _changed_cells(mlflow_client, run_id, TRUTH_ARTIFACT, quality.validation.truth)
+
+
+def changed_history(run_id: str, mlflow_client=None) -> tuple[int, MatrixSpec] | None:
+    """How many cells of the matrix that the recommender fitted by ``run_id`` (its ``fennec-fit`` run) learned
+    from the store no longer holds as they were (a table re-imported with --replace, runs deleted or
+    corrected), and that matrix; None when it cannot be told (a version built before the fit run logged its
+    matrix's source, a run or experiment gone)."""
+    mlflow_client = mlflow_client or tracking.client()
     try:
-        before = tracking.download_csv(mlflow_client, run_id, TRUTH_ARTIFACT)
-    except (mlflow.exceptions.MlflowException, OSError, TypeError):
+        run = mlflow_client.get_run(run_id)
+        experiment = mlflow_client.get_experiment(run.info.experiment_id).name
+    except (mlflow.exceptions.MlflowException, TypeError):
         return None
-    before.index, before.columns = before.index.map(str), before.columns.map(str)
-    now = quality.validation.truth.reindex(index=before.index, columns=before.columns)
-    kept = np.isclose(before.to_numpy(float), now.to_numpy(float), rtol=0.0, atol=1e-9)
-    return int((before.notna().to_numpy() & ~kept).sum())
+    params = run.data.params
+    if "matrix_source" not in params:
+        return None
+    given = {name: None if params.get(f"matrix_{name}") in (None, "None") else params[f"matrix_{name}"]
+             for name in ("estimator", "source", "regime")}
+    spec = MatrixSpec(params["matrix_kind"], **given)
+    try:
+        now = spec.load(experiment, mlflow_client).values
+    except tracking.TrackingError:
+        return None
+    changed = _changed_cells(mlflow_client, run_id, TRAINING_ARTIFACT, now)
+    return None if changed is None else (changed, spec)
 
 
 def _input_of(mlflow_client, run_id: str | None) -> str | None:
@@ -380,7 +412,8 @@ def build(
                                     task_weights=knowledge.task_weights)
     fit_seconds = time.perf_counter() - start
     accuracy = accuracy_model(chosen, knowledge)
-    constraints = candidate_constraints(knowledge.P.index, experiment=experiment)
+    constraints = candidate_constraints(knowledge.P.index, experiment=experiment,
+                                        stated_licences=knowledge.model_licences, imported=chosen.kind == "external")
     bundle = pyfunc.RankerBundle(
         fennec=fennec, model_meta=knowledge.model_meta, model_parameters=knowledge.model_parameters,
         domains=knowledge.domains, task_meta_fill=knowledge.task_meta_fill,
@@ -396,6 +429,7 @@ def build(
             **({tracking.REGIME_TAG: predicts} if predicts else {})}
     with tracking.own_run(experiment, "fennec-fit", tags) as run:
         mlflow.log_params({"matrix_kind": chosen.kind, "matrix_estimator": chosen.estimator, "matrix": chosen.label,
+                           "matrix_source": chosen.source, "matrix_regime": chosen.regime,
                            "encoder": encoder_name, "models": knowledge.P.shape[0], "tasks": knowledge.P.shape[1],
                            "tuned": bool(tuned) or (quality.measured and tune), "validation": quality.reason[:500],
                            "truth": quality.truth, "predicted_accuracy": accuracy.note[:500],
@@ -407,7 +441,7 @@ def build(
                             **({"nmf_iterations": float(fennec.n_iter_),
                                 "nmf_objective": float(fennec.objective_history_[-1])} if fennec.has_transfer_ else {}),
                             **{k: v for k, v in quality.metrics().items() if np.isfinite(v)}})
-        mlflow.log_text(knowledge.P.to_csv(), "training_matrix.csv")
+        mlflow.log_text(knowledge.P.to_csv(), TRAINING_ARTIFACT)
         mlflow.log_text(knowledge.model_meta.to_csv(), "model_meta.csv")
         mlflow.log_text(knowledge.task_meta.to_csv(), "task_meta.csv")
         validation = quality.validation

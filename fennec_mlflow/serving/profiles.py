@@ -23,7 +23,11 @@ PROFILE_KIND = "profile"
 INPUT_SIZE_TAG = "fennec.input_size"
 BATCH_TAG = "fennec.batch_size"
 DEVICE_TAG = "fennec.device"
-CONSTRAINT_COLUMNS = ["latency_ms", "peak_memory_mb", "licence", "profile_input_size"]
+CONSTRAINT_COLUMNS = ["latency_ms", "peak_memory_mb", "licence", "profile_input_size", "licence_from"]
+# Where a candidate's licence came from: the imported table's licence column, the built-in zoo (the
+# store's own runs of its model), the zoo's model of the same name (an imported table's model: only its
+# name says it is that model), or a profile run.
+LICENCE_FROM = ("table", "zoo", "zoo name", "profile")
 
 
 def _filter(model: str | None = None, input_size: int | None = None, batch_size: int | None = None,
@@ -93,9 +97,13 @@ def _row(run) -> dict:
 
 
 def candidate_constraints(models: Iterable[str], *, experiment: str = tracking.DEFAULT_EXPERIMENT,
-                          input_size: int | None = None, mlflow_client=None) -> pd.DataFrame:
+                          input_size: int | None = None, mlflow_client=None, stated_licences: pd.Series | None = None,
+                          imported: bool = False) -> pd.DataFrame:
     """Per model (index): the newest profile's ``latency_ms``, ``peak_memory_mb``, ``profile_input_size``
-    (at ``input_size`` when given) and the ``licence`` (the zoo's, else the profile's); NaN / None when unknown."""
+    (at ``input_size`` when given), the ``licence`` (the one ``stated_licences`` gives: an imported table's
+    licence column; else the built-in zoo's for a model of that name; else its profile's; NaN / None when
+    unknown) and where it came from, ``licence_from`` (:data:`LICENCE_FROM`; ``imported``: the models are an
+    imported table's, whose names only match the zoo's)."""
     from fennec_mlflow.data.zoo import licence_of
 
     models = [str(m) for m in models]
@@ -109,7 +117,11 @@ def candidate_constraints(models: Iterable[str], *, experiment: str = tracking.D
         table.loc[model, "latency_ms"] = row.get("latency_ms")
         table.loc[model, "peak_memory_mb"] = row.get("peak_memory_mb")
         table.loc[model, "profile_input_size"] = row.get("profile_input_size")
-        table.loc[model, "licence"] = licence_of(model) or row.get("licence")
+        stated = None if stated_licences is None else stated_licences.get(model)
+        found = [(stated if isinstance(stated, str) and stated.strip() else None, "table"),
+                 (licence_of(model), "zoo name" if imported else "zoo"), (row.get("licence"), "profile")]
+        licence, origin = next(((value, origin) for value, origin in found if value), (None, None))
+        table.loc[model, "licence"], table.loc[model, "licence_from"] = licence, origin
     for column in ("latency_ms", "peak_memory_mb", "profile_input_size"):
         table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
     return table

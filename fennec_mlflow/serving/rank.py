@@ -112,7 +112,8 @@ def rank_task(
     the fine-tune regime the ranking must predict; a recommender built for another one is refused.
     ``known_from_store``: warm start from the target's fine-tunes in ``experiment`` (the models the
     recommender knows, in the regime it predicts; ``known_scores`` in ``params`` take precedence);
-    ``attrs["known_from_store"]`` counts them.
+    ``attrs["known_from_store"]`` counts them. ``attrs["history_changed"]``: (cells, matrix) when the
+    store's cells the recommender learned from have changed or gone since it was built (:func:`history_changed_since`).
     """
     load_start = time.perf_counter()
     try:
@@ -173,6 +174,7 @@ def rank_task(
     ranking.attrs["history_namesake"] = namesake if namesake and target.name in history else None
     ranking.attrs["known_from_store"] = len(stored)
     ranking.attrs["history_matrix"] = bundle.info.get("matrix")  # e.g. "best", "external:mine"
+    ranking.attrs["history_changed"] = changed = history_changed_since(model)
     if log:
         described = (f"placed by its facts: {target.num_samples} training images" if isinstance(target, TaskFacts)
                      else f"{target.num_samples} images from {target.source}")
@@ -189,6 +191,8 @@ def rank_task(
                                "labels_used": labels_known, "class_count_hint": class_count_hint or "none",
                                "encoder": bundle.info.get("encoder"), "regime": predicts or "unknown",
                                "basis": basis})
+            if changed:
+                mlflow.set_tag("fennec.history_changed_cells", changed[0])
             mlflow.log_metrics({"rank_seconds": rank_seconds, "proxy_seconds": proxy_seconds,
                                 "model_load_seconds": load_seconds})
             mlflow.log_table(ranking, "ranking.json")
@@ -196,6 +200,16 @@ def rank_task(
             mlflow.log_figure(ranking_chart(ranking, target.name), "ranking.png")
         ranking.attrs.update(run_id=run.info.run_id, experiment=experiment)
     return ranking
+
+
+def history_changed_since(model) -> tuple[int, str] | None:
+    """(cells, matrix) when cells of the store matrix the loaded recommender ``model`` learned from have
+    changed or been deleted since it was built (:func:`~fennec_mlflow.serving.build.changed_history`);
+    None when none have, or it cannot be told (a model logged outside a ``fennec-fit`` run)."""
+    from fennec_mlflow.serving.build import changed_history
+
+    changed = changed_history(model.metadata.run_id) if model.metadata.run_id else None
+    return (changed[0], changed[1].label) if changed and changed[0] else None
 
 
 def is_folder(target: Task | TaskFacts) -> bool:

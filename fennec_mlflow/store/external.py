@@ -319,6 +319,8 @@ MODEL_FACT_HEADERS = {
     # "ImageNet Top-1", "IN-1k acc.": a bare "ImageNet" stays a task (a linear-probe or zero-shot target)
     "model_source_accuracy": re.compile(r"(imagenet|in-?1k|imagenet-1k)\s*(top-?1|acc\.?|accuracy)(\s*(acc\.?|accuracy))?"
                                         r"\s*(\(.*\))?|source accuracy"),
+    # the weights' licence, which `fennec rank --licence` filters on (an imported model has no other)
+    "model_licence": re.compile(r"((model|weights?)\s+)?licen[cs]es?"),
 }
 
 

@@ -38,6 +38,7 @@ class Knowledge:
     domains: list[str]
     task_meta_fill: pd.Series  # the task meta columns in order (values: the known facts' means)
     task_weights: pd.Series | None = None  # each task's weight in Fennec's popularity part (None: alike)
+    model_licences: pd.Series | None = None  # licences the matrix's runs state (an imported table's column)
 
 
 def architecture_of(model: str) -> str:
@@ -250,4 +251,5 @@ def build_knowledge(
         task_proxy = proxies.loc[P.columns]
     return Knowledge(P=P, model_meta=model_meta, model_parameters=parameters.reindex(models),
                      task_meta=task_meta, task_proxy=task_proxy, domains=domains, task_meta_fill=fill.fillna(0.0),
-                     task_weights=None if km.task_weights is None else km.task_weights.reindex(P.columns))
+                     task_weights=None if km.task_weights is None else km.task_weights.reindex(P.columns),
+                     model_licences=km.model_facts["licence"].reindex(models) if "licence" in km.model_facts else None)

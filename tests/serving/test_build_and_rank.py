@@ -505,6 +505,34 @@ def test_a_champion_validated_on_cells_since_corrected_gives_way(store, tmp_path
         "current table, takes over")
 
 
+def test_rank_warns_when_cells_the_recommender_learned_from_have_changed_or_gone_since_it_was_built(store, tmp_path):
+    from click.testing import CliRunner
+
+    from fennec_mlflow.cli import main
+    from fennec_mlflow.store.external import import_table
+
+    import_planted(tmp_path)
+    planted_build(tune=False)
+    args = ["rank", "--train-size", "500", "--class-count", "10", "--top-k", "3"]
+    fresh = CliRunner().invoke(main, args)
+    assert fresh.exit_code == 0 and "changed or been deleted" not in fresh.output
+    corrected = planted_long_table(n_tasks=5)
+    corrected.loc[0, "score"] += 7.0  # one cell corrected, another model's row dropped with --replace
+    other = corrected["model"] == corrected["model"].iloc[-1]
+    import_table(write_table(corrected[~other], tmp_path / "planted.csv"), source="planted", replace=True,
+                 progress=False)
+    gone = int(other.sum())
+    stale = CliRunner().invoke(main, args)
+    assert stale.exit_code == 0, stale.output
+    assert (f"warning: {1 + gone} cell(s) of the external:planted matrix this recommender learned from have changed "
+            "or been deleted in the store since it was built") in stale.output
+    rank_run = store.get_run(store.search_runs([tracking.experiment_id(store, tracking.DEFAULT_EXPERIMENT)],
+                                               "tags.`fennec.kind` = 'rank'", order_by=["start_time DESC"])[0].info.run_id)
+    assert rank_run.data.tags["fennec.history_changed_cells"] == str(1 + gone)
+    planted_build(tune=False)
+    assert "changed or been deleted" not in CliRunner().invoke(main, args).output  # rebuilt on the store as it is
+
+
 def test_a_version_validated_below_popularity_is_warned_about():
     from types import SimpleNamespace
 

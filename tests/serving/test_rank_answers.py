@@ -102,11 +102,29 @@ def test_latency_memory_and_licence_filters(served):
     assert set(mit["model"]) == set(ZOO_NAMES.values())
     unlicensed = 12 - len(ZOO_NAMES)  # the models dropped without a known licence are said, not hidden
     assert f"{unlicensed} left out for no known licence: " in mit["basis"][0]
+    assert "3 kept on the licence of the built-in zoo's model of the same name, which the imported table's names " \
+           "only match" in mit["basis"][0]  # the table's names are not known to be the zoo's models
     assert len(model.predict(request(), params={"top_k": 0, "licence": "any"})) == 12  # no filter
     with pytest.raises(Exception, match="no candidate model meets"):
         model.predict(request(), params={"licence": "GPL"})
     with pytest.raises(Exception, match="max_latency_ms must be a finite number"):
         model.predict(request(), params={"max_latency_ms": -1.0})
+
+
+def test_an_imported_tables_licence_column_is_each_models_licence(served, tmp_path):
+    table = served["table"].copy()
+    table["Licence"] = table["model"].map({"preresnet20_cifar10": "Apache-2.0", "net05": "CC-BY-NC-4.0"})
+    import_table(write_table(table, tmp_path / "licensed.csv"), source="licensed", experiment=tracking.DEFAULT_EXPERIMENT)
+    result = build(kind="external", source="licensed", truth_source="licensed", tune=False, register=False)
+    licences = result.knowledge.model_licences
+    assert licences["net05"] == "CC-BY-NC-4.0" and licences.drop(["preresnet20_cifar10", "net05"]).isna().all()
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    shown = model.predict(request(), params={"top_k": 0}).set_index("model")["licence"]
+    # the table's word beats the zoo's model of that name (MIT); the others keep the zoo's by name
+    assert shown["preresnet20_cifar10"] == "Apache-2.0" and shown["net05"] == "CC-BY-NC-4.0"
+    assert shown["resnet20_cifar10"] == "MIT"
+    apache = model.predict(request(), params={"top_k": 0, "licence": "apache"})
+    assert list(apache["model"]) == ["preresnet20_cifar10"] and "kept on the licence" not in apache["basis"][0]
 
 
 def test_a_history_without_accuracies_gives_relative_scores(served, tmp_path):
