@@ -383,7 +383,8 @@ def _shrinkage(value: str | None):
 @click.option("--tune/--no-tune", default=True, show_default=True,
               help="tune on the store's ground truth when it covers at least 4 tasks (always measured when it does)")
 @click.option("--truth-source", default=None,
-              help="an imported table (its --source name) as ground truth, instead of the finetune runs")
+              help="an imported table (its --source name) as ground truth, instead of the finetune runs "
+                   "(default with --kind external and no finetune runs: the --source table itself)")
 @click.option("--regime", type=click.Choice(config.FINETUNE_REGIMES), default=config.FINETUNE_REGIME,
               show_default=True, help="which fine-tune regime's runs are the ground truth (and the history with "
                                       "--kind finetune): the regime the recommender predicts")
@@ -734,6 +735,9 @@ STORE_OPTIONS = (
                  "a target's own column is never seen"),
     click.option("--history-source", default=None, help="benchmark store, history kind external: which imported table"),
     click.option("--history-estimator", default=None, help="benchmark store, history kind estimator: which estimator"),
+    click.option("--regime", default=None,
+                 help="benchmark store: which fine-tunes are the ground truth (default: full, or linear-probe "
+                      "where the store holds only those)"),
     click.option("--store-experiment", default=config.DEFAULT_EXPERIMENT, show_default=True,
                  help="benchmark store: the experiment holding the store's runs"),
     click.option("--encoder", "store_encoder", default="auto", show_default=True,
@@ -750,11 +754,12 @@ def store_options(command):
 
 
 def _benchmark(name: str, source, truth_kind, history_kind, history_source, history_estimator, store_experiment,
-               store_encoder="auto"):
+               store_encoder="auto", regime=None):
     """A public benchmark's name, or the store's Benchmark; empty, 'none' or 'default' mean "not given"."""
     given = {"--source": _given(source), "--truth-kind": _given(truth_kind), "--history-kind": _given(history_kind),
              "--history-source": _given(history_source), "--history-estimator": _given(history_estimator),
-             "--encoder": None if store_encoder in ("auto", *NOT_GIVEN) else store_encoder}
+             "--encoder": None if store_encoder in ("auto", *NOT_GIVEN) else store_encoder,
+             "--regime": _given(regime)}
     if name != "store":
         if any(given.values()):
             raise InvalidInputError(f"{', '.join(k for k, v in given.items() if v)} apply to --benchmark store only")
@@ -765,7 +770,7 @@ def _benchmark(name: str, source, truth_kind, history_kind, history_source, hist
                            history_kind=given["--history-kind"], history_source=given["--history-source"],
                            history_estimator=given["--history-estimator"],
                            experiment=store_experiment or config.DEFAULT_EXPERIMENT,
-                           encoder=None if store_encoder in NOT_GIVEN else store_encoder)
+                           encoder=None if store_encoder in NOT_GIVEN else store_encoder, regime=given["--regime"])
 
 
 PAPER_MARGIN = 0.02  # Pearson, fraction: a gap beyond the spread of seeds on a small table
@@ -889,15 +894,20 @@ def tune(benchmark, n_trials, storage, study_name, workers, nested_cv, experimen
 @click.option("--kind", default="fda", show_default=True, type=click.Choice(tracking.MATRIX_KINDS))
 @click.option("--estimator", default=None, help="only runs with this estimator param")
 @click.option("--source", default=None, help="only imported runs from this source (e.g. parc_controlled)")
+@click.option("--regime", default=None, help="with --kind finetune or best: which fine-tunes (full or linear-probe; "
+              "default: full, or linear-probe where the store holds only those)")
 @click.option("--output", default=None, type=click.Path(dir_okay=False), help="also write the matrix as CSV")
 @experiment_option
-def matrix(kind, estimator, source, output, experiment):
+def matrix(kind, estimator, source, regime, output, experiment):
     """Rebuild the models x tasks performance matrix from the store and print it."""
     import pandas as pd
 
     try:
         output = _checked_output(output, (".csv",))
-        km = tracking.load_matrix(kind, experiment=experiment, estimator=estimator, source=source)
+        regime = _given(regime)
+        if regime is None and kind in tracking.REGIME_KINDS:
+            regime = tracking.regime_held(kind, experiment)
+        km = tracking.load_matrix(kind, experiment=experiment, estimator=estimator, source=source, regime=regime)
         if km.values.empty and _given(source) is not None:  # a source name mistyped is no empty matrix
             raise tracking.TrackingError(tracking.missing_runs_message(kind, experiment, source=source))
     except FennecError as exc:
@@ -905,7 +915,8 @@ def matrix(kind, estimator, source, output, experiment):
     if kind == "external" and _given(source) is None:
         _say_merged_sources(experiment)
     filled = int(km.values.notna().sum().sum())
-    click.echo(f"{kind} matrix: {km.shape[0]} models x {km.shape[1]} tasks, {filled} cells known")
+    shown = f"{kind} ({regime})" if regime not in (None, tracking.DEFAULT_REGIME) else kind
+    click.echo(f"{shown} matrix: {km.shape[0]} models x {km.shape[1]} tasks, {filled} cells known")
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.precision", 4):
         click.echo(km.values.to_string() if filled else "(empty)")
     if output is not None:

@@ -33,8 +33,10 @@ HISTORY_KINDS = ("external", "fda", "estimator", "finetune", tracking.BEST_EVIDE
 
 
 def matrix_specs(*, source: str | None = None, truth_kind: str | None = None, history_kind: str | None = None,
-                 history_source: str | None = None, history_estimator: str | None = None) -> tuple[MatrixSpec, MatrixSpec]:
-    """(truth, history) from the user's options; the defaults are described in the module docstring."""
+                 history_source: str | None = None, history_estimator: str | None = None,
+                 regime: str | None = None) -> tuple[MatrixSpec, MatrixSpec]:
+    """(truth, history) from the user's options; the defaults are described in the module docstring.
+    ``regime``: which fine-tune regime's runs a finetune (or best-evidence) matrix reads."""
     truth_kind = truth_kind or ("external" if source else "finetune")
     if truth_kind not in TRUTH_KINDS:
         raise InvalidInputError(f"the ground truth is fine-tune accuracies or an imported table: truth kind must be "
@@ -42,7 +44,10 @@ def matrix_specs(*, source: str | None = None, truth_kind: str | None = None, hi
     if truth_kind == "finetune" and source:
         raise InvalidInputError("--source names an imported table, which is ground truth of kind 'external'; "
                                 "drop --truth-kind finetune or --source")
-    truth = MatrixSpec(truth_kind, source=source if truth_kind == "external" else None)
+    if regime is not None and truth_kind != "finetune":
+        raise InvalidInputError("--regime picks which fine-tunes are the ground truth: it applies with "
+                                "--truth-kind finetune, not to an imported table")
+    truth = MatrixSpec(truth_kind, source=source if truth_kind == "external" else None, regime=regime)
     history_kind = history_kind or ("external" if history_source else "estimator" if history_estimator
                                     else tracking.BEST_EVIDENCE if truth_kind == "finetune" else truth_kind)
     if history_kind not in HISTORY_KINDS:
@@ -51,13 +56,14 @@ def matrix_specs(*, source: str | None = None, truth_kind: str | None = None, hi
         raise InvalidInputError("history kind 'estimator' needs --history-estimator NAME (e.g. logme)")
     if history_kind == "external":
         return truth, MatrixSpec("external", source=history_source or truth.source)
-    return truth, MatrixSpec(history_kind, estimator=history_estimator if history_kind == "estimator" else None)
+    return truth, MatrixSpec(history_kind, estimator=history_estimator if history_kind == "estimator" else None,
+                             regime=regime if history_kind in tracking.REGIME_KINDS else None)
 
 
 def store_benchmark(*, source: str | None = None, truth_kind: str | None = None, history_kind: str | None = None,
                     history_source: str | None = None, history_estimator: str | None = None,
                     experiment: str = tracking.DEFAULT_EXPERIMENT, encoder: str | None = "auto",
-                    mlflow_client=None) -> Benchmark:
+                    regime: str | None = None, mlflow_client=None) -> Benchmark:
     """The store's ground truth as a :class:`Benchmark` for ``run_evaluation`` and ``run_tuning``.
 
     source: the imported table that is the ground truth (else the ``finetune`` runs). truth_kind:
@@ -66,10 +72,14 @@ def store_benchmark(*, source: str | None = None, truth_kind: str | None = None,
     else the ground truth). experiment: where the
     store's runs are. encoder: use that encoder's task proxies when every task has one; ``"auto"``:
     the encoder whose task-proxy runs cover the most tasks (what ``fennec build`` computed, so the
-    evaluation measures the Fennec it serves); None: task facts only.
+    evaluation measures the Fennec it serves); None: task facts only. regime: which fine-tunes are
+    the ground truth (default: full, or linear-probe where the store holds only those).
     """
-    truth, history = matrix_specs(source=source, truth_kind=truth_kind, history_kind=history_kind,
-                                  history_source=history_source, history_estimator=history_estimator)
+    options = dict(source=source, truth_kind=truth_kind, history_kind=history_kind, history_source=history_source,
+                   history_estimator=history_estimator)
+    truth, history = matrix_specs(**options, regime=regime)
+    if truth.kind == "finetune" and regime is None:  # a store of linear probes only: those are the ground truth
+        truth, history = matrix_specs(**options, regime=tracking.regime_held("finetune", experiment, mlflow_client))
     if truth.kind == "external" and not truth.source:
         raise InvalidInputError("--benchmark store reads an imported table by its name: give --source NAME "
                                 "(the name given to `fennec import`), or --truth-kind finetune")
@@ -80,7 +90,8 @@ def store_benchmark(*, source: str | None = None, truth_kind: str | None = None,
     loaded = load_store_data(truth, [history], experiment=experiment, encoder=encoder, mlflow_client=mlflow_client)
     data = loaded.data
     same = history == truth
-    name = "store-" + (truth.source or truth.kind) + ("" if same else "-from-" + history.label.replace(":", "-"))
+    name = "store-" + (truth.source or truth.label.replace(":", "-")) + (
+        "" if same else "-from-" + history.label.replace(":", "-"))
     if experiment != tracking.DEFAULT_EXPERIMENT:  # another experiment's evaluations are kept apart
         name += f"-in-{experiment}"
     vector = ("task_proxy" if data.task_proxy is not None else "task_meta" if data.task_meta is not None

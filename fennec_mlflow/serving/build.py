@@ -2,7 +2,8 @@
 
 **Validation on the store's own ground truth.** Ground truth is the experiment's ``finetune``
 runs of one regime (``regime``: ``"full"``, the default, or ``"linear-probe"``), or the imported
-table named by ``truth_source``. The regime also picks the finetune history when ``kind="finetune"``,
+table named by ``truth_source`` (by default, a build from an imported table in a store without
+fine-tune runs is validated on that table). The regime also picks the finetune history when ``kind="finetune"``,
 and the served model says which regime it predicts (``info["regime"]``, shown in the rank basis). When it covers at least
 :data:`BUILD_MIN_TARGETS` tasks (each with 3 known models or more), ``build`` tunes Fennec by default
 (Optuna over ``k``, ``alpha``, ``nmf_l2``, the shrinkage and the history source: the build's own
@@ -170,6 +171,9 @@ def assess(spec: MatrixSpec, *, truth_source: str | None, encoder: str | None, e
     The history candidates are ``spec`` (what the build was asked to learn from) and the ground
     truth itself when a fit on it can be served (its tasks have task proxies, or no encoder is used).
     """
+    if (truth_source is None and spec.kind == "external" and spec.source
+            and _truth_spec(None, regime).load(experiment).values.empty):
+        truth_source = spec.source  # without fine-tune runs, a table of fine-tune results is its own ground truth
     truth = _truth_spec(truth_source, regime)
     candidates = [spec]
     if truth != spec:

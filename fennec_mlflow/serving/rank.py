@@ -11,7 +11,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
-from fennec_mlflow.core.evaluation import find_task_facts
+from fennec_mlflow.core.evaluation import find_task_facts, task_name_key
 from fennec_mlflow.data.proxy import task_proxy_features
 from fennec_mlflow.data.tasks import Task
 from fennec_mlflow.errors import InvalidInputError
@@ -69,6 +69,8 @@ def stored_task_facts(name: str, experiment: str) -> pd.Series | None:
     facts = tracking.load_matrix("external", experiment=experiment).task_facts
     if facts.empty or not {"class_count", "train_size"} & set(facts.columns):
         return None
+    # Tables imported separately may spell one dataset two ways ("CIFAR10", "CIFAR-10"): one name, one row.
+    facts = facts[~facts.index.map(task_name_key).duplicated()]
     return find_task_facts(name, facts.drop(columns="aliases", errors="ignore"))
 
 

@@ -765,6 +765,16 @@ def checked_regime(kind: str, regime: str | None) -> str | None:
     return regime
 
 
+def regime_held(kind: str, experiment: str = DEFAULT_EXPERIMENT, mlflow_client: MlflowClient | None = None,
+                ) -> str | None:
+    """For a matrix kind read by regime: ``"full"`` when the store holds such fine-tunes, else the first
+    other regime it holds (a store of linear probes only), else None."""
+    for regime in (DEFAULT_REGIME, *(other for other in REGIMES if other != DEFAULT_REGIME)):
+        if not load_matrix(kind, experiment=experiment, regime=regime, mlflow_client=mlflow_client).values.empty:
+            return regime
+    return None
+
+
 def _assemble(rows: Iterator[_CellRow]) -> KnowledgeMatrix:
     """Rows newest first -> the matrix, keeping the first (latest) row per cell."""
     cells: dict[tuple[str, str], tuple[float, str]] = {}

@@ -268,6 +268,12 @@ def test_cli_rank_finds_a_dataset_among_the_tasks_the_store_imported(store, tmp_
     assert "is one of this recommender's history tasks" in result.output
     given = CliRunner().invoke(main, ["rank", "--dataset", "my_xray_dataset", "--class-count", "7"])
     assert given.exit_code == 0 and "(by its facts: 7 classes" in given.output  # the command line wins
+    # A second table spelling the same dataset another way is the same dataset, not a clash.
+    import_table_file(write_table(table.replace({"task": {"my_xray_dataset": "My-Xray-Dataset"}}),
+                                  tmp_path / "theirs.csv"), source="theirs")
+    again = CliRunner().invoke(main, ["rank", "--dataset", "My Xray Dataset", "--top-k", "3"])
+    assert again.exit_code == 0, again.output
+    assert f"{facts['task_train_size']} training images" in again.output
 
 
 def import_table_file(path, source: str, experiment: str = tracking.DEFAULT_EXPERIMENT) -> None:
@@ -420,8 +426,9 @@ def test_champion_moves_only_to_a_version_validated_at_least_as_well(store, tmp_
     unmeasured = build(kind="external", source="planted", truth_source="not-imported")
     assert unmeasured.alias == "champion" and not unmeasured.quality.measured
     assert "not-imported" in unmeasured.quality.reason
-    untold = build(kind="external", source="planted", tune=False)  # no --truth-source: the store has no finetune runs
-    assert "build with --truth-source planted" in untold.quality.reason
+    # no --truth-source and no finetune runs in the store: the imported table is its own ground truth
+    untold = build(kind="external", source="planted", tune=False, register=False)
+    assert untold.quality.measured and untold.quality.truth == "external:planted"
     good = planted_build(tune=False)  # Fennec's defaults, measured by plain leave-one-task-out
     assert good.quality.measured and good.alias == "champion" and "was unmeasured" in good.alias_reason
     worse = planted_build(tune=False, alpha=0.0, shrinkage=0.0)  # no interaction: similar-task popularity

@@ -89,3 +89,23 @@ def test_default_build_learns_from_each_tasks_fine_tunes_and_the_other_tasks_fda
     assert np.corrcoef(result.fennec.bias_, fine_tuned.mean(axis=1))[0, 1] > 0.9
     ranking = rank_task(synthetic_task("shapes-4", samples_per_class=5), model_uri=result.model_uri, log=False)
     assert ranking["predicted_accuracy"].notna().all()  # the accuracy model reads the fine-tuned tasks
+
+
+def test_a_store_of_linear_probes_only_is_evaluated_and_shown_as_such(store):
+    """`fennec finetune --regime linear-probe` alone: evaluate and matrix find those fine-tunes without
+    being told the regime (a store of probes is not a store without fine-tunes)."""
+    from fennec_mlflow.bench.store import store_benchmark
+
+    probe_table = planted_long_table(n_models=8, n_tasks=5, seed=0)
+    write_finetunes(store, probe_table, "linear-probe")
+    bench = store_benchmark(encoder=None)
+    assert bench.name == "store-finetune-linear-probe-from-best-linear-probe" and len(bench.targets) == 5
+    assert "finetune:linear-probe" in bench.description
+    shown = CliRunner().invoke(main, ["matrix", "--kind", "finetune"])
+    assert shown.exit_code == 0 and f"finetune (linear-probe) matrix: 8 models x 5 tasks, {len(probe_table)} cells known" in shown.output
+    full = CliRunner().invoke(main, ["matrix", "--kind", "finetune", "--regime", "full"])
+    assert full.exit_code == 0 and "finetune matrix: 0 models x 0 tasks" in full.output
+    with pytest.raises(InvalidInputError, match="no finished finetune runs"):
+        store_benchmark(encoder=None, regime="full")
+    refused = CliRunner().invoke(main, ["evaluate", "--benchmark", "store", "--source", "x", "--regime", "full"])
+    assert refused.exit_code == 2 and "--regime picks which fine-tunes are the ground truth" in refused.output
