@@ -1410,9 +1410,19 @@ def _cells(long: pd.DataFrame, repeats: str = "last", seed_columns: list[str] | 
                                    tuple(long.index[repeated]), _examples(long[repeated])))
         return long[~repeated], skipped
     if repeats == "last":
+        dropped = long[repeated]
+        kept = long[~repeated].set_index(["model", "task"])["score"]
+        kept_scores = kept.reindex(pd.MultiIndex.from_arrays([dropped["model"], dropped["task"]])).to_numpy()
+        gaps = np.abs(dropped["score"].to_numpy() - kept_scores)
+        differ = gaps > 1e-9 * np.maximum(np.abs(kept_scores), 1.0)
+        agreement = (f"; {int(differ.sum())} of them {'disagrees' if differ.sum() == 1 else 'disagree'} with the "
+                     f"line kept, by up to {gaps.max():.4g}: check which is right" if differ.any()
+                     else "; every repeat has the kept line's score")
+        examples = tuple(f"{r.model} x {r.task} = {r.score} (kept: {k})" for r, k, d
+                         in zip(dropped.itertuples(), kept_scores, differ) if d)[:_EXAMPLES] or _examples(dropped)
         skipped.append(SkippedRows("a (model, task) cell given again on a later line, which is kept "
-                                   "(--repeats mean or max combines them instead)",
-                                   tuple(long.index[repeated]), _examples(long[repeated])))
+                                   f"(--repeats mean or max combines them instead){agreement}",
+                                   tuple(long.index[repeated]), examples))
         return long[~repeated], skipped
     combined = long.duplicated(subset=["model", "task"], keep=False)
     skipped.append(SkippedRows(f"a (model, task) cell given on several lines{seeds}, imported as their {repeats} "

@@ -496,13 +496,24 @@ def test_bad_rows_are_skipped_and_reported_with_their_lines(store, tmp_path):
         "bad.csv: 2 cell(s) skipped, an infinite score (inf, or a number beyond a float's range such as "
         "1e309); fix these rows and import again: lines 4, 9 (e.g. b x x = inf; c x y = -inf)",
         "bad.csv: 1 cell(s) skipped, a (model, task) cell given again on a later line, which is kept "
-        "(--repeats mean or max combines them instead): line 2 (e.g. a x x = 0.5)"]
+        "(--repeats mean or max combines them instead); 1 of them disagrees with the line kept, by up to 0.25: "
+        "check which is right: line 2 (e.g. a x x = 0.5 (kept: 0.75))"]
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
     assert km.values.loc["a", "x"] == 0.75 and km.values.loc["c", "x"] == 0.25
     assert int(km.values.notna().sum().sum()) == 2
     with pytest.warns(external.SkippedRowsWarning) as warned:
         external.read_table(path)
     assert [str(w.message) for w in warned] == without_facts_note(lines)
+
+
+def test_a_repeated_line_with_the_same_score_is_said_to_agree(tmp_path):
+    path = tmp_path / "twice.csv"
+    path.write_text("model,task,score\na,x,0.5\nb,x,0.6\na,x,0.5\na,y,0.4\nb,y,0.3\n")
+    with pytest.warns(external.SkippedRowsWarning) as warned:
+        external.read_table(path)
+    assert [str(w.message) for w in warned if "given again" in str(w.message)] == [
+        "twice.csv: 1 cell(s) skipped, a (model, task) cell given again on a later line, which is kept (--repeats "
+        "mean or max combines them instead); every repeat has the kept line's score: line 2 (e.g. a x x = 0.5)"]
 
 
 def test_parc_missing_marker_and_a_later_duplicate_are_reported(store, tmp_path):
@@ -517,7 +528,8 @@ def test_parc_missing_marker_and_a_later_duplicate_are_reported(store, tmp_path)
         "parc.csv: 1 cell(s) skipped, negative Oracle (PARC's -1 marks a missing result): line 3 "
         "(e.g. resnet50@imagenet x cub200 = -1)",
         "parc.csv: 1 cell(s) skipped, a (model, task) cell given again on a later line, which is kept "
-        "(--repeats mean or max combines them instead): line 2 (e.g. resnet50@imagenet x cifar10 = 90.5)"]
+        "(--repeats mean or max combines them instead); 1 of them disagrees with the line kept, by up to 1: "
+        "check which is right: line 2 (e.g. resnet50@imagenet x cifar10 = 90.5 (kept: 91.5))"]
     assert tracking.load_matrix("external", source="mine", mlflow_client=store).values.loc[
         "resnet50@imagenet", "cifar10"] == 91.5
 
