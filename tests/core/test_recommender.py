@@ -428,8 +428,8 @@ def test_an_informative_proxy_earns_a_large_weight_and_beats_popularity(problem)
 def test_a_published_tables_few_tasks_give_the_transfer_its_slope_when_the_facts_predict_it():
     """11 tasks, as a published table has, whose class count moves every model's score (a fine-grained
     task favours other models than a coarse one): the slope over popularity is 0.3 to 0.9 on 10 history
-    tasks but too uncertain for a lower bound. The default weighs the transfer by the slope and, over 8
-    such tables, ranks each held-out task above popularity."""
+    tasks but too uncertain for a lower bound. The default weighs the transfer by the slope, shrunk by how
+    surely the history gains from it, and over 8 such tables ranks the held-out tasks above popularity."""
     weights, fennec, popular = [], [], []
     for seed in range(8):
         rng = np.random.default_rng(seed)
@@ -443,7 +443,7 @@ def test_a_published_tables_few_tasks_give_the_transfer_its_slope_when_the_facts
         weights.append(model.transfer_weight_)
         fennec.append(pearson(model.rank(facts.loc["t0"]), P["t0"]))
         popular.append(np.corrcoef(popularity(history), P["t0"])[0, 1])
-    assert sum(weight > 0.2 for weight in weights) >= 6
+    assert sum(weight > 0 for weight in weights) >= 5 and max(weights) > 0.5
     assert np.mean(fennec) > np.mean(popular) + 0.02
 
 
