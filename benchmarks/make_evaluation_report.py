@@ -433,8 +433,10 @@ def main() -> None:
         "interactions, each weighted by what the history "
         "can vouch for: on every history task treated as new, the slope of what popularity without that task "
         "misses on the out-of-bag forest interaction, taken as it is (the history's empirical-Bayes shrinkage, "
-        "clipped to [0, 1]) and kept only if it raises the mean per-task Pearson on the history by half a "
-        "standard error, and on the leave-one-task-out ridge interaction, taken at its lower confidence bound "
+        "clipped to [0, 1]), kept only if it raises the mean per-task Pearson on the history by half a "
+        "standard error and then shrunk by 1 − 1/t², t that gain over its standard error (positive-part "
+        "James-Stein: a gain the history barely vouches for keeps a fraction of its slope), "
+        "and on the leave-one-task-out ridge interaction, taken at its lower confidence bound "
         "(one-sided ~98%, Student's t over tasks) and kept only if it raises the per-task Pearson at that "
         "confidence; its warm start is a Gaussian "
         "posterior over the history's out-of-fold residuals. `fennec-paper` is the paper's eq. 10 merge with its fold-in warm start.",

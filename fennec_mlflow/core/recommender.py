@@ -22,7 +22,8 @@ Online, two formulations (``Fennec(formulation=...)``):
   them: on each history task ``j`` the forest's out-of-bag interaction (trees that never saw ``j``)
   is compared with what popularity *without* ``j`` misses there, ``z_j − b_{−j}``; ``w_T`` is that
   slope (pooled over tasks, clipped to [0, 1]), kept only if it raises the mean per-task Pearson on
-  the history tasks by half a standard error. ``w_M`` is the lower confidence bound (one-sided ~98%,
+  the history tasks by half a standard error, and then shrunk by ``1 − 1/t²``, t that gain's mean over
+  its standard error (``TRANSFER_GAIN_Z``). ``w_M`` is the lower confidence bound (one-sided ~98%,
   Student's t over tasks) of the slope of a leave-one-task-out ridge's interaction against what the
   transfer part still misses, kept only if it raises the per-task Pearson at that confidence (the
   ranking must improve, not only the fit). See ``TRANSFER_SLOPE_Z`` for why the two differ.
@@ -732,15 +733,17 @@ def posterior_mean(prior: np.ndarray, residuals: np.ndarray, shrinkage: float, k
 POSTERIOR_SLOPE_MIN_KNOWN = 4
 
 
-def in_measured_order(scores: np.ndarray, known: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``scores`` with the known models' own scores handed round so that they rank as they measured.
+def at_measured_values(scores: np.ndarray, known: np.ndarray, known_z: np.ndarray) -> np.ndarray:
+    """``scores`` with each known model placed at its measured value: ``known_z`` (the known scores on
+    the z scale, centred, :meth:`Fennec._known_z`) around the mean score the ranking gave them.
 
-    Their set of scores is kept (where they stand among the others, on whatever scale the known
-    values were told); only their order is the measurements'. The posterior alone could leave a
-    worse-measured model above a better one (its observation noise; or not propagated at all).
+    So the known models rank as they measured and stand where their measurements put them among the
+    predicted ones: a model measured best of those told is not listed below a model predicted lower.
+    The posterior alone could leave a worse-measured model above a better one (its observation noise;
+    or not propagated at all).
     """
     out = scores.copy()
-    out[known[np.argsort(values, kind="stable")]] = np.sort(scores[known])
+    out[known] = scores[known].mean() + known_z
     return out
 
 
@@ -1038,7 +1041,8 @@ class Fennec(BaseEstimator):
         :data:`TRANSFER_SLOPE_Z`, no margin); ``w_M`` the lower confidence bound of that slope for the
         ridge's interaction against what is still missed. Each
         weight is kept only if it raises the per-task Pearson on the history (the transfer's by half a
-        standard error, :data:`TRANSFER_GAIN_Z`; the meta's beyond doubt, :func:`gain_is_certain`). An
+        standard error, :data:`TRANSFER_GAIN_Z`, and shrunk by ``1 − 1/t²`` of that gain's t; the meta's
+        beyond doubt, :func:`gain_is_certain`). An
         interaction the history cannot vouch for gets weight 0: popularity.
         """
         n_models, n_tasks = normalised.shape
@@ -1472,7 +1476,7 @@ class Fennec(BaseEstimator):
             else:
                 parts.append(f"{known[0].size} known scores not propagated to the other models (on the history "
                              f"it lowered their per-task Pearson by {-100 * expected_gain:.1f} points)")
-            score = in_measured_order(score, *known)
+            score = at_measured_values(score, known[0], self._measured_z(score, *known))
         elif known is not None:
             parts.append("ranked cold: known scores need at least two different values")
             warnings.warn("known_scores need at least two different values to inform the ranking; "
@@ -1482,6 +1486,16 @@ class Fennec(BaseEstimator):
             basis += (" (no task information)" if self.task_vector_source_ is None or vector_row is None
                       else " (the task information did not predict held-out history tasks)")
         return score[candidates], bias[candidates], transfer[candidates], meta[candidates], basis
+
+    def _measured_z(self, prior: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Known raw scores as z-scores of a typical history task (centred), where they lie on the
+        history's raw scale (the spread every predicted score is read on); elsewhere (fractions
+        told to a history in %) the scale their own spread implies (:meth:`_known_z`)."""
+        low = float(np.min(self.task_mean_ - 4 * self.task_std_))
+        high = float(np.max(self.task_mean_ + 4 * self.task_std_))
+        if np.all((values >= low) & (values <= high)):
+            return (values - values.mean()) / float(np.median(self.task_std_))
+        return self._known_z(prior, index, values)
 
     def _known_z(self, prior: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Known raw scores on the z scale of the prior, up to an offset.

@@ -600,7 +600,9 @@ def test_cli_build_says_when_quality_is_measured_or_not(store, tmp_path):
     assert result.exit_code == 0, result.output
     assert "validated on the store's external:planted ground truth, 4 targets" in result.output
     assert "registered models:/fennec@champion version 1" in result.output
-    result = CliRunner().invoke(main, common)  # the ground truth would be fine-tunes: none here
+    result = CliRunner().invoke(main, common)  # no fine-tunes in the store: the table is its own ground truth
+    assert result.exit_code == 0 and "validated on the store's external:planted ground truth" in result.output
+    result = CliRunner().invoke(main, [*common, "--truth-source", "not-imported"])
     assert result.exit_code == 0 and "ranking quality unmeasured: no usable ground truth" in result.output
     bad = CliRunner().invoke(main, [*common, "--shrinkage", "2"])
     assert bad.exit_code == 2 and "--shrinkage" in bad.output
