@@ -72,7 +72,7 @@ def evaluate(table: Benchmark) -> dict[str, float]:
             model = fit_fennec(history, dict(FENNEC_DEFAULTS), data, seed=0)
         true = table.P[target].dropna()
         scores = fennec_scores(model, target, data, true.index)
-        baseline = ev.popularity(history, target).reindex(true.index)
+        baseline = ev.popularity(history, target).reindex(true.index, fill_value=0.0)
         fennec.append(ev.pearson(scores, true))
         popularity.append(ev.pearson(baseline, true))
         fennec_regret.append(points * ev.top1_regret(scores, true))
