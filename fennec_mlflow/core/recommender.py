@@ -736,7 +736,7 @@ POSTERIOR_SLOPE_MIN_KNOWN = 4
 
 def at_measured_values(scores: np.ndarray, known: np.ndarray, known_z: np.ndarray) -> np.ndarray:
     """``scores`` with each known model placed at its measured value: ``known_z`` (the known scores on
-    the z scale, centred, :meth:`Fennec._known_z`) around the mean score the ranking gave them.
+    the z scale, centred, :meth:`Fennec._measured_z`) around the mean score the ranking gave them.
 
     So the known models rank as they measured and stand where their measurements put them among the
     predicted ones: a model measured best of those told is not listed below a model predicted lower.
