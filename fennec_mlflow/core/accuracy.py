@@ -293,6 +293,17 @@ class AccuracyModel:
                              "accuracy_low": np.minimum(self._expit(centre + low), predicted),
                              "accuracy_high": np.maximum(self._expit(centre + high), predicted)}, index=index)
 
+    def score_of_accuracy(self, accuracy, task_meta_row=None,
+                          known: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """The z-scores that :meth:`predict` (with the same ``task_meta_row`` and ``known``) maps to these
+        accuracies: where a measured model stands among the predicted ones on the accuracy it shows."""
+        self._check()
+        task_mean, task_std = self.task_level(task_meta_row)
+        if known is not None and self.known_scale_problem(known[1]) is None:
+            task_mean += self._level_shift(np.asarray(known[0], dtype=float), np.asarray(known[1], dtype=float),
+                                           task_mean, task_std)
+        return (self._logit(np.asarray(accuracy, dtype=float)) - task_mean) / task_std
+
     def _level_shift(self, known_z: np.ndarray, known_accuracy: np.ndarray, task_mean: float,
                      task_std: float) -> float:
         if known_z.size == 0 or not hasattr(self, "level_variance_"):  # older pickles: no anchoring

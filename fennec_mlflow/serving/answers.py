@@ -128,6 +128,31 @@ def _some(models: list) -> str:
     return f"{', '.join(map(str, models[:5]))}{' ...' if len(models) > 5 else ''}"
 
 
+def known_at_their_accuracy(bundle, table: pd.DataFrame, task_meta_row, known) -> pd.DataFrame:
+    """One task's full ranking with its measured models re-placed by the accuracy they measured.
+
+    The recommender places them on its z scale with the history's typical task spread; the answer
+    shows the others' predicted accuracy on this task's own level and spread (near-saturated tasks
+    spread little). So a model measured at 98.5 could be listed below models predicted at 97.5-98.2:
+    here each measured model gets the score the accuracy model maps to its measured accuracy, and
+    the ranking is re-sorted. ``known``: (scores, known scores) of the models told, as given to
+    :func:`annotate`; the table is returned as it is where no accuracy is predicted or the known
+    scores are off the history's scale.
+    """
+    accuracy = getattr(bundle, "accuracy", None)
+    if known is None or accuracy is None or not accuracy.available or accuracy.known_scale_problem(known[1]):
+        return table
+    told = table["known_score"].notna().to_numpy()
+    score = table["score"].to_numpy(dtype=float).copy()
+    score[told] = accuracy.score_of_accuracy(table["known_score"].to_numpy(dtype=float)[told], task_meta_row, known)
+    # ties (two scores clipped at the scale's end) go to the higher measurement, then the order given
+    order = np.lexsort((np.arange(len(table)), -table["known_score"].fillna(-np.inf).to_numpy(float), -score))
+    out = table.assign(score=score).iloc[order].reset_index(drop=True)
+    out["rank"] = np.arange(1, len(out) + 1)
+    out.attrs = dict(table.attrs)
+    return out
+
+
 def annotate(bundle, table: pd.DataFrame, task_meta_row=None, known=None) -> pd.DataFrame:
     """One task's ranking with :data:`ANSWER_COLUMNS`; ``attrs["basis"]`` says whether scores are relative.
 

@@ -462,11 +462,13 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
         parts: dict[str, list] = {c: [] for c in ["task_index", *scored, "basis"]}
         for index, (proxy, meta) in enumerate(requests):
             table = bundle.fennec.rank(meta, proxy, known_scores=known or None, models=candidates)
+            told = table["known_score"].notna().to_numpy()
+            known_rows = (table["score"].to_numpy(float)[told], table["known_score"].to_numpy(float)[told])
+            if told.any():
+                table = answers.known_at_their_accuracy(bundle, table, meta, known_rows)
             shown = len(table) if top_k == 0 else min(top_k, len(table))
             head = table.iloc[:shown]  # before to_numpy: the model names are not converted for every model
             head.attrs = dict(table.attrs)
-            told = table["known_score"].notna().to_numpy()
-            known_rows = (table["score"].to_numpy(float)[told], table["known_score"].to_numpy(float)[told])
             # row by row: only the rows answered (1 ms at 1,000 models); the told rows anchor the level
             head = answers.annotate(bundle, head, meta, known_rows if told.any() else None)
             for note in (new_domain_note(meta, bundle), left_out):

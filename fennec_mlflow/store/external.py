@@ -67,6 +67,7 @@ import csv
 import json
 import re
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -351,6 +352,7 @@ class Note:
     rows of column groups left out): said like every other reading."""
 
     text: str
+    words: str = ""  # a title or caption left out: its own text, which may say what the cells are
 
     def __str__(self) -> str:
         return self.text
@@ -570,6 +572,10 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     if error_column is not None:
         raw = raw.rename(columns={error_column: "score"})
         scores = "error"
+    elif scores == "auto" and (said := _error_rate_words(notes)):
+        scores = "error"  # else the worst models would be recommended, and no correlation would show it
+        notes.append(Note(f"the table's title or caption says {said!r}: the cells are read as error rates "
+                          "(import with --scores accuracy if they are accuracies)"))
     if layout in ("auto", "long") and {"model", "task"} <= set(raw.columns) and "score" not in raw.columns:
         score = _only_number_column(raw, path, metrics_only=mlflow_export)
         if score is not None:
@@ -681,6 +687,20 @@ def _error_column(columns) -> str | None:
         return None
     matches = [c for c in columns if _header_name(c) in ERROR_COLUMN_NAMES]
     return matches[0] if len(matches) == 1 else None
+
+
+# How a title or caption names the cells as error rates ("Top-1 error (%)", "error rates"); "standard
+# error" or "error bars" name no score, and a text that speaks of accuracy too is left as accuracy.
+_ERROR_RATE_WORDS = re.compile(r"\b(?:top-?\s?\d+\s+err(?:or|\.)?|error rates?|test error|classification error|"
+                               r"(?<!standard )error\s*\(%\))", re.IGNORECASE)
+_ACCURACY_WORDS = re.compile(r"\bacc(?:uracy|uracies|\.)?\b", re.IGNORECASE)
+
+
+def _error_rate_words(notes) -> str | None:
+    """The words of a table's title or caption (its notes' ``words``) that name its cells as error rates."""
+    text = " ".join(note.words for note in notes if isinstance(note, Note) and note.words)
+    found = _ERROR_RATE_WORDS.search(text)
+    return found.group(0) if found and not _ACCURACY_WORDS.search(text) else None
 
 
 def _accuracy_from_error(long: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, Note]:
@@ -1009,13 +1029,13 @@ def _rows_above_header(rows: list[list[str]], row_numbers: list[int] | None = No
 def _title_note(titles: dict[int, str]) -> Note:
     """``titles``: line (or row) number -> text."""
     text = "; ".join(text for text in titles.values() if text)
-    return Note(f"{_lines(titles)} above the header left out" + (f" ({text!r}: a title)" if text else ""))
+    return Note(f"{_lines(titles)} above the header left out" + (f" ({text!r}: a title)" if text else ""), text)
 
 
 def _footnote_note(footnotes: dict[int, str]) -> Note:
     """``footnotes``: line (or row) number -> text."""
     text = "; ".join(text for text in footnotes.values() if text)
-    return Note(f"{_lines(footnotes)} below the table left out ({text!r}: read as a note under the table)")
+    return Note(f"{_lines(footnotes)} below the table left out ({text!r}: read as a note under the table)", text)
 
 
 def _notes_around(above: dict[int, str], below: dict[int, str]) -> list[Note]:
@@ -1187,13 +1207,21 @@ def _encoding(path: Path) -> str:
 
 
 def _delimiter(path: Path, encoding: str = "utf-8-sig") -> str:
-    """The table's field separator: comma, tab (a spreadsheet's copy) or semicolon, from its first lines."""
+    """The table's field separator: comma, tab (a spreadsheet's copy) or semicolon, from its first lines.
+
+    The one that splits the most lines into the same number (two or more) of fields: a title line
+    above the header has its own punctuation (csv.Sniffer took a TSV's titled header for one comma
+    field), and a comma-decimal locale's ';' table has commas in its cells but not in its header.
+    """
     with path.open(newline="", encoding=encoding, errors="replace") as handle:
-        sample = handle.read(16384)
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=",\t;").delimiter
-    except csv.Error:  # one column, or too little to tell: a CSV
-        return ","
+        lines = [line for line in handle.read(16384).splitlines()[:50] if line.strip()]
+    best, best_lines = ",", 0  # one column, or too little to tell: a CSV
+    for delimiter in (",", "\t", ";"):
+        widths = Counter(len(row) for row in csv.reader(lines, delimiter=delimiter))
+        width, count = max(widths.items(), key=lambda item: (item[1], item[0]), default=(1, 0))
+        if width >= 2 and count > best_lines:
+            best, best_lines = delimiter, count
+    return best
 
 
 def _fact_columns(raw: pd.DataFrame, prefixes: tuple[str, ...], path: Path) -> list[str]:

@@ -202,3 +202,21 @@ def test_known_scores_anchor_the_served_predicted_accuracy(served):
     fractions = {name: value / 100 for name, value in known.items()}
     unanchored = model.predict(request(), params={"top_k": 3, "known_scores": json.dumps(fractions)})
     assert "look like fractions" in unanchored["basis"].iloc[0]
+
+
+def test_measured_models_stand_where_their_accuracy_puts_them_among_the_predicted(served):
+    """Down a warm ranking the accuracy shown (measured, or predicted on the task's anchored level)
+    never rises: a model measured above every prediction is listed first, one measured below all of
+    them last. On their own z scale they could land among models predicted higher or lower."""
+    model = mlflow.pyfunc.load_model(served["result"].model_uri)
+    cold = model.predict(request(), params={"top_k": 0}).set_index("model")
+    best, middle, worst = cold.index[-1], cold.index[-2], cold.index[-3]
+    known = {best: float(cold["predicted_accuracy"].max()) + 0.3,
+             middle: float(cold["predicted_accuracy"].median()),
+             worst: float(cold["predicted_accuracy"].min()) - 1.0}
+    warm = model.predict(request(), params={"top_k": 0, "known_scores": json.dumps(known)})
+    shown = warm["predicted_accuracy"].to_numpy()
+    assert np.all(np.diff(shown) <= 1e-9), warm[["model", "score", "known_score", "predicted_accuracy"]]
+    assert warm["model"].iloc[0] == best and warm["model"].iloc[-1] == worst
+    assert warm["rank"].tolist() == list(range(1, len(warm) + 1))
+    assert np.all(np.diff(warm["score"].to_numpy()) <= 0)

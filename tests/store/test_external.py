@@ -444,6 +444,27 @@ def test_error_rates_are_stored_as_accuracy_so_that_the_best_model_ranks_first(s
         external.read_rows(tmp_path / "bad.csv")
 
 
+def test_a_title_that_names_error_rates_reads_the_cells_as_error_rates(tmp_path):
+    """A transposed TSV of top-1 errors under a title: read with the tabs (a comma in the title once
+    made the whole file one comma-separated column) and as error rates, said so; --scores accuracy
+    keeps them, and a title about accuracy with its standard error stays accuracy."""
+    path = tmp_path / "errors.tsv"
+    path.write_text("Top-1 error (%) after fine-tuning, Ericsson et al. (approximate)\n"
+                    "Dataset\tSupervised\tSimCLR\nCaltech-101\t8.99\t8.63\nCars\t17.39\t9.54\n")
+    with pytest.warns(external.SkippedRowsWarning) as said:
+        long = external.read_table(path)
+    assert long.set_index(["model", "task"])["score"].to_dict() == pytest.approx({
+        ("Supervised", "Caltech-101"): 91.01, ("SimCLR", "Caltech-101"): 91.37,
+        ("Supervised", "Cars"): 82.61, ("SimCLR", "Cars"): 90.46})
+    assert any("says 'Top-1 error': the cells are read as error rates (import with --scores accuracy"
+               in str(w.message) for w in said)
+    with pytest.warns(external.SkippedRowsWarning):
+        assert external.read_table(path, scores="accuracy")["score"].max() == 17.39
+    path.write_text("Accuracy (%), mean and standard error over 3 seeds\nmodel\taircraft\na\t84.1\nb\t80\n")
+    with pytest.warns(external.SkippedRowsWarning):
+        assert external.read_table(path)["score"].tolist() == [84.1, 80.0]
+
+
 @pytest.mark.parametrize("repeats, expected", [("mean", 0.6), ("max", 0.8), ("last", 0.4)])
 def test_a_cell_given_on_several_lines_is_combined_as_asked(store, tmp_path, repeats, expected):
     """Seeds (mean) or a hyperparameter grid (max): the cell's rows become one cell, reported by line."""
@@ -610,6 +631,7 @@ def test_scores_copied_from_a_paper_keep_their_number(store, tmp_path):
 @pytest.mark.parametrize("name, text, encoding", [
     ("tabs.tsv", "model\taircraft\tdtd\na\t84.1\t70.2\nb\t80\t71.5\n", "utf-8"),  # copied from a spreadsheet
     ("semicolons.csv", "model;aircraft;dtd\na;84,1;70,2\nb;80;71,5\n", "utf-8"),  # saved in a comma-decimal locale
+    ("titled.tsv", "Fine-tune accuracy, approximate\nmodel\taircraft\tdtd\na\t84.1\t70.2\nb\t80\t71.5\n", "utf-8"),
     ("unicode.txt", "model\taircraft\tdtd\r\na\t84.1\t70.2\r\nb\t80\t71.5\r\n", "utf-16"),  # "Unicode text"
     ("bom.csv", "\ufeffmodel,aircraft,dtd\r\na,84.1,70.2\r\nb,80,71.5\r\n", "utf-8"),  # "CSV UTF-8"
 ])
