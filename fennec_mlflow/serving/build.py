@@ -157,10 +157,11 @@ def _truth_spec(truth_source: str | None, regime: str | None = None) -> MatrixSp
 
 def predicted_regime(chosen: MatrixSpec, truth_source: str | None, regime: str) -> str | None:
     """The fine-tune regime a build's scores predict: its finetune history's, else its finetune ground
-    truth's; None when both are other evidence (an imported table as history and as truth)."""
+    truth's; None when the history is an imported table (its scores are whatever the table measured: a
+    linear probe's, a full fine-tune's; the table does not say) or the truth is."""
     if chosen.kind == "finetune":
         return chosen.regime
-    return None if truth_source else regime
+    return None if truth_source or chosen.kind == "external" else regime
 
 
 def assess(spec: MatrixSpec, *, truth_source: str | None, encoder: str | None, experiment: str, tune: bool,

@@ -429,6 +429,7 @@ def test_champion_moves_only_to_a_version_validated_at_least_as_well(store, tmp_
     # no --truth-source and no finetune runs in the store: the imported table is its own ground truth
     untold = build(kind="external", source="planted", tune=False, register=False)
     assert untold.quality.measured and untold.quality.truth == "external:planted"
+    assert untold.regime is None  # the table does not say whether its scores are full fine-tunes or probes
     good = planted_build(tune=False)  # Fennec's defaults, measured by plain leave-one-task-out
     assert good.quality.measured and good.alias == "champion" and "was unmeasured" in good.alias_reason
     worse = planted_build(tune=False, alpha=0.0, shrinkage=0.0)  # no interaction: similar-task popularity
@@ -602,6 +603,7 @@ def test_cli_build_says_when_quality_is_measured_or_not(store, tmp_path):
     assert "registered models:/fennec@champion version 1" in result.output
     result = CliRunner().invoke(main, common)  # no fine-tunes in the store: the table is its own ground truth
     assert result.exit_code == 0 and "validated on the store's external:planted ground truth" in result.output
+    assert "predicts full fine-tune accuracy" not in result.output  # a linear probe's table would be mislabelled
     result = CliRunner().invoke(main, [*common, "--truth-source", "not-imported"])
     assert result.exit_code == 0 and "ranking quality unmeasured: no usable ground truth" in result.output
     bad = CliRunner().invoke(main, [*common, "--shrinkage", "2"])
