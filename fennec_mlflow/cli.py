@@ -796,6 +796,19 @@ def _against_popularity(table) -> str | None:
     return line
 
 
+def _interval_line(outcome) -> str | None:
+    """One line: how often the default Fennec's predicted-accuracy interval held the held-out targets'
+    accuracies (None when the history is not on an accuracy scale)."""
+    metrics = {} if outcome is None else outcome.extra_metrics
+    if "fennec_interval_coverage" not in metrics:
+        return None
+    covered, level = metrics["fennec_interval_coverage"], metrics["interval_level"]
+    return (f"Predicted accuracy: its {100 * level:.0f}% interval held {100 * covered:.1f}% of the held-out "
+            f"targets' accuracies (mean width {metrics['fennec_interval_width']:.3g}, mean absolute error "
+            f"{metrics['fennec_accuracy_abs_error']:.3g}, in the table's units); a target's cells fall in or out "
+            "together, so with few targets this moves in steps.")
+
+
 @main.command()
 @click.option("--benchmark", default="parc", show_default=True,
               help="parc, parc6 or transfergraph (public tables); store (the store's own ground truth: see --source); "
@@ -820,7 +833,7 @@ def evaluate(benchmark, estimators, experiment, workdir, **store):
     names = (*BENCHMARK_NAMES, "store", *REAL_BENCHMARKS, *SYNTHETIC_BENCHMARKS)
     if benchmark not in names:
         _fail(InvalidInputError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(names)}"))
-    notes = []
+    notes, calibration = [], None
     try:
         if benchmark in SYNTHETIC_BENCHMARKS or benchmark in REAL_BENCHMARKS:
             chosen = None if estimators is None else [e.strip() for e in estimators.split(",") if e.strip()]
@@ -835,6 +848,7 @@ def evaluate(benchmark, estimators, experiment, workdir, **store):
         else:
             runs = run_evaluation(_benchmark(benchmark, **store), experiment=experiment or None, estimators=estimators)
             table, where, notes = runs.leaderboard().drop(columns="run_id"), runs.experiment, runs.notes
+            calibration = _interval_line(runs.outcomes.get("fennec"))
             benchmark, leaderboard = runs.benchmark, runs.leaderboard_run_id
             summary = {f"{name}.mean_pearson": row["mean_pearson"] for name, row in table.iterrows()}
     except FennecError as exc:
@@ -851,6 +865,8 @@ def evaluate(benchmark, estimators, experiment, workdir, **store):
     verdict = _against_popularity(table)
     if verdict:
         click.echo(verdict)
+    if calibration:
+        click.echo(calibration)
     if leaderboard:
         click.echo(f"Leaderboard: run {leaderboard} ('leaderboard-{benchmark}', the estimator runs are its children) "
                    f"in experiment {where!r}; to see it: {how_to_see_runs()}")

@@ -20,6 +20,11 @@ def test_fennec_run_logs_interval_coverage_and_the_report_tables_it(tmp_path, mo
     assert 0 < metrics["fennec_interval_width"] < 100  # percent points
     assert {f"interval_coverage.{t}" for t in bench.targets} <= set(metrics)
     assert "fennec_interval_coverage" not in popularity  # the baselines predict no accuracy
+    from fennec_mlflow.cli import _interval_line  # what `fennec evaluate` prints under its table
+
+    printed = f"its 80% interval held {100 * metrics['fennec_interval_coverage']:.1f}% of the held-out targets'"
+    assert printed in _interval_line(runs.outcomes["fennec"])
+    assert _interval_line(runs.outcomes["popularity"]) is None and _interval_line(None) is None
 
     report = tmp_path / "docs" / "evaluation.md"
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_evaluation_report.py"), "--benchmarks", "parc",
