@@ -1412,7 +1412,9 @@ def _cells(long: pd.DataFrame, repeats: str = "last", seed_columns: list[str] | 
     missing = np.isnan(scores)
     infinite = np.isinf(scores)  # inf, -inf, and numbers too large for a float (1e309)
     if missing.any():
-        skipped.append(SkippedRows("no score (empty, nan or a dash)", tuple(long.index[missing]), _examples(long[missing])))
+        # the cell as written (a dash, an empty field) is gone by now: "= nan" would misquote it
+        skipped.append(SkippedRows("no score (empty, nan or a dash)", tuple(long.index[missing]), tuple(
+            f"{r.model} x {r.task}" for r in long[missing].head(_EXAMPLES).itertuples())))
     if infinite.any():
         skipped.append(SkippedRows("an infinite score (inf, or a number beyond a float's range such as 1e309); "
                                    "fix these rows and import again", tuple(long.index[infinite]),
