@@ -281,10 +281,7 @@ class AccuracyModel:
         """
         self._check()
         scores = np.asarray(z, dtype=float).reshape(-1)
-        task_mean, task_std = self.task_level(task_meta_row)
-        if known is not None and self.known_scale_problem(known[1]) is None:
-            task_mean += self._level_shift(np.asarray(known[0], dtype=float), np.asarray(known[1], dtype=float),
-                                           task_mean, task_std)
+        task_mean, task_std = self._anchored_level(task_meta_row, known)
         centre = task_mean + task_std * scores
         low, high = self.residual_quantiles_
         predicted = self._expit(centre)
@@ -298,11 +295,16 @@ class AccuracyModel:
         """The z-scores that :meth:`predict` (with the same ``task_meta_row`` and ``known``) maps to these
         accuracies: where a measured model stands among the predicted ones on the accuracy it shows."""
         self._check()
+        task_mean, task_std = self._anchored_level(task_meta_row, known)
+        return (self._logit(np.asarray(accuracy, dtype=float)) - task_mean) / task_std
+
+    def _anchored_level(self, task_meta_row, known) -> tuple[float, float]:
+        """The task's (mean, std) on the logit scale, its mean moved toward what ``known`` implies."""
         task_mean, task_std = self.task_level(task_meta_row)
         if known is not None and self.known_scale_problem(known[1]) is None:
             task_mean += self._level_shift(np.asarray(known[0], dtype=float), np.asarray(known[1], dtype=float),
                                            task_mean, task_std)
-        return (self._logit(np.asarray(accuracy, dtype=float)) - task_mean) / task_std
+        return task_mean, task_std
 
     def _level_shift(self, known_z: np.ndarray, known_accuracy: np.ndarray, task_mean: float,
                      task_std: float) -> float:
