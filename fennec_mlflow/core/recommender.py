@@ -1482,6 +1482,11 @@ class Fennec(BaseEstimator):
             parts.append("ranked cold: known scores need at least two different values")
             warnings.warn("known_scores need at least two different values to inform the ranking; "
                           "ranking cold", stacklevel=3)
+        for name, part in (("transfer", transfer), ("meta", meta)):
+            # a real but tiny weight would read as a contradiction beside a column of 0.000s
+            label = next((i for i, text in enumerate(parts) if text.endswith(f" x {name}")), None)
+            if label is not None and np.max(np.abs(part[candidates]), initial=0.0) < 0.0005:
+                parts[label] += " (under 0.0005 for every model shown)"
         basis = " + ".join(parts)
         if parts == ["popularity"]:
             basis += (" (no task information)" if self.task_vector_source_ is None or vector_row is None

@@ -412,6 +412,17 @@ def test_shrunk_score_is_bias_plus_weighted_interactions(problem):
     assert ranking.attrs["basis"].startswith("popularity among similar tasks")
 
 
+def test_basis_says_when_a_weighted_part_moves_no_shown_score(problem):
+    """A weight too small to show in the score columns is named with that fact, not as a contradiction."""
+    P, model_meta, task_meta, task_proxy = training_part(*problem)
+    new_task = problem[2].loc["new_a"], problem[3].loc["new_a"]
+    tiny = Fennec(k=3, n_estimators=50, shrinkage=1e-6).fit(P, model_meta, task_meta, task_proxy).rank(*new_task)
+    assert np.abs(tiny[["transfer_score", "meta_score"]].to_numpy()).max() < 0.0005
+    assert tiny.attrs["basis"].count("(under 0.0005 for every model shown)") == 2
+    full = Fennec(k=3, n_estimators=50, shrinkage=1.0).fit(P, model_meta, task_meta, task_proxy).rank(*new_task)
+    assert "under 0.0005" not in full.attrs["basis"] and " x transfer" in full.attrs["basis"]
+
+
 def test_an_informative_proxy_earns_a_large_weight_and_beats_popularity(problem):
     """The planted history is well sampled (60 tasks): the out-of-bag slope over popularity is large and
     certain. Over popularity among tasks with a similar proxy, which already follows the proxy, it is smaller."""
