@@ -146,9 +146,16 @@ def fit_fennec(history: pd.DataFrame, params: Mapping, data: TuningData, seed: i
 
 def fennec_scores(model: Fennec, target: str, data: TuningData, models: pd.Index,
                   known_scores: Mapping[str, float] | None = None) -> pd.Series:
-    """``model``'s score of each of ``models`` on ``target``; a model it was not fitted on gets 0 (average)."""
+    """``model``'s score of each of ``models`` on ``target``; a model it was not fitted on gets 0 (average).
+
+    Known scores of models it was not fitted on (their only cell is the target's: nothing to learn
+    from) are not told: the recommender cannot place or propagate them.
+    """
     meta = None if model.task_meta_columns_ is None else data.task_meta.loc[target]
     proxy = None if model.proxy_columns_ is None else data.task_proxy.loc[target]
+    if known_scores:
+        fitted = set(model.model_names_)
+        known_scores = {name: value for name, value in known_scores.items() if name in fitted}
     ranking = model.rank(meta, proxy, known_scores=known_scores)
     return ranking.set_index("model")["score"].reindex(models).fillna(0.0)
 

@@ -1,6 +1,8 @@
 """Evaluation runs on a real sqlite store: one run per estimator, the design's metric names, artifacts."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -135,6 +137,20 @@ def test_warm_start_leaves_exactly_the_known_entries_unscored():
     outcome = evaluation_runs.evaluate_estimator(bench, "fennec-warm-5", seeds=(3,), fits=fits)
     assert (outcome.result.per_target["n_unscored"] == 5).all()
     assert (outcome.result.per_target["n_models"] == bench.P.notna().sum() - 5).all()
+
+
+def test_a_warm_start_told_a_model_known_only_on_its_target_is_evaluated():
+    """A published table's one-cell row (a baseline measured on one dataset): held out with that
+    dataset, the model has no history, yet a warm start may be told its score."""
+    bench = planted_benchmark()
+    P = bench.P.copy()
+    P.loc["solo"] = np.nan
+    P.loc["solo", "t0"] = 75.0
+    seed = next(seed for seed in range(50) if "solo" in evaluation_runs.draw_known(P["t0"], 3, seed, "t0"))
+    bench = dataclasses.replace(bench, P=P, model_meta=None, families=bench.families.reindex(P.index, fill_value="A"))
+    outcome = evaluation_runs.evaluate_estimator(bench, "fennec-warm-3", seeds=(seed,))
+    assert (outcome.result.per_target["n_unscored"] == 3).all()
+    assert np.isfinite(outcome.result.summary["mean_pearson"])
 
 
 def test_fennec_fits_never_see_the_target(monkeypatch):
