@@ -410,6 +410,9 @@ def test_common_dataset_names_resolve_to_their_task_facts():
         "DTD": "dtd", "flowers": "flowers", "oxford_flowers102": "flowers", "flowers102": "flowers", "pets": "pets",
         "oxford_pets": "oxford_pets", "Oxford-IIIT Pet": "oxford_pets", "CIFAR-10": "cifar10", "cifar100": "cifar100",
         "Caltech-101": "caltech101", "voc2007": "voc2007", "cub": "cub200", "CUB_200_2011": "cub200",
+        # the abbreviations of DINOv2's and similar papers' tables
+        "C10": "cifar10", "C100": "cifar100", "Aircr": "aircraft", "Cal101": "caltech101",
+        "iNat-19": "inaturalist2019", "iNat2017": "inaturalist2017", "iNat-18": "inaturalist2018", "IN-1k": "imagenet",
         "nabirds": "nabird", "stanford_dogs": "stanford_dogs", "dogs": "stanford_dogs", "svhn": "svhn",
         "mnist": "mnist", "EuroSAT": "eurosat", "resisc45": "resisc45", "ImageNet-1k": "imagenet",
         "Oxford-IIIT Pets": "oxford_pets", "Oxford 102 Flowers": "flowers", "Cars196": "stanfordcars",
