@@ -189,7 +189,7 @@ def unavailable(benchmark: Benchmark, estimator: str) -> str | None:
     if estimator == "archi2vec-family-mean" and ev.architecture_vectors(benchmark.model_meta) is None:
         return "archi2vec-family-mean needs the models' archi2vec vectors (a2v_* or arch_* model facts)"
     if estimator == "family-mean" and benchmark.families is None:
-        return "family-mean needs model families (a family, architecture or type fact, or arch@source names)"
+        return "family-mean needs model families (a family, architecture, arch or type fact, or arch@source names)"
     if estimator in FACT_BASELINES:
         column = FACT_BASELINES[estimator]
         if benchmark.model_meta is None or column not in benchmark.model_meta or benchmark.model_meta[column].isna().all():

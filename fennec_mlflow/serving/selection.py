@@ -484,14 +484,19 @@ def store_task_meta(task_facts: pd.DataFrame, tasks: list[str]) -> pd.DataFrame 
     return informative(task_meta_table(facts, domains), fill_unknown=False)
 
 
+# Model facts that name a family, first found first used; "arch" is how papers head the column
+# (DINOv2's linear-probe table: "Arch", imported as the fact model_arch).
+FAMILY_FACTS = ("family", "architecture", "arch", "type")
+
+
 def store_families(models: list[str], model_facts: pd.DataFrame, architecture_meta: pd.DataFrame) -> pd.Series | None:
-    """model -> architecture family, from the facts (family, architecture, type), archi2vec, or ``arch@source`` names.
+    """model -> architecture family, from the facts (family, architecture or arch, type), archi2vec, or ``arch@source`` names.
 
     A model the first source that names families says nothing about is a family of its own. None
     when no source gives two families or more, one of them shared by several models.
     """
     facts = model_facts.reindex(models)
-    candidates = [facts[c] for c in ("family", "architecture", "type") if c in facts]
+    candidates = [facts[c] for c in FAMILY_FACTS if c in facts]
     archs = pd.Series([architecture_of(m) for m in models], index=models)
     if "family" in architecture_meta:
         candidates.append(archs.map(architecture_meta["family"]))

@@ -70,6 +70,13 @@ def test_tasks_of_a_table_without_facts_stay_unknown_and_are_ranked_by_popularit
     np.testing.assert_allclose(fennec.bias(bench.task_meta.loc["task4"]), fennec.bias_)  # like no task in particular
 
 
+def test_an_arch_column_gives_the_family_baseline_its_families(store, tmp_path):
+    """Papers head the architecture column "Arch": imported as the fact model_arch, it names families."""
+    table = planted_long_table().rename(columns={"model_family": "model_arch"})
+    bench = store_benchmark(source=imported(tmp_path, table, "arch"))
+    assert bench.families is not None and bench.families.nunique() == 2
+
+
 def test_a_bare_table_evaluates_fennec_as_popularity_and_skips_what_needs_facts(store, tmp_path):
     table = planted_long_table(facts=False, holes=6)
     bench = store_benchmark(source=imported(tmp_path, table, "bare"))
