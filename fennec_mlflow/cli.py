@@ -403,6 +403,7 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, formulatio
     The new version becomes fennec@champion unless the champion's validated figure is higher
     (then fennec@challenger)."""
     from fennec_mlflow.data.proxy import load_encoder
+    from fennec_mlflow.data.tasks import TaskError
     from fennec_mlflow.serving import demo
     from fennec_mlflow.serving.build import build as build_model
     from fennec_mlflow.store.jobs import proxy_cells
@@ -410,6 +411,8 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, formulatio
     if kind == "external" and _given(source) is None:
         _say_merged_sources(experiment)
     try:
+        if kind == "external" and _is_default("encoder_spec"):
+            encoder_spec = _encoder_for_imported(source, experiment, encoder_spec)
         chosen = None
         if encoder_spec == "demo":
             chosen = demo.default_encoder()  # the embedded default's encoder (real, else synthetic)
@@ -422,7 +425,11 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, formulatio
                                       regime=regime if kind in tracking.REGIME_KINDS else None)
             given = [load_task_spec(s) for s in _split(tasks)] if tasks else []
             named = {task.name for task in given}
-            stored = [load_task_spec(spec) for task, spec in store_task_specs(km).items() if task not in named]
+            try:
+                stored = [load_task_spec(spec) for task, spec in store_task_specs(km).items() if task not in named]
+            except TaskError as exc:
+                raise TaskError(f"{exc}. Building needs each history task's images for its proxy; without them, "
+                                "--encoder none places new tasks by their facts") from exc
             proxy_cells(chosen.encoder, given + stored, experiment=experiment)
         result = build_model(kind=kind, estimator=estimator, source=_given(source),
                              encoder_spec=chosen and chosen.spec, encoder_name=chosen and chosen.encoder.name,
@@ -451,6 +458,23 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, formulatio
             click.echo(below_popularity_warning(v))
     else:
         click.echo(f"ranking quality unmeasured: {quality.reason}")
+
+
+def _is_default(parameter: str) -> bool:
+    """Whether the current command's ``parameter`` was left at its default (not given by the user)."""
+    return click.get_current_context().get_parameter_source(parameter) == click.core.ParameterSource.DEFAULT
+
+
+def _encoder_for_imported(source, experiment: str, encoder_spec: str) -> str:
+    """The encoder to build an imported table with when none was asked for: 'none' (place tasks by their
+    facts) when its tasks have no images here, as a published table's do, else ``encoder_spec``."""
+    km = tracking.load_matrix("external", source=_given(source), experiment=experiment)
+    imageless = [task for task, spec in store_task_specs(km).items() if not spec.startswith("folder:")]
+    if not imageless:
+        return encoder_spec
+    click.echo(f"note: {len(imageless)} of the table's {km.values.shape[1]} tasks have no images here (e.g. "
+               f"{imageless[0]!r}): new tasks are placed by their facts, as with --encoder none")
+    return "none"
 
 
 def below_popularity_warning(validation) -> str | None:

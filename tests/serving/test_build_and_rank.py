@@ -608,6 +608,13 @@ def test_cli_build_says_when_quality_is_measured_or_not(store, tmp_path):
     assert result.exit_code == 0 and "ranking quality unmeasured: no usable ground truth" in result.output
     bad = CliRunner().invoke(main, [*common, "--shrinkage", "2"])
     assert bad.exit_code == 2 and "--shrinkage" in bad.output
+    # A published table's tasks have no images: asked for no encoder, the build places tasks by their facts
+    imageless = CliRunner().invoke(main, ["build", "--kind", "external", "--source", "planted", "--no-tune"])
+    assert imageless.exit_code == 0, imageless.output
+    assert "tasks have no images here (e.g. 'task0'): new tasks are placed by their facts" in imageless.output
+    asked = CliRunner().invoke(main, ["build", "--kind", "external", "--source", "planted", "--no-tune",
+                                      "--encoder", "demo"])
+    assert asked.exit_code != 0 and "--encoder none places new tasks by their facts" in asked.output
 
 
 def test_knowledge_can_be_restricted_to_some_models_and_tasks(registered):
