@@ -618,6 +618,10 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
             task = load_task_spec(target or demo.DEFAULT_TARGET, unlabelled_ok=True)  # bad targets fail first
         if model_uri == "models:/fennec@champion" and not pyfunc.champion_exists():
             if isinstance(task, TaskFacts):  # the embedded default reads images
+                others = pyfunc.other_champions()
+                if others:
+                    raise InvalidInputError(f"no recommender is registered as {model_uri}; pass one of yours with "
+                                            f"--model-uri: {', '.join(others)}")
                 raise InvalidInputError("no recommender is registered: build one from your table first, e.g. "
                                         "`fennec build --kind external --source NAME --encoder none`")
             demo.bootstrap(experiment)

@@ -686,3 +686,12 @@ def champion_exists(mlflow_client: mlflow.MlflowClient | None = None) -> bool:
         return True
     except mlflow.exceptions.MlflowException:
         return False
+
+
+def other_champions(mlflow_client: mlflow.MlflowClient | None = None) -> list[str]:
+    """``models:/NAME@champion`` of each registered model other than ``fennec`` that has a champion
+    (e.g. one built with ``fennec build --registered-model``), by name."""
+    mlflow_client = mlflow_client or mlflow.MlflowClient()
+    return sorted(f"models:/{model.name}@{CHAMPION}" for model in mlflow_client.search_registered_models()
+                  if model.name != REGISTERED_NAME and CHAMPION in (model.aliases or {}))
+

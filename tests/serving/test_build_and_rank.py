@@ -617,6 +617,21 @@ def test_cli_build_says_when_quality_is_measured_or_not(store, tmp_path):
     assert asked.exit_code != 0 and "--encoder none places new tasks by their facts" in asked.output
 
 
+def test_rank_without_a_fennec_champion_names_the_recommenders_you_registered(store, tmp_path):
+    from click.testing import CliRunner
+
+    from fennec_mlflow.cli import main
+
+    import_planted(tmp_path, n_tasks=4)
+    built = CliRunner().invoke(main, ["build", "--kind", "external", "--source", "planted", "--encoder", "none",
+                                      "--no-tune", "--registered-model", "mine"])
+    assert built.exit_code == 0, built.output
+    ranked = CliRunner().invoke(main, ["rank", "--dataset", "cifar10"])
+    assert ranked.exit_code != 0
+    assert "no recommender is registered as models:/fennec@champion; pass one of yours with --model-uri: " \
+           "models:/mine@champion" in ranked.output
+
+
 def test_knowledge_can_be_restricted_to_some_models_and_tasks(registered):
     from fennec_mlflow.store.knowledge import build_knowledge
 
