@@ -155,3 +155,31 @@ def test_known_scores_anchor_the_task_level_of_a_task_unlike_the_median():
     assert "look like fractions" in unanchored.attrs["accuracy_note"]
     np.testing.assert_allclose(unanchored["predicted_accuracy"][3:], model.predict(z)["predicted_accuracy"][3:])
     assert unanchored["predicted_accuracy"][:3].isna().all()  # told off the history's scale: not shown as measured
+
+
+def test_known_scores_narrow_the_interval_to_the_level_they_leave_uncertain():
+    """Known scores pin down the task's level, most of an interval's width: more of them, a narrower
+    interval (and never a wider one than cold); held out, it still holds about its nominal share."""
+    P, _ = planted_accuracies(n_tasks=16, seed=2)
+    target = P.columns[0]
+    model = AccuracyModel().fit(P.drop(columns=target))
+    z = np.linspace(-1.5, 1.5, 9)
+    cold = model.predict(z)
+    widths = []
+    for n in (1, 3, 5):  # told exactly what was predicted: the level stays, only its uncertainty shrinks
+        told = model.predict(z, known=(z[:n], cold["predicted_accuracy"].to_numpy()[:n]))
+        np.testing.assert_allclose(told["predicted_accuracy"], cold["predicted_accuracy"])
+        widths.append(float((told["accuracy_high"] - told["accuracy_low"]).mean()))
+    cold_width = float((cold["accuracy_high"] - cold["accuracy_low"]).mean())
+    assert cold_width > widths[0] > widths[1] > widths[2]
+
+    inside = []
+    for target in P.columns:  # each task held out, told 3 of its accuracies, judged on the others
+        history = P.drop(columns=target)
+        model = AccuracyModel().fit(history)
+        truth = P[target].dropna()
+        predicted_z = loto_popularity_z(P).loc[truth.index, target].fillna(0.0).to_numpy()
+        predicted = model.predict(predicted_z[3:], known=(predicted_z[:3], truth.to_numpy()[:3]))
+        inside.extend((truth.to_numpy()[3:] >= predicted["accuracy_low"]) & (truth.to_numpy()[3:] <= predicted["accuracy_high"]))
+    assert 0.65 <= np.mean(inside) <= 0.95
+
