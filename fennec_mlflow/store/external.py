@@ -34,7 +34,15 @@ spreadsheet file (``.xlsx``, ``.xls``, ``.ods``), JSON (records, ``{task: {model
 evaluation scripts keep it, or pandas' ``to_json``) and a DataFrame saved as Parquet or Feather are
 read too; rows of one cell above a table's header (a title) or under its last row (a source or
 footnote), and a row of column groups above the header ("Fine-grained", "General"), are left out and
-said. A long table's score column may carry a unit ("Top-1 Acc. (%)") or a name of its own, when
+said. A row of one cell between the header and the last row ("Linear evaluation:", then "Fine-tuned:")
+labels the rows below it: where a model's name repeats under two labels (the same method in two settings),
+each name under a label is qualified with it ("BYOL, linear evaluation"), else the labels are left out;
+said either way. In a LaTeX table, a header of two rows (``\multirow{2}{*}{Model}`` beside a
+``\multicolumn`` group, the tasks under it) is read as one: a cell above an empty one names it, and a
+cell under a group keeps its name unless that is a score's ("Top-1": the group's) or repeats under
+other groups ("CIFAR-10 Linear"); citations (``~\cite{...}``) and footnote marks (``$^\dagger$``,
+``^*``, ``\textsuperscript{a}``) are dropped from the cells, unless two names of a column would become
+one. Each is said. A long table's score column may carry a unit ("Top-1 Acc. (%)") or a name of its own, when
 it is the one column of numbers. Scores are stored as published (no
 rescaling; a trailing % or a ± spread copied from a paper is dropped: "84.1 ± 0.3%" is 84.1). Names
 are stripped of surrounding spaces; an empty model or task name, or a score that is not a number, is
@@ -550,6 +558,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
     if len(footnotes):
         notes.append(_footnote_note({number: str(cell).strip() for number, cell in footnotes.iloc[:, 0].items()}))
         raw = raw.drop(footnotes.index)
+    raw, sections = _section_rows(raw)
     if raw.empty:
         raise TableError(f"{str(path)!r} has a header but no rows")
     raw, index_notes = _without_index_column(raw)
@@ -609,6 +618,12 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
                              f"({LAYOUT_COLUMNS[layout]}); import it with --layout {actual} or --layout auto")
         raise TableError(f"{layout} table {str(path)!r} lacks column(s) {sorted(missing)} "
                          f"(the {layout} layout: {LAYOUT_COLUMNS[layout]})")
+    if layout in ("wide", "transposed", "long"):  # a name under two section labels is two models (or tasks)
+        key = "task" if layout == "transposed" else "model"
+        raw, section_notes = _qualified_by_section(raw, sections, key, "task" if layout == "long" else None)
+        notes += section_notes
+    elif sections.attrs.get("labels"):
+        notes.append(Note(f"{_lines(sections.attrs['labels'])} left out: rows of one cell (section labels)"))
     skipped: list[SkippedRows | ReadAs | Note] = list(notes)
     seed_columns: list[str] = []  # a long table's columns telling a cell's repeated lines apart
     if layout == "parc":
@@ -1055,6 +1070,61 @@ def _footnote_rows(raw: pd.DataFrame) -> pd.DataFrame:
     return raw.iloc[rows[-1] + 1 if rows.size else 0:]
 
 
+def _section_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """``raw`` without its rows of one cell between the header and the last row: labels of the rows below them,
+    as papers print them ("Linear evaluation:", then "Fine-tuned:", each over the same methods), no model or task
+    themselves; and the label over each row left (None above the first label), the labels by line in its
+    ``attrs["labels"]`` (footnote rows under the last row are gone by now: :func:`_footnote_rows`)."""
+    sections = pd.Series(None, index=raw.index, dtype=object)
+    if raw.shape[1] < 3:
+        return raw, sections
+    filled = raw.notna() & raw.astype(str).apply(lambda column: column.str.strip() != "")
+    first = raw.iloc[:, 0].astype(str).str.strip()
+    one_cell = ((filled.sum(axis=1) == 1) & filled.iloc[:, 0]).to_numpy() \
+        & pd.to_numeric(_number_text(first), errors="coerce").isna().to_numpy()
+    labels = first[one_cell]
+    sections = first.where(one_cell).ffill().where(~one_cell)
+    sections.attrs["labels"] = labels.to_dict()
+    return raw[~one_cell], sections.drop(labels.index)
+
+
+def _section_name(label: str) -> str:
+    """A section label as a name's qualifier: "Linear evaluation:" is "linear evaluation" ("ImageNet-21k" keeps
+    its capitals)."""
+    label = label.strip().rstrip(":").strip()
+    return re.sub(r"^[A-Z][a-z]*(?:-[a-z]+)*(?=\s|$)", lambda word: word.group(0).lower(), label)
+
+
+def _qualified_by_section(raw: pd.DataFrame, sections: pd.Series, key: str, other: str | None) -> \
+        tuple[pd.DataFrame, list[Note]]:
+    """``raw`` with each name in its ``key`` column (the model) qualified by the section label over its row
+    (:func:`_section_rows`: "BYOL (ours), linear evaluation") where a name (with its ``other`` column's, in a long
+    table: a cell) repeats under several labels: the same method in two settings, two models; else the labels are
+    only left out. Said either way."""
+    labels = sections.attrs.get("labels", {})
+    if not labels:
+        return raw, []
+    section = sections.reindex(raw.index)
+    names = raw[key].astype(str).str.strip() + ("" if other is None else " x " + raw[other].astype(str).str.strip())
+    under = pd.DataFrame({"name": names, "section": section.fillna("")}).drop_duplicates()
+    repeated = under["name"].duplicated(keep=False)
+    shown = ", ".join(f"{label!r}" for label in dict.fromkeys(labels.values()))
+    if not repeated.any():
+        several = len(labels) > 1
+        return raw, [Note(f"{_lines(labels)} left out: section label{'s' if several else ''} ({shown}) over the rows "
+                          f"below {'them' if several else 'it'}; the {key} names do not repeat across "
+                          f"{'them' if several else 'it'}, so they are kept as written")]
+    qualified = raw[key].astype(str).str.strip().where(section.isna(), raw[key].astype(str).str.strip() + ", "
+                                                       + section.map(_section_name, na_action="ignore"))
+    repeats = list(dict.fromkeys(under.loc[repeated, "name"]))
+    first = raw[key].astype(str).str.strip() == raw.loc[names == repeats[0], key].astype(str).str.strip().iloc[0]
+    examples = list(dict.fromkeys(qualified[first]))
+    return raw.assign(**{key: qualified}), [Note(
+        f"{_lines(labels)} read as section labels ({shown}) over the rows below them: {key} names repeat under "
+        f"several ({', '.join(map(repr, repeats))}), so each {key} under a label is named with it "
+        f"(e.g. {' and '.join(map(repr, examples))})")]
+
+
 def _as_csv_column(cells: pd.Series) -> pd.Series:
     """A spreadsheet column as a CSV reader gives it: floats where every cell is a number, else text."""
     def is_number(value) -> bool:
@@ -1126,6 +1196,34 @@ def _latex_cell(cell: str) -> str:
     return re.sub(r"[${}]", "", text).replace("\\", "").strip()
 
 
+# A citation after a name in a LaTeX cell ("SimCLR~\cite{chen2020simple}", "\citep[p.~3]{x}"): not part of the name
+_LATEX_CITE = re.compile(r"\s*~?\s*\\cite[a-z]*\*?(?:\[[^\]]*\])*\{(?P<keys>[^}]*)\}")
+# A footnote mark after a name: "ResNet-50$^\dagger$", "Swin-T^*", "$^{*}$", "\textsuperscript{a}", "\footnotemark[2]"
+# ("10^6" is no mark: only symbols are)
+_LATEX_MARK_SYMBOLS = {"dagger": "†", "dag": "†", "ddagger": "‡", "ddag": "‡", "star": "*", "ast": "*", "S": "§",
+                       "P": "¶", "#": "#"}
+_LATEX_MARK_SYMBOL = r"(?:\\(?:dagger|ddagger|dag|ddag|star|ast|S|P|#)(?![A-Za-z])|[*+†‡§¶#])"
+_LATEX_MARK = re.compile(r"\s*\$?\s*\^\s*(?:\{\s*(?:" + _LATEX_MARK_SYMBOL + r"\s*)+\}|" + _LATEX_MARK_SYMBOL
+                         + r")\s*\$?|\s*\\textsuperscript\{[^{}]*\}|\s*\\footnotemark(?:\[[^\]]*\])?"
+                         r"|\s*\\tnote\{[^{}]*\}")
+
+
+def _latex_name(cell: str) -> tuple[str, str]:
+    r"""A LaTeX cell's text without its citations and footnote marks (:func:`_latex_cell`), and with them kept
+    readable ("SimCLR [chen2020simple]", "ResNet-50†"): the name to use where dropping them would make two
+    names one."""
+    plain = _latex_cell(_LATEX_MARK.sub("", _LATEX_CITE.sub("", cell)))
+
+    def symbols(mark: re.Match) -> str:
+        found = re.findall(r"\\(?:textsuperscript|tnote)\{([^{}]*)\}|\\footnotemark(?:\[([^\]]*)\])?|\\([A-Za-z#]+)"
+                           r"|([*+†‡§¶#])", mark.group(0))
+        return "".join(written or number or _LATEX_MARK_SYMBOLS.get(command, "") or char
+                       for written, number, command, char in found)
+
+    kept = _latex_cell(_LATEX_MARK.sub(symbols, _LATEX_CITE.sub(lambda cite: f" [{cite['keys']}]", cell)))
+    return plain, kept
+
+
 _LATEX_SPAN = re.compile(r"\\(multirow|multicolumn)\{(-?\d+)\}(?:\[[^\]]*\])?\{[^}]*\}(?:\[[^\]]*\])?\{")
 
 
@@ -1147,18 +1245,30 @@ def _latex_table(lines: list[str], path: Path) -> pd.DataFrame | None:
     r"""A LaTeX tabular copied from a paper's source (rows ``a & b \\``, rules ``\midrule``), as raw
     cells indexed by line number; None when the file (its ``lines``) holds none. The first row is the header.
 
-    A row with a ``\multicolumn`` over several columns names groups of columns (``Fine-grained`` over
-    three tasks) or of rows (a ``Self-supervised`` line): it is left out, and its line numbers are in the
-    frame's ``attrs["group_rows"]``. A ``\multirow`` cell fills the empty cells below it (above it, for a
-    negative count) that it spans. A ``\caption`` or a line of text above the header or below the last row
-    (a title, a source) is left out, and the frame's ``attrs["notes"]`` say so."""
+    A row with a ``\multicolumn`` over several columns above the header names groups of columns
+    (``Fine-grained`` over three tasks): it is left out, its line numbers in the frame's
+    ``attrs["group_rows"]``, but its other cells (``\multirow{2}{*}{Model}``) name the header's empty
+    cells under them (:func:`_header_under_groups`). A row of one cell under the header (``\multicolumn{13}{l}{Linear
+    evaluation:}``, or a line of text ending a row) is kept as a row of one cell: a section label over the
+    rows below it (:func:`_section_rows`). A ``\multirow`` cell fills the empty cells below it (above it, for a
+    negative count) that it spans. Citations and footnote marks are dropped from the cells
+    (:func:`_latex_name`), unless that makes two names in a column one. A ``\caption`` or a line of text
+    above the header or below the last row (a title, a source) is left out; the frame's ``attrs["notes"]`` say
+    what was read so."""
     if not (path.suffix.lower() == ".tex" or any("\\\\" in line for line in lines)):
         return None  # no row ends: not LaTeX (a CSV is read as one)
     rows, group_rows, spans = [], [], {}  # spans: column -> (text, rows still to fill)
+    kept_marks: dict[int, list[str]] = {}  # line number -> its cells with their citations and marks kept
+    as_written: dict[int, list[str]] = {}  # line number -> its cells as the file writes them
+    above_header: list[list[tuple[str, str | None, int]]] = []  # the cells of the rows of column groups
     texts_around: dict[int, str] = {}  # line number -> the text of a \caption or of a line of text
     for number, line in enumerate(lines, start=1):
         line = _LATEX_RULE.sub("", _LATEX_COMMENT.sub("", line)).strip()
         if "&" not in line and "\\multicolumn" not in line or line.startswith("\\begin") or line.startswith("\\end"):
+            label = _latex_row_of_text(line) if rows else None
+            if label is not None:  # a line of text ending a row under the header: a section label
+                rows.append((number, [label]))
+                continue
             # not a row: a caption or a line of text ("{\small" holds none) is said if above the header or below
             # the last row (a title, a source)
             caption = _LATEX_CAPTION.match(line)
@@ -1168,34 +1278,134 @@ def _latex_table(lines: list[str], path: Path) -> pd.DataFrame | None:
                 texts_around[number] = text
             continue
         cells = [_latex_span(cell) for cell in line.rstrip("\\ ").split("&")]
+        filled = [(column, text, command) for column, (text, command, _) in enumerate(cells) if _latex_cell(text)]
+        if rows and len(filled) == 1 and (filled[0][0] == 0 or filled[0][2] == "multicolumn"):
+            rows.append((number, [_latex_cell(filled[0][1])]))  # one cell under the header: a section label
+            continue
         if any(command == "multicolumn" and count > 1 for _, command, count in cells):
             group_rows.append(number)
+            if not rows:
+                above_header.append(cells)
             continue
-        texts = []
+        texts, marked = [], []
         for column, (text, command, count) in enumerate(cells):
             if command == "multirow" and count < 0:  # spans the rows above it: fill their empty cells
-                for _, above in rows[count + 1:]:
+                for above_number, above in rows[count + 1:]:
                     if column < len(above) and not above[column]:
-                        above[column] = _latex_cell(text)
+                        above[column] = kept_marks[above_number][column] = _latex_cell(text)
             elif command == "multirow":
                 spans[column] = (text, count - 1)
             elif not text.strip() and spans.get(column, ("", 0))[1] > 0:
                 text, left = spans[column]
                 spans[column] = (text, left - 1)
-            texts.append(_latex_cell(text))
+            plain, kept = _latex_name(text)
+            texts.append(plain)
+            marked.append(kept)
+        as_written[number] = [text.strip() for text, _, _ in cells]
+        kept_marks[number] = marked
         rows.append((number, texts))
     if not rows:
         return None
+    notes = []
+    if above_header:
+        rows[0], header_notes = _header_under_groups(rows[0], above_header)
+        notes += header_notes
     header = rows[0][1]
     if group_rows and group_rows[0] < rows[0][0] and \
             pd.to_numeric(_number_text(pd.Series(header[1:], dtype=object)), errors="coerce").notna().any():
         raise TableError(f"{str(path)!r}: line {group_rows[0]} spans columns (\\multicolumn) and no row after it names "
                          "every column; keep one header row that names every column, then import again")
+    notes += _latex_marks_dropped(rows, kept_marks, as_written)
     frame = _cells_frame(rows)
     frame.attrs["group_rows"] = tuple(group_rows)
     frame.attrs["notes"] = _notes_around({n: text for n, text in texts_around.items() if n < rows[0][0]},
-                                         {n: text for n, text in texts_around.items() if n > rows[-1][0]})
+                                         {n: text for n, text in texts_around.items() if n > rows[-1][0]}) + notes
     return frame
+
+
+def _latex_row_of_text(line: str) -> str | None:
+    r"""The text of a LaTeX row of one cell without a ``&`` ("\textit{Linear evaluation:} \\"); None for any
+    other line (a command such as ``\addlinespace \\``, a line that ends no row)."""
+    if not line.endswith("\\\\"):
+        return None
+    cell = line[:-2].strip()
+    unwrapped = cell
+    for _ in range(3):
+        unwrapped = _LATEX_FORMAT.sub(r"\1", unwrapped)
+    if re.match(r"\\[A-Za-z]", unwrapped.lstrip("{")):
+        return None
+    return _latex_cell(cell) or None
+
+
+def _header_under_groups(header: tuple[int, list[str]], groups: list[list[tuple[str, str | None, int]]]) -> \
+        tuple[tuple[int, list[str]], list[Note]]:
+    r"""A LaTeX header of two rows read as one: the header row (line number, cells) under its rows of column groups
+    (``groups``, each cell as :func:`_latex_span` gives it). A cell above the header's empty one
+    (``\multirow{2}{*}{Model}``) names it; a cell under a group keeps its own name (the task: "Flowers" under
+    "Fine-grained"), unless it is only a score's name ("Top-1" under "ImageNet": the group's name) or it
+    repeats under other groups ("Linear" under "CIFAR-10" and "Pets": "CIFAR-10 Linear"); said."""
+    number, cells = header
+    cells = list(cells)
+    filled, combined = [], []
+    for group_row in groups:
+        position, spanned = 0, []
+        for text, command, count in group_row:
+            text = _latex_name(text)[0]
+            width = max(count, 1) if command == "multicolumn" else 1
+            if command == "multicolumn":
+                spanned.append((position, width, text))
+            elif text and position < len(cells) and not cells[position]:
+                cells[position] = text
+                filled.append(text)
+            position += width
+        names = list(cells)
+        for start, width, group in spanned:
+            for column in range(start, min(start + width, len(cells))):
+                name = names[column]
+                score_name = _header_name(name) in COLUMN_NAMES["score"]
+                if not group or not name or not score_name and names.count(name) == 1:
+                    cells[column] = name or group
+                    continue
+                cells[column] = group if score_name and width == 1 else f"{group} {name}"
+                combined.append(cells[column])
+    notes = []
+    if filled:
+        notes.append(Note(f"line {number}: the header's empty cells named from the row above it (\\multirow): "
+                          f"{', '.join(map(repr, filled))}"))
+    if combined:
+        notes.append(Note(f"line {number}: columns named with their group above them, their own names being a "
+                          f"score's or repeated under other groups: {', '.join(map(repr, combined))}"))
+    return (number, cells), notes
+
+
+def _latex_marks_dropped(rows: list[tuple[int, list[str]]], kept_marks: dict[int, list[str]],
+                         as_written: dict[int, list[str]]) -> list[Note]:
+    """Which cells of a LaTeX table lost a citation or footnote mark (:func:`_latex_name`), said; in a column where
+    that made two names one ("ResNet-50" and "ResNet-50$^\\dagger$", a reproduction), those cells keep them,
+    readable ("ResNet-50†"). ``rows`` are changed in place."""
+    dropped, kept = [], []
+    for column in range(max(len(cells) for _, cells in rows)):
+        body = [(number, cells) for number, cells in rows[1:] if number in kept_marks and column < len(cells)]
+        spellings: dict[str, set[str]] = {}  # a name without its marks -> the names with them
+        for number, cells in body:
+            spellings.setdefault(cells[column], set()).add(kept_marks[number][column])
+        for number, cells in body:
+            if cells[column] == kept_marks[number][column]:
+                continue  # nothing dropped
+            if len(spellings[cells[column]]) > 1:  # two names become one without their marks
+                cells[column] = kept_marks[number][column]
+                kept.append(cells[column])
+            else:
+                dropped.append((as_written[number][column], cells[column]))
+    notes = []
+    if dropped:
+        shown = "; ".join(f"{written!r} as {read!r}" for written, read in list(dict.fromkeys(dropped))[:_EXAMPLES])
+        more = ", ..." if len(set(dropped)) > _EXAMPLES else ""
+        notes.append(Note(f"dropped citations (\\cite) and footnote marks from {len(dropped)} cell(s): read {shown}{more}"))
+    if kept:
+        notes.append(Note(f"kept the citations or footnote marks of {', '.join(map(repr, kept))}: without them, two "
+                          "names in a column would be one"))
+    return notes
 
 
 def _encoding(path: Path) -> str:

@@ -326,7 +326,9 @@ def test_a_latex_tabular_with_groups_of_columns_and_rows_imports_its_cells_and_g
         "\\multirow{-2}{*}{\\textbf{Self-sup.}} & MoCo & 83.0 & 88.0 & 96.0 \\\\\n\\bottomrule\n\\end{tabular}\n")
     notes = []
     assert imported(store, tmp_path / "groups.tex", note=notes.append, report=lambda line: None) == (12, 0)
-    assert notes == ["groups.tex: lines 3, 7 left out: a row of column groups (\\multicolumn), not cells",
+    assert notes == ["groups.tex: line 3 left out: a row of column groups (\\multicolumn), not cells",
+                     "groups.tex: line 7 left out: section label ('ImageNet-1k') over the rows below it; the model "
+                     "names do not repeat across it, so they are kept as written",
                      "groups.tex: read '(a column without a name)' as model_group"]
     km = tracking.load_matrix("external", source="mine", mlflow_client=store)
     assert km.values.loc["MoCo", "Cars"] == 88.0 and km.values.shape == (4, 3)
@@ -1242,3 +1244,97 @@ def test_tasks_given_facts_as_rows_of_a_wide_table_are_placed(store, tmp_path):
                      "layout) or as rows named #Classes, Train size, Domain (wide layout)"]
     assert tracking.load_matrix("external", source="mine", mlflow_client=store).task_facts.loc[
         "xray", "class_count"] == 3
+
+
+_SECTIONED_TEX = ("\\begin{tabular}{lccc}\n\\toprule\nMethod & Food101 & Cars & DTD \\\\\n\\midrule\n"
+                  "{linear}"
+                  "BYOL (ours) & \\textbf{75.3} & 67.8 & 75.5 \\\\\nSimCLR & 68.4 & 50.3 & 74.5 \\\\\n\\midrule\n"
+                  "{fine}"
+                  "BYOL (ours) & 88.5 & 91.6 & 76.2 \\\\\nSimCLR & 88.2 & 91.3 & 73.2 \\\\\n"
+                  "Random init & 86.9 & 91.4 & 64.8 \\\\\n\\bottomrule\n\\end{tabular}\n")
+
+
+@pytest.mark.parametrize("name, text", [
+    ("multicolumn.tex", _SECTIONED_TEX.replace("{linear}", "\\multicolumn{4}{l}{\\textit{Linear evaluation:}} \\\\\n")
+     .replace("{fine}", "\\multicolumn{4}{l}{\\textit{Fine-tuned:}} \\\\\n")),
+    ("text.tex", _SECTIONED_TEX.replace("{linear}", "\\textit{Linear evaluation:} \\\\\n")
+     .replace("{fine}", "Fine-tuned: & & & \\\\\n")),
+    ("sections.md", "| Method | Food101 | Cars | DTD |\n|---|---|---|---|\n| **Linear evaluation:** | | | |\n"
+                    "| BYOL (ours) | 75.3 | 67.8 | 75.5 |\n| SimCLR | 68.4 | 50.3 | 74.5 |\n| *Fine-tuned:* | | | |\n"
+                    "| BYOL (ours) | 88.5 | 91.6 | 76.2 |\n| SimCLR | 88.2 | 91.3 | 73.2 |\n"
+                    "| Random init | 86.9 | 91.4 | 64.8 |\n"),
+], ids=["multicolumn", "line-of-text", "markdown"])
+def test_rows_of_one_cell_between_the_rows_are_section_labels_that_name_the_models_they_repeat(tmp_path, name, text):
+    """BYOL's Table 3: the same methods under "Linear evaluation:" and under "Fine-tuned:" are two models each,
+    not one cell given twice."""
+    path = tmp_path / name
+    path.write_text(text)
+    table, notes = external.read_rows(path)
+    cells = table.set_index(["model", "task"])["score"]
+    assert len(cells) == 15 and cells[("BYOL (ours), linear evaluation", "Food101")] == 75.3
+    assert cells[("BYOL (ours), fine-tuned", "Food101")] == 88.5 and cells[("Random init, fine-tuned", "DTD")] == 64.8
+    said = [str(note) for note in notes if "section labels" in str(note)]
+    assert len(said) == 1 and "('Linear evaluation:', 'Fine-tuned:')" in said[0] and \
+        "model names repeat under several ('BYOL (ours)', 'SimCLR')" in said[0] and \
+        "(e.g. 'BYOL (ours), linear evaluation' and 'BYOL (ours), fine-tuned')" in said[0]
+    assert not [note for note in notes if isinstance(note, external.SkippedRows)]
+
+
+def test_section_labels_over_names_that_do_not_repeat_are_left_out_and_a_source_row_stays_a_note(tmp_path):
+    path = tmp_path / "kinds.tex"
+    path.write_text("Model & Aircraft & Cars \\\\\n\\midrule\n\\multicolumn{3}{l}{Supervised} \\\\\n"
+                    "ResNet-50 & 84.6 & 89.1 \\\\\n\\multicolumn{3}{l}{Self-supervised} \\\\\nBYOL & 84.0 & 88.5 \\\\\n"
+                    "\\bottomrule\n\\multicolumn{3}{l}{\\footnotesize Numbers from [12].} \\\\\n")
+    table, notes = external.read_rows(path)
+    assert sorted(set(table["model"])) == ["BYOL", "ResNet-50"] and len(table) == 4
+    assert [str(note) for note in notes] == [
+        "line 8 below the table left out ('footnotesize Numbers from [12].': read as a note under the table)",
+        "lines 3, 5 left out: section labels ('Supervised', 'Self-supervised') over the rows below them; the model "
+        "names do not repeat across them, so they are kept as written"]
+
+
+def test_citations_and_footnote_marks_are_dropped_from_latex_names_unless_two_names_become_one(tmp_path):
+    path = tmp_path / "cited.tex"
+    path.write_text("Model & Cars & Pets \\\\\n\\midrule\n"
+                    "SimCLR~\\cite{chen2020simple} & 50.3 & 83.6 \\\\\nResNet-50$^\\dagger$ & 91.2 & 93.0 \\\\\n"
+                    "Swin-T^* & 92.0 & 93.8 \\\\\nViT-B$^{*}$ & 90.1 & 92.2 \\\\\nDeiT-S\\textsuperscript{a} & 89.0 & 91.0 \\\\\n"
+                    "MoCo \\citep[Tab.~2]{he2020} & 49.0 & 80.1 \\\\\nMoCo\\footnotemark[3] & 50.0 & 81.0 \\\\\n")
+    table, notes = external.read_rows(path)
+    assert sorted(set(table["model"])) == ["DeiT-S", "MoCo [he2020]", "MoCo3", "ResNet-50", "SimCLR", "Swin-T", "ViT-B"]
+    said = [str(note) for note in notes]
+    assert "dropped citations (\\cite) and footnote marks from 5 cell(s): read 'SimCLR~\\\\cite{chen2020simple}' " \
+           "as 'SimCLR'; 'ResNet-50$^\\\\dagger$' as 'ResNet-50'; 'Swin-T^*' as 'Swin-T', ..." in said
+    assert "kept the citations or footnote marks of 'MoCo [he2020]', 'MoCo3': without them, two names in a column " \
+           "would be one" in said
+
+
+@pytest.mark.parametrize("cmidrule", ["\\cmidrule{3-5}\n", ""], ids=["cmidrule", "no-cmidrule"])
+def test_a_latex_header_of_two_rows_reads_as_its_flat_form(tmp_path, cmidrule):
+    """ConvNeXt's style: \\multirow{2} cells beside a \\multicolumn group, the tasks on the second row."""
+    rows = ("\\midrule\nResNet-50$^\\dagger$ & 25.6M & 97.1 $\\pm$ 0.2 & 93.0 $\\pm$ 0.1 & 91.2 $\\pm$ 0.3 \\\\\n"
+            "Swin-T$^*$ & 28.3M & 98.2 $\\pm$ 0.1 & 93.8 $\\pm$ 0.2 & 92.0 $\\pm$ 0.1 \\\\\n\\bottomrule\n")
+    (tmp_path / "two.tex").write_text(
+        "\\begin{tabular}{l|c|ccc}\n\\toprule\n\\multirow{2}{*}{Model} & \\multirow{2}{*}{Params} & "
+        "\\multicolumn{3}{c}{Fine-grained} \\\\\n" + cmidrule + " & & Flowers & Pets & Cars \\\\\n" + rows)
+    (tmp_path / "flat.tex").write_text("Model & Params & Flowers & Pets & Cars \\\\\n" + rows)
+    two, notes = external.read_rows(tmp_path / "two.tex")
+    flat, _ = external.read_rows(tmp_path / "flat.tex")
+    pd.testing.assert_frame_equal(two, flat)
+    assert two.set_index(["model", "task"]).loc[("Swin-T", "Cars"), "model_parameters"] == 28_300_000
+    assert [str(note) for note in notes if "header" in str(note) or "groups" in str(note)] == [
+        f"line {4 + bool(cmidrule)}: the header's empty cells named from the row above it (\\multirow): 'Model', "
+        "'Params'", "line 3 left out: a row of column groups (\\multicolumn), not cells"]
+
+
+def test_a_latex_header_under_groups_takes_the_groups_name_for_a_scores_name_or_a_repeated_one(tmp_path):
+    path = tmp_path / "settings.tex"
+    path.write_text("Model & \\multicolumn{1}{c}{ImageNet} & \\multicolumn{2}{c}{CIFAR-10} & \\multicolumn{2}{c}{Pets} \\\\\n"
+                    " & Top-1 & Linear & Fine-tuned & Linear & Fine-tuned \\\\\n\\midrule\n"
+                    "ResNet-50 & 76.1 & 90.1 & 97.0 & 91.0 & 93.5 \\\\\n")
+    table, notes = external.read_rows(path)
+    assert table.set_index("task")["score"].to_dict() == {
+        "ImageNet": 76.1, "CIFAR-10 Linear": 90.1, "CIFAR-10 Fine-tuned": 97.0, "Pets Linear": 91.0,
+        "Pets Fine-tuned": 93.5}
+    assert "line 2: columns named with their group above them, their own names being a score's or repeated under " \
+           "other groups: 'ImageNet', 'CIFAR-10 Linear', 'CIFAR-10 Fine-tuned', 'Pets Linear', 'Pets Fine-tuned'" \
+           in [str(note) for note in notes]
