@@ -315,8 +315,8 @@ class AccuracyModel:
         ``v_l·(v_c/n) / (v_l + v_c/n)`` (``v_c/n`` when they set it alone, a task unlike the history),
         so the quantiles shrink by ``sqrt((posterior + v_c) / (v_l + v_c))``. Held out on PARC,
         PARC-6, TransferGraph and 20 random sub-tables with 3 known scores, the unshrunk 80 % interval
-        held 91.6 % of the other models' accuracies; shrunk, 80.1 %, 27 % narrower (without known
-        scores, 77.1 %; issue 13, 2026-12-02).
+        held 91.6 % of the other models' accuracies; shrunk, 80.2 %, 27 % narrower (without known
+        scores, 77.1 %; ``benchmarks/interval_with_known_scores.py``, issue 13, 2026-12-02).
         """
         if known is None or len(known[1]) == 0 or not hasattr(self, "level_variance_") \
                 or self.known_scale_problem(known[1]) is not None:
