@@ -379,6 +379,32 @@ class Validation:
     truth: pd.DataFrame | None = None  # the cells it was measured on (models x targets)
 
 
+# Fennec reduced to the popularity of its history: no interaction, no similar-task weighting.
+POPULARITY_SETTINGS = {"shrinkage": 0.0, "task_bandwidth": None}
+
+
+def popularity_fallback(data: TuningData, chosen: dict, value: float, popularity: float,
+                        fixed: Mapping) -> tuple[dict, float, str]:
+    """(params, validated figure, what was done) to serve: ``chosen`` with its figure ``value``, or, where
+    that is below popularity's on the same targets, Fennec reduced to popularity
+    (:data:`POPULARITY_SETTINGS`) when its own leave-one-task-out figure is higher.
+
+    A recommender that its own store shows to rank worse than popularity should not serve: the user
+    gets the popular models, and the basis says so. That configuration is not tuned, so its
+    leave-one-task-out figure is honest; choosing it looks at the same targets, a choice of two.
+    Not done where the user fixed the shrinkage or the paper's formulation.
+    """
+    if not value < popularity or "shrinkage" in fixed or fixed.get("formulation") == "paper":
+        return chosen, value, ""
+    reduced = {**chosen, **POPULARITY_SETTINGS}
+    reduced_value = float(loto_evaluation(data, reduced).summary["mean_pearson"])
+    if not reduced_value > value:
+        return chosen, value, ""
+    return reduced, reduced_value, (f"; it validated {100 * value:.1f} against popularity's {100 * popularity:.1f}, "
+                                    f"so it serves popularity among the history (no task-specific weighting: "
+                                    f"{100 * reduced_value:.1f})")
+
+
 def validate(data: TuningData, *, tune: bool, params: Mapping | None = None, n_trials: int = config.TUNE_N_TRIALS,
              inner_trials: int = DEFAULT_INNER_TRIALS, seed: int | None = 0, progress: bool = False) -> Validation:
     """Tune (Optuna, ``params`` fixed) and measure by nested CV, or measure ``params`` as given.
@@ -392,7 +418,8 @@ def validate(data: TuningData, *, tune: bool, params: Mapping | None = None, n_t
     if not tune:
         chosen = fennec_params(default_params(data, fixed), fixed)
         value = loto_evaluation(data, chosen).summary["mean_pearson"]
-        return Validation(chosen, float(value), float(popularity), "leave-one-task-out (parameters not tuned)",
+        chosen, value, fallback = popularity_fallback(data, chosen, float(value), float(popularity), fixed)
+        return Validation(chosen, value, float(popularity), "leave-one-task-out (parameters not tuned)" + fallback,
                           list(data.targets), seconds=time.perf_counter() - start, truth=data.P[list(data.targets)])
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -410,8 +437,10 @@ def validate(data: TuningData, *, tune: bool, params: Mapping | None = None, n_t
     defaults = default_params(data, fixed)
     chosen = chosen_trial(study, defaults)
     kept = ("; the defaults kept: no trial beat them beyond doubt" if chosen.params == dict(defaults) else "")
-    return Validation(fennec_params(chosen.params, fixed), nested.mean_pearson, float(popularity),
-                      f"nested cross-validation ({n_trials} trials, {inner_trials} per inner study){kept}",
+    served, value, fallback = popularity_fallback(data, fennec_params(chosen.params, fixed), float(nested.mean_pearson),
+                                                  float(popularity), fixed)
+    return Validation(served, value, float(popularity),
+                      f"nested cross-validation ({n_trials} trials, {inner_trials} per inner study){kept}{fallback}",
                       list(data.targets), n_trials, float(study.best_value), time.perf_counter() - start,
                       trials, nested.table(), data.P[list(data.targets)])
 

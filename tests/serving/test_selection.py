@@ -91,16 +91,17 @@ def test_search_space_covers_shrinkage_and_history_and_honours_fixed_params():
 
 def test_validate_measures_fixed_params_by_plain_leave_one_task_out_and_tuning_by_nested_cv():
     data = planted_benchmark(n_models=8, n_tasks=4).tuning_data()
-    fixed = selection.validate(data, tune=False, params={"k": 2})
+    auto = {"shrinkage": "auto"}  # fixed: below popularity, this table's default would serve popularity instead
+    fixed = selection.validate(data, tune=False, params={"k": 2, **auto})
     direct = selection.loto_evaluation(data, {"k": 2, "alpha": 0.5, "nmf_l2": 0.1, "shrinkage": "auto"})
     assert fixed.params == {"k": 2, "alpha": 0.5, "nmf_l2": 0.1, "shrinkage": "auto"}
     assert fixed.validated_mean_pearson == pytest.approx(direct.summary["mean_pearson"])
-    tuned = selection.validate(data, tune=True, n_trials=1, inner_trials=1)
+    tuned = selection.validate(data, tune=True, n_trials=1, inner_trials=1, params=auto)
     assert tuned.method.startswith("nested cross-validation") and len(tuned.folds) == 4 and len(tuned.trials) == 1
     assert tuned.method.endswith("the defaults kept: no trial beat them beyond doubt")  # one trial: the defaults
     # one trial is Fennec's default (k capped to what an inner fold allows: 1): the nested figure is then its
     # plain leave-one-task-out
-    once = selection.validate(data, tune=False, params={"k": 1})
+    once = selection.validate(data, tune=False, params={"k": 1, **auto})
     assert tuned.validated_mean_pearson == pytest.approx(once.validated_mean_pearson)
     assert tuned.popularity_mean_pearson == fixed.popularity_mean_pearson
     assert isinstance(tuned.trials, pd.DataFrame) and -1 <= tuned.validated_mean_pearson <= 1
@@ -132,3 +133,38 @@ def test_a_trial_replaces_the_default_only_when_its_gain_is_beyond_doubt():
     plain.add_trial(optuna.trial.create_trial(params={"k": 4}, value=0.1,
                                               distributions={"k": optuna.distributions.IntDistribution(1, 9)}))
     assert selection.chosen_trial(plain, {"k": 4}).params == {"k": 4}
+
+
+def _twins_misled_by_their_facts(n_models: int = 12, n_pairs: int = 4, seed: int = 0):
+    """Tasks in pairs with the same facts and opposite task-specific orders: each task's most similar
+    task by its facts is the worst guide to it, and popularity (the shared part) is the best."""
+    import numpy as np
+
+    from fennec_mlflow.bench.public import Benchmark
+
+    rng = np.random.default_rng(seed)
+    models = [f"m{i:02d}" for i in range(n_models)]
+    popular, twist = rng.normal(size=n_models), rng.normal(size=n_models)
+    columns, facts = {}, {}
+    for pair in range(n_pairs):
+        for sign, name in ((1, f"p{pair}a"), (-1, f"p{pair}b")):
+            columns[name] = 70 + 4 * popular + 5 * sign * twist + rng.normal(0, 0.3, n_models)
+            facts[name] = {"log_class_count": np.log(10.0 * 4 ** pair), "log_sample_count": np.log(1000.0 * 3 ** pair)}
+    P = pd.DataFrame(columns, index=pd.Index(models, name="model"))
+    task_meta = pd.DataFrame.from_dict(facts, orient="index")
+    return Benchmark(name="twins", description="twins", P=P, model_meta=None, task_meta=task_meta,
+                     targets=list(P.columns), families=None, units="accuracy (%)")
+
+
+def test_a_configuration_its_store_ranks_below_popularity_serves_popularity():
+    data = _twins_misled_by_their_facts().tuning_data()
+    default = selection.loto_evaluation(data, {"k": 2, "alpha": 0.5, "nmf_l2": 0.1, "shrinkage": "auto"})
+    popularity = selection.popularity_evaluation(data).summary["mean_pearson"]
+    assert default.summary["mean_pearson"] < popularity - 0.02  # the facts mislead the default here
+    served = selection.validate(data, tune=False, params={"k": 2})
+    assert served.params["task_bandwidth"] is None and served.params["shrinkage"] == 0.0
+    assert served.validated_mean_pearson == pytest.approx(popularity, abs=1e-9)
+    assert "so it serves popularity among the history" in served.method
+    # fixed by the user, the shrinkage is theirs: validated and served as asked
+    asked = selection.validate(data, tune=False, params={"k": 2, "shrinkage": "auto"})
+    assert "task_bandwidth" not in asked.params and asked.validated_mean_pearson < popularity
