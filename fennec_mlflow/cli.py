@@ -655,6 +655,9 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
     # models registered before the known_score column (their code travels with them) answer without it
     told = ranking["known_score"].notna() if "known_score" in ranking else pd.Series(False, index=ranking.index)
     shown = ranking if told.any() else ranking.drop(columns="known_score", errors="ignore")
+    # constraints' columns of models never profiled (an imported table's) would only show NaN
+    shown = shown.drop(columns=[c for c in ("latency_ms", "peak_memory_mb", "licence")
+                                if c in shown and shown[c].replace("", None).isna().all()])
     with pd.option_context("display.width", 200, "display.precision", 3):
         click.echo(shown.to_string(index=False))
     untried = ranking[~told]
@@ -669,7 +672,10 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
     if len(untried):
         first = untried.iloc[0]
         if "predicted_accuracy" in ranking and pd.notna(first["predicted_accuracy"]):
-            click.echo(f"Predicted fine-tune accuracy of {first['model']!r}: {first['predicted_accuracy']:.3g} "
+            from fennec_mlflow.serving.answers import REGIME_WORDS
+
+            what = REGIME_WORDS.get(ranking.attrs.get("regime"), "accuracy")  # an imported table: its own kind
+            click.echo(f"Predicted {what} of {first['model']!r}: {first['predicted_accuracy']:.3g} "
                        f"(interval {first['accuracy_low']:.3g} to {first['accuracy_high']:.3g}).")
     if known_from_store:
         found = ranking.attrs.get("known_from_store", 0)

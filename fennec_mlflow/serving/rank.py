@@ -176,6 +176,7 @@ def rank_task(
     ranking.attrs["history_namesake"] = namesake if namesake and target.name in history else None
     ranking.attrs["known_from_store"] = len(stored)
     ranking.attrs["history_matrix"] = bundle.info.get("matrix")  # e.g. "best", "external:mine"
+    ranking.attrs["regime"] = predicts  # None: the history does not say (an imported table)
     ranking.attrs["history_changed"] = changed = history_changed_since(model)
     if log:
         described = (f"placed by its facts: {target.num_samples} training images" if isinstance(target, TaskFacts)

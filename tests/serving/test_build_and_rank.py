@@ -241,6 +241,10 @@ def test_cli_rank_by_facts_on_a_table_only_store(store, tmp_path):
     assert result.exit_code == 0, result.output
     assert "for 'new-task' (by its facts: 10 classes, 500 training images, domain unknown" in result.output
     assert "Fine-tune 'net" in result.output
+    # an imported table's models were never profiled, and the table does not say what its scores measured
+    header = next(line for line in result.output.splitlines() if line.split()[:2] == ["rank", "model"])
+    assert "predicted_accuracy" in header and "latency_ms" not in header and "licence" not in header
+    assert "Predicted accuracy of 'net" in result.output and "Predicted fine-tune accuracy" not in result.output
     unknown = CliRunner().invoke(main, ["rank", "--dataset", "no-such-dataset"])
     assert unknown.exit_code == 2 and "nor public dataset answers to 'no-such-dataset'" in unknown.output
     no_target = CliRunner().invoke(main, ["rank"])  # the demo's image task means nothing to a facts-only model

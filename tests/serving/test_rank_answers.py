@@ -145,7 +145,7 @@ def test_cli_rank_filters_and_shows_the_answers(served):
                                      "--max-latency-ms", "1e9"])
     assert done.exit_code == 0, done.output
     assert "latency_ms" in done.output and "predicted_accuracy" in done.output
-    assert "Predicted fine-tune accuracy of" in done.output
+    assert "Predicted accuracy of" in done.output  # built from an imported table: its regime is not known
     listed = {name for name in [*ZOO_NAMES.values(), "net05"] if f" {name} " in done.output}
     assert listed == set(PROFILED)
     refused = CliRunner().invoke(main, ["rank", "--target", "shapes-4", "--model-uri", uri, "--licence", "GPL"])
