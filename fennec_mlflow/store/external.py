@@ -15,8 +15,14 @@ Supported layouts (``layout="auto"`` detects them from the header):
   model facts.
 
 Headers are matched stripped and in any case, and the names papers give the three columns are read as
-them (``Model``/``Method``/``Backbone``, ``Dataset``/``Target``, ``Accuracy``/``Top-1``:
-:data:`COLUMN_NAMES`), so a table copied from a paper imports as it is: its ``Params``, ``FLOPs`` and
+them (``Model``/``Name``/``Method``/``Backbone``, ``Dataset``/``Target``, ``Accuracy``/``Top-1``:
+:data:`COLUMN_NAMES`; beside a ``Model`` or ``Method`` column, an ``Arch`` or ``Backbone`` column is the
+model's architecture, :data:`ARCHITECTURE_NAMES`, and a ``Name`` column is the model only where no other
+column is named as one: a W&B export's ``Name`` is its run's). Where the model column names two rows alike ("Arch":
+RN50 for SimCLR and BYOL) beside another column of text ("Feature"), that column is the model if it
+names every row apart, else both together are ("DINOv2 ViT-g/14"); said. A header that tells no layout
+is an error naming the options that tell it (``--layout``, ``--model-column``). So a table copied from a
+paper imports as it is: its ``Params``, ``FLOPs`` and
 ``ImageNet Top-1`` columns (rows, if transposed) are model facts (:data:`MODEL_FACT_HEADERS`; a count's
 unit in the header, ``Params (M)``, ``GFLOPs``, or in a cell, ``86.6M``, is applied: a parameter or FLOP
 count is stored as a raw count, and one that looks like millions without a unit is said), its
@@ -101,7 +107,7 @@ SUMMARY_NAMES = frozenset({"avg", "avg.", "average", "mean", "overall", "avg acc
 # case-folded): the ones papers and spreadsheets use. A column is renamed only where the table has
 # no column of the canonical name and exactly one of these.
 COLUMN_NAMES = {
-    "model": ("model", "models", "model name", "method", "backbone", "network", "architecture", "arch",
+    "model": ("model", "models", "model name", "name", "method", "backbone", "network", "architecture", "arch",
               "pre-trained model", "pretrained model"),
     "task": ("task", "tasks", "task name", "dataset", "datasets", "dataset name", "target", "target dataset",
              "downstream task", "downstream dataset"),
@@ -110,6 +116,12 @@ COLUMN_NAMES = {
               "test acc.", "fine-tune accuracy", "finetune accuracy", "fine-tuned accuracy", "fine-tuning accuracy",
               "finetuning accuracy"),
 }
+# Model column names that say the architecture: beside a column named as the model ("Model", "Method"), such a
+# column is the model's architecture (a fact), not a second model column.
+ARCHITECTURE_NAMES = frozenset({"backbone", "network", "architecture", "arch"})
+# A model column name that is the model only where no other column is named as one (a W&B runs export's "Name" is
+# its run's name, beside the logged model_name)
+WEAK_MODEL_NAMES = frozenset({"name"})
 # A header's unit or direction mark, dropped before its name is matched: "Top-1 Acc (%)", "Error [%]", "Acc. ↑"
 _HEADER_MARK = re.compile(r"\s*(?:\(\s*%\s*\)|\[\s*%\s*\]|%|[↑↓]|\(\s*[↑↓]\s*\))$")
 
@@ -235,6 +247,9 @@ def _runs(raw: pd.DataFrame, rows: pd.Index) -> str:
     return f"run{'s' if len(ids) > 1 else ''} {', '.join(ids[:_SHOWN_RUN_IDS])}{more} ({_lines(rows)})"
 
 
+# How `fennec import` is told what the header does not say (as ``fennec import --help`` names the options)
+_LAYOUT_OPTIONS = ("--layout (long, wide or transposed) and --model-column, --task-column or --score-column (the "
+                   "header of the model, task or score column)")
 LAYOUT_COLUMNS = {"parc": "Architecture, Source Dataset, Target Dataset, Oracle",
                   "transfergraph": "model, finetuned_dataset, eval_accuracy", "long": "model, task, score",
                   "wide": "model, then one column per task", "transposed": "task, then one column per model"}
@@ -261,7 +276,8 @@ def detect_layout(columns: list[str]) -> str:
         f"cannot tell the table layout from its columns {sorted(map(str, cols))}; expected PARC's "
         "(Architecture, Source Dataset, Target Dataset, Oracle), TransferGraph's records "
         "(model, finetuned_dataset, eval_accuracy), a long table (model, task, score), a wide one "
-        "(model, then one column per task) or a transposed one (task, then one column per model)"
+        "(model, then one column per task) or a transposed one (task, then one column per model); say which with "
+        f"{_LAYOUT_OPTIONS}"
     )
 
 
@@ -459,10 +475,11 @@ def _corner_role(column: str) -> str | None:
 def canonical_columns(columns) -> list[str]:
     """The header with surrounding spaces stripped and the model, task and score columns under their
     canonical names (:data:`COLUMN_NAMES`; a first header naming both axes, :func:`_corner_role`, is
-    its rows' role). PARC's header is kept as it is."""
+    its rows' role). PARC's header is kept as it is (in PARC's case)."""
     stripped = [str(c).strip() for c in columns]
-    if {"Architecture", "Source Dataset", "Target Dataset", "Oracle"} <= set(stripped):
-        return stripped
+    parc = {name.lower(): name for name in ("Architecture", "Source Dataset", "Target Dataset", "Oracle")}
+    if set(parc) <= {c.lower() for c in stripped}:  # in any case
+        return [parc.get(c.lower(), c) for c in stripped]
     corner = _corner_role(stripped[0]) if stripped else None
     if corner is not None and corner not in stripped:
         stripped[0] = corner
@@ -471,7 +488,16 @@ def canonical_columns(columns) -> list[str]:
         if role in stripped:
             continue
         matches = [i for i, c in enumerate(stripped) if _header_name(c) in names]
-        if len(matches) == 1:
+        if role == "model" and len(matches) > 1:  # "Name" beside "model_name": a W&B export's run name
+            matches = [i for i in matches if _header_name(stripped[i]) not in WEAK_MODEL_NAMES]
+        # beside it, an MLflow export's params.arch is the model as another script logs it (--model-column takes both)
+        architectures = [i for i in matches if _header_name(stripped[i]) in ARCHITECTURE_NAMES
+                         and not stripped[i].startswith(MLFLOW_PREFIXES)]
+        if role == "model" and len(matches) - len(architectures) == 1:  # "Model" beside "Arch": the arch is a fact
+            renamed[next(i for i in matches if i not in architectures)] = role
+            if len(architectures) == 1 and "model_architecture" not in stripped:
+                renamed[architectures[0]] = "model_architecture"
+        elif len(matches) == 1:
             renamed[matches[0]] = role
     if "task" in renamed and "model" not in renamed:  # transposed: its columns are models (or task facts)
         for i, column in enumerate(stripped):
@@ -607,17 +633,19 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
                          f"--{role}-column (several, comma-separated, are taken in order), from its params and "
                          f"tags: {', '.join(map(repr, logged)) or 'none'}")
     layout = detect_layout(list(raw.columns)) if layout == "auto" else layout
-    missing = set({"parc": ["Architecture", "Source Dataset", "Target Dataset", "Oracle"],
-                   "transfergraph": ["model", "finetuned_dataset", "eval_accuracy"],
-                   "long": ["model", "task", "score"], "wide": ["model"],
-                   "transposed": ["task"]}[layout]) - set(raw.columns)
+    required = {"parc": ["Architecture", "Source Dataset", "Target Dataset", "Oracle"],
+                "transfergraph": ["model", "finetuned_dataset", "eval_accuracy"],
+                "long": ["model", "task", "score"], "wide": ["model"], "transposed": ["task"]}[layout]
+    raw = _required_columns_in_any_case(raw, required)
+    missing = set(required) - set(raw.columns)
     if missing:
         actual = _layout_or_none(raw.columns)
         if actual and actual != layout:  # the layout asked for is not the file's: say which it is
             raise TableError(f"{str(path)!r} is a {actual} table ({LAYOUT_COLUMNS[actual]}), not the {layout} layout "
                              f"({LAYOUT_COLUMNS[layout]}); import it with --layout {actual} or --layout auto")
         raise TableError(f"{layout} table {str(path)!r} lacks column(s) {sorted(missing)} "
-                         f"(the {layout} layout: {LAYOUT_COLUMNS[layout]})")
+                         f"(the {layout} layout: {LAYOUT_COLUMNS[layout]}); name its columns with "
+                         "--model-column, --task-column or --score-column")
     if layout in ("wide", "transposed", "long"):  # a name under two section labels is two models (or tasks)
         key = "task" if layout == "transposed" else "model"
         raw, section_notes = _qualified_by_section(raw, sections, key, "task" if layout == "long" else None)
@@ -642,6 +670,9 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         long = pd.DataFrame({"model": _names(raw, "model", path), "task": _names(raw, "finetuned_dataset", path),
                              "score": _numbers(raw, "eval_accuracy", path)})
     elif layout in ("wide", "transposed"):
+        if layout == "wide":
+            raw, said = _model_column_telling_rows_apart(raw, dict(zip(raw.columns, written)))
+            skipped.extend(said)
         raw, left_out = _columns_without_scores(raw, key="model" if layout == "wide" else "task")
         skipped.extend(left_out)
         long, fact_rows = _wide_rows(raw, path, key="model" if layout == "wide" else "task")
@@ -693,6 +724,15 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
             "dataset": "model_source_dataset", "#labels": "model_source_classes"})
         long = long.merge(facts, on="model", how="left")
     return long.reset_index(drop=True), skipped
+
+
+def _required_columns_in_any_case(raw: pd.DataFrame, required: list[str]) -> pd.DataFrame:
+    """``raw`` with the columns a layout requires under their names where its header writes them in another case
+    ("Model" for a wide table's model): headers are matched in any case."""
+    folded = {str(c).strip().lower(): c for c in raw.columns}
+    renames = {folded[name.lower()]: name for name in required
+               if name not in raw.columns and name.lower() in folded and folded[name.lower()] not in required}
+    return raw.rename(columns=renames)
 
 
 def _error_column(columns) -> str | None:
@@ -1492,6 +1532,51 @@ def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> \
         long = long.join(other_facts.apply(_numbers_where_all_are), on=other)
         facts = [*facts, *other_facts.columns]
     return long[["model", "task", "score", *facts]], read_as
+
+
+def _model_column_telling_rows_apart(raw: pd.DataFrame, written: Mapping[str, str]) -> tuple[pd.DataFrame, list[Note]]:
+    """A wide table whose model column names two rows alike ("Arch": RN50 for SimCLR and for BYOL) beside another
+    column of text that could name the model ("Feature": the method): that column as the model where it tells every
+    row apart, else the two together ("DINOv2 ViT-g/14", in the table's order) where they do, the others kept as
+    model facts; said. Otherwise as it is (a cell given twice is reported). ``written``: each column's header as
+    the table writes it."""
+    rows = ~raw["model"].astype(str).str.strip().str.lower().isin(SUMMARY_NAMES)
+    model = raw.loc[rows, "model"].astype(str).str.strip()
+    if model.is_unique:
+        return raw, []
+    texts = [c for c in raw.columns if c != "model" and not str(c).startswith("task_") and raw.loc[rows, c].notna().all()
+             and pd.to_numeric(_number_text(raw.loc[rows, c].astype(str)), errors="coerce").isna().all()]
+    for column in texts:
+        names = raw.loc[rows, column].astype(str).str.strip()
+        fact = _fact_for_model_column(raw, written)
+        if names.is_unique:
+            raw = raw.rename(columns={"model": fact}).rename(columns={column: "model"})
+            return raw, [Note(f"read {written[column]!r} as the model: it names every row apart, and "
+                              f"{written['model']!r} (read as the model by its name) names rows alike; "
+                              f"{written['model']!r} is kept as {fact}")]
+    for column in texts:
+        first, second = sorted(["model", column], key=list(raw.columns).index)
+        pairs = raw[first].astype(str).str.strip() + " " + raw[second].astype(str).str.strip()
+        if pairs[rows].is_unique:
+            facts = {"model": _fact_for_model_column(raw, written),
+                     column: column if str(column).startswith("model_") else _fact_slug(written[column])}
+            raw = raw.rename(columns=facts).assign(model=pairs)
+            kept = ", ".join(f"{written[c]!r} as {facts[c]}" for c in (first, second))
+            return raw, [Note(f"read {written[first]!r} and {written[second]!r} together as the model (e.g. "
+                              f"{pairs[rows].iloc[-1]!r}): neither names every row apart, both together do; each is "
+                              f"kept as a model fact ({kept})")]
+    return raw, []
+
+
+def _fact_for_model_column(raw: pd.DataFrame, written: Mapping[str, str]) -> str:
+    """The model fact that the column read as the model by its name ("Arch") becomes, when another names the model."""
+    fact = "model_architecture" if _header_name(written["model"]) in ARCHITECTURE_NAMES else _fact_slug(written["model"])
+    return fact if fact not in raw.columns else f"{fact}_as_written"
+
+
+def _fact_slug(header: str) -> str:
+    """A header as a model fact's name: "Pre-training" is model_pre_training."""
+    return f"model_{re.sub(r'[^0-9a-z]+', '_', str(header).lower()).strip('_') or 'name'}"
 
 
 def _task_names(columns: list[str]) -> dict[str, str]:

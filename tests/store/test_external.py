@@ -146,7 +146,8 @@ def test_a_transposed_table_imports_as_the_same_cells_and_facts_as_its_wide_form
     assert as_transposed.task_facts["class_count"].to_dict() == {"t0": 10, "t1": 20, "t2": 30, "t3": 40}
 
 
-@pytest.mark.parametrize("header", [" Model , Dataset ,Accuracy", "Method,Target,Top-1 Acc", "model,task,score"])
+@pytest.mark.parametrize("header", [" Model , Dataset ,Accuracy", "Method,Target,Top-1 Acc", "model,task,score",
+                                    "name,dataset,score"])
 def test_the_column_names_papers_use_are_read_as_model_task_and_score(store, tmp_path, header):
     path = tmp_path / "paper.csv"
     path.write_text(f"{header}\nresnet50,cifar10,96.3\nvit_b16,cifar10,98.1\n")
@@ -1338,3 +1339,65 @@ def test_a_latex_header_under_groups_takes_the_groups_name_for_a_scores_name_or_
     assert "line 2: columns named with their group above them, their own names being a score's or repeated under " \
            "other groups: 'ImageNet', 'CIFAR-10 Linear', 'CIFAR-10 Fine-tuned', 'Pets Linear', 'Pets Fine-tuned'" \
            in [str(note) for note in notes]
+
+
+def test_two_columns_that_could_name_the_model_are_read_together_where_only_together_they_tell_the_rows_apart(tmp_path):
+    """DINOv2's linear-probe table: "Feature" (the method) beside "Arch"; neither names every row apart."""
+    path = tmp_path / "features.csv"
+    path.write_text("Feature,Arch,Params (M),Food,Cars,Avg\nSimCLR,RN50,24,72.8,49.3,61.1\nBYOL,RN50,24,75.3,67.8,71.6\n"
+                    "DINOv2,ViT-S/14,21,89.1,81.6,85.4\nDINOv2,ViT-g/14,1100,94.0,91.4,92.7\n")
+    table, notes = external.read_rows(path)
+    assert sorted(set(table["model"])) == ["BYOL RN50", "DINOv2 ViT-S/14", "DINOv2 ViT-g/14", "SimCLR RN50"]
+    facts = table.groupby("model")[["model_feature", "model_architecture"]].first()
+    assert facts.loc["DINOv2 ViT-g/14"].tolist() == ["DINOv2", "ViT-g/14"] and len(table) == 8
+    assert "read 'Feature' and 'Arch' together as the model (e.g. 'DINOv2 ViT-g/14'): neither names every row apart, " \
+           "both together do; each is kept as a model fact ('Feature' as model_feature, 'Arch' as " \
+           "model_architecture)" in [str(note) for note in notes]
+
+
+def test_a_column_of_text_that_tells_the_rows_apart_is_the_model_beside_one_named_as_the_model_that_does_not(tmp_path):
+    path = tmp_path / "checkpoints.csv"
+    path.write_text("Backbone,Checkpoint,Cars,DTD\nRN50,simclr_rn50,49.3,75.7\nRN50,byol_rn50,67.8,75.5\n")
+    table, notes = external.read_rows(path)
+    assert table.set_index(["model", "task"])["model_architecture"].to_dict() == {
+        ("simclr_rn50", "Cars"): "RN50", ("byol_rn50", "Cars"): "RN50", ("simclr_rn50", "DTD"): "RN50",
+        ("byol_rn50", "DTD"): "RN50"}
+    assert "read 'Checkpoint' as the model: it names every row apart, and 'Backbone' (read as the model by its name) " \
+           "names rows alike; 'Backbone' is kept as model_architecture" in [str(note) for note in notes]
+
+
+@pytest.mark.parametrize("layout", ["auto", "wide"])
+def test_a_model_column_beside_an_architecture_column_is_the_model_and_the_architecture_a_fact(tmp_path, layout):
+    path = tmp_path / "named.csv"
+    path.write_text("Model,Arch,Params (M),Food,Cars,Avg\nSimCLR RN50,RN50,24,72.8,49.3,61.1\n"
+                    "BYOL RN50,RN50,24,75.3,67.8,71.6\nDINOv2 S,ViT-S/14,21,89.1,81.6,85.4\n"
+                    "DINOv2 g,ViT-g/14,1100,94.0,91.4,92.7\n")
+    table, notes = external.read_rows(path, layout=layout)
+    assert table.groupby("model")["model_architecture"].first().to_dict() == {
+        "BYOL RN50": "RN50", "DINOv2 S": "ViT-S/14", "DINOv2 g": "ViT-g/14", "SimCLR RN50": "RN50"}
+    assert str(notes[0]) == "read 'Arch' as model_architecture, 'Params (M)' as model_parameters (x 1e6)"
+
+
+def test_a_layout_the_header_does_not_tell_says_which_options_tell_it(tmp_path):
+    path = tmp_path / "unknown.csv"
+    path.write_text("Checkpoint,Cars,DTD\nsimclr_rn50,49.3,75.7\n")
+    with pytest.raises(external.TableError, match=r"cannot tell the table layout .* say which with --layout \(long, "
+                                                  r"wide or transposed\) and --model-column, --task-column or "
+                                                  r"--score-column"):
+        external.read_rows(path)
+    with pytest.raises(external.TableError, match=r"lacks column\(s\) \['model'\] .* name its columns with "
+                                                  r"--model-column"):
+        external.read_rows(path, layout="wide")
+    assert set(external.read_rows(path, layout="wide", columns={"model": "Checkpoint"})[0]["model"]) == {"simclr_rn50"}
+
+
+def test_a_layouts_columns_are_matched_in_any_case(tmp_path):
+    path = tmp_path / "parc.csv"
+    path.write_text("architecture,source dataset,target dataset,oracle\nresnet50,imagenet,cifar10,96.3\n")
+    for layout in ("parc", "auto"):
+        table, _ = external.read_rows(path, layout=layout)
+        assert table[["model", "task", "score"]].values.tolist() == [["resnet50@imagenet", "cifar10", 96.3]]
+    path = tmp_path / "records.csv"
+    path.write_text("Model,Finetuned_Dataset,Eval_Accuracy\nresnet50,cifar10,0.963\n")
+    table, _ = external.read_rows(path, layout="transfergraph")
+    assert table[["model", "task", "score"]].values.tolist() == [["resnet50", "cifar10", 0.963]]
