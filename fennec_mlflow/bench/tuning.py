@@ -13,7 +13,7 @@ Fennec's default (k=4, alpha=0.5, nmf_l2=0.1, shrinkage auto), so "tuned" is nev
 ``fennec.kind=tune-trial`` (tag ``mlflow.parentRunId`` = the parent) with params ``k``, ``alpha``,
 ``nmf_l2``, ``shrinkage`` and the evaluation metrics (``mean_pearson``, ``pearson.<task>``, ...).
 When the study is done the parent gets params ``best_k``, ``best_alpha``, ``best_nmf_l2``,
-``best_shrinkage`` (what ``build`` reads through :func:`fennec_mlflow.serving.build.tuned_parameters`),
+``best_shrinkage``, ``best_formulation`` where searched (what ``build`` reads through :func:`fennec_mlflow.serving.build.tuned_parameters`),
 metrics ``best_mean_pearson`` (optimistic: chosen and measured on the same targets),
 ``default_mean_pearson``, ``popularity_mean_pearson`` and, with nested cross-validation,
 ``nested_cv_mean_pearson``: the honest figure. Artifacts: ``trials.csv``,

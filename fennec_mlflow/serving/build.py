@@ -72,13 +72,17 @@ def _shrinkage(value: str):
 
 
 def tuned_parameters(experiment: str, mlflow_client=None) -> dict:
-    """Best (k, alpha, nmf_l2, shrinkage) of the newest finished ``tune`` run, if any (see the tune entry point)."""
+    """Best (k, alpha, nmf_l2, shrinkage and, where searched, formulation) of the newest finished ``tune``
+    run, if any (see the tune entry point)."""
     runs = tracking.runs_of_kind("tune", experiment=experiment, mlflow_client=mlflow_client)
     for run in runs:
         best = {k[5:]: v for k, v in run.data.params.items() if k.startswith("best_")}
         if best:
-            return {"k": int(float(best["k"])), "alpha": float(best["alpha"]), "nmf_l2": float(best["nmf_l2"]),
-                    "shrinkage": _shrinkage(best.get("shrinkage", "auto"))}
+            tuned = {"k": int(float(best["k"])), "alpha": float(best["alpha"]), "nmf_l2": float(best["nmf_l2"]),
+                     "shrinkage": _shrinkage(best.get("shrinkage", "auto"))}
+            if "formulation" in best:
+                tuned["formulation"] = best["formulation"]
+            return tuned
     return {}
 
 

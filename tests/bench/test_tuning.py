@@ -37,7 +37,8 @@ def test_tune_logs_a_parent_with_nested_trials_and_best_params_that_build_reads(
     assert parent.data.metrics["popularity_mean_pearson"] == pytest.approx(0.7031504, abs=1e-6)
     assert ranking.tuned_parameters("fennec-tune-parc") == outcome.best_params == {
         "k": int(best.data.params["k"]), "alpha": float(best.data.params["alpha"]),
-        "nmf_l2": float(best.data.params["nmf_l2"]), "shrinkage": ranking._shrinkage(best.data.params["shrinkage"])}
+        "nmf_l2": float(best.data.params["nmf_l2"]), "shrinkage": ranking._shrinkage(best.data.params["shrinkage"]),
+        "formulation": best.data.params["formulation"]}  # PARC has task facts: the paper's formulation is searched
     assert 1 <= outcome.best_params["k"] <= 5  # each fit sees 6 of PARC's 7 tasks
     assert {a.path for a in store.list_artifacts(parent.info.run_id)} >= {"trials.csv", "optimization_history.png"}
 

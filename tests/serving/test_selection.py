@@ -76,8 +76,11 @@ def test_search_space_covers_shrinkage_and_history_and_honours_fixed_params():
     study.enqueue_trial(selection.default_params(data))
     seen = []
     study.optimize(lambda trial: seen.append(selection.suggest(trial, data)) or 0.0, n_trials=12)
-    assert seen[0] == {"k": min(4, data.k_max), "alpha": 0.5, "nmf_l2": 0.1, "shrinkage": "auto", "history": "truth"}
-    assert {p["history"] for p in seen} == {"truth", "fda"}
+    assert seen[0] == {"k": min(4, data.k_max), "alpha": 0.5, "nmf_l2": 0.1, "shrinkage": "auto", "history": "truth",
+                       "formulation": "shrunk"}
+    assert {p["history"] for p in seen} == {"truth", "fda"} and {p["formulation"] for p in seen} == {"shrunk", "paper"}
+    bare = dataclasses.replace(data, task_meta=None)  # nothing to place a new task by: the paper's cannot rank
+    assert "formulation" not in selection.default_params(bare)
     assert "auto" in {p["shrinkage"] for p in seen} and any(isinstance(p["shrinkage"], float) for p in seen)
     fixed = {"k": 1, "shrinkage": 0.25}
     study = optuna.create_study(direction="maximize")
@@ -94,7 +97,7 @@ def test_validate_measures_fixed_params_by_plain_leave_one_task_out_and_tuning_b
     auto = {"shrinkage": "auto"}  # fixed: below popularity, this table's default would serve popularity instead
     fixed = selection.validate(data, tune=False, params={"k": 2, **auto})
     direct = selection.loto_evaluation(data, {"k": 2, "alpha": 0.5, "nmf_l2": 0.1, "shrinkage": "auto"})
-    assert fixed.params == {"k": 2, "alpha": 0.5, "nmf_l2": 0.1, "shrinkage": "auto"}
+    assert fixed.params == {"k": 2, "alpha": 0.5, "nmf_l2": 0.1, "shrinkage": "auto", "formulation": "shrunk"}
     assert fixed.validated_mean_pearson == pytest.approx(direct.summary["mean_pearson"])
     tuned = selection.validate(data, tune=True, n_trials=1, inner_trials=1, params=auto)
     assert tuned.method.startswith("nested cross-validation") and len(tuned.folds) == 4 and len(tuned.trials) == 1
