@@ -20,12 +20,16 @@ them (``Model``/``Name``/``Method``/``Backbone``, ``Dataset``/``Target``, ``Accu
 model's architecture, :data:`ARCHITECTURE_NAMES`, and a ``Name`` column is the model only where no other
 column is named as one: a W&B export's ``Name`` is its run's). Where the model column names two rows alike ("Arch":
 RN50 for SimCLR and BYOL) beside another column of text ("Feature"), that column is the model if it
-names every row apart, else both together are ("DINOv2 ViT-g/14"); said. A header that tells no layout
+names every row apart, else both together are ("DINOv2 ViT-g/14"), else a model fact that differs between
+such rows names each ("ViT-L/16 (Epochs: 14)"); said. A header that tells no layout
 is an error naming the options that tell it (``--layout``, ``--model-column``). So a table copied from a
-paper imports as it is: its ``Params``, ``FLOPs`` and
-``ImageNet Top-1`` columns (rows, if transposed) are model facts (:data:`MODEL_FACT_HEADERS`; a count's
-unit in the header, ``Params (M)``, ``GFLOPs``, or in a cell, ``86.6M``, is applied: a parameter or FLOP
-count is stored as a raw count, and one that looks like millions without a unit is said), its
+paper imports as it is: its ``Params``, ``FLOPs``, ``ImageNet Top-1``, training compute (``exaFLOPs``,
+``PFLOPs``, ``TPUv3-core-days``) and throughput (``im/sec``) columns (rows, if transposed) are model facts
+(:data:`MODEL_FACT_HEADERS`; a count's unit in the header, ``Params (M)``, ``GFLOPs``, ``exaFLOPs``, or in a
+cell, ``86.6M``, is applied: a parameter or FLOP count is stored as a raw count, and one that looks like
+millions without a unit is said), and so are ``Epochs``, ``Pre-training epochs`` and ``Resolution``/``Res.``
+beside the tasks of a wide table (:data:`WIDE_MODEL_FACT_HEADERS`; in a long table they are the fine-tune's
+setting); its
 ``Avg.`` column and ``Mean`` row are skipped (:data:`SUMMARY_NAMES`), and so are a row-number column
 (``#``), a row index saved with the table (pandas' ``to_csv()``: a first column without a name numbering
 the rows) and a spread beside each score (``Aircraft std``, ``±``); a unit after a task's name in a
@@ -54,7 +58,8 @@ rescaling; a trailing % or a ± spread copied from a paper is dropped: "84.1 ± 
 are stripped of surrounding spaces; an empty model or task name, or a score that is not a number, is
 an error naming the lines (every such cell at once, in file order). So is a cell on another scale than
 the rest of its table (:func:`cells_off_scale`: 975 or 0.975 among percents, 87.5 among fractions), unless
-``allow_mixed_scale`` (scores that are not accuracies). Rows that cannot be a cell are not written and are reported
+``allow_mixed_scale`` (scores that are not accuracies); where most of a wide table's column is off the
+scale, the error says it may be a model fact, read as one when named ``model_<name>``. Rows that cannot be a cell are not written and are reported
 (:class:`SkippedRows`: count, line numbers and the first rows): a missing score (empty, nan, a dash; PARC's
 -1), an infinite one (inf, or 1e309, beyond a float's range), and every row but the last of a
 (model, task) cell given more than once (or, with ``repeats="mean"`` / ``"max"``, the rows of such a
@@ -341,11 +346,28 @@ _UNIT_AFTER = r"(?P<unit>\s*\(.*\)|\s*\[.*\]|\s*/\s*[a-z.]+|\s+(?:[kmbgt]|bn|mil
 MODEL_FACT_HEADERS = {
     "model_parameters": re.compile(r"#?\s*(params?|parameters|param\.)" + _UNIT_AFTER),
     "model_flops": re.compile(r"#?\s*(?P<prefix>[kmgt])?(flops|macs)" + _UNIT_AFTER),
+    # the compute of the model's (pre-)training, as scaling papers print it: "exaFLOPs", "PFLOPs", "training FLOPs"
+    "model_training_flops": re.compile(r"(?:(?:pre-?)?train(?:ing)?\s+(?:compute\s+)?)?(?P<prefix>exa|peta|tera|giga|[kmgtpe])?"
+                                       r"flops" + _UNIT_AFTER + r"|(?:pre-?)?train(?:ing)?\s+(?:compute|flops)" + _UNIT_AFTER
+                                       .replace("unit", "unit2")),
+    "model_tpu_core_days": re.compile(r"tpu\s*(?:v\d+)?[\s-]*core[\s-]*days"),
+    # images per second, as "im/sec", "img/s", "throughput (im/s)"
+    "model_throughput": re.compile(r"(?:im(?:g|age)?s?\s*/\s*s(?:ec)?|throughput|images?\s+per\s+sec(?:ond)?)(?:\s*\(.*\))?"),
     # "ImageNet Top-1", "IN-1k acc.": a bare "ImageNet" stays a task (a linear-probe or zero-shot target)
     "model_source_accuracy": re.compile(r"(imagenet|in-?1k|imagenet-1k)\s*(top-?1|acc\.?|accuracy)(\s*(acc\.?|accuracy))?"
                                         r"\s*(\(.*\))?|source accuracy"),
     # the weights' licence, which `fennec rank --licence` filters on (an imported model has no other)
     "model_licence": re.compile(r"((model|weights?)\s+)?licen[cs]es?"),
+}
+
+
+# Model facts a column beside the tasks of a wide table (or a row of a transposed one) names, where it can be no
+# task; in a long table or a runs export such a column is the fine-tune's own setting (its epochs, its resolution).
+WIDE_MODEL_FACT_HEADERS = {
+    "model_pretraining_epochs": re.compile(r"#?\s*pre-?train(?:ing)?\s+ep(?:ochs?|\.)?"),
+    "model_epochs": re.compile(r"#?\s*(?:train(?:ing)?\s+)?(?:epochs?|ep\.)"),
+    "model_resolution": re.compile(r"(?:(?:input|image|img|crop)\s+size|(?:input\s+|image\s+|img\s+|train(?:ing)?\s+|"
+                                   r"test\s+|eval\s+)?(?:resolution|res\.?))(?:\s*\(.*\))?"),
 }
 
 
@@ -385,9 +407,10 @@ class Note:
 NOTES = (ReadAs, Note)  # what a reader notes rather than warns about
 
 
-def model_fact_name(name: str) -> str | None:
-    """The ``model_*`` fact a paper's column (or row) name stands for (:data:`MODEL_FACT_HEADERS`), or None."""
-    return _fact_name(name, MODEL_FACT_HEADERS)
+def model_fact_name(name: str, beside_tasks: bool = False) -> str | None:
+    """The ``model_*`` fact a paper's column (or row) name stands for (:data:`MODEL_FACT_HEADERS`; ``beside_tasks``,
+    a wide table's column or a transposed one's row: :data:`WIDE_MODEL_FACT_HEADERS` too), or None."""
+    return _fact_name(name, {**MODEL_FACT_HEADERS, **(WIDE_MODEL_FACT_HEADERS if beside_tasks else {})})
 
 
 def task_fact_name(name: str) -> str | None:
@@ -403,12 +426,14 @@ def _fact_name(name: str, headers: dict[str, re.Pattern]) -> str | None:
 # The model facts that are counts, each with the unit its cells are likely in when a table gives none
 # but they look like one (all below :data:`_SMALLEST_COUNT`), and a header that would say so.
 COUNT_FACTS = {"model_parameters": ("millions", "'Params (M)'"),
-               "model_flops": ("millions or billions", "'FLOPs (M)' or 'GFLOPs'")}
+               "model_flops": ("millions or billions", "'FLOPs (M)' or 'GFLOPs'"),
+               "model_training_flops": ("a multiple such as exaFLOPs (1e18)", "'exaFLOPs' or 'PFLOPs'")}
 # No vision model has fewer parameters (or FLOPs) than this: a column of counts all below it is in millions
 _SMALLEST_COUNT = 10_000
 # A count's unit as a header ("Params (M)", "GFLOPs") or a cell ("86.6M", "1.3B", "390K") writes it
 _COUNT_UNITS = {"k": 1e3, "thousand": 1e3, "thousands": 1e3, "m": 1e6, "mil": 1e6, "mil.": 1e6, "million": 1e6,
-                "millions": 1e6, "b": 1e9, "bn": 1e9, "g": 1e9, "billion": 1e9, "billions": 1e9, "t": 1e12}
+                "millions": 1e6, "b": 1e9, "bn": 1e9, "g": 1e9, "billion": 1e9, "billions": 1e9, "t": 1e12,
+                "giga": 1e9, "tera": 1e12, "p": 1e15, "peta": 1e15, "e": 1e18, "exa": 1e18}
 _COUNT_CELL = re.compile(r"^(?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*(?P<unit>[kmbgt]|bn)?$",
                          re.IGNORECASE)
 
@@ -420,7 +445,7 @@ def count_unit(name: str) -> float:
     for fact in COUNT_FACTS:
         match = MODEL_FACT_HEADERS[fact].fullmatch(folded)
         if match:
-            unit = match.groupdict().get("prefix") or match["unit"] or ""
+            unit = match.groupdict().get("prefix") or match["unit"] or match.groupdict().get("unit2") or ""
             return _COUNT_UNITS.get(re.sub(r"^[\s(\[/]*(?:in\s+)?|[\s)\]]*$", "", unit), 1.0)
     return 1.0
 
@@ -505,8 +530,9 @@ def canonical_columns(columns) -> list[str]:
             if fact is not None and fact not in renamed:
                 renamed[i] = fact
         return renamed
+    beside_tasks = "task" not in renamed  # a wide table's columns: its tasks and the models' facts
     for i, column in enumerate(stripped):
-        fact = model_fact_name(column)
+        fact = model_fact_name(column, beside_tasks)
         if fact is not None and fact not in renamed:
             renamed[i] = fact
     return renamed
@@ -711,7 +737,7 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         long[fact], note = _raw_counts(long[fact], count_headers.get(fact, fact), fact)
         skipped += [note] if note else []
     if not allow_mixed_scale and scores != "error":  # an error under 1% is no fraction (and one above 100 an error)
-        _refuse_cells_off_scale(long, path)
+        _refuse_cells_off_scale(long, path, layout)
     if scores == "error":  # before the repeats: the best of a grid is its lowest error
         long, note = _accuracy_from_error(long, path)
         skipped.append(note)
@@ -1514,7 +1540,7 @@ def _wide_rows(raw: pd.DataFrame, path: Path, key: str = "model") -> \
     other_facts, read_as = None, text_read_as
     # Rows named model_* (Params, FLOPs, ...) in a transposed table are the models' facts, rows named task_*
     # (#Classes, Train size, Domain) in a wide one the tasks': as columns in the other layout.
-    fact_name = model_fact_name if key == "task" else task_fact_name
+    fact_name = (lambda name: model_fact_name(name, beside_tasks=True)) if key == "task" else task_fact_name
     fact_names = keys.map(lambda name: name if name.startswith(f"{other}_") else fact_name(name))
     fact_rows = fact_names.notna()
     if fact_rows.any():
@@ -1565,6 +1591,26 @@ def _model_column_telling_rows_apart(raw: pd.DataFrame, written: Mapping[str, st
             return raw, [Note(f"read {written[first]!r} and {written[second]!r} together as the model (e.g. "
                               f"{pairs[rows].iloc[-1]!r}): neither names every row apart, both together do; each is "
                               f"kept as a model fact ({kept})")]
+    return _models_told_apart_by_a_fact(raw, rows, written)
+
+
+def _models_told_apart_by_a_fact(raw: pd.DataFrame, rows: pd.Series, written: Mapping[str, str]) -> \
+        tuple[pd.DataFrame, list[Note]]:
+    """A wide table's models named alike on two rows that a model fact tells apart (ViT's scaling table: ViT-L/16
+    pre-trained for 7 and for 14 epochs), each such model named with its fact ("ViT-L/16 (Epochs: 14)"), the first
+    such fact in the table's order; said. As it is where none does."""
+    model = raw["model"].astype(str).str.strip()
+    alike = model.duplicated(keep=False) & rows
+    for column in [c for c in raw.columns if str(c).startswith("model_") and raw.loc[alike, c].notna().all()]:
+        values = raw[column].astype(str).str.strip()
+        if not (model[alike] + "\0" + values[alike]).is_unique:
+            continue
+        header = written.get(column, column)
+        named = model.where(~alike, model + " (" + str(header) + ": " + values + ")")
+        examples = " and ".join(map(repr, named[alike & (model == model[alike].iloc[0])]))
+        return raw.assign(model=named), [Note(
+            f"models named alike on several rows ({', '.join(map(repr, dict.fromkeys(model[alike])))}) are told apart "
+            f"by {str(header)!r}: each is named with it (e.g. {examples})")]
     return raw, []
 
 
@@ -1944,6 +1990,8 @@ def _in_percent(scores: pd.Series) -> bool:
 # when at least this share of its scores are (so that a few typos among many cells stand out).
 _ON_SCALE_SHARE = 0.75
 _MIXED_SCALES_SHARE = 0.9
+# A wide table's column with at least this share of its cells off the table's scale is likely no task
+_NO_TASK_SHARE = 0.5
 _SHOWN_CELLS = 10
 
 
@@ -1982,17 +2030,28 @@ def cells_off_scale(long: pd.DataFrame) -> pd.DataFrame:
     return long.assign(why=why)[why != ""]
 
 
-def _refuse_cells_off_scale(long: pd.DataFrame, path: Path) -> None:
-    """A :class:`TableError` naming each cell of :func:`cells_off_scale`, in file order, and how to fix it."""
+def _refuse_cells_off_scale(long: pd.DataFrame, path: Path, layout: str = "long") -> None:
+    """A :class:`TableError` naming each cell of :func:`cells_off_scale`, in file order, and how to fix it; a wide
+    (or transposed) table's task with most of its cells off the scale is likely no task but a fact of the models
+    (a speed, a compute), and the error says how to mark it one."""
     off = cells_off_scale(long).sort_index(kind="stable")
     if off.empty:
         return
+    off_per_task, cells_per_task = off["task"].value_counts(), long["task"].value_counts()
+    no_tasks = [task for task, count in off_per_task.items() if count >= _NO_TASK_SHARE * cells_per_task[task]]
+    fact_hint = ""
+    if no_tasks and layout in ("wide", "transposed"):
+        where = "column" if layout == "wide" else "row"
+        fact_hint = (f"; if {', '.join(map(repr, no_tasks))} {'is' if len(no_tasks) == 1 else 'are'} no task but a "
+                     f"fact of the models (a speed, a size, a compute), rename its {where} model_<name> (e.g. "
+                     f"{_fact_slug(no_tasks[0])!r}) and import again: a model fact, not a score")
     cells = "; ".join(f"{r.model} x {r.task} = {r.score:g} (line {r.Index}, {r.why})"
                       for r in off.head(_SHOWN_CELLS).itertuples())
     more = f"; and {len(off) - _SHOWN_CELLS} more" if len(off) > _SHOWN_CELLS else ""
     raise TableError(f"{str(path)!r}: {len(off)} cell(s) on another scale than the table's other scores, accuracies "
                      f"in {table_scale(long['score'])}: {cells}{more}; correct them (a typo, or a fraction or percent "
-                     "to rescale) and import again, or import with --allow-mixed-scale if the scores are not accuracies")
+                     f"to rescale) and import again, or import with --allow-mixed-scale if the scores are not accuracies"
+                     f"{fact_hint}")
 
 
 def tasks_in_other_units(table: pd.DataFrame, own: tracking.KnowledgeMatrix,

@@ -1401,3 +1401,62 @@ def test_a_layouts_columns_are_matched_in_any_case(tmp_path):
     path.write_text("Model,Finetuned_Dataset,Eval_Accuracy\nresnet50,cifar10,0.963\n")
     table, _ = external.read_rows(path, layout="transfergraph")
     assert table[["model", "task", "score"]].values.tolist() == [["resnet50", "cifar10", 0.963]]
+
+
+@pytest.mark.parametrize("flops, unit", [("exaFLOPs", 1e18), ("EFLOPs", 1e18), ("PFLOPs", 1e15)])
+def test_a_models_epochs_compute_speed_and_resolution_beside_the_tasks_are_model_facts(tmp_path, flops, unit):
+    """ViT's scaling table and DeiT's transfer table: columns of numbers that are no accuracies, read as model facts
+    (training compute as raw FLOPs), not as tasks."""
+    path = tmp_path / "scaling.md"
+    path.write_text(f"| name | Epochs | Pre-training epochs | ImageNet | Pets | {flops} | im/sec | TPUv3-core-days | Res. |\n"
+                    "|---|---|---|---|---|---|---|---|---|\n"
+                    "| ViT-B/32 | 7 | 7 | 80.73 | 93.40 | 55 | 394.5 | 1.2 | 224 |\n"
+                    "| ViT-H/14 | 14 | 14 | 88.08 | 97.11 | 4262 | 85.9 | 2.5 | 384 |\n")
+    table, notes = external.read_rows(path)
+    assert sorted(set(table["task"])) == ["ImageNet", "Pets"]
+    facts = table.groupby("model").first()
+    assert facts.loc["ViT-H/14", "model_training_flops"] == 4262 * unit
+    assert facts.loc["ViT-H/14", ["model_epochs", "model_pretraining_epochs", "model_throughput", "model_tpu_core_days",
+                                  "model_resolution"]].astype(float).tolist() == [14, 14, 85.9, 2.5, 384]
+    assert str(notes[0]) == (f"read 'name' as model, 'Epochs' as model_epochs, 'Pre-training epochs' as "
+                             f"model_pretraining_epochs, {flops!r} as model_training_flops (x 1e{np.log10(unit):.0f}), "
+                             "'im/sec' as model_throughput, 'TPUv3-core-days' as model_tpu_core_days, 'Res.' as "
+                             "model_resolution")
+
+
+def test_a_long_tables_epochs_stay_the_fine_tunes_setting(tmp_path):
+    path = tmp_path / "grid.csv"
+    path.write_text("model,task,epochs,score\nr50,pets,10,90.1\nr50,pets,30,91.0\n")
+    table, notes = external.read_rows(path, repeats="max")
+    assert table["score"].tolist() == [91.0] and "model_epochs" not in table.columns
+    assert any("not read: column(s) 'epochs'" in str(note) for note in notes)
+
+
+def test_a_column_of_cells_off_the_scale_is_said_to_be_maybe_a_model_fact(tmp_path):
+    path = tmp_path / "speed.csv"
+    path.write_text("Model,ImageNet,Pets,Speed\nDeiT-B,81.8,95.0,292.3\nViT-B/16,77.9,94.1,85.9\nR50,76.1,92.0,1226.1\n")
+    with pytest.raises(external.TableError, match=r"--allow-mixed-scale if the scores are not accuracies; if 'Speed' is "
+                                                  r"no task but a fact of the models \(a speed, a size, a compute\), "
+                                                  r"rename its column model_<name> \(e.g. 'model_speed'\) and import "
+                                                  r"again: a model fact, not a score"):
+        external.read_rows(path)
+    path.write_text("Model,ImageNet,Pets,model_speed\nDeiT-B,81.8,95.0,292.3\nViT-B/16,77.9,94.1,85.9\n")
+    assert sorted(set(external.read_rows(path)[0]["task"])) == ["ImageNet", "Pets"]
+    path.write_text("Model,ImageNet,Pets\nDeiT-B,81.8,950\nViT-B/16,77.9,94.1\nR50,76.1,92.0\n")  # a typo: no hint
+    with pytest.raises(external.TableError, match=r"not accuracies$"):
+        external.read_rows(path)
+
+
+def test_models_named_alike_on_two_rows_are_told_apart_by_the_model_fact_that_differs(tmp_path):
+    """ViT's scaling table: ViT-L/16 pre-trained for 7 and for 14 epochs, two models on two rows."""
+    path = tmp_path / "scaling.md"
+    path.write_text("| name | Epochs | ImageNet | Pets | exaFLOPs |\n|---|---|---|---|---|\n"
+                    "| ViT-B/32 | 7 | 80.73 | 93.40 | 55 |\n| ViT-L/16 | 7 | 86.30 | 96.81 | 783 |\n"
+                    "| ViT-L/16 | 14 | 87.12 | 97.11 | 1567 |\n")
+    table, notes = external.read_rows(path)
+    assert table.set_index(["model", "task"])["score"].to_dict() == {
+        ("ViT-B/32", "ImageNet"): 80.73, ("ViT-L/16 (Epochs: 7)", "ImageNet"): 86.3,
+        ("ViT-L/16 (Epochs: 14)", "ImageNet"): 87.12, ("ViT-B/32", "Pets"): 93.4,
+        ("ViT-L/16 (Epochs: 7)", "Pets"): 96.81, ("ViT-L/16 (Epochs: 14)", "Pets"): 97.11}
+    assert "models named alike on several rows ('ViT-L/16') are told apart by 'Epochs': each is named with it " \
+           "(e.g. 'ViT-L/16 (Epochs: 7)' and 'ViT-L/16 (Epochs: 14)')" in [str(note) for note in notes]
