@@ -113,7 +113,7 @@ def test_transfergraph_subset_and_long_tables(store, tmp_path):
     assert km.values.loc["b", "x"] == 0.7 and km.task_facts.loc["x", "class_count"] == 10
 
     bad = tmp_path / "bad.csv"
-    bad.write_text("name,value\na,1\n")
+    bad.write_text("foo,bar\na,1\n")  # no column names a model, a task or a score
     with pytest.raises(external.TableError, match="cannot tell the table layout"):
         external.import_table(bad, mlflow_client=store, progress=False)
 
