@@ -157,7 +157,7 @@ def fennec_scores(model: Fennec, target: str, data: TuningData, models: pd.Index
     proxy = None if model.proxy_columns_ is None else data.task_proxy.loc[target]
     if known_scores:
         fitted = set(model.model_names_)
-        known_scores = {name: value for name, value in known_scores.items() if name in fitted}
+        known_scores = {name: value for name, value in known_scores.items() if name in fitted} or None
     ranking = model.rank(meta, proxy, known_scores=known_scores)
     return ranking.set_index("model")["score"].reindex(models).fillna(0.0)
 

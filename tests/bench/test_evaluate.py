@@ -151,6 +151,11 @@ def test_a_warm_start_told_a_model_known_only_on_its_target_is_evaluated():
     outcome = evaluation_runs.evaluate_estimator(bench, "fennec-warm-3", seeds=(seed,))
     assert (outcome.result.per_target["n_unscored"] == 3).all()
     assert np.isfinite(outcome.result.summary["mean_pearson"])
+    # told only such a model, the warm start has nothing to tell: it ranks cold
+    P.loc[P.index != "solo", "t0"] = np.nan
+    P.loc[P.index[:3], "t0"] = [61.0, 62.0, 63.0]
+    fits = evaluation_runs.FennecFits(dataclasses.replace(bench, P=P))
+    assert fits.rank(P, "t0", 0, 0.5, {"solo": 75.0}).equals(fits.rank(P, "t0", 0, 0.5))
 
 
 def test_fennec_fits_never_see_the_target(monkeypatch):
