@@ -818,15 +818,16 @@ def _against_popularity(table) -> str | None:
     if not {"fennec", "popularity"} <= set(table.index) or not math.isfinite(table.at["fennec", pearson]):
         return None
     ours, theirs = table.at["fennec", pearson], table.at["popularity", pearson]
-    line = (f"Default Fennec (what `fennec build` registers) against popularity (each model's mean standing on "
+    line = (f"Default Fennec (what `fennec build` starts its tuning from) against popularity (each model's mean standing on "
             f"the other tasks): mean Pearson {ours:.3f} vs {theirs:.3f} ({ours - theirs:+.3f}), top-1 regret "
             f"{table.at['fennec', regret]:.3g} vs {table.at['popularity', regret]:.3g}.")
     if ours < theirs:
-        line += (" Here it is below popularity: `fennec build` validates on this ground truth and says so; "
-                 "`fennec tune` searches its settings.")
+        line += (" Here it is below popularity: `fennec build` tunes and validates on this ground truth, and serves "
+                 "popularity itself where what it tuned still validates below it.")
     if "fennec-paper" in table.index and table.at["fennec-paper", pearson] >= max(ours, theirs) + PAPER_MARGIN:
         line += (f" The paper's formulation (fennec-paper, {table.at['fennec-paper', pearson]:.3f}) is ahead on this "
-                 "history: `fennec build --formulation paper` registers it, validated the same way.")
+                 "history: `fennec build` tunes the formulation too (or `--formulation paper` fixes it), validated "
+                 "the same way.")
     return line
 
 
