@@ -26,7 +26,8 @@ ranks by popularity, which it says.
 [0, 1]), when several are given, the history source (``history``), and where a new task has a
 vector to place it by (task facts or proxies), the formulation (``shrunk``, the default, or the
 paper's eq. 10 merge: on a published table of 9 self-supervised rows x 12 targets it ranked 10
-Pearson points above the default). The first trial of a study is Fennec's default. The objective: mean leave-one-task-out Pearson over the targets.
+Pearson points above the default). The first trial of a study is Fennec's default. The
+objective: mean leave-one-task-out Pearson over the targets.
 **Choice** (:func:`chosen_trial`): a trial replaces the default only if its per-target gain over
 the default is beyond doubt (the lower confidence bound of the mean paired difference, one-sided
 ~98%, Student's t over targets, is above 0), the rule the recommender's shrinkage follows. With
@@ -231,7 +232,7 @@ def default_params(data: TuningData, fixed: Mapping | None = None) -> dict:
     if len(data.sources) > 1:
         params["history"] = data.sources[0]
     if paper_searchable(data):
-        params["formulation"] = DEFAULT_PARAMS.get("formulation", "shrunk")
+        params["formulation"] = "shrunk"
     if "shrinkage" in fixed:
         params.pop("shrinkage_mode")
     return {k: v for k, v in params.items() if k not in fixed}
