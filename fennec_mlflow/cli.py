@@ -677,6 +677,9 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
             what = REGIME_WORDS.get(ranking.attrs.get("regime"), "accuracy")  # an imported table: its own kind
             click.echo(f"Predicted {what} of {first['model']!r}: {first['predicted_accuracy']:.3g} "
                        f"(interval {first['accuracy_low']:.3g} to {first['accuracy_high']:.3g}).")
+    for model, tasks in ranking.attrs.get("thin_history", {}).items():
+        click.echo(f"note: {model!r} is scored on {tasks} history task{'s' if tasks != 1 else ''} only: its place "
+                   "rests on that alone")
     if known_from_store:
         found = ranking.attrs.get("known_from_store", 0)
         click.echo(f"note: {found} fine-tune(s) of {task.name!r} found in experiment {experiment!r}"

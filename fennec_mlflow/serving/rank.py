@@ -31,6 +31,19 @@ SCORE_UNITS = ("score = predicted z-score of the model on the target in the hist
                "accuracies: the scores are then relative). latency_ms / peak_memory_mb: measured by `fennec profile` "
                "on this machine at profile_input_size pixels.")
 NO_ENCODER = (None, "", "none")
+# A model scored on fewer history tasks than this stands where that one score puts it (a published
+# table's baseline row measured on one dataset): the answer says so.
+THIN_HISTORY_TASKS = 2
+
+
+def thin_history(fennec, models) -> dict[str, int]:
+    """{model: its history tasks} of those of ``models`` scored on fewer than :data:`THIN_HISTORY_TASKS`
+    history tasks (none for a recommender that keeps no history, the paper's formulation)."""
+    standardised = getattr(fennec, "standardised_", None)
+    if standardised is None:
+        return {}
+    counts = dict(zip(map(str, fennec.model_names_), np.isfinite(standardised).sum(axis=1).tolist()))
+    return {str(m): int(counts[str(m)]) for m in models if counts.get(str(m), THIN_HISTORY_TASKS) < THIN_HISTORY_TASKS}
 
 
 @dataclass(frozen=True)
@@ -177,6 +190,7 @@ def rank_task(
     ranking.attrs["known_from_store"] = len(stored)
     ranking.attrs["history_matrix"] = bundle.info.get("matrix")  # e.g. "best", "external:mine"
     ranking.attrs["regime"] = predicts  # None: the history does not say (an imported table)
+    ranking.attrs["thin_history"] = thin_history(bundle.fennec, ranking["model"])
     ranking.attrs["history_changed"] = changed = history_changed_since(model)
     if log:
         described = (f"placed by its facts: {target.num_samples} training images" if isinstance(target, TaskFacts)

@@ -413,6 +413,22 @@ def planted_build(**kwargs):
     return build(kind="external", source="planted", truth_source="planted", **kwargs)
 
 
+def test_rank_says_which_shown_models_rest_on_a_single_history_task(store, tmp_path):
+    from click.testing import CliRunner
+
+    from fennec_mlflow.cli import main
+    from fennec_mlflow.store.external import import_table
+
+    table = planted_long_table(n_tasks=5)
+    solo = table[table["task"] == "task0"].head(1).assign(model="solo-baseline", score=99.0)  # measured once, best
+    import_table(write_table(pd.concat([table, solo]), tmp_path / "planted.csv"), source="planted", progress=False)
+    planted_build(tune=False)
+    ranked = CliRunner().invoke(main, ["rank", "--dataset", "task0", "--top-k", "0"])
+    assert ranked.exit_code == 0, ranked.output
+    assert "note: 'solo-baseline' is scored on 1 history task only: its place rests on that alone" in ranked.output
+    assert ranked.output.count("is scored on") == 1  # the others have several
+
+
 def test_build_registers_the_paper_formulation_when_asked_and_validates_it_as_such(store, tmp_path):
     import_planted(tmp_path)
     paper = planted_build(tune=False, formulation="paper")
