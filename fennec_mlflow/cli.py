@@ -480,7 +480,7 @@ def _encoder_for_imported(source, experiment: str, encoder_spec: str) -> str:
 def below_popularity_warning(validation) -> str | None:
     """A warning when a build's validated figure is below popularity's on the same targets, else None."""
     mine, popular = validation.validated_mean_pearson, validation.popularity_mean_pearson
-    if not mine < popular:
+    if not round(100 * mine, 1) < round(100 * popular, 1):  # level as shown: e.g. the popularity it fell back to
         return None
     return (f"warning: this version ranks its own validation targets worse than popularity ({100 * mine:.1f} vs "
             f"{100 * popular:.1f}); recommending the most popular models would serve better here")
