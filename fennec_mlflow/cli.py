@@ -99,6 +99,11 @@ def _fail(exc: FennecError) -> None:
     sys.exit(2)
 
 
+def _short(value):
+    """A tuned float as a reader wants it (0.82, not 0.8199376880380089); anything else as it is."""
+    return f"{value:.3g}" if isinstance(value, float) else value
+
+
 def _one_line_warnings() -> None:
     """This package's warnings as one line (``warning: ...``), like its errors; other libraries'
     keep Python's format, source line included."""
@@ -442,8 +447,8 @@ def build(kind, estimator, source, encoder_spec, k, alpha, shrinkage, formulatio
     quality = result.quality
     paper = "the paper formulation, " if result.fennec.formulation == "paper" else ""
     click.echo(f"fitted on {result.knowledge.P.shape[0]} models x {result.knowledge.P.shape[1]} tasks of "
-               f"{quality.history or kind} ({paper}k={result.fennec.k}, alpha={result.fennec.alpha}, "
-               f"shrinkage={result.fennec.shrinkage}); registered {result.model_uri} version {result.version} "
+               f"{quality.history or kind} ({paper}k={result.fennec.k}, alpha={_short(result.fennec.alpha)}, "
+               f"shrinkage={_short(result.fennec.shrinkage)}); registered {result.model_uri} version {result.version} "
                f"({result.alias_reason}); run {result.run_id}")
     if result.regime:
         from fennec_mlflow.serving.answers import REGIME_WORDS
@@ -1022,7 +1027,8 @@ def import_(table, source, layout, model_facts, repeats, scores, replace, allow_
                                         repeats=repeats, scores=scores, replace=replace,
                                         allow_mixed_scale=allow_mixed_scale, columns=columns, experiment=experiment,
                                         report=lambda line: click.echo(f"warning: {line}", err=True),
-                                        note=lambda line: click.echo(f"note: {line}", err=True))
+                                        note=lambda line: click.echo(f"note: {line}", err=True),
+                                        summary=click.echo)
     except FennecError as exc:
         _fail(exc)
     click.echo(f"{created} run(s) created, {skipped} cell(s) already imported")

@@ -113,6 +113,9 @@ def test_import_says_a_reading_as_a_note_and_a_skipped_cell_as_a_warning(store, 
     assert result.exit_code == 0, result.output
     assert "note: paper.csv: read 'Method' as model" in result.output
     assert "warning: paper.csv: 1 cell(s) skipped, no score (empty, nan or a dash)" in result.output
+    # what was read, to check against the paper
+    assert "paper.csv: read 2 models x 2 tasks, 3 cells; models 'resnet50', 'vit_b16'; tasks 'cifar10', 'dtd'" \
+        in result.output
 
 
 def test_progress_bars_redraw_sparsely_into_a_redirected_log_unless_the_user_says_otherwise(store, tmp_path,

@@ -148,6 +148,7 @@ class FennecFits:
             return fennec_scores(model, target, self.data, history.index, known_scores)
 
 
+TOP_K = 5  # the cut-off of the top-k hit the leaderboard shows (``top5_hit``)
 MIN_JUDGED_MODELS = 3  # a warm start judged on fewer models has a Pearson of +-1 or none at all
 
 
@@ -615,6 +616,9 @@ def run_evaluation(benchmark: str | Benchmark, *, experiment: str | None = None,
     if refused and estimators is not None:
         raise InvalidInputError(f"cannot evaluate on {bench.name}: " + "; ".join(refused.values()))
     notes = [*bench.notes, *skip_notes(refused, bench)]
+    if 0 < most_known_per_target(bench) <= TOP_K:
+        notes.append(f"top{TOP_K}_hit is 1 for every ranker here: no target has more than {TOP_K} scored models, "
+                     "so it tells nothing; top1_regret does")
     experiment = experiment or experiment_name(bench.name)
     fits = FennecFits(bench, fennec_params)
     outcomes: dict[str, EstimatorOutcome] = {}

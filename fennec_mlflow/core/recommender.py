@@ -960,12 +960,17 @@ class Fennec(BaseEstimator):
             raise InvalidInputError("give task_proxy or task_meta: a new task's vector is predicted from one of them")
         if vector_features is not None and not self.k < min(n_models, n_tasks):
             raise InvalidInputError(f"k={self.k} must be below min(models, tasks) = min({n_models}, {n_tasks}) of P")
-        has_meta = model_features is not None and task_features is not None
+        # Model facts alike for every model (an imported table's models, known by name alone) cannot
+        # move one model against another: no meta phase, rather than a weight on a part that is 0.
+        has_meta = (model_features is not None and task_features is not None
+                    and bool(np.ptp(model_features, axis=0).max() > 0))
         if not has_meta and self.alpha == 1.0 and self.formulation == "paper":
-            raise InvalidInputError("alpha=1 ranks by the meta regression alone, which needs model_meta and task_meta")
+            raise InvalidInputError("alpha=1 ranks by the meta regression alone, which needs model_meta (with a "
+                                    "fact that differs between models) and task_meta")
         if not has_meta and self.alpha > 0 and vector_features is not None:
-            warnings.warn("no model_meta or task_meta: no meta phase, ranking by the transfer score alone",
-                          stacklevel=2)
+            what = ("model_meta's facts are the same for every model" if model_features is not None
+                    and task_features is not None else "no model_meta or task_meta")
+            warnings.warn(f"{what}: no meta phase, ranking by the transfer score alone", stacklevel=2)
 
         self.model_names_ = np.asarray(P.index.map(str), dtype=object)
         self.task_names_ = np.asarray(P.columns.map(str), dtype=object)

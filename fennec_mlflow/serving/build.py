@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
 
 from fennec_mlflow import config
 from fennec_mlflow.core.accuracy import AccuracyModel
@@ -417,9 +419,20 @@ def build(
                 settings[name] = fixed.get(name, tuned.get(name))
     settings["k"] = int(max(1, min(settings["k"], min(knowledge.P.shape) - 1)))
     start = time.perf_counter()
-    fennec = Fennec(**settings).fit(knowledge.P, knowledge.model_meta, knowledge.task_meta, knowledge.task_proxy,
-                                    task_weights=knowledge.task_weights)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        fennec = Fennec(**settings).fit(knowledge.P, knowledge.model_meta, knowledge.task_meta, knowledge.task_proxy,
+                                        task_weights=knowledge.task_weights)
     fit_seconds = time.perf_counter() - start
+    for warning in caught:
+        if issubclass(warning.category, ConvergenceWarning):
+            # The library's advice (raise nmf_max_iter or nmf_l2) is no option of build: what matters
+            # here is that validation measured fits under the same cap.
+            warnings.warn(f"the NMF stopped at its cap of {fennec.nmf_max_iter} sweeps before settling "
+                          f"(k={fennec.k}, nmf_l2={fennec.nmf_l2:g}); the fit is used as it stands, as "
+                          "validation measured it", ConvergenceWarning, stacklevel=2)
+        elif "no meta phase" not in str(warning.message):  # a table without model facts: the basis says so
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     accuracy = accuracy_model(chosen, knowledge)
     constraints = candidate_constraints(knowledge.P.index, experiment=experiment,
                                         stated_licences=knowledge.model_licences, imported=chosen.kind == "external")

@@ -1901,6 +1901,7 @@ def import_table(
     progress: bool = True,
     report: Callable[[str], None] | None = None,
     note: Callable[[str], None] | None = None,
+    summary: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """Write one ``external`` run per cell of the table; returns (created, already present).
 
@@ -1911,7 +1912,8 @@ def import_table(
 
     Skipped rows are passed to ``report``, one line per reason (default: a
     :class:`SkippedRowsWarning`); columns read under another name to ``note`` (default: ``report``). The finished cells are read first, in one query; the others are
-    written with :func:`tracking.write_runs` (batched transactions on a SQL store).
+    written with :func:`tracking.write_runs` (batched transactions on a SQL store). ``summary`` gets
+    one line on what was read: the models x tasks, the cells, the first names.
     """
     path = Path(path)
     source = source or path.stem
@@ -1919,6 +1921,10 @@ def import_table(
                                columns=columns)
     for rows in skipped:
         (note if isinstance(rows, NOTES) and note else report or _warn)(f"{path.name}: {rows}")
+    if summary:  # what was read, to check against the paper before anything is learned from it
+        models, tasks = table["model"].unique(), table["task"].unique()
+        summary(f"{path.name}: read {len(models)} models x {len(tasks)} tasks, {len(table)} cells; models "
+                f"{_named_examples(models)}; tasks {_named_examples(tasks)}")
     mlflow_client = mlflow_client or tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, experiment)
     # two imports run at once each write the cells they both found missing, so a cell may have several runs
@@ -1929,10 +1935,9 @@ def import_table(
         "external", experiment=experiment, mlflow_client=mlflow_client))
     if mixed:
         (report or _warn)(
-            f"{path.name}: {len(mixed)} task(s) ({', '.join(map(repr, mixed[:_EXAMPLES]))}"
-            f"{', ...' if len(mixed) > _EXAMPLES else ''}) are in another unit here (% or [0, 1]) than in the other "
-            "tables imported into this store: a matrix of all sources (build or evaluate without --source) would "
-            "mix the two in one column; re-import one table in the other's unit, or give --source")
+            f"{path.name}: {len(mixed)} task(s) ({_named_examples(mixed)}) are in another unit here (% or [0, 1]) "
+            "than in the other tables imported into this store: a matrix of all sources (build or evaluate without "
+            "--source) would mix the two in one column; re-import one table in the other's unit, or give --source")
     records, replaced, changes, duplicates = [], [], [], []
     for record in cell_records(table, source=source, source_file=path.name):
         duplicates += cell_runs.get(record.cell, [])[1:]
@@ -1961,7 +1966,7 @@ def import_table(
     if unplaced:
         (report or _warn)(
             f"{path.name}: {len(unplaced)} of {table['task'].nunique()} task(s) have no facts "
-            f"({', '.join(map(repr, unplaced[:_EXAMPLES]))}{', ...' if len(unplaced) > _EXAMPLES else ''}): they "
+            f"({_named_examples(unplaced)}): they "
             "are not named like a public dataset and the table gives no task_class_count, task_train_size or "
             "task_domain for them, so Fennec cannot tell which history tasks they resemble; name them like the "
             "public dataset (fennec_mlflow/resources/task_facts.csv), or give those facts: as columns (long or "
@@ -1979,6 +1984,12 @@ def import_table(
         (report or _warn)(f"{path.name}: {len(dropped)} cell(s) of source {source!r} imported before are not in this "
                           "table and were kept; import with --replace to delete them")
     return len(records), len(table) - len(records)
+
+
+def _named_examples(names) -> str:
+    """The first few of ``names``, quoted, and how many more."""
+    more = f" and {len(names) - _EXAMPLES} more" if len(names) > _EXAMPLES else ""
+    return ", ".join(map(repr, list(names)[:_EXAMPLES])) + more
 
 
 def _in_percent(scores: pd.Series) -> bool:

@@ -129,6 +129,9 @@ def test_warm_rows_of_a_table_with_too_few_models_are_skipped_with_one_note(stor
     warm_notes = [note for note in runs.notes if "warm" in note]
     assert warm_notes == ["skipped: fennec-warm-3, fennec-warm-5: a warm start is judged on the models it is not "
                           "told, and with at most 4 known models per target it keeps fewer than 3"]
+    # every ranker's top 5 holds all 4 models: the leaderboard says the column tells nothing here
+    assert (board["mean_top5_hit"] == 1.0).all()
+    assert any(note.startswith("top5_hit is 1 for every ranker here") for note in runs.notes)
 
 
 def test_warm_start_leaves_exactly_the_known_entries_unscored():

@@ -413,6 +413,8 @@ def test_common_dataset_names_resolve_to_their_task_facts():
         # the abbreviations of DINOv2's and similar papers' tables
         "C10": "cifar10", "C100": "cifar100", "Aircr": "aircraft", "Cal101": "caltech101",
         "iNat-19": "inaturalist2019", "iNat2017": "inaturalist2017", "iNat-18": "inaturalist2018", "IN-1k": "imagenet",
+        # VPT's VTAB-1k tables
+        "SmallNORB-azi": "smallnorb_label_azimuth", "SmallNORB-ele": "smallnorb_label_elevation",
         "nabirds": "nabird", "stanford_dogs": "stanford_dogs", "dogs": "stanford_dogs", "svhn": "svhn",
         "mnist": "mnist", "EuroSAT": "eurosat", "resisc45": "resisc45", "ImageNet-1k": "imagenet",
         "Oxford-IIIT Pets": "oxford_pets", "Oxford 102 Flowers": "flowers", "Cars196": "stanfordcars",

@@ -281,6 +281,20 @@ def test_without_model_meta_there_is_no_meta_phase(problem):
         Fennec.meta_only(k=3, formulation="paper").fit(P, None, task_meta, task_proxy)
 
 
+def test_model_facts_alike_for_every_model_are_no_meta_phase(problem):
+    """An imported table's models known by name alone get a constant fact column from the store: a
+    meta weight on it would be named in the basis while moving nothing."""
+    P, _, task_meta, task_proxy = training_part(*problem)
+    alike = pd.DataFrame({"arch_0": 0.0, "log_parameters": 3.0}, index=P.index)
+    with pytest.warns(UserWarning, match="the same for every model: no meta phase"):
+        model = Fennec(k=3, n_estimators=20, shrinkage=0.9).fit(P, alike, task_meta, task_proxy)
+    assert not model.has_meta_ and model.meta_weight_ == 0.0
+    ranking = model.rank(problem[2].loc["new_a"], problem[3].loc["new_a"])
+    assert "meta" not in ranking.attrs["basis"]
+    with pytest.raises(ValueError, match="differs between models"):
+        Fennec.meta_only(k=3, formulation="paper").fit(P, alike, task_meta, task_proxy)
+
+
 # ---------------------------------------------------------------- warm start
 def test_paper_warm_start_improves_on_cold_start_when_the_proxy_says_little():
     P, model_meta, task_meta, task_proxy = planted(seed=4, informative_proxy=False)
