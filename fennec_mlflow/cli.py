@@ -608,7 +608,7 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
     from fennec_mlflow.data.tasks import single_class_note
     from fennec_mlflow.serving import demo
     from fennec_mlflow.serving import flavor as pyfunc
-    from fennec_mlflow.serving.rank import SCORE_UNITS, TaskFacts, built_without_encoder, rank_task
+    from fennec_mlflow.serving.rank import SCORE_LEGEND, TaskFacts, built_without_encoder, rank_task
 
     try:
         output = _checked_output(output, (".csv", ".json"))
@@ -709,7 +709,7 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
                    "changed or been deleted in the store since it was built (a table imported again, runs deleted); "
                    "run the `fennec build` that made it again (its fennec-fit run's params) to rank on the store "
                    "as it is now", err=True)
-    click.echo(SCORE_UNITS)
+    click.echo(SCORE_LEGEND.format(known=", plus what the known scores say of the others" if told.any() else ""))
     if output is not None:
         if output.suffix.lower() == ".json":
             ranking.to_json(output, orient="records", indent=1)

@@ -26,10 +26,14 @@ SCORE_UNITS = ("score = predicted z-score of the model on the target in the hist
                "(task-specific adjustments, shrunk by how well they predicted held-out history tasks); "
                "with known scores (known_score: what you told) the score also carries what they say about the "
                "other models, so it no longer equals that sum. "
-               "predicted_accuracy [accuracy_low, accuracy_high]: the fine-tune accuracy it predicts on the history's "
-               "scale, with a conformal interval learned leave-one-task-out (empty when the history holds no "
+               "predicted_accuracy [accuracy_low, accuracy_high]: the accuracy it predicts on the history's scale "
+               "(of the history's kind: full fine-tunes, linear probes, or whatever an imported table measured), with a conformal interval learned leave-one-task-out (empty when the history holds no "
                "accuracies: the scores are then relative). latency_ms / peak_memory_mb: measured by `fennec profile` "
                "on this machine at profile_input_size pixels.")
+# What `fennec rank` prints under every ranking, where SCORE_UNITS (on the rank run) would be a paragraph.
+SCORE_LEGEND = ("score: the model's predicted standing on the target, in z-scores of the history (0 = an average "
+                "model) = bias_score + transfer_score + meta_score{known}; the rank run's description (mlflow ui) "
+                "explains every column.")
 NO_ENCODER = (None, "", "none")
 # A model scored on fewer history tasks than this stands where that one score puts it (a published
 # table's baseline row measured on one dataset): the answer says so.
