@@ -55,6 +55,7 @@ from sklearn.exceptions import ConvergenceWarning
 from fennec_mlflow.progress import tqdm
 
 from fennec_mlflow import config
+from fennec_mlflow.archi2vec.meta import model_family
 from fennec_mlflow.core import evaluation as ev
 from fennec_mlflow.core.recommender import FORMULATIONS, Fennec, mean_gain_is_certain
 from fennec_mlflow.errors import InvalidInputError
@@ -529,13 +530,16 @@ def store_task_meta(task_facts: pd.DataFrame, tasks: list[str]) -> pd.DataFrame 
 # Model facts that name a family, first found first used; "arch" is how papers head the column
 # (DINOv2's linear-probe table: "Arch", imported as the fact model_arch).
 FAMILY_FACTS = ("family", "architecture", "arch", "type")
+NAME_FAMILIES = "family_from_name"  # the families' name when only the model names gave them
 
 
 def store_families(models: list[str], model_facts: pd.DataFrame, architecture_meta: pd.DataFrame) -> pd.Series | None:
     """model -> architecture family, from the facts (family, architecture or arch, type), archi2vec, or ``arch@source`` names.
 
     A model the first source that names families says nothing about is a family of its own. None
-    when no source gives two families or more, one of them shared by several models.
+    when no source gives two families or more, one of them shared by several models. Last, the
+    names' leading letters (:func:`model_family`: "EfficientNet-B3" -> efficientnet), as a published
+    table names its models: the name ``family-mean`` then says so.
     """
     facts = model_facts.reindex(models)
     candidates = [facts[c] for c in FAMILY_FACTS if c in facts]
@@ -544,10 +548,11 @@ def store_families(models: list[str], model_facts: pd.DataFrame, architecture_me
         candidates.append(archs.map(architecture_meta["family"]))
     if any(source_of(m) is not None for m in models):
         candidates.append(archs)
+    candidates.append(pd.Series([model_family(m) for m in models], index=models, name=NAME_FAMILIES))
     for labels in candidates:
         labels = labels.astype(object).where(labels.notna(), pd.Series(models, index=models)).astype(str)
         if labels.nunique() > 1 and labels.value_counts().max() > 1:
-            return labels.rename("family")
+            return labels.rename(labels.name if labels.name == NAME_FAMILIES else "family")
     return None
 
 
@@ -640,5 +645,9 @@ def load_store_data(truth: MatrixSpec, histories: Sequence[MatrixSpec] = (), *,
     if task_meta is None and task_proxy is None:
         notes.append("no task facts or proxies: Fennec ranks by popularity (no task information)")
     families = store_families(all_models, model_facts, architecture_meta)
+    if families is not None and families.name == NAME_FAMILIES:
+        notes.append(f"model families read from the names' leading letters ({families.nunique()} families, e.g. "
+                     f"{', '.join(families.value_counts().index[:3])}) for family-mean; a family, arch or type model "
+                     "fact names them better")
     data = TuningData(P, model_meta, task_meta, tuple(targets), matrices, task_proxy, weights)
     return StoreData(truth, data, families, notes)

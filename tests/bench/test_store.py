@@ -77,6 +77,20 @@ def test_an_arch_column_gives_the_family_baseline_its_families(store, tmp_path):
     assert bench.families is not None and bench.families.nunique() == 2
 
 
+def test_a_published_tables_model_names_give_the_family_baseline_its_families(store, tmp_path):
+    """No family fact: "EfficientNet-B0" and "EfficientNet-B3" are one family by their names, and the notes say
+    where the families came from."""
+    names = ["EfficientNet-B0", "EfficientNet-B3", "ResNet-50", "ResNet-152", "ViT-B/16", "ViT-L/16", "BYOL"]
+    table = planted_long_table(n_models=len(names), facts=False)
+    table["model"] = table["model"].map(dict(zip([f"net{i:02d}" for i in range(len(names))], names)))
+    bench = store_benchmark(source=imported(tmp_path, table, "named"))
+    assert bench.families.to_dict() == {"BYOL": "byol", "EfficientNet-B0": "efficientnet",
+                                        "EfficientNet-B3": "efficientnet", "ResNet-152": "resnet",
+                                        "ResNet-50": "resnet", "ViT-B/16": "vit", "ViT-L/16": "vit"}
+    assert any(note.startswith("model families read from the names' leading letters (4 families")
+               for note in bench.notes)
+
+
 def test_a_bare_table_evaluates_fennec_as_popularity_and_skips_what_needs_facts(store, tmp_path):
     table = planted_long_table(facts=False, holes=6)
     bench = store_benchmark(source=imported(tmp_path, table, "bare"))
