@@ -709,7 +709,8 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
                    "changed or been deleted in the store since it was built (a table imported again, runs deleted); "
                    "run the `fennec build` that made it again (its fennec-fit run's params) to rank on the store "
                    "as it is now", err=True)
-    click.echo(SCORE_LEGEND.format(known=", plus what the known scores say of the others" if told.any() else ""))
+    click.echo(SCORE_LEGEND.format(known=" when cold; the known scores move the others and place each told model at "
+                                          "its measured value" if told.any() else ""))
     if output is not None:
         if output.suffix.lower() == ".json":
             ranking.to_json(output, orient="records", indent=1)

@@ -426,7 +426,8 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
             raise RankRequestError("no task rows in the request: send one row per task")
         candidates = select_candidates(bundle, params)
         candidates, left_out = answers.constrain(bundle, params, candidates)
-        known = parse_known_scores(params.get("known_scores") or "", bundle)
+        known, known_converted = known_on_history_scale(parse_known_scores(params.get("known_scores") or "", bundle),
+                                                        bundle)
         task_ids = None
         if images:
             from fennec_mlflow.data.proxy import image_proxy_features
@@ -471,7 +472,7 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
             head.attrs = dict(table.attrs)
             # row by row: only the rows answered (1 ms at 1,000 models); the told rows anchor the level
             head = answers.annotate(bundle, head, meta, known_rows if told.any() else None)
-            for note in (new_domain_note(meta, bundle), left_out):
+            for note in (new_domain_note(meta, bundle), left_out, known_converted):
                 if note:
                     head.attrs["basis"] += f"; {note}"
             for column in scored:
@@ -547,14 +548,49 @@ def parse_known_scores(text: str, bundle: RankerBundle) -> dict[str, float]:
     try:
         known = {str(k): float(v) for k, v in json.loads(text).items()}
     except (ValueError, AttributeError, TypeError) as exc:
-        raise RankRequestError('known_scores must be a string holding a JSON object {"model name": score, ...}, '
-                               'on the history\'s scale, e.g. json.dumps({"resnet20_cifar10": 91.3})') from exc
+        raise RankRequestError(f"known_scores must be a string holding a JSON object {{\"model name\": score, ...}} "
+                               f"on the history's scale, e.g. '{known_scores_example(bundle)}'") from exc
     models = [str(name) for name in bundle.model_meta.index]
     unknown = sorted(set(known) - set(models))
     if unknown:
         named = ", ".join(repr(name) + did_you_mean(name, models) for name in unknown[:5])
         raise RankRequestError(f"known_scores names models the recommender does not know: {named}")
     return known
+
+
+def _accuracy_scale(bundle: RankerBundle) -> float | None:
+    """The history's accuracy scale (1.0 or 100.0), None when it holds no accuracies (or an older bundle)."""
+    accuracy = getattr(bundle, "accuracy", None)
+    return accuracy.scale if accuracy is not None and accuracy.available else None
+
+
+def known_scores_example(bundle: RankerBundle) -> str:
+    """A known_scores value for this recommender: one of its models, on its history's scale."""
+    scale = _accuracy_scale(bundle)
+    return json.dumps({str(bundle.model_meta.index[0]): 0.91 if scale == 1.0 else 91.0})
+
+
+def known_on_history_scale(known: dict[str, float], bundle: RankerBundle) -> tuple[dict[str, float], str | None]:
+    """Known accuracies on the history's scale, and what was converted: percents told to a history of
+    fractions (or the reverse) are divided (multiplied) by 100. Two scores on the wrong scale would
+    otherwise be read in the history's spread: 91 and 93.5 against fractions stood 60 z apart.
+    A mix of the two, or a value off both scales, is refused."""
+    scale = _accuracy_scale(bundle)
+    if not known or scale is None:
+        return known, None
+    values = np.array(list(known.values()))
+    off = (~np.isfinite(values)) | (values < 0) | (values > 100)
+    fractions = values <= 1.0
+    if off.any() or (fractions.any() and not fractions.all() and scale == 1.0):
+        raise RankRequestError(f"known_scores {json.dumps(known)} are not accuracies on one scale; this recommender's "
+                               f"history is in [0, {scale:g}]: give them so, e.g. '{known_scores_example(bundle)}'")
+    if scale == 1.0 and not fractions.any():
+        return ({name: value / 100 for name, value in known.items()},
+                "known scores given in percent, read as fractions like the history's (divided by 100)")
+    if scale == 100.0 and fractions.all():
+        return ({name: value * 100 for name, value in known.items()},
+                "known scores given as fractions, read in percent like the history's (multiplied by 100)")
+    return known, None
 
 
 def did_you_mean(name: str, models: list[str]) -> str:

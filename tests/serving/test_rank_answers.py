@@ -190,7 +190,7 @@ def test_rest_requests_filter_on_constraints(served):
 def test_known_scores_anchor_the_served_predicted_accuracy(served):
     """Told that three models score 30 points below what was predicted (a task far harder than the
     history's), every predicted accuracy drops, also of rows shown without a known score, and the
-    basis says the level is anchored; known scores as fractions of a percent history do not anchor it."""
+    basis says the level is anchored; known scores as fractions of a percent history are read in percent."""
     model = mlflow.pyfunc.load_model(served["result"].model_uri)
     cold = model.predict(request(), params={"top_k": 0}).set_index("model")
     told = list(cold.index[-3:])  # the last rows: not among the top 3 shown below
@@ -200,8 +200,12 @@ def test_known_scores_anchor_the_served_predicted_accuracy(served):
     assert (warm["predicted_accuracy"] < cold.loc[warm.index, "predicted_accuracy"] - 10).all()
     assert "level anchored to its 3 known score(s)" in warm["basis"].iloc[0]
     fractions = {name: value / 100 for name, value in known.items()}
-    unanchored = model.predict(request(), params={"top_k": 3, "known_scores": json.dumps(fractions)})
-    assert "look like fractions" in unanchored["basis"].iloc[0]
+    converted = model.predict(request(), params={"top_k": 0, "known_scores": json.dumps(fractions)})
+    assert "known scores given as fractions, read in percent like the history's" in converted["basis"].iloc[0]
+    pd.testing.assert_series_equal(converted.set_index("model")["known_score"].dropna().sort_index(),
+                                   pd.Series(known, name="known_score").sort_index(), check_names=False)
+    pd.testing.assert_frame_equal(converted.drop(columns="basis"), model.predict(
+        request(), params={"top_k": 0, "known_scores": json.dumps(known)}).drop(columns="basis"))
 
 
 def test_measured_models_stand_where_their_accuracy_puts_them_among_the_predicted(served):

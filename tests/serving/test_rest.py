@@ -261,6 +261,33 @@ def test_unknown_known_scores_suggest_the_model_meant():
         model.predict(None, task_frame(1), {"known_scores": "[0.9]"})
 
 
+def test_known_scores_in_percent_for_a_history_of_fractions_are_converted_or_refused():
+    """Two percents told to a history of fractions were read in its spread: the two models stood 60
+    z-scores apart. Converted, they rank as the same fractions would; a mix of scales is refused."""
+    from fennec_mlflow.core.accuracy import AccuracyModel
+
+    model = flavor.FennecRanker()
+    model.bundle = small_bundle()
+    fennec = model.bundle.fennec
+    history = pd.DataFrame(fennec.task_mean_ + 0.05 * np.random.default_rng(0).normal(size=(20, 8)),
+                           index=model.bundle.model_meta.index, columns=fennec.task_names_)
+    model.bundle.accuracy = AccuracyModel().fit(history.clip(0.05, 0.95) / history.max().max())
+    assert model.bundle.accuracy.available and model.bundle.accuracy.scale == 1.0
+    fractions = model.predict(None, task_frame(1), {"top_k": 0, "known_scores": json.dumps({"net01": 0.91,
+                                                                                         "net02": 0.935})})
+    percents = model.predict(None, task_frame(1), {"top_k": 0, "known_scores": json.dumps({"net01": 91.0,
+                                                                                        "net02": 93.5})})
+    pd.testing.assert_frame_equal(percents.drop(columns="basis"), fractions.drop(columns="basis"))
+    assert "known scores given in percent, read as fractions like the history's" in percents["basis"].iloc[0]
+    assert percents["score"].abs().max() < 5
+    with pytest.raises(mlflow.exceptions.MlflowException,
+                       match=r"not accuracies on one scale; this recommender's history is in \[0, 1\]: give them so, "
+                             r"e.g. '\{\"net00\": 0.91\}'"):
+        model.predict(None, task_frame(1), {"known_scores": json.dumps({"net01": 91.0, "net02": 0.9})})
+    with pytest.raises(mlflow.exceptions.MlflowException, match=r"e.g. '\{\"net00\": 0.91\}'"):
+        model.predict(None, task_frame(1), {"known_scores": "{net01: 0.9}"})
+
+
 def test_blas_threads_are_left_alone_outside_the_scoring_server():
     from threadpoolctl import threadpool_info
 
