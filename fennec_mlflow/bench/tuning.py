@@ -257,6 +257,7 @@ class TuningOutcome:
     n_trials: int
     nested: NestedCVResult | None = None
     trials: pd.DataFrame = field(default_factory=pd.DataFrame)
+    highest_value: float | None = None  # the study's best trial, above best_value when not beyond doubt
 
     @property
     def nested_mean_pearson(self) -> float | None:
@@ -312,7 +313,7 @@ def _finalise(study: optuna.Study, data: TuningData, mlflow_client, parent_run_i
     plt.close(figure)
     tracking.finish_run(mlflow_client, parent_run_id)
     return TuningOutcome(benchmark, experiment, study.study_name, parent_run_id, best_params, float(best.value),
-                         default_value, float(popularity), len(study.trials), nested, trials)
+                         default_value, float(popularity), len(study.trials), nested, trials, float(study.best_value))
 
 
 def _split_trials(n_trials: int, workers: int) -> list[int]:

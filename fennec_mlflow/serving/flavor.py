@@ -536,7 +536,11 @@ def select_candidates(bundle: RankerBundle, params: dict) -> list[str] | None:
         raise RankRequestError(f"include/exclude must be regular expressions: {exc}") from exc
     limit = float(params.get("max_parameters") or 0)
     if limit > 0:
-        names = [n for n in names if bundle.model_parameters.get(n, np.inf) <= limit]
+        counted = [n for n in names if np.isfinite(bundle.model_parameters.get(n, np.inf))]
+        if not counted:
+            raise RankRequestError(f"max_parameters needs parameter counts, and none of the {len(names)} candidates "
+                                   "has one (an imported table without a Params column); leave it out")
+        names = [n for n in counted if bundle.model_parameters[n] <= limit]
     if not names:
         raise RankRequestError("no candidate model is left after include/exclude/max_parameters")
     return names

@@ -288,6 +288,16 @@ def test_known_scores_in_percent_for_a_history_of_fractions_are_converted_or_ref
         model.predict(None, task_frame(1), {"known_scores": "{net01: 0.9}"})
 
 
+def test_max_parameters_without_any_parameter_count_says_so():
+    model = flavor.FennecRanker()
+    model.bundle = small_bundle()
+    assert len(model.predict(None, task_frame(1), {"top_k": 0, "max_parameters": 5e6})) == 6  # 0, 1e6, ... 5e6
+    model.bundle.model_parameters[:] = np.nan  # an imported table's models: no counts
+    with pytest.raises(mlflow.exceptions.MlflowException,
+                       match="max_parameters needs parameter counts, and none of the 20 candidates has one"):
+        model.predict(None, task_frame(1), {"max_parameters": 5e6})
+
+
 def test_blas_threads_are_left_alone_outside_the_scoring_server():
     from threadpoolctl import threadpool_info
 
