@@ -117,10 +117,6 @@ def constrain(bundle, params: dict, candidates: list[str] | None) -> tuple[list[
             f"licence={params.get('licence') or 'any'!r} ({'; '.join(why)}; relax the limits)")
     unknown = {why: models for why, models in unknown.items() if models}
     said = [f"{len(models)} left out for {why}: {_some(models)}" for why, models in unknown.items()]
-    by_name = [n for n in chosen if licences and table.get("licence_from", pd.Series(dtype=object)).get(n) == "zoo name"]
-    if by_name:  # an imported table's "resnet50" may be another resnet50 than the zoo's
-        said.append(f"{len(by_name)} kept on the licence of the built-in zoo's model of the same name, which the "
-                    f"imported table's names only match: {_some(by_name)} (a licence column in the table states them)")
     return chosen, "; ".join(said)
 
 

@@ -472,7 +472,8 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
             head.attrs = dict(table.attrs)
             # row by row: only the rows answered (1 ms at 1,000 models); the told rows anchor the level
             head = answers.annotate(bundle, head, meta, known_rows if told.any() else None)
-            for note in (new_domain_note(meta, bundle), left_out, known_converted):
+            for note in (new_domain_note(meta, bundle), left_out, known_converted,
+                         licence_by_name_note(bundle, head["model"])):
                 if note:
                     head.attrs["basis"] += f"; {note}"
             for column in scored:
@@ -544,6 +545,20 @@ def select_candidates(bundle: RankerBundle, params: dict) -> list[str] | None:
     if not names:
         raise RankRequestError("no candidate model is left after include/exclude/max_parameters")
     return names
+
+
+def licence_by_name_note(bundle: RankerBundle, shown) -> str | None:
+    """The basis's word on licences shown that only a name match gave (an imported table's "resnet50"
+    may be another resnet50 than the built-in zoo's), unless a licence filter already said it."""
+    constraints = bundle.constraints
+    if constraints is None or "licence_from" not in constraints:
+        return None
+    by_name = [str(m) for m in shown if constraints["licence_from"].get(m) == "zoo name"]
+    if not by_name:
+        return None
+    return (f"the licence of {len(by_name)} shown model(s) ({', '.join(map(repr, by_name[:3]))}"
+            f"{', ...' if len(by_name) > 3 else ''}) is the built-in zoo's model of that name, which the table's "
+            "names only match: check it (a licence column in the table states them)")
 
 
 def parse_known_scores(text: str, bundle: RankerBundle) -> dict[str, float]:
