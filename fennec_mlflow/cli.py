@@ -617,9 +617,10 @@ def rank(target, model_uri, top_k, class_count, dataset, train_size, domain, inc
             task = _facts_target(target, _given(dataset), class_count, train_size, _given(domain), experiment)
         else:
             if not target and built_without_encoder(model_uri):  # the demo's image task means nothing to it
+                given = " (--class-count alone does not: add --train-size)" if class_count else ""
                 raise InvalidInputError(f"the recommender {model_uri} places a task by its facts (built with "
-                                        "--encoder none): give --dataset NAME or the task's facts (--class-count, "
-                                        "--train-size, --domain)")
+                                        "--encoder none): give --dataset NAME or the task's facts (--train-size, "
+                                        f"with --class-count and --domain when known){given}")
             task = load_task_spec(target or demo.DEFAULT_TARGET, unlabelled_ok=True)  # bad targets fail first
         if model_uri == "models:/fennec@champion" and not pyfunc.champion_exists():
             if isinstance(task, TaskFacts):  # the embedded default reads images

@@ -1435,6 +1435,12 @@ class Fennec(BaseEstimator):
 
     def _rank_shrunk(self, task_meta_row, task_proxy_row, candidates, known):
         n_models = len(self.model_names_)
+        if (task_proxy_row is None and task_meta_row is not None and self.task_meta_columns_ is not None
+                and np.isnan(_feature_row(task_meta_row, self.task_meta_columns_, "task_meta_row",
+                                          allow_unknown=True)).all()):
+            # No fact known places the task anywhere: the history's mean facts would stand in for it
+            # and the basis would name similar tasks that nothing made similar.
+            task_meta_row = None
         transfer = np.zeros(n_models)
         meta = np.zeros(n_models)
         parts = ["popularity"]

@@ -247,6 +247,29 @@ def with_fact_aliases(frame: pd.DataFrame) -> pd.DataFrame:
     return with_dataset_facts(frame) if DATASET_COLUMN in names else frame
 
 
+def history_task_named(name: str, history_tasks) -> str | None:
+    """The history task that is the public dataset ``name`` names ("Oxford-IIIT Pets" and "pets"), or None."""
+    from fennec_mlflow.core.evaluation import find_task_facts
+
+    names = [str(task) for task in history_tasks]
+    if name in names:
+        return name
+    facts = find_task_facts(name)
+    if facts is None:
+        return None
+    return next((task for task in names if (other := find_task_facts(task)) is not None
+                 and other["dataset"] == facts["dataset"]), None)
+
+
+def in_history_note(name: str, bundle: RankerBundle) -> str | None:
+    """The basis's word on a dataset asked for that is one of the history's tasks, as `fennec rank` says it."""
+    task = history_task_named(name, bundle.fennec.task_names_)
+    if task is None:
+        return None
+    return (f"{name!r} is {'one of' if task == name else f'the dataset of {task!r}, one of'} this recommender's "
+            "history tasks: its measured results were learned from, and this is Fennec's prediction for it, not them")
+
+
 def with_dataset_facts(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` without its ``dataset`` column, each row's missing facts filled from its public
     dataset's (the facts a row sends win); a name no public dataset answers to is a 400."""
@@ -417,6 +440,8 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
         check_request_params(params)
         bundle = self.bundle
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        datasets = (frame[DATASET_COLUMN].tolist() if DATASET_COLUMN in set(map(str, frame.columns.tolist()))
+                    else [None] * len(frame))
         frame = with_fact_aliases(frame)
         present = set(map(str, frame.columns.tolist()))
         images = "image" in present and frame["image"].notna().any()
@@ -472,8 +497,9 @@ class FennecRanker(mlflow.pyfunc.PythonModel):
             head.attrs = dict(table.attrs)
             # row by row: only the rows answered (1 ms at 1,000 models); the told rows anchor the level
             head = answers.annotate(bundle, head, meta, known_rows if told.any() else None)
-            for note in (new_domain_note(meta, bundle), left_out, known_converted,
-                         licence_by_name_note(bundle, head["model"])):
+            dataset = datasets[index] if not images and isinstance(datasets[index], str) else None
+            for note in (dataset and in_history_note(dataset, bundle), new_domain_note(meta, bundle), left_out,
+                         known_converted, licence_by_name_note(bundle, head["model"])):
                 if note:
                     head.attrs["basis"] += f"; {note}"
             for column in scored:

@@ -102,11 +102,7 @@ def history_task_of(target: Task | TaskFacts, history_tasks, same_data=(), names
         return same
     if target.name in names:
         return None if namesake else target.name
-    facts = find_task_facts(target.name) if isinstance(target, TaskFacts) else None
-    if facts is None:
-        return None
-    return next((name for name in names if (other := find_task_facts(name)) is not None
-                 and other["dataset"] == facts["dataset"]), None)
+    return pyfunc.history_task_named(target.name, names) if isinstance(target, TaskFacts) else None
 
 
 def rank_task(

@@ -281,6 +281,17 @@ def test_without_model_meta_there_is_no_meta_phase(problem):
         Fennec.meta_only(k=3, formulation="paper").fit(P, None, task_meta, task_proxy)
 
 
+def test_a_task_with_no_fact_known_is_ranked_by_popularity_and_said_so(problem):
+    """A request with no class count, size or domain: nothing says which history tasks it resembles."""
+    P, model_meta, task_meta, _ = training_part(*problem)
+    model = Fennec(k=3, n_estimators=20, shrinkage=0.9).fit(P, model_meta, task_meta)
+    unknown = pd.Series(np.nan, index=task_meta.columns)
+    ranking = model.rank(unknown)
+    assert ranking.attrs["basis"] == "popularity (no task information)"
+    np.testing.assert_allclose(ranking.set_index("model")["score"].loc[model.model_names_], model.bias_)
+    assert "similar tasks" in model.rank(problem[2].loc["new_a"]).attrs["basis"]
+
+
 def test_model_facts_alike_for_every_model_are_no_meta_phase(problem):
     """An imported table's models known by name alone get a constant fact column from the store: a
     meta weight on it would be named in the basis while moving nothing."""

@@ -258,7 +258,10 @@ def test_cli_rank_by_facts_on_a_table_only_store(store, tmp_path):
     assert no_target.exit_code == 2 and "Traceback" not in no_target.output
     assert no_target.output.strip().splitlines()[-1] == (
         "error: the recommender models:/fennec@champion places a task by its facts (built with --encoder none): "
-        "give --dataset NAME or the task's facts (--class-count, --train-size, --domain)")
+        "give --dataset NAME or the task's facts (--train-size, with --class-count and --domain when known)")
+    classes_only = CliRunner().invoke(main, ["rank", "--class-count", "10"])
+    assert classes_only.exit_code == 2 and classes_only.output.strip().endswith(
+        "(--class-count alone does not: add --train-size)")
     both = CliRunner().invoke(main, ["rank", "--dataset", "food101", "--target", str(tmp_path)])
     assert both.exit_code == 2 and "not both" in both.output
 

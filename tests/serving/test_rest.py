@@ -298,6 +298,21 @@ def test_max_parameters_without_any_parameter_count_says_so():
         model.predict(None, task_frame(1), {"max_parameters": 5e6})
 
 
+def test_a_dataset_asked_for_that_is_a_history_task_is_said_in_the_basis():
+    """As `fennec rank --dataset` says it: the answer is Fennec's prediction, not the measured results."""
+    model = flavor.FennecRanker()
+    model.bundle = small_bundle()
+    model.bundle.fennec.task_names_ = np.array(["oxford_pets", "dtd", "cifar10", "food101", "sun397", "cars",
+                                                "aircraft", "flowers"], dtype=object)
+    asked = task_frame(3).drop(columns=["class_count", "sample_count", "domain"])
+    asked["dataset"], asked["task_id"] = ["Oxford-IIIT Pets", "dtd", "svhn"], ["a", "b", "c"]
+    basis = model.predict(None, asked, {"top_k": 1}).set_index("task_id")["basis"]
+    assert ("'Oxford-IIIT Pets' is the dataset of 'oxford_pets', one of this recommender's history tasks: its "
+            "measured results were learned from") in basis["a"]
+    assert "'dtd' is one of this recommender's history tasks" in basis["b"]
+    assert "history tasks" not in basis["c"]
+
+
 def test_blas_threads_are_left_alone_outside_the_scoring_server():
     from threadpoolctl import threadpool_info
 
