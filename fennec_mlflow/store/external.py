@@ -214,12 +214,12 @@ class SkippedRows:
     reason: str
     lines: tuple[int, ...]
     examples: tuple[str, ...] = ()  # the first few rows, as ``model x task = score``
-    combined: bool = False  # the rows were not dropped but combined into one cell (``repeats``)
+    combined: int = 0  # the rows were not dropped but combined (``repeats``) into this many cells
 
     def __str__(self) -> str:
         shown = f" (e.g. {'; '.join(self.examples)})" if self.examples else ""
-        return f"{len(self.lines)} cell(s) {'combined' if self.combined else 'skipped'}, {self.reason}: " \
-               f"{_lines(self.lines)}{shown}"
+        what = f"combined into {self.combined}" if self.combined else "skipped"
+        return f"{len(self.lines)} cell(s) {what}, {self.reason}: {_lines(self.lines)}{shown}"
 
 
 _EXAMPLES = 3
@@ -230,6 +230,11 @@ def _examples(rows: pd.DataFrame) -> tuple[str, ...]:
     runs = rows[SOURCE_RUN_IDS] if SOURCE_RUN_IDS in rows.columns else pd.Series(None, index=rows.index)
     return tuple(f"{r.model} x {r.task} = {r.score}" + (f" (run {run})" if isinstance(run, str) else "")
                  for r, run in zip(rows.head(_EXAMPLES).itertuples(), runs.head(_EXAMPLES)))
+
+
+def _cell_count(rows: pd.DataFrame) -> int:
+    """How many (model, task) cells ``rows`` hold."""
+    return len(rows[["model", "task"]].drop_duplicates())
 
 
 def _lines(lines) -> str:
@@ -1769,7 +1774,7 @@ def _cells(long: pd.DataFrame, repeats: str = "last", seed_columns: list[str] | 
         combined = long.duplicated(subset=["model", "task"], keep=False)
         skipped.append(SkippedRows(f"a (model, task) cell given on several lines{seeds}, imported as its best "
                                    "configuration's mean over seeds (--repeats max)", tuple(long.index[combined]),
-                                   _examples(long[combined]), combined=True))
+                                   _examples(long[combined]), combined=_cell_count(long[combined])))
         means = long.groupby([long["model"], long["task"], configurations.reindex(long.index)],
                              sort=False)["score"].transform("mean")
         scores = means.groupby([long["model"], long["task"]], sort=False).transform("max")
@@ -1797,7 +1802,8 @@ def _cells(long: pd.DataFrame, repeats: str = "last", seed_columns: list[str] | 
         return long[~repeated], skipped
     combined = long.duplicated(subset=["model", "task"], keep=False)
     skipped.append(SkippedRows(f"a (model, task) cell given on several lines{seeds}, imported as their {repeats} "
-                               "(--repeats)", tuple(long.index[combined]), _examples(long[combined]), combined=True))
+                               "(--repeats)", tuple(long.index[combined]), _examples(long[combined]),
+                               combined=_cell_count(long[combined])))
     scores = long.groupby(["model", "task"], sort=False)["score"].transform(repeats)
     return _all_source_runs(long.assign(score=scores))[~repeated], skipped
 

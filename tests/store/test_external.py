@@ -481,7 +481,7 @@ def test_a_cell_given_on_several_lines_is_combined_as_asked(store, tmp_path, rep
         assert without_facts_note(lines) == [
             "seeds.csv: not read: column(s) 'seed' (a long table's cells are its score column; facts are model_* "
             "or task_* columns)",
-            f"seeds.csv: 3 cell(s) combined, a (model, task) cell given on several lines (one line per 'seed'), "
+            f"seeds.csv: 3 cell(s) combined into 1, a (model, task) cell given on several lines (one line per 'seed'), "
             f"imported as their {repeats} (--repeats): lines 2, 4, 5 (e.g. a x x = 0.6; a x x = 0.8; a x x = 0.4)"]
     assert imported(store, path, repeats=repeats) == (0, 2)  # idempotent
 
@@ -1212,8 +1212,8 @@ def test_the_lines_of_a_cell_told_apart_by_a_seed_say_which_was_kept_and_how_to_
                              "mean, --repeats max their best: line 2 (e.g. a x x = 90.5)")
     table, said = external.read_rows(path, repeats="mean")
     assert table["score"].tolist() == [91.0, 88.0]
-    assert str(said[-1]).startswith("2 cell(s) combined, a (model, task) cell given on several lines (one line per "
-                                    "'seed'), imported as their mean (--repeats): lines 2, 3")
+    assert str(said[-1]).startswith("2 cell(s) combined into 1, a (model, task) cell given on several lines (one "
+                                    "line per 'seed'), imported as their mean (--repeats): lines 2, 3")
 
 
 def test_a_unit_after_a_task_name_in_the_header_is_not_part_of_the_task(store, tmp_path):
