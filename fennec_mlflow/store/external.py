@@ -720,7 +720,9 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
         # what tells a cell's lines apart: a seed (by its name) and any other column that varies within a cell
         # (a hyperparameter grid), said by name
         values_per_cell = raw.groupby([raw["model"].astype(str), raw["task"].astype(str)])[unread].nunique(dropna=False)
-        varying = [c for c in unread if len(raw) and values_per_cell[c].max() > 1]
+        # an MLflow export's other metrics (val_acc beside test_acc) are results, not settings of the run
+        varying = [c for c in unread if len(raw) and values_per_cell[c].max() > 1
+                   and not str(c).startswith("metrics.")]
         seed_columns = sorted(varying, key=lambda c: _header_name(c) not in SEED_COLUMN_NAMES)
         configurations = [c for c in varying if _header_name(c) not in SEED_COLUMN_NAMES]
         if unread:  # a second metric (Top-5), a spread, a seed or a hyperparameter: said, so none is lost unseen

@@ -829,6 +829,7 @@ def test_an_mlflow_runs_export_imports_its_finished_runs_and_reads_test_acc_as_t
         ("params.model", "model"), ("params.dataset", "task"), ("metrics.test_acc", "score")))
     assert "one line per 'params.seed'" in said and "not read: column(s)" in said and "'metrics.val_acc'" in said
     assert "run_id" not in said.split("not read")[1]  # MLflow's run columns are left out, not listed as unread
+    assert "one line per 'params.seed')" in said  # val_acc is another result of the run, not what tells them apart
 
 
 def test_an_mlflow_export_keeps_a_cells_latest_run_a_sweeps_parent_and_leaves_out_runs_that_are_no_fine_tune(
