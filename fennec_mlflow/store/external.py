@@ -1875,6 +1875,30 @@ def tasks_without_facts(table: pd.DataFrame) -> list[str]:
     return [t for t in tasks if t not in described and t not in public]
 
 
+# Datasets almost only ever reported as VTAB tasks, whose papers (adapters, prompt and low-rank tuning)
+# mostly train on VTAB-1k's 1,000 images per task rather than the full training set the public facts give.
+VTAB_ONLY_TASKS = frozenset({"clevr_count", "clevr_distance", "dmlab", "kitti", "dsprites_location",
+                             "dsprites_orientation", "smallnorb_label_azimuth", "smallnorb_label_elevation",
+                             "patch_camelyon", "diabetic_retinopathy_detection"})
+VTAB_HINT_TASKS = 3  # this many of them in one table: likely a VTAB table
+
+
+def vtab_train_size_note(table: pd.DataFrame) -> str | None:
+    """What to check when the table looks like VTAB's and its tasks take their training-set size from the
+    public facts: VTAB-1k trains on 1,000 images per task, which would place them among the history's
+    tasks by another size."""
+    if "task_train_size" in table.columns and table["task_train_size"].notna().any():
+        return None
+    facts = load_task_facts()
+    vtab = [task for task in table["task"].drop_duplicates()
+            if (row := find_task_facts(task, facts)) is not None and row.name in VTAB_ONLY_TASKS]
+    if len(vtab) < VTAB_HINT_TASKS:
+        return None
+    return (f"{len(vtab)} tasks are VTAB's ({_named_examples(vtab)}): their training-set size is the full dataset's "
+            "(public task facts); if the table reports VTAB-1k (1,000 training images each, as adapter and prompt "
+            "tuning papers do), give that size: a row named 'Train size' (wide layout) or a task_train_size column")
+
+
 def cell_records(table: pd.DataFrame, *, source: str, source_file: str) -> list[tracking.RunRecord]:
     """The ``external`` run of each row of ``table`` (:func:`read_table`'s rows), public task facts included,
     and the runs of an MLflow export it was read from (:data:`SOURCE_RUNS_TAG`)."""
@@ -1979,6 +2003,9 @@ def import_table(
             "task_domain for them, so Fennec cannot tell which history tasks they resemble; name them like the "
             "public dataset (fennec_mlflow/resources/task_facts.csv), or give those facts: as columns (long or "
             "transposed layout) or as rows named #Classes, Train size, Domain (wide layout)")
+    vtab = vtab_train_size_note(table)
+    if vtab:
+        (note or report or _warn)(f"{path.name}: {vtab}")
     kept = set(zip(table["model"], table["task"]))
     dropped = [cell for model in stored.values.index for task in stored.values.columns
                if (model, task) not in kept

@@ -1461,3 +1461,20 @@ def test_models_named_alike_on_two_rows_are_told_apart_by_the_model_fact_that_di
         ("ViT-L/16 (Epochs: 7)", "Pets"): 96.81, ("ViT-L/16 (Epochs: 14)", "Pets"): 97.11}
     assert "models named alike on several rows ('ViT-L/16') are told apart by 'Epochs': each is named with it " \
            "(e.g. 'ViT-L/16 (Epochs: 7)' and 'ViT-L/16 (Epochs: 14)')" in [str(note) for note in notes]
+
+
+def test_a_vtab_table_is_told_to_give_its_training_set_size(store, tmp_path):
+    """VTAB-1k trains on 1,000 images per task; the public facts give the full training sets."""
+    header = "Method,CIFAR-100,DTD,Clevr-Count,DMLab,KITTI,sNORB-Azim\n"
+    path = tmp_path / "vtab.csv"
+    path.write_text(header + "Full,68.9,64.3,56.3,43.9,67.2,25.3\nLinear,63.4,63.2,37.8,34.8,61.0,14.5\n"
+                    "VPT,78.8,65.8,68.5,48.4,78.1,31.5\n")
+    notes = []
+    imported(store, path, note=notes.append, report=notes.append)
+    assert any(line.startswith("vtab.csv: 4 tasks are VTAB's ('Clevr-Count', 'DMLab', 'KITTI' and 1 more): their "
+                               "training-set size is the full dataset's") for line in notes)
+    sized = tmp_path / "sized.csv"
+    sized.write_text(header + "Train size,1000,1000,1000,1000,1000,1000\n" + path.read_text().split("\n", 1)[1])
+    notes = []
+    imported(store, sized, source="sized", note=notes.append, report=notes.append)
+    assert not any("VTAB" in line for line in notes)
