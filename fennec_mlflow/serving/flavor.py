@@ -575,7 +575,7 @@ def select_candidates(bundle: RankerBundle, params: dict) -> list[str] | None:
 
 def licence_by_name_note(bundle: RankerBundle, shown) -> str | None:
     """The basis's word on licences shown that only a name match gave (an imported table's "resnet50"
-    may be another resnet50 than the built-in zoo's), unless a licence filter already said it."""
+    may be another resnet50 than the built-in zoo's), with or without a licence filter."""
     constraints = bundle.constraints
     if constraints is None or "licence_from" not in constraints:
         return None

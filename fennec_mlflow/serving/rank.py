@@ -27,7 +27,8 @@ SCORE_UNITS = ("score = predicted z-score of the model on the target in the hist
                "with known scores (known_score: what you told) the score also carries what they say about the "
                "other models, so it no longer equals that sum. "
                "predicted_accuracy [accuracy_low, accuracy_high]: the accuracy it predicts on the history's scale "
-               "(of the history's kind: full fine-tunes, linear probes, or whatever an imported table measured), with a conformal interval learned leave-one-task-out (empty when the history holds no "
+               "(of the history's kind: full fine-tunes, linear probes, or whatever an imported table measured), "
+               "with a conformal interval learned leave-one-task-out (empty when the history holds no "
                "accuracies: the scores are then relative). latency_ms / peak_memory_mb: measured by `fennec profile` "
                "on this machine at profile_input_size pixels.")
 # What `fennec rank` prints under every ranking, where SCORE_UNITS (on the rank run) would be a paragraph.

@@ -539,7 +539,7 @@ def store_families(models: list[str], model_facts: pd.DataFrame, architecture_me
     A model the first source that names families says nothing about is a family of its own. None
     when no source gives two families or more, one of them shared by several models. Last, the
     names' leading letters (:func:`model_family`: "EfficientNet-B3" -> efficientnet), as a published
-    table names its models: the name ``family-mean`` then says so.
+    table names its models, named ``family_from_name`` so that the evaluation notes can say so.
     """
     facts = model_facts.reindex(models)
     candidates = [facts[c] for c in FAMILY_FACTS if c in facts]
