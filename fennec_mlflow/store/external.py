@@ -1,4 +1,4 @@
-"""Import external model x task tables (published benchmarks, a user's CSV) as ``external`` runs.
+r"""Import external model x task tables (published benchmarks, a user's CSV) as ``external`` runs.
 
 Supported layouts (``layout="auto"`` detects them from the header):
 
