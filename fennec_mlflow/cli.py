@@ -818,6 +818,7 @@ def _benchmark(name: str, source, truth_kind, history_kind, history_source, hist
 
 
 PAPER_MARGIN = 0.02  # Pearson, fraction: a gap beyond the spread of seeds on a small table
+LEVEL_MARGIN = 0.0005  # Pearson, fraction: a difference that the line's three decimals show as 0.000
 
 
 def _against_popularity(table) -> str | None:
@@ -831,7 +832,9 @@ def _against_popularity(table) -> str | None:
     line = (f"Default Fennec (what `fennec build` starts its tuning from) against popularity (each model's mean standing on "
             f"the other tasks): mean Pearson {ours:.3f} vs {theirs:.3f} ({ours - theirs:+.3f}), top-1 regret "
             f"{table.at['fennec', regret]:.3g} vs {table.at['popularity', regret]:.3g}.")
-    if ours < theirs:
+    if abs(ours - theirs) < LEVEL_MARGIN:
+        line += " The two are level here: their difference is below the figures shown."
+    elif ours < theirs:
         line += (" Here it is below popularity: `fennec build` tunes and validates on this ground truth, and serves "
                  "popularity itself where what it tuned still validates below it.")
     if "fennec-paper" in table.index and table.at["fennec-paper", pearson] >= max(ours, theirs) + PAPER_MARGIN:

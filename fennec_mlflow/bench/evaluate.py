@@ -184,13 +184,14 @@ def unavailable(benchmark: Benchmark, estimator: str) -> str | None:
     if estimator in ("fennec-no-transfer", "fennec-additive-meta") and (
             benchmark.model_meta is None or benchmark.task_meta is None):
         return (f"{estimator} ranks by the meta regression, which needs model and task facts; "
-                f"this benchmark has no {'model' if benchmark.model_meta is None else 'task'} facts")
+                f"this benchmark has no {'numeric model facts that differ between models' if benchmark.model_meta is None else 'task facts'}")
     if estimator in ("fennec-no-meta", "fennec-paper") and not has_vector:
         return f"{estimator} needs task facts or task proxies to place a new task; this benchmark has neither"
     if estimator == "archi2vec-family-mean" and ev.architecture_vectors(benchmark.model_meta) is None:
         return "archi2vec-family-mean needs the models' archi2vec vectors (a2v_* or arch_* model facts)"
     if estimator == "family-mean" and benchmark.families is None:
-        return "family-mean needs model families (a family, architecture, arch or type fact, or arch@source names)"
+        return ("family-mean needs two model families or more, one of several models (from a family, architecture, "
+                "arch or type fact, arch@source names, or the names' leading letters); this benchmark's models give none")
     if estimator in FACT_BASELINES:
         column = FACT_BASELINES[estimator]
         if benchmark.model_meta is None or column not in benchmark.model_meta or benchmark.model_meta[column].isna().all():

@@ -648,7 +648,9 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
             raw = raw.rename(columns={score: "score"})
     if layout == "auto" and str(raw.columns[0]).startswith("Unnamed:") and _layout_or_none(raw.columns) is None:
         raw = raw.rename(columns={raw.columns[0]: _unnamed_key_column(raw, path)})
-        written[0] = "(the first column, without a name)"
+        # a nested JSON object's inner keys (or a split one's index) are that first column (_json_table)
+        written[0] = ("(the row keys of the JSON)" if path.suffix.lower() == ".json"
+                      else "(the first column, without a name)")
     read_as = tuple((w, _read_with_unit(w, c)) for w, c in zip(written, raw.columns) if w.lower() != c.lower())
     if read_as:
         notes.insert(0, ReadAs(read_as))
@@ -702,7 +704,14 @@ def read_rows(path: str | Path, layout: str = "auto", model_facts_csv: str | Pat
                              "score": _numbers(raw, "eval_accuracy", path)})
     elif layout in ("wide", "transposed"):
         if layout == "wide":
-            raw, said = _model_column_telling_rows_apart(raw, dict(zip(raw.columns, written)))
+            as_written = dict(zip(raw.columns, written))
+            before = list(raw.columns)
+            raw, said = _model_column_telling_rows_apart(raw, as_written)
+            if said:  # the columns it read otherwise are said there, not as first read
+                overruled = {as_written[c] for c in before if c == "model" or c not in raw.columns}
+                skipped = [ReadAs(tuple(n for n in item.names if n[0] not in overruled))
+                           if isinstance(item, ReadAs) else item for item in skipped]
+                skipped = [item for item in skipped if not isinstance(item, ReadAs) or item.names]
             skipped.extend(said)
         raw, left_out = _columns_without_scores(raw, key="model" if layout == "wide" else "task")
         skipped.extend(left_out)
@@ -1881,6 +1890,9 @@ VTAB_ONLY_TASKS = frozenset({"clevr_count", "clevr_distance", "dmlab", "kitti", 
                              "dsprites_orientation", "smallnorb_label_azimuth", "smallnorb_label_elevation",
                              "patch_camelyon", "diabetic_retinopathy_detection"})
 VTAB_HINT_TASKS = 3  # this many of them in one table: likely a VTAB table
+# VTAB's other tasks, also on 1,000 training images in VTAB-1k (oxford_pets: VTAB's oxford_iiit_pet).
+VTAB_TASKS = VTAB_ONLY_TASKS | {"caltech101", "cifar100", "dtd", "flowers", "pets", "oxford_pets", "sun397", "svhn",
+                                "eurosat", "resisc45"}
 
 
 def vtab_train_size_note(table: pd.DataFrame) -> str | None:
@@ -1890,10 +1902,11 @@ def vtab_train_size_note(table: pd.DataFrame) -> str | None:
     if "task_train_size" in table.columns and table["task_train_size"].notna().any():
         return None
     facts = load_task_facts()
-    vtab = [task for task in table["task"].drop_duplicates()
-            if (row := find_task_facts(task, facts)) is not None and row.name in VTAB_ONLY_TASKS]
-    if len(vtab) < VTAB_HINT_TASKS:
+    found = {task: row.name for task in table["task"].drop_duplicates()
+             if (row := find_task_facts(task, facts)) is not None}
+    if sum(name in VTAB_ONLY_TASKS for name in found.values()) < VTAB_HINT_TASKS:
         return None
+    vtab = [task for task, name in found.items() if name in VTAB_TASKS]
     return (f"{len(vtab)} tasks are VTAB's ({_named_examples(vtab)}): their training-set size is the full dataset's "
             "(public task facts); if the table reports VTAB-1k (1,000 training images each, as adapter and prompt "
             "tuning papers do), give that size: a row named 'Train size' (wide layout) or a task_train_size column")

@@ -269,6 +269,9 @@ def test_the_cli_says_how_the_default_fares_against_popularity_and_what_to_do_wh
     assert "mean Pearson 0.600 vs 0.650 (-0.050)" in line and "Here it is below popularity" in line
     assert "serves popularity itself where what it tuned still validates below it" in line
     assert _against_popularity(public.drop(index="popularity")) is None
+    saturated = pd.DataFrame({"pearson": [0.9948, 0.9950], "top1_regret": [0.0, 0.0]}, index=["fennec", "popularity"])
+    line = _against_popularity(saturated)  # a table where every ranker is at 0.995: no verdict on -0.0002
+    assert "(-0.000)" in line and "below popularity" not in line and "The two are level here" in line
     ahead = pd.concat([public, pd.DataFrame({"mean_pearson": [0.80], "mean_top1_regret": [0.5]}, index=["fennec-paper"])])
     assert "`fennec build` tunes the formulation too (or `--formulation paper` fixes it)" in _against_popularity(ahead)
     level = pd.concat([public, pd.DataFrame({"mean_pearson": [0.72], "mean_top1_regret": [0.5]}, index=["fennec-paper"])])

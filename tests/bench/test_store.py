@@ -103,9 +103,9 @@ def test_a_bare_table_evaluates_fennec_as_popularity_and_skips_what_needs_facts(
     fennec, popularity = (runs.outcomes[n].result.summary["mean_pearson"] for n in ("fennec", "popularity"))
     assert fennec == pytest.approx(popularity, abs=1e-9)  # no task information: Fennec ranks by popularity
     # asked for by name, a row the benchmark cannot support is refused, in one clear sentence
-    with pytest.raises(InvalidInputError, match="fennec-no-transfer .*no model facts"):
+    with pytest.raises(InvalidInputError, match="fennec-no-transfer .*no numeric model facts that differ"):
         evaluation_runs.run_evaluation(bench, estimators="fennec,fennec-no-transfer", progress=False)
-    with pytest.raises(InvalidInputError, match="no model facts"):
+    with pytest.raises(InvalidInputError, match="no numeric model facts"):
         evaluation_runs.evaluate_estimator(bench, "fennec-no-transfer", seeds=(0,))
 
 

@@ -432,6 +432,9 @@ def test_common_dataset_names_resolve_to_their_task_facts():
         # a table's header may carry the unit or metric after the name
         "Aircraft (%)": "aircraft", "CIFAR-10 [Acc.]": "cifar10", "DTD top-1": "dtd", "Food-101 %": "food101",
         "Flowers-102 (top-1 acc., %)": "flowers",
+        # iBOT's and DINO's transfer tables
+        "Cif10": "cifar10", "Cif100": "cifar100", "Flwrs": "flowers", "iNa18": "inaturalist2018",
+        "iNa19": "inaturalist2019",
     }
     for name, task in expected.items():
         row = ev.find_task_facts(name, facts)

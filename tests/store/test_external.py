@@ -1006,9 +1006,12 @@ def test_json_parquet_and_feather_tables_import_like_their_csv(store, tmp_path, 
     frame = pd.DataFrame({"aircraft": [84.1, 80.0, np.nan], "dtd": [70.2, 71.5, 69.0]}, index=["r50", "vit", "b16"])
     path = tmp_path / name
     write(path, frame)
-    imported(store, path, report=lambda line: None)
+    notes = []
+    imported(store, path, report=lambda line: None, note=notes.append)
     values = tracking.load_matrix("external", source="mine", mlflow_client=store).values
     pd.testing.assert_frame_equal(values.reindex(index=frame.index, columns=frame.columns), frame, check_names=False)
+    if name == "nested.json":  # a JSON object has no column: its keys are said as keys
+        assert notes[0] == "nested.json: read '(the row keys of the JSON)' as model", notes
 
 
 @pytest.mark.parametrize("text, message", [
@@ -1354,6 +1357,12 @@ def test_two_columns_that_could_name_the_model_are_read_together_where_only_toge
     assert "read 'Feature' and 'Arch' together as the model (e.g. 'DINOv2 ViT-g/14'): neither names every row apart, " \
            "both together do; each is kept as a model fact ('Feature' as model_feature, 'Arch' as " \
            "model_architecture)" in [str(note) for note in notes]
+    # "Method" is the model column by its name: that first reading, overruled, is not said beside this one
+    method = tmp_path / "method.csv"
+    method.write_text(path.read_text().replace("Feature,", "Method,"))
+    table, notes = external.read_rows(method)
+    assert sorted(set(table["model"])) == ["BYOL RN50", "DINOv2 ViT-S/14", "DINOv2 ViT-g/14", "SimCLR RN50"]
+    assert not any(" as model," in f"{note}," for note in notes), [str(note) for note in notes]
 
 
 def test_a_column_of_text_that_tells_the_rows_apart_is_the_model_beside_one_named_as_the_model_that_does_not(tmp_path):
@@ -1471,7 +1480,8 @@ def test_a_vtab_table_is_told_to_give_its_training_set_size(store, tmp_path):
                     "VPT,78.8,65.8,68.5,48.4,78.1,31.5\n")
     notes = []
     imported(store, path, note=notes.append, report=notes.append)
-    assert any(line.startswith("vtab.csv: 4 tasks are VTAB's ('Clevr-Count', 'DMLab', 'KITTI' and 1 more): their "
+    # CIFAR-100 and DTD are VTAB-1k tasks too: the note names every task that would take the size
+    assert any(line.startswith("vtab.csv: 6 tasks are VTAB's ('CIFAR-100', 'DTD', 'Clevr-Count' and 3 more): their "
                                "training-set size is the full dataset's") for line in notes)
     sized = tmp_path / "sized.csv"
     sized.write_text(header + "Train size,1000,1000,1000,1000,1000,1000\n" + path.read_text().split("\n", 1)[1])
