@@ -1895,6 +1895,26 @@ VTAB_TASKS = VTAB_ONLY_TASKS | {"caltech101", "cifar100", "dtd", "flowers", "pet
                                 "eurosat", "resisc45"}
 
 
+# Names saying how the model was adapted: a linear probe on frozen features, or a fine-tune.
+_LINEAR_PROBE_WORDS = re.compile(r"\blinear\b|\blin\.|\bfrozen\b|\bprob(?:e|ing)\b", re.IGNORECASE)
+_FINE_TUNE_WORDS = re.compile(r"fine[- ]?tun|\bft\b|end[- ]to[- ]end", re.IGNORECASE)
+
+
+def mixed_regime_note(table: pd.DataFrame) -> str | None:
+    """What to know when the models (or tasks) are named as linear probes and as fine-tunes, as a paper's
+    "Linear evaluation:" and "Fine-tuned:" sections are read: each is ranked as one of its own."""
+    for key in ("model", "task"):
+        names = pd.Series(table[key].drop_duplicates().astype(str))
+        linear = names[names.str.contains(_LINEAR_PROBE_WORDS)].tolist()
+        tuned = names[names.str.contains(_FINE_TUNE_WORDS)].tolist()
+        if linear and tuned:
+            return (f"the {key}s mix linear probes ({_named_examples(linear)}) and fine-tunes "
+                    f"({_named_examples(tuned)}): each is taken as a {key} of its own, so the two regimes are ranked "
+                    "side by side (a fine-tune mostly scores higher); to measure or serve one regime, import each "
+                    "part under a --source of its own")
+    return None
+
+
 def vtab_train_size_note(table: pd.DataFrame) -> str | None:
     """What to check when the table looks like VTAB's and its tasks take their training-set size from the
     public facts: VTAB-1k trains on 1,000 images per task, which would place them among the history's
@@ -2016,9 +2036,9 @@ def import_table(
             "task_domain for them, so Fennec cannot tell which history tasks they resemble; name them like the "
             "public dataset (fennec_mlflow/resources/task_facts.csv), or give those facts: as columns (long or "
             "transposed layout) or as rows named #Classes, Train size, Domain (wide layout)")
-    vtab = vtab_train_size_note(table)
-    if vtab:
-        (note or report or _warn)(f"{path.name}: {vtab}")
+    for said in (vtab_train_size_note(table), mixed_regime_note(table)):
+        if said:
+            (note or report or _warn)(f"{path.name}: {said}")
     kept = set(zip(table["model"], table["task"]))
     dropped = [cell for model in stored.values.index for task in stored.values.columns
                if (model, task) not in kept

@@ -1285,6 +1285,22 @@ def test_rows_of_one_cell_between_the_rows_are_section_labels_that_name_the_mode
     assert not [note for note in notes if isinstance(note, external.SkippedRows)]
 
 
+def test_a_table_mixing_linear_probes_and_fine_tunes_says_that_both_are_ranked_side_by_side(store, tmp_path):
+    path = tmp_path / "byol.md"
+    path.write_text("| Method | Food101 | Cars | DTD |\n|---|---|---|---|\n| **Linear evaluation:** | | | |\n"
+                    "| BYOL | 75.3 | 67.8 | 75.5 |\n| SimCLR | 68.4 | 50.3 | 74.5 |\n| *Fine-tuned:* | | | |\n"
+                    "| BYOL | 88.5 | 91.6 | 76.2 |\n| SimCLR | 88.2 | 91.3 | 73.2 |\n")
+    notes = []
+    imported(store, path, note=notes.append, report=notes.append)
+    assert "byol.md: the models mix linear probes ('BYOL, linear evaluation', 'SimCLR, linear evaluation') and " \
+           "fine-tunes ('BYOL, fine-tuned', 'SimCLR, fine-tuned'): each is taken as a model of its own" in "\n".join(notes)
+    one_regime = tmp_path / "tuned.csv"  # a fine-tune table whose model names say nothing of a probe: no note
+    one_regime.write_text("Model,Food101,Cars\nBYOL fine-tuned,88.5,91.6\nSimCLR fine-tuned,88.2,91.3\n")
+    notes = []
+    imported(store, one_regime, source="tuned", note=notes.append, report=notes.append)
+    assert not any("linear probes" in line for line in notes)
+
+
 def test_section_labels_over_names_that_do_not_repeat_are_left_out_and_a_source_row_stays_a_note(tmp_path):
     path = tmp_path / "kinds.tex"
     path.write_text("Model & Aircraft & Cars \\\\\n\\midrule\n\\multicolumn{3}{l}{Supervised} \\\\\n"
