@@ -1508,7 +1508,12 @@ class Fennec(BaseEstimator):
             if label is not None and np.max(np.abs(part[candidates]), initial=0.0) < 0.0005:
                 parts[label] += " (under 0.0005 for every model shown)"
         basis = " + ".join(parts)
-        if parts == ["popularity"]:
+        n_history = len(self.task_names_)
+        if (self.shrinkage == "auto" and n_history < INTERACTION_MIN_TASKS and vector_row is not None
+                and (self.has_transfer_ or self.has_meta_)):
+            basis += (f"; no task-specific interaction: {n_history} history tasks are too few to vouch for one "
+                      f"(it takes {INTERACTION_MIN_TASKS})")
+        elif parts == ["popularity"]:
             basis += (" (no task information)" if self.task_vector_source_ is None or vector_row is None
                       else " (the task information did not predict held-out history tasks)")
         return score[candidates], bias[candidates], transfer[candidates], meta[candidates], basis

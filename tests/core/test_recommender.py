@@ -512,7 +512,7 @@ def test_noise_task_facts_on_a_small_history_give_exactly_popularity():
     assert model.transfer_weight_ == 0.0 and model.meta_weight_ == 0.0
     ranking = model.rank(noise.iloc[0])
     assert ranking["model"].tolist() == popularity(P[tasks]).sort_values(ascending=False).index.tolist()
-    assert "did not predict held-out history tasks" in ranking.attrs["basis"]
+    assert "no task-specific interaction: 7 history tasks are too few to vouch for one" in ranking.attrs["basis"]
     # By default the noise facts reweigh the history tasks, within the kernel's floor: near popularity.
     similar = Fennec(k=2, n_estimators=50).fit(P[tasks], model_meta, noise)
     assert similar.transfer_weight_ == 0.0 and similar.meta_weight_ == 0.0
