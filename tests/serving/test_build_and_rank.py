@@ -452,7 +452,7 @@ def test_build_registers_the_paper_formulation_when_asked_and_validates_it_as_su
 
 
 def test_champion_moves_only_to_a_version_validated_at_least_as_well(store, tmp_path):
-    import_planted(tmp_path, n_tasks=8)  # enough history tasks for the facts' interaction to prove itself
+    import_planted(tmp_path, n_tasks=9)  # each fold keeps 8 history tasks: enough for the facts' interaction to prove itself
     unmeasured = build(kind="external", source="planted", truth_source="not-imported")
     assert unmeasured.alias == "champion" and not unmeasured.quality.measured
     assert "not-imported" in unmeasured.quality.reason
@@ -473,7 +473,7 @@ def test_champion_moves_only_to_a_version_validated_at_least_as_well(store, tmp_
     assert str(champion.version) == good.version and champion.tags["fennec.quality"] == "validated"
     assert float(champion.tags["fennec.validated_mean_pearson"]) == pytest.approx(
         good.quality.validation.validated_mean_pearson, abs=1e-6)
-    assert "Validated on the store's external:planted ground truth (8 targets" in champion.description
+    assert "Validated on the store's external:planted ground truth (9 targets" in champion.description
     # the version's own input example is a request it answers (counts logged as whole numbers)
     from mlflow.models import Model
 

@@ -214,8 +214,9 @@ def test_known_scores_anchor_the_served_predicted_accuracy(served):
 
 def test_measured_models_stand_where_their_accuracy_puts_them_among_the_predicted(served):
     """Down a warm ranking the accuracy shown (measured, or predicted on the task's anchored level)
-    never rises: a model measured above every prediction is listed first, one measured below all of
-    them last. On their own z scale they could land among models predicted higher or lower."""
+    never rises: a measured model stands below exactly the models predicted above its accuracy (the
+    known scores move the others' predictions too), one measured below all of them last. On their own
+    z scale they could land among models predicted higher or lower."""
     model = mlflow.pyfunc.load_model(served["result"].model_uri)
     cold = model.predict(request(), params={"top_k": 0}).set_index("model")
     best, middle, worst = cold.index[-1], cold.index[-2], cold.index[-3]
@@ -225,6 +226,9 @@ def test_measured_models_stand_where_their_accuracy_puts_them_among_the_predicte
     warm = model.predict(request(), params={"top_k": 0, "known_scores": json.dumps(known)})
     shown = warm["predicted_accuracy"].to_numpy()
     assert np.all(np.diff(shown) <= 1e-9), warm[["model", "score", "known_score", "predicted_accuracy"]]
-    assert warm["model"].iloc[0] == best and warm["model"].iloc[-1] == worst
+    for name, value in known.items():  # each measured model below exactly the models shown above its accuracy
+        higher = warm["predicted_accuracy"].where(warm["model"] != name) > value + 1e-9
+        assert warm.index[warm["model"] == name][0] == int(higher.sum()), (name, warm)
+    assert warm["model"].iloc[-1] == worst  # measured below every prediction, cold or warm
     assert warm["rank"].tolist() == list(range(1, len(warm) + 1))
     assert np.all(np.diff(warm["score"].to_numpy()) <= 0)
