@@ -76,7 +76,7 @@ from fennec_mlflow.core.accuracy import (
     coverage_summary,
     interval_coverage,
 )
-from fennec_mlflow.core.recommender import Fennec
+from fennec_mlflow.core.recommender import INTERACTION_MIN_TASKS, Fennec
 from fennec_mlflow.errors import InvalidInputError
 from fennec_mlflow.parallel import forked_map
 from fennec_mlflow.serving.selection import (  # noqa: F401 (capped_k: bench.synthetic)
@@ -620,6 +620,12 @@ def run_evaluation(benchmark: str | Benchmark, *, experiment: str | None = None,
     if 0 < most_known_per_target(bench) <= TOP_K:
         notes.append(f"top{TOP_K}_hit is 1 for every ranker here: no target has more than {TOP_K} scored models, "
                      "so it tells nothing; top1_regret does")
+    history_tasks = min((bench.history_for(target).shape[1] for target in bench.targets), default=0)
+    if (history_tasks < INTERACTION_MIN_TASKS and (bench.task_meta is not None or bench.task_proxy is not None)
+            and (fennec_params or {}).get("shrinkage", "auto") == "auto"):
+        notes.append(f"each target's history holds {history_tasks} tasks, fewer than the {INTERACTION_MIN_TASKS} that "
+                     "Fennec needs to weigh a task-specific interaction: here it ranks by popularity among similar "
+                     "tasks, which alone sets it apart from popularity")
     experiment = experiment or experiment_name(bench.name)
     fits = FennecFits(bench, fennec_params)
     outcomes: dict[str, EstimatorOutcome] = {}

@@ -70,6 +70,17 @@ def test_tasks_of_a_table_without_facts_stay_unknown_and_are_ranked_by_popularit
     np.testing.assert_allclose(fennec.bias(bench.task_meta.loc["task4"]), fennec.bias_)  # like no task in particular
 
 
+def test_an_evaluation_on_a_small_table_says_that_fennec_weighs_no_interaction_there(store, tmp_path):
+    """6 tasks: each target's history holds 5, fewer than an interaction needs; 9 tasks hold 8."""
+    small = store_benchmark(source=imported(tmp_path, planted_long_table(n_tasks=6), "small"))
+    notes = evaluation_runs.run_evaluation(small, estimators="popularity", seeds=(0,), progress=False).notes
+    assert any(note.startswith("each target's history holds 5 tasks, fewer than the 8 that Fennec needs")
+               for note in notes), notes
+    large = store_benchmark(source=imported(tmp_path, planted_long_table(n_tasks=9), "large"))
+    notes = evaluation_runs.run_evaluation(large, estimators="popularity", seeds=(0,), progress=False).notes
+    assert not any("fewer than the 8" in note for note in notes), notes
+
+
 def test_an_arch_column_gives_the_family_baseline_its_families(store, tmp_path):
     """Papers head the architecture column "Arch": imported as the fact model_arch, it names families."""
     table = planted_long_table().rename(columns={"model_family": "model_arch"})
