@@ -315,8 +315,8 @@ TRANSFER_SLOPE_Z = 0.0
 TRANSFER_GAIN_Z = 0.5
 # Below this many history tasks neither interaction is weighed: their checks have too few tasks to
 # vouch for anything, and a lucky few pass them. On 60 random sub-tables of 4 to 7 tasks (3 to 6 in each
-# fold's history; heldout_tables' draw at those sizes, seeds 0 and 1, in issue 13's note of
-# 2026-12-02) checks from 3 tasks on let through a transfer weight of 0.94 that cost a target 27 Pearson points
+# fold's history; `benchmarks/heldout_tables.py --tables 30 --seed 0|1 --models 5-12 --tasks 4-7`)
+# checks from 3 tasks on let through a transfer weight of 0.94 that cost a target 27 Pearson points
 # against popularity and a meta weight of 1.0 that cost another 22; from 8 on, the mean lead over
 # popularity went from +0.20 / +0.23 to +0.32 / +1.07 and the worst table from -5.5 / -17.9 to -3.6 / -3.9;
 # larger sub-tables (4-11 and 7-11 tasks) moved by at most 0.04, PARC, PARC-6 and TransferGraph not at all.
